@@ -1,0 +1,17 @@
+/*
+ * alloc.h - the context core's allocator: malloc, with a failure injector
+ * so tests can prove that every out-of-memory path returns
+ * DCTX_RESOURCE_EXHAUSTED and leaks nothing.
+ */
+#ifndef DCTX_ALLOC_H
+#define DCTX_ALLOC_H
+
+#include <stddef.h>
+
+void *dctx__malloc(size_t size);
+
+/* Test hook: the next `after` allocations succeed, then every one fails,
+ * until called again with a negative count (the default: never fail). */
+void dctx__test_fail_alloc_after(long after);
+
+#endif /* DCTX_ALLOC_H */

@@ -1,0 +1,26 @@
+/*
+ * futex.c - the contended path of dctx__lock (see futex.h).
+ */
+#include "futex.h"
+
+/* A short spin first: the lock guards a few pointer updates, so its holder
+ * is usually about to let go, and sleeping costs two system calls. */
+#define SPIN_ROUNDS 64
+
+void dctx__lock_slow(dctx__lock *l)
+{
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        int expected = 0;
+        if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->state, &expected, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    /* Mark the lock contended (2) whenever we take it from here on: we cannot
+     * know whether others sleep, so the unlocker must wake one. */
+    while (atomic_exchange_explicit(&l->state, 2, memory_order_acquire) != 0)
+        dctx__futex_wait(&l->state, 2, INT64_MAX);
+}

@@ -1,0 +1,196 @@
+/*
+ * timer.c - the clock, and the one thread that fires every deadline.
+ *
+ * Design
+ *   Live deadlines sit in a binary min-heap of timer nodes; each node knows
+ *   its slot (heap_index), so adding and removing any node is O(log n),
+ *   whatever the number of live timers. One thread sleeps on a condition
+ *   variable (CLOCK_MONOTONIC) until the earliest deadline, pops what is
+ *   due and cancels it outside the heap lock.
+ *
+ *   Adding a timer wakes the thread only if the new deadline is earlier
+ *   than the time the thread sleeps to (sleep_until). Removing one never
+ *   wakes it: an early wake-up finds nothing due and sleeps again. So
+ *   creating and canceling timers in a loop costs no system call.
+ *
+ *   A node is freed only after dctx__timer_remove, which takes the heap
+ *   lock; the thread pops a node under that lock and fires it only if it
+ *   can still take a reference (dctx__try_retain). So the thread never
+ *   fires into freed memory, and it may drop the last reference itself.
+ *
+ *   The thread runs with 1 ns timer slack (the default 50 us would be added
+ *   to every deadline) and with every signal blocked.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "context_impl.h"
+
+static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t heap_cond;           /* on CLOCK_MONOTONIC; made once */
+static struct dctx__timer **heap;          /* protected by heap_lock */
+static size_t heap_len, heap_cap;          /* protected by heap_lock */
+static int64_t sleep_until = INT64_MIN;    /* INT64_MIN while awake; protected by heap_lock */
+static pthread_once_t start_once = PTHREAD_ONCE_INIT;
+static int start_error;                    /* written once under start_once */
+
+#define HEAP_INITIAL_CAP 1024
+
+int64_t dctx_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec to_timespec(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    return ts;
+}
+
+/* ===== Heap ===== */
+
+static void heap_set(size_t i, struct dctx__timer *t)
+{
+    heap[i] = t;
+    t->heap_index = i;
+}
+
+static void sift_up(size_t i)
+{
+    struct dctx__timer *t = heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (heap[parent]->deadline_ns <= t->deadline_ns)
+            break;
+        heap_set(i, heap[parent]);
+        i = parent;
+    }
+    heap_set(i, t);
+}
+
+static void sift_down(size_t i)
+{
+    struct dctx__timer *t = heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= heap_len)
+            break;
+        if (child + 1 < heap_len && heap[child + 1]->deadline_ns < heap[child]->deadline_ns)
+            child++;
+        if (t->deadline_ns <= heap[child]->deadline_ns)
+            break;
+        heap_set(i, heap[child]);
+        i = child;
+    }
+    heap_set(i, t);
+}
+
+static void heap_remove_at(size_t i)
+{
+    struct dctx__timer *t = heap[i];
+    struct dctx__timer *last = heap[--heap_len];
+    t->heap_index = DCTX__NOT_IN_HEAP;
+    if (i == heap_len)
+        return;
+    heap_set(i, last);
+    if (i > 0 && heap[(i - 1) / 2]->deadline_ns > last->deadline_ns)
+        sift_up(i);
+    else
+        sift_down(i);
+}
+
+static bool heap_reserve(void)
+{
+    if (heap_len < heap_cap)
+        return true;
+    size_t cap = heap_cap ? heap_cap * 2 : HEAP_INITIAL_CAP;
+    struct dctx__timer **grown = realloc(heap, cap * sizeof *grown);
+    if (grown == NULL)
+        return false;
+    heap = grown;
+    heap_cap = cap;
+    return true;
+}
+
+/* ===== The timer thread ===== */
+
+static void *timer_main(void *unused)
+{
+    (void)unused;
+    prctl(PR_SET_TIMERSLACK, 1UL);
+    pthread_mutex_lock(&heap_lock);
+    for (;;) {
+        if (heap_len > 0 && heap[0]->deadline_ns <= dctx_now()) {
+            struct dctx__timer *t = heap[0];
+            heap_remove_at(0);
+            if (!dctx__try_retain(&t->c.base))
+                continue; /* being freed; its release no longer needs us */
+            pthread_mutex_unlock(&heap_lock);
+            dctx__expire(t);
+            dctx_release(&t->c.base);
+            pthread_mutex_lock(&heap_lock);
+            continue;
+        }
+        if (heap_len == 0) {
+            sleep_until = INT64_MAX;
+            pthread_cond_wait(&heap_cond, &heap_lock);
+        } else {
+            sleep_until = heap[0]->deadline_ns;
+            struct timespec ts = to_timespec(sleep_until);
+            pthread_cond_timedwait(&heap_cond, &heap_lock, &ts);
+        }
+        sleep_until = INT64_MIN;
+    }
+    return NULL;
+}
+
+static void start_thread(void)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&heap_cond, &attr);
+    pthread_condattr_destroy(&attr);
+
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t thread;
+    start_error = pthread_create(&thread, NULL, timer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (start_error == 0)
+        pthread_detach(thread);
+}
+
+int dctx__timer_add(struct dctx__timer *t)
+{
+    pthread_once(&start_once, start_thread);
+    if (start_error != 0)
+        return DCTX_RESOURCE_EXHAUSTED;
+    pthread_mutex_lock(&heap_lock);
+    if (!heap_reserve()) {
+        pthread_mutex_unlock(&heap_lock);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    heap[heap_len] = t;
+    t->heap_index = heap_len++;
+    sift_up(t->heap_index);
+    if (t->deadline_ns < sleep_until)
+        pthread_cond_signal(&heap_cond);
+    pthread_mutex_unlock(&heap_lock);
+    return 0;
+}
+
+void dctx__timer_remove(struct dctx__timer *t)
+{
+    pthread_mutex_lock(&heap_lock);
+    if (t->heap_index != DCTX__NOT_IN_HEAP)
+        heap_remove_at(t->heap_index);
+    pthread_mutex_unlock(&heap_lock);
+}
