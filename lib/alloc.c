@@ -9,6 +9,7 @@
 /* Allocations left before failures start; negative: never fail. Relaxed:
  * only tests set it, between operations. */
 static atomic_long allocs_left = -1;
+static atomic_long allocs_made; /* successful allocations, for tests */
 
 void *dctx__malloc(size_t size)
 {
@@ -17,7 +18,15 @@ void *dctx__malloc(size_t size)
         atomic_store_explicit(&allocs_left, 0, memory_order_relaxed);
         return NULL;
     }
-    return malloc(size);
+    void *p = malloc(size);
+    if (p != NULL)
+        atomic_fetch_add_explicit(&allocs_made, 1, memory_order_relaxed);
+    return p;
+}
+
+long dctx__test_alloc_count(void)
+{
+    return atomic_load_explicit(&allocs_made, memory_order_relaxed);
 }
 
 void dctx__test_fail_alloc_after(long after)

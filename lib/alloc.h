@@ -14,4 +14,7 @@ void *dctx__malloc(size_t size);
  * until called again with a negative count (the default: never fail). */
 void dctx__test_fail_alloc_after(long after);
 
+/* Test hook: the number of successful allocations so far. */
+long dctx__test_alloc_count(void);
+
 #endif /* DCTX_ALLOC_H */
