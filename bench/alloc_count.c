@@ -50,12 +50,13 @@ static struct slot *this_slot(void)
     return my_slot;
 }
 
-/* Only the owner writes a slot (but the shared overflow slot), so a load
- * and a store suffice; relaxed, since a snapshot is read after the threads
- * synchronised with the reader (join, or the benchmark's own handoff). */
-static void bump(atomic_long *c)
+/* Only the owner writes its slot, so a load and a store suffice (no locked
+ * instruction); relaxed, since a snapshot is taken after the counting
+ * threads synchronised with the reader (a join, or the benchmark's own
+ * handoff). The shared overflow slot needs a real atomic add. */
+static void bump(struct slot *s, atomic_long *c)
 {
-    if (c >= &slots[MAX_SLOTS - 1].allocs)
+    if (s == &slots[MAX_SLOTS - 1])
         atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
     else
         atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
@@ -65,36 +66,42 @@ static void bump(atomic_long *c)
 void *malloc(size_t size)
 {
     void *p = __libc_malloc(size);
-    if (p != NULL)
-        bump(&this_slot()->allocs);
+    if (p != NULL) {
+        struct slot *s = this_slot();
+        bump(s, &s->allocs);
+    }
     return p;
 }
 
 void *calloc(size_t n, size_t size)
 {
     void *p = __libc_calloc(n, size);
-    if (p != NULL)
-        bump(&this_slot()->allocs);
+    if (p != NULL) {
+        struct slot *s = this_slot();
+        bump(s, &s->allocs);
+    }
     return p;
 }
 
-/* A realloc that moves or grows a block counts as an allocation (Go's
- * allocs/op counts a grown slice), and as a free when it gives one up. */
+/* A realloc counts as an allocation (as Go's allocs/op counts a grown
+ * slice), and as a free when it had an old block and let go of it. */
 void *realloc(void *old, size_t size)
 {
     void *p = __libc_realloc(old, size);
     struct slot *s = this_slot();
     if (p != NULL)
-        bump(&s->allocs);
+        bump(s, &s->allocs);
     if (old != NULL && (p != NULL || size == 0))
-        bump(&s->frees);
+        bump(s, &s->frees);
     return p;
 }
 
 void free(void *p)
 {
-    if (p != NULL)
-        bump(&this_slot()->frees);
+    if (p != NULL) {
+        struct slot *s = this_slot();
+        bump(s, &s->frees);
+    }
     __libc_free(p);
 }
 

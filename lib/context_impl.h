@@ -194,4 +194,7 @@ int dctx__timer_add(struct dctx__timer *t);
  * will not touch t again. */
 void dctx__timer_remove(struct dctx__timer *t);
 
+/* Test hook: the number of live timers, or -1 if the heap is broken. */
+long dctx__test_timer_heap_check(void);
+
 #endif /* DCTX_CONTEXT_IMPL_H */

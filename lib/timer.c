@@ -194,3 +194,16 @@ void dctx__timer_remove(struct dctx__timer *t)
         heap_remove_at(t->heap_index);
     pthread_mutex_unlock(&heap_lock);
 }
+
+long dctx__test_timer_heap_check(void)
+{
+    pthread_mutex_lock(&heap_lock);
+    long n = (long)heap_len;
+    for (size_t i = 0; i < heap_len; i++) {
+        if (heap[i]->heap_index != i ||
+            (i > 0 && heap[(i - 1) / 2]->deadline_ns > heap[i]->deadline_ns))
+            n = -1;
+    }
+    pthread_mutex_unlock(&heap_lock);
+    return n;
+}

@@ -1,0 +1,250 @@
+/*
+ * test_stress.c - what C adds to Go's tests: depth and breadth without
+ * recursion, and threads racing on one parent (run under ThreadSanitizer
+ * and LeakSanitizer by scripts/test).
+ */
+#include <stdatomic.h>
+#include <sys/resource.h>
+
+#include "testutil.h"
+
+enum { DEEP = 1000000 };
+
+/* A chain a million deep: cancel at the root reaches the leaf, and freeing
+ * it from either end costs no stack. The stack limit is lowered to 256 KiB
+ * first, so a recursive walk would crash here. */
+static void million_deep_chain_cancels_and_frees_without_recursion(void **state)
+{
+    (void)state;
+    static dctx *chain[DEEP];
+    static const dctx_key key = {"root", 0};
+    dctx *ctx = NULL;
+    assert_int_equal(dctx_with_value(dctx_background(), &key, "r", 2, &ctx), 0);
+    chain[0] = ctx;
+    for (int i = 1; i < DEEP; i++) {
+        dctx *next = NULL;
+        int rc = (i % 3 == 0) ? dctx_with_timeout(ctx, SEC(3600), &next)
+                              : dctx_with_cancel(ctx, &next);
+        assert_int_equal(rc, 0);
+        chain[i] = ctx = next;
+    }
+    assert_string_equal(dctx_value(ctx, &key, NULL), "r");
+    assert_false(dctx_done(ctx));
+    dctx_cancel(chain[1]);
+    assert_true(dctx_done(ctx));
+    assert_int_equal(dctx_err(ctx), DCTX_CANCELED);
+    /* release root first: the chain is freed in one go by the leaf's release */
+    for (int i = 0; i < DEEP; i++)
+        dctx_release(chain[i]);
+
+    /* and a live chain freed from the leaf end (no cancel at all) */
+    ctx = dctx_background();
+    for (int i = 0; i < DEEP; i++) {
+        dctx *next = NULL;
+        assert_int_equal(dctx_with_cancel(ctx, &next), 0);
+        if (i > 0)
+            dctx_release(ctx); /* only the leaf keeps the chain alive */
+        ctx = next;
+    }
+    dctx_release(ctx);
+}
+
+/* fan-out 10, depth 5 below a root: 111,110 descendants */
+static void tree_of_111110_nodes_cancels_completely(void **state)
+{
+    (void)state;
+    enum { FAN = 10, LEVELS = 5, NODES = 10 + 100 + 1000 + 10000 + 100000 };
+    static dctx *nodes[NODES];
+    dctx *root = NULL;
+    assert_int_equal(dctx_with_cancel(dctx_background(), &root), 0);
+    int n = 0, level_start = 0, level_len = 1;
+    for (int l = 0; l < LEVELS; l++) {
+        int next_start = n;
+        for (int p = 0; p < level_len; p++) {
+            dctx *parent = l == 0 ? root : nodes[level_start + p];
+            for (int k = 0; k < FAN; k++)
+                assert_int_equal(dctx_with_cancel(parent, &nodes[n++]), 0);
+        }
+        level_start = next_start;
+        level_len *= FAN;
+    }
+    assert_int_equal(n, NODES);
+    assert_int_equal(children_of(root), FAN);
+    dctx_cancel_cause(root, DCTX_ABORTED, "tree");
+    const char *root_msg = NULL;
+    assert_int_equal(dctx_cause(root, &root_msg), DCTX_ABORTED);
+    assert_string_equal(root_msg, "tree");
+    for (int i = 0; i < NODES; i++) {
+        const char *msg = NULL;
+        if (dctx_err(nodes[i]) != DCTX_CANCELED || dctx_cause(nodes[i], &msg) != DCTX_ABORTED)
+            fail_msg("node %d not canceled with the root's cause", i);
+        assert_ptr_equal(msg, root_msg); /* shared, not copied per node */
+        assert_int_equal(children_of(nodes[i]), 0);
+    }
+    assert_int_equal(children_of(root), 0);
+    for (int i = 0; i < NODES; i++)
+        dctx_release(nodes[i]);
+    dctx_release(root);
+}
+
+/* Threads hammer one parent (children of every kind, canceled, released
+ * with or without cancel, after-funcs stopped or left) while the main
+ * thread cancels the parent. Every child made after the cancel is born
+ * canceled; everything is freed (LeakSanitizer); no race (TSan). */
+struct hammer {
+    dctx *parent;
+    atomic_bool parent_canceled; /* set after dctx_cancel(parent) returned */
+    atomic_int stop;
+    atomic_long made, born_canceled, wrong;
+    atomic_long after_ran;
+};
+
+static void count_after(void *arg)
+{
+    atomic_fetch_add(&((struct hammer *)arg)->after_ran, 1);
+}
+
+static void *hammer_thread(void *arg)
+{
+    struct hammer *h = arg;
+    static const dctx_key key = {"k", 0};
+    unsigned i = 0;
+    while (!atomic_load(&h->stop)) {
+        bool after_cancel = atomic_load(&h->parent_canceled);
+        dctx *c = NULL, *v = NULL;
+        int rc;
+        switch (i++ % 4) {
+        case 0:
+            rc = dctx_with_cancel(h->parent, &c);
+            break;
+        case 1:
+            rc = dctx_with_timeout(h->parent, (i % 8) ? SEC(3600) : US(50), &c);
+            break;
+        case 2:
+            rc = dctx_with_value(h->parent, &key, "v", 2, &v);
+            if (rc == 0)
+                rc = dctx_with_cancel(v, &c);
+            break;
+        default: {
+            dctx_after *a = NULL;
+            rc = dctx_after_func(h->parent, count_after, h, (i % 8) ? &a : NULL);
+            if (rc == 0 && a != NULL)
+                dctx_after_stop(a);
+            rc = dctx_with_cancel(h->parent, &c);
+        }
+        }
+        if (rc != 0) {
+            atomic_fetch_add(&h->wrong, 1);
+            break;
+        }
+        atomic_fetch_add(&h->made, 1);
+        if (after_cancel) {
+            if (dctx_err(c) != DCTX_CANCELED)
+                atomic_fetch_add(&h->wrong, 1);
+            atomic_fetch_add(&h->born_canceled, 1);
+        }
+        if (i % 3 == 0)
+            dctx_cancel(c);
+        dctx_release(c);
+        dctx_release(v);
+    }
+    return NULL;
+}
+
+static void threads_race_on_one_parent_while_it_is_canceled(void **state)
+{
+    (void)state;
+    enum { THREADS = 4 };
+    for (int round = 0; round < 20; round++) {
+        struct hammer h = {0};
+        assert_int_equal(dctx_with_cancel(dctx_background(), &h.parent), 0);
+        pthread_t t[THREADS];
+        for (int i = 0; i < THREADS; i++)
+            t[i] = start_thread(hammer_thread, &h);
+        while (atomic_load(&h.made) < 2000)
+            sched_yield();
+        dctx_cancel_cause(h.parent, DCTX_ABORTED, "round over");
+        atomic_store(&h.parent_canceled, true);
+        long at_cancel = atomic_load(&h.made);
+        while (atomic_load(&h.made) < at_cancel + 2000)
+            sched_yield();
+        atomic_store(&h.stop, 1);
+        for (int i = 0; i < THREADS; i++)
+            join_thread(t[i]);
+        assert_int_equal(atomic_load(&h.wrong), 0);
+        assert_true(atomic_load(&h.born_canceled) > 0);
+        assert_int_equal(children_of(h.parent), 0);
+        dctx_release(h.parent);
+    }
+}
+
+/* Children released (their count hits zero) while the parent's cancel
+ * walks its list: the walk must skip the dying ones, never revive them. */
+struct churn {
+    dctx *parent;
+    atomic_int go;
+};
+
+static void *release_churn(void *arg)
+{
+    struct churn *c = arg;
+    while (!atomic_load(&c->go))
+        ;
+    for (int i = 0; i < 20000 && !dctx_done(c->parent); i++) {
+        dctx *child = NULL;
+        if (dctx_with_cancel(c->parent, &child) == 0)
+            dctx_release(child);
+    }
+    return NULL;
+}
+
+static void release_during_cascade_is_safe(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 50 / stress_scale() + 1; round++) {
+        struct churn c = {0};
+        assert_int_equal(dctx_with_cancel(dctx_background(), &c.parent), 0);
+        enum { KEEP = 2000 };
+        dctx *kept[KEEP];
+        for (int i = 0; i < KEEP; i++)
+            assert_int_equal(dctx_with_cancel(c.parent, &kept[i]), 0);
+        pthread_t t[2];
+        t[0] = start_thread(release_churn, &c);
+        t[1] = start_thread(release_churn, &c);
+        atomic_store(&c.go, 1);
+        for (int i = 0; i < KEEP; i += 2) /* release half while the cancel may run */
+            dctx_release(kept[i]);
+        dctx_cancel(c.parent);
+        for (int i = 1; i < KEEP; i += 2)
+            assert_int_equal(dctx_err(kept[i]), DCTX_CANCELED);
+        join_thread(t[0]);
+        join_thread(t[1]);
+        for (int i = 1; i < KEEP; i += 2)
+            dctx_release(kept[i]);
+        assert_int_equal(children_of(c.parent), 0);
+        dctx_release(c.parent);
+    }
+}
+
+static int set_small_stack(void **state)
+{
+    (void)state;
+    /* the limit binds the main thread's stack growth from here on */
+    struct rlimit rl;
+    getrlimit(RLIMIT_STACK, &rl);
+    rl.rlim_cur = 256 * 1024;
+    setrlimit(RLIMIT_STACK, &rl);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(million_deep_chain_cancels_and_frees_without_recursion,
+                               set_small_stack),
+        cmocka_unit_test(tree_of_111110_nodes_cancels_completely),
+        cmocka_unit_test(threads_race_on_one_parent_while_it_is_canceled),
+        cmocka_unit_test(release_during_cascade_is_safe),
+    };
+    return cmocka_run_group_tests_name("stress", tests, NULL, NULL);
+}
