@@ -96,6 +96,7 @@ struct hammer {
     atomic_bool parent_canceled; /* set after dctx_cancel(parent) returned */
     atomic_int stop;
     atomic_long made, born_canceled, wrong;
+    atomic_long after_due; /* registered and not stopped: each must run once */
     atomic_long after_ran;
 };
 
@@ -128,8 +129,8 @@ static void *hammer_thread(void *arg)
         default: {
             dctx_after *a = NULL;
             rc = dctx_after_func(h->parent, count_after, h, (i % 8) ? &a : NULL);
-            if (rc == 0 && a != NULL)
-                dctx_after_stop(a);
+            if (rc == 0 && (a == NULL || !dctx_after_stop(a)))
+                atomic_fetch_add(&h->after_due, 1);
             rc = dctx_with_cancel(h->parent, &c);
         }
         }
@@ -173,6 +174,11 @@ static void threads_race_on_one_parent_while_it_is_canceled(void **state)
             join_thread(t[i]);
         assert_int_equal(atomic_load(&h.wrong), 0);
         assert_true(atomic_load(&h.born_canceled) > 0);
+        /* every after-func not stopped runs, once; h must outlive them */
+        int64_t give_up = dctx_now() + SEC(30);
+        while (atomic_load(&h.after_ran) < atomic_load(&h.after_due) && dctx_now() < give_up)
+            sched_yield();
+        assert_int_equal(atomic_load(&h.after_ran), atomic_load(&h.after_due));
         assert_int_equal(children_of(h.parent), 0);
         dctx_release(h.parent);
     }

@@ -1,0 +1,26 @@
+# setup.sh - sourced by scripts/test and scripts/demo: installs the Debian
+# packages dctx builds with, when any is missing (apt-get update first).
+# Needs root, or sudo.
+
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev"
+
+dctx_install_packages() {
+    local missing=()
+    for p in $DCTX_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "== installing: ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# dctx_build DIR [cmake args...]: configure and build into DIR.
+dctx_build() {
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DDCTX_WERROR=ON "$@" >/dev/null
+    cmake --build "$dir" -j "$(nproc)"
+}
