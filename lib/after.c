@@ -8,18 +8,21 @@
  *   callback and never waits for one.
  *
  *   Run or stop, exactly once: the entry's state goes from PENDING to
- *   RUNNING (the executor) or to STOPPED (dctx_after_stop) by one
- *   compare-and-swap; whoever wins releases the context reference the entry
- *   holds, after running fn for the executor.
+ *   CLAIMED (by the cancel, under the node's lock, as it takes the entry) or
+ *   to STOPPED (dctx_after_stop) by one compare-and-swap. As in Go, once
+ *   the cancel has returned, fn is bound to run and stop returns false. A
+ *   claimed entry's fn runs on the executor, which then releases the
+ *   context reference the entry holds; a stop that wins releases it.
  *
  *   Two references keep an entry: the caller's handle (if asked for) and
  *   the registration, held by whoever has the entry: the list, then the
  *   executor's queue. Whoever takes it off the list under the lock (the
  *   canceler, or a winning stop) moves or drops the registration.
  *
- *   The executor starts with one thread and adds one whenever work arrives
- *   while none is idle (a blocking fn must not hold up the others), up to
- *   MAX_THREADS; threads beyond the first leave after IDLE_EXIT_S idle.
+ *   The executor never lets queued work wait behind a running fn (which may
+ *   block, or wait for another after-func): each item queued either claims
+ *   an idle thread or starts a new one, up to MAX_THREADS. Threads beyond
+ *   the first leave after IDLE_EXIT_S seconds idle.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -30,12 +33,12 @@
 #include "alloc.h"
 #include "context_impl.h"
 
-enum { AFTER_PENDING, AFTER_RUNNING, AFTER_STOPPED };
+enum { AFTER_PENDING, AFTER_CLAIMED, AFTER_STOPPED };
 
 struct dctx_after {
     struct dctx__link link;     /* in reg's list; protected by reg->lock */
     bool linked;                /* protected by reg->lock */
-    atomic_int state;           /* AFTER_* */
+    atomic_int state;           /* AFTER_PENDING, then CLAIMED or STOPPED */
     atomic_int refs;            /* handle + registration */
     dctx *ctx;                  /* retained while PENDING; NULL if it can never be done */
     struct dctx__cancel *reg;   /* ctx's done source */
@@ -50,7 +53,9 @@ struct dctx_after {
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
 static struct dctx_after *queue_head, *queue_tail; /* protected by queue_lock */
-static int threads, idle;                          /* protected by queue_lock */
+static int threads;     /* executor threads alive; protected by queue_lock */
+static int idle;        /* asleep and not yet claimed by queued work; ditto */
+static int claims;      /* wake-ups owed to claimed sleepers; ditto */
 
 static void after_unref(struct dctx_after *a)
 {
@@ -60,9 +65,7 @@ static void after_unref(struct dctx_after *a)
 
 static void run(struct dctx_after *a)
 {
-    int expected = AFTER_PENDING;
-    if (atomic_compare_exchange_strong_explicit(&a->state, &expected, AFTER_RUNNING,
-                                                memory_order_acq_rel, memory_order_acquire)) {
+    if (atomic_load_explicit(&a->state, memory_order_acquire) == AFTER_CLAIMED) {
         a->fn(a->arg);
         dctx_release(a->ctx);
     }
@@ -74,26 +77,31 @@ static void *executor_main(void *unused)
     (void)unused;
     pthread_mutex_lock(&queue_lock);
     for (;;) {
-        while (queue_head == NULL) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += IDLE_EXIT_S;
-            idle++;
-            int rc = pthread_cond_timedwait(&queue_cond, &queue_lock, &until);
-            idle--;
-            if (rc == ETIMEDOUT && queue_head == NULL && threads > 1) {
-                threads--;
-                pthread_mutex_unlock(&queue_lock);
-                return NULL;
-            }
-        }
         struct dctx_after *a = queue_head;
-        queue_head = a->queue_next;
-        if (queue_head == NULL)
-            queue_tail = NULL;
-        pthread_mutex_unlock(&queue_lock);
-        run(a);
-        pthread_mutex_lock(&queue_lock);
+        if (a != NULL) {
+            queue_head = a->queue_next;
+            if (queue_head == NULL)
+                queue_tail = NULL;
+            pthread_mutex_unlock(&queue_lock);
+            run(a);
+            pthread_mutex_lock(&queue_lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += IDLE_EXIT_S;
+        idle++;
+        int rc = pthread_cond_timedwait(&queue_cond, &queue_lock, &until);
+        if (claims > 0) {
+            claims--; /* the scheduler already took us off idle */
+            continue;
+        }
+        idle--;
+        if (rc == ETIMEDOUT && threads > 1) {
+            threads--;
+            pthread_mutex_unlock(&queue_lock);
+            return NULL;
+        }
     }
 }
 
@@ -131,9 +139,14 @@ static void enqueue_locked(struct dctx_after *a)
     queue_tail = a;
 }
 
-void dctx__after_unlinked(struct dctx__link *l)
+void dctx__after_claim(struct dctx__link *l)
 {
-    dctx__container_of(l, struct dctx_after, link)->linked = false;
+    struct dctx_after *a = dctx__container_of(l, struct dctx_after, link);
+    a->linked = false;
+    int expected = AFTER_PENDING;
+    /* Fails only if a stop won first: then the executor just drops it. */
+    atomic_compare_exchange_strong_explicit(&a->state, &expected, AFTER_CLAIMED,
+                                            memory_order_acq_rel, memory_order_acquire);
 }
 
 void dctx__after_schedule(struct dctx__link *first)
@@ -142,11 +155,14 @@ void dctx__after_schedule(struct dctx__link *first)
     for (struct dctx__link *l = first, *next; l != NULL; l = next) {
         next = l->next;
         enqueue_locked(dctx__container_of(l, struct dctx_after, link));
+        if (idle > 0) {
+            idle--;
+            claims++;
+            pthread_cond_signal(&queue_cond);
+        } else if (threads < MAX_THREADS) {
+            (void)spawn(); /* on failure the threads we have get to it */
+        }
     }
-    /* If spawning fails the threads we have will get to the work. */
-    if (idle == 0 && threads < MAX_THREADS)
-        (void)spawn();
-    pthread_cond_signal(&queue_cond);
     pthread_mutex_unlock(&queue_lock);
 }
 
@@ -187,6 +203,9 @@ int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
     dctx__lock_release(&reg->lock);
     /* From here a may already have run and, without a handle, be freed. */
     if (done) {
+        int expected = AFTER_PENDING;
+        atomic_compare_exchange_strong_explicit(&a->state, &expected, AFTER_CLAIMED,
+                                                memory_order_acq_rel, memory_order_acquire);
         a->link.next = NULL;
         dctx__after_schedule(&a->link);
     }

@@ -110,6 +110,8 @@ static struct dctx__cancel *new_cancel(dctx *parent, enum dctx__kind kind, size_
     c->base.done_src = c;
     atomic_init(&c->err, 0);
     atomic_init(&c->waiters, 0);
+    atomic_init(&c->unsettled, 0);
+    c->settle_to = NULL;
     atomic_init(&c->lock.state, 0);
     c->cause = 0;
     c->cause_msg = NULL;
@@ -169,6 +171,11 @@ int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause, const
             dctx_release(&t->c.base);
             return rc;
         }
+        /* A parent's cancel that reached t before it was in the heap found
+         * nothing to remove: take it out here. One of the two sees the
+         * other (err is stored before the cancel takes the heap lock). */
+        if (atomic_load_explicit(&t->c.err, memory_order_acquire) != 0)
+            dctx__timer_remove(t);
     }
     *out = &t->c.base;
     return 0;

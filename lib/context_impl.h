@@ -81,7 +81,13 @@ struct dctx__cancel {
      * Written once, under lock, after cause and cause_msg (release); read
      * without a lock (acquire). It is also the futex word waiters sleep on. */
     atomic_int err;
-    atomic_int waiters;          /* threads asleep in dctx_wait on err */
+    atomic_int waiters;          /* threads asleep on err or on unsettled */
+    /* unsettled: once err is set, 1 + the children its cancel took that are
+     * not yet done with their own subtrees; 0 when this whole subtree is
+     * done. Set under lock with err, then only decremented (cancel.c). */
+    atomic_int unsettled;
+    struct dctx__cancel *settle_to; /* the node whose cancel took us, if any;
+                                       written under its lock, before we are canceled */
     dctx__lock lock;
     int cause;                   /* valid once err != 0 */
     const char *cause_msg;       /* valid once err != 0; owned by this node or an ancestor */
@@ -177,8 +183,9 @@ void dctx__expire(struct dctx__timer *t);
 
 /* --- after.c --- */
 
-/* Take an after-func off its list (under the list owner's lock). */
-void dctx__after_unlinked(struct dctx__link *l);
+/* Claim an after-func taken off a canceled node's list (under that node's
+ * lock) for the executor: from here on stop cannot prevent it, as in Go. */
+void dctx__after_claim(struct dctx__link *l);
 
 /* Hand after-funcs taken off a canceled node's list to the executor. The
  * links form a NULL-terminated chain through next. */

@@ -226,6 +226,72 @@ static void never_done_context_never_runs_fn(void **state)
     probe_fini(&p);
 }
 
+/* Two after-funcs of one cancel, the first waiting for the second: both
+ * run (each gets a thread; Go runs each in its own goroutine). */
+struct pair {
+    sem_t second_ran;
+    sem_t both_done;
+    atomic_int first_saw_second;
+};
+
+static void first_waits_for_second(void *arg)
+{
+    struct pair *p = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    now.tv_sec += 10;
+    if (sem_timedwait(&p->second_ran, &now) == 0)
+        atomic_store(&p->first_saw_second, 1);
+    sem_post(&p->both_done);
+}
+
+static void second_signals(void *arg)
+{
+    struct pair *p = arg;
+    sem_post(&p->second_ran);
+    sem_post(&p->both_done);
+}
+
+static void after_funcs_do_not_wait_behind_each_other(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        struct pair p;
+        sem_init(&p.second_ran, 0, 0);
+        sem_init(&p.both_done, 0, 0);
+        atomic_init(&p.first_saw_second, 0);
+        dctx *ctx = cancelable();
+        assert_int_equal(dctx_after_func(ctx, first_waits_for_second, &p, NULL), 0);
+        assert_int_equal(dctx_after_func(ctx, second_signals, &p, NULL), 0);
+        dctx_cancel(ctx);
+        sem_wait(&p.both_done);
+        sem_wait(&p.both_done);
+        assert_int_equal(atomic_load(&p.first_saw_second), 1);
+        sem_destroy(&p.second_ran);
+        sem_destroy(&p.both_done);
+        dctx_release(ctx);
+    }
+}
+
+/* Go: once the cancel has returned, f has been started, so stop returns
+ * false and f runs. */
+static void stop_after_cancel_returned_is_false(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 100; round++) {
+        struct probe p;
+        probe_init(&p);
+        dctx *ctx = cancelable();
+        dctx_after *h = NULL;
+        assert_int_equal(dctx_after_func(ctx, probe_fn, &p, &h), 0);
+        dctx_cancel(ctx);
+        assert_false(dctx_after_stop(h));
+        assert_true(ran_within(&p, SEC(10)));
+        dctx_release(ctx);
+        probe_fini(&p);
+    }
+}
+
 struct race {
     dctx *ctx;
     dctx_after *h;
@@ -290,6 +356,8 @@ int main(void)
         cmocka_unit_test(several_after_funcs_each_run_once),
         cmocka_unit_test(pending_after_func_keeps_context_alive),
         cmocka_unit_test(never_done_context_never_runs_fn),
+        cmocka_unit_test(after_funcs_do_not_wait_behind_each_other),
+        cmocka_unit_test(stop_after_cancel_returned_is_false),
         cmocka_unit_test(stop_racing_cancel_decides_exactly_once),
     };
     return cmocka_run_group_tests_name("after", tests, NULL, NULL);

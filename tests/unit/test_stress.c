@@ -232,6 +232,74 @@ static void release_during_cascade_is_safe(void **state)
     }
 }
 
+/* A cancel that loses (the node is already done) still returns only once
+ * the whole subtree is done, as in Go, where the first cancel holds the
+ * lock while it works. Here the first cancel walks a long chain on another
+ * thread while the main thread cancels again and looks at the leaf. */
+struct loser {
+    dctx *root;
+    atomic_int go;
+};
+
+static void *first_cancel(void *arg)
+{
+    struct loser *l = arg;
+    atomic_store(&l->go, 1);
+    dctx_cancel_cause(l->root, DCTX_ABORTED, "first");
+    return NULL;
+}
+
+static void losing_cancel_returns_after_the_subtree_is_done(void **state)
+{
+    (void)state;
+    enum { LEN = 100000 };
+    static dctx *chain[LEN];
+    for (int round = 0; round < 10; round++) {
+        struct loser l = {0};
+        assert_int_equal(dctx_with_cancel(dctx_background(), &l.root), 0);
+        dctx *ctx = l.root;
+        for (int i = 0; i < LEN; i++) {
+            assert_int_equal(dctx_with_cancel(ctx, &chain[i]), 0);
+            ctx = chain[i];
+        }
+        pthread_t t = start_thread(first_cancel, &l);
+        while (!dctx_done(l.root))
+            ;
+        dctx_cancel(l.root); /* loses */
+        assert_int_equal(dctx_err(chain[LEN - 1]), DCTX_CANCELED);
+        const char *msg = NULL;
+        assert_int_equal(dctx_cause(chain[LEN - 1], &msg), DCTX_ABORTED);
+        join_thread(t);
+        for (int i = 0; i < LEN; i++)
+            dctx_release(chain[i]);
+        dctx_release(l.root);
+    }
+}
+
+/* The same when the first cancel is a deadline fired by the timer thread. */
+static void cancel_after_deadline_fired_waits_for_the_subtree(void **state)
+{
+    (void)state;
+    enum { LEN = 100000 };
+    static dctx *chain[LEN];
+    for (int round = 0; round < 5; round++) {
+        dctx *root = NULL;
+        assert_int_equal(dctx_with_timeout(dctx_background(), MS(20), &root), 0);
+        dctx *ctx = root;
+        for (int i = 0; i < LEN; i++) {
+            assert_int_equal(dctx_with_cancel(ctx, &chain[i]), 0);
+            ctx = chain[i];
+        }
+        while (!dctx_done(root))
+            ;
+        dctx_cancel(root);
+        assert_int_equal(dctx_err(chain[LEN - 1]), DCTX_DEADLINE_EXCEEDED);
+        for (int i = 0; i < LEN; i++)
+            dctx_release(chain[i]);
+        dctx_release(root);
+    }
+}
+
 static int set_small_stack(void **state)
 {
     (void)state;
@@ -251,6 +319,8 @@ int main(void)
         cmocka_unit_test(tree_of_111110_nodes_cancels_completely),
         cmocka_unit_test(threads_race_on_one_parent_while_it_is_canceled),
         cmocka_unit_test(release_during_cascade_is_safe),
+        cmocka_unit_test(losing_cancel_returns_after_the_subtree_is_done),
+        cmocka_unit_test(cancel_after_deadline_fired_waits_for_the_subtree),
     };
     return cmocka_run_group_tests_name("stress", tests, NULL, NULL);
 }

@@ -152,6 +152,46 @@ static void later_child_deadline_adds_no_timer(void **state)
     dctx_release(parent);
 }
 
+/* A parent canceled while timer children are being born: no canceled
+ * child may be left in the heap (the cancel could reach a child before the
+ * child was in it). */
+struct births {
+    dctx *parent;
+    dctx *kids[500];
+    atomic_int go;
+};
+
+static void *give_birth(void *arg)
+{
+    struct births *b = arg;
+    while (!atomic_load(&b->go))
+        ;
+    for (int i = 0; i < 500; i++)
+        if (dctx_with_timeout(b->parent, SEC(3600), &b->kids[i]) != 0)
+            b->kids[i] = NULL;
+    return NULL;
+}
+
+static void canceled_timer_children_leave_the_heap(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 200; round++) {
+        struct births b = {0};
+        assert_int_equal(dctx_with_cancel(dctx_background(), &b.parent), 0);
+        pthread_t t = start_thread(give_birth, &b);
+        atomic_store(&b.go, 1);
+        dctx_cancel(b.parent);
+        join_thread(t);
+        /* every child is canceled and none is left in the heap */
+        assert_int_equal(dctx__test_timer_heap_check(), 0);
+        for (int i = 0; i < 500; i++) {
+            assert_int_equal(dctx_err(b.kids[i]), DCTX_CANCELED);
+            dctx_release(b.kids[i]);
+        }
+        dctx_release(b.parent);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +199,7 @@ int main(void)
         cmocka_unit_test(removing_any_timer_keeps_the_heap),
         cmocka_unit_test(release_races_the_timer_thread),
         cmocka_unit_test(later_child_deadline_adds_no_timer),
+        cmocka_unit_test(canceled_timer_children_leave_the_heap),
     };
     return cmocka_run_group_tests_name("timer", tests, NULL, NULL);
 }

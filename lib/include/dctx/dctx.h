@@ -30,9 +30,11 @@
  *
  * Library threads
  *   The first deadline starts one timer thread; the first after-func starts
- *   an executor thread (more join while all are busy). They live until the
- *   process exits and are not inherited by fork(2): do not use contexts made
- *   before a fork in the child.
+ *   an executor thread, and more join while all are busy (at most 64; those
+ *   beyond the first leave after 10 s idle). They block every signal, live
+ *   until the process exits and are not inherited by fork(2): do not use
+ *   contexts made before a fork in the child. The timer heap grows with the
+ *   number of live deadlines and never shrinks.
  */
 #ifndef DCTX_DCTX_H
 #define DCTX_DCTX_H
@@ -196,12 +198,14 @@ DCTX_API int dctx_without_cancel(dctx *parent, dctx **out);
 
 /* dctx_cancel cancels ctx and, before returning, every descendant: their
  * error becomes DCTX_CANCELED, their cause DCTX_CANCELED with no message.
- * Idempotent: the first cancel wins and later ones do nothing. It also
- * detaches ctx from its parent and stops its timer, so the parent holds
- * nothing for it. Only contexts made by dctx_with_cancel,
- * dctx_with_deadline(_cause) and dctx_with_timeout(_cause) can be canceled;
- * on any other context, and on NULL, it does nothing. Never waits for an
- * after-func. Allocates nothing. */
+ * Idempotent: the first cancel wins and later ones change nothing, but
+ * even a cancel that finds ctx already done (or a deadline firing) returns
+ * only once every descendant is done. It also detaches ctx from its parent
+ * and stops its timer, so the parent holds nothing for it. Only contexts
+ * made by dctx_with_cancel, dctx_with_deadline(_cause) and
+ * dctx_with_timeout(_cause) can be canceled; on any other context, and on
+ * NULL, it does nothing. Never waits for an after-func. Allocates nothing
+ * (it may start an executor thread when after-funcs are due). */
 DCTX_API void dctx_cancel(dctx *ctx);
 
 /* dctx_cancel_cause is dctx_cancel that records why: cause is a status
@@ -251,11 +255,14 @@ DCTX_API const void *dctx_value(const dctx *ctx, const dctx_key *key, size_t *le
 /* ===== Waiting ===== */
 
 /* dctx_wait blocks until ctx is done (returns true) or timeout_ns pass
- * (returns false); timeout_ns < 0 waits forever, 0 only checks. On a
+ * (returns false); timeout_ns < 0 waits forever, 0 does not block. On a
  * context that can never be done it returns false after the timeout (and
- * with timeout_ns < 0 never returns). A waiter whose context's deadline
- * passes enacts the deadline itself, so it wakes on time without depending
- * on the timer thread. May be called from any number of threads at once. */
+ * with timeout_ns < 0 never returns). A waiter whose context's deadline has
+ * passed enacts the deadline itself (so it wakes on time without depending
+ * on the timer thread): the cancel of that deadline's subtree may then run
+ * on the caller's thread, also with timeout_ns 0. While it sleeps the
+ * thread's timer slack is 1 ns (restored on return). May be called from any
+ * number of threads at once. */
 DCTX_API bool dctx_wait(dctx *ctx, int64_t timeout_ns);
 
 /* dctx_done_fd returns a file descriptor that polls readable once ctx is
@@ -269,18 +276,24 @@ DCTX_API int dctx_done_fd(dctx *ctx);
 
 /* dctx_after_func arranges for fn(arg) to run once after ctx is done (at
  * once if it already is), on a thread of the library: never on a thread
- * that is inside a dctx_* call, so a cancel never waits for fn. Until fn
- * has run or been stopped, ctx is retained. On a context that can never be
- * done fn never runs. If out is not NULL it receives a handle that must be
- * passed to dctx_after_stop exactly once, whether or not fn has run.
- * Returns 0, DCTX_INVALID_ARGUMENT (ctx or fn NULL) or
- * DCTX_RESOURCE_EXHAUSTED (no memory or no thread; fn will never run). */
+ * that is inside a dctx_* call, so a cancel never waits for fn, and a fn
+ * that blocks does not hold up other after-funcs (until 64 block at once).
+ * Until fn has run or been stopped, ctx is retained: an after-func without
+ * a handle on a context that is never canceled keeps it for the life of
+ * the process. On a context that can never be done fn never runs (and
+ * nothing is retained). If out is not NULL it receives a handle that must
+ * be passed to dctx_after_stop exactly once, whether or not fn has run.
+ * After-funcs of one context run in the order they were registered, each
+ * possibly on its own thread. Returns 0, DCTX_INVALID_ARGUMENT (ctx or fn
+ * NULL) or DCTX_RESOURCE_EXHAUSTED (no memory or no thread; fn will never
+ * run). */
 DCTX_API int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out);
 
-/* dctx_after_stop stops fn from running if it has not started: returns true
- * if it did (fn will never run), false if fn has run or is running. It does
- * not wait for a running fn. Frees h; h must not be used again. NULL gives
- * false. */
+/* dctx_after_stop stops fn from running: returns true if it did (fn will
+ * never run), false if fn has run, is running, or is bound to run because
+ * the cancel that reached ctx took it first; once that cancel has returned,
+ * stop returns false, as Go's does. It does not wait for a running fn.
+ * Frees h; h must not be used again. NULL gives false. */
 DCTX_API bool dctx_after_stop(dctx_after *h);
 
 #ifdef __cplusplus
