@@ -46,7 +46,7 @@ struct opts {
     int tree_iters;     /* trees per f run, as -benchtime=10x */
     int h_samples;      /* deadlines per h run */
     int h_timers;       /* live 1h timers under h-100k */
-    const char *only;   /* comma-separated name prefixes, or NULL for all */
+    const char *only;   /* comma-separated name patterns, or NULL for all */
 };
 
 static void must(int rc, const char *what)
@@ -365,12 +365,15 @@ static void tree_verify(struct tree *t, int stride)
     }
 }
 
-static void print_tree(const char *name, double *ns, double *allocs, const struct opts *o)
+/* Print a tree line but its end (f-cancel-fd adds to it); returns the
+ * median ns per node. */
+static double print_tree(const char *name, double *ns, double *allocs, const struct opts *o)
 {
     struct stat3 t = stat3_of(ns, o->reps), a = stat3_of(allocs, o->reps);
     printf("%s ns_per_op=%.2f min=%.2f max=%.2f", name, t.med, t.min, t.max);
     print_allocs(a.med);
     printf(" runs=%d iters=%d nodes=%d", o->reps, o->tree_iters, TREE_NODES);
+    return t.med;
 }
 
 /* f-build: the time to build a tree, per node. */
@@ -397,7 +400,7 @@ static void run_tree_build(struct tree *t, const struct opts *o)
 }
 
 /* f-cancel (stride 0: no done fds) and f-cancel-fd: the time of
- * cancel(root), per node. Returns the median. */
+ * cancel(root), per node. Prints the line but its end; returns the median. */
 static double run_tree_cancel(struct tree *t, const char *name, int stride, const struct opts *o,
                               int *fds)
 {
@@ -419,10 +422,7 @@ static double run_tree_cancel(struct tree *t, const char *name, int stride, cons
         ns[r] = (double)total / o->tree_iters / TREE_NODES;
         allocs[r] = (double)nallocs / o->tree_iters / TREE_NODES;
     }
-    print_tree(name, ns, allocs, o);
-    double copy[MAX_REPS];
-    memcpy(copy, ns, sizeof copy);
-    return stat3_of(copy, o->reps).med;
+    return print_tree(name, ns, allocs, o);
 }
 
 /* Raise the soft fd limit toward want; returns the limit we have. */
