@@ -4,14 +4,16 @@
 #include "alloc.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
-/* Allocations left before failures start; negative: never fail. Relaxed:
- * only tests set it, between operations. */
-static atomic_long allocs_left = -1;
-static atomic_long allocs_made; /* successful allocations, for tests */
+/* Test hooks cost nothing until a test turns them on: one relaxed load of
+ * a flag that production code never writes. */
+static atomic_bool hooks_on;
+static atomic_long allocs_left = -1; /* before failures start; negative: never */
+static atomic_long allocs_made;      /* successful allocations while hooks_on */
 
-void *dctx__malloc(size_t size)
+static void *hooked_malloc(size_t size)
 {
     if (atomic_load_explicit(&allocs_left, memory_order_relaxed) >= 0 &&
         atomic_fetch_sub_explicit(&allocs_left, 1, memory_order_relaxed) <= 0) {
@@ -24,12 +26,21 @@ void *dctx__malloc(size_t size)
     return p;
 }
 
-long dctx__test_alloc_count(void)
+void *dctx__malloc(size_t size)
 {
-    return atomic_load_explicit(&allocs_made, memory_order_relaxed);
+    if (__builtin_expect(atomic_load_explicit(&hooks_on, memory_order_relaxed), 0))
+        return hooked_malloc(size);
+    return malloc(size);
 }
 
 void dctx__test_fail_alloc_after(long after)
 {
+    atomic_store_explicit(&hooks_on, true, memory_order_relaxed);
     atomic_store_explicit(&allocs_left, after, memory_order_relaxed);
+}
+
+long dctx__test_alloc_count(void)
+{
+    atomic_store_explicit(&hooks_on, true, memory_order_relaxed);
+    return atomic_load_explicit(&allocs_made, memory_order_relaxed);
 }

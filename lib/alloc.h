@@ -14,7 +14,8 @@ void *dctx__malloc(size_t size);
  * until called again with a negative count (the default: never fail). */
 void dctx__test_fail_alloc_after(long after);
 
-/* Test hook: the number of successful allocations so far. */
+/* Test hook: the number of successful allocations since the first call
+ * of a test hook (the first call turns counting on and returns 0 or more). */
 long dctx__test_alloc_count(void);
 
 #endif /* DCTX_ALLOC_H */

@@ -2,34 +2,36 @@
  * cancel.c - joining a parent, and the cancel cascade.
  *
  * Design
- *   Cancel is iterative: a canceled node moves its children from its list
- *   onto a worklist (through their work_next field, so no allocation), and
- *   the loop cancels them one at a time, each adding its own children. A
- *   chain a million deep or a tree of a million nodes costs no stack.
+ *   The cascade is Go's, made iterative. Go cancels a node's children while
+ *   holding the node's lock, recursing; here a depth-first walk keeps the
+ *   same discipline with an explicit stack threaded through the nodes'
+ *   work_next fields (no allocation, no recursion: a chain a million deep
+ *   costs no stack). A node is locked when its cancel starts and unlocked
+ *   only once its whole subtree is done. So:
+ *   - a second cancel of a node (or of a node inside a subtree being
+ *     canceled) blocks on its lock until that subtree is done: every
+ *     cancel returns with the subtree done, as in Go, winner or not;
+ *   - a child taken off a locked parent's list cannot be freed under the
+ *     walk: freeing a taken child needs the parent's lock (detach);
+ *   - a cancel that meets a node another thread is canceling waits for it.
+ *   Locks are only ever taken top-down (parent, then child) while others
+ *   are held; every other path takes one node lock alone. No cycle, so no
+ *   deadlock.
  *
- *   Only one node lock is held at a time (context_impl.h). Under the node's
- *   lock: first cancel wins (err is set once), the cause is stored before
- *   err is published, and the children are taken off the list, each with a
- *   reference so it cannot be freed while it waits on the worklist. Outside
- *   the lock: waiters and the done fd are woken, the timer is stopped, the
- *   after-funcs go to the executor, and the node leaves its parent's list.
+ *   The walk reads no reference counts and takes none: a child in the
+ *   list is alive until it has left the list, and it leaves only under the
+ *   parent's lock. After-funcs met on the way are claimed under their
+ *   node's lock and handed to the executor once every lock is released.
  *
- *   Go's order holds: a parent is done before any of its children, and
- *   every descendant is done when the cancel call returns. All of them get
- *   the error and cause of the node the cancel started at; a node already
- *   done keeps its own and its subtree is not visited again.
+ *   All descendants get the error and cause of the node the cancel started
+ *   at; a node already done keeps its own.
  *
- * Settling
- *   "Every descendant is done when cancel returns" must also hold for a
- *   cancel that loses (the node was already done) while the winner is still
- *   walking the subtree, and for the winner when another thread won a node
- *   inside its subtree and is still walking below it. So each node counts
- *   what is still unsettled below it: 1 for itself plus each child its
- *   cancel took. A node whose count reaches 0 is settled and takes one off
- *   the node that took it (settle_to), and so on up. Every cancel call ends
- *   by waiting for its node to settle. Waits only ever point down the tree,
- *   so they cannot form a cycle. A settler always holds a reference to a
- *   node at or below the one it settles, which keeps that one alive.
+ * Link states (dctx__cancel.joined, written under the parent's lock)
+ *   IN_LIST         in the parent's list.
+ *   TAKEN_BY_CANCEL a cascade took it off; freeing it must take the parent's lock,
+ *          which the cascade holds while it may still touch the child.
+ *   OUT_OF_LIST     never joined, or left by itself (its own cancel or release):
+ *          nothing more to do, no lock needed.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -52,149 +54,111 @@ void dctx__attach(struct dctx__cancel *c, dctx *parent)
         atomic_store_explicit(&c->err, err, memory_order_relaxed);
     } else {
         dctx__list_push(&reg->children, &c->sibling);
-        atomic_store_explicit(&c->linked, true, memory_order_relaxed);
+        atomic_store_explicit(&c->joined, DCTX__IN_LIST, memory_order_relaxed);
     }
     dctx__lock_release(&reg->lock);
 }
 
 void dctx__detach(struct dctx__cancel *c)
 {
-    struct dctx__cancel *reg = c->reg;
-    if (reg == NULL || !atomic_load_explicit(&c->linked, memory_order_acquire))
+    if (atomic_load_explicit(&c->joined, memory_order_acquire) == DCTX__OUT_OF_LIST)
         return;
+    struct dctx__cancel *reg = c->reg;
     dctx__lock_acquire(&reg->lock);
-    if (atomic_load_explicit(&c->linked, memory_order_relaxed)) {
+    if (atomic_load_explicit(&c->joined, memory_order_relaxed) == DCTX__IN_LIST)
         dctx__list_unlink(&c->sibling);
-        atomic_store_explicit(&c->linked, false, memory_order_release);
-    }
+    atomic_store_explicit(&c->joined, DCTX__OUT_OF_LIST, memory_order_release);
     dctx__lock_release(&reg->lock);
 }
 
-/* Move c's children off its list: cancelable ones onto *work (each with a
- * reference), after-funcs onto the chain *afters_tail ends (claimed for
- * the executor, in the order they were registered). A child whose count is
- * already zero is being freed: it stays, and unlinks itself. Returns the
- * number of nodes taken. Called under c->lock. */
-static int take_children(struct dctx__cancel *c, struct dctx__cancel **work,
-                         struct dctx__link ***afters_tail)
-{
-    struct dctx__link *sentinel = &c->children;
-    struct dctx__link *l = sentinel->next, *next;
-    int taken = 0;
-    for (; l != sentinel; l = next) {
-        next = l->next;
-        if (l->kind == DCTX__LINK_AFTER) {
-            dctx__list_unlink(l);
-            dctx__after_claim(l);
-            l->next = NULL;
-            **afters_tail = l;
-            *afters_tail = &l->next;
-            continue;
-        }
-        struct dctx__cancel *k = dctx__container_of(l, struct dctx__cancel, sibling);
-        if (!dctx__try_retain(&k->base))
-            continue;
-        dctx__list_unlink(l);
-        k->settle_to = c;
-        atomic_store_explicit(&k->linked, false, memory_order_release);
-        k->work_next = *work;
-        *work = k;
-        taken++;
-    }
-    return taken;
-}
+/* What one cancel carries down the tree. */
+struct cascade {
+    int err, cause;
+    const char *msg;            /* owned by the start node or an ancestor */
+    struct dctx__link *afters;  /* claimed after-funcs, in order */
+    struct dctx__link **afters_tail;
+};
 
-static void wake(struct dctx__cancel *c, int fd)
+/* Mark c done; c is locked and was live. Wakes sleepers (they register
+ * under this lock, so no wake-up is lost), signals the done fd, stops the
+ * timer and claims c's after-funcs. Child nodes stay in the list for the
+ * walk. */
+static void mark_done(struct dctx__cancel *c, struct cascade *k)
 {
-    /* seq_cst pairs with the waiter's seq_cst increment before it sleeps:
-     * either we see the waiter, or the waiter's futex sees err != 0. */
-    if (atomic_load_explicit(&c->waiters, memory_order_seq_cst) != 0)
+    c->cause = k->cause;
+    c->cause_msg = k->msg;
+    atomic_store_explicit(&c->err, k->err, memory_order_release);
+    if (atomic_load_explicit(&c->waiters, memory_order_relaxed) != 0)
         dctx__futex_wake(&c->err, INT_MAX);
-    if (fd >= 0) {
+    if (c->done_fd >= 0) {
         uint64_t one = 1;
         /* An eventfd write fails only when the counter would overflow,
          * which leaves the fd readable anyway. */
-        ssize_t n = write(fd, &one, sizeof one);
+        ssize_t n = write(c->done_fd, &one, sizeof one);
         (void)n;
     }
-}
-
-/* Cancel one node; returns false if it was already done. */
-static bool cancel_one(struct dctx__cancel *c, int err, int cause, const char *msg, char *own_msg,
-                       struct dctx__cancel **work)
-{
-    struct dctx__link *afters = NULL, **afters_tail = &afters;
-    dctx__lock_acquire(&c->lock);
-    if (atomic_load_explicit(&c->err, memory_order_relaxed) != 0) {
-        dctx__lock_release(&c->lock);
-        return false;
-    }
-    c->cause = cause;
-    c->cause_msg = msg;
-    c->own_msg = own_msg;
-    atomic_store_explicit(&c->err, err, memory_order_seq_cst);
-    int taken = take_children(c, work, &afters_tail);
-    atomic_store_explicit(&c->unsettled, 1 + taken, memory_order_relaxed);
-    int fd = c->done_fd;
-    dctx__lock_release(&c->lock);
-
-    wake(c, fd);
     if (c->base.kind == DCTX__TIMER)
         dctx__timer_remove((struct dctx__timer *)c);
-    if (afters != NULL)
-        dctx__after_schedule(afters);
-    return true;
 }
 
-/* Take one off k's count; a node that reaches 0 is settled: wake who
- * waits for it and take one off the node that took it, and so on up. */
-static void settle(struct dctx__cancel *k)
+/* Take the first entry off t's list (t locked). A child node comes back
+ * locked and done (NULL if it was done already: someone else's cancel
+ * covered it); an after-func is claimed and queued on the cascade. */
+static struct dctx__cancel *take_first(struct dctx__cancel *t, struct cascade *k)
 {
-    while (k != NULL) {
-        /* Read before the decrement: once settled, k may be released by
-         * a waiter (though not freed while we hold a node below it). */
-        struct dctx__cancel *up = k->settle_to;
-        if (atomic_fetch_sub_explicit(&k->unsettled, 1, memory_order_seq_cst) != 1)
-            return;
-        if (atomic_load_explicit(&k->waiters, memory_order_seq_cst) != 0)
-            dctx__futex_wake(&k->unsettled, INT_MAX);
-        k = up;
+    struct dctx__link *l = t->children.next;
+    dctx__list_unlink(l);
+    if (l->kind == DCTX__LINK_AFTER) {
+        dctx__after_claim(l);
+        l->next = NULL;
+        *k->afters_tail = l;
+        k->afters_tail = &l->next;
+        return NULL;
     }
-}
-
-static void wait_settled(struct dctx__cancel *c)
-{
-    for (;;) {
-        int n = atomic_load_explicit(&c->unsettled, memory_order_acquire);
-        if (n == 0)
-            return;
-        atomic_fetch_add_explicit(&c->waiters, 1, memory_order_seq_cst);
-        dctx__futex_wait(&c->unsettled, n, INT64_MAX);
-        atomic_fetch_sub_explicit(&c->waiters, 1, memory_order_relaxed);
+    struct dctx__cancel *child = dctx__container_of(l, struct dctx__cancel, sibling);
+    atomic_store_explicit(&child->joined, DCTX__TAKEN_BY_CANCEL, memory_order_release);
+    dctx__lock_acquire(&child->lock);
+    if (atomic_load_explicit(&child->err, memory_order_relaxed) != 0) {
+        dctx__lock_release(&child->lock);
+        return NULL;
     }
+    mark_done(child, k);
+    return child;
 }
 
 void dctx__cancel_node(struct dctx__cancel *c, int err, int cause, const char *msg, char *own_msg)
 {
-    struct dctx__cancel *work = NULL;
-    if (cancel_one(c, err, cause, msg, own_msg, &work)) {
-        /* Leave the parent's list first: settle_to must be final (set by a
-         * parent's cancel that took us) before we settle. */
-        dctx__detach(c);
-        settle(c);
-        /* The cause text belongs to c or an ancestor of c, so it outlives
-         * every descendant that points at it. */
-        while (work != NULL) {
-            struct dctx__cancel *k = work;
-            work = k->work_next;
-            if (cancel_one(k, err, cause, msg, NULL, &work))
-                settle(k); /* else its winner settles it */
-            dctx_release(&k->base);
-        }
-    } else {
+    struct cascade k = {.err = err, .cause = cause, .msg = msg};
+    k.afters_tail = &k.afters;
+    dctx__lock_acquire(&c->lock);
+    if (atomic_load_explicit(&c->err, memory_order_relaxed) != 0) {
+        /* Lost: the winner held this lock until the subtree was done. */
+        dctx__lock_release(&c->lock);
         free(own_msg);
+        return;
     }
-    wait_settled(c);
+    c->own_msg = own_msg;
+    mark_done(c, &k);
+
+    /* Depth first; every node on the stack is locked and done. */
+    c->work_next = NULL;
+    struct dctx__cancel *stack = c;
+    while (stack != NULL) {
+        struct dctx__cancel *t = stack;
+        if (t->children.next == &t->children) {
+            stack = t->work_next;
+            dctx__lock_release(&t->lock); /* its subtree is done */
+            continue;
+        }
+        struct dctx__cancel *child = take_first(t, &k);
+        if (child != NULL) {
+            child->work_next = stack;
+            stack = child;
+        }
+    }
+    dctx__detach(c);
+    if (k.afters != NULL)
+        dctx__after_schedule(k.afters);
 }
 
 void dctx__expire(struct dctx__timer *t)

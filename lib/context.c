@@ -110,15 +110,13 @@ static struct dctx__cancel *new_cancel(dctx *parent, enum dctx__kind kind, size_
     c->base.done_src = c;
     atomic_init(&c->err, 0);
     atomic_init(&c->waiters, 0);
-    atomic_init(&c->unsettled, 0);
-    c->settle_to = NULL;
     atomic_init(&c->lock.state, 0);
     c->cause = 0;
     c->cause_msg = NULL;
     c->own_msg = NULL;
     c->done_fd = -1;
     c->reg = NULL;
-    atomic_init(&c->linked, false);
+    atomic_init(&c->joined, DCTX__OUT_OF_LIST);
     c->sibling.kind = DCTX__LINK_NODE;
     c->sibling.prev = c->sibling.next = NULL;
     dctx__list_init(&c->children);
@@ -139,8 +137,9 @@ int dctx_with_cancel(dctx *parent, dctx **out)
     return 0;
 }
 
-int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause, const char *msg,
-                             dctx **out)
+/* dctx_with_deadline_cause, for a caller that has just read the clock. */
+static int with_deadline_at(dctx *parent, int64_t deadline_ns, int cause, const char *msg,
+                            int64_t now, dctx **out)
 {
     int rc = check_args(parent, out);
     if (rc != 0)
@@ -157,13 +156,13 @@ int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause, const
     if (t == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     t->deadline_ns = deadline_ns;
-    t->heap_index = DCTX__NOT_IN_HEAP;
+    atomic_init(&t->heap_index, DCTX__NOT_IN_HEAP);
     t->dl_cause = dctx__cause_code(cause, DCTX_DEADLINE_EXCEEDED);
     t->dl_msg = msg != NULL ? memcpy(t->msg_buf, msg, msg_size) : NULL;
     t->c.base.deadline_src = t;
     dctx__attach(&t->c, parent);
 
-    if (deadline_ns <= dctx_now()) {
+    if (deadline_ns <= now) {
         dctx__expire(t); /* no-op if born canceled: the parent's error wins */
     } else if (atomic_load_explicit(&t->c.err, memory_order_relaxed) == 0) {
         rc = dctx__timer_add(t);
@@ -181,15 +180,20 @@ int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause, const
     return 0;
 }
 
+int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause, const char *msg,
+                             dctx **out)
+{
+    return with_deadline_at(parent, deadline_ns, cause, msg, dctx_now(), out);
+}
+
 int dctx_with_deadline(dctx *parent, int64_t deadline_ns, dctx **out)
 {
-    return dctx_with_deadline_cause(parent, deadline_ns, 0, NULL, out);
+    return with_deadline_at(parent, deadline_ns, 0, NULL, dctx_now(), out);
 }
 
 /* now + timeout, clamped so a huge timeout means no deadline. */
-static int64_t deadline_after(int64_t timeout_ns)
+static int64_t deadline_after(int64_t now, int64_t timeout_ns)
 {
-    int64_t now = dctx_now();
     if (timeout_ns > 0 && now > DCTX_DEADLINE_NONE - timeout_ns)
         return DCTX_DEADLINE_NONE;
     return now + timeout_ns;
@@ -197,13 +201,15 @@ static int64_t deadline_after(int64_t timeout_ns)
 
 int dctx_with_timeout(dctx *parent, int64_t timeout_ns, dctx **out)
 {
-    return dctx_with_deadline_cause(parent, deadline_after(timeout_ns), 0, NULL, out);
+    int64_t now = dctx_now();
+    return with_deadline_at(parent, deadline_after(now, timeout_ns), 0, NULL, now, out);
 }
 
 int dctx_with_timeout_cause(dctx *parent, int64_t timeout_ns, int cause, const char *msg,
                             dctx **out)
 {
-    return dctx_with_deadline_cause(parent, deadline_after(timeout_ns), cause, msg, out);
+    int64_t now = dctx_now();
+    return with_deadline_at(parent, deadline_after(now, timeout_ns), cause, msg, now, out);
 }
 
 int dctx_with_value(dctx *parent, const dctx_key *key, const void *val, size_t len, dctx **out)

@@ -20,17 +20,16 @@
  *   ancestor (and every done_src, deadline_src and cause message up the
  *   chain) outlives it. A cancelable node keeps weak links down: an
  *   intrusive list of its cancelable children and after-funcs. A child
- *   unlinks itself when it is canceled or freed. The canceler upgrades a weak
- *   link to a reference (dctx__try_retain) before it lets go of the list's
- *   lock; a child whose count already reached zero is dying, is left in the
- *   list, and unlinks itself.
+ *   leaves the list, under the parent's lock, when it is canceled or freed,
+ *   so a child in the list is alive while the parent's lock is held.
  *
  * Locks
  *   Each cancelable node has a lock guarding its children list, its done
- *   fd and the writes of err and cause. No code ever holds two node locks
- *   at once: cancel collects the children under the parent's lock, lets go,
- *   then cancels them one by one. So there is no lock order to keep. The
- *   timer heap and the after-func queue have a lock each, taken alone.
+ *   fd, its waiters count and the writes of err and cause. Lock order is
+ *   parent before child: only the cancel cascade holds more than one (it
+ *   holds a node until its subtree is done, cancel.c); every other path
+ *   holds one node lock at a time. The timer heap lock and the after-func
+ *   queue lock may be taken under a node lock, never the other way round.
  */
 #ifndef DCTX_CONTEXT_IMPL_H
 #define DCTX_CONTEXT_IMPL_H
@@ -70,6 +69,8 @@ struct dctx {
  * after-func. The list is circular with a sentinel in the parent. */
 enum dctx__link_kind { DCTX__LINK_SENTINEL, DCTX__LINK_NODE, DCTX__LINK_AFTER };
 
+enum dctx__joined { DCTX__OUT_OF_LIST, DCTX__IN_LIST, DCTX__TAKEN_BY_CANCEL };
+
 struct dctx__link {
     struct dctx__link *prev, *next; /* protected by the owner list's lock */
     enum dctx__link_kind kind;      /* immutable */
@@ -81,32 +82,29 @@ struct dctx__cancel {
      * Written once, under lock, after cause and cause_msg (release); read
      * without a lock (acquire). It is also the futex word waiters sleep on. */
     atomic_int err;
-    atomic_int waiters;          /* threads asleep on err or on unsettled */
-    /* unsettled: once err is set, 1 + the children its cancel took that are
-     * not yet done with their own subtrees; 0 when this whole subtree is
-     * done. Set under lock with err, then only decremented (cancel.c). */
-    atomic_int unsettled;
-    struct dctx__cancel *settle_to; /* the node whose cancel took us, if any;
-                                       written under its lock, before we are canceled */
+    atomic_int waiters;          /* threads asleep on err; changed under lock
+                                    (sleepers register under it: cancel.c) */
     dctx__lock lock;
     int cause;                   /* valid once err != 0 */
     const char *cause_msg;       /* valid once err != 0; owned by this node or an ancestor */
     char *own_msg;               /* heap copy from dctx_cancel_cause; freed with the node */
     int done_fd;                 /* -1 until dctx_done_fd; protected by lock */
     struct dctx__cancel *reg;    /* the node whose list we joined at birth; NULL if none */
-    /* linked: still in reg's list. Written under reg->lock; once false it
-     * stays false, so a lock-free read of false is final (release skips the
-     * parent's lock then). */
-    atomic_bool linked;
+    /* joined: where we stand in reg's list (enum dctx__joined, cancel.c).
+     * Written under reg->lock; OUT_OF_LIST is final, so a lock-free read of
+     * it lets release skip the parent's lock. */
+    atomic_int joined;
     struct dctx__link sibling;   /* our link in reg's list */
     struct dctx__link children;  /* sentinel of our list; protected by lock */
-    struct dctx__cancel *work_next; /* cascade worklist; owned by the thread that unlinked us */
+    struct dctx__cancel *work_next; /* cascade stack; owned by the canceling thread */
 };
 
 struct dctx__timer {
     struct dctx__cancel c;
     int64_t deadline_ns;  /* immutable */
-    size_t heap_index;    /* DCTX__NOT_IN_HEAP or the slot; protected by the heap lock */
+    /* DCTX__NOT_IN_HEAP or the slot; written under the heap lock, read
+     * without it only to skip the lock when NOT_IN_HEAP (timer.c). */
+    atomic_size_t heap_index;
     int dl_cause;         /* the cause the deadline sets; immutable */
     const char *dl_msg;   /* NULL or msg_buf */
     char msg_buf[];       /* the copied deadline cause message, same allocation */
@@ -170,8 +168,9 @@ bool dctx__try_retain(dctx *ctx);
 void dctx__attach(struct dctx__cancel *c, dctx *parent);
 
 /* Cancel c and its subtree with err and cause (first cancel wins), then
- * unlink c from its parent's list and stop its timer. msg must outlive c:
- * an ancestor's text, the deadline text of c, or own_msg, which c then owns
+ * unlink c from its parent's list and stop its timer; returns once the
+ * subtree is done, even when c was done already. msg must outlive c: an
+ * ancestor's text, the deadline text of c, or own_msg, which c then owns
  * (freed at once if c was already done). The caller holds a reference. */
 void dctx__cancel_node(struct dctx__cancel *c, int err, int cause, const char *msg, char *own_msg);
 

@@ -3,9 +3,13 @@
  */
 #include "futex.h"
 
-/* A short spin first: the lock guards a few pointer updates, so its holder
- * is usually about to let go, and sleeping costs two system calls. */
-#define SPIN_ROUNDS 64
+/* Spin first, with plain loads between attempts: the lock guards a few
+ * pointer updates, so its holder (on another core) is about to let go.
+ * Marking the lock contended (2) costs more than the spin: every unlock
+ * of a lock marked 2 makes a futex_wake system call, even when nobody
+ * sleeps. Only a long hold (a cancel walking a large subtree holds its
+ * node until the subtree is done) gets us to sleep. */
+#define SPIN_ROUNDS 2000
 
 void dctx__lock_slow(dctx__lock *l)
 {

@@ -13,10 +13,13 @@
  *   wakes it: an early wake-up finds nothing due and sleeps again. So
  *   creating and canceling timers in a loop costs no system call.
  *
- *   A node is freed only after dctx__timer_remove, which takes the heap
- *   lock; the thread pops a node under that lock and fires it only if it
- *   can still take a reference (dctx__try_retain). So the thread never
- *   fires into freed memory, and it may drop the last reference itself.
+ *   A node is freed only after dctx__timer_remove. The thread pops a node
+ *   under the heap lock and fires it only if it can still take a reference
+ *   (dctx__try_retain); its last touch of a node it could not retain is the
+ *   release store of heap_index = NOT_IN_HEAP. So remove may skip the lock
+ *   when it reads NOT_IN_HEAP (acquire): the node is out, and the thread
+ *   is done with it. The thread never fires into freed memory, and it may
+ *   drop the last reference itself.
  *
  *   The thread runs with 1 ns timer slack (the default 50 us would be added
  *   to every deadline) and with every signal blocked.
@@ -58,7 +61,7 @@ static struct timespec to_timespec(int64_t ns)
 static void heap_set(size_t i, struct dctx__timer *t)
 {
     heap[i] = t;
-    t->heap_index = i;
+    atomic_store_explicit(&t->heap_index, i, memory_order_relaxed);
 }
 
 static void sift_up(size_t i)
@@ -95,14 +98,15 @@ static void heap_remove_at(size_t i)
 {
     struct dctx__timer *t = heap[i];
     struct dctx__timer *last = heap[--heap_len];
-    t->heap_index = DCTX__NOT_IN_HEAP;
-    if (i == heap_len)
-        return;
-    heap_set(i, last);
-    if (i > 0 && heap[(i - 1) / 2]->deadline_ns > last->deadline_ns)
-        sift_up(i);
-    else
-        sift_down(i);
+    if (i != heap_len) {
+        heap_set(i, last);
+        if (i > 0 && heap[(i - 1) / 2]->deadline_ns > last->deadline_ns)
+            sift_up(i);
+        else
+            sift_down(i);
+    }
+    /* Last: see the design note on skipping the lock. */
+    atomic_store_explicit(&t->heap_index, DCTX__NOT_IN_HEAP, memory_order_release);
 }
 
 static bool heap_reserve(void)
@@ -128,8 +132,9 @@ static void *timer_main(void *unused)
     for (;;) {
         if (heap_len > 0 && heap[0]->deadline_ns <= dctx_now()) {
             struct dctx__timer *t = heap[0];
+            bool retained = dctx__try_retain(&t->c.base);
             heap_remove_at(0);
-            if (!dctx__try_retain(&t->c.base))
+            if (!retained)
                 continue; /* being freed; its release no longer needs us */
             pthread_mutex_unlock(&heap_lock);
             dctx__expire(t);
@@ -179,8 +184,7 @@ int dctx__timer_add(struct dctx__timer *t)
         return DCTX_RESOURCE_EXHAUSTED;
     }
     heap[heap_len] = t;
-    t->heap_index = heap_len++;
-    sift_up(t->heap_index);
+    sift_up(heap_len++);
     if (t->deadline_ns < sleep_until)
         pthread_cond_signal(&heap_cond);
     pthread_mutex_unlock(&heap_lock);
@@ -189,9 +193,12 @@ int dctx__timer_add(struct dctx__timer *t)
 
 void dctx__timer_remove(struct dctx__timer *t)
 {
+    if (atomic_load_explicit(&t->heap_index, memory_order_acquire) == DCTX__NOT_IN_HEAP)
+        return;
     pthread_mutex_lock(&heap_lock);
-    if (t->heap_index != DCTX__NOT_IN_HEAP)
-        heap_remove_at(t->heap_index);
+    size_t i = atomic_load_explicit(&t->heap_index, memory_order_relaxed);
+    if (i != DCTX__NOT_IN_HEAP)
+        heap_remove_at(i);
     pthread_mutex_unlock(&heap_lock);
 }
 
@@ -200,7 +207,7 @@ long dctx__test_timer_heap_check(void)
     pthread_mutex_lock(&heap_lock);
     long n = (long)heap_len;
     for (size_t i = 0; i < heap_len; i++) {
-        if (heap[i]->heap_index != i ||
+        if (atomic_load_explicit(&heap[i]->heap_index, memory_order_relaxed) != i ||
             (i > 0 && heap[(i - 1) / 2]->deadline_ns > heap[i]->deadline_ns))
             n = -1;
     }

@@ -4,7 +4,8 @@
  *
  * dctx_wait sleeps on the done source's err word with a futex, so a
  * context needs no condition variable of its own; cancel wakes sleepers
- * only when the waiters count says there are some. A waiter sleeps at most
+ * only when the waiters count (kept under the node's lock) says there are
+ * some. A waiter sleeps at most
  * until its context's deadline and enacts the deadline itself if it wakes
  * first: its lateness is one wake-up, not a wake-up of the timer thread
  * plus one of the waiter. It sleeps with 1 ns timer slack (restored after),
@@ -37,6 +38,19 @@ static void sleep_until(int64_t abs_ns)
 static bool is_done(const struct dctx__cancel *s)
 {
     return s != NULL && atomic_load_explicit(&s->err, memory_order_acquire) != 0;
+}
+
+/* Count ourselves as a sleeper on s, unless s is done. Under s's lock, so
+ * a cancel (which sets err under it) either sees us and wakes us, or we
+ * see err. The futex then sleeps only while err is still 0. */
+static bool register_waiter(struct dctx__cancel *s)
+{
+    dctx__lock_acquire(&s->lock);
+    bool live = atomic_load_explicit(&s->err, memory_order_relaxed) == 0;
+    if (live)
+        atomic_fetch_add_explicit(&s->waiters, 1, memory_order_relaxed);
+    dctx__lock_release(&s->lock);
+    return live;
 }
 
 bool dctx_wait(dctx *ctx, int64_t timeout_ns)
@@ -73,9 +87,10 @@ bool dctx_wait(dctx *ctx, int64_t timeout_ns)
         }
         int64_t until = deadline < give_up ? deadline : give_up;
         if (s != NULL) {
-            atomic_fetch_add_explicit(&s->waiters, 1, memory_order_seq_cst);
-            dctx__futex_wait(&s->err, 0, until);
-            atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
+            if (register_waiter(s)) {
+                dctx__futex_wait(&s->err, 0, until);
+                atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
+            }
         } else {
             sleep_until(until); /* never done: only the timeout ends this */
         }

@@ -1,0 +1,48 @@
+/*
+ * wire_impl.h - context <-> wire header, for the RPC client and server.
+ * Never installed: the protobuf-c types are an internal detail.
+ */
+#ifndef DCTX_WIRE_IMPL_H
+#define DCTX_WIRE_IMPL_H
+
+#include <stdint.h>
+
+#include <dctx/wire.h>
+
+#include "dctx.pb-c.h"
+
+/* An encoded header and the scratch it points into. The strings and bytes
+ * point into the context given to dctx__wire_encode, so the context must
+ * be held until the header has been packed. */
+struct dctx__wire_out {
+    Dctx__Wire__ContextHeader hdr;
+    Dctx__Wire__Value values[DCTX_WIRE_VALUES_MAX];
+    Dctx__Wire__Value *value_ptrs[DCTX_WIRE_VALUES_MAX];
+    uint8_t token[DCTX_TOKEN_BYTES];
+};
+
+/* Room for a message naming what went wrong. */
+#define DCTX__WIRE_ERR_BYTES 160
+
+/* dctx__wire_encode fills out from ctx for a call sent at now_ns, with a
+ * fresh token (out->token). Returns 0; DCTX_DEADLINE_EXCEEDED when the
+ * budget left after the policy's reserve is gone or under its minimum;
+ * DCTX_INVALID_ARGUMENT or DCTX_RESOURCE_EXHAUSTED when the values break a
+ * limit. err (DCTX__WIRE_ERR_BYTES) names the cause. */
+int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t now_ns,
+                      struct dctx__wire_out *out, char *err);
+
+/* dctx__wire_decode checks hdr and rebuilds the caller's context under
+ * root: its values (registered keys by key, others kept to pass through),
+ * its hop count, and on top a cancelable node whose deadline is now_ns
+ * plus the budget, capped at max_budget_ns (0: no cap; a cap also bounds a
+ * call that came without a deadline). *out gets that top node. Returns 0,
+ * DCTX_INVALID_ARGUMENT, DCTX_RESOURCE_EXHAUSTED (limits) or
+ * DCTX_DEADLINE_EXCEEDED (a zero budget), with err naming the cause. */
+int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t now_ns,
+                      int64_t max_budget_ns, dctx **out, char *err);
+
+/* The hop count a call sent from ctx carries (0 at the edge). */
+uint32_t dctx__wire_hops(const dctx *ctx);
+
+#endif /* DCTX_WIRE_IMPL_H */
