@@ -78,24 +78,28 @@ struct dctx__link {
 
 struct dctx__cancel {
     dctx base;
+    /* The first cache line holds what children touch on their parent (the
+     * reference count in base, the lock, the list head) and what readers
+     * poll (err): one line moves between cores, not three. */
+    dctx__lock lock;
     /* err is 0 while live, then DCTX_CANCELED or DCTX_DEADLINE_EXCEEDED.
      * Written once, under lock, after cause and cause_msg (release); read
      * without a lock (acquire). It is also the futex word waiters sleep on. */
     atomic_int err;
+    struct dctx__link children;  /* sentinel of our list; protected by lock */
+
     atomic_int waiters;          /* threads asleep on err; changed under lock
                                     (sleepers register under it: cancel.c) */
-    dctx__lock lock;
     int cause;                   /* valid once err != 0 */
     const char *cause_msg;       /* valid once err != 0; owned by this node or an ancestor */
     char *own_msg;               /* heap copy from dctx_cancel_cause; freed with the node */
     int done_fd;                 /* -1 until dctx_done_fd; protected by lock */
-    struct dctx__cancel *reg;    /* the node whose list we joined at birth; NULL if none */
     /* joined: where we stand in reg's list (enum dctx__joined, cancel.c).
      * Written under reg->lock; OUT_OF_LIST is final, so a lock-free read of
      * it lets release skip the parent's lock. */
     atomic_int joined;
+    struct dctx__cancel *reg;    /* the node whose list we joined at birth; NULL if none */
     struct dctx__link sibling;   /* our link in reg's list */
-    struct dctx__link children;  /* sentinel of our list; protected by lock */
     struct dctx__cancel *work_next; /* cascade stack; owned by the canceling thread */
 };
 
