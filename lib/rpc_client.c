@@ -1,0 +1,756 @@
+/*
+ * rpc_client.c - channels and calls.
+ *
+ * A channel is one REQ socket dialed to one URL, in the background, with
+ * resend off (NNG_OPT_REQ_RESENDTIME infinite): a call is sent at most
+ * once, and a lost connection fails the calls waiting on it with
+ * NNG_ECONNRESET, which is DCTX_UNAVAILABLE here, at once.
+ *
+ * A call borrows a pooled nng context (rpc_io.c) and walks SENDING ->
+ * RECEIVING -> DONE in its aio callback. Its context gets an after-func:
+ * when the context is done first, the after-func marks the call canceled,
+ * aborts the aio (the callback then ends the call with the context's
+ * error) and pushes a Cancel frame, on a second pooled context of the same
+ * socket, that carries the token and the cause; the answer (CancelAck) is
+ * the cancel's outcome. Call state is guarded by the call's mutex, which
+ * the callback and the after-func both take; nng never runs our callback
+ * inside nng_ctx_send, nng_ctx_recv or nng_aio_cancel, so holding the
+ * mutex across them is safe.
+ *
+ * References to a call: one for the machinery (dropped when it ends), one
+ * for the caller's handle, one for a pending after-func, one for a cancel
+ * in flight. The channel counts calls and cancels in flight, so close can
+ * wait for them after nng_close made them all end.
+ */
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "context_impl.h"
+#include "futex.h"
+#include "rpc_impl.h" /* nng.h first: the protocol headers need it */
+
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+#include "wire_impl.h"
+
+#define DEFAULT_CONNECT_WAIT_NS (200 * 1000000LL)
+#define DEFAULT_RECV_MAX (4u << 20)
+#define DEFAULT_CANCEL_ACK_NS (1000 * 1000000LL)
+/* The aio timeout past the call's deadline: the context's own timer ends
+ * the call on time; this only guards against a stalled executor. */
+#define BACKSTOP_NS (1000 * 1000000LL)
+/* How long the callee remembers a cancel for a call without a deadline. */
+#define TOMBSTONE_NO_DEADLINE_US (60 * 1000000ULL)
+
+struct dctx_rpc_channel {
+    nng_socket sock;
+    nng_dialer dialer;
+    char *url;
+    dctx_rpc_channel_options opts;
+    struct dctx__io_pool pool;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;     /* pipes came up; in_flight reached 0. CLOCK_MONOTONIC */
+    atomic_int pipes;      /* connected pipes; written under mu */
+    int in_flight;         /* calls and cancels not yet ended; protected by mu */
+    bool closing;          /* protected by mu */
+    atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
+    atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
+    atomic_uint_fast64_t outcomes[6];
+};
+
+enum phase { SENDING, RECEIVING, DONE };
+
+struct dctx_rpc_handle {
+    atomic_int refs;
+    dctx_rpc_channel *ch;
+    dctx *ctx;                 /* retained until the call ends */
+    int64_t deadline_ns;       /* the context's, or DCTX_DEADLINE_NONE */
+    uint8_t token[DCTX_TOKEN_BYTES];
+    dctx_after *after;         /* the cancel trigger; NULL if ctx can never be done */
+    dctx_rpc_done_fn done;
+    void *done_arg;
+
+    pthread_mutex_t mu;
+    enum phase phase;          /* protected by mu */
+    struct dctx__io *io;       /* while SENDING or RECEIVING; protected by mu */
+    bool canceled;             /* the context ended first; protected by mu */
+
+    dctx_rpc_result result;    /* written once, when the call ends */
+    atomic_int ended;          /* futex word: 1 once done has returned */
+
+    enum phase cancel_phase;   /* touched only by the cancel's own callbacks */
+    atomic_int outcome;        /* futex word: enum dctx_rpc_cancel_outcome */
+};
+
+/* ===== Small helpers ===== */
+
+static void count(atomic_uint_fast64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static void call_unref(dctx_rpc_handle *call)
+{
+    if (atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    dctx_rpc_result_free(&call->result);
+    pthread_mutex_destroy(&call->mu);
+    free(call);
+}
+
+static void in_flight_add(dctx_rpc_channel *ch, int n)
+{
+    pthread_mutex_lock(&ch->mu);
+    ch->in_flight += n;
+    if (ch->in_flight == 0)
+        pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* Wait for *word to leave value, up to timeout_ns (< 0: forever). */
+static bool wait_word(atomic_int *word, int value, int64_t timeout_ns)
+{
+    int64_t until = timeout_ns < 0 ? INT64_MAX : dctx_now() + timeout_ns;
+    while (atomic_load_explicit(word, memory_order_acquire) == value) {
+        if (dctx_now() >= until)
+            return false;
+        dctx__futex_wait(word, value, until);
+    }
+    return true;
+}
+
+static void set_word(atomic_int *word, int value)
+{
+    atomic_store_explicit(word, value, memory_order_release);
+    dctx__futex_wake(word, INT_MAX);
+}
+
+/* ===== Results ===== */
+
+void dctx_rpc_result_free(dctx_rpc_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->storage);
+    memset(res, 0, sizeof *res);
+    res->message = "";
+}
+
+/* Fill res with a copy of message (cut to the wire limit) and payload, in
+ * one allocation. On no memory: the code stays, the texts go. */
+static void result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
+                       size_t payload_len)
+{
+    size_t mlen = message != NULL ? strnlen(message, DCTX_WIRE_MESSAGE_BYTES_MAX) : 0;
+    char *block = malloc(mlen + 1 + payload_len);
+    memset(res, 0, sizeof *res);
+    res->code = code;
+    res->message = "";
+    if (block == NULL)
+        return;
+    memcpy(block, message != NULL ? message : "", mlen);
+    block[mlen] = '\0';
+    if (payload_len > 0)
+        memcpy(block + mlen + 1, payload, payload_len);
+    res->storage = block;
+    res->message = block;
+    res->payload = block + mlen + 1;
+    res->payload_len = payload_len;
+}
+
+static void result_setf(dctx_rpc_result *res, int code, const char *fmt, ...)
+{
+    char buf[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    result_set(res, code, buf, NULL, 0);
+}
+
+const char *dctx_rpc_cancel_outcome_name(int outcome)
+{
+    static const char *const names[] = {"none", "stopped", "prevented", "too_late", "pending",
+                                        "unreached"};
+    return outcome >= 0 && outcome < 6 ? names[outcome] : "?";
+}
+
+/* ===== Channel ===== */
+
+void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->policy.send = DCTX_WIRE_SEND_ALL;
+    o->connect_wait_ns = DEFAULT_CONNECT_WAIT_NS;
+    o->recv_max_bytes = DEFAULT_RECV_MAX;
+    o->cancel_ack_timeout_ns = DEFAULT_CANCEL_ACK_NS;
+}
+
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)p;
+    dctx_rpc_channel *ch = arg;
+    pthread_mutex_lock(&ch->mu);
+    atomic_fetch_add_explicit(&ch->pipes, ev == NNG_PIPE_EV_ADD_PRE ? 1 : -1,
+                              memory_order_relaxed);
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+static int dial(dctx_rpc_channel *ch)
+{
+    int rv = nng_dialer_create(&ch->dialer, ch->sock, ch->url);
+    if (rv != 0)
+        return rv;
+    /* Redial quickly: a next hop that restarts should be back in ms. */
+    nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMINT, 10);
+    nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT, 1000);
+    nng_dialer_set_size(ch->dialer, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
+    if (strncmp(ch->url, "tls+", 4) == 0) {
+        if (ch->opts.tls_ca_file != NULL &&
+            (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_CA_FILE, ch->opts.tls_ca_file)) != 0)
+            return rv;
+        if (ch->opts.tls_server_name != NULL &&
+            (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_SERVER_NAME,
+                                        ch->opts.tls_server_name)) != 0)
+            return rv;
+    }
+    return nng_dialer_start(ch->dialer, NNG_FLAG_NONBLOCK);
+}
+
+int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
+                          dctx_rpc_channel **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (url == NULL || out == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    dctx_rpc_channel *ch = calloc(1, sizeof *ch);
+    if (ch == NULL || (ch->url = strdup(url)) == NULL) {
+        free(ch);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    if (opts != NULL)
+        ch->opts = *opts;
+    else
+        dctx_rpc_channel_options_init(&ch->opts);
+    if (ch->opts.recv_max_bytes == 0)
+        ch->opts.recv_max_bytes = DEFAULT_RECV_MAX;
+    if (ch->opts.cancel_ack_timeout_ns <= 0)
+        ch->opts.cancel_ack_timeout_ns = DEFAULT_CANCEL_ACK_NS;
+    pthread_mutex_init(&ch->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&ch->cv, &attr);
+    pthread_condattr_destroy(&attr);
+
+    int rv = nng_req0_open(&ch->sock);
+    if (rv == 0) {
+        dctx__io_pool_init(&ch->pool, ch->sock, 0);
+        /* At most once: never resend a call by ourselves. */
+        nng_socket_set_ms(ch->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+        nng_socket_set_size(ch->sock, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
+        /* ADD_PRE and REM_POST come exactly once each per pipe. */
+        nng_pipe_notify(ch->sock, NNG_PIPE_EV_ADD_PRE, pipe_event, ch);
+        nng_pipe_notify(ch->sock, NNG_PIPE_EV_REM_POST, pipe_event, ch);
+        rv = dial(ch);
+        if (rv != 0) {
+            nng_close(ch->sock);
+            dctx__io_pool_fini(&ch->pool);
+        }
+    }
+    if (rv != 0) {
+        pthread_cond_destroy(&ch->cv);
+        pthread_mutex_destroy(&ch->mu);
+        free(ch->url);
+        free(ch);
+        return rv == NNG_ENOMEM ? DCTX_RESOURCE_EXHAUSTED : DCTX_INVALID_ARGUMENT;
+    }
+    *out = ch;
+    return 0;
+}
+
+void dctx_rpc_channel_close(dctx_rpc_channel *ch)
+{
+    if (ch == NULL)
+        return;
+    pthread_mutex_lock(&ch->mu);
+    ch->closing = true;
+    pthread_cond_broadcast(&ch->cv); /* calls waiting for a connection give up */
+    pthread_mutex_unlock(&ch->mu);
+    nng_close(ch->sock); /* every call and cancel in flight ends with ECLOSED */
+    pthread_mutex_lock(&ch->mu);
+    while (ch->in_flight > 0)
+        pthread_cond_wait(&ch->cv, &ch->mu);
+    pthread_mutex_unlock(&ch->mu);
+    dctx__io_pool_fini(&ch->pool);
+    pthread_cond_destroy(&ch->cv);
+    pthread_mutex_destroy(&ch->mu);
+    free(ch->url);
+    free(ch);
+}
+
+void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->calls = atomic_load(&ch->calls);
+    out->not_sent_budget = atomic_load(&ch->not_sent_budget);
+    out->cancels_pushed = atomic_load(&ch->cancels_pushed);
+    for (int i = 0; i <= DCTX_CODE_MAX; i++)
+        out->by_code[i] = atomic_load(&ch->by_code[i]);
+    for (int i = 0; i < 6; i++)
+        out->cancel_outcomes[i] = atomic_load(&ch->outcomes[i]);
+}
+
+/* Wait (bounded by the call's deadline) for a connection. */
+static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns)
+{
+    if (atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0)
+        return 0;
+    int64_t until = dctx_now() + ch->opts.connect_wait_ns;
+    if (until > deadline_ns)
+        until = deadline_ns;
+    struct timespec ts = {until / 1000000000, until % 1000000000};
+    pthread_mutex_lock(&ch->mu);
+    while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 && !ch->closing &&
+           dctx_now() < until)
+        pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+    bool up = atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !ch->closing;
+    pthread_mutex_unlock(&ch->mu);
+    return up ? 0 : DCTX_UNAVAILABLE;
+}
+
+/* ===== Ending a call ===== */
+
+/* Called without the call's mutex, once, by whoever ended the call. */
+static void finish(dctx_rpc_handle *call)
+{
+    dctx_rpc_channel *ch = call->ch;
+    /* The after-func's reference: ours to drop if we stopped it; if it ran
+     * or runs, it drops its own. */
+    if (call->after != NULL && dctx_after_stop(call->after))
+        call_unref(call);
+    count(&ch->by_code[call->result.code <= DCTX_CODE_MAX ? call->result.code : DCTX_UNKNOWN]);
+    call->result.cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
+    if (call->done != NULL)
+        call->done(call->done_arg, &call->result);
+    dctx_release(call->ctx);
+    call->ctx = NULL;
+    set_word(&call->ended, 1);
+    in_flight_add(ch, -1);
+    call_unref(call);
+}
+
+/* The status when the context ended first: its error, with its cause. */
+static void result_from_context(dctx_rpc_handle *call)
+{
+    const char *msg = NULL;
+    int cause = dctx_cause(call->ctx, &msg);
+    int err = dctx_err(call->ctx);
+    if (cause != 0 && cause != err)
+        result_setf(&call->result, err, "%s (cause: %s%s%s)", dctx_strerror(err),
+                    dctx_code_name(cause), msg ? ": " : "", msg ? msg : "");
+    else
+        result_setf(&call->result, err, "%s%s%s", dctx_strerror(err), msg ? ": " : "",
+                    msg ? msg : "");
+}
+
+static void result_from_nng(dctx_rpc_handle *call, int rv)
+{
+    int code = dctx__status_from_nng(rv);
+    if (rv == NNG_ECONNRESET)
+        result_setf(&call->result, code, "connection to %s lost", call->ch->url);
+    else if (rv == NNG_ECLOSED)
+        result_setf(&call->result, code, "channel to %s closed", call->ch->url);
+    else
+        result_setf(&call->result, code, "%s", nng_strerror(rv));
+}
+
+static void result_from_reply(dctx_rpc_handle *call, nng_msg *msg)
+{
+    Dctx__Wire__Frame *f = dctx__frame_unpack(msg);
+    if (f == NULL || f->body_case != DCTX__WIRE__FRAME__BODY_REPLY) {
+        result_setf(&call->result, DCTX_INTERNAL, "malformed reply from %s", call->ch->url);
+    } else {
+        const Dctx__Wire__Reply *r = f->reply;
+        int code = r->has_code ? (int)r->code : DCTX_UNKNOWN;
+        if (code < 0 || code > DCTX_CODE_MAX)
+            code = DCTX_UNKNOWN;
+        bool payload = code == DCTX_OK && r->has_payload;
+        result_set(&call->result, code, r->message, payload ? r->payload.data : NULL,
+                   payload ? r->payload.len : 0);
+    }
+    dctx__frame_free(f);
+}
+
+/* End the call under its mutex: give the io back and let go. */
+static void end_locked(dctx_rpc_handle *call)
+{
+    struct dctx__io *io = call->io;
+    call->io = NULL;
+    call->phase = DONE;
+    pthread_mutex_unlock(&call->mu);
+    dctx__io_put(io);
+    finish(call);
+}
+
+static void call_io_done(void *owner, struct dctx__io *io, int rv)
+{
+    dctx_rpc_handle *call = owner;
+    pthread_mutex_lock(&call->mu);
+    if (call->phase == SENDING) {
+        if (rv != 0) {
+            nng_msg_free(nng_aio_get_msg(io->aio));
+            nng_aio_set_msg(io->aio, NULL);
+        }
+        if (rv == 0 && !call->canceled) {
+            call->phase = RECEIVING;
+            nng_ctx_recv(io->nctx, io->aio);
+            pthread_mutex_unlock(&call->mu);
+            return;
+        }
+    } else if (rv == 0) {
+        nng_msg *msg = nng_aio_get_msg(io->aio);
+        nng_aio_set_msg(io->aio, NULL);
+        result_from_reply(call, msg);
+        nng_msg_free(msg);
+        end_locked(call);
+        return;
+    }
+    if (call->canceled)
+        result_from_context(call);
+    else
+        result_from_nng(call, rv);
+    end_locked(call);
+}
+
+/* ===== Pushing a cancel ===== */
+
+static void cancel_end(dctx_rpc_handle *call, struct dctx__io *io, int outcome)
+{
+    dctx_rpc_channel *ch = call->ch;
+    dctx__io_put(io);
+    count(&ch->outcomes[outcome]);
+    set_word(&call->outcome, outcome);
+    in_flight_add(ch, -1);
+    call_unref(call);
+}
+
+static void cancel_io_done(void *owner, struct dctx__io *io, int rv)
+{
+    dctx_rpc_handle *call = owner;
+    if (call->cancel_phase == SENDING) {
+        if (rv == 0) {
+            call->cancel_phase = RECEIVING;
+            nng_ctx_recv(io->nctx, io->aio);
+            return;
+        }
+        nng_msg_free(nng_aio_get_msg(io->aio));
+        nng_aio_set_msg(io->aio, NULL);
+        cancel_end(call, io, DCTX_RPC_CANCEL_UNREACHED);
+        return;
+    }
+    int outcome = DCTX_RPC_CANCEL_UNREACHED;
+    if (rv == 0) {
+        nng_msg *msg = nng_aio_get_msg(io->aio);
+        nng_aio_set_msg(io->aio, NULL);
+        Dctx__Wire__Frame *f = dctx__frame_unpack(msg);
+        if (f != NULL && f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK &&
+            f->cancel_ack->has_outcome && (int)f->cancel_ack->outcome >= DCTX_RPC_CANCEL_STOPPED &&
+            (int)f->cancel_ack->outcome <= DCTX_RPC_CANCEL_TOO_LATE)
+            outcome = (int)f->cancel_ack->outcome;
+        dctx__frame_free(f);
+        nng_msg_free(msg);
+    }
+    cancel_end(call, io, outcome);
+}
+
+/* Send the Cancel frame: the token, the cause, and how long the callee
+ * must remember it in case the call has not arrived yet. */
+static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
+{
+    dctx_rpc_channel *ch = call->ch;
+    Dctx__Wire__Cancel c = DCTX__WIRE__CANCEL__INIT;
+    c.has_cancel_token = 1;
+    c.cancel_token.data = call->token;
+    c.cancel_token.len = sizeof call->token;
+    c.has_code = 1;
+    c.code = (uint32_t)cause;
+    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    snprintf(msg, sizeof msg, "%s", cause_msg != NULL ? cause_msg : "");
+    c.message = msg;
+    c.has_budget_us = 1;
+    int64_t left = call->deadline_ns - dctx_now();
+    c.budget_us = call->deadline_ns == DCTX_DEADLINE_NONE ? TOMBSTONE_NO_DEADLINE_US
+                  : left > 0                              ? (uint64_t)left / 1000 + 1
+                                                          : 1;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_CANCEL;
+    f.cancel = &c;
+
+    nng_msg *m = NULL;
+    struct dctx__io *io = NULL;
+    pthread_mutex_lock(&ch->mu);
+    bool open = !ch->closing;
+    if (open)
+        ch->in_flight++;
+    pthread_mutex_unlock(&ch->mu);
+    if (!open || dctx__frame_pack(&f, &m) != 0 ||
+        dctx__io_get(&ch->pool, cancel_io_done, call, &io) != 0) {
+        nng_msg_free(m);
+        set_word(&call->outcome, DCTX_RPC_CANCEL_UNREACHED);
+        count(&ch->outcomes[DCTX_RPC_CANCEL_UNREACHED]);
+        if (open)
+            in_flight_add(ch, -1);
+        return;
+    }
+    count(&ch->cancels_pushed);
+    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
+    call->cancel_phase = SENDING;
+    nng_aio_set_timeout(io->aio, dctx__ms_until(dctx_now() + ch->opts.cancel_ack_timeout_ns,
+                                                dctx_now()));
+    nng_aio_set_msg(io->aio, m);
+    nng_ctx_send(io->nctx, io->aio);
+}
+
+/* The call's context is done (an after-func, on a library thread). */
+static void context_done(void *arg)
+{
+    dctx_rpc_handle *call = arg;
+    pthread_mutex_lock(&call->mu);
+    bool live = call->phase != DONE;
+    if (live) {
+        call->canceled = true;
+        atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
+        if (call->io != NULL) /* NULL: start has not sent it yet; it will see canceled */
+            nng_aio_cancel(call->io->aio);
+    }
+    /* The cause is read now: the call (and its hold on ctx) may end as
+     * soon as the mutex is let go. */
+    const char *msg = NULL;
+    int cause = live ? dctx_cause(call->ctx, &msg) : 0;
+    char text[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    snprintf(text, sizeof text, "%s", msg != NULL ? msg : "");
+    pthread_mutex_unlock(&call->mu);
+    if (live)
+        push_cancel(call, cause, text);
+    call_unref(call); /* the after-func's reference */
+}
+
+/* ===== Starting a call ===== */
+
+static int call_new(dctx_rpc_channel *ch, dctx *ctx, dctx_rpc_done_fn done, void *arg,
+                    dctx_rpc_handle **out)
+{
+    dctx_rpc_handle *call = calloc(1, sizeof *call);
+    if (call == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    atomic_init(&call->refs, 1);
+    call->ch = ch;
+    call->ctx = dctx_retain(ctx);
+    if (!dctx_deadline(ctx, &call->deadline_ns))
+        call->deadline_ns = DCTX_DEADLINE_NONE;
+    call->done = done;
+    call->done_arg = arg;
+    pthread_mutex_init(&call->mu, NULL);
+    call->phase = SENDING;
+    call->result.message = "";
+    *out = call;
+    return 0;
+}
+
+static int pack_call(dctx_rpc_handle *call, const char *method, const void *req, size_t req_len,
+                     nng_msg **msg, char *err)
+{
+    struct dctx__wire_out hdr;
+    int rc = dctx__wire_encode(call->ctx, &call->ch->opts.policy, dctx_now(), &hdr, err);
+    if (rc != 0)
+        return rc;
+    memcpy(call->token, hdr.token, sizeof call->token);
+    Dctx__Wire__Call c = DCTX__WIRE__CALL__INIT;
+    c.method = (char *)method;
+    c.context = &hdr.hdr;
+    c.has_payload = 1;
+    c.payload.data = (uint8_t *)req;
+    c.payload.len = req_len;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
+    f.call = &c;
+    return dctx__frame_pack(&f, msg);
+}
+
+static bool method_valid(const char *method)
+{
+    size_t n = method != NULL ? strnlen(method, DCTX_WIRE_METHOD_BYTES_MAX + 1) : 0;
+    return n > 1 && n <= DCTX_WIRE_METHOD_BYTES_MAX && method[0] == '/';
+}
+
+static bool can_be_done(const dctx *ctx)
+{
+    return ctx->done_src != NULL;
+}
+
+/* Everything that can fail before the call is on its way; err names it. */
+static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
+                 size_t req_len, dctx_rpc_done_fn done, void *arg, dctx_rpc_handle **out, char *err)
+{
+    err[0] = '\0';
+    if (ch == NULL || !method_valid(method) || (req == NULL && req_len > 0)) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "bad channel, method name or request");
+        return DCTX_INVALID_ARGUMENT;
+    }
+    if (ctx == NULL)
+        ctx = dctx_background();
+    if (dctx_err(ctx) != 0) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "%s before the call was sent",
+                 dctx_strerror(dctx_err(ctx)));
+        return dctx_err(ctx);
+    }
+    dctx_rpc_handle *call = NULL;
+    int rc = call_new(ch, ctx, done, arg, &call);
+    nng_msg *msg = NULL;
+    struct dctx__io *io = NULL;
+    if (rc == 0)
+        rc = pack_call(call, method, req, req_len, &msg, err);
+    if (rc == DCTX_DEADLINE_EXCEEDED)
+        count(&ch->not_sent_budget);
+    if (rc == 0 && (rc = wait_connected(ch, call->deadline_ns)) != 0)
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s", ch->url);
+    if (rc == 0)
+        rc = dctx__io_get(&ch->pool, call_io_done, call, &io);
+    if (rc == 0) {
+        pthread_mutex_lock(&ch->mu);
+        if (ch->closing)
+            rc = DCTX_UNAVAILABLE;
+        else
+            ch->in_flight++;
+        pthread_mutex_unlock(&ch->mu);
+        if (rc != 0)
+            dctx__io_put(io);
+    }
+    /* A context that can never be done needs no cancel trigger. */
+    if (rc == 0 && can_be_done(ctx)) {
+        atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
+        if (dctx_after_func(ctx, context_done, call, &call->after) != 0) {
+            atomic_fetch_sub_explicit(&call->refs, 1, memory_order_relaxed);
+            in_flight_add(ch, -1);
+            dctx__io_put(io);
+            rc = DCTX_RESOURCE_EXHAUSTED;
+        }
+    }
+    if (rc != 0) {
+        nng_msg_free(msg);
+        if (call != NULL) {
+            dctx_release(call->ctx);
+            call_unref(call);
+        }
+        if (err[0] == '\0')
+            snprintf(err, DCTX__WIRE_ERR_BYTES, "%s", dctx_strerror(rc));
+        return rc;
+    }
+    count(&ch->calls);
+    if (out != NULL) {
+        atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
+        *out = call;
+    }
+    pthread_mutex_lock(&call->mu);
+    call->io = io;
+    int64_t now = dctx_now();
+    nng_aio_set_timeout(io->aio, call->deadline_ns == DCTX_DEADLINE_NONE
+                                     ? NNG_DURATION_INFINITE
+                                     : dctx__ms_until(call->deadline_ns + BACKSTOP_NS, now));
+    nng_aio_set_msg(io->aio, msg);
+    nng_ctx_send(io->nctx, io->aio);
+    pthread_mutex_unlock(&call->mu);
+    return 0;
+}
+
+int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
+                        size_t req_len, dctx_rpc_done_fn done, void *arg, dctx_rpc_handle **out)
+{
+    char err[DCTX__WIRE_ERR_BYTES];
+    if (out != NULL)
+        *out = NULL;
+    return start(ch, ctx, method, req, req_len, done, arg, out, err);
+}
+
+bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns)
+{
+    return call != NULL && wait_word(&call->ended, 0, timeout_ns);
+}
+
+int dctx_rpc_handle_cancel_outcome(dctx_rpc_handle *call, int64_t timeout_ns)
+{
+    if (call == NULL)
+        return DCTX_RPC_CANCEL_NONE;
+    wait_word(&call->outcome, DCTX_RPC_CANCEL_PENDING, timeout_ns);
+    return atomic_load_explicit(&call->outcome, memory_order_acquire);
+}
+
+void dctx_rpc_handle_release(dctx_rpc_handle *call)
+{
+    if (call != NULL)
+        call_unref(call);
+}
+
+int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
+                      size_t req_len, dctx_rpc_result *res)
+{
+    char err[DCTX__WIRE_ERR_BYTES];
+    dctx_rpc_handle *call = NULL;
+    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, &call, err);
+    if (rc != 0) {
+        if (res != NULL)
+            result_set(res, rc, err, NULL, 0);
+        return rc;
+    }
+    wait_word(&call->ended, 0, -1);
+    rc = call->result.code;
+    if (res != NULL) {
+        *res = call->result; /* the storage moves to the caller */
+        res->cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
+        memset(&call->result, 0, sizeof call->result);
+    }
+    call_unref(call);
+    return rc;
+}
+
+int dctx_rpc_call(dctx_rpc_channel *ch, dctx *ctx, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                  dctx_rpc_result *res)
+{
+    if (resp != NULL)
+        *resp = NULL;
+    if (req == NULL || resp_desc == NULL || resp == NULL) {
+        if (res != NULL)
+            result_set(res, DCTX_INVALID_ARGUMENT, "request, response type and out are needed",
+                       NULL, 0);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    size_t n = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    protobuf_c_message_pack(req, buf);
+    dctx_rpc_result local;
+    dctx_rpc_result *r = res != NULL ? res : &local;
+    int rc = dctx_rpc_call_raw(ch, ctx, method, buf, n, r);
+    free(buf);
+    if (rc == DCTX_OK) {
+        *resp = protobuf_c_message_unpack(resp_desc, NULL, r->payload_len, r->payload);
+        if (*resp == NULL) {
+            dctx_rpc_result_free(r);
+            result_set(r, DCTX_INTERNAL, "the response does not parse as the expected message",
+                       NULL, 0);
+            rc = DCTX_INTERNAL;
+        }
+    }
+    if (r == &local)
+        dctx_rpc_result_free(&local);
+    return rc;
+}
