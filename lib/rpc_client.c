@@ -73,6 +73,8 @@ struct dctx_rpc_handle {
     dctx_after *after;         /* the cancel trigger; NULL if ctx can never be done */
     dctx_rpc_done_fn done;
     void *done_arg;
+    char *method;              /* for events */
+    int64_t started_ns;
 
     pthread_mutex_t mu;
     enum phase phase;          /* protected by mu */
@@ -98,6 +100,7 @@ static void call_unref(dctx_rpc_handle *call)
     if (atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) != 1)
         return;
     dctx_rpc_result_free(&call->result);
+    free(call->method);
     pthread_mutex_destroy(&call->mu);
     free(call);
 }
@@ -337,6 +340,15 @@ static void finish(dctx_rpc_handle *call)
         call_unref(call);
     count(&ch->by_code[call->result.code <= DCTX_CODE_MAX ? call->result.code : DCTX_UNKNOWN]);
     call->result.cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
+    if (ch->opts.on_event != NULL) {
+        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                             .method = call->method,
+                             .code = call->result.code,
+                             .message = call->result.message,
+                             .elapsed_ns = dctx_now() - call->started_ns,
+                             .ctx = call->ctx};
+        ch->opts.on_event(ch->opts.event_arg, &ev);
+    }
     if (call->done != NULL)
         call->done(call->done_arg, &call->result);
     dctx_release(call->ctx);
@@ -510,6 +522,13 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
         return;
     }
     count(&ch->cancels_pushed);
+    if (ch->opts.on_event != NULL) {
+        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
+                             .method = call->method,
+                             .code = cause,
+                             .message = msg};
+        ch->opts.on_event(ch->opts.event_arg, &ev);
+    }
     atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
     call->cancel_phase = SENDING;
     nng_aio_set_timeout(io->aio, dctx__ms_until(dctx_now() + ch->opts.cancel_ack_timeout_ns,
@@ -615,6 +634,8 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     int rc = call_new(ch, ctx, done, arg, &call);
     nng_msg *msg = NULL;
     struct dctx__io *io = NULL;
+    if (rc == 0 && (call->method = strdup(method)) == NULL)
+        rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc == 0)
         rc = pack_call(call, method, req, req_len, &msg, err);
     if (rc == DCTX_DEADLINE_EXCEEDED)
@@ -654,6 +675,7 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
         return rc;
     }
     count(&ch->calls);
+    call->started_ns = dctx_now();
     if (out != NULL) {
         atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
         *out = call;
@@ -682,6 +704,19 @@ int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, con
 bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns)
 {
     return call != NULL && wait_word(&call->ended, 0, timeout_ns);
+}
+
+int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res)
+{
+    if (call == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    wait_word(&call->ended, 0, -1);
+    if (res != NULL) {
+        result_set(res, call->result.code, call->result.message, call->result.payload,
+                   call->result.payload_len);
+        res->cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
+    }
+    return call->result.code;
 }
 
 int dctx_rpc_handle_cancel_outcome(dctx_rpc_handle *call, int64_t timeout_ns)

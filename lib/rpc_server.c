@@ -62,6 +62,7 @@ struct server_call {
     const struct method *method;
     Dctx__Wire__Frame *frame; /* the request; the payload lives here */
     atomic_int state;       /* enum call_state */
+    int64_t received_ns;
     struct server_call *next; /* work queue; protected by srv->mu */
 };
 
@@ -95,6 +96,26 @@ struct dctx_rpc_server {
 static void count(atomic_uint_fast64_t *c)
 {
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static void emit(dctx_rpc_server *srv, dctx_rpc_event *ev)
+{
+    if (srv->opts.on_event != NULL) {
+        if (ev->message == NULL)
+            ev->message = "";
+        srv->opts.on_event(srv->opts.event_arg, ev);
+    }
+}
+
+static void emit_call_end(struct server_call *call, int code, const char *message)
+{
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                         .method = call->method->name,
+                         .code = code,
+                         .message = message,
+                         .elapsed_ns = dctx_now() - call->received_ns,
+                         .ctx = call->ctx};
+    emit(call->srv, &ev);
 }
 
 /* ===== Replies ===== */
@@ -311,8 +332,11 @@ static void run_call(struct server_call *call)
         int code = err == DCTX_DEADLINE_EXCEEDED ? err : cause;
         if (err == DCTX_DEADLINE_EXCEEDED)
             count(&srv->expired_in_queue);
-        send_replyf(srv, call->io, code, "%s while queued%s%s", dctx_strerror(err),
-                    msg ? ": " : "", msg ? msg : "");
+        char text[DCTX_WIRE_MESSAGE_BYTES_MAX];
+        snprintf(text, sizeof text, "%s while queued%s%s", dctx_strerror(err), msg ? ": " : "",
+                 msg ? msg : "");
+        emit_call_end(call, code, text);
+        send_reply(srv, call->io, code, text, NULL, 0);
     } else {
         dctx_rpc_reply reply = {.payload = NULL};
         const Dctx__Wire__Call *c = call->frame->call;
@@ -323,6 +347,7 @@ static void run_call(struct server_call *call)
                                       : m->fn(m->arg, call->ctx, req, len, &reply);
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
+        emit_call_end(call, code, reply.message);
         send_reply(srv, call->io, code, reply.message, reply.payload, reply.len);
         free(reply.payload);
     }
@@ -405,6 +430,14 @@ static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
         call_unref(call);
         return;
     }
+    int64_t deadline;
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_START,
+                         .method = call->method->name,
+                         .deadline_in_ns = dctx_deadline(call->ctx, &deadline)
+                                               ? deadline - dctx_now()
+                                               : -1,
+                         .ctx = call->ctx};
+    emit(srv, &ev);
     pthread_mutex_lock(&srv->mu);
     call->next = NULL;
     if (srv->tail != NULL)
@@ -453,6 +486,7 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
     call->method = m;
     call->frame = f;
     atomic_init(&call->state, QUEUED);
+    call->received_ns = dctx_now();
     admit(srv, call, pipe);
 }
 
@@ -490,6 +524,11 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
         outcome = DCTX_RPC_CANCEL_PREVENTED; /* remembered: refused if it comes */
     }
     count(&srv->outcomes[outcome]);
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_RECEIVED,
+                         .code = cause,
+                         .message = msg,
+                         .outcome = outcome};
+    emit(srv, &ev);
     dctx__frame_free(f);
     Dctx__Wire__CancelAck ack = DCTX__WIRE__CANCEL_ACK__INIT;
     ack.has_outcome = 1;

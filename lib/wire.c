@@ -245,16 +245,11 @@ static int encode_budget(const dctx *ctx, const dctx_wire_policy *policy, int64_
     return 0;
 }
 
-int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t now_ns,
-                      struct dctx__wire_out *out, char *err)
+/* The values part of a header: what ctx propagates under policy. */
+static int encode_values(const dctx *ctx, const dctx_wire_policy *policy,
+                         struct dctx__wire_out *out, char *err)
 {
-    err[0] = '\0';
-    dctx__wire__context_header__init(&out->hdr);
-    out->hdr.values = out->value_ptrs;
-    int rc = encode_budget(ctx, policy, now_ns, &out->hdr, err);
-    if (rc != 0)
-        return rc;
-
+    int rc = 0;
     struct encoder e = {.out = out, .policy = policy, .err = err};
     bool meta_seen = false;
     for (const struct dctx__value *v = ctx->values; v != NULL && rc == 0; v = v->next) {
@@ -266,6 +261,18 @@ int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t n
             rc = emit(&e, v->key->name, strlen(v->key->name), v->data, v->len);
         }
     }
+    return rc;
+}
+
+int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t now_ns,
+                      struct dctx__wire_out *out, char *err)
+{
+    err[0] = '\0';
+    dctx__wire__context_header__init(&out->hdr);
+    out->hdr.values = out->value_ptrs;
+    int rc = encode_budget(ctx, policy, now_ns, &out->hdr, err);
+    if (rc == 0)
+        rc = encode_values(ctx, policy, out, err);
     if (rc != 0)
         return rc;
 
@@ -281,6 +288,25 @@ int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t n
     out->hdr.has_hops = 1;
     out->hdr.hops = dctx__wire_hops(ctx);
     return 0;
+}
+
+int dctx_wire_each_value(const dctx *ctx, const dctx_wire_policy *policy,
+                         int (*fn)(void *arg, const char *name, const void *value, size_t len),
+                         void *arg)
+{
+    if (ctx == NULL || fn == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    struct dctx__wire_out *out = malloc(sizeof *out); /* 4 KiB: not on a caller's stack */
+    if (out == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    char err[DCTX__WIRE_ERR_BYTES];
+    dctx__wire__context_header__init(&out->hdr);
+    out->hdr.values = out->value_ptrs;
+    int rc = encode_values(ctx, policy, out, err);
+    for (size_t i = 0; rc == 0 && i < out->hdr.n_values; i++)
+        rc = fn(arg, out->values[i].key, out->values[i].value.data, out->values[i].value.len);
+    free(out);
+    return rc;
 }
 
 /* ===== Decode ===== */

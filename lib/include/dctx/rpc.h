@@ -46,6 +46,33 @@ enum dctx_rpc_cancel_outcome {
  * "pending", "unreached"; "?" for anything else. */
 DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
 
+/* ===== Events =====
+ *
+ * For logs and metrics: a channel or server can report what happens to its
+ * calls. The callback runs on a library or nng thread, must be quick and
+ * must not call back into the channel or server; the event and its strings
+ * are valid only during it. */
+
+enum dctx_rpc_event_kind {
+    DCTX_RPC_EVENT_CALL_START = 1,     /* server: a call was admitted */
+    DCTX_RPC_EVENT_CALL_END = 2,       /* server: answered; client: ended */
+    DCTX_RPC_EVENT_CANCEL_PUSHED = 3,  /* client: a Cancel frame was sent */
+    DCTX_RPC_EVENT_CANCEL_RECEIVED = 4 /* server: a Cancel frame was handled */
+};
+
+typedef struct dctx_rpc_event {
+    enum dctx_rpc_event_kind kind;
+    const char *method;       /* NULL for CANCEL_RECEIVED */
+    int code;                 /* CALL_END: the status; CANCEL_*: the cause */
+    const char *message;      /* CALL_END: status message; CANCEL_*: cause message; never NULL */
+    int64_t elapsed_ns;       /* CALL_END: since the call started (server: was received) */
+    int64_t deadline_in_ns;   /* CALL_START: time left to the call's deadline; -1: none */
+    int outcome;              /* CANCEL_RECEIVED: enum dctx_rpc_cancel_outcome */
+    dctx *ctx;                /* CALL_START/CALL_END: the call's context (borrowed) */
+} dctx_rpc_event;
+
+typedef void (*dctx_rpc_event_fn)(void *arg, const dctx_rpc_event *ev);
+
 /* ===== Results ===== */
 
 /* The end of a call. message is never NULL ("" when there is none);
@@ -82,6 +109,9 @@ typedef struct dctx_rpc_channel_options {
      * bear. NULL: the system's defaults. */
     const char *tls_ca_file;
     const char *tls_server_name;
+    /* Optional event hook (see Events). */
+    dctx_rpc_event_fn on_event;
+    void *event_arg;
 } dctx_rpc_channel_options;
 
 /* dctx_rpc_channel_options_init fills o with the defaults. */
@@ -135,6 +165,11 @@ DCTX_API int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *me
  * end (after its callback returned). True if it has. */
 DCTX_API bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns);
 
+/* dctx_rpc_handle_result waits for the call to end and returns its status
+ * code; if res is not NULL it gets a copy of the whole result, to free with
+ * dctx_rpc_result_free. */
+DCTX_API int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res);
+
 /* dctx_rpc_handle_cancel_outcome waits up to timeout_ns for the answer to a
  * pushed cancel, and returns what it did (DCTX_RPC_CANCEL_NONE if no
  * cancel was pushed; PENDING if the wait ran out first). */
@@ -167,6 +202,8 @@ typedef struct dctx_rpc_server_options {
     int64_t max_budget_ns;    /* cap on a call's deadline; 0: none. Default 0 */
     int64_t shutdown_grace_ns;/* how long close waits for canceled handlers. Default 5 s */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
+    dctx_rpc_event_fn on_event;    /* optional event hook (see Events) */
+    void *event_arg;
 } dctx_rpc_server_options;
 
 DCTX_API void dctx_rpc_server_options_init(dctx_rpc_server_options *o);

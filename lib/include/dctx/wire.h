@@ -77,6 +77,19 @@ typedef struct dctx_wire_policy {
     size_t n_listed;
 } dctx_wire_policy;
 
+/* ===== Inspecting ===== */
+
+/* dctx_wire_each_value calls fn(arg, name, value, len) for each value a
+ * call made with ctx would carry under policy (NULL: all), nearest first,
+ * each name once: values of propagated keys and values passed through from
+ * upstream. Stops at the first non-zero return of fn and returns it; 0
+ * otherwise, or DCTX_INVALID_ARGUMENT / DCTX_RESOURCE_EXHAUSTED if the
+ * values break a limit (a call would be refused the same way). */
+DCTX_API int dctx_wire_each_value(const dctx *ctx, const dctx_wire_policy *policy,
+                                  int (*fn)(void *arg, const char *name, const void *value,
+                                            size_t len),
+                                  void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,196 @@
+/*
+ * call.c - `rpcd call`: one call from the command line. Prints the status
+ * name on the first line, then the response (or the status message), and
+ * exits with the status code. With --cancel-after it cancels the call's
+ * context after that long, which pushes the cancel at once, then waits
+ * (bounded) for the call to end and says what the cancel did at the far end.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "duration.h"
+#include "log.h"
+#include "rpcd.h"
+
+#define MAX_VALUES DCTX_WIRE_VALUES_MAX
+/* How long to wait for the far end's answer to a cancel. */
+#define OUTCOME_WAIT_NS (2 * 1000000000LL)
+
+static const char call_usage[] =
+    "usage: rpcd call URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
+    "                 [--cancel-after DURATION] [--log FILE|-]\n"
+    "\n"
+    "Call METHOD (e.g. /dctx.demo.Demo/Echo) at URL once. Prints the status name, then the\n"
+    "response or the status message; exits with the status code (0 for OK).\n"
+    "  --data TEXT              the request bytes\n"
+    "  --timeout DURATION       a deadline for the whole call chain (500us, 250ms, 3s, 1m)\n"
+    "  --value KEY=VALUE        a propagated value (repeatable)\n"
+    "  --cancel-after DURATION  cancel the call after that long and report what the cancel did\n"
+    "  --log FILE|-             JSON lines (cancel_sent, call_end) to FILE or stderr\n";
+
+struct call_args {
+    const char *url, *method, *data, *log;
+    int64_t timeout_ns, cancel_after_ns;
+    dctx_key keys[MAX_VALUES];
+    const char *values[MAX_VALUES];
+    int n_values;
+};
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "rpcd call: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(rpcd call --help for usage)\n");
+    return RPCD_EXIT_USAGE;
+}
+
+static int add_value(struct call_args *a, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL)
+        return usage_error("--value takes KEY=VALUE, not \"%s\"", kv);
+    if (a->n_values == MAX_VALUES)
+        return usage_error("too many --value (at most 64): %s", kv);
+    char *name = strndup(kv, (size_t)(eq - kv));
+    if (name == NULL || !dctx_wire_key_name_valid(name)) {
+        free(name);
+        return usage_error("--value key must be 1..256 printable characters: \"%s\"", kv);
+    }
+    a->keys[a->n_values] = (dctx_key){name, DCTX_KEY_PROPAGATE};
+    a->values[a->n_values++] = eq + 1;
+    return 0;
+}
+
+static int parse(int argc, char **argv, struct call_args *a)
+{
+    a->timeout_ns = -1;
+    a->cancel_after_ns = -1;
+    a->data = "";
+    int positional = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
+            fputs(call_usage, stdout);
+            return -1;
+        }
+        if (strncmp(flag, "--", 2) != 0) {
+            if (positional == 0)
+                a->url = flag;
+            else if (positional == 1)
+                a->method = flag;
+            else
+                return usage_error("unexpected argument \"%s\"", flag);
+            positional++;
+            continue;
+        }
+        if (val == NULL)
+            return usage_error("%s needs a value", flag);
+        i++;
+        int rc = 0;
+        if (strcmp(flag, "--data") == 0)
+            a->data = val;
+        else if (strcmp(flag, "--log") == 0)
+            a->log = val;
+        else if (strcmp(flag, "--value") == 0)
+            rc = add_value(a, val);
+        else if (strcmp(flag, "--timeout") == 0 && !parse_duration(val, &a->timeout_ns))
+            rc = usage_error("--timeout takes a duration (500us, 250ms, 3s, 1m), not \"%s\"", val);
+        else if (strcmp(flag, "--cancel-after") == 0 && !parse_duration(val, &a->cancel_after_ns))
+            rc = usage_error("--cancel-after takes a duration, not \"%s\"", val);
+        else if (strcmp(flag, "--data") && strcmp(flag, "--log") && strcmp(flag, "--value") &&
+                 strcmp(flag, "--timeout") && strcmp(flag, "--cancel-after"))
+            rc = usage_error("unknown flag %s", flag);
+        if (rc != 0)
+            return rc;
+    }
+    if (a->url == NULL || a->method == NULL)
+        return usage_error("%s", "URL and METHOD are required");
+    if (a->method[0] != '/')
+        return usage_error("METHOD is /package.Service/Method, not \"%s\"", a->method);
+    return 0;
+}
+
+/* The call's context: the timeout, then the values. */
+static int make_context(struct call_args *a, dctx **out)
+{
+    dctx *ctx = NULL;
+    int rc = a->timeout_ns >= 0 ? dctx_with_timeout(dctx_background(), a->timeout_ns, &ctx)
+                                : dctx_with_cancel(dctx_background(), &ctx);
+    for (int i = 0; rc == 0 && i < a->n_values; i++) {
+        dctx *child = NULL;
+        rc = dctx_with_value(ctx, &a->keys[i], a->values[i], strlen(a->values[i]), &child);
+        dctx_release(ctx);
+        ctx = child;
+    }
+    *out = ctx;
+    return rc;
+}
+
+static void log_call_end(const dctx_rpc_result *res, int64_t elapsed_ns, const char *method)
+{
+    struct log_line l;
+    log_begin(&l, "call_end");
+    log_str(&l, "method", method);
+    log_str(&l, "status", dctx_code_name(res->code));
+    log_int(&l, "elapsed_us", elapsed_ns / 1000);
+    log_end(&l);
+}
+
+int rpcd_call(int argc, char **argv)
+{
+    struct call_args a = {0};
+    int rc = parse(argc, argv, &a);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    if (a.log != NULL && log_open(a.log, "rpcd-call") != 0) {
+        fprintf(stderr, "rpcd call: cannot open log %s: %s\n", a.log, strerror(errno));
+        return RPCD_EXIT_USAGE;
+    }
+    dctx_rpc_channel *ch = NULL;
+    rc = dctx_rpc_channel_open(a.url, NULL, &ch);
+    if (rc != 0) {
+        fprintf(stderr, "rpcd call: bad URL \"%s\" (inproc://, ipc:///path, tcp://host:port)\n",
+                a.url);
+        return rc;
+    }
+    /* The cancel is the caller's own: one context, canceled by hand (or by
+     * its deadline); the call is never canceled any other way. */
+    dctx *ctx = NULL;
+    rc = make_context(&a, &ctx);
+    dctx_rpc_handle *h = NULL;
+    int64_t t0 = dctx_now();
+    if (rc == 0)
+        rc = dctx_rpc_call_start(ch, ctx, a.method, a.data, strlen(a.data), NULL, NULL, &h);
+    dctx_rpc_result res = {.message = ""};
+    bool canceled = false;
+    if (h != NULL) {
+        if (a.cancel_after_ns >= 0 && !dctx_rpc_handle_wait(h, a.cancel_after_ns)) {
+            if (a.log != NULL)
+                log_message("cancel_sent", "after %lld us", (long long)(dctx_now() - t0) / 1000);
+            dctx_cancel(ctx);
+            canceled = true;
+        }
+        rc = dctx_rpc_handle_result(h, &res);
+        if (a.log != NULL)
+            log_call_end(&res, dctx_now() - t0, a.method);
+    }
+    printf("%s\n", dctx_code_name(rc));
+    if (rc == DCTX_OK)
+        fwrite(res.payload, 1, res.payload_len, stdout);
+    else
+        fputs(res.message[0] ? res.message : dctx_strerror(rc), stdout);
+    printf("\n");
+    if (canceled)
+        printf("cancel: %s\n",
+               dctx_rpc_cancel_outcome_name(dctx_rpc_handle_cancel_outcome(h, OUTCOME_WAIT_NS)));
+    dctx_rpc_result_free(&res);
+    dctx_rpc_handle_release(h);
+    dctx_release(ctx);
+    dctx_rpc_channel_close(ch);
+    for (int i = 0; i < a.n_values; i++)
+        free((char *)a.keys[i].name);
+    log_close();
+    return rc;
+}

@@ -1,0 +1,34 @@
+/*
+ * rpcd.h - what the parts of rpcd share: the subcommands, and the state of
+ * a serving instance that the demo services use.
+ */
+#ifndef RPCD_H
+#define RPCD_H
+
+#include <dctx/rpc.h>
+
+#define RPCD_VERSION DCTX_VERSION_STRING
+#define RPCD_MAX_NEXT 16
+#define RPCD_MAX_LISTEN 16
+
+/* A serving instance. */
+struct rpcd {
+    const char *name;
+    dctx_rpc_server *server;
+    dctx_rpc_channel *next[RPCD_MAX_NEXT];
+    const char *next_url[RPCD_MAX_NEXT];
+    int n_next;
+    int64_t started_ns; /* dctx_now() at start */
+};
+
+/* Subcommands: each returns the process exit code. */
+int rpcd_serve(int argc, char **argv);
+int rpcd_call(int argc, char **argv);
+
+/* demo_services.c: register the demo and admin methods on r->server. */
+int demo_services_register(struct rpcd *r);
+
+/* Exit codes for usage errors, apart from status codes (0..16). */
+#define RPCD_EXIT_USAGE 64
+
+#endif

@@ -1,0 +1,232 @@
+/*
+ * serve.c - `rpcd serve`: host the demo services (and later user modules)
+ * on one or more URLs until SIGTERM or SIGINT, then shut down gracefully.
+ *
+ * Signals are blocked in every thread and taken by the main thread with
+ * sigwait, so no handler runs in the middle of library code.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "duration.h"
+#include "log.h"
+#include "rpcd.h"
+
+static const char serve_usage[] =
+    "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]...\n"
+    "                  [--workers N] [--log FILE|-] [--max-inflight N] [--module PATH.so]...\n"
+    "\n"
+    "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
+    "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
+    "  --name NAME        the instance name in logs and Chain answers (default: rpcd)\n"
+    "  --next URL         a next hop for Chain; dialed in the background, may be down\n"
+    "  --workers N        handler threads (default 4)\n"
+    "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default 10000)\n"
+    "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
+    "  --shutdown-grace D how long shutdown waits for canceled handlers (default 5s)\n";
+
+struct serve_args {
+    const char *listen[RPCD_MAX_LISTEN];
+    int n_listen;
+    const char *name;
+    const char *next[RPCD_MAX_NEXT];
+    int n_next;
+    int workers;
+    int max_inflight;
+    const char *log;
+    int64_t grace_ns;
+};
+
+static bool parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = s != NULL ? strtol(s, &end, 10) : 0;
+    if (s == NULL || *s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "rpcd serve: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(rpcd serve --help for usage)\n");
+    return RPCD_EXIT_USAGE;
+}
+
+static int parse(int argc, char **argv, struct serve_args *a)
+{
+    a->name = "rpcd";
+    a->workers = 4;
+    a->max_inflight = 10000;
+    a->grace_ns = 5000000000LL;
+    for (int i = 0; i < argc; i++) {
+        const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
+            fputs(serve_usage, stdout);
+            return -1;
+        }
+        if (strncmp(flag, "--", 2) != 0)
+            return usage_error("unexpected argument \"%s\"", flag);
+        if (val == NULL)
+            return usage_error("%s needs a value", flag);
+        i++;
+        if (strcmp(flag, "--listen") == 0) {
+            if (a->n_listen == RPCD_MAX_LISTEN)
+                return usage_error("too many --listen (at most 16): %s", val);
+            a->listen[a->n_listen++] = val;
+        } else if (strcmp(flag, "--next") == 0) {
+            if (a->n_next == RPCD_MAX_NEXT)
+                return usage_error("too many --next (at most 16): %s", val);
+            a->next[a->n_next++] = val;
+        } else if (strcmp(flag, "--name") == 0) {
+            a->name = val;
+        } else if (strcmp(flag, "--log") == 0) {
+            a->log = val;
+        } else if (strcmp(flag, "--workers") == 0) {
+            if (!parse_int(val, 1, 1024, &a->workers))
+                return usage_error("--workers takes 1..1024, not \"%s\"", val);
+        } else if (strcmp(flag, "--max-inflight") == 0) {
+            if (!parse_int(val, 1, 10000000, &a->max_inflight))
+                return usage_error("--max-inflight takes 1..10000000, not \"%s\"", val);
+        } else if (strcmp(flag, "--shutdown-grace") == 0) {
+            if (!parse_duration(val, &a->grace_ns))
+                return usage_error("--shutdown-grace takes a duration (500ms, 5s), not \"%s\"", val);
+        } else if (strcmp(flag, "--module") == 0) {
+            return usage_error("--module is not supported yet: %s", val);
+        } else {
+            return usage_error("unknown flag %s", flag);
+        }
+    }
+    if (a->n_listen == 0)
+        return usage_error("%s", "--listen URL is required");
+    return 0;
+}
+
+/* Library events become log lines. */
+static void on_event(void *arg, const dctx_rpc_event *ev)
+{
+    (void)arg;
+    struct log_line l;
+    switch (ev->kind) {
+    case DCTX_RPC_EVENT_CALL_START:
+        log_begin(&l, "call_start");
+        log_str(&l, "method", ev->method);
+        if (ev->deadline_in_ns >= 0)
+            log_int(&l, "deadline_in_us", ev->deadline_in_ns / 1000);
+        break;
+    case DCTX_RPC_EVENT_CALL_END:
+        log_begin(&l, "call_end");
+        log_str(&l, "method", ev->method);
+        log_str(&l, "status", dctx_code_name(ev->code));
+        log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
+        if (ev->message[0] != '\0')
+            log_str(&l, "message", ev->message);
+        break;
+    case DCTX_RPC_EVENT_CANCEL_RECEIVED:
+        log_begin(&l, "cancel_received");
+        log_str(&l, "cause", dctx_code_name(ev->code));
+        log_str(&l, "cause_message", ev->message);
+        log_str(&l, "outcome", dctx_rpc_cancel_outcome_name(ev->outcome));
+        break;
+    case DCTX_RPC_EVENT_CANCEL_PUSHED:
+        log_begin(&l, "cancel_pushed");
+        log_str(&l, "method", ev->method);
+        log_str(&l, "cause", dctx_code_name(ev->code));
+        log_str(&l, "cause_message", ev->message);
+        break;
+    default:
+        return;
+    }
+    log_end(&l);
+}
+
+static int open_next_hops(struct rpcd *r, const struct serve_args *a)
+{
+    dctx_rpc_channel_options o;
+    dctx_rpc_channel_options_init(&o);
+    o.on_event = on_event;
+    for (int i = 0; i < a->n_next; i++) {
+        int rc = dctx_rpc_channel_open(a->next[i], &o, &r->next[i]);
+        if (rc != 0) {
+            fprintf(stderr, "rpcd serve: cannot use --next %s: %s\n", a->next[i],
+                    dctx_strerror(rc));
+            return rc;
+        }
+        r->next_url[i] = a->next[i];
+        r->n_next++;
+    }
+    return 0;
+}
+
+static int start_server(struct rpcd *r, const struct serve_args *a)
+{
+    dctx_rpc_server_options o;
+    dctx_rpc_server_options_init(&o);
+    o.workers = a->workers;
+    o.max_in_flight = a->max_inflight;
+    o.shutdown_grace_ns = a->grace_ns;
+    o.on_event = on_event;
+    int rc = dctx_rpc_server_open(&o, &r->server);
+    if (rc == 0)
+        rc = demo_services_register(r);
+    for (int i = 0; rc == 0 && i < a->n_listen; i++) {
+        rc = dctx_rpc_server_listen(r->server, a->listen[i]);
+        if (rc != 0)
+            fprintf(stderr, "rpcd serve: cannot listen on %s: %s\n", a->listen[i],
+                    rc == DCTX_INVALID_ARGUMENT ? "not a valid URL" : "address unavailable");
+    }
+    if (rc == 0)
+        rc = dctx_rpc_server_start(r->server);
+    return rc;
+}
+
+int rpcd_serve(int argc, char **argv)
+{
+    struct serve_args a = {0};
+    int rc = parse(argc, argv, &a);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    if (log_open(a.log, a.name) != 0) {
+        fprintf(stderr, "rpcd serve: cannot open log %s: %s\n", a.log, strerror(errno));
+        return RPCD_EXIT_USAGE;
+    }
+    /* Block the shutdown signals before any thread exists: every thread
+     * inherits the mask, and only sigwait below takes them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+    struct rpcd r = {.name = a.name, .started_ns = dctx_now()};
+    rc = open_next_hops(&r, &a);
+    if (rc == 0)
+        rc = start_server(&r, &a);
+    if (rc == 0) {
+        struct log_line l;
+        log_begin(&l, "serving");
+        for (int i = 0; i < a.n_listen; i++)
+            log_str(&l, "listen", a.listen[i]);
+        for (int i = 0; i < a.n_next; i++)
+            log_str(&l, "next", a.next[i]);
+        log_int(&l, "workers", a.workers);
+        log_end(&l);
+        int sig = 0;
+        sigwait(&stop, &sig);
+        log_message("shutdown", "signal %d: canceling in-flight calls", sig);
+    }
+    int closed = dctx_rpc_server_close(r.server);
+    if (closed != 0)
+        log_message("shutdown", "handlers outlived the shutdown grace");
+    for (int i = 0; i < r.n_next; i++)
+        dctx_rpc_channel_close(r.next[i]);
+    log_message("stopped", "%s", rc == 0 ? "clean" : dctx_strerror(rc));
+    log_close();
+    return rc == 0 ? 0 : rc;
+}
