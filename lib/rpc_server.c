@@ -107,6 +107,16 @@ static void emit(dctx_rpc_server *srv, dctx_rpc_event *ev)
     }
 }
 
+/* A call answered without running: refused, or ended by its cancel. */
+static void emit_refusal(dctx_rpc_server *srv, const char *method, int code, const char *message)
+{
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                         .method = method != NULL ? method : "",
+                         .code = code,
+                         .message = message};
+    emit(srv, &ev);
+}
+
 static void emit_call_end(struct server_call *call, int code, const char *message)
 {
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
@@ -117,6 +127,8 @@ static void emit_call_end(struct server_call *call, int code, const char *messag
                          .ctx = call->ctx};
     emit(call->srv, &ev);
 }
+
+static void emit_refusal(dctx_rpc_server *srv, const char *method, int code, const char *message);
 
 /* ===== Replies ===== */
 
@@ -163,16 +175,19 @@ static void send_reply(dctx_rpc_server *srv, struct dctx__io *io, int code, cons
     send_frame(io, &f);
 }
 
-static void send_replyf(dctx_rpc_server *srv, struct dctx__io *io, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Refuse a call (method may be NULL for a frame that is not one). */
+static void refuse(dctx_rpc_server *srv, struct dctx__io *io, const char *method, int code,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-static void send_replyf(dctx_rpc_server *srv, struct dctx__io *io, int code, const char *fmt, ...)
+static void refuse(dctx_rpc_server *srv, struct dctx__io *io, const char *method, int code,
+                   const char *fmt, ...)
 {
     char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    emit_refusal(srv, method, code, msg);
     send_reply(srv, io, code, msg, NULL, 0);
 }
 
@@ -407,22 +422,23 @@ static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
         srv->in_flight++;
     pthread_mutex_unlock(&srv->mu);
     if (closing) {
-        send_replyf(srv, call->io, DCTX_UNAVAILABLE, "server shutting down");
+        refuse(srv, call->io, call->method->name, DCTX_UNAVAILABLE, "server shutting down");
         call_unref(call);
         return;
     }
     if (!room) {
-        send_replyf(srv, call->io, DCTX_RESOURCE_EXHAUSTED, "server busy: %d calls in flight",
-                    srv->opts.max_in_flight);
+        refuse(srv, call->io, call->method->name, DCTX_RESOURCE_EXHAUSTED,
+               "server busy: %d calls in flight", srv->opts.max_in_flight);
         call_unref(call);
         return;
     }
     int rc = dctx__token_insert(srv->tokens, call->token, call, pipe, dctx_now());
     if (rc != 0) {
         if (rc == DCTX_CANCELED) /* its cancel overtook it */
-            send_replyf(srv, call->io, rc, "canceled before it arrived");
+            refuse(srv, call->io, call->method->name, rc, "canceled before it arrived");
         else
-            send_replyf(srv, call->io, rc, "cancel token refused: %s", dctx_strerror(rc));
+            refuse(srv, call->io, call->method->name, rc, "cancel token refused: %s",
+                   dctx_strerror(rc));
         pthread_mutex_lock(&srv->mu);
         if (--srv->in_flight == 0)
             pthread_cond_broadcast(&srv->idle_cv);
@@ -457,13 +473,13 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
     char err[DCTX__WIRE_ERR_BYTES];
     if (!method_name_valid(c->method) || c->context == NULL) {
         count(&srv->bad_frames);
-        send_replyf(srv, io, DCTX_INVALID_ARGUMENT, "call without a valid method name or context");
+        refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "call without a valid method name or context");
         dctx__frame_free(f);
         return;
     }
     const struct method *m = find_method(srv, c->method);
     if (m == NULL) {
-        send_replyf(srv, io, DCTX_UNIMPLEMENTED, "unknown method %s", c->method);
+        refuse(srv, io, c->method, DCTX_UNIMPLEMENTED, "unknown method %s", c->method);
         dctx__frame_free(f);
         return;
     }
@@ -473,7 +489,8 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
     if (call == NULL) {
         if (rc == DCTX_INVALID_ARGUMENT)
             count(&srv->bad_frames);
-        send_replyf(srv, io, rc ? rc : DCTX_RESOURCE_EXHAUSTED, "%s", rc ? err : "out of memory");
+        refuse(srv, io, c->method, rc ? rc : DCTX_RESOURCE_EXHAUSTED, "%s",
+               rc ? err : "out of memory");
         dctx_release(ctx);
         dctx__frame_free(f);
         return;
@@ -497,8 +514,8 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
     const Dctx__Wire__Cancel *c = f->cancel;
     if (!c->has_cancel_token || c->cancel_token.len != DCTX_TOKEN_BYTES) {
         count(&srv->bad_frames);
-        send_replyf(srv, io, DCTX_INVALID_ARGUMENT, "cancel token must be %d bytes",
-                    DCTX_TOKEN_BYTES);
+        refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "cancel token must be %d bytes",
+               DCTX_TOKEN_BYTES);
         dctx__frame_free(f);
         return;
     }
@@ -581,7 +598,7 @@ static void on_receive(void *owner, struct dctx__io *io, int rv)
     } else {
         count(&srv->bad_frames);
         dctx__frame_free(f);
-        send_replyf(srv, io, DCTX_INVALID_ARGUMENT, "malformed frame");
+        refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "malformed frame");
     }
 }
 

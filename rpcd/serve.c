@@ -146,11 +146,26 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
     log_end(&l);
 }
 
+/* Events of the channels to next hops: the calls this instance makes. */
+static void on_next_event(void *arg, const dctx_rpc_event *ev)
+{
+    if (ev->kind != DCTX_RPC_EVENT_CALL_END) {
+        on_event(arg, ev);
+        return;
+    }
+    struct log_line l;
+    log_begin(&l, "next_call_end");
+    log_str(&l, "method", ev->method);
+    log_str(&l, "status", dctx_code_name(ev->code));
+    log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
+    log_end(&l);
+}
+
 static int open_next_hops(struct rpcd *r, const struct serve_args *a)
 {
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
-    o.on_event = on_event;
+    o.on_event = on_next_event;
     for (int i = 0; i < a->n_next; i++) {
         int rc = dctx_rpc_channel_open(a->next[i], &o, &r->next[i]);
         if (rc != 0) {
