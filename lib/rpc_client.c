@@ -358,12 +358,16 @@ static void finish(dctx_rpc_handle *call)
     call_unref(call);
 }
 
-/* The status when the context ended first: its error, with its cause. */
+/* The status when the context ended first: its error, with its cause. A
+ * context canceled because a deadline passed upstream reports
+ * DEADLINE_EXCEEDED, as gRPC asks of a client that sees CANCELLED. */
 static void result_from_context(dctx_rpc_handle *call)
 {
     const char *msg = NULL;
     int cause = dctx_cause(call->ctx, &msg);
     int err = dctx_err(call->ctx);
+    if (cause == DCTX_DEADLINE_EXCEEDED)
+        err = DCTX_DEADLINE_EXCEEDED;
     if (cause != 0 && cause != err)
         result_setf(&call->result, err, "%s (cause: %s%s%s)", dctx_strerror(err),
                     dctx_code_name(cause), msg ? ": " : "", msg ? msg : "");

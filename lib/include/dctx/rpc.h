@@ -135,7 +135,8 @@ DCTX_API void dctx_rpc_channel_close(dctx_rpc_channel *ch);
  * Returns the status code, DCTX_OK on success; if res is not NULL it gets
  * the whole result, to free with dctx_rpc_result_free. Codes from here, on
  * top of the server's: DCTX_CANCELED or DCTX_DEADLINE_EXCEEDED (the
- * context ended; a cancel was pushed), DCTX_DEADLINE_EXCEEDED (the budget
+ * context ended; a cancel was pushed; DEADLINE_EXCEEDED also when it was
+ * canceled with a deadline as its cause), DCTX_DEADLINE_EXCEEDED (the budget
  * is gone or under the channel's minimum: not sent), DCTX_UNAVAILABLE (no
  * connection, or it broke), DCTX_INVALID_ARGUMENT, DCTX_RESOURCE_EXHAUSTED
  * (limits of wire.h, named in the message). */
