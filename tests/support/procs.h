@@ -140,9 +140,12 @@ static inline bool procs_log_has(const char *path, const char *needle, int timeo
     }
 }
 
-/* Stop every process (SIGTERM, then SIGKILL after 5 s) and clean up. */
-static inline void procs_stop_all(struct procs *p)
+/* Stop every process (SIGTERM, then SIGKILL after 5 s) and clean up.
+ * Returns how many did not exit cleanly (a sanitizer report, a crash, a
+ * hang), not counting those the test killed itself. */
+static inline int procs_stop_all(struct procs *p)
 {
+    int bad = 0;
     for (int i = 0; i < p->n; i++)
         if (p->pids[i] > 0)
             kill(p->pids[i], SIGTERM);
@@ -157,17 +160,23 @@ static inline void procs_stop_all(struct procs *p)
         if (waited >= 5000) {
             kill(p->pids[i], SIGKILL);
             waitpid(p->pids[i], &status, 0);
+            bad++;
+        } else if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) &&
+                   !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            fprintf(stderr, "process %d ended badly (status 0x%x)\n", (int)p->pids[i], status);
+            bad++;
         }
     }
     p->n = 0;
     if (getenv("DCTX_TEST_KEEP") != NULL) { /* for a look at the logs */
         fprintf(stderr, "kept %s\n", p->dir);
-        return;
+        return bad;
     }
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", p->dir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", p->dir);
+    return bad;
 }
 
 #endif /* DCTX_PROCS_H */
