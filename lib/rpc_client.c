@@ -487,7 +487,9 @@ static void cancel_io_done(void *owner, struct dctx__io *io, int rv)
 }
 
 /* Send the Cancel frame: the token, the cause, and how long the callee
- * must remember it in case the call has not arrived yet. */
+ * must remember it in case the call has not arrived yet. The caller has
+ * counted the cancel in the channel's in_flight (while the call itself
+ * was still counted there, so the channel could not be freed meanwhile). */
 static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
 {
     dctx_rpc_channel *ch = call->ch;
@@ -511,18 +513,11 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
 
     nng_msg *m = NULL;
     struct dctx__io *io = NULL;
-    pthread_mutex_lock(&ch->mu);
-    bool open = !ch->closing;
-    if (open)
-        ch->in_flight++;
-    pthread_mutex_unlock(&ch->mu);
-    if (!open || dctx__frame_pack(&f, &m) != 0 ||
-        dctx__io_get(&ch->pool, cancel_io_done, call, &io) != 0) {
+    if (dctx__frame_pack(&f, &m) != 0 || dctx__io_get(&ch->pool, cancel_io_done, call, &io) != 0) {
         nng_msg_free(m);
         set_word(&call->outcome, DCTX_RPC_CANCEL_UNREACHED);
         count(&ch->outcomes[DCTX_RPC_CANCEL_UNREACHED]);
-        if (open)
-            in_flight_add(ch, -1);
+        in_flight_add(ch, -1);
         return;
     }
     count(&ch->cancels_pushed);
@@ -545,9 +540,18 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
 static void context_done(void *arg)
 {
     dctx_rpc_handle *call = arg;
+    dctx_rpc_channel *ch = call->ch;
     pthread_mutex_lock(&call->mu);
     bool live = call->phase != DONE;
+    bool push = false;
     if (live) {
+        /* Count the cancel in the channel while the call still is: once the
+         * mutex is let go the call may end, and its owner close the channel. */
+        pthread_mutex_lock(&ch->mu);
+        push = !ch->closing;
+        if (push)
+            ch->in_flight++;
+        pthread_mutex_unlock(&ch->mu);
         call->canceled = true;
         atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
         if (call->io != NULL) /* NULL: start has not sent it yet; it will see canceled */
@@ -560,7 +564,7 @@ static void context_done(void *arg)
     char text[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
     snprintf(text, sizeof text, "%s", msg != NULL ? msg : "");
     pthread_mutex_unlock(&call->mu);
-    if (live)
+    if (push)
         push_cancel(call, cause, text);
     call_unref(call); /* the after-func's reference */
 }

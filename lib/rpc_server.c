@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "rpc_impl.h" /* nng.h first: the protocol headers need it */
+#include "rpc_listen.h"
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
@@ -78,6 +79,7 @@ struct dctx_rpc_server {
     dctx *root;                 /* every call's context descends from it */
     struct method *methods[METHOD_BUCKETS]; /* written before start only */
     struct dctx__io_pool pool;
+    struct dctx__listeners listeners;
     dctx__token_table *tokens;
     pthread_mutex_t mu;
     pthread_cond_t work_cv;     /* work queued, or stopping */
@@ -613,10 +615,19 @@ static void cancel_for_lost_peer(void *p, void *arg)
     call_unref(call);
 }
 
+static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)ev;
+    dctx_rpc_server *srv = arg;
+    dctx__listeners_pipe_added(&srv->listeners, (uint32_t)p.id);
+}
+
 static void pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     (void)ev;
     dctx_rpc_server *srv = arg;
+    if (dctx__listeners_is_probe(&srv->listeners, (uint32_t)p.id))
+        return; /* the listener guard's own connection */
     count(&srv->peers_lost);
     dctx__token_each_of_pipe(srv->tokens, (uint32_t)p.id, call_retain, cancel_for_lost_peer, srv);
 }
@@ -664,6 +675,9 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
         return rc;
     }
     nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, srv->opts.recv_max_bytes);
+    dctx__listeners_init(&srv->listeners, srv->sock, srv->opts.recv_max_bytes,
+                         srv->opts.tls_cert_key_file);
+    nng_pipe_notify(srv->sock, NNG_PIPE_EV_ADD_POST, pipe_added, srv);
     nng_pipe_notify(srv->sock, NNG_PIPE_EV_REM_POST, pipe_removed, srv);
     dctx__io_pool_init(&srv->pool, srv->sock,
                        (size_t)srv->opts.max_in_flight + RECEIVERS + IO_SLACK);
@@ -682,17 +696,7 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
 {
     if (srv == NULL || url == NULL)
         return DCTX_INVALID_ARGUMENT;
-    nng_listener l;
-    int rv = nng_listener_create(&l, srv->sock, url);
-    if (rv == 0)
-        nng_listener_set_size(l, NNG_OPT_RECVMAXSZ, srv->opts.recv_max_bytes);
-    if (rv == 0 && strncmp(url, "tls+", 4) == 0 && srv->opts.tls_cert_key_file != NULL)
-        rv = nng_listener_set_string(l, NNG_OPT_TLS_CERT_KEY_FILE, srv->opts.tls_cert_key_file);
-    if (rv == 0)
-        rv = nng_listener_start(l, 0);
-    if (rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL)
-        return DCTX_INVALID_ARGUMENT;
-    return rv == 0 ? 0 : DCTX_UNAVAILABLE;
+    return dctx__listeners_add(&srv->listeners, url);
 }
 
 static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_fn fn, void *arg,
@@ -756,6 +760,8 @@ int dctx_rpc_server_start(dctx_rpc_server *srv)
             break;
     if (srv->n_workers == 0)
         return DCTX_RESOURCE_EXHAUSTED;
+    if (dctx__listeners_guard(&srv->listeners) != 0)
+        return DCTX_RESOURCE_EXHAUSTED;
     for (int i = 0; i < RECEIVERS; i++) {
         struct dctx__io *io = NULL;
         if (dctx__io_get(&srv->pool, on_receive, srv, &io) != 0)
@@ -787,6 +793,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     pthread_cond_broadcast(&srv->work_cv);
     pthread_mutex_unlock(&srv->mu);
 
+    dctx__listeners_fini(&srv->listeners);
     nng_close(srv->sock); /* receives and unsent replies end; pipe callbacks are over */
     for (int i = 0; i < srv->n_workers; i++)
         pthread_join(srv->workers[i], NULL); /* a handler past the grace is still waited for */
@@ -817,6 +824,7 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     out->calls_canceled_by_peer_loss = atomic_load(&srv->canceled_by_peer_loss);
     out->bad_frames = atomic_load(&srv->bad_frames);
     out->expired_in_queue = atomic_load(&srv->expired_in_queue);
+    out->listeners_restarted = atomic_load(&srv->listeners.restarts);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&srv->by_code[i]);
     for (int i = 0; i < 6; i++)

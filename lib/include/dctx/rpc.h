@@ -268,6 +268,7 @@ typedef struct dctx_rpc_server_stats {
     uint64_t calls_canceled_by_peer_loss;
     uint64_t bad_frames;                 /* malformed input, dropped or refused */
     uint64_t expired_in_queue;           /* refused: the budget ran out while queued */
+    uint64_t listeners_restarted;        /* re-created after they stopped accepting (nng #1518) */
 } dctx_rpc_server_stats;
 
 DCTX_API void dctx_rpc_server_stats_get(dctx_rpc_server *s, dctx_rpc_server_stats *out);
