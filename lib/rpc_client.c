@@ -35,6 +35,8 @@
 
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
+
+#include <dctx/trace.h>
 #include "wire_impl.h"
 
 #define DEFAULT_CONNECT_WAIT_NS (200 * 1000000LL)
@@ -347,6 +349,12 @@ static void finish(dctx_rpc_handle *call)
                              .message = call->result.message,
                              .elapsed_ns = dctx_now() - call->started_ns,
                              .ctx = call->ctx};
+        dctx_trace t;
+        if (dctx_trace_get(call->ctx, &t)) {
+            ev.trace_id = t.trace_id;
+            ev.span_id = t.span_id;
+            ev.parent_span_id = t.parent_span_id[0] ? t.parent_span_id : NULL;
+        }
         ch->opts.on_event(ch->opts.event_arg, &ev);
     }
     if (call->done != NULL)

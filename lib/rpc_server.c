@@ -29,6 +29,8 @@
 #include "rpc_impl.h" /* nng.h first: the protocol headers need it */
 #include "rpc_listen.h"
 
+#include <dctx/trace.h>
+
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
 #include "token_table.h"
@@ -90,7 +92,7 @@ struct dctx_rpc_server {
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
-        expired_in_queue;
+        expired_in_queue, traces_dropped;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[6];
 };
@@ -102,11 +104,17 @@ static void count(atomic_uint_fast64_t *c)
 
 static void emit(dctx_rpc_server *srv, dctx_rpc_event *ev)
 {
-    if (srv->opts.on_event != NULL) {
-        if (ev->message == NULL)
-            ev->message = "";
-        srv->opts.on_event(srv->opts.event_arg, ev);
+    if (srv->opts.on_event == NULL)
+        return;
+    if (ev->message == NULL)
+        ev->message = "";
+    dctx_trace t;
+    if (ev->ctx != NULL && dctx_trace_get(ev->ctx, &t)) {
+        ev->trace_id = t.trace_id;
+        ev->span_id = t.span_id;
+        ev->parent_span_id = t.parent_span_id[0] ? t.parent_span_id : NULL;
     }
+    srv->opts.on_event(srv->opts.event_arg, ev);
 }
 
 /* A call answered without running: refused, or ended by its cancel. */
@@ -486,7 +494,16 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
         return;
     }
     dctx *ctx = NULL;
-    int rc = dctx__wire_decode(srv->root, c->context, dctx_now(), srv->opts.max_budget_ns, &ctx, err);
+    bool trace_dropped = false;
+    int rc = dctx__wire_decode(srv->root, c->context, dctx_now(), srv->opts.max_budget_ns, &ctx, err,
+                               &trace_dropped);
+    if (trace_dropped) {
+        count(&srv->traces_dropped);
+        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_TRACE_DROPPED,
+                             .method = c->method,
+                             .message = "malformed traceparent dropped"};
+        emit(srv, &ev);
+    }
     struct server_call *call = rc == 0 ? calloc(1, sizeof *call) : NULL;
     if (call == NULL) {
         if (rc == DCTX_INVALID_ARGUMENT)
@@ -825,6 +842,7 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     out->bad_frames = atomic_load(&srv->bad_frames);
     out->expired_in_queue = atomic_load(&srv->expired_in_queue);
     out->listeners_restarted = atomic_load(&srv->listeners.restarts);
+    out->traces_dropped = atomic_load(&srv->traces_dropped);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&srv->by_code[i]);
     for (int i = 0; i < 6; i++)

@@ -26,6 +26,8 @@
 #include "context_impl.h"
 #include "wire_impl.h"
 
+#include <dctx/trace.h>
+
 /* ===== Key registry ===== */
 
 #define REGISTRY_SLOTS 1024 /* open addressing; at most half full */
@@ -72,6 +74,8 @@ int dctx_wire_register_key(const dctx_key *key)
 {
     if (key == NULL || !(key->flags & DCTX_KEY_PROPAGATE) || !dctx_wire_key_name_valid(key->name))
         return DCTX_INVALID_ARGUMENT;
+    if (strcmp(key->name, dctx_traceparent_key.name) == 0) /* the library's own (trace.h) */
+        return key == &dctx_traceparent_key ? 0 : DCTX_ALREADY_EXISTS;
     int rc = 0;
     pthread_rwlock_wrlock(&registry_lock);
     size_t i = registry_slot(key->name, strlen(key->name));
@@ -148,6 +152,15 @@ static void sodium_start(void)
 {
     /* Fails only without a source of randomness. */
     sodium_ready = sodium_init() >= 0;
+}
+
+bool dctx__random(void *buf, size_t n)
+{
+    pthread_once(&sodium_once, sodium_start);
+    if (!sodium_ready)
+        return false;
+    randombytes_buf(buf, n);
+    return true;
 }
 
 struct encoder {
@@ -276,12 +289,10 @@ int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t n
     if (rc != 0)
         return rc;
 
-    pthread_once(&sodium_once, sodium_start);
-    if (!sodium_ready) {
+    if (!dctx__random(out->token, sizeof out->token)) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "libsodium could not start: no randomness for tokens");
         return DCTX_INTERNAL;
     }
-    randombytes_buf(out->token, sizeof out->token);
     out->hdr.has_cancel_token = 1;
     out->hdr.cancel_token.data = out->token;
     out->hdr.cancel_token.len = sizeof out->token;
@@ -373,7 +384,33 @@ static int push_value(dctx **parent, const dctx_key *key, const void *val, size_
 }
 
 /* Where a received value goes. */
-enum destination { DROP, PASS_THROUGH, OWN_KEY };
+enum destination { DROP, PASS_THROUGH, OWN_KEY, TRACE };
+
+/* The index of the first value named name, or -1. */
+static long find_value(const Dctx__Wire__ContextHeader *hdr, const char *name)
+{
+    for (size_t i = 0; i < hdr->n_values; i++)
+        if (strcmp(hdr->values[i]->key, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* W3C: a valid traceparent continues the trace under a new span for this
+ * hop; a malformed one is dropped, and tracestate with it (a tracestate
+ * without a traceparent means nothing). */
+static enum destination trace_destination(const Dctx__Wire__ContextHeader *hdr, size_t i,
+                                          bool *dropped)
+{
+    long tp = find_value(hdr, dctx_traceparent_key.name);
+    bool valid = tp >= 0 && hdr->values[tp]->has_value &&
+                 dctx_trace_parse((const char *)hdr->values[tp]->value.data,
+                                  hdr->values[tp]->value.len, NULL);
+    if (tp >= 0 && !valid)
+        *dropped = true;
+    if ((size_t)tp == i)
+        return valid ? TRACE : DROP;
+    return valid ? PASS_THROUGH : DROP; /* tracestate */
+}
 
 /* The meta value: hop count, then the values nobody here registered. */
 static int push_meta(dctx **parent, const Dctx__Wire__ContextHeader *hdr,
@@ -427,10 +464,11 @@ static int64_t call_deadline(const Dctx__Wire__ContextHeader *hdr, int64_t now_n
 }
 
 int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t now_ns,
-                      int64_t max_budget_ns, dctx **out, char *err)
+                      int64_t max_budget_ns, dctx **out, char *err, bool *trace_dropped)
 {
     *out = NULL;
     err[0] = '\0';
+    bool dropped = false;
     int rc = check_header(hdr, err);
     if (rc != 0)
         return rc;
@@ -444,6 +482,8 @@ int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t 
         const dctx_key *key = NULL;
         if (!first_of_name(hdr, i))
             dest[i] = DROP;
+        else if (strcmp(v->key, "traceparent") == 0 || strcmp(v->key, "tracestate") == 0)
+            dest[i] = trace_destination(hdr, i, &dropped);
         else if ((key = registered_key(v->key, strlen(v->key))) != NULL)
             dest[i] = OWN_KEY;
         else
@@ -453,6 +493,19 @@ int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t 
     }
     if (rc == 0)
         rc = push_meta(&top, hdr, dest);
+    for (size_t i = 0; rc == 0 && i < hdr->n_values; i++) {
+        if (dest[i] == TRACE) {
+            dctx *child = NULL;
+            rc = dctx__trace_continue(top, (const char *)hdr->values[i]->value.data,
+                                      hdr->values[i]->value.len, &child);
+            if (rc == 0) {
+                dctx_release(top);
+                top = child;
+            }
+        }
+    }
+    if (trace_dropped != NULL)
+        *trace_dropped = dropped;
     dctx *call = NULL;
     if (rc == 0)
         rc = dctx_with_deadline(top, call_deadline(hdr, now_ns, max_budget_ns), &call);

@@ -38,9 +38,19 @@ int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t n
  * plus the budget, capped at max_budget_ns (0: no cap; a cap also bounds a
  * call that came without a deadline). *out gets that top node. Returns 0,
  * DCTX_INVALID_ARGUMENT, DCTX_RESOURCE_EXHAUSTED (limits) or
- * DCTX_DEADLINE_EXCEEDED (a zero budget), with err naming the cause. */
+ * DCTX_DEADLINE_EXCEEDED (a zero budget), with err naming the cause. A
+ * valid traceparent continues its trace under a new span (trace.h); a
+ * malformed one is dropped, and *trace_dropped (if not NULL) set. */
 int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t now_ns,
-                      int64_t max_budget_ns, dctx **out, char *err);
+                      int64_t max_budget_ns, dctx **out, char *err, bool *trace_dropped);
+
+/* A child of parent that continues the trace of traceparent under a new
+ * span (trace.c). */
+int dctx__trace_continue(dctx *parent, const char *traceparent, size_t len, dctx **out);
+
+/* n random bytes from libsodium (started on first use); false if it
+ * cannot start. */
+bool dctx__random(void *buf, size_t n);
 
 /* The hop count a call sent from ctx carries (0 at the edge). */
 uint32_t dctx__wire_hops(const dctx *ctx);

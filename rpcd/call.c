@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dctx/trace.h>
+
 #include "duration.h"
 #include "log.h"
 #include "rpcd.h"
@@ -20,7 +22,7 @@
 
 static const char call_usage[] =
     "usage: rpcd call URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
-    "                 [--cancel-after DURATION] [--log FILE|-]\n"
+    "                 [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
     "\n"
     "Call METHOD (e.g. /dctx.demo.Demo/Echo) at URL once. Prints the status name, then the\n"
     "response or the status message; exits with the status code (0 for OK).\n"
@@ -28,6 +30,7 @@ static const char call_usage[] =
     "  --timeout DURATION       a deadline for the whole call chain (500us, 250ms, 3s, 1m)\n"
     "  --value KEY=VALUE        a propagated value (repeatable)\n"
     "  --cancel-after DURATION  cancel the call after that long and report what the cancel did\n"
+    "  --trace                  start a W3C trace (traceparent) and print its id\n"
     "  --log FILE|-             JSON lines (cancel_sent, call_end) to FILE or stderr\n";
 
 struct call_args {
@@ -36,6 +39,7 @@ struct call_args {
     dctx_key keys[MAX_VALUES];
     const char *values[MAX_VALUES];
     int n_values;
+    bool trace;
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -75,6 +79,10 @@ static int parse(int argc, char **argv, struct call_args *a)
             fputs(call_usage, stdout);
             return -1;
         }
+        if (strcmp(flag, "--trace") == 0) {
+            a->trace = true;
+            continue;
+        }
         if (strncmp(flag, "--", 2) != 0) {
             if (positional == 0)
                 a->url = flag;
@@ -112,12 +120,18 @@ static int parse(int argc, char **argv, struct call_args *a)
     return 0;
 }
 
-/* The call's context: the timeout, then the values. */
+/* The call's context: the timeout, the trace, then the values. */
 static int make_context(struct call_args *a, dctx **out)
 {
     dctx *ctx = NULL;
     int rc = a->timeout_ns >= 0 ? dctx_with_timeout(dctx_background(), a->timeout_ns, &ctx)
                                 : dctx_with_cancel(dctx_background(), &ctx);
+    if (rc == 0 && a->trace) {
+        dctx *traced = NULL;
+        rc = dctx_trace_start(ctx, DCTX_TRACE_SAMPLED, &traced);
+        dctx_release(ctx);
+        ctx = traced;
+    }
     for (int i = 0; rc == 0 && i < a->n_values; i++) {
         dctx *child = NULL;
         rc = dctx_with_value(ctx, &a->keys[i], a->values[i], strlen(a->values[i]), &child);
@@ -128,13 +142,19 @@ static int make_context(struct call_args *a, dctx **out)
     return rc;
 }
 
-static void log_call_end(const dctx_rpc_result *res, int64_t elapsed_ns, const char *method)
+static void log_call_end(const dctx_rpc_result *res, int64_t elapsed_ns, const char *method,
+                         const dctx *ctx)
 {
     struct log_line l;
     log_begin(&l, "call_end");
     log_str(&l, "method", method);
     log_str(&l, "status", dctx_code_name(res->code));
     log_int(&l, "elapsed_us", elapsed_ns / 1000);
+    dctx_trace t;
+    if (dctx_trace_get(ctx, &t)) {
+        log_str(&l, "trace_id", t.trace_id);
+        log_str(&l, "span_id", t.span_id);
+    }
     log_end(&l);
 }
 
@@ -174,7 +194,7 @@ int rpcd_call(int argc, char **argv)
         }
         rc = dctx_rpc_handle_result(h, &res);
         if (a.log != NULL)
-            log_call_end(&res, dctx_now() - t0, a.method);
+            log_call_end(&res, dctx_now() - t0, a.method, ctx);
     }
     printf("%s\n", dctx_code_name(rc));
     if (rc == DCTX_OK)
@@ -185,6 +205,9 @@ int rpcd_call(int argc, char **argv)
     if (canceled)
         printf("cancel: %s\n",
                dctx_rpc_cancel_outcome_name(dctx_rpc_handle_cancel_outcome(h, OUTCOME_WAIT_NS)));
+    dctx_trace t;
+    if (ctx != NULL && dctx_trace_get(ctx, &t))
+        printf("trace: %s\n", t.trace_id);
     dctx_rpc_result_free(&res);
     dctx_rpc_handle_release(h);
     dctx_release(ctx);

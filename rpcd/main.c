@@ -10,7 +10,7 @@ static const char usage[] =
     "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]... [--workers N]\n"
     "                  [--log FILE|-] [--max-inflight N] [--module PATH.so]...\n"
     "       rpcd call  URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
-    "                  [--cancel-after DURATION] [--log FILE|-]\n"
+    "                  [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
     "       rpcd --help | --version\n"
     "\n"
     "rpcd hosts dctx services: calls carry their deadline, cancel and values across hops.\n"

@@ -108,6 +108,16 @@ static int parse(int argc, char **argv, struct serve_args *a)
     return 0;
 }
 
+static void log_trace(struct log_line *l, const dctx_rpc_event *ev)
+{
+    if (ev->trace_id == NULL)
+        return;
+    log_str(l, "trace_id", ev->trace_id);
+    log_str(l, "span_id", ev->span_id);
+    if (ev->parent_span_id != NULL)
+        log_str(l, "parent_span_id", ev->parent_span_id);
+}
+
 /* Library events become log lines. */
 static void on_event(void *arg, const dctx_rpc_event *ev)
 {
@@ -119,6 +129,7 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
         log_str(&l, "method", ev->method);
         if (ev->deadline_in_ns >= 0)
             log_int(&l, "deadline_in_us", ev->deadline_in_ns / 1000);
+        log_trace(&l, ev);
         break;
     case DCTX_RPC_EVENT_CALL_END:
         log_begin(&l, "call_end");
@@ -127,12 +138,18 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
         log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
         if (ev->message[0] != '\0')
             log_str(&l, "message", ev->message);
+        log_trace(&l, ev);
         break;
     case DCTX_RPC_EVENT_CANCEL_RECEIVED:
         log_begin(&l, "cancel_received");
         log_str(&l, "cause", dctx_code_name(ev->code));
         log_str(&l, "cause_message", ev->message);
         log_str(&l, "outcome", dctx_rpc_cancel_outcome_name(ev->outcome));
+        break;
+    case DCTX_RPC_EVENT_TRACE_DROPPED:
+        log_begin(&l, "trace_dropped");
+        log_str(&l, "method", ev->method);
+        log_str(&l, "message", ev->message);
         break;
     case DCTX_RPC_EVENT_CANCEL_PUSHED:
         log_begin(&l, "cancel_pushed");
@@ -158,6 +175,7 @@ static void on_next_event(void *arg, const dctx_rpc_event *ev)
     log_str(&l, "method", ev->method);
     log_str(&l, "status", dctx_code_name(ev->code));
     log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
+    log_trace(&l, ev);
     log_end(&l);
 }
 

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <dctx/trace.h>
+
 #include "testutil.h"
 #include "wire_impl.h"
 
 static const dctx_key tenant = {"tenant", DCTX_KEY_PROPAGATE};
-static const dctx_key trace = {"traceparent", DCTX_KEY_PROPAGATE};
+#define trace dctx_traceparent_key /* the library's own key for this name */
 static const dctx_key secret = {"secret", 0}; /* never leaves */
 static const dctx_key unknown_here = {"x-upstream-only", DCTX_KEY_PROPAGATE};
 
@@ -72,6 +74,9 @@ static void only_propagated_values_are_sent_nearest_first(void **state)
     char err[DCTX__WIRE_ERR_BYTES];
     assert_int_equal(dctx__wire_encode(ctx, NULL, dctx_now(), &out, err), 0);
     assert_int_equal(out.hdr.n_values, 2);
+    /* the registry keeps the library's trace key name for it */
+    static const dctx_key impostor = {"traceparent", DCTX_KEY_PROPAGATE};
+    assert_int_equal(dctx_wire_register_key(&impostor), DCTX_ALREADY_EXISTS);
     size_t len = 0;
     const char *t = header_value(&out.hdr, "tenant", &len);
     assert_non_null(t);
@@ -188,7 +193,7 @@ static void callee_rebuilds_deadline_values_and_hops(void **state)
     assert_int_equal(dctx_with_cancel(dctx_background(), &root), 0);
     dctx *hop = NULL;
     int64_t now = dctx_now();
-    assert_int_equal(dctx__wire_decode(root, f->call->context, now, 0, &hop, err), 0);
+    assert_int_equal(dctx__wire_decode(root, f->call->context, now, 0, &hop, err, NULL), 0);
     dctx__wire__frame__free_unpacked(f, NULL);
 
     /* the deadline is now + budget: never later than the caller's */
@@ -240,18 +245,18 @@ static void callee_caps_the_budget(void **state)
     int64_t now = dctx_now();
     h.has_budget_us = 1;
     h.budget_us = UINT64_MAX; /* absurd budgets do not overflow */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, MS(250), &hop, err), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, MS(250), &hop, err, NULL), 0);
     int64_t d = 0;
     assert_true(dctx_deadline(hop, &d));
     assert_int_equal(d, now + MS(250));
     dctx_release(hop);
     /* no cap and no budget: no deadline */
     h.has_budget_us = 0;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, 0, &hop, err), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, 0, &hop, err, NULL), 0);
     assert_false(dctx_deadline(hop, NULL));
     dctx_release(hop);
     /* a cap bounds a call without a deadline too */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, SEC(1), &hop, err), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, SEC(1), &hop, err, NULL), 0);
     assert_true(dctx_deadline(hop, &d));
     assert_int_equal(d, now + SEC(1));
     dctx_release(hop);
@@ -276,29 +281,29 @@ static void callee_refuses_malformed_headers(void **state)
     Dctx__Wire__ContextHeader h = DCTX__WIRE__CONTEXT_HEADER__INIT;
 
     /* no token, short token, long token */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     assert_null(hop);
     assert_non_null(strstr(err, "token"));
     h.has_cancel_token = 1;
     h.cancel_token.data = token;
     h.cancel_token.len = DCTX_TOKEN_BYTES - 1;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     h.cancel_token.len = DCTX_TOKEN_BYTES + 1;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     h.cancel_token.len = DCTX_TOKEN_BYTES;
 
     /* a zero budget, too many hops */
     h.has_budget_us = 1;
     h.budget_us = 0;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_DEADLINE_EXCEEDED);
     h.has_budget_us = 0;
     h.has_hops = 1;
     h.hops = DCTX_WIRE_HOPS_MAX;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(err, "hops"));
     h.hops = 3;
@@ -306,30 +311,30 @@ static void callee_refuses_malformed_headers(void **state)
     /* too many values, too many bytes, bad names */
     h.values = vp;
     h.n_values = DCTX_WIRE_VALUES_MAX + 1;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_RESOURCE_EXHAUSTED);
     h.n_values = 1;
     v[0].has_value = 1;
     v[0].value.data = big;
     v[0].value.len = sizeof big;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(err, "8192"));
     v[0].value.len = 1;
     const char *bad_names[] = {"", "has space", "tab\there", "\x7f", NULL};
     for (int i = 0; bad_names[i]; i++) {
         v[0].key = (char *)bad_names[i];
-        assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+        assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                          DCTX_INVALID_ARGUMENT);
     }
     char long_name[DCTX_WIRE_KEY_BYTES_MAX + 2];
     memset(long_name, 'k', sizeof long_name - 1);
     long_name[sizeof long_name - 1] = '\0';
     v[0].key = long_name;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     long_name[DCTX_WIRE_KEY_BYTES_MAX] = '\0'; /* exactly the limit is fine */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL), 0);
     dctx_release(hop);
 }
 
@@ -355,7 +360,7 @@ static void repeated_names_keep_the_first(void **state)
     h.n_values = 2;
     char err[DCTX__WIRE_ERR_BYTES];
     dctx *hop = NULL;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL), 0);
     size_t len = 0;
     const char *t = dctx_value(hop, &tenant, &len);
     assert_int_equal(len, 5);

@@ -57,7 +57,8 @@ enum dctx_rpc_event_kind {
     DCTX_RPC_EVENT_CALL_START = 1,     /* server: a call was admitted */
     DCTX_RPC_EVENT_CALL_END = 2,       /* server: answered; client: ended */
     DCTX_RPC_EVENT_CANCEL_PUSHED = 3,  /* client: a Cancel frame was sent */
-    DCTX_RPC_EVENT_CANCEL_RECEIVED = 4 /* server: a Cancel frame was handled */
+    DCTX_RPC_EVENT_CANCEL_RECEIVED = 4, /* server: a Cancel frame was handled */
+    DCTX_RPC_EVENT_TRACE_DROPPED = 5    /* server: a malformed traceparent was dropped */
 };
 
 typedef struct dctx_rpc_event {
@@ -69,6 +70,9 @@ typedef struct dctx_rpc_event {
     int64_t deadline_in_ns;   /* CALL_START: time left to the call's deadline; -1: none */
     int outcome;              /* CANCEL_RECEIVED: enum dctx_rpc_cancel_outcome */
     dctx *ctx;                /* CALL_START/CALL_END: the call's context (borrowed) */
+    /* CALL_START/CALL_END of a traced call (trace.h), else NULL: the trace,
+     * the span of this call's work, and the caller's span. */
+    const char *trace_id, *span_id, *parent_span_id;
 } dctx_rpc_event;
 
 typedef void (*dctx_rpc_event_fn)(void *arg, const dctx_rpc_event *ev);
@@ -269,6 +273,7 @@ typedef struct dctx_rpc_server_stats {
     uint64_t bad_frames;                 /* malformed input, dropped or refused */
     uint64_t expired_in_queue;           /* refused: the budget ran out while queued */
     uint64_t listeners_restarted;        /* re-created after they stopped accepting (nng #1518) */
+    uint64_t traces_dropped;             /* malformed traceparents dropped */
 } dctx_rpc_server_stats;
 
 DCTX_API void dctx_rpc_server_stats_get(dctx_rpc_server *s, dctx_rpc_server_stats *out);
