@@ -10,6 +10,7 @@
 #define RPCD_VERSION DCTX_VERSION_STRING
 #define RPCD_MAX_NEXT 16
 #define RPCD_MAX_LISTEN 16
+#define RPCD_MAX_MODULES 16
 
 /* A serving instance. */
 struct rpcd {

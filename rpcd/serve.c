@@ -5,11 +5,14 @@
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait, so no handler runs in the middle of library code.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <dctx/rpcd_module.h>
 
 #include "duration.h"
 #include "log.h"
@@ -26,6 +29,8 @@ static const char serve_usage[] =
     "  --workers N        handler threads (default 4)\n"
     "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default 10000)\n"
     "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
+    "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
+    "                     (see <dctx/rpcd_module.h>)\n"
     "  --shutdown-grace D how long shutdown waits for canceled handlers (default 5s)\n";
 
 struct serve_args {
@@ -38,6 +43,8 @@ struct serve_args {
     int max_inflight;
     const char *log;
     int64_t grace_ns;
+    const char *modules[RPCD_MAX_MODULES];
+    int n_modules;
 };
 
 static bool parse_int(const char *s, int lo, int hi, int *out)
@@ -98,7 +105,9 @@ static int parse(int argc, char **argv, struct serve_args *a)
             if (!parse_duration(val, &a->grace_ns))
                 return usage_error("--shutdown-grace takes a duration (500ms, 5s), not \"%s\"", val);
         } else if (strcmp(flag, "--module") == 0) {
-            return usage_error("--module is not supported yet: %s", val);
+            if (a->n_modules == RPCD_MAX_MODULES)
+                return usage_error("too many --module (at most 16): %s", val);
+            a->modules[a->n_modules++] = val;
         } else {
             return usage_error("unknown flag %s", flag);
         }
@@ -197,6 +206,40 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
     return 0;
 }
 
+/* Load each --module and let it register its methods. The handles stay
+ * open for the life of the process: the server calls into them. */
+static int load_modules(struct rpcd *r, const struct serve_args *a)
+{
+    dctx_rpcd_module m = {.abi = DCTX_RPCD_MODULE_ABI,
+                          .server = r->server,
+                          .name = r->name,
+                          .next = r->next,
+                          .next_urls = r->next_url,
+                          .n_next = r->n_next};
+    for (int i = 0; i < a->n_modules; i++) {
+        void *h = dlopen(a->modules[i], RTLD_NOW | RTLD_LOCAL);
+        if (h == NULL) {
+            fprintf(stderr, "rpcd serve: cannot load module %s: %s\n", a->modules[i], dlerror());
+            return DCTX_INVALID_ARGUMENT;
+        }
+        int (*init)(const dctx_rpcd_module *) =
+            (int (*)(const dctx_rpcd_module *))dlsym(h, "dctx_rpcd_module_init");
+        if (init == NULL) {
+            fprintf(stderr, "rpcd serve: module %s has no dctx_rpcd_module_init\n",
+                    a->modules[i]);
+            return DCTX_INVALID_ARGUMENT;
+        }
+        int rc = init(&m);
+        if (rc != 0) {
+            fprintf(stderr, "rpcd serve: module %s failed to start: %s\n", a->modules[i],
+                    dctx_code_name(rc));
+            return rc;
+        }
+        log_message("module_loaded", "%s", a->modules[i]);
+    }
+    return 0;
+}
+
 static int start_server(struct rpcd *r, const struct serve_args *a)
 {
     dctx_rpc_server_options o;
@@ -208,6 +251,8 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
     int rc = dctx_rpc_server_open(&o, &r->server);
     if (rc == 0)
         rc = demo_services_register(r);
+    if (rc == 0)
+        rc = load_modules(r, a);
     for (int i = 0; rc == 0 && i < a->n_listen; i++) {
         rc = dctx_rpc_server_listen(r->server, a->listen[i]);
         if (rc != 0)
