@@ -11,6 +11,9 @@ static const char usage[] =
     "                  [--log FILE|-] [--max-inflight N] [--module PATH.so]...\n"
     "       rpcd call  URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
     "                  [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
+    "       rpcd bench URL METHOD [--data TEXT] [--concurrency N] [--duration DURATION | --calls N]\n"
+    "                  [--timeout DURATION] [--cancel-fraction F]\n"
+    "       rpcd trace LOGFILE... [--trace-id ID]\n"
     "       rpcd --help | --version\n"
     "\n"
     "rpcd hosts dctx services: calls carry their deadline, cancel and values across hops.\n"
@@ -30,6 +33,10 @@ int main(int argc, char **argv)
         return rpcd_serve(argc - 2, argv + 2);
     if (strcmp(argv[1], "call") == 0)
         return rpcd_call(argc - 2, argv + 2);
+    if (strcmp(argv[1], "bench") == 0)
+        return rpcd_bench(argc - 2, argv + 2);
+    if (strcmp(argv[1], "trace") == 0)
+        return rpcd_trace(argc - 2, argv + 2);
     fprintf(stderr, "rpcd: unknown command \"%s\"\n%s", argv[1], usage);
     return RPCD_EXIT_USAGE;
 }

@@ -25,6 +25,8 @@ struct rpcd {
 /* Subcommands: each returns the process exit code. */
 int rpcd_serve(int argc, char **argv);
 int rpcd_call(int argc, char **argv);
+int rpcd_bench(int argc, char **argv);
+int rpcd_trace(int argc, char **argv);
 
 /* demo_services.c: register the demo and admin methods on r->server. */
 int demo_services_register(struct rpcd *r);
