@@ -59,6 +59,8 @@ struct dctx_rpc_channel {
     atomic_int pipes;      /* connected pipes; written under mu */
     int in_flight;         /* calls and cancels not yet ended; protected by mu */
     bool closing;          /* protected by mu */
+    bool socket_closed;    /* nng_close returned; protected by mu */
+    bool abandoned;        /* close gave up waiting for it; protected by mu */
     atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[6];
@@ -280,6 +282,36 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     return 0;
 }
 
+static void channel_free(dctx_rpc_channel *ch)
+{
+    pthread_cond_destroy(&ch->cv);
+    pthread_mutex_destroy(&ch->mu);
+    free(ch->url);
+    free(ch);
+}
+
+/* nng 1.5.2 can hang in nng_close of a REQ socket: its reaper thread waits
+ * forever in req0_pipe_stop for the pipe's own receive (nng issues #1543,
+ * #1813; seen here about once in ten closes right after a canceled call).
+ * So the socket is closed on a thread of its own; close waits a bounded
+ * time, and if nng never returns the channel's memory is left to that
+ * thread (the pipe callbacks still point at it). */
+#define SOCKET_CLOSE_WAIT_NS (500 * 1000000LL)
+
+static void *close_socket(void *arg)
+{
+    dctx_rpc_channel *ch = arg;
+    nng_close(ch->sock);
+    pthread_mutex_lock(&ch->mu);
+    ch->socket_closed = true;
+    bool abandoned = ch->abandoned;
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+    if (abandoned)
+        channel_free(ch);
+    return NULL;
+}
+
 void dctx_rpc_channel_close(dctx_rpc_channel *ch)
 {
     if (ch == NULL)
@@ -288,16 +320,42 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     ch->closing = true;
     pthread_cond_broadcast(&ch->cv); /* calls waiting for a connection give up */
     pthread_mutex_unlock(&ch->mu);
-    nng_close(ch->sock); /* every call and cancel in flight ends with ECLOSED */
+    /* Quiesce before nng_close: end our own operations and close our
+     * contexts first. (nng 1.5.2's close of a socket whose contexts had
+     * operations ended by the close itself hung here about one time in
+     * ten.) Aborting repeats until nothing is in flight: an operation may
+     * be started by a callback of the one just aborted. */
     pthread_mutex_lock(&ch->mu);
-    while (ch->in_flight > 0)
-        pthread_cond_wait(&ch->cv, &ch->mu);
+    while (ch->in_flight > 0) {
+        pthread_mutex_unlock(&ch->mu);
+        dctx__io_pool_abort(&ch->pool);
+        pthread_mutex_lock(&ch->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 10000000;
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+    }
     pthread_mutex_unlock(&ch->mu);
     dctx__io_pool_fini(&ch->pool);
-    pthread_cond_destroy(&ch->cv);
-    pthread_mutex_destroy(&ch->mu);
-    free(ch->url);
-    free(ch);
+    pthread_t closer;
+    if (pthread_create(&closer, NULL, close_socket, ch) != 0) {
+        close_socket(ch); /* no thread: close here, unbounded */
+        channel_free(ch);
+        return;
+    }
+    pthread_detach(closer);
+    int64_t until = dctx_now() + SOCKET_CLOSE_WAIT_NS;
+    struct timespec ts = {until / 1000000000, until % 1000000000};
+    pthread_mutex_lock(&ch->mu);
+    while (!ch->socket_closed && dctx_now() < until)
+        pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+    bool closed = ch->socket_closed;
+    ch->abandoned = !closed;
+    pthread_mutex_unlock(&ch->mu);
+    if (closed)
+        channel_free(ch);
 }
 
 void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *out)
@@ -412,6 +470,14 @@ static void result_from_reply(dctx_rpc_handle *call, nng_msg *msg)
     dctx__frame_free(f);
 }
 
+static bool closing(dctx_rpc_channel *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    bool c = ch->closing;
+    pthread_mutex_unlock(&ch->mu);
+    return c;
+}
+
 /* End the call under its mutex: give the io back and let go. */
 static void end_locked(dctx_rpc_handle *call)
 {
@@ -432,7 +498,7 @@ static void call_io_done(void *owner, struct dctx__io *io, int rv)
             nng_msg_free(nng_aio_get_msg(io->aio));
             nng_aio_set_msg(io->aio, NULL);
         }
-        if (rv == 0 && !call->canceled) {
+        if (rv == 0 && !call->canceled && !closing(call->ch)) {
             call->phase = RECEIVING;
             nng_ctx_recv(io->nctx, io->aio);
             pthread_mutex_unlock(&call->mu);
@@ -449,7 +515,7 @@ static void call_io_done(void *owner, struct dctx__io *io, int rv)
     if (call->canceled)
         result_from_context(call);
     else
-        result_from_nng(call, rv);
+        result_from_nng(call, rv == NNG_ECANCELED && closing(call->ch) ? NNG_ECLOSED : rv);
     end_locked(call);
 }
 
@@ -469,7 +535,7 @@ static void cancel_io_done(void *owner, struct dctx__io *io, int rv)
 {
     dctx_rpc_handle *call = owner;
     if (call->cancel_phase == SENDING) {
-        if (rv == 0) {
+        if (rv == 0 && !closing(call->ch)) {
             call->cancel_phase = RECEIVING;
             nng_ctx_recv(io->nctx, io->aio);
             return;

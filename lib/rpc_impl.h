@@ -55,8 +55,10 @@ void dctx__io_pool_init(struct dctx__io_pool *pool, nng_socket sock, size_t max)
  * (the cap, or nng out of memory) or DCTX_UNAVAILABLE (socket closed). */
 int dctx__io_get(struct dctx__io_pool *pool, dctx__io_fn fn, void *owner, struct dctx__io **out);
 void dctx__io_put(struct dctx__io *io);
-/* Free every io: only after nng_close of the socket and once no callback
- * can start again. */
+/* Abort every operation under way (their callbacks see ECANCELED). */
+void dctx__io_pool_abort(struct dctx__io_pool *pool);
+/* Free every io (close its context, free its aio, waiting for a callback
+ * still returning): once nothing will start an operation on them again. */
 void dctx__io_pool_fini(struct dctx__io_pool *pool);
 
 /* ===== Frames ===== */

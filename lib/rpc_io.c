@@ -83,6 +83,14 @@ void dctx__io_put(struct dctx__io *io)
     pthread_mutex_unlock(&pool->mu);
 }
 
+void dctx__io_pool_abort(struct dctx__io_pool *pool)
+{
+    pthread_mutex_lock(&pool->mu);
+    for (struct dctx__io *io = pool->all; io != NULL; io = io->all)
+        nng_aio_cancel(io->aio); /* a no-op on an idle aio */
+    pthread_mutex_unlock(&pool->mu);
+}
+
 void dctx__io_pool_fini(struct dctx__io_pool *pool)
 {
     struct dctx__io *io = pool->all;

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# test_rpcd_cli.sh RPCD - rpcd's fixed command line, as other tools drive it:
+# `rpcd call` output and exit codes, clear errors for bad input, the demo
+# methods, Stats, the JSON logs, `rpcd bench`'s JSON, `rpcd trace`, and a
+# graceful SIGTERM. Every step is bounded in time.
+set -uo pipefail
+rpcd=${1:?usage: test_rpcd_cli.sh path/to/rpcd}
+dir=$(mktemp -d /tmp/dctx-cli-XXXXXX)
+pids=()
+failures=0
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+check() { # description, then a command that must succeed
+    local what=$1
+    shift
+    if "$@"; then echo "ok: $what"; else fail "$what"; fi
+}
+url() { echo "ipc://$dir/$1.ipc"; }
+call() { timeout 20 "$rpcd" call "$@"; }
+
+serve() { # name [next...]
+    local name=$1 args=(serve --listen "$(url "$1")" --name "$1" --log "$dir/$1.log")
+    shift
+    for n in "$@"; do args+=(--next "$(url "$n")"); done
+    "$rpcd" "${args[@]}" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        call "$(url "$name")" /dctx.Admin/Stats --timeout 200ms >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    fail "rpcd $name did not come up"
+}
+
+serve C
+serve B C
+
+# --- version and help
+check "--version names the version" bash -c "'$rpcd' --version | grep -q '^rpcd [0-9]'"
+for sub in "" serve call bench trace; do
+    check "rpcd $sub --help exits 0 with usage" bash -c "'$rpcd' $sub --help | grep -q usage"
+done
+
+# --- call: first line status, then payload, exit code = status
+out=$(call "$(url C)" /dctx.demo.Demo/Echo --data hello --value tenant=acme --value a=1); rc=$?
+check "Echo is OK, exit 0" test $rc -eq 0
+check "Echo prints OK, the data, then sorted key=value lines" \
+    test "$out" = "$(printf 'OK\nhello\na=1\ntenant=acme')"
+out=$(call "$(url C)" /dctx.demo.Demo/Fail --data "NOT_FOUND no such user"); rc=$?
+check "Fail answers its code (exit 5)" test $rc -eq 5
+check "Fail prints NOT_FOUND and the message" test "$out" = "$(printf 'NOT_FOUND\nno such user')"
+out=$(call "$(url C)" /nope.Nope/Nope); rc=$?
+check "an unknown method is UNIMPLEMENTED (exit 12)" test $rc -eq 12
+check "... and says so" bash -c "grep -q '^UNIMPLEMENTED' <<<'$out'"
+
+# --- Sleep and deadlines
+start=$(date +%s%N)
+out=$(call "$(url C)" /dctx.demo.Demo/Sleep --data 5s --timeout 200ms); rc=$?
+took=$(( ($(date +%s%N) - start) / 1000000 ))
+check "Sleep past its deadline is DEADLINE_EXCEEDED (exit 4)" test $rc -eq 4
+check "... after about 200 ms, not 5 s (took $took ms)" test $took -ge 200 -a $took -lt 3000
+out=$(call "$(url C)" /dctx.demo.Demo/Sleep --data 10ms); rc=$?
+check "a short Sleep is OK" test $rc -eq 0
+out=$(call "$(url C)" /dctx.demo.Demo/Sleep --data forever); rc=$?
+check "Sleep with bad data is INVALID_ARGUMENT (exit 3)" test $rc -eq 3
+
+# --- cancel-after: cascade and outcome
+out=$(call "$(url B)" /dctx.demo.Demo/Chain --data 10s --cancel-after 200ms --log "$dir/edge.log"); rc=$?
+check "a canceled call is CANCELLED (exit 1)" test $rc -eq 1
+check "... and says what the cancel did at the far end" bash -c "grep -qx 'cancel: stopped' <<<'$out'"
+check "... the edge logged cancel_sent with ts" grep -q '"event":"cancel_sent"' "$dir/edge.log"
+check "... C, two hops down, saw the cancel" \
+    bash -c "for i in \$(seq 50); do grep -q '\"cancel_received\"' '$dir/C.log' && exit 0; sleep 0.1; done; exit 1"
+
+# --- Chain through B to C, with a trace
+out=$(call "$(url B)" /dctx.demo.Demo/Chain --data 10ms --trace --log "$dir/edge.log"); rc=$?
+check "Chain through B answers with C's name first" bash -c "sed -n 2p <<<'$out' | grep -qx C"
+trace=$(sed -n 's/^trace: //p' <<<"$out")
+check "--trace prints the trace id" test ${#trace} -eq 32
+check "every hop logged call_end with that trace id" \
+    bash -c "grep -q '\"trace_id\":\"$trace\"' '$dir/B.log' && grep -q '\"trace_id\":\"$trace\"' '$dir/C.log'"
+check "call_end lines carry ts, method, status, elapsed_us" \
+    bash -c "grep '\"event\":\"call_end\"' '$dir/C.log' | grep -v Admin | head -1 | grep -q '\"ts\":[0-9]*,.*\"method\":\"/dctx.demo.Demo/.*\"status\":\"[A-Z_]*\",\"elapsed_us\":[0-9]'"
+wf=$("$rpcd" trace "$dir/edge.log" "$dir/B.log" "$dir/C.log" --trace-id "$trace")
+check "rpcd trace draws the three spans, nested" \
+    bash -c "grep -q '^trace $trace: 3 spans' <<<'$wf' && grep -q '^    C ' <<<'$wf'"
+
+# --- Stats
+stats=$(call "$(url C)" /dctx.Admin/Stats | tail -n +2)
+for key in calls in_flight cancels_received cancels_pushed peers_lost bad_frames uptime_s; do
+    check "Stats has \"$key\"" bash -c "grep -q '\"$key\":' <<<'$stats'"
+done
+
+# --- bench
+json=$(timeout 60 "$rpcd" bench "$(url C)" /dctx.demo.Demo/Echo --concurrency 8 --calls 2000 2>/dev/null)
+for key in calls calls_per_s p50_us p90_us p99_us max_us by_status; do
+    check "bench JSON has \"$key\"" bash -c "grep -q '\"$key\":' <<<'$json'"
+done
+check "bench made exactly 2000 OK calls" bash -c "grep -q '\"calls\":2000,' <<<'$json' && grep -q '\"OK\":2000' <<<'$json'"
+json=$(timeout 60 "$rpcd" bench "$(url C)" /dctx.demo.Demo/Sleep --data 20ms --concurrency 16 --calls 400 --cancel-fraction 0.5 2>/dev/null)
+check "bench --cancel-fraction cancels some calls" bash -c "grep -q '\"CANCELLED\":[1-9]' <<<'$json'"
+
+# --- bad input: clear message and exit code
+call "not a url" /a/b >/dev/null 2>"$dir/err"; rc=$?
+check "a bad URL is INVALID_ARGUMENT (exit 3) with a message" bash -c "test $rc -eq 3 && grep -q 'bad URL' '$dir/err'"
+call "$(url nobody)" /dctx.demo.Demo/Echo >/dev/null 2>&1; rc=$?
+check "an unreachable server is UNAVAILABLE (exit 14)" test $rc -eq 14
+call "$(url C)" /dctx.demo.Demo/Echo --timeout soon >/dev/null 2>"$dir/err"; rc=$?
+check "a bad duration is a usage error (exit 64) with a message" bash -c "test $rc -eq 64 && grep -q 'duration' '$dir/err'"
+"$rpcd" serve --nonsense >/dev/null 2>&1; rc=$?
+check "an unknown flag is a usage error (exit 64)" test $rc -eq 64
+
+# --- graceful shutdown: SIGTERM cancels in-flight calls with a cause and exits 0
+call "$(url C)" /dctx.demo.Demo/Sleep --data 30s >"$dir/sleep.out" 2>&1 &
+caller=$!
+sleep 0.3
+kill -TERM "${pids[0]}"
+wait "${pids[0]}"; rc=$?
+check "SIGTERM: rpcd exits 0" test $rc -eq 0
+wait "$caller"
+check "... the in-flight call ended UNAVAILABLE (server shutting down)" grep -q '^UNAVAILABLE' "$dir/sleep.out"
+check "... and the log says so" grep -q '"event":"stopped"' "$dir/C.log"
+
+echo "$failures failure(s)"
+exit $((failures > 0))
