@@ -87,6 +87,7 @@ struct dctx_rpc_handle {
 
     dctx_rpc_result result;    /* written once, when the call ends */
     atomic_int ended;          /* futex word: 1 once done has returned */
+    atomic_int sleepers;       /* threads asleep on ended or outcome */
 
     enum phase cancel_phase;   /* touched only by the cancel's own callbacks */
     atomic_int outcome;        /* futex word: enum dctx_rpc_cancel_outcome */
@@ -118,22 +119,29 @@ static void in_flight_add(dctx_rpc_channel *ch, int n)
     pthread_mutex_unlock(&ch->mu);
 }
 
-/* Wait for *word to leave value, up to timeout_ns (< 0: forever). */
-static bool wait_word(atomic_int *word, int value, int64_t timeout_ns)
+/* Wait for *word to leave value, up to timeout_ns (< 0: forever). The
+ * sleepers count spares set_word a system call when nobody waits: the
+ * waiter counts itself (seq_cst) before its futex checks the word, the
+ * setter stores (seq_cst) before it reads the count, so one of them sees
+ * the other. */
+static bool wait_word(atomic_int *word, atomic_int *sleepers, int value, int64_t timeout_ns)
 {
     int64_t until = timeout_ns < 0 ? INT64_MAX : dctx_now() + timeout_ns;
     while (atomic_load_explicit(word, memory_order_acquire) == value) {
         if (dctx_now() >= until)
             return false;
+        atomic_fetch_add_explicit(sleepers, 1, memory_order_seq_cst);
         dctx__futex_wait(word, value, until);
+        atomic_fetch_sub_explicit(sleepers, 1, memory_order_relaxed);
     }
     return true;
 }
 
-static void set_word(atomic_int *word, int value)
+static void set_word(atomic_int *word, atomic_int *sleepers, int value)
 {
-    atomic_store_explicit(word, value, memory_order_release);
-    dctx__futex_wake(word, INT_MAX);
+    atomic_store_explicit(word, value, memory_order_seq_cst);
+    if (atomic_load_explicit(sleepers, memory_order_seq_cst) != 0)
+        dctx__futex_wake(word, INT_MAX);
 }
 
 /* ===== Results ===== */
@@ -152,7 +160,9 @@ void dctx_rpc_result_free(dctx_rpc_result *res)
 static void result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
                        size_t payload_len)
 {
-    size_t mlen = message != NULL ? strnlen(message, DCTX_WIRE_MESSAGE_BYTES_MAX) : 0;
+    size_t mlen = message != NULL ? strlen(message) : 0;
+    if (mlen > DCTX_WIRE_MESSAGE_BYTES_MAX)
+        mlen = DCTX_WIRE_MESSAGE_BYTES_MAX;
     char *block = malloc(mlen + 1 + payload_len);
     memset(res, 0, sizeof *res);
     res->code = code;
@@ -192,6 +202,7 @@ void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o)
 {
     memset(o, 0, sizeof *o);
     o->policy.send = DCTX_WIRE_SEND_ALL;
+    o->policy.reserve_ns = DCTX_RPC_DEFAULT_RESERVE_NS;
     o->connect_wait_ns = DEFAULT_CONNECT_WAIT_NS;
     o->recv_max_bytes = DEFAULT_RECV_MAX;
     o->cancel_ack_timeout_ns = DEFAULT_CANCEL_ACK_NS;
@@ -419,7 +430,7 @@ static void finish(dctx_rpc_handle *call)
         call->done(call->done_arg, &call->result);
     dctx_release(call->ctx);
     call->ctx = NULL;
-    set_word(&call->ended, 1);
+    set_word(&call->ended, &call->sleepers, 1);
     in_flight_add(ch, -1);
     call_unref(call);
 }
@@ -526,7 +537,7 @@ static void cancel_end(dctx_rpc_handle *call, struct dctx__io *io, int outcome)
     dctx_rpc_channel *ch = call->ch;
     dctx__io_put(io);
     count(&ch->outcomes[outcome]);
-    set_word(&call->outcome, outcome);
+    set_word(&call->outcome, &call->sleepers, outcome);
     in_flight_add(ch, -1);
     call_unref(call);
 }
@@ -589,7 +600,7 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     struct dctx__io *io = NULL;
     if (dctx__frame_pack(&f, &m) != 0 || dctx__io_get(&ch->pool, cancel_io_done, call, &io) != 0) {
         nng_msg_free(m);
-        set_word(&call->outcome, DCTX_RPC_CANCEL_UNREACHED);
+        set_word(&call->outcome, &call->sleepers, DCTX_RPC_CANCEL_UNREACHED);
         count(&ch->outcomes[DCTX_RPC_CANCEL_UNREACHED]);
         in_flight_add(ch, -1);
         return;
@@ -785,14 +796,14 @@ int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, con
 
 bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns)
 {
-    return call != NULL && wait_word(&call->ended, 0, timeout_ns);
+    return call != NULL && wait_word(&call->ended, &call->sleepers, 0, timeout_ns);
 }
 
 int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res)
 {
     if (call == NULL)
         return DCTX_INVALID_ARGUMENT;
-    wait_word(&call->ended, 0, -1);
+    wait_word(&call->ended, &call->sleepers, 0, -1);
     if (res != NULL) {
         result_set(res, call->result.code, call->result.message, call->result.payload,
                    call->result.payload_len);
@@ -805,7 +816,7 @@ int dctx_rpc_handle_cancel_outcome(dctx_rpc_handle *call, int64_t timeout_ns)
 {
     if (call == NULL)
         return DCTX_RPC_CANCEL_NONE;
-    wait_word(&call->outcome, DCTX_RPC_CANCEL_PENDING, timeout_ns);
+    wait_word(&call->outcome, &call->sleepers, DCTX_RPC_CANCEL_PENDING, timeout_ns);
     return atomic_load_explicit(&call->outcome, memory_order_acquire);
 }
 
@@ -826,7 +837,7 @@ int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const
             result_set(res, rc, err, NULL, 0);
         return rc;
     }
-    wait_word(&call->ended, 0, -1);
+    wait_word(&call->ended, &call->sleepers, 0, -1);
     rc = call->result.code;
     if (res != NULL) {
         *res = call->result; /* the storage moves to the caller */

@@ -53,6 +53,7 @@ struct method {
     void *arg;
     ProtobufCService *service;
     unsigned index;
+    unsigned flags;    /* DCTX_RPC_INLINE */
     struct method *next;
 };
 
@@ -464,6 +465,10 @@ static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
                                                : -1,
                          .ctx = call->ctx};
     emit(srv, &ev);
+    if (call->method->flags & DCTX_RPC_INLINE) {
+        run_call(call); /* on this receiving thread: no hand-off */
+        return;
+    }
     pthread_mutex_lock(&srv->mu);
     call->next = NULL;
     if (srv->tail != NULL)
@@ -717,7 +722,7 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
 }
 
 static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_fn fn, void *arg,
-                      ProtobufCService *service, unsigned index)
+                      ProtobufCService *service, unsigned index, unsigned flags)
 {
     if (!method_name_valid(name))
         return DCTX_INVALID_ARGUMENT;
@@ -732,6 +737,7 @@ static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_f
     m->arg = arg;
     m->service = service;
     m->index = index;
+    m->flags = flags;
     size_t h = 5381;
     for (const char *p = name; *p; p++)
         h = h * 33 + (unsigned char)*p;
@@ -740,12 +746,18 @@ static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_f
     return 0;
 }
 
+int dctx_rpc_server_register_flags(dctx_rpc_server *srv, const char *method,
+                                   dctx_rpc_handler_fn fn, void *arg, unsigned flags)
+{
+    if (srv == NULL || fn == NULL || srv->started || (flags & ~DCTX_RPC_INLINE) != 0)
+        return DCTX_INVALID_ARGUMENT;
+    return add_method(srv, method, fn, arg, NULL, 0, flags);
+}
+
 int dctx_rpc_server_register(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
                              void *arg)
 {
-    if (srv == NULL || fn == NULL || srv->started)
-        return DCTX_INVALID_ARGUMENT;
-    return add_method(srv, method, fn, arg, NULL, 0);
+    return dctx_rpc_server_register_flags(srv, method, fn, arg, 0);
 }
 
 int dctx_rpc_server_register_service(dctx_rpc_server *srv, ProtobufCService *service)
@@ -758,7 +770,7 @@ int dctx_rpc_server_register_service(dctx_rpc_server *srv, ProtobufCService *ser
         int n = snprintf(name, sizeof name, "/%s/%s", d->name, d->methods[i].name);
         if (n < 0 || (size_t)n >= sizeof name)
             return DCTX_INVALID_ARGUMENT;
-        int rc = add_method(srv, name, NULL, NULL, service, i);
+        int rc = add_method(srv, name, NULL, NULL, service, i, 0);
         if (rc != 0)
             return rc;
     }

@@ -21,8 +21,9 @@
  *   LIVE      dctx__malloc at insert.
  *   FINISHED  the LIVE entry, turned over in place by finish; freed when
  *             the finished ring forgets it.
- *   TOMBSTONE the pool allocated at open (free ones linked through chain);
- *             when the pool is empty the oldest tombstone is reused.
+ *   TOMBSTONE the pool allocated at open, handed out as needed (released
+ *             ones linked through chain); when all of it is in use the
+ *             oldest tombstone is reused.
  *
  * Lock
  *   t->lock guards every field but key, max_*, max_buckets and pool (the
@@ -64,7 +65,8 @@ struct dctx__token_table {
     size_t mask;                  /* bucket count - 1 */
     struct entry live, tombstones, finished; /* order list sentinels */
     size_t n_live, n_tombstones, n_finished;
-    struct entry *pool_free;      /* unused pool entries */
+    struct entry *pool_free;      /* released pool entries */
+    size_t pool_used;             /* entries of pool handed out at least once */
 };
 
 /* Expired tombstones that insert and cancel pop at most, each. Two would
@@ -200,12 +202,19 @@ static void purge_expired(dctx__token_table *t, int64_t now_ns)
     }
 }
 
-/* An entry for a new tombstone: from the pool, else the oldest tombstone. */
+/* An entry for a new tombstone: a released one, else one never used (the
+ * pool is touched only as far as it is used, so a big limit costs memory
+ * only when cancels come), else the oldest tombstone. */
 static struct entry *tombstone_take(dctx__token_table *t)
 {
     struct entry *e = t->pool_free;
+    if (e == NULL && t->pool_used < t->max_tombstones) {
+        e = &t->pool[t->pool_used++];
+        memset(e, 0, sizeof *e);
+        return e;
+    }
     if (e == NULL) {
-        /* The pool is only empty when all of it is tombstones. */
+        /* The pool is only exhausted when all of it is tombstones. */
         tombstone_release(t, list_head(&t->tombstones));
         e = t->pool_free;
     }
@@ -261,12 +270,7 @@ static int alloc_arrays(dctx__token_table *t)
     memset(t->buckets, 0, nb * sizeof *t->buckets);
     t->mask = nb - 1;
     t->pool_free = NULL;
-    for (size_t i = t->max_tombstones; i-- > 0;) {
-        memset(&t->pool[i], 0, sizeof t->pool[i]);
-        t->pool[i].kind = FREE;
-        t->pool[i].chain = t->pool_free;
-        t->pool_free = &t->pool[i];
-    }
+    t->pool_used = 0; /* handed out on demand: see tombstone_take */
     return 0;
 }
 

@@ -256,16 +256,21 @@ static int stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
 
 int demo_services_register(struct rpcd *r)
 {
+    /* Echo, Fail and Stats never block: they run on the receiving thread. */
     static const struct {
         const char *method;
         dctx_rpc_handler_fn fn;
+        unsigned flags;
     } methods[] = {
-        {"/dctx.demo.Demo/Echo", echo},   {"/dctx.demo.Demo/Sleep", sleep_method},
-        {"/dctx.demo.Demo/Chain", chain}, {"/dctx.demo.Demo/Fail", fail},
-        {"/dctx.Admin/Stats", stats},
+        {"/dctx.demo.Demo/Echo", echo, DCTX_RPC_INLINE},
+        {"/dctx.demo.Demo/Sleep", sleep_method, 0},
+        {"/dctx.demo.Demo/Chain", chain, 0},
+        {"/dctx.demo.Demo/Fail", fail, DCTX_RPC_INLINE},
+        {"/dctx.Admin/Stats", stats, DCTX_RPC_INLINE},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        int rc = dctx_rpc_server_register(r->server, methods[i].method, methods[i].fn, r);
+        int rc = dctx_rpc_server_register_flags(r->server, methods[i].method, methods[i].fn, r,
+                                                methods[i].flags);
         if (rc != 0)
             return rc;
     }

@@ -99,8 +99,13 @@ DCTX_API void dctx_rpc_result_free(dctx_rpc_result *res);
 typedef struct dctx_rpc_channel dctx_rpc_channel;
 typedef struct dctx_rpc_handle dctx_rpc_handle;
 
+#define DCTX_RPC_DEFAULT_RESERVE_NS 500000LL /* 500 us */
+
 typedef struct dctx_rpc_channel_options {
-    /* Deadline and value policy for this destination (wire.h). */
+    /* Deadline and value policy for this destination (wire.h). The default
+     * reserve is DCTX_RPC_DEFAULT_RESERVE_NS: the budget sent is the time
+     * left minus it, so a callee's deadline, which starts when the call
+     * arrives, stays earlier than the caller's despite the time in transit. */
     dctx_wire_policy policy;
     /* How long a call waits for a connection before it fails with
      * DCTX_UNAVAILABLE (never past its deadline). Default 200 ms. */
@@ -239,6 +244,16 @@ DCTX_API int dctx_rpc_server_listen(dctx_rpc_server *s, const char *url);
  * DCTX_INVALID_ARGUMENT or DCTX_ALREADY_EXISTS. */
 DCTX_API int dctx_rpc_server_register(dctx_rpc_server *s, const char *method,
                                       dctx_rpc_handler_fn fn, void *arg);
+
+/* Flags for dctx_rpc_server_register_flags. */
+#define DCTX_RPC_INLINE 1u /* the handler is short and never blocks: run it on the
+                              thread that received the call, skipping the hand-off
+                              to a worker (cheaper and faster; a handler that blocks
+                              here stops the server from receiving) */
+
+/* dctx_rpc_server_register with flags (DCTX_RPC_INLINE). */
+DCTX_API int dctx_rpc_server_register_flags(dctx_rpc_server *s, const char *method,
+                                            dctx_rpc_handler_fn fn, void *arg, unsigned flags);
 
 /* Register every method of a protobuf-c service ("/package.Service/Name").
  * Its methods get the call's context from dctx_rpc_service_context and may
