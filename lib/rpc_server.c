@@ -66,6 +66,7 @@ struct server_call {
     const struct method *method;
     Dctx__Wire__Frame *frame; /* the request; the payload lives here */
     atomic_int state;       /* enum call_state */
+    atomic_bool caller_gone; /* its caller canceled it or was lost: no reply needed */
     int64_t received_ns;
     struct server_call *next; /* work queue; protected by srv->mu */
 };
@@ -256,6 +257,7 @@ static void call_end(struct server_call *call)
 /* Stop a call from outside: a Cancel frame, a lost caller, shutdown. */
 static int call_cancel(struct server_call *call, int cause, const char *msg)
 {
+    atomic_store(&call->caller_gone, true);
     int expected = QUEUED;
     if (atomic_compare_exchange_strong(&call->state, &expected, DROPPED)) {
         dctx_cancel_cause(call->ctx, cause, msg);
@@ -374,7 +376,13 @@ static void run_call(struct server_call *call)
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
         emit_call_end(call, code, reply.message);
-        send_reply(srv, call->io, code, reply.message, reply.payload, reply.len);
+        if (atomic_load(&call->caller_gone)) {
+            /* Nobody reads it: the caller's REQ context dropped the call. */
+            count(&srv->by_code[code]);
+            dctx__io_put(call->io);
+        } else {
+            send_reply(srv, call->io, code, reply.message, reply.payload, reply.len);
+        }
         free(reply.payload);
     }
     atomic_store(&call->state, FINISHED);
