@@ -261,11 +261,7 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     if (ch->opts.cancel_ack_timeout_ns <= 0)
         ch->opts.cancel_ack_timeout_ns = DEFAULT_CANCEL_ACK_NS;
     pthread_mutex_init(&ch->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&ch->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    dctx__cond_init_monotonic(&ch->cv);
 
     int rv = nng_req0_open(&ch->sock);
     if (rv == 0) {

@@ -69,6 +69,10 @@ int dctx__frame_pack(const Dctx__Wire__Frame *f, nng_msg **out);
 Dctx__Wire__Frame *dctx__frame_unpack(nng_msg *m);
 void dctx__frame_free(Dctx__Wire__Frame *f);
 
+/* A condition variable whose timed waits use CLOCK_MONOTONIC, the clock of
+ * every deadline here. */
+void dctx__cond_init_monotonic(pthread_cond_t *cv);
+
 /* ===== Status ===== */
 
 /* An nng error as a status code: ETIMEDOUT is DEADLINE_EXCEEDED; closed,

@@ -3,6 +3,7 @@
  * status codes (see rpc_impl.h).
  */
 #include <stdlib.h>
+#include <time.h>
 
 #include "rpc_impl.h"
 
@@ -125,6 +126,15 @@ void dctx__frame_free(Dctx__Wire__Frame *f)
 {
     if (f != NULL)
         dctx__wire__frame__free_unpacked(f, NULL);
+}
+
+void dctx__cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
 }
 
 int dctx__status_from_nng(int e)

@@ -63,11 +63,7 @@ void dctx__listeners_init(struct dctx__listeners *ls, nng_socket sock, size_t re
     ls->recv_max_bytes = recv_max_bytes;
     ls->tls_cert_key_file = tls_cert_key_file;
     pthread_mutex_init(&ls->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&ls->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    dctx__cond_init_monotonic(&ls->cv);
 }
 
 int dctx__listeners_add(struct dctx__listeners *ls, const char *url)

@@ -713,11 +713,7 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
                        (size_t)srv->opts.max_in_flight + RECEIVERS + IO_SLACK);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->work_cv, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->idle_cv, &attr);
-    pthread_condattr_destroy(&attr);
+    dctx__cond_init_monotonic(&srv->idle_cv);
     *out = srv;
     return 0;
 }
