@@ -260,6 +260,11 @@ void dctx_cancel(dctx *ctx)
 
 void dctx_cancel_cause(dctx *ctx, int cause, const char *msg)
 {
+    dctx__cancel_err(ctx, DCTX_CANCELED, cause, msg);
+}
+
+void dctx__cancel_err(dctx *ctx, int err, int cause, const char *msg)
+{
     if (ctx == NULL || !dctx__is_cancelable(ctx))
         return;
     struct dctx__cancel *c = (struct dctx__cancel *)ctx;
@@ -274,7 +279,7 @@ void dctx_cancel_cause(dctx *ctx, int cause, const char *msg)
             memcpy(copy, msg, size);
         /* Out of memory: the cause code still holds, without its text. */
     }
-    dctx__cancel_node(c, DCTX_CANCELED, dctx__cause_code(cause, DCTX_CANCELED), copy, copy);
+    dctx__cancel_node(c, err, dctx__cause_code(cause, err), copy, copy);
 }
 
 /* ===== Queries ===== */

@@ -181,6 +181,10 @@ void dctx__cancel_node(struct dctx__cancel *c, int err, int cause, const char *m
 /* Unlink c from the list of the node it joined at birth, if still there. */
 void dctx__detach(struct dctx__cancel *c);
 
+/* Cancel ctx (a cancelable node) with error err (DCTX_CANCELED or
+ * DCTX_DEADLINE_EXCEEDED), cause and a copy of msg; nothing for others. */
+void dctx__cancel_err(dctx *ctx, int err, int cause, const char *msg);
+
 /* Fire a deadline: cancel with DCTX_DEADLINE_EXCEEDED and its cause. */
 void dctx__expire(struct dctx__timer *t);
 

@@ -161,8 +161,11 @@ static void result_set(dctx_rpc_result *res, int code, const char *message, cons
                        size_t payload_len)
 {
     size_t mlen = message != NULL ? strlen(message) : 0;
-    if (mlen > DCTX_WIRE_MESSAGE_BYTES_MAX)
+    if (mlen > DCTX_WIRE_MESSAGE_BYTES_MAX) { /* back to a character boundary */
         mlen = DCTX_WIRE_MESSAGE_BYTES_MAX;
+        while (mlen > 0 && ((unsigned char)message[mlen] & 0xc0) == 0x80)
+            mlen--;
+    }
     char *block = malloc(mlen + 1 + payload_len);
     memset(res, 0, sizeof *res);
     res->code = code;
@@ -580,8 +583,9 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     c.cancel_token.len = sizeof call->token;
     c.has_code = 1;
     c.code = (uint32_t)cause;
-    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     snprintf(msg, sizeof msg, "%s", cause_msg != NULL ? cause_msg : "");
+    dctx__utf8_cut(msg, DCTX_WIRE_MESSAGE_BYTES_MAX);
     c.message = msg;
     c.has_budget_us = 1;
     int64_t left = call->deadline_ns - dctx_now();
@@ -642,7 +646,7 @@ static void context_done(void *arg)
      * soon as the mutex is let go. */
     const char *msg = NULL;
     int cause = live ? dctx_cause(call->ctx, &msg) : 0;
-    char text[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    char text[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     snprintf(text, sizeof text, "%s", msg != NULL ? msg : "");
     pthread_mutex_unlock(&call->mu);
     if (push)
@@ -812,6 +816,14 @@ int dctx_rpc_handle_cancel_outcome(dctx_rpc_handle *call, int64_t timeout_ns)
 {
     if (call == NULL)
         return DCTX_RPC_CANCEL_NONE;
+    /* Right after a cancel the after-func that pushes it may not have run
+     * yet: a live call whose context is done will end through it, with the
+     * outcome PENDING by then, so wait for the end first. */
+    pthread_mutex_lock(&call->mu);
+    bool due = call->phase != DONE && call->ctx != NULL && dctx_done(call->ctx);
+    pthread_mutex_unlock(&call->mu);
+    if (due)
+        wait_word(&call->ended, &call->sleepers, 0, timeout_ns);
     wait_word(&call->outcome, &call->sleepers, DCTX_RPC_CANCEL_PENDING, timeout_ns);
     return atomic_load_explicit(&call->outcome, memory_order_acquire);
 }

@@ -75,6 +75,9 @@ void dctx__cond_init_monotonic(pthread_cond_t *cv);
 
 /* ===== Status ===== */
 
+/* Cut s to at most max bytes on a UTF-8 character boundary (status.c). */
+void dctx__utf8_cut(char *s, size_t max);
+
 /* An nng error as a status code: ETIMEDOUT is DEADLINE_EXCEEDED; closed,
  * refused, reset or shut connections are UNAVAILABLE; no memory or a
  * message too big RESOURCE_EXHAUSTED; ECANCELED CANCELLED. */

@@ -34,11 +34,15 @@
 
 #define GUARD_PERIOD_MS 200
 #define PROBE_WAIT_MS 500
+/* nng counts an ordinary disconnect as an "other" error too, so the count
+ * grows in normal operation: probe a listener at most this often. */
+#define PROBE_MIN_INTERVAL_NS (2000 * 1000000LL)
 
 struct listener {
     char *url;
     nng_listener l;
     uint64_t other_seen; /* the "other" error count last looked at */
+    int64_t last_probe;  /* dctx_now() of the last probe */
 };
 
 static int start_listener(struct dctx__listeners *ls, struct listener *li)
@@ -152,9 +156,10 @@ static void check(struct dctx__listeners *ls)
     for (size_t i = 0; i < ls->n; i++) {
         struct listener *li = ls->items[i];
         uint64_t other = other_errors(all, li->l);
-        if (other <= li->other_seen)
-            continue;
+        if (other <= li->other_seen || dctx_now() - li->last_probe < PROBE_MIN_INTERVAL_NS)
+            continue; /* nothing new, or probed a moment ago: look again later */
         li->other_seen = other;
+        li->last_probe = dctx_now();
         if (accepts(ls, li->url))
             continue;
         nng_listener_close(li->l);

@@ -28,6 +28,7 @@
 
 #include "rpc_impl.h" /* nng.h first: the protocol headers need it */
 #include "rpc_listen.h"
+#include "context_impl.h"
 
 #include <dctx/trace.h>
 
@@ -218,10 +219,13 @@ int dctx_rpc_reply_set_payload(dctx_rpc_reply *reply, const void *data, size_t l
 
 void dctx_rpc_reply_set_message(dctx_rpc_reply *reply, const char *fmt, ...)
 {
+    char text[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reply->message, sizeof reply->message, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    dctx__utf8_cut(text, sizeof reply->message - 1);
+    memcpy(reply->message, text, strlen(text) + 1);
 }
 
 /* ===== Calls ===== */
@@ -254,17 +258,20 @@ static void call_end(struct server_call *call)
     call_unref(call);
 }
 
-/* Stop a call from outside: a Cancel frame, a lost caller, shutdown. */
+/* Stop a call from outside: a Cancel frame, a lost caller, shutdown. A
+ * cancel caused by a deadline upstream ends the context as a deadline:
+ * the caller's deadline passed, whatever the transit did to ours. */
 static int call_cancel(struct server_call *call, int cause, const char *msg)
 {
     atomic_store(&call->caller_gone, true);
+    int err = cause == DCTX_DEADLINE_EXCEEDED ? DCTX_DEADLINE_EXCEEDED : DCTX_CANCELED;
     int expected = QUEUED;
     if (atomic_compare_exchange_strong(&call->state, &expected, DROPPED)) {
-        dctx_cancel_cause(call->ctx, cause, msg);
+        dctx__cancel_err(call->ctx, err, cause, msg);
         return DCTX_RPC_CANCEL_PREVENTED;
     }
     if (expected == RUNNING) {
-        dctx_cancel_cause(call->ctx, cause, msg);
+        dctx__cancel_err(call->ctx, err, cause, msg);
         return DCTX_RPC_CANCEL_STOPPED;
     }
     return DCTX_RPC_CANCEL_TOO_LATE;
@@ -552,8 +559,9 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
         return;
     }
     int cause = c->has_code && c->code >= 1 && c->code <= DCTX_CODE_MAX ? (int)c->code : DCTX_CANCELED;
-    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     snprintf(msg, sizeof msg, "%s", c->message != NULL ? c->message : "");
+    dctx__utf8_cut(msg, DCTX_WIRE_MESSAGE_BYTES_MAX - 1);
     int64_t now = dctx_now();
     int64_t keep = c->has_budget_us && c->budget_us < (uint64_t)TOMBSTONE_MAX_NS / 1000
                        ? (int64_t)c->budget_us * 1000
@@ -628,9 +636,11 @@ static void on_receive(void *owner, struct dctx__io *io, int rv)
     } else if (f != NULL && f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL) {
         on_cancel(srv, io, f);
     } else {
+        /* Dropped, not answered: a peer sending garbage may not read
+         * either, and every held answer would keep a pooled context. */
         count(&srv->bad_frames);
         dctx__frame_free(f);
-        refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "malformed frame");
+        dctx__io_put(io);
     }
 }
 
