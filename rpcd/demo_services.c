@@ -26,6 +26,8 @@ struct text {
 
 static void text_add(struct text *t, const void *s, size_t n)
 {
+    if (n == 0)
+        return; /* s may be NULL then (an empty request) */
     if (t->len + n + 1 > t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 256;
         while (cap < t->len + n + 1)
