@@ -6,6 +6,7 @@
  * object goes to stdout.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,11 +32,16 @@ static const char bench_usage[] =
 
 struct bench;
 
+/* One caller: its calls follow one another (the next starts in the
+ * completion of the last), so what it records needs no lock. */
 struct caller {
     struct bench *b;
     int64_t started;
     dctx *ctx;
     unsigned seed;
+    uint32_t *lat_us; /* its latencies */
+    size_t n_lat, cap_lat;
+    long long by_code[DCTX_CODE_MAX + 1];
 };
 
 /* A call to cancel, at a time. */
@@ -51,15 +57,16 @@ struct bench {
     int64_t timeout_ns;       /* < 0: none */
     double cancel_fraction;
     int64_t end_ns;           /* stop starting calls then (duration mode) */
-    long long calls_left;     /* calls still to start (calls mode); < 0: by duration */
+    bool by_calls;            /* --calls mode: calls_left counts down; immutable */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;        /* a call ended; a cancel was queued */
-    long long started, ended; /* protected by mu */
+    pthread_cond_t cv;        /* the last caller stopped; a cancel was queued */
+    atomic_llong started, ended;
+    atomic_llong calls_left;  /* calls still to start (calls mode) */
     int active;               /* callers still calling; protected by mu */
-    long long by_code[DCTX_CODE_MAX + 1];
-    uint32_t *lat_us;         /* latencies of ended calls; protected by mu */
-    size_t n_lat, cap_lat;
+    long long by_code[DCTX_CODE_MAX + 1]; /* merged at the end */
+    uint32_t *lat_us;         /* merged at the end */
+    size_t n_lat;
     struct pending_cancel *cancels; /* a ring; protected by mu */
     size_t c_head, c_len, c_cap;
     bool stopping;
@@ -75,22 +82,28 @@ static int usage_error(const char *fmt, const char *arg)
 
 /* ===== Recording ===== */
 
-static void record(struct bench *b, int code, int64_t latency_ns)
+static void record(struct caller *c, int code, int64_t latency_ns)
 {
-    pthread_mutex_lock(&b->mu);
-    b->ended++;
-    b->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]++;
-    if (b->n_lat == b->cap_lat) {
-        size_t cap = b->cap_lat ? b->cap_lat * 2 : 1 << 16;
-        uint32_t *grown = realloc(b->lat_us, cap * sizeof *grown);
+    c->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]++;
+    if (c->n_lat == c->cap_lat) {
+        size_t cap = c->cap_lat ? c->cap_lat * 2 : 1 << 12;
+        uint32_t *grown = realloc(c->lat_us, cap * sizeof *grown);
         if (grown != NULL) {
-            b->lat_us = grown;
-            b->cap_lat = cap;
+            c->lat_us = grown;
+            c->cap_lat = cap;
         }
     }
-    if (b->n_lat < b->cap_lat)
-        b->lat_us[b->n_lat++] = (uint32_t)(latency_ns / 1000 > UINT32_MAX ? UINT32_MAX : latency_ns / 1000);
-    pthread_cond_broadcast(&b->cv);
+    if (c->n_lat < c->cap_lat)
+        c->lat_us[c->n_lat++] =
+            (uint32_t)(latency_ns / 1000 > UINT32_MAX ? UINT32_MAX : latency_ns / 1000);
+    atomic_fetch_add_explicit(&c->b->ended, 1, memory_order_relaxed);
+}
+
+static void caller_stops(struct bench *b)
+{
+    pthread_mutex_lock(&b->mu);
+    if (--b->active == 0)
+        pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -124,18 +137,13 @@ static void call_done(void *arg, const dctx_rpc_result *res);
 static void next_call(struct caller *c)
 {
     struct bench *b = c->b;
-    pthread_mutex_lock(&b->mu);
-    bool go = !b->stopping && (b->calls_left < 0 ? dctx_now() < b->end_ns : b->calls_left > 0);
-    if (go) {
-        b->started++;
-        if (b->calls_left > 0)
-            b->calls_left--;
-    } else if (--b->active == 0) {
-        pthread_cond_broadcast(&b->cv);
-    }
-    pthread_mutex_unlock(&b->mu);
-    if (!go)
+    bool go = b->by_calls ? atomic_fetch_sub_explicit(&b->calls_left, 1, memory_order_relaxed) > 0
+                          : dctx_now() < b->end_ns;
+    if (!go) {
+        caller_stops(b);
         return;
+    }
+    atomic_fetch_add_explicit(&b->started, 1, memory_order_relaxed);
     bool cancel = b->cancel_fraction > 0 && rand_r(&c->seed) < b->cancel_fraction * RAND_MAX;
     int rc = b->timeout_ns >= 0 ? dctx_with_timeout(dctx_background(), b->timeout_ns, &c->ctx)
                                 : dctx_with_cancel(dctx_background(), &c->ctx);
@@ -146,11 +154,8 @@ static void next_call(struct caller *c)
                       * stops (against a target that is down it would only spin) */
         dctx_release(c->ctx);
         c->ctx = NULL;
-        record(b, rc, dctx_now() - c->started);
-        pthread_mutex_lock(&b->mu);
-        if (--b->active == 0)
-            pthread_cond_broadcast(&b->cv);
-        pthread_mutex_unlock(&b->mu);
+        record(c, rc, dctx_now() - c->started);
+        caller_stops(b);
         return;
     }
     if (cancel)
@@ -160,7 +165,7 @@ static void next_call(struct caller *c)
 static void call_done(void *arg, const dctx_rpc_result *res)
 {
     struct caller *c = arg;
-    record(c->b, res->code, dctx_now() - c->started);
+    record(c, res->code, dctx_now() - c->started);
     dctx_release(c->ctx);
     c->ctx = NULL;
     next_call(c);
@@ -213,12 +218,28 @@ static uint32_t percentile(const uint32_t *sorted, size_t n, double p)
     return sorted[i < n ? i : n - 1];
 }
 
+/* Every caller has stopped: gather what they recorded. */
+static void merge(struct bench *b, struct caller *callers, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += callers[i].n_lat;
+    b->lat_us = malloc(total ? total * sizeof *b->lat_us : 1);
+    for (int i = 0; i < n; i++) {
+        if (b->lat_us != NULL && callers[i].n_lat > 0)
+            memcpy(b->lat_us + b->n_lat, callers[i].lat_us, callers[i].n_lat * sizeof *b->lat_us);
+        b->n_lat += b->lat_us != NULL ? callers[i].n_lat : 0;
+        for (int c = 0; c <= DCTX_CODE_MAX; c++)
+            b->by_code[c] += callers[i].by_code[c];
+    }
+}
+
 static void report(struct bench *b, double seconds, int concurrency)
 {
     qsort(b->lat_us, b->n_lat, sizeof b->lat_us[0], by_value);
     printf("{\"calls\":%lld,\"calls_per_s\":%.1f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,"
            "\"max_us\":%u,\"concurrency\":%d,\"duration_s\":%.3f,\"by_status\":{",
-           b->ended, seconds > 0 ? (double)b->ended / seconds : 0.0,
+           (long long)atomic_load(&b->ended), seconds > 0 ? (double)atomic_load(&b->ended) / seconds : 0.0,
            percentile(b->lat_us, b->n_lat, 0.50), percentile(b->lat_us, b->n_lat, 0.90),
            percentile(b->lat_us, b->n_lat, 0.99), b->n_lat ? b->lat_us[b->n_lat - 1] : 0,
            concurrency, seconds);
@@ -304,8 +325,11 @@ int rpcd_bench(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 0 : rc;
     struct bench b = {.method = a.method, .data = a.data, .len = strlen(a.data),
-                      .timeout_ns = a.timeout_ns, .cancel_fraction = a.cancel_fraction,
-                      .calls_left = a.calls};
+                      .timeout_ns = a.timeout_ns, .cancel_fraction = a.cancel_fraction};
+    atomic_init(&b.calls_left, a.calls);
+    b.by_calls = a.calls > 0;
+    atomic_init(&b.started, 0);
+    atomic_init(&b.ended, 0);
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
     o.connect_wait_ns = 1000000000LL;
@@ -355,8 +379,9 @@ int rpcd_bench(int argc, char **argv)
         pthread_cond_timedwait(&b.cv, &b.mu, &ts);
         if (dctx_now() >= next_report) {
             double s = (dctx_now() - t0) / 1e9;
+            long long ended = atomic_load(&b.ended), started = atomic_load(&b.started);
             fprintf(stderr, "rpcd bench: %.0f s, %lld calls, %.0f calls/s, %lld in flight\n", s,
-                    b.ended, b.ended / s, b.started - b.ended);
+                    ended, ended / s, started - ended);
             next_report += 1000000000;
         }
     }
@@ -365,12 +390,16 @@ int rpcd_bench(int argc, char **argv)
     pthread_mutex_unlock(&b.mu);
     double seconds = (dctx_now() - t0) / 1e9;
     pthread_join(canceler, NULL);
+    merge(&b, callers, a.concurrency);
     report(&b, seconds, a.concurrency);
     dctx_rpc_channel_close(b.ch);
+    for (int i = 0; i < a.concurrency; i++)
+        free(callers[i].lat_us);
     free(callers);
     free(b.lat_us);
     free(b.cancels);
     pthread_cond_destroy(&b.cv);
     pthread_mutex_destroy(&b.mu);
-    return b.ended > 0 && b.by_code[DCTX_UNAVAILABLE] == b.ended ? DCTX_UNAVAILABLE : 0;
+    long long ended = atomic_load(&b.ended);
+    return ended > 0 && b.by_code[DCTX_UNAVAILABLE] == ended ? DCTX_UNAVAILABLE : 0;
 }
