@@ -1,8 +1,9 @@
 # setup.sh - sourced by scripts/test and scripts/demo: installs the Debian
 # packages dctx builds with, when any is missing (apt-get update first).
-# Needs root, or sudo.
+# Needs root, or sudo. libcmocka-dev and iproute2 (`ip`, for scripts/netns-test)
+# are for the tests only; the rest builds dctx (the Dockerfile installs those).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2"
 
 dctx_install_packages() {
     local missing=()
