@@ -135,7 +135,10 @@ static bool accepts(struct dctx__listeners *ls, const char *url)
         return true; /* when we cannot probe, do not tear a listener down */
     uint_fast64_t before = atomic_load_explicit(&ls->pipes_added, memory_order_acquire);
     atomic_store_explicit(&ls->probing, true, memory_order_release);
-    bool up = nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK) != 0; /* cannot dial: leave it */
+    /* A blocking dial returns once the probe's side of the connection is
+     * set up, so the close below never meets a dial in progress (nng
+     * 1.5.2's ipc dialer has a race there). */
+    bool up = nng_dial(s, url, NULL, 0) != 0; /* cannot dial: leave it */
     for (int waited = 0; !up && waited < PROBE_WAIT_MS; waited += 5) {
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
