@@ -307,6 +307,7 @@ static void channel_free(dctx_rpc_channel *ch)
  * time, and if nng never returns the channel's memory is left to that
  * thread (the pipe callbacks still point at it). */
 #define SOCKET_CLOSE_WAIT_NS (500 * 1000000LL)
+#define CANCEL_FLUSH_NS (250 * 1000000LL)
 
 static void *close_socket(void *arg)
 {
@@ -333,12 +334,16 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     /* Quiesce before nng_close: end our own operations and close our
      * contexts first. (nng 1.5.2's close of a socket whose contexts had
      * operations ended by the close itself hung here about one time in
-     * ten.) Aborting repeats until nothing is in flight: an operation may
-     * be started by a callback of the one just aborted. */
+     * ten.) Calls are aborted at once; cancels just pushed get up to
+     * CANCEL_FLUSH_NS to reach the server (a caller whose deadline passed
+     * often closes right after: its callee must still learn the cause).
+     * Aborting repeats until nothing is in flight: an operation may be
+     * started by a callback of the one just aborted. */
+    int64_t flush_until = dctx_now() + CANCEL_FLUSH_NS;
     pthread_mutex_lock(&ch->mu);
     while (ch->in_flight > 0) {
         pthread_mutex_unlock(&ch->mu);
-        dctx__io_pool_abort(&ch->pool);
+        dctx__io_pool_abort(&ch->pool, dctx_now() >= flush_until);
         pthread_mutex_lock(&ch->mu);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -605,6 +610,7 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
         in_flight_add(ch, -1);
         return;
     }
+    io->spare = true; /* a close lets it reach the server first (bounded) */
     count(&ch->cancels_pushed);
     if (ch->opts.on_event != NULL) {
         dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,

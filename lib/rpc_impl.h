@@ -38,6 +38,7 @@ struct dctx__io {
     dctx__io_fn fn;        /* set by the borrower */
     void *owner;           /* set by the borrower */
     struct dctx__io *next; /* idle list; protected by pool->mu */
+    bool spare;            /* set by the borrower: abort it last (rpc_client.c: a cancel) */
     struct dctx__io *all;  /* every io of the pool, for fini; immutable once linked */
 };
 
@@ -55,8 +56,9 @@ void dctx__io_pool_init(struct dctx__io_pool *pool, nng_socket sock, size_t max)
  * (the cap, or nng out of memory) or DCTX_UNAVAILABLE (socket closed). */
 int dctx__io_get(struct dctx__io_pool *pool, dctx__io_fn fn, void *owner, struct dctx__io **out);
 void dctx__io_put(struct dctx__io *io);
-/* Abort every operation under way (their callbacks see ECANCELED). */
-void dctx__io_pool_abort(struct dctx__io_pool *pool);
+/* Abort every operation under way (their callbacks see ECANCELED); with
+ * all false, those of ios marked spare are left running. */
+void dctx__io_pool_abort(struct dctx__io_pool *pool, bool all);
 /* Free every io (close its context, free its aio, waiting for a callback
  * still returning): once nothing will start an operation on them again. */
 void dctx__io_pool_fini(struct dctx__io_pool *pool);

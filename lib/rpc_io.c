@@ -71,6 +71,7 @@ int dctx__io_get(struct dctx__io_pool *pool, dctx__io_fn fn, void *owner, struct
     }
     io->fn = fn;
     io->owner = owner;
+    io->spare = false;
     *out = io;
     return 0;
 }
@@ -84,11 +85,12 @@ void dctx__io_put(struct dctx__io *io)
     pthread_mutex_unlock(&pool->mu);
 }
 
-void dctx__io_pool_abort(struct dctx__io_pool *pool)
+void dctx__io_pool_abort(struct dctx__io_pool *pool, bool all)
 {
     pthread_mutex_lock(&pool->mu);
     for (struct dctx__io *io = pool->all; io != NULL; io = io->all)
-        nng_aio_cancel(io->aio); /* a no-op on an idle aio */
+        if (all || !io->spare)
+            nng_aio_cancel(io->aio); /* a no-op on an idle aio */
     pthread_mutex_unlock(&pool->mu);
 }
 

@@ -69,6 +69,8 @@ reject 's|^        rpcd call tcp://svc-c:7003|        set -e; rpcd call tcp://sv
     'shell code in the client script'
 reject '/^      svc-b:$/,/^        condition: service_healthy$/d' 'depends_on svc-b' \
     'a client that does not wait for a service'
+reject '/^  svc-a:$/,/^  svc-b:$/{/^    depends_on:$/,/condition: service_healthy$/d;}' 'depends_on svc-b with condition service_healthy expected (its --next)' \
+    'a service that does not wait for its next hop'
 reject 's|test: rpcd call tcp://127.0.0.1:7002|test: rpcd call tcp://127.0.0.1:7009|' 'not a port svc-b listens on' \
     'a healthcheck on the wrong port'
 reject '/^  svc-b:$/,/image:/s|image: dctx-rpcd:local|image: other:1|' 'the others use' \
