@@ -69,9 +69,17 @@ void dctx_release(dctx *ctx)
     /* A loop, not recursion: freeing the leaf of a deep chain may free
      * every ancestor in turn. */
     while (ctx != NULL && ctx->kind != DCTX__ROOT) {
-        /* acq_rel: our writes to the node happen before whoever frees it,
-         * and the freer sees everyone's writes. */
-        int old = atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel);
+        /* A count of 1 is ours alone: nobody can take a reference without
+         * holding one, except the timer thread reviving a timer node
+         * (dctx__try_retain). So the last release of any other node skips
+         * the atomic decrement; the acquire load still sees every write of
+         * the threads that let go before (their decrements are releases). */
+        int old = ctx->kind != DCTX__TIMER &&
+                          atomic_load_explicit(&ctx->refs, memory_order_acquire) == 1
+                      ? 1
+                      /* acq_rel: our writes to the node happen before whoever
+                       * frees it, and the freer sees everyone's writes. */
+                      : atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel);
         if (old > 1)
             return;
         if (old < 1)
