@@ -610,7 +610,8 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
         in_flight_add(ch, -1);
         return;
     }
-    io->spare = true; /* a close lets it reach the server first (bounded) */
+    /* a close lets it reach the server first (bounded) */
+    atomic_store_explicit(&io->spare, true, memory_order_relaxed);
     count(&ch->cancels_pushed);
     if (ch->opts.on_event != NULL) {
         dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,

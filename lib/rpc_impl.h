@@ -38,7 +38,8 @@ struct dctx__io {
     dctx__io_fn fn;        /* set by the borrower */
     void *owner;           /* set by the borrower */
     struct dctx__io *next; /* idle list; protected by pool->mu */
-    bool spare;            /* set by the borrower: abort it last (rpc_client.c: a cancel) */
+    atomic_bool spare;     /* set by the borrower: abort it last (rpc_client.c: a cancel);
+                              read by a closing channel's abort, so atomic */
     struct dctx__io *all;  /* every io of the pool, for fini; immutable once linked */
 };
 

@@ -71,7 +71,7 @@ int dctx__io_get(struct dctx__io_pool *pool, dctx__io_fn fn, void *owner, struct
     }
     io->fn = fn;
     io->owner = owner;
-    io->spare = false;
+    atomic_store_explicit(&io->spare, false, memory_order_relaxed);
     *out = io;
     return 0;
 }
@@ -89,7 +89,7 @@ void dctx__io_pool_abort(struct dctx__io_pool *pool, bool all)
 {
     pthread_mutex_lock(&pool->mu);
     for (struct dctx__io *io = pool->all; io != NULL; io = io->all)
-        if (all || !io->spare)
+        if (all || !atomic_load_explicit(&io->spare, memory_order_relaxed))
             nng_aio_cancel(io->aio); /* a no-op on an idle aio */
     pthread_mutex_unlock(&pool->mu);
 }
