@@ -736,12 +736,14 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     struct dctx__io *io = NULL;
     if (rc == 0 && (call->method = strdup(method)) == NULL)
         rc = DCTX_RESOURCE_EXHAUSTED;
+    if (rc == 0 && (rc = wait_connected(ch, call->deadline_ns)) != 0)
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s", ch->url);
+    /* Packed once connected: the budget on the wire is what is left when
+     * the call leaves, not what was left before waiting for a pipe. */
     if (rc == 0)
         rc = pack_call(call, method, req, req_len, &msg, err);
     if (rc == DCTX_DEADLINE_EXCEEDED)
         count(&ch->not_sent_budget);
-    if (rc == 0 && (rc = wait_connected(ch, call->deadline_ns)) != 0)
-        snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s", ch->url);
     if (rc == 0)
         rc = dctx__io_get(&ch->pool, call_io_done, call, &io);
     if (rc == 0) {
