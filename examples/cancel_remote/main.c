@@ -17,43 +17,23 @@
  * The services are child processes of this program (fork), each serving
  * one dctx RPC server on an ipc:// socket in a temporary directory.
  */
-#include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <dctx/rpc.h>
 
-#define MS 1000000LL /* nanoseconds */
+#include "../common/children.h"
+
 #define WORKERS 3
 #define SERVICES (1 + WORKERS) /* the fan, then the workers */
 #define FAN_METHOD "/example.Fan/Run"
 #define WORK_METHOD "/example.Worker/Work"
 #define WORK_NS (10000 * MS)
 #define CANCEL_AFTER_NS (200 * MS)
-
-static int64_t t0;     /* when the program started; all processes print times since then */
-static char dir[64];   /* temporary directory for the ipc sockets */
-static int reports[2]; /* a pipe: a service writes 'r' once it serves, 'w' when a worker is at
-                          work, 'd' when its call ended */
-static pid_t pids[SERVICES];
-
-/* One line of output: ms since the start, who, what (one write per line). */
-static void say(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const char *who, const char *fmt, ...)
-{
-    char text[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    printf("%8.1f ms  %-7s %s\n", (double)(dctx_now() - t0) / MS, who, text);
-}
 
 /* Service i: 0 is the fan, 1..WORKERS the workers. */
 static void name_of(int i, char *out, size_t n)
@@ -68,13 +48,7 @@ static void url_of(int i, char *out, size_t n)
 {
     char name[24];
     name_of(i, name, sizeof name);
-    snprintf(out, n, "ipc://%s/%s.ipc", dir, name);
-}
-
-static void tell_parent(char what)
-{
-    if (write(reports[1], &what, 1) != 1)
-        perror("write");
+    example_url(name, out, n);
 }
 
 /* ===== The services ===== */
@@ -195,65 +169,6 @@ static int service_main(int i)
 
 /* ===== The parent: start the services, call, cancel, stop them ===== */
 
-/* Read reports until n of kind `what` came; false after timeout_ms. */
-static bool wait_reports(char what, int n, int timeout_ms)
-{
-    int64_t end = dctx_now() + timeout_ms * MS;
-    while (n > 0) {
-        struct pollfd p = {.fd = reports[0], .events = POLLIN};
-        int64_t left = (end - dctx_now()) / MS;
-        char c;
-        if (left <= 0 || poll(&p, 1, (int)left) != 1 || read(reports[0], &c, 1) != 1)
-            return false;
-        if (c == what)
-            n--;
-    }
-    return true;
-}
-
-/* Start the services in child processes, the fan last: the workers serve
- * before it dials them. */
-static bool start_services(void)
-{
-    for (int i = SERVICES - 1; i >= 0; i--) {
-        fflush(stdout); /* or the child would print it again */
-        pids[i] = fork();
-        if (pids[i] == 0) {
-            close(reports[0]);
-            exit(service_main(i));
-        }
-        if (pids[i] < 0) {
-            perror("fork");
-            return false;
-        }
-        if (!wait_reports('r', 1, 5000)) {
-            fprintf(stderr, "service %d did not start\n", i);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* SIGTERM every service and wait for it; true if all exited cleanly. */
-static bool stop_services(void)
-{
-    bool clean = true;
-    for (int i = 0; i < SERVICES; i++)
-        if (pids[i] > 0)
-            kill(pids[i], SIGTERM);
-    for (int i = 0; i < SERVICES; i++) {
-        int status = 0;
-        if (pids[i] <= 0)
-            continue;
-        if (waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status) ||
-            WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "service %d did not exit cleanly (status 0x%x)\n", i, status);
-            clean = false;
-        }
-    }
-    return clean;
-}
-
 /* The client: start the fan-out, cancel it 200 ms in. True if the call
  * ended CANCELLED and the cancel stopped the fan's handler. */
 static bool call_and_cancel(void)
@@ -306,27 +221,14 @@ static bool call_and_cancel(void)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    t0 = dctx_now(); /* only a clock read: no library thread exists before the forks */
-    snprintf(dir, sizeof dir, "/tmp/dctx-cancel-XXXXXX");
-    if (mkdtemp(dir) == NULL || pipe(reports) != 0) {
-        perror("cancel_remote");
+    if (!example_begin("cancel"))
         return 1;
-    }
-    bool ok = start_services();
-    close(reports[1]); /* the services hold their own copies */
+    bool ok = start_children(SERVICES, service_main);
     if (ok)
         ok = call_and_cancel();
-    if (!stop_services())
+    if (!stop_children())
         ok = false;
-    close(reports[0]);
-    for (int i = 0; i < SERVICES; i++) { /* nng removes its sockets; this is in case it could not */
-        char path[128], name[24];
-        name_of(i, name, sizeof name);
-        snprintf(path, sizeof path, "%s/%s.ipc", dir, name);
-        unlink(path);
-    }
-    rmdir(dir);
+    example_end();
     if (ok)
         printf("ok: the call ended CANCELLED at once, and its cancel stopped the fan's handler\n");
     else

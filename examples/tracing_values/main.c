@@ -18,20 +18,18 @@
  * The hops are child processes of this program (fork), each serving one
  * dctx RPC server on an ipc:// socket in a temporary directory.
  */
-#include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <dctx/rpc.h>
 #include <dctx/trace.h>
 
-#define MS 1000000LL /* nanoseconds */
+#include "../common/children.h"
+
 #define HOPS 3
 #define METHOD "/example.Chain/Step"
 
@@ -39,26 +37,11 @@
 static const dctx_key tenant_key = {"tenant", DCTX_KEY_PROPAGATE};
 static const dctx_key password_key = {"password", 0}; /* no flag: stays in this process */
 
-static int64_t t0;     /* when the program started; all processes print times since then */
-static char dir[64];   /* temporary directory for the ipc sockets */
-static int reports[2]; /* a pipe: a hop writes 'r' once it serves, 'd' when its call ended */
-static pid_t pids[HOPS];
-
-/* One line of output: ms since the start, who, what (one write per line). */
-static void say(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void say(const char *who, const char *fmt, ...)
-{
-    char text[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    printf("%8.1f ms  %-5s %s\n", (double)(dctx_now() - t0) / MS, who, text);
-}
-
 static void url_of(int hop, char *out, size_t n)
 {
-    snprintf(out, n, "ipc://%s/hop%d.ipc", dir, hop + 1);
+    char name[16];
+    snprintf(name, sizeof name, "hop%d", hop + 1);
+    example_url(name, out, n);
 }
 
 /* ===== What a context holds ===== */
@@ -110,12 +93,6 @@ struct hop {
     char name[16];
     dctx_rpc_channel *next; /* NULL for the last hop */
 };
-
-static void tell_parent(char what)
-{
-    if (write(reports[1], &what, 1) != 1)
-        perror("write");
-}
 
 /* Show what the call brought, then call onward with the same context: the
  * trace (now at this hop's span) and the tenant go along. */
@@ -188,65 +165,6 @@ static int hop_main(int i)
 
 /* ===== The parent: start the hops, call, stop them ===== */
 
-/* Read reports until n of kind `what` came; false after timeout_ms. */
-static bool wait_reports(char what, int n, int timeout_ms)
-{
-    int64_t end = dctx_now() + timeout_ms * MS;
-    while (n > 0) {
-        struct pollfd p = {.fd = reports[0], .events = POLLIN};
-        int64_t left = (end - dctx_now()) / MS;
-        char c;
-        if (left <= 0 || poll(&p, 1, (int)left) != 1 || read(reports[0], &c, 1) != 1)
-            return false;
-        if (c == what)
-            n--;
-    }
-    return true;
-}
-
-/* Start the hops in child processes, the last first: each is serving
- * before the one that calls it starts. */
-static bool start_hops(void)
-{
-    for (int i = HOPS - 1; i >= 0; i--) {
-        fflush(stdout); /* or the child would print it again */
-        pids[i] = fork();
-        if (pids[i] == 0) {
-            close(reports[0]);
-            exit(hop_main(i));
-        }
-        if (pids[i] < 0) {
-            perror("fork");
-            return false;
-        }
-        if (!wait_reports('r', 1, 5000)) {
-            fprintf(stderr, "hop%d did not start\n", i + 1);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* SIGTERM every hop and wait for it; true if all exited cleanly. */
-static bool stop_hops(void)
-{
-    bool clean = true;
-    for (int i = 0; i < HOPS; i++)
-        if (pids[i] > 0)
-            kill(pids[i], SIGTERM);
-    for (int i = 0; i < HOPS; i++) {
-        int status = 0;
-        if (pids[i] <= 0)
-            continue;
-        if (waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status) ||
-            WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "hop%d did not exit cleanly (status 0x%x)\n", i + 1, status);
-            clean = false;
-        }
-    }
-    return clean;
-}
-
 /* The edge's context: a deadline, a new trace, a tenant and a password. */
 static int edge_context(dctx **out)
 {
@@ -298,25 +216,13 @@ static bool call_chain(void)
 
 int main(void)
 {
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    t0 = dctx_now(); /* only a clock read: no library thread exists before the forks */
-    snprintf(dir, sizeof dir, "/tmp/dctx-tracing-XXXXXX");
-    if (mkdtemp(dir) == NULL || pipe(reports) != 0) {
-        perror("tracing_values");
+    if (!example_begin("tracing"))
         return 1;
-    }
-    bool ok = start_hops();
-    close(reports[1]); /* the hops hold their own copies */
+    bool ok = start_children(HOPS, hop_main);
     if (ok)
         ok = call_chain();
-    if (!stop_hops())
+    if (!stop_children())
         ok = false;
-    close(reports[0]);
-    for (int i = 0; i < HOPS; i++) { /* nng removes its sockets; this is in case it could not */
-        char path[128];
-        snprintf(path, sizeof path, "%s/hop%d.ipc", dir, i + 1);
-        unlink(path);
-    }
-    rmdir(dir);
+    example_end();
     return ok ? 0 : 1;
 }
