@@ -1576,23 +1576,46 @@ static int frame_ack_outcome(nng_msg *m)
     return o;
 }
 
+/* A probe server behind a relay, a channel through the relay, and a call
+ * under a cancelable context whose Call frame the relay holds (c->call). */
+struct relayed_call {
+    rt_probe p;
+    rt_outcome o;
+    dctx_rpc_server *srv;
+    rt_relay *r;
+    dctx_rpc_channel *ch;
+    dctx *ctx;
+    dctx_rpc_handle *h;
+    nng_msg *call;
+};
+
+static void relayed_call_start(struct relayed_call *c)
+{
+    memset(c, 0, sizeof *c);
+    rt_probe_init(&c->p, RT_PROBE_RETURN, 0);
+    char url[256];
+    c->srv = serve1(RT_INPROC, NULL, "/it.Relay/Probe", rt_probe_handler, &c->p, url);
+    c->r = rt_relay_open(url);
+    c->ch = rt_channel_open(c->r->url, NULL);
+    c->ctx = rt_with_cancel();
+    c->h = rt_start(c->ch, c->ctx, "/it.Relay/Probe", NULL, 0, &c->o);
+    c->call = rt_relay_take(c->r, 0);
+    assert_non_null(c->call);
+}
+
 /* Through a relay that holds the Call and lets the Cancel by first: the
  * network reordered them. */
 static void cancel_that_reaches_the_server_before_its_call_is_prevented_on_both_sides(void **state)
 {
     (void)state;
-    static rt_probe p;
-    rt_probe_init(&p, RT_PROBE_RETURN, 0);
-    char url[256];
-    dctx_rpc_server *srv = serve1(RT_INPROC, NULL, "/it.Relay/Probe", rt_probe_handler, &p, url);
-    rt_relay *r = rt_relay_open(url);
-    dctx_rpc_channel *ch = rt_channel_open(r->url, NULL);
-
-    dctx *ctx = rt_with_cancel();
-    static rt_outcome o;
-    dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Relay/Probe", NULL, 0, &o);
-    nng_msg *call = rt_relay_take(r, 0);
-    assert_non_null(call);
+    static struct relayed_call c; /* static: the server may use it after a failed assert */
+    relayed_call_start(&c);
+    dctx_rpc_server *srv = c.srv;
+    rt_relay *r = c.r;
+    dctx_rpc_channel *ch = c.ch;
+    dctx *ctx = c.ctx;
+    dctx_rpc_handle *h = c.h;
+    nng_msg *call = c.call;
     dctx_cancel_cause(ctx, DCTX_ABORTED, "changed my mind");
     nng_msg *cancel = rt_relay_take(r, 1);
     assert_non_null(cancel);
@@ -1614,8 +1637,8 @@ static void cancel_that_reaches_the_server_before_its_call_is_prevented_on_both_
 
     assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_PREVENTED);
     rt_finish(h, SEC(5));
-    assert_int_equal(o.code, DCTX_CANCELED);
-    assert_int_equal(atomic_load(&p.runs), 0);
+    assert_int_equal(c.o.code, DCTX_CANCELED);
+    assert_int_equal(atomic_load(&c.p.runs), 0);
     assert_int_equal(rt_server_stats(srv).cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED], 1);
     assert_int_equal(rt_channel_stats(ch).cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED], 1);
     rt_handle_release(h);
@@ -1627,18 +1650,14 @@ static void cancel_that_reaches_the_server_before_its_call_is_prevented_on_both_
 static void cancel_after_the_server_finished_is_too_late_on_both_sides(void **state)
 {
     (void)state;
-    static rt_probe p;
-    rt_probe_init(&p, RT_PROBE_RETURN, 0);
-    char url[256];
-    dctx_rpc_server *srv = serve1(RT_INPROC, NULL, "/it.Relay/Probe", rt_probe_handler, &p, url);
-    rt_relay *r = rt_relay_open(url);
-    dctx_rpc_channel *ch = rt_channel_open(r->url, NULL);
-
-    dctx *ctx = rt_with_cancel();
-    static rt_outcome o;
-    dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Relay/Probe", NULL, 0, &o);
-    nng_msg *call = rt_relay_take(r, 0);
-    assert_non_null(call);
+    static struct relayed_call c; /* static: the server may use it after a failed assert */
+    relayed_call_start(&c);
+    dctx_rpc_server *srv = c.srv;
+    rt_relay *r = c.r;
+    dctx_rpc_channel *ch = c.ch;
+    dctx *ctx = c.ctx;
+    dctx_rpc_handle *h = c.h;
+    nng_msg *call = c.call;
     nng_msg *reply = rt_relay_forward(r, 0, call);
     assert_non_null(reply);
     assert_int_equal(frame_reply_code(reply), DCTX_OK);
@@ -1653,13 +1672,13 @@ static void cancel_after_the_server_finished_is_too_late_on_both_sides(void **st
     rt_relay_answer(r, 1, ack);
     assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_TOO_LATE);
     rt_finish(h, SEC(5));
-    assert_int_equal(o.code, DCTX_CANCELED);
+    assert_int_equal(c.o.code, DCTX_CANCELED);
     rt_relay_answer(r, 0, reply); /* the answer, after the caller gave up: dropped */
 
-    assert_int_equal(atomic_load(&p.runs), 1);
+    assert_int_equal(atomic_load(&c.p.runs), 1);
     assert_int_equal(rt_server_stats(srv).cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE], 1);
     assert_int_equal(rt_channel_stats(ch).cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE], 1);
-    assert_int_equal(atomic_load(&o.callbacks), 1);
+    assert_int_equal(atomic_load(&c.o.callbacks), 1);
     rt_handle_release(h);
     rt_ctx_release(ctx);
 }
