@@ -5,13 +5,7 @@
 # that the cancels at the fan and at each worker "stopped" a running handler.
 # DCTX_TIME_SCALE widens the slack for sanitizer builds.
 set -eu
-scale=${DCTX_TIME_SCALE:-1}
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-rc=0
-"$1" >"$out" || rc=$?
-[ $rc = 0 ] || { cat "$out"; echo "FAIL: the example exited $rc"; exit 1; }
-cat "$out"
+. "$(dirname "$0")/run_example.sh"
 awk -v slack=$((100 * scale)) '
     # "  212.9 ms  client  cancels: ..."
     $3 == "client" && $4 == "cancels:" { canceled = $1 }

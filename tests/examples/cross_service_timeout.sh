@@ -4,13 +4,7 @@
 # that the edge got DEADLINE_EXCEEDED in about 300 ms, not after the 700 ms
 # the work would take. DCTX_TIME_SCALE widens the slack for sanitizer builds.
 set -eu
-scale=${DCTX_TIME_SCALE:-1}
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-rc=0
-"$1" >"$out" || rc=$?
-[ $rc = 0 ] || { cat "$out"; echo "FAIL: the example exited $rc"; exit 1; }
-cat "$out"
+. "$(dirname "$0")/run_example.sh"
 awk -v slack=$((50 * scale)) '
     # "  8.7 ms  hop1  received a budget of 294.9 ms; ..."
     $4 == "received" { budget[$3] = $8 }

@@ -2,12 +2,7 @@
 # local_tree.sh EXAMPLE - run the example; check that the deadline reached
 # all nine workers with its cause, then the hand cancel with its cause.
 set -eu
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-rc=0
-"$1" >"$out" || rc=$?
-[ $rc = 0 ] || { cat "$out"; echo "FAIL: the example exited $rc"; exit 1; }
-cat "$out"
+. "$(dirname "$0")/run_example.sh"
 deadline=$(grep -c 'saw DEADLINE_EXCEEDED cause DEADLINE_EXCEEDED request budget spent' "$out" || true)
 canceled=$(grep -c 'saw CANCELLED *cause CANCELLED *user pressed stop' "$out" || true)
 [ "$deadline" = 9 ] || { echo "FAIL: $deadline of 9 workers saw the deadline"; exit 1; }

@@ -3,12 +3,7 @@
 # the edge's trace id, a span of its own whose parent is its caller's span,
 # and tenant=acme; and that the password is seen at the edge only.
 set -eu
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-rc=0
-"$1" >"$out" || rc=$?
-[ $rc = 0 ] || { cat "$out"; echo "FAIL: the example exited $rc"; exit 1; }
-cat "$out"
+. "$(dirname "$0")/run_example.sh"
 awk '
     # "  15.7 ms  hop1  trace <id>  span <id>  parent <id>"
     $4 == "trace" { trace[$3] = $5; span[$3] = $7; parent[$3] = $9 }
