@@ -17,11 +17,9 @@
  * The services are child processes of this program (fork), each serving
  * one dctx RPC server on an ipc:// socket in a temporary directory.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <dctx/rpc.h>
@@ -122,16 +120,6 @@ static int fan(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply
  * a status code (the process's exit code). */
 static int service_main(int i)
 {
-    /* SIGTERM is taken by sigwait below: block it before any thread
-     * exists (threads inherit the mask). Die with the parent, too. */
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &term, NULL) != 0 || prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
-        perror("sigprocmask/prctl");
-        return DCTX_INTERNAL;
-    }
-
     struct service s = {.workers = {NULL}};
     name_of(i, s.name, sizeof s.name);
     char url[128];
@@ -152,9 +140,7 @@ static int service_main(int i)
     if (rc == 0)
         rc = dctx_rpc_server_start(srv);
     if (rc == 0) {
-        tell_parent('r');
-        int sig;
-        rc = sigwait(&term, &sig) == 0 ? 0 : DCTX_INTERNAL;
+        rc = serve_until_sigterm();
     } else {
         fprintf(stderr, "%s: cannot serve on %s: %s\n", s.name, url, dctx_strerror(rc));
     }

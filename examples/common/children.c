@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,6 +88,20 @@ bool wait_reports(char what, int n, int timeout_ms)
     return true;
 }
 
+/* SIGTERM is taken by sigwait: block it before any thread exists (threads
+ * inherit the mask). Die with the parent, too. */
+static bool block_sigterm(void)
+{
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &term, NULL) != 0 || prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+        perror("sigprocmask/prctl");
+        return false;
+    }
+    return true;
+}
+
 bool start_children(int n, int (*child_main)(int i))
 {
     bool ok = n <= CHILDREN_MAX;
@@ -96,7 +111,7 @@ bool start_children(int n, int (*child_main)(int i))
         pids[i] = fork();
         if (pids[i] == 0) {
             close(reports[0]);
-            exit(child_main(i));
+            exit(block_sigterm() ? child_main(i) : DCTX_INTERNAL);
         }
         if (pids[i] < 0) {
             perror("fork");
@@ -108,6 +123,16 @@ bool start_children(int n, int (*child_main)(int i))
     }
     close(reports[1]); /* the children hold their own copies */
     return ok;
+}
+
+int serve_until_sigterm(void)
+{
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    tell_parent('r');
+    int sig;
+    return sigwait(&term, &sig) == 0 ? 0 : DCTX_INTERNAL;
 }
 
 bool stop_children(void)

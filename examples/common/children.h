@@ -34,10 +34,15 @@ void tell_parent(char what);
 /* In the parent: read reports until n of kind `what` came; false after timeout_ms. */
 bool wait_reports(char what, int n, int timeout_ms);
 
-/* Fork n children, the last index first, each running child_main(i) and
- * exiting with its result; wait for each one's 'r' before the next, so a
+/* Fork n children, the last index first, each running child_main(i) with
+ * SIGTERM blocked (for serve_until_sigterm) and set to die with the parent,
+ * and exiting with its result; wait for each one's 'r' before the next, so a
  * service is serving before the one that calls it starts. */
 bool start_children(int n, int (*child_main)(int i));
+
+/* In a child whose service is up: report 'r', then wait for SIGTERM.
+ * 0, or DCTX_INTERNAL if the wait failed. */
+int serve_until_sigterm(void);
 
 /* SIGTERM every child and wait for it; true if all exited with 0. */
 bool stop_children(void);

@@ -16,11 +16,9 @@
  * The hops are child processes of this program (fork), each serving one
  * dctx RPC server on an ipc:// socket in a temporary directory.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <dctx/rpc.h>
@@ -88,16 +86,6 @@ static int step(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_repl
  * status code (the process's exit code). */
 static int hop_main(int i)
 {
-    /* SIGTERM is taken by sigwait below: block it before any thread
-     * exists (threads inherit the mask). Die with the parent, too. */
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &term, NULL) != 0 || prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
-        perror("sigprocmask/prctl");
-        return DCTX_INTERNAL;
-    }
-
     struct hop h = {.work_ns = work_ns[i]};
     snprintf(h.name, sizeof h.name, "hop%d", i + 1);
     snprintf(h.next_name, sizeof h.next_name, "hop%d", i + 2);
@@ -120,9 +108,7 @@ static int hop_main(int i)
     if (rc == 0)
         rc = dctx_rpc_server_start(srv);
     if (rc == 0) {
-        tell_parent('r');
-        int sig;
-        rc = sigwait(&term, &sig) == 0 ? 0 : DCTX_INTERNAL;
+        rc = serve_until_sigterm();
     } else {
         fprintf(stderr, "%s: cannot serve on %s: %s\n", h.name, url, dctx_strerror(rc));
     }
