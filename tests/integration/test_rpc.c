@@ -107,6 +107,61 @@ static void callee_sees_a_100_ms_timeout_as_a_deadline_at_most_100_ms_away(void 
     rt_ctx_release(ctx);
 }
 
+struct waiting_call {
+    dctx_rpc_channel *ch;
+    dctx *ctx;
+    int rc;
+};
+
+static void *waiting_call_thread(void *arg)
+{
+    struct waiting_call *c = arg;
+    c->rc = dctx_rpc_call_raw(c->ch, c->ctx, "/it.Deadline/Probe", NULL, 0, NULL);
+    return NULL;
+}
+
+/* A call that first waits for its connection sends what is left of its
+ * budget after the wait: the callee's deadline does not fall the wait
+ * later than the caller's. */
+static void budget_sent_after_waiting_for_a_connection_excludes_the_wait(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_RETURN, 0);
+    char url[256];
+    rt_url(RT_IPC, url, sizeof url);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    co.connect_wait_ns = SEC(5);
+    static struct waiting_call c;
+    c.ch = rt_channel_open(url, &co); /* nothing listens yet */
+    c.ctx = rt_with_timeout(SEC(3));
+    int64_t caller_deadline = 0;
+    assert_true(dctx_deadline(c.ctx, &caller_deadline));
+    pthread_t t = start_thread(waiting_call_thread, &c);
+    rt_sleep(MS(300)); /* the call waits for a pipe meanwhile */
+
+    dctx_rpc_server *srv = NULL;
+    assert_int_equal(dctx_rpc_server_open(NULL, &srv), 0);
+    RT_TRACK(servers, srv);
+    assert_int_equal(dctx_rpc_server_register(srv, "/it.Deadline/Probe", rt_probe_handler, &p), 0);
+    int64_t t_listen = dctx_now();
+    assert_int_equal(dctx_rpc_server_listen(srv, url), 0);
+    assert_int_equal(dctx_rpc_server_start(srv), 0);
+    join_thread(t);
+    assert_int_equal(c.rc, DCTX_OK);
+    assert_true(p.had_deadline);
+    /* The call was packed after the pipe came up (after t_listen) and
+     * arrived before the handler ran: its transit is at most
+     * entered - t_listen. Packed before the wait, the deadline would be
+     * some 300 ms later than this bound. */
+    int64_t bound = caller_deadline - DCTX_RPC_DEFAULT_RESERVE_NS + (p.entered_ns - t_listen);
+    if (p.deadline_ns > bound)
+        fail_msg("the callee's deadline is %.1f ms past the bound: the budget included the wait",
+                 (double)(p.deadline_ns - bound) / 1e6);
+    rt_ctx_release(c.ctx);
+}
+
 static void handler_waiting_on_its_context_ends_with_deadline_exceeded(void **state)
 {
     (void)state;
@@ -2097,6 +2152,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         /* 1 */
         T(callee_sees_a_100_ms_timeout_as_a_deadline_at_most_100_ms_away),
+        T(budget_sent_after_waiting_for_a_connection_excludes_the_wait),
         T(handler_waiting_on_its_context_ends_with_deadline_exceeded),
         T(handler_behind_a_slow_link_ends_with_deadline_exceeded),
         T(caller_gets_deadline_exceeded_on_time_from_a_handler_that_never_answers),
