@@ -108,7 +108,8 @@ typedef struct dctx_rpc_channel_options {
      * arrives, stays earlier than the caller's despite the time in transit. */
     dctx_wire_policy policy;
     /* How long a call waits for a connection before it fails with
-     * DCTX_UNAVAILABLE (never past its deadline). Default 200 ms. */
+     * DCTX_UNAVAILABLE (never past its deadline). The budget sent is what
+     * is left after this wait. Default 200 ms. */
     int64_t connect_wait_ns;
     /* The largest reply accepted (NNG_OPT_RECVMAXSZ). Default 4 MiB. */
     size_t recv_max_bytes;
