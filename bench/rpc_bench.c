@@ -670,6 +670,20 @@ static void on_caller_event(void *arg, const dctx_rpc_event *ev)
         __atomic_store_n(&last_push_ns, dctx_now(), __ATOMIC_RELEASE);
 }
 
+/* Copy a reply made of whole records into recs (at most max of them) and
+ * free the result; the number copied, 0 if the call failed or the payload
+ * is not whole records. */
+static size_t take_records(int rc, dctx_rpc_result *r, void *recs, size_t rec_size, size_t max)
+{
+    size_t n = rc == DCTX_OK && r->payload_len % rec_size == 0 && r->payload_len <= max * rec_size
+                   ? r->payload_len / rec_size
+                   : 0;
+    if (n > 0)
+        memcpy(recs, r->payload, n * rec_size);
+    dctx_rpc_result_free(r);
+    return n;
+}
+
 static int run_cancel(const char *url, int hops, size_t n, const struct opts *o)
 {
     if (hops < 1 || hops > 15)
@@ -712,13 +726,7 @@ static int run_cancel(const char *url, int hops, size_t n, const struct opts *o)
         dctx_rpc_result r;
         int rc = dctx_rpc_call_raw(ch, NULL, M_SEEN, &id, sizeof id, &r);
         struct hop_rec recs[16];
-        size_t nrec = rc == DCTX_OK && r.payload_len % sizeof recs[0] == 0 &&
-                              r.payload_len <= sizeof recs
-                          ? r.payload_len / sizeof recs[0]
-                          : 0;
-        if (nrec > 0)
-            memcpy(recs, r.payload, nrec * sizeof recs[0]);
-        dctx_rpc_result_free(&r);
+        size_t nrec = take_records(rc, &r, recs, sizeof recs[0], 16);
         if (rc != DCTX_OK)
             fail("Seen: %s", dctx_code_name(rc));
         if (nrec != (size_t)hops)
@@ -827,13 +835,7 @@ static int run_deadline(const char *url, size_t n, int hops, const struct opts *
         dctx_cancel(ctx);
         dctx_release(ctx);
         struct dl_rec recs[16];
-        size_t nrec = rc == DCTX_OK && r.payload_len % sizeof recs[0] == 0 &&
-                              r.payload_len <= sizeof recs
-                          ? r.payload_len / sizeof recs[0]
-                          : 0;
-        if (nrec > 0)
-            memcpy(recs, r.payload, nrec * sizeof recs[0]);
-        dctx_rpc_result_free(&r);
+        size_t nrec = take_records(rc, &r, recs, sizeof recs[0], 16);
         if (rc != DCTX_OK || nrec == 0)
             fail("Deadline call %zu: %s", i, dctx_code_name(rc));
         if (nh < 0)
