@@ -15,7 +15,8 @@
  *   rpc_bench smoke                         everything, briefly, in-process
  *
  * Options of the client modes: --reserve-us R sets the channels' reply
- * reserve (dctx_wire_policy.reserve_ns; default 0, the library's).
+ * reserve (dctx_wire_policy.reserve_ns; default: the library's,
+ * DCTX_RPC_DEFAULT_RESERVE_NS).
  *
  * Output: one line per figure, "NAME key=value ..." (times in us), and
  * comments starting with '#'. bench/README.md describes them.
@@ -131,7 +132,7 @@ struct opts {
     const char *name;   /* server: its name in logs */
     const char *admin;  /* server: a second server for Stats; inflight: where it is */
     int64_t delay_ns;   /* cancel: between starting the call and canceling it */
-    int64_t reserve_ns; /* channels: dctx_wire_policy.reserve_ns */
+    int64_t reserve_ns; /* channels: dctx_wire_policy.reserve_ns; < 0: the library's */
     int max_in_flight;  /* server: 0 for the library's default */
     bool trace;         /* server: time cancel frames with the event hooks */
 };
@@ -141,7 +142,8 @@ static dctx_rpc_channel *open_channel_ev(const char *url, const struct opts *o,
 {
     dctx_rpc_channel_options co;
     dctx_rpc_channel_options_init(&co);
-    co.policy.reserve_ns = o->reserve_ns;
+    if (o->reserve_ns >= 0)
+        co.policy.reserve_ns = o->reserve_ns;
     co.on_event = on_event;
     co.event_arg = event_arg;
     dctx_rpc_channel *ch = NULL;
@@ -373,8 +375,9 @@ static void must(int rc, const char *what)
 /* --trace: the event hooks only take the time of cancel frames. */
 static void on_server_event(void *arg, const dctx_rpc_event *ev)
 {
+    /* When the frame was read: acting on it includes the push onward. */
     if (ev->kind == DCTX_RPC_EVENT_CANCEL_RECEIVED)
-        atomic_store(&((struct bsrv *)arg)->cancel_rx_ns, dctx_now());
+        atomic_store(&((struct bsrv *)arg)->cancel_rx_ns, dctx_now() - ev->elapsed_ns);
 }
 
 static void on_next_event(void *arg, const dctx_rpc_event *ev)
@@ -657,10 +660,10 @@ static void no_op_done(void *arg, const dctx_rpc_result *res)
  * time every Cancel frame pushed and handled, and "cancel-breakdown" splits
  * the way to the leaf into its legs, p50 and p99 of each: push0 (dctx_cancel
  * to the caller's channel pushing the frame), netK (that push to hop K's
- * server handling it), pushK (hop K's server handling it to its own channel
- * pushing the next one), wake (the leaf's server handling it to the leaf's
- * handler seeing done). "Handling" is timed by the server's event hook,
- * which runs right after the cancel was applied. */
+ * server reading it), pushK (hop K's server reading it to its own channel
+ * pushing the next one), wake (the leaf's server reading it to the leaf's
+ * handler seeing done). "Reading" is the server's event hook, which runs
+ * once the cancel was applied, less the event's elapsed_ns. */
 static int64_t last_push_ns; /* --trace: the caller's channel pushed a Cancel frame */
 
 static void on_caller_event(void *arg, const dctx_rpc_event *ev)
@@ -976,7 +979,7 @@ static int run_smoke(void)
     snprintf(url_a, sizeof url_a, "ipc:///tmp/rpc_bench_smoke_%d_a.ipc", (int)getpid());
     snprintf(url_b, sizeof url_b, "ipc:///tmp/rpc_bench_smoke_%d_b.ipc", (int)getpid());
     snprintf(url_c, sizeof url_c, "ipc:///tmp/rpc_bench_smoke_%d_c.ipc", (int)getpid());
-    struct opts o = {.delay_ns = 2 * MS_NS, .trace = true};
+    struct opts o = {.delay_ns = 2 * MS_NS, .reserve_ns = -1, .trace = true};
     struct opts oc = o, ob = o, oa = o;
     oc.name = "C";
     oc.admin = url_admin;
@@ -1015,7 +1018,7 @@ static void usage(FILE *to)
           "       rpc_bench deadline URL N [hops]\n"
           "       rpc_bench inflight URL N --admin URL\n"
           "       rpc_bench smoke\n"
-          "client options: --reserve-us R  the channels' reply reserve (default 0)\n"
+          "client options: --reserve-us R  the channels' reply reserve (default 500, the library's)\n"
           "bench/README.md describes every mode and output line.\n",
           to);
 }
@@ -1035,7 +1038,7 @@ static double num_arg(const char *s, double lo, double hi, const char *what)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.delay_ns = 5 * MS_NS};
+    struct opts o = {.delay_ns = 5 * MS_NS, .reserve_ns = -1};
     const char *pos[8];
     int npos = 0;
     for (int i = 1; i < argc; i++) {

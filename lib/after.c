@@ -5,7 +5,10 @@
  *   An after-func is an entry in the children list of the context's done
  *   source, next to child nodes. When that node is canceled the entry is
  *   taken off the list and queued to the executor; a cancel never runs a
- *   callback and never waits for one.
+ *   user's callback and never waits for one. (The library's own hooks,
+ *   dctx__after_func_inline, are the exception: the RPC client's cancel
+ *   push runs on the canceling thread once its locks are released, which
+ *   saves the executor's wake-up on every hop a cancel crosses.)
  *
  *   Run or stop, exactly once: the entry's state goes from PENDING to
  *   CLAIMED (by the cancel, under the node's lock, as it takes the entry) or
@@ -45,6 +48,7 @@ struct dctx_after {
     void (*fn)(void *);
     void *arg;
     struct dctx_after *queue_next; /* protected by queue_lock */
+    bool run_inline;            /* the library's own: run by the canceling thread */
 };
 
 #define MAX_THREADS 64
@@ -151,10 +155,22 @@ void dctx__after_claim(struct dctx__link *l)
 
 void dctx__after_schedule(struct dctx__link *first)
 {
-    pthread_mutex_lock(&queue_lock);
+    struct dctx_after *inline_head = NULL, **inline_tail = &inline_head;
+    bool locked = false;
     for (struct dctx__link *l = first, *next; l != NULL; l = next) {
         next = l->next;
-        enqueue_locked(dctx__container_of(l, struct dctx_after, link));
+        struct dctx_after *a = dctx__container_of(l, struct dctx_after, link);
+        if (a->run_inline) {
+            a->queue_next = NULL;
+            *inline_tail = a;
+            inline_tail = &a->queue_next;
+            continue;
+        }
+        if (!locked) {
+            pthread_mutex_lock(&queue_lock);
+            locked = true;
+        }
+        enqueue_locked(a);
         if (idle > 0) {
             idle--;
             claims++;
@@ -163,10 +179,17 @@ void dctx__after_schedule(struct dctx__link *first)
             (void)spawn(); /* on failure the threads we have get to it */
         }
     }
-    pthread_mutex_unlock(&queue_lock);
+    if (locked)
+        pthread_mutex_unlock(&queue_lock);
+    /* Every node lock is released by now (cancel.c): the library's own
+     * hooks run here, on the canceling thread, with no hand-off. */
+    for (struct dctx_after *a = inline_head, *next; a != NULL; a = next) {
+        next = a->queue_next;
+        run(a);
+    }
 }
 
-int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
+static int add(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out, bool run_inline)
 {
     if (out != NULL)
         *out = NULL;
@@ -175,7 +198,7 @@ int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
     struct dctx__cancel *reg = ctx->done_src;
     if (reg == NULL && out == NULL)
         return 0; /* can never run, and nobody will ask */
-    if (reg != NULL && ensure_executor() != 0)
+    if (reg != NULL && !run_inline && ensure_executor() != 0)
         return DCTX_RESOURCE_EXHAUSTED;
     struct dctx_after *a = dctx__malloc(sizeof *a);
     if (a == NULL)
@@ -189,6 +212,7 @@ int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
     a->fn = fn;
     a->arg = arg;
     a->queue_next = NULL;
+    a->run_inline = run_inline;
     if (out != NULL)
         *out = a;
     if (reg == NULL)
@@ -210,6 +234,16 @@ int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
         dctx__after_schedule(&a->link);
     }
     return 0;
+}
+
+int dctx_after_func(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
+{
+    return add(ctx, fn, arg, out, false);
+}
+
+int dctx__after_func_inline(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out)
+{
+    return add(ctx, fn, arg, out, true);
 }
 
 bool dctx_after_stop(dctx_after *h)

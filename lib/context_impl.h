@@ -198,6 +198,14 @@ void dctx__after_claim(struct dctx__link *l);
  * links form a NULL-terminated chain through next. */
 void dctx__after_schedule(struct dctx__link *first);
 
+/* The library's own after-func: fn runs on the thread that canceled ctx,
+ * once that cancel has released every node lock and before it returns (or
+ * at once, on this thread, if ctx is done already). For short work that
+ * never blocks and takes no lock a canceling thread might hold: pushing a
+ * cancel onward without a hand-off to the executor. Stop is as for
+ * dctx_after_func. */
+int dctx__after_func_inline(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out);
+
 /* --- timer.c --- */
 
 /* Put t into the timer heap (starting the timer thread on first use).

@@ -7,7 +7,9 @@
  * NNG_ECONNRESET, which is DCTX_UNAVAILABLE here, at once.
  *
  * A call borrows a pooled nng context (rpc_io.c) and walks SENDING ->
- * RECEIVING -> DONE in its aio callback. Its context gets an after-func:
+ * RECEIVING -> DONE in its aio callback. Its context gets an after-func
+ * of the library's own kind, run by the canceling thread itself (no
+ * executor hand-off: it is the cancel's latency on every hop):
  * when the context is done first, the after-func marks the call canceled,
  * aborts the aio (the callback then ends the call with the context's
  * error) and pushes a Cancel frame, on a second pooled context of the same
@@ -628,7 +630,9 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     nng_ctx_send(io->nctx, io->aio);
 }
 
-/* The call's context is done (an after-func, on a library thread). */
+/* The call's context is done: run by the thread that canceled it, after
+ * its node locks are released (dctx__after_func_inline). Takes only the
+ * call's and the channel's mutexes, and nng's calls here never block. */
 static void context_done(void *arg)
 {
     dctx_rpc_handle *call = arg;
@@ -759,7 +763,7 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     /* A context that can never be done needs no cancel trigger. */
     if (rc == 0 && can_be_done(ctx)) {
         atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
-        if (dctx_after_func(ctx, context_done, call, &call->after) != 0) {
+        if (dctx__after_func_inline(ctx, context_done, call, &call->after) != 0) {
             atomic_fetch_sub_explicit(&call->refs, 1, memory_order_relaxed);
             in_flight_add(ch, -1);
             dctx__io_put(io);

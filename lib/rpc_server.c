@@ -562,7 +562,7 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
     char msg[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     snprintf(msg, sizeof msg, "%s", c->message != NULL ? c->message : "");
     dctx__utf8_cut(msg, DCTX_WIRE_MESSAGE_BYTES_MAX - 1);
-    int64_t now = dctx_now();
+    int64_t now = dctx_now(); /* also the time it was read, for the event */
     int64_t keep = c->has_budget_us && c->budget_us < (uint64_t)TOMBSTONE_MAX_NS / 1000
                        ? (int64_t)c->budget_us * 1000
                        : TOMBSTONE_MAX_NS;
@@ -584,6 +584,7 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_RECEIVED,
                          .code = cause,
                          .message = msg,
+                         .elapsed_ns = dctx_now() - now,
                          .outcome = outcome};
     emit(srv, &ev);
     dctx__frame_free(f);

@@ -333,6 +333,57 @@ static void cancel_cause_reaches_the_running_handler_which_reports_stopped(void 
     rt_ctx_release(ctx);
 }
 
+/* The push is the canceling thread's own work, done inside dctx_cancel:
+ * no hand-off to another thread stands between a cancel and its frame. */
+struct push_seen {
+    atomic_int pushes;
+    pthread_t thread;
+};
+
+static void record_push(void *arg, const dctx_rpc_event *ev)
+{
+    struct push_seen *s = arg;
+    if (ev->kind == DCTX_RPC_EVENT_CANCEL_PUSHED) {
+        s->thread = pthread_self();
+        atomic_fetch_add(&s->pushes, 1);
+    }
+}
+
+static void cancel_is_pushed_by_the_canceling_thread_before_cancel_returns(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server *srv = serve1(RT_IPC, NULL, "/it.Cancel/Wait", rt_probe_handler, &p, url);
+    static struct push_seen seen;
+    atomic_store(&seen.pushes, 0);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    co.on_event = record_push;
+    co.event_arg = &seen;
+    dctx_rpc_channel *ch = rt_channel_open(url, &co);
+
+    dctx *ctx = rt_with_cancel();
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    dctx_cancel(ctx);
+    /* no wait: the frame is on its way when dctx_cancel returns */
+    assert_int_equal(atomic_load(&seen.pushes), 1);
+    assert_true(pthread_equal(seen.thread, pthread_self()));
+    assert_int_equal(rt_channel_stats(ch).cancels_pushed, 1);
+
+    rt_finish(h, SEC(5));
+    assert_int_equal(o.code, DCTX_CANCELED);
+    assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_STOPPED);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_int_equal(p.err, DCTX_CANCELED);
+    (void)srv;
+    rt_handle_release(h);
+    rt_ctx_release(ctx);
+}
+
 /* LIBRARY BUG: dctx_cancel returns before the after-func that pushes the
  * cancel has run (on a library thread); until it runs, the call's outcome
  * word is still DCTX_RPC_CANCEL_NONE, and dctx_rpc_handle_cancel_outcome
@@ -2158,6 +2209,7 @@ int main(int argc, char **argv)
         T(caller_gets_deadline_exceeded_on_time_from_a_handler_that_never_answers),
         /* 2 */
         T(cancel_cause_reaches_the_running_handler_which_reports_stopped),
+    T(cancel_is_pushed_by_the_canceling_thread_before_cancel_returns),
         T(cancel_outcome_asked_right_after_the_cancel_waits_for_the_answer),
         T(cancel_crosses_two_hops_with_its_cause),
         /* 3 */

@@ -51,7 +51,10 @@ DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
  * For logs and metrics: a channel or server can report what happens to its
  * calls. The callback runs on a library or nng thread, must be quick and
  * must not call back into the channel or server; the event and its strings
- * are valid only during it. */
+ * are valid only during it. One exception to the thread: CANCEL_PUSHED
+ * is reported by the thread whose dctx_cancel (or deadline) ended the
+ * call's context, inside that cancel, so the hook must not take a lock that
+ * a thread may hold while it cancels a context. */
 
 enum dctx_rpc_event_kind {
     DCTX_RPC_EVENT_CALL_START = 1,     /* server: a call was admitted */
@@ -66,7 +69,9 @@ typedef struct dctx_rpc_event {
     const char *method;       /* NULL for CANCEL_RECEIVED */
     int code;                 /* CALL_END: the status; CANCEL_*: the cause */
     const char *message;      /* CALL_END: status message; CANCEL_*: cause message; never NULL */
-    int64_t elapsed_ns;       /* CALL_END: since the call started (server: was received) */
+    int64_t elapsed_ns;       /* CALL_END: since the call started (server: was received);
+                                 CANCEL_RECEIVED: since the frame was read (acting on it,
+                                 which includes pushing the cancel onward) */
     int64_t deadline_in_ns;   /* CALL_START: time left to the call's deadline; -1: none */
     int outcome;              /* CANCEL_RECEIVED: enum dctx_rpc_cancel_outcome */
     dctx *ctx;                /* CALL_START/CALL_END: the call's context (borrowed) */
