@@ -7,7 +7,11 @@
  * NNG_ECONNRESET, which is DCTX_UNAVAILABLE here, at once.
  *
  * A call borrows a pooled nng context (rpc_io.c) and walks SENDING ->
- * RECEIVING -> DONE in its aio callback. Its context gets an after-func
+ * RECEIVING -> DONE in its aio callback, or, for a blocking call, on the
+ * caller's own thread, which waits on an aio that has no callback: nng
+ * then wakes it directly from the thread that read the reply, one wake-up
+ * where a callback costs two (the nng task thread, then the caller). The
+ * steps are the same function either way (call_step). Its context gets an after-func
  * of the library's own kind, run by the canceling thread itself (no
  * executor hand-off: it is the cancel's latency on every hop):
  * when the context is done first, the after-func marks the call canceled,
@@ -55,7 +59,8 @@ struct dctx_rpc_channel {
     nng_dialer dialer;
     char *url;
     dctx_rpc_channel_options opts;
-    struct dctx__io_pool pool;
+    struct dctx__io_pool pool;        /* async calls and cancels: callbacks step them */
+    struct dctx__io_pool waited_pool; /* blocking calls: the caller's thread steps them */
     pthread_mutex_t mu;
     pthread_cond_t cv;     /* pipes came up; in_flight reached 0. CLOCK_MONOTONIC */
     atomic_int pipes;      /* connected pipes; written under mu */
@@ -271,6 +276,8 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     int rv = nng_req0_open(&ch->sock);
     if (rv == 0) {
         dctx__io_pool_init(&ch->pool, ch->sock, 0);
+        dctx__io_pool_init(&ch->waited_pool, ch->sock, 0);
+        ch->waited_pool.waited = true;
         /* At most once: never resend a call by ourselves. */
         nng_socket_set_ms(ch->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
         nng_socket_set_size(ch->sock, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
@@ -281,6 +288,7 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
         if (rv != 0) {
             nng_close(ch->sock);
             dctx__io_pool_fini(&ch->pool);
+            dctx__io_pool_fini(&ch->waited_pool);
         }
     }
     if (rv != 0) {
@@ -346,6 +354,7 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     while (ch->in_flight > 0) {
         pthread_mutex_unlock(&ch->mu);
         dctx__io_pool_abort(&ch->pool, dctx_now() >= flush_until);
+        dctx__io_pool_abort(&ch->waited_pool, true);
         pthread_mutex_lock(&ch->mu);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -356,6 +365,7 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     }
     pthread_mutex_unlock(&ch->mu);
     dctx__io_pool_fini(&ch->pool);
+    dctx__io_pool_fini(&ch->waited_pool);
     pthread_t closer;
     if (pthread_create(&closer, NULL, close_socket, ch) != 0) {
         close_socket(ch); /* no thread: close here, unbounded */
@@ -506,9 +516,10 @@ static void end_locked(dctx_rpc_handle *call)
     finish(call);
 }
 
-static void call_io_done(void *owner, struct dctx__io *io, int rv)
+/* One step of the call, its operation on io having ended with rv: post
+ * the receive (true: there is a next step) or end the call (false). */
+static bool call_step(dctx_rpc_handle *call, struct dctx__io *io, int rv)
 {
-    dctx_rpc_handle *call = owner;
     pthread_mutex_lock(&call->mu);
     if (call->phase == SENDING) {
         if (rv != 0) {
@@ -519,7 +530,7 @@ static void call_io_done(void *owner, struct dctx__io *io, int rv)
             call->phase = RECEIVING;
             nng_ctx_recv(io->nctx, io->aio);
             pthread_mutex_unlock(&call->mu);
-            return;
+            return true;
         }
     } else if (rv == 0) {
         nng_msg *msg = nng_aio_get_msg(io->aio);
@@ -527,13 +538,19 @@ static void call_io_done(void *owner, struct dctx__io *io, int rv)
         result_from_reply(call, msg);
         nng_msg_free(msg);
         end_locked(call);
-        return;
+        return false;
     }
     if (call->canceled)
         result_from_context(call);
     else
         result_from_nng(call, rv == NNG_ECANCELED && closing(call->ch) ? NNG_ECLOSED : rv);
     end_locked(call);
+    return false;
+}
+
+static void call_io_done(void *owner, struct dctx__io *io, int rv)
+{
+    (void)call_step(owner, io, rv);
 }
 
 /* ===== Pushing a cancel ===== */
@@ -720,7 +737,8 @@ static bool can_be_done(const dctx *ctx)
 
 /* Everything that can fail before the call is on its way; err names it. */
 static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
-                 size_t req_len, dctx_rpc_done_fn done, void *arg, dctx_rpc_handle **out, char *err)
+                 size_t req_len, dctx_rpc_done_fn done, void *arg, bool waited,
+                 dctx_rpc_handle **out, char *err)
 {
     err[0] = '\0';
     if (ch == NULL || !method_valid(method) || (req == NULL && req_len > 0)) {
@@ -749,7 +767,7 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     if (rc == DCTX_DEADLINE_EXCEEDED)
         count(&ch->not_sent_budget);
     if (rc == 0)
-        rc = dctx__io_get(&ch->pool, call_io_done, call, &io);
+        rc = dctx__io_get(waited ? &ch->waited_pool : &ch->pool, call_io_done, call, &io);
     if (rc == 0) {
         pthread_mutex_lock(&ch->mu);
         if (ch->closing)
@@ -804,7 +822,7 @@ int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, con
     char err[DCTX__WIRE_ERR_BYTES];
     if (out != NULL)
         *out = NULL;
-    return start(ch, ctx, method, req, req_len, done, arg, out, err);
+    return start(ch, ctx, method, req, req_len, done, arg, false, out, err);
 }
 
 bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns)
@@ -852,13 +870,20 @@ int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const
 {
     char err[DCTX__WIRE_ERR_BYTES];
     dctx_rpc_handle *call = NULL;
-    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, &call, err);
+    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, &call, err);
     if (rc != 0) {
         if (res != NULL)
             result_set(res, rc, err, NULL, 0);
         return rc;
     }
-    wait_word(&call->ended, &call->sleepers, 0, -1);
+    /* This thread steps the call: only its own steps end it (a cancel or a
+     * close only aborts the operation under way), so io stays ours. */
+    pthread_mutex_lock(&call->mu);
+    struct dctx__io *io = call->io;
+    pthread_mutex_unlock(&call->mu);
+    do
+        nng_aio_wait(io->aio);
+    while (call_step(call, io, nng_aio_result(io->aio)));
     rc = call->result.code;
     if (res != NULL) {
         *res = call->result; /* the storage moves to the caller */

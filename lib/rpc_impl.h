@@ -50,10 +50,12 @@ struct dctx__io_pool {
     struct dctx__io *all;  /* protected by mu */
     size_t count;          /* ios made; protected by mu */
     size_t max;            /* cap on count; 0: none */
+    bool waited;           /* aios without a callback: the borrower waits on them
+                              (nng_aio_wait); set before the first io_get */
 };
 
 void dctx__io_pool_init(struct dctx__io_pool *pool, nng_socket sock, size_t max);
-/* Borrow an io (made if none is idle). Returns 0, DCTX_RESOURCE_EXHAUSTED
+/* Borrow an io (made if none is idle); fn is not called for a waited pool. Returns 0, DCTX_RESOURCE_EXHAUSTED
  * (the cap, or nng out of memory) or DCTX_UNAVAILABLE (socket closed). */
 int dctx__io_get(struct dctx__io_pool *pool, dctx__io_fn fn, void *owner, struct dctx__io **out);
 void dctx__io_put(struct dctx__io *io);

@@ -21,6 +21,7 @@ void dctx__io_pool_init(struct dctx__io_pool *pool, nng_socket sock, size_t max)
     pool->all = NULL;
     pool->count = 0;
     pool->max = max;
+    pool->waited = false;
 }
 
 static int io_make(struct dctx__io_pool *pool, struct dctx__io **out)
@@ -29,7 +30,10 @@ static int io_make(struct dctx__io_pool *pool, struct dctx__io **out)
     if (io == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     io->pool = pool;
-    int rv = nng_aio_alloc(&io->aio, io_callback, io);
+    /* Without a callback nng completes the aio on the thread that finished
+     * it and wakes the waiter directly: no hand-off to nng's task threads. */
+    int rv = pool->waited ? nng_aio_alloc(&io->aio, NULL, NULL)
+                          : nng_aio_alloc(&io->aio, io_callback, io);
     if (rv == 0) {
         rv = nng_ctx_open(&io->nctx, pool->sock);
         if (rv != 0)

@@ -2030,6 +2030,51 @@ static void close_refuses_new_calls_while_it_waits(void **state)
     rt_handle_release(h);
 }
 
+struct blocking_call {
+    dctx_rpc_channel *ch;
+    dctx_rpc_result res;
+    int rc;
+    int64_t returned_ns;
+};
+
+static void *blocking_call_thread(void *arg)
+{
+    struct blocking_call *c = arg;
+    c->rc = dctx_rpc_call_raw(c->ch, NULL, "/it.Close/Wait", NULL, 0, &c->res);
+    c->returned_ns = dctx_now();
+    return NULL;
+}
+
+/* A blocking call waits on its own thread (no callback steps it): closing
+ * its channel must still end it at once, and the server, losing its
+ * caller, cancels the handler. */
+static void closing_a_channel_ends_a_blocking_call_in_flight_unavailable(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server *srv = serve1(RT_IPC, NULL, "/it.Close/Wait", rt_probe_handler, &p, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    static struct blocking_call c;
+    memset(&c, 0, sizeof c);
+    c.ch = ch;
+    pthread_t t = start_thread(blocking_call_thread, &c);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    RT_UNTRACK(channels, ch);
+    int64_t t_close = dctx_now();
+    dctx_rpc_channel_close(ch);
+    join_thread(t);
+    assert_int_equal(c.rc, DCTX_UNAVAILABLE);
+    assert_contains(c.res.message, "closed");
+    assert_ns_in(c.returned_ns - t_close, 0, SEC(1)); /* not the handler's 10 s */
+    dctx_rpc_result_free(&c.res);
+    /* the handler saw its caller go */
+    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_int_equal(p.err, DCTX_CANCELED);
+    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
+}
+
 /* ===== Closing under traffic ===== */
 
 static int close_race_echo(void *arg, dctx *ctx, const void *req, size_t len,
@@ -2252,6 +2297,7 @@ int main(int argc, char **argv)
         T(close_cancels_running_handlers_and_waits_for_them),
         T(close_reports_a_handler_that_outlives_the_grace),
         T(close_refuses_new_calls_while_it_waits),
+        T(closing_a_channel_ends_a_blocking_call_in_flight_unavailable),
         T(closing_a_channel_while_replies_arrive_returns),
     };
     return cmocka_run_group_tests_name("rpc", tests, group_setup, NULL);
