@@ -64,8 +64,11 @@ struct dctx_rpc_channel {
     pthread_mutex_t mu;
     pthread_cond_t cv;     /* pipes came up; in_flight reached 0. CLOCK_MONOTONIC */
     atomic_int pipes;      /* connected pipes; written under mu */
-    int in_flight;         /* calls and cancels not yet ended; protected by mu */
-    bool closing;          /* protected by mu */
+    /* Calls and cancels not yet ended. Counted without the mutex: a call
+     * counts itself in, then checks closing; close sets closing, then
+     * waits for the count (both seq_cst, so one sees the other). */
+    atomic_int in_flight;
+    atomic_bool closing;   /* set once, under mu (for wait_connected) */
     bool socket_closed;    /* nng_close returned; protected by mu */
     bool abandoned;        /* close gave up waiting for it; protected by mu */
     atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
@@ -84,7 +87,7 @@ struct dctx_rpc_handle {
     dctx_after *after;         /* the cancel trigger; NULL if ctx can never be done */
     dctx_rpc_done_fn done;
     void *done_arg;
-    char *method;              /* for events */
+    char *method;              /* for events; NULL without an event hook */
     int64_t started_ns;
 
     pthread_mutex_t mu;
@@ -117,11 +120,27 @@ static void call_unref(dctx_rpc_handle *call)
     free(call);
 }
 
-static void in_flight_add(dctx_rpc_channel *ch, int n)
+/* Count one call or cancel in; false (not counted) if the channel closes. */
+static bool in_flight_enter(dctx_rpc_channel *ch)
 {
+    atomic_fetch_add(&ch->in_flight, 1);
+    if (!atomic_load(&ch->closing))
+        return true;
+    atomic_fetch_sub(&ch->in_flight, 1); /* close polls: no wake-up owed */
+    return false;
+}
+
+/* Count one out. The last touch of ch: once the count is 0 a closing
+ * channel may be freed. While it is not closing nobody waits on the
+ * count (close polls it, too, in case it started just after the check). */
+static void in_flight_leave(dctx_rpc_channel *ch)
+{
+    if (!atomic_load(&ch->closing)) {
+        atomic_fetch_sub(&ch->in_flight, 1);
+        return;
+    }
     pthread_mutex_lock(&ch->mu);
-    ch->in_flight += n;
-    if (ch->in_flight == 0)
+    if (atomic_fetch_sub(&ch->in_flight, 1) == 1)
         pthread_cond_broadcast(&ch->cv);
     pthread_mutex_unlock(&ch->mu);
 }
@@ -338,7 +357,7 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     if (ch == NULL)
         return;
     pthread_mutex_lock(&ch->mu);
-    ch->closing = true;
+    atomic_store(&ch->closing, true);
     pthread_cond_broadcast(&ch->cv); /* calls waiting for a connection give up */
     pthread_mutex_unlock(&ch->mu);
     /* Quiesce before nng_close: end our own operations and close our
@@ -351,7 +370,7 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
      * started by a callback of the one just aborted. */
     int64_t flush_until = dctx_now() + CANCEL_FLUSH_NS;
     pthread_mutex_lock(&ch->mu);
-    while (ch->in_flight > 0) {
+    while (atomic_load(&ch->in_flight) > 0) {
         pthread_mutex_unlock(&ch->mu);
         dctx__io_pool_abort(&ch->pool, dctx_now() >= flush_until);
         dctx__io_pool_abort(&ch->waited_pool, true);
@@ -407,10 +426,10 @@ static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns)
         until = deadline_ns;
     struct timespec ts = {until / 1000000000, until % 1000000000};
     pthread_mutex_lock(&ch->mu);
-    while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 && !ch->closing &&
+    while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 && !atomic_load(&ch->closing) &&
            dctx_now() < until)
         pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
-    bool up = atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !ch->closing;
+    bool up = atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !atomic_load(&ch->closing);
     pthread_mutex_unlock(&ch->mu);
     return up ? 0 : DCTX_UNAVAILABLE;
 }
@@ -447,7 +466,7 @@ static void finish(dctx_rpc_handle *call)
     dctx_release(call->ctx);
     call->ctx = NULL;
     set_word(&call->ended, &call->sleepers, 1);
-    in_flight_add(ch, -1);
+    in_flight_leave(ch);
     call_unref(call);
 }
 
@@ -499,10 +518,7 @@ static void result_from_reply(dctx_rpc_handle *call, nng_msg *msg)
 
 static bool closing(dctx_rpc_channel *ch)
 {
-    pthread_mutex_lock(&ch->mu);
-    bool c = ch->closing;
-    pthread_mutex_unlock(&ch->mu);
-    return c;
+    return atomic_load_explicit(&ch->closing, memory_order_acquire);
 }
 
 /* End the call under its mutex: give the io back and let go. */
@@ -561,7 +577,7 @@ static void cancel_end(dctx_rpc_handle *call, struct dctx__io *io, int outcome)
     dctx__io_put(io);
     count(&ch->outcomes[outcome]);
     set_word(&call->outcome, &call->sleepers, outcome);
-    in_flight_add(ch, -1);
+    in_flight_leave(ch);
     call_unref(call);
 }
 
@@ -626,7 +642,7 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
         nng_msg_free(m);
         set_word(&call->outcome, &call->sleepers, DCTX_RPC_CANCEL_UNREACHED);
         count(&ch->outcomes[DCTX_RPC_CANCEL_UNREACHED]);
-        in_flight_add(ch, -1);
+        in_flight_leave(ch);
         return;
     }
     /* a close lets it reach the server first (bounded) */
@@ -660,11 +676,7 @@ static void context_done(void *arg)
     if (live) {
         /* Count the cancel in the channel while the call still is: once the
          * mutex is let go the call may end, and its owner close the channel. */
-        pthread_mutex_lock(&ch->mu);
-        push = !ch->closing;
-        if (push)
-            ch->in_flight++;
-        pthread_mutex_unlock(&ch->mu);
+        push = in_flight_enter(ch);
         call->canceled = true;
         atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
         if (call->io != NULL) /* NULL: start has not sent it yet; it will see canceled */
@@ -756,7 +768,8 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     int rc = call_new(ch, ctx, done, arg, &call);
     nng_msg *msg = NULL;
     struct dctx__io *io = NULL;
-    if (rc == 0 && (call->method = strdup(method)) == NULL)
+    /* The name is kept for events only. */
+    if (rc == 0 && ch->opts.on_event != NULL && (call->method = strdup(method)) == NULL)
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc == 0 && (rc = wait_connected(ch, call->deadline_ns)) != 0)
         snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s", ch->url);
@@ -768,23 +781,17 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
         count(&ch->not_sent_budget);
     if (rc == 0)
         rc = dctx__io_get(waited ? &ch->waited_pool : &ch->pool, call_io_done, call, &io);
-    if (rc == 0) {
-        pthread_mutex_lock(&ch->mu);
-        if (ch->closing)
-            rc = DCTX_UNAVAILABLE;
-        else
-            ch->in_flight++;
-        pthread_mutex_unlock(&ch->mu);
-        if (rc != 0)
-            dctx__io_put(io);
+    if (rc == 0 && !in_flight_enter(ch)) {
+        rc = DCTX_UNAVAILABLE;
+        dctx__io_put(io);
     }
     /* A context that can never be done needs no cancel trigger. */
     if (rc == 0 && can_be_done(ctx)) {
         atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
         if (dctx__after_func_inline(ctx, context_done, call, &call->after) != 0) {
             atomic_fetch_sub_explicit(&call->refs, 1, memory_order_relaxed);
-            in_flight_add(ch, -1);
-            dctx__io_put(io);
+            dctx__io_put(io); /* before leaving: a closing channel may then go */
+            in_flight_leave(ch);
             rc = DCTX_RESOURCE_EXHAUSTED;
         }
     }

@@ -90,8 +90,12 @@ struct dctx_rpc_server {
     pthread_cond_t work_cv;     /* work queued, or stopping */
     pthread_cond_t idle_cv;     /* in_flight reached 0. CLOCK_MONOTONIC */
     struct server_call *head, *tail; /* protected by mu */
-    int in_flight;              /* protected by mu */
-    bool closing, stopping, started; /* protected by mu */
+    /* Calls admitted and not yet over, counted without the mutex: admit
+     * counts a call in, then checks closing; close sets closing, then
+     * waits for the count (seq_cst both: one sees the other). */
+    atomic_int in_flight;
+    atomic_bool closing;        /* set once, under mu */
+    bool stopping, started;     /* protected by mu */
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
@@ -247,14 +251,23 @@ static void call_unref(struct server_call *call)
 }
 
 /* The call is over (answered or dropped): forget its token, count it out. */
+static void in_flight_leave(dctx_rpc_server *srv)
+{
+    /* Only a closing server waits for the count to reach 0. The server
+     * outlives this: close joins the workers and waits for nng's
+     * callbacks before it frees anything. */
+    if (atomic_fetch_sub(&srv->in_flight, 1) == 1 && atomic_load(&srv->closing)) {
+        pthread_mutex_lock(&srv->mu);
+        pthread_cond_broadcast(&srv->idle_cv);
+        pthread_mutex_unlock(&srv->mu);
+    }
+}
+
 static void call_end(struct server_call *call)
 {
     dctx_rpc_server *srv = call->srv;
     dctx__token_finish(srv->tokens, call->token, call);
-    pthread_mutex_lock(&srv->mu);
-    if (--srv->in_flight == 0)
-        pthread_cond_broadcast(&srv->idle_cv);
-    pthread_mutex_unlock(&srv->mu);
+    in_flight_leave(srv);
     call_unref(call);
 }
 
@@ -441,12 +454,10 @@ static bool method_name_valid(const char *name)
 /* Admit a checked Call: count it in, register its token, queue it. */
 static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
 {
-    pthread_mutex_lock(&srv->mu);
-    bool closing = srv->closing;
-    bool room = srv->in_flight < srv->opts.max_in_flight && !closing;
-    if (room)
-        srv->in_flight++;
-    pthread_mutex_unlock(&srv->mu);
+    bool room = atomic_fetch_add(&srv->in_flight, 1) < srv->opts.max_in_flight;
+    bool closing = atomic_load(&srv->closing);
+    if (!room || closing)
+        in_flight_leave(srv);
     if (closing) {
         refuse(srv, call->io, call->method->name, DCTX_UNAVAILABLE, "server shutting down");
         call_unref(call);
@@ -465,10 +476,7 @@ static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
         else
             refuse(srv, call->io, call->method->name, rc, "cancel token refused: %s",
                    dctx_strerror(rc));
-        pthread_mutex_lock(&srv->mu);
-        if (--srv->in_flight == 0)
-            pthread_cond_broadcast(&srv->idle_cv);
-        pthread_mutex_unlock(&srv->mu);
+        in_flight_leave(srv);
         call_unref(call);
         return;
     }
@@ -821,7 +829,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     if (srv == NULL)
         return 0;
     pthread_mutex_lock(&srv->mu);
-    srv->closing = true;
+    atomic_store(&srv->closing, true);
     pthread_mutex_unlock(&srv->mu);
     dctx_cancel_cause(srv->root, DCTX_UNAVAILABLE, "server shutting down");
 
@@ -830,7 +838,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     int64_t until = dctx_now() + srv->opts.shutdown_grace_ns;
     struct timespec ts = {until / 1000000000, until % 1000000000};
     pthread_mutex_lock(&srv->mu);
-    while (srv->in_flight > 0 && rc == 0)
+    while (atomic_load(&srv->in_flight) > 0 && rc == 0)
         if (pthread_cond_timedwait(&srv->idle_cv, &srv->mu, &ts) != 0 && dctx_now() >= until)
             rc = DCTX_DEADLINE_EXCEEDED;
     srv->stopping = true;
@@ -874,7 +882,5 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
         out->by_code[i] = atomic_load(&srv->by_code[i]);
     for (int i = 0; i < 6; i++)
         out->cancel_outcomes[i] = atomic_load(&srv->outcomes[i]);
-    pthread_mutex_lock(&srv->mu);
-    out->in_flight = (uint64_t)srv->in_flight;
-    pthread_mutex_unlock(&srv->mu);
+    out->in_flight = (uint64_t)atomic_load(&srv->in_flight);
 }

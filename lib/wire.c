@@ -18,7 +18,6 @@
  *   Limits are checked on both sides; the error text names the limit.
  */
 #include <pthread.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,24 +143,6 @@ uint32_t dctx__wire_hops(const dctx *ctx)
 }
 
 /* ===== Encode ===== */
-
-static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
-static bool sodium_ready; /* written once under sodium_once */
-
-static void sodium_start(void)
-{
-    /* Fails only without a source of randomness. */
-    sodium_ready = sodium_init() >= 0;
-}
-
-bool dctx__random(void *buf, size_t n)
-{
-    pthread_once(&sodium_once, sodium_start);
-    if (!sodium_ready)
-        return false;
-    randombytes_buf(buf, n);
-    return true;
-}
 
 struct encoder {
     struct dctx__wire_out *out;

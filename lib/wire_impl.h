@@ -48,8 +48,8 @@ int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t 
  * span (trace.c). */
 int dctx__trace_continue(dctx *parent, const char *traceparent, size_t len, dctx **out);
 
-/* n random bytes from libsodium (started on first use); false if it
- * cannot start. */
+/* n unguessable bytes (random.c: a per-thread ChaCha20 stream keyed from
+ * libsodium, started on first use); false if libsodium cannot start. */
 bool dctx__random(void *buf, size_t n);
 
 /* The hop count a call sent from ctx carries (0 at the edge). */
