@@ -60,6 +60,7 @@ static void destroy(dctx *ctx)
         if (c->done_fd >= 0)
             close(c->done_fd);
         free(c->own_msg);
+        free(atomic_load_explicit(&c->shards, memory_order_relaxed));
     }
     free(ctx);
 }
@@ -128,7 +129,10 @@ static struct dctx__cancel *new_cancel(dctx *parent, enum dctx__kind kind, size_
     c->sibling.kind = DCTX__LINK_NODE;
     c->sibling.prev = c->sibling.next = NULL;
     dctx__list_init(&c->children);
+    atomic_init(&c->shards, NULL);
+    c->joined_lock = NULL;
     c->work_next = NULL;
+    c->shards_done = 0;
     return c;
 }
 

@@ -30,6 +30,9 @@
  *   holds a node until its subtree is done, cancel.c); every other path
  *   holds one node lock at a time. The timer heap lock and the after-func
  *   queue lock may be taken under a node lock, never the other way round.
+ *   A node's shard locks (cancel.c) guard only their lists: one is taken
+ *   under the node's lock by the cascade, or alone, and nothing is taken
+ *   while one is held.
  */
 #ifndef DCTX_CONTEXT_IMPL_H
 #define DCTX_CONTEXT_IMPL_H
@@ -76,6 +79,16 @@ struct dctx__link {
     enum dctx__link_kind kind;      /* immutable */
 };
 
+/* A part of a node's children list with its own lock, so that threads
+ * making children of one parent at once do not all take the parent's
+ * lock (cancel.c, "Shards"). One cache line each. */
+#define DCTX__SHARDS 8
+
+struct dctx__shard {
+    _Alignas(64) dctx__lock lock;
+    struct dctx__link children; /* sentinel; protected by lock; only child nodes */
+};
+
 struct dctx__cancel {
     dctx base;
     /* The first cache line holds what children touch on their parent (the
@@ -87,6 +100,10 @@ struct dctx__cancel {
      * without a lock (acquire). It is also the futex word waiters sleep on. */
     atomic_int err;
     struct dctx__link children;  /* sentinel of our list; protected by lock */
+    /* NULL until two threads met on lock in attach; then DCTX__SHARDS more
+     * lists for child nodes (after-funcs stay in children). Set once, under
+     * lock, while live; freed with the node. */
+    _Atomic(struct dctx__shard *) shards;
 
     atomic_int waiters;          /* threads asleep on err; changed under lock
                                     (sleepers register under it: cancel.c) */
@@ -100,7 +117,10 @@ struct dctx__cancel {
     atomic_int joined;
     struct dctx__cancel *reg;    /* the node whose list we joined at birth; NULL if none */
     struct dctx__link sibling;   /* our link in reg's list */
+    dctx__lock *joined_lock;     /* the lock of that list: reg's own or a shard's;
+                                    set at attach, under it */
     struct dctx__cancel *work_next; /* cascade stack; owned by the canceling thread */
+    int shards_done;             /* cascade: shards drained; owned by the canceling thread */
 };
 
 struct dctx__timer {

@@ -15,6 +15,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -57,6 +58,14 @@ static inline void dctx__lock_acquire(dctx__lock *l)
                                                 memory_order_relaxed))
         return;
     dctx__lock_slow(l);
+}
+
+/* Take the lock only if it is free: false when someone holds it. */
+static inline bool dctx__lock_try_acquire(dctx__lock *l)
+{
+    int expected = 0;
+    return atomic_compare_exchange_strong_explicit(&l->state, &expected, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
 }
 
 static inline void dctx__lock_release(dctx__lock *l)

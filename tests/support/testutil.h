@@ -34,8 +34,21 @@ static inline size_t children_of(dctx *ctx)
     dctx__lock_acquire(&c->lock);
     for (struct dctx__link *l = c->children.next; l != &c->children; l = l->next)
         n++;
+    struct dctx__shard *shards = atomic_load(&c->shards);
+    for (int i = 0; shards != NULL && i < DCTX__SHARDS; i++) {
+        dctx__lock_acquire(&shards[i].lock);
+        for (struct dctx__link *l = shards[i].children.next; l != &shards[i].children; l = l->next)
+            n++;
+        dctx__lock_release(&shards[i].lock);
+    }
     dctx__lock_release(&c->lock);
     return n;
+}
+
+/* Whether ctx's children list has been split into shards (cancel.c). */
+static inline bool has_shards(dctx *ctx)
+{
+    return ctx->done_src != NULL && atomic_load(&ctx->done_src->shards) != NULL;
 }
 
 static inline pthread_t start_thread(void *(*fn)(void *), void *arg)

@@ -4,6 +4,8 @@
  * and LeakSanitizer by scripts/test).
  */
 #include <stdatomic.h>
+#include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 
 #include "testutil.h"
@@ -232,6 +234,100 @@ static void release_during_cascade_is_safe(void **state)
     }
 }
 
+/* Shards (cancel.c): a parent whose lock a child's attach found held
+ * splits its children list, and every later child joins its thread's
+ * shard. Children in shards are canceled like the others, may be released
+ * while the cancel drains their shard, and a child made after the cancel
+ * is born canceled. */
+struct sharded {
+    dctx *parent;
+    atomic_int attached, go, made;
+    dctx *kept[4][500];
+};
+
+static void *attach_one(void *arg)
+{
+    struct sharded *s = arg;
+    dctx *c = NULL;
+    if (dctx_with_cancel(s->parent, &c) == 0) /* blocks: the test holds the lock */
+        s->kept[0][0] = c;
+    atomic_store(&s->attached, 1);
+    return NULL;
+}
+
+struct shard_worker {
+    struct sharded *s;
+    int index;
+};
+
+static void *fill_shard(void *arg)
+{
+    struct shard_worker *w = arg;
+    struct sharded *s = w->s;
+    while (!atomic_load(&s->go))
+        ;
+    for (int i = 0; i < 500; i++) {
+        dctx *c = NULL;
+        if (dctx_with_cancel(s->parent, &c) == 0) {
+            atomic_fetch_add(&s->made, 1);
+            if (i % 2 == 0)
+                dctx_release(c); /* leaves its shard (or meets the cascade) */
+            else
+                s->kept[w->index][i] = c;
+        }
+    }
+    return NULL;
+}
+
+static void children_in_shards_are_canceled_and_released_safely(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20 / stress_scale() + 1; round++) {
+        static struct sharded s;
+        memset(&s, 0, sizeof s);
+        assert_int_equal(dctx_with_cancel(dctx_background(), &s.parent), 0);
+        assert_false(has_shards(s.parent));
+        /* Hold the parent's lock: the attach finds it taken, as a second
+         * thread making a child at the same moment would. */
+        struct dctx__cancel *p = s.parent->done_src;
+        dctx__lock_acquire(&p->lock);
+        pthread_t one = start_thread(attach_one, &s);
+        struct timespec pause = {0, 20 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        assert_int_equal(atomic_load(&s.attached), 0);
+        dctx__lock_release(&p->lock);
+        join_thread(one);
+        assert_true(has_shards(s.parent));
+        assert_int_equal(children_of(s.parent), 1);
+
+        struct shard_worker w[3];
+        pthread_t t[3];
+        for (int i = 0; i < 3; i++) {
+            w[i] = (struct shard_worker){&s, i + 1};
+            t[i] = start_thread(fill_shard, &w[i]);
+        }
+        atomic_store(&s.go, 1);
+        while (atomic_load(&s.made) < 600)
+            sched_yield();
+        dctx_cancel_cause(s.parent, DCTX_ABORTED, "sharded");
+        for (int i = 0; i < 3; i++)
+            join_thread(t[i]);
+        /* every child kept, in whichever list it joined, was canceled with
+         * the parent's cause (or born canceled with it) */
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < 500; i++)
+                if (s.kept[k][i] != NULL) {
+                    const char *msg = NULL;
+                    assert_int_equal(dctx_err(s.kept[k][i]), DCTX_CANCELED);
+                    assert_int_equal(dctx_cause(s.kept[k][i], &msg), DCTX_ABORTED);
+                    assert_string_equal(msg, "sharded");
+                    dctx_release(s.kept[k][i]);
+                }
+        assert_int_equal(children_of(s.parent), 0);
+        dctx_release(s.parent);
+    }
+}
+
 /* A cancel that loses (the node is already done) still returns only once
  * the whole subtree is done, as in Go, where the first cancel holds the
  * lock while it works. Here the first cancel walks a long chain on another
@@ -319,6 +415,7 @@ int main(void)
         cmocka_unit_test(tree_of_111110_nodes_cancels_completely),
         cmocka_unit_test(threads_race_on_one_parent_while_it_is_canceled),
         cmocka_unit_test(release_during_cascade_is_safe),
+        cmocka_unit_test(children_in_shards_are_canceled_and_released_safely),
         cmocka_unit_test(losing_cancel_returns_after_the_subtree_is_done),
         cmocka_unit_test(cancel_after_deadline_fired_waits_for_the_subtree),
     };
