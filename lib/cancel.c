@@ -18,9 +18,10 @@
  *   are held; every other path takes one node lock alone. No cycle, so no
  *   deadlock.
  *
- *   The walk reads no reference counts and takes none: a child in the
- *   list is alive until it has left the list, and it leaves only under the
- *   parent's lock. After-funcs met on the way are claimed under their
+ *   The walk reads no reference counts and takes none: a child in a list
+ *   is alive until it has left the list, and it leaves only under the
+ *   list's lock; once taken, it is freed only after taking the parent's
+ *   own lock, which the walk holds. After-funcs met on the way are claimed under their
  *   node's lock and handed to the executor once every lock is released.
  *
  *   All descendants get the error and cause of the node the cancel started
@@ -41,7 +42,9 @@
  *   the shard's lock; its detach then waits on the parent's own lock, which
  *   the cascade holds while it may touch the child, as for the main list.
  *
- * Link states (dctx__cancel.joined, written under the lock of the list)
+ * Link states (dctx__cancel.joined, written under the lock of the list it
+ * joined, except TAKEN_BY_CANCEL -> OUT_OF_LIST for a shard's child: under
+ * the parent's own lock)
  *   IN_LIST         in the parent's list.
  *   TAKEN_BY_CANCEL a cascade took it off; freeing it must take the parent's lock,
  *          which the cascade holds while it may still touch the child.

@@ -19,9 +19,11 @@
  *   Strong references point up: a node holds one on its parent, so every
  *   ancestor (and every done_src, deadline_src and cause message up the
  *   chain) outlives it. A cancelable node keeps weak links down: an
- *   intrusive list of its cancelable children and after-funcs. A child
- *   leaves the list, under the parent's lock, when it is canceled or freed,
- *   so a child in the list is alive while the parent's lock is held.
+ *   intrusive list of its cancelable children and after-funcs (child
+ *   nodes may sit in shards of it instead, cancel.c). A child leaves its
+ *   list, under that list's lock, when it is canceled or freed, so a child
+ *   in a list is alive while that list's lock is held; once a cascade took
+ *   it off, it stays alive while the parent's own lock is held.
  *
  * Locks
  *   Each cancelable node has a lock guarding its children list, its done
@@ -112,8 +114,9 @@ struct dctx__cancel {
     char *own_msg;               /* heap copy from dctx_cancel_cause; freed with the node */
     int done_fd;                 /* -1 until dctx_done_fd; protected by lock */
     /* joined: where we stand in reg's list (enum dctx__joined, cancel.c).
-     * Written under reg->lock; OUT_OF_LIST is final, so a lock-free read of
-     * it lets release skip the parent's lock. */
+     * Written under the lock of the list we joined (or, for OUT_OF_LIST
+     * after a cascade took us from a shard, under reg->lock); OUT_OF_LIST
+     * is final, so a lock-free read of it lets release skip every lock. */
     atomic_int joined;
     struct dctx__cancel *reg;    /* the node whose list we joined at birth; NULL if none */
     struct dctx__link sibling;   /* our link in reg's list */
