@@ -679,8 +679,6 @@ static void context_done(void *arg)
         push = in_flight_enter(ch);
         call->canceled = true;
         atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
-        if (call->io != NULL) /* NULL: start has not sent it yet; it will see canceled */
-            nng_aio_cancel(call->io->aio);
     }
     /* The cause is read now: the call (and its hold on ctx) may end as
      * soon as the mutex is let go. */
@@ -689,8 +687,18 @@ static void context_done(void *arg)
     char text[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     snprintf(text, sizeof text, "%s", msg != NULL ? msg : "");
     pthread_mutex_unlock(&call->mu);
+    /* The frame first, then our own end: the callee is waiting on the
+     * frame, and aborting the aio costs a wake-up (the caller's thread). */
     if (push)
         push_cancel(call, cause, text);
+    if (live) {
+        pthread_mutex_lock(&call->mu);
+        /* Still live: io is still this call's. NULL: start has not sent it
+         * yet; it will see canceled. A reply that came meanwhile stands. */
+        if (call->phase != DONE && call->io != NULL)
+            nng_aio_cancel(call->io->aio);
+        pthread_mutex_unlock(&call->mu);
+    }
     call_unref(call); /* the after-func's reference */
 }
 
