@@ -253,9 +253,15 @@ static int dial(dctx_rpc_channel *ch)
     int rv = nng_dialer_create(&ch->dialer, ch->sock, ch->url);
     if (rv != 0)
         return rv;
-    /* Redial quickly: a next hop that restarts should be back in ms. */
+    /* Redial quickly: a next hop that restarts should be back in ms. nng
+     * waits a random time below its back-off (which doubles up to the
+     * maximum) before each attempt, so the maximum is half the time a call
+     * waits for a connection: a server that comes up late is dialed
+     * before the first call to it gives up. */
+    int64_t max_ms = ch->opts.connect_wait_ns / 2000000;
     nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMINT, 10);
-    nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT, 1000);
+    nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT,
+                      (nng_duration)(max_ms < 10 ? 10 : max_ms > 1000 ? 1000 : max_ms));
     nng_dialer_set_size(ch->dialer, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
     if (strncmp(ch->url, "tls+", 4) == 0) {
         if (ch->opts.tls_ca_file != NULL &&

@@ -162,6 +162,32 @@ static void budget_sent_after_waiting_for_a_connection_excludes_the_wait(void **
     rt_ctx_release(c.ctx);
 }
 
+/* The channel was opened a while before its server came up: nng's dialer
+ * has backed off meanwhile, yet the first call, waiting the default
+ * connect_wait (200 ms), reaches the server. */
+static void first_call_to_a_server_that_came_up_late_gets_through(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_RETURN, 0);
+    char url[256];
+    rt_url(RT_IPC, url, sizeof url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL); /* nothing listens yet */
+    rt_sleep(MS(1500)); /* the back-off grows to its maximum */
+    dctx_rpc_server *srv = NULL;
+    assert_int_equal(dctx_rpc_server_open(NULL, &srv), 0);
+    RT_TRACK(servers, srv);
+    assert_int_equal(dctx_rpc_server_register(srv, "/it.Late/Probe", rt_probe_handler, &p), 0);
+    assert_int_equal(dctx_rpc_server_listen(srv, url), 0);
+    assert_int_equal(dctx_rpc_server_start(srv), 0);
+    dctx_rpc_result res;
+    int rc = dctx_rpc_call_raw(ch, NULL, "/it.Late/Probe", NULL, 0, &res);
+    if (rc != DCTX_OK)
+        fail_msg("the first call failed: %s: %s", dctx_code_name(rc), res.message);
+    dctx_rpc_result_free(&res);
+    assert_int_equal(atomic_load(&p.runs), 1);
+}
+
 static void handler_waiting_on_its_context_ends_with_deadline_exceeded(void **state)
 {
     (void)state;
@@ -2249,6 +2275,7 @@ int main(int argc, char **argv)
         /* 1 */
         T(callee_sees_a_100_ms_timeout_as_a_deadline_at_most_100_ms_away),
         T(budget_sent_after_waiting_for_a_connection_excludes_the_wait),
+        T(first_call_to_a_server_that_came_up_late_gets_through),
         T(handler_waiting_on_its_context_ends_with_deadline_exceeded),
         T(handler_behind_a_slow_link_ends_with_deadline_exceeded),
         T(caller_gets_deadline_exceeded_on_time_from_a_handler_that_never_answers),

@@ -114,7 +114,10 @@ typedef struct dctx_rpc_channel_options {
     dctx_wire_policy policy;
     /* How long a call waits for a connection before it fails with
      * DCTX_UNAVAILABLE (never past its deadline). The budget sent is what
-     * is left after this wait. Default 200 ms. */
+     * is left after this wait. Default 200 ms. A lost or refused
+     * connection is redialed with a back-off of at most half of this
+     * (between 10 ms and 1 s), so a server that comes up is reached
+     * within one such wait. */
     int64_t connect_wait_ns;
     /* The largest reply accepted (NNG_OPT_RECVMAXSZ). Default 4 MiB. */
     size_t recv_max_bytes;
