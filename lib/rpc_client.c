@@ -420,6 +420,8 @@ void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *ou
         out->by_code[i] = atomic_load(&ch->by_code[i]);
     for (int i = 0; i < 6; i++)
         out->cancel_outcomes[i] = atomic_load(&ch->outcomes[i]);
+    int pipes = atomic_load(&ch->pipes);
+    out->connections = pipes > 0 ? (uint32_t)pipes : 0;
 }
 
 /* Wait (bounded by the call's deadline) for a connection. */

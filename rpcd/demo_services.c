@@ -226,10 +226,19 @@ static int stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
     dctx_rpc_server_stats s;
     dctx_rpc_server_stats_get(r->server, &s);
     uint64_t pushed = 0;
+    struct text hops = {0}; /* each next hop: is it reached, how did calls to it end */
     for (int i = 0; i < r->n_next; i++) {
         dctx_rpc_channel_stats cs;
         dctx_rpc_channel_stats_get(r->next[i], &cs);
         pushed += cs.cancels_pushed;
+        uint64_t failed = 0;
+        for (int c = 1; c <= DCTX_CODE_MAX; c++)
+            failed += cs.by_code[c];
+        text_addf(&hops, "%s{\"url\":\"%s\",\"connected\":%s,\"calls\":%llu,\"ok\":%llu,"
+                  "\"failed\":%llu,\"unavailable\":%llu}",
+                  i ? "," : "", r->next_url[i], cs.connections > 0 ? "true" : "false",
+                  (unsigned long long)cs.calls, (unsigned long long)cs.by_code[DCTX_OK],
+                  (unsigned long long)failed, (unsigned long long)cs.by_code[DCTX_UNAVAILABLE]);
     }
     struct text out = {0};
     text_addf(&out, "{\"name\":\"%s\",\"calls\":{", r->name);
@@ -245,7 +254,8 @@ static int stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
               "},\"in_flight\":%llu,\"cancels_received\":%llu,\"cancels_pushed\":%llu,"
               "\"peers_lost\":%llu,\"bad_frames\":%llu,\"uptime_s\":%.3f,"
               "\"calls_received\":%llu,\"expired_in_queue\":%llu,"
-              "\"cancel_outcomes\":{\"stopped\":%llu,\"prevented\":%llu,\"too_late\":%llu}}",
+              "\"cancel_outcomes\":{\"stopped\":%llu,\"prevented\":%llu,\"too_late\":%llu},"
+              "\"next\":[",
               (unsigned long long)s.in_flight, (unsigned long long)s.cancels_received,
               (unsigned long long)pushed, (unsigned long long)s.peers_lost,
               (unsigned long long)s.bad_frames, (dctx_now() - r->started_ns) / 1e9,
@@ -253,6 +263,9 @@ static int stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
               (unsigned long long)s.cancel_outcomes[DCTX_RPC_CANCEL_STOPPED],
               (unsigned long long)s.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED],
               (unsigned long long)s.cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE]);
+    text_add(&out, hops.buf, hops.len); /* whole: text_addf cuts at 1 KiB */
+    text_add(&out, "]}", 2);
+    free(hops.buf);
     return reply_text(reply, &out);
 }
 

@@ -95,6 +95,14 @@ stats=$(call "$(url C)" /dctx.Admin/Stats | tail -n +2)
 for key in calls in_flight cancels_received cancels_pushed peers_lost bad_frames uptime_s; do
     check "Stats has \"$key\"" bash -c "grep -q '\"$key\":' <<<'$stats'"
 done
+check "C's Stats lists no next hop" bash -c "grep -q '\"next\":\[\]}' <<<'$stats'"
+stats=$(call "$(url B)" /dctx.Admin/Stats | tail -n +2)
+check "B's Stats says its next hop C is connected and has answered" \
+    bash -c "grep -q '\"next\":\[{\"url\":\"$(url C)\",\"connected\":true,\"calls\":[1-9][0-9]*,\"ok\":[1-9]' <<<'$stats'"
+serve D nobody # its next hop never comes up
+stats=$(call "$(url D)" /dctx.Admin/Stats | tail -n +2)
+check "D's Stats says its next hop is not connected" \
+    bash -c "grep -q '\"next\":\[{\"url\":\"$(url nobody)\",\"connected\":false,' <<<'$stats'"
 
 # --- bench
 json=$(timeout 60 "$rpcd" bench "$(url C)" /dctx.demo.Demo/Echo --concurrency 8 --calls 2000 2>/dev/null)

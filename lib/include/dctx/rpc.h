@@ -205,6 +205,8 @@ typedef struct dctx_rpc_channel_stats {
     uint64_t not_sent_budget;            /* refused before sending: budget under the minimum */
     uint64_t cancels_pushed;
     uint64_t cancel_outcomes[6];         /* by enum dctx_rpc_cancel_outcome */
+    uint32_t connections;                /* connections up now (0: the server is not
+                                            reached; the channel keeps redialing) */
 } dctx_rpc_channel_stats;
 
 DCTX_API void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *out);
