@@ -70,7 +70,8 @@ void dctx__io_pool_fini(struct dctx__io_pool *pool);
 
 /* Pack f into a new message. Returns 0 or DCTX_RESOURCE_EXHAUSTED. */
 int dctx__frame_pack(const Dctx__Wire__Frame *f, nng_msg **out);
-/* Unpack a message's body; NULL if it is not a well-formed Frame. */
+/* Unpack a message's body (into one block, rpc_io.c); NULL if it is not a
+ * well-formed Frame. Free it with dctx__frame_free only. */
 Dctx__Wire__Frame *dctx__frame_unpack(nng_msg *m);
 void dctx__frame_free(Dctx__Wire__Frame *f);
 
