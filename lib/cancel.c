@@ -180,36 +180,36 @@ static void mark_done(struct dctx__cancel *c, struct cascade *k)
         dctx__timer_remove((struct dctx__timer *)c);
 }
 
+/* The first entry of a list (its lock held), unlinked; a child node is
+ * marked TAKEN_BY_CANCEL under that lock. NULL if the list is empty. */
+static struct dctx__link *take_first(struct dctx__link *list)
+{
+    struct dctx__link *l = list->next;
+    if (l == list)
+        return NULL;
+    dctx__list_unlink(l);
+    if (l->kind == DCTX__LINK_NODE)
+        atomic_store_explicit(&dctx__container_of(l, struct dctx__cancel, sibling)->joined,
+                              DCTX__TAKEN_BY_CANCEL, memory_order_release);
+    return l;
+}
+
 /* Take one entry off t's lists (t locked): the main list first, then the
- * shards in order. A child node is marked TAKEN_BY_CANCEL under the lock
- * of its list. NULL once every list is empty: t is done, so no attach
+ * shards in order. NULL once every list is empty: t is done, so no attach
  * adds to them again. */
 static struct dctx__link *take_any(struct dctx__cancel *t)
 {
-    struct dctx__link *l = t->children.next;
-    if (l != &t->children) {
-        dctx__list_unlink(l);
-        if (l->kind == DCTX__LINK_NODE)
-            atomic_store_explicit(&dctx__container_of(l, struct dctx__cancel, sibling)->joined,
-                                  DCTX__TAKEN_BY_CANCEL, memory_order_release);
-        return l;
-    }
+    struct dctx__link *l = take_first(&t->children);
     struct dctx__shard *shards = atomic_load_explicit(&t->shards, memory_order_relaxed);
-    while (shards != NULL && t->shards_done < DCTX__SHARDS) {
+    while (l == NULL && shards != NULL && t->shards_done < DCTX__SHARDS) {
         struct dctx__shard *s = &shards[t->shards_done];
         dctx__lock_acquire(&s->lock);
-        l = s->children.next;
-        if (l != &s->children) {
-            dctx__list_unlink(l);
-            atomic_store_explicit(&dctx__container_of(l, struct dctx__cancel, sibling)->joined,
-                                  DCTX__TAKEN_BY_CANCEL, memory_order_release);
-            dctx__lock_release(&s->lock);
-            return l;
-        }
+        l = take_first(&s->children);
         dctx__lock_release(&s->lock);
-        t->shards_done++;
+        if (l == NULL)
+            t->shards_done++;
     }
-    return NULL;
+    return l;
 }
 
 /* Act on an entry taken off a locked node's lists. A child node comes back

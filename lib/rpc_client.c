@@ -621,7 +621,8 @@ static void cancel_io_done(void *owner, struct dctx__io *io, int rv)
 /* Send the Cancel frame: the token, the cause, and how long the callee
  * must remember it in case the call has not arrived yet. The caller has
  * counted the cancel in the channel's in_flight (while the call itself
- * was still counted there, so the channel could not be freed meanwhile). */
+ * was still counted there, so the channel could not be freed meanwhile).
+ * cause_msg is already cut to the wire limit. */
 static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
 {
     dctx_rpc_channel *ch = call->ch;
@@ -631,10 +632,7 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     c.cancel_token.len = sizeof call->token;
     c.has_code = 1;
     c.code = (uint32_t)cause;
-    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
-    snprintf(msg, sizeof msg, "%s", cause_msg != NULL ? cause_msg : "");
-    dctx__utf8_cut(msg, DCTX_WIRE_MESSAGE_BYTES_MAX);
-    c.message = msg;
+    c.message = (char *)cause_msg;
     c.has_budget_us = 1;
     int64_t left = call->deadline_ns - dctx_now();
     c.budget_us = call->deadline_ns == DCTX_DEADLINE_NONE ? TOMBSTONE_NO_DEADLINE_US
@@ -660,7 +658,7 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
         dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
                              .method = call->method,
                              .code = cause,
-                             .message = msg};
+                             .message = cause_msg};
         ch->opts.on_event(ch->opts.event_arg, &ev);
     }
     atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
@@ -694,6 +692,7 @@ static void context_done(void *arg)
     int cause = live ? dctx_cause(call->ctx, &msg) : 0;
     char text[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
     snprintf(text, sizeof text, "%s", msg != NULL ? msg : "");
+    dctx__utf8_cut(text, DCTX_WIRE_MESSAGE_BYTES_MAX); /* as the wire allows */
     pthread_mutex_unlock(&call->mu);
     /* The frame first, then our own end: the callee is waiting on the
      * frame, and aborting the aio costs a wake-up (the caller's thread). */
