@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "samples.h"
+
 #define MS_NS INT64_C(1000000)
 
 /* Samples, shared by the sender and the receiving process. */
@@ -63,32 +65,12 @@ static void fail(const char *fmt, ...)
     exit(1);
 }
 
-static void sleep_ns(int64_t ns)
-{
-    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static double pct_us(const int64_t *s, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(p * (double)n);
-    return (double)s[i < n ? i : n - 1] / 1e3;
-}
-
 static void report(const char *kind, int64_t *xs, size_t n)
 {
-    qsort(xs, n, sizeof *xs, cmp_i64);
+    samples_sort(xs, n);
     printf("oneway kind=%s n=%zu p50_us=%.1f p90_us=%.1f p99_us=%.1f min_us=%.1f\n", kind, n,
-           pct_us(xs, n, .5), pct_us(xs, n, .9), pct_us(xs, n, .99), pct_us(xs, n, 0));
+           samples_pct_us(xs, n, .5), samples_pct_us(xs, n, .9), samples_pct_us(xs, n, .99),
+           samples_pct_us(xs, n, 0));
     fflush(stdout);
 }
 
@@ -103,7 +85,7 @@ static void record(struct shared *sh, int64_t sent)
 static void await_sample(struct shared *sh, long i)
 {
     for (int k = 0; k < 20000 && atomic_load(&sh->got) <= i; k++)
-        sleep_ns(100 * 1000);
+        samples_sleep_ns(100 * 1000);
     if (atomic_load(&sh->got) <= i)
         fail("sample %ld never arrived", i);
 }
@@ -111,7 +93,7 @@ static void await_sample(struct shared *sh, long i)
 static void await_ready(struct shared *sh)
 {
     for (int k = 0; k < 5000 && !atomic_load(&sh->ready); k++)
-        sleep_ns(1000 * 1000);
+        samples_sleep_ns(1000 * 1000);
     if (!atomic_load(&sh->ready))
         fail("the receiver did not start");
 }
@@ -156,8 +138,8 @@ static void rep_receiver(struct shared *sh, const char *url, long n)
     atomic_store(&sh->ready, 1);
     nng_ctx_recv(r.ctx, r.aio);
     while (atomic_load(&sh->got) < n)
-        sleep_ns(10 * MS_NS);
-    sleep_ns(20 * MS_NS); /* the last reply */
+        samples_sleep_ns(10 * MS_NS);
+    samples_sleep_ns(20 * MS_NS); /* the last reply */
     nng_close(s);
     nng_aio_free(r.aio);
 }
@@ -169,7 +151,7 @@ static void rep_sender(struct shared *sh, const char *url, long n, int64_t delay
         fail("nng REQ to %s", url);
     nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 2000);
     for (long i = 0; i < n; i++) {
-        sleep_ns(delay);
+        samples_sleep_ns(delay);
         nng_msg *m;
         int64_t t0 = dctx_now();
         if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, &t0, sizeof t0) != 0 ||
@@ -229,7 +211,7 @@ static void stream_receiver(struct shared *sh, const char *url, long n)
     st.conn = nng_aio_get_output(acc, 0);
     stream_post(&st);
     while (atomic_load(&sh->got) < n)
-        sleep_ns(10 * MS_NS);
+        samples_sleep_ns(10 * MS_NS);
     nng_stream_close(st.conn);
     nng_aio_stop(st.aio);
     nng_stream_free(st.conn);
@@ -250,7 +232,7 @@ static void stream_sender(struct shared *sh, const char *url, long n, int64_t de
         fail("nng stream dial %s", url);
     nng_stream *c = nng_aio_get_output(aio, 0);
     for (long i = 0; i < n; i++) {
-        sleep_ns(delay);
+        samples_sleep_ns(delay);
         int64_t t0 = dctx_now();
         nng_iov iov = {.iov_buf = &t0, .iov_len = sizeof t0};
         nng_aio_set_iov(aio, 1, &iov);
@@ -304,7 +286,7 @@ static void socket_sender(struct shared *sh, int port, long n, int64_t delay)
         fail("socket connect to port %d", port);
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     for (long i = 0; i < n; i++) {
-        sleep_ns(delay);
+        samples_sleep_ns(delay);
         int64_t t0 = dctx_now();
         if (write(s, &t0, sizeof t0) != (ssize_t)sizeof t0)
             fail("socket write");
@@ -346,7 +328,7 @@ static void run_pair(enum kind k, int port, long n, int64_t delay)
         fail("fork");
     if (sender == 0) {
         await_ready(sh);
-        sleep_ns(50 * MS_NS);
+        samples_sleep_ns(50 * MS_NS);
         if (k == NNG_REP) {
             snprintf(url, sizeof url, "tcp://127.0.0.1:%d", port);
             rep_sender(sh, url, n, delay);
@@ -395,7 +377,7 @@ static void run_wake(long n, int64_t delay)
         pthread_t t;
         if (pthread_create(&t, NULL, wait_thread, &w) != 0)
             fail("pthread_create");
-        sleep_ns(delay);
+        samples_sleep_ns(delay);
         int64_t t0 = dctx_now();
         dctx_cancel(w.ctx);
         pthread_join(t, NULL);

@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "alloc_count.h"
+#include "samples.h"
 
 #define MSG_SIZE 64
 #define MS_NS INT64_C(1000000)
@@ -68,44 +69,19 @@ static void fail(const char *fmt, ...)
     exit(1);
 }
 
-static void sleep_ns(int64_t ns)
-{
-    struct timespec ts = {ns / S_NS, ns % S_NS};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest rank of a sorted array, as nngbench's pct_us; in us. */
-static double pct_us(const int64_t *s, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(p * (double)n + 0.999999999);
-    if (i > 0)
-        i--;
-    if (i >= n)
-        i = n - 1;
-    return (double)s[i] / 1e3;
-}
-
 /* Sort xs and print " n= p50_us= p90_us= p99_us= p999_us= max_us= mean_us= min_us=". */
 static void print_dist(const char *prefix, int64_t *xs, size_t n)
 {
     double sum = 0;
-    qsort(xs, n, sizeof *xs, cmp_i64);
+    samples_sort(xs, n);
     for (size_t i = 0; i < n; i++)
         sum += (double)xs[i];
     printf(" %sn=%zu %sp50_us=%.1f %sp90_us=%.1f %sp99_us=%.1f %sp999_us=%.1f %smax_us=%.1f "
            "%smean_us=%.1f %smin_us=%.1f",
-           prefix, n, prefix, pct_us(xs, n, .50), prefix, pct_us(xs, n, .90), prefix,
-           pct_us(xs, n, .99), prefix, pct_us(xs, n, .999), prefix, pct_us(xs, n, 1.0), prefix,
-           n ? sum / (double)n / 1e3 : 0.0, prefix, pct_us(xs, n, 0));
+           prefix, n, prefix, samples_pct_us(xs, n, .50), prefix, samples_pct_us(xs, n, .90),
+           prefix, samples_pct_us(xs, n, .99), prefix, samples_pct_us(xs, n, .999), prefix,
+           samples_pct_us(xs, n, 1.0), prefix, n ? sum / (double)n / 1e3 : 0.0, prefix,
+           samples_pct_us(xs, n, 0));
 }
 
 /* A field of /proc/self/status (or /proc/PID/status) in kB; -1 if absent. */
@@ -599,10 +575,10 @@ static int run_tput(const char *url, int conc, double secs, const struct opts *o
     /* 0.5 s warm-up (not counted), then count completions for secs. */
     for (int i = 0; i < conc; i++)
         caller_send(&w[i]);
-    sleep_ns(secs >= 1 ? 500 * MS_NS : 100 * MS_NS);
+    samples_sleep_ns(secs >= 1 ? 500 * MS_NS : 100 * MS_NS);
     int64_t t0 = dctx_now();
     atomic_store_explicit(&tput_measuring, 1, memory_order_release);
-    sleep_ns((int64_t)(secs * 1e9));
+    samples_sleep_ns((int64_t)(secs * 1e9));
     atomic_store_explicit(&tput_measuring, 0, memory_order_release);
     int64_t t1 = dctx_now();
     atomic_store_explicit(&tput_stop, 1, memory_order_release);
@@ -712,7 +688,7 @@ static int run_cancel(const char *url, int hops, size_t n, const struct opts *o)
         dctx_rpc_handle *call = NULL;
         must(dctx_rpc_call_start(ch, ctx, M_BLOCK, &id, sizeof id, no_op_done, NULL, &call),
              "dctx_rpc_call_start");
-        sleep_ns(o->delay_ns);
+        samples_sleep_ns(o->delay_ns);
         __atomic_store_n(&last_push_ns, 0, __ATOMIC_RELEASE);
         int64_t t0 = dctx_now();
         dctx_cancel(ctx);
@@ -784,9 +760,9 @@ static int run_cancel(const char *url, int hops, size_t n, const struct opts *o)
                 snprintf(name, sizeof name, "wake");
             else
                 snprintf(name, sizeof name, "%s%d", j % 2 ? "net" : "push", (j + 1) / 2);
-            qsort(legs[j], nleg, sizeof *legs[j], cmp_i64);
-            printf(" %s_p50_us=%.1f %s_p99_us=%.1f", name, pct_us(legs[j], nleg, .5), name,
-                   pct_us(legs[j], nleg, .99));
+            samples_sort(legs[j], nleg);
+            printf(" %s_p50_us=%.1f %s_p99_us=%.1f", name, samples_pct_us(legs[j], nleg, .5),
+                   name, samples_pct_us(legs[j], nleg, .99));
         }
         printf("\n");
     }
@@ -859,10 +835,10 @@ static int run_deadline(const char *url, size_t n, int hops, const struct opts *
         printf("deadline-hop%d url=%s hops=%d%s timeout_ms=1000", h + 1, url, nh,
                h == nh - 1 ? " leaf=1" : "");
         print_dist("drift_", drift[h], n);
-        qsort(budget[h], n, sizeof *budget[h], cmp_i64);
-        qsort(arrive[h], n, sizeof *arrive[h], cmp_i64);
-        printf(" budget_p50_us=%.1f arrive_p50_us=%.1f\n", pct_us(budget[h], n, .5),
-               pct_us(arrive[h], n, .5));
+        samples_sort(budget[h], n);
+        samples_sort(arrive[h], n);
+        printf(" budget_p50_us=%.1f arrive_p50_us=%.1f\n",
+               samples_pct_us(budget[h], n, .5), samples_pct_us(arrive[h], n, .5));
     }
     fflush(stdout);
     for (int h = 0; h < 16; h++) {
@@ -919,7 +895,7 @@ static struct srv_stats wait_in_flight(dctx_rpc_channel *adm, long want, bool at
     int64_t until = dctx_now() + timeout_ns;
     struct srv_stats s = stats_of(adm);
     while ((at_least ? s.in_flight < want : s.in_flight != want) && dctx_now() < until) {
-        sleep_ns(20 * MS_NS);
+        samples_sleep_ns(20 * MS_NS);
         s = stats_of(adm);
     }
     return s;
@@ -940,7 +916,7 @@ static int run_inflight(const char *url, long n, const struct opts *o)
     memset(buf, 'x', sizeof buf);
     for (int i = 0; i < 1000; i++)
         must(dctx_rpc_call_raw(ch, NULL, M_ECHO, buf, sizeof buf, NULL), "warm-up Echo");
-    sleep_ns(100 * MS_NS);
+    samples_sleep_ns(100 * MS_NS);
     struct srv_stats idle = wait_in_flight(adm, 0, false, 5 * S_NS);
     atomic_store(&held_ended, 0);
     int64_t t0 = dctx_now();
@@ -953,7 +929,7 @@ static int run_inflight(const char *url, long n, const struct opts *o)
     if (full.in_flight < n)
         fail("the server has %ld calls in flight, not %ld (%ld ended)", full.in_flight, n,
              atomic_load(&held_ended));
-    sleep_ns(200 * MS_NS); /* let the last ones settle */
+    samples_sleep_ns(200 * MS_NS); /* let the last ones settle */
     full = stats_of(adm);
     long ended_early = atomic_load(&held_ended);
     dctx_rpc_channel_close(ch); /* the server cancels them: caller lost */

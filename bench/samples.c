@@ -1,0 +1,38 @@
+/*
+ * samples.c - see samples.h.
+ */
+#include "samples.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+void samples_sleep_ns(int64_t ns)
+{
+    struct timespec ts = {ns / 1000000000, ns % 1000000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void samples_sort(int64_t *xs, size_t n)
+{
+    qsort(xs, n, sizeof *xs, cmp_i64);
+}
+
+double samples_pct_us(const int64_t *sorted, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)n + 0.999999999);
+    if (i > 0)
+        i--;
+    if (i >= n)
+        i = n - 1;
+    return (double)sorted[i] / 1e3;
+}
