@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,9 +49,11 @@
 
 /* Samples, shared by the sender and the receiving process. */
 struct shared {
-    atomic_long got;   /* samples taken by the receiver */
-    atomic_int ready;  /* the receiver is listening */
-    int64_t ns[];      /* receive time - send time, per sample */
+    atomic_long got;         /* samples taken by the receiver */
+    atomic_int ready;        /* the receiver is listening */
+    atomic_int sender_done;  /* the sender exited: the receiver stops waiting */
+    long cap;                /* room in ns */
+    int64_t ns[];            /* receive time - send time, per sample */
 };
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -77,6 +80,8 @@ static void report(const char *kind, int64_t *xs, size_t n)
 static void record(struct shared *sh, int64_t sent)
 {
     long i = atomic_load(&sh->got);
+    if (i >= sh->cap)
+        return; /* only the sender's n messages are timed */
     sh->ns[i] = dctx_now() - sent;
     atomic_store(&sh->got, i + 1);
 }
@@ -137,7 +142,7 @@ static void rep_receiver(struct shared *sh, const char *url, long n)
         fail("nng REP on %s", url);
     atomic_store(&sh->ready, 1);
     nng_ctx_recv(r.ctx, r.aio);
-    while (atomic_load(&sh->got) < n)
+    while (atomic_load(&sh->got) < n && !atomic_load(&sh->sender_done))
         samples_sleep_ns(10 * MS_NS);
     samples_sleep_ns(20 * MS_NS); /* the last reply */
     nng_close(s);
@@ -210,7 +215,7 @@ static void stream_receiver(struct shared *sh, const char *url, long n)
         fail("nng stream accept");
     st.conn = nng_aio_get_output(acc, 0);
     stream_post(&st);
-    while (atomic_load(&sh->got) < n)
+    while (atomic_load(&sh->got) < n && !atomic_load(&sh->sender_done))
         samples_sleep_ns(10 * MS_NS);
     nng_stream_close(st.conn);
     nng_aio_stop(st.aio);
@@ -306,6 +311,7 @@ static void run_pair(enum kind k, int port, long n, int64_t delay)
         mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh == MAP_FAILED)
         fail("mmap");
+    sh->cap = n;
     char url[64];
     /* nng is used only in the two children: it may not be used across a fork. */
     pid_t pid = fork();
@@ -341,8 +347,13 @@ static void run_pair(enum kind k, int port, long n, int64_t delay)
         _exit(0);
     }
     int st;
-    if (waitpid(sender, &st, 0) != sender || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    bool sent = waitpid(sender, &st, 0) == sender && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    atomic_store(&sh->sender_done, 1);
+    if (!sent) {
+        kill(pid, SIGKILL); /* it may be blocked in accept or read */
+        waitpid(pid, &st, 0);
         fail("the sender of kind %d failed", (int)k);
+    }
     if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
         fail("the receiver of kind %d failed", (int)k);
     static const char *names[] = {"nng-rep", "nng-stream", "socket"};
