@@ -8,8 +8,10 @@
  * that a test must order; a relay stands in for a network hop whose timing
  * the test decides; a re-executed copy of this program is a server to kill.
  *
- * Tests marked "LIBRARY BUG" fail on purpose: they check a promise the
- * library does not keep yet (see the comment above each).
+ * Tests whose comment starts "Regression" pin a bug this suite found and
+ * the library has since fixed (dc7c0e7): the comment says what went wrong
+ * and what keeps it from coming back. One test, marked "nng 1.5.2 BUG",
+ * checks a bug of nng itself and is skipped unless asked for.
  *
  * What handlers and callbacks write (probes, outcomes, recorders) is
  * static, never on a test's stack: a failing test leaves before the
@@ -251,15 +253,14 @@ static void *delayed_leg_thread(void *arg)
     return NULL;
 }
 
-/* LIBRARY BUG: the budget is re-anchored when the call arrives, so the
+/* Regression: the budget is re-anchored when the call arrives, so the
  * callee's deadline is the caller's plus the transit less the reserve
  * (500 us by default). On a link slower than the reserve (50 ms here) the
- * caller's own deadline fires first, it pushes a Cancel with cause
- * DEADLINE_EXCEEDED, and the server (rpc_server.c on_cancel -> call_cancel
- * -> dctx_cancel_cause) ends the handler's context with dctx_err ==
- * DCTX_CANCELED: a handler waiting on its context does not end with
- * DEADLINE_EXCEEDED. (On a direct link the same race is lost whenever the
- * transit exceeds the reserve, e.g. under load or a sanitizer.) */
+ * caller's own deadline fires first and pushes a Cancel with cause
+ * DEADLINE_EXCEEDED. The handler's context must still end with
+ * DEADLINE_EXCEEDED, not DCTX_CANCELED: rpc_server.c call_cancel ends it
+ * as a deadline when that is the cause. (On a direct link the same race
+ * happens whenever the transit exceeds the reserve, e.g. under load.) */
 static void handler_behind_a_slow_link_ends_with_deadline_exceeded(void **state)
 {
     (void)state;
@@ -417,12 +418,12 @@ static void cancel_is_pushed_by_the_canceling_thread_before_cancel_returns(void 
     rt_ctx_release(ctx);
 }
 
-/* LIBRARY BUG: dctx_cancel returns before the after-func that pushes the
- * cancel has run (on a library thread); until it runs, the call's outcome
- * word is still DCTX_RPC_CANCEL_NONE, and dctx_rpc_handle_cancel_outcome
- * (rpc_client.c) waits only while the word is PENDING: asked right after
- * the cancel, it answers NONE ("no cancel was pushed") at once although a
- * cancel is about to be pushed. */
+/* Regression: dctx_rpc_handle_cancel_outcome asked right after
+ * dctx_cancel must wait for the cancel's answer, not answer NONE ("no
+ * cancel was pushed"). The push once ran on a library thread after
+ * dctx_cancel returned, with the outcome word still NONE; it now runs on
+ * the canceling thread inside dctx_cancel, which sets the word PENDING
+ * before the frame goes (rpc_client.c context_done). */
 static void cancel_outcome_asked_right_after_the_cancel_waits_for_the_answer(void **state)
 {
     (void)state;
@@ -956,10 +957,10 @@ static bool utf8_valid(const char *s, size_t n)
     return true;
 }
 
-/* LIBRARY BUG: a status message over DCTX_WIRE_MESSAGE_BYTES_MAX is cut
- * at a byte count (vsnprintf into a 1024-byte buffer, rpc_server.c
- * dctx_rpc_reply_set_message), which splits a multi-byte character: the
- * Reply's string field (UTF-8 by dctx.proto) arrives as invalid UTF-8. */
+/* Regression: a status message over DCTX_WIRE_MESSAGE_BYTES_MAX was cut
+ * at a byte count, inside a multi-byte character, so the Reply's string
+ * field (UTF-8 by dctx.proto) arrived as invalid UTF-8. It is now cut on a
+ * character boundary (dctx__utf8_cut in dctx_rpc_reply_set_message). */
 static void long_status_message_is_cut_to_valid_utf8(void **state)
 {
     (void)state;
@@ -986,9 +987,9 @@ static void long_status_message_is_cut_to_valid_utf8(void **state)
                  n);
 }
 
-/* LIBRARY BUG: the same for a cancel cause: the client cuts it to 1024
- * bytes (rpc_client.c push_cancel), the server to 1023 (rpc_server.c
- * on_cancel, snprintf into char[1024]), inside a 4-byte character. */
+/* Regression: the same for a cancel cause, which both the client
+ * (rpc_client.c context_done) and the server (rpc_server.c on_cancel) cut
+ * to the wire's limit: on a character boundary, not inside a 4-byte one. */
 static void long_cancel_cause_is_cut_to_valid_utf8_at_the_handler(void **state)
 {
     (void)state;
@@ -1141,12 +1142,12 @@ static void *flood_thread(void *arg)
     return NULL;
 }
 
-/* LIBRARY BUG: replies to a peer that never reads pile up, each holding a
- * pooled nng context (with the request) until REPLY_SEND_TIMEOUT_MS (5 s)
- * ends its send; the pool is one for all peers and capped (max_in_flight
- * + RECEIVERS + IO_SLACK = 11,028 by default), and once it is empty
- * on_receive (rpc_server.c) drops every incoming message, from anyone:
- * other channels' calls go unanswered until their deadlines. */
+/* Regression: replies to a peer that never reads pile up, each holding a
+ * pooled nng context until REPLY_SEND_TIMEOUT_MS (5 s) ends its send; the
+ * pool is one for all peers and capped, and once it was empty on_receive
+ * (rpc_server.c) dropped every incoming message, from anyone. Malformed
+ * frames are now dropped unanswered, so a peer flooding garbage holds no
+ * context, and other channels' calls keep being answered. */
 static void peer_flooding_garbage_without_reading_does_not_stall_the_server(void **state)
 {
     (void)state;
@@ -2158,7 +2159,7 @@ static int close_race_child(const char *url, const char *shared_path, int rounds
     return rc == 0 ? 0 : 6;
 }
 
-/* LIBRARY BUG (in nng 1.5.2, which the library is built on): closing a
+/* nng 1.5.2 BUG (the nng the library is built on): closing a
  * REQ socket while a message arrives on its ipc or tcp pipe can leave the
  * protocol's receive queued in the transport after the transport stopped
  * reading (nng #1636, fixed for tcp in 1.6.0; more close deadlocks fixed
