@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <dctx/rpc_pb.h>
+
 #include "echo.pb-c.h"
 #include "rpc_testutil.h"
 

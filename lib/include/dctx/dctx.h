@@ -50,9 +50,11 @@ extern "C" {
 #if defined(__GNUC__)
 #define DCTX_API __attribute__((visibility("default")))
 #define DCTX_NODISCARD __attribute__((warn_unused_result))
+#define DCTX_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #define DCTX_API
 #define DCTX_NODISCARD
+#define DCTX_PRINTF(fmt, args)
 #endif
 
 #define DCTX_VERSION_MAJOR 0

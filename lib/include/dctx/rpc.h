@@ -14,14 +14,25 @@
  * codes (dctx.h). URLs are nng's: inproc://name, ipc:///path,
  * tcp://host:port, tls+tcp://host:port.
  *
- * Threads: every function is thread safe. Completion callbacks and
- * handlers run on threads of the library or of nng, never inside the call
- * that started them.
+ * Threads: every function is thread safe. Completion callbacks, event
+ * hooks and handlers run on threads of the library or of nng, never on
+ * the caller's thread inside the call that started them (dctx.h's rule).
+ *
+ * Results: a dctx_rpc_result the library writes into your struct is
+ * yours, to free once with dctx_rpc_result_free; the const one a callback
+ * receives is lent to it and valid until the callback returns.
+ *
+ * Errors: functions return 0 (DCTX_OK) or a status code of dctx.h; each
+ * says which. Failures of nng are mapped to codes one way everywhere
+ * (closed, refused, reset, unreachable: DCTX_UNAVAILABLE; timed out:
+ * DCTX_DEADLINE_EXCEEDED; no memory or too big: DCTX_RESOURCE_EXHAUSTED;
+ * a bad URL or option: DCTX_INVALID_ARGUMENT; permission: PERMISSION_DENIED;
+ * failed TLS peer authentication: UNAUTHENTICATED; anything else INTERNAL).
+ *
+ * protobuf-c messages: <dctx/rpc_pb.h>.
  */
 #ifndef DCTX_RPC_H
 #define DCTX_RPC_H
-
-#include <protobuf-c/protobuf-c.h>
 
 #include <dctx/dctx.h>
 #include <dctx/wire.h>
@@ -42,6 +53,9 @@ enum dctx_rpc_cancel_outcome {
     DCTX_RPC_CANCEL_UNREACHED = 5  /* pushed; no answer came (peer gone or timed out) */
 };
 
+/* The number of cancel outcomes: the size of the stats' outcome arrays. */
+#define DCTX_RPC_CANCEL_OUTCOMES 6
+
 /* dctx_rpc_cancel_outcome_name: "none", "stopped", "prevented", "too_late",
  * "pending", "unreached"; "?" for anything else. */
 DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
@@ -49,17 +63,15 @@ DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
 /* ===== Events =====
  *
  * For logs and metrics: a channel or server can report what happens to its
- * calls. The callback runs on a library or nng thread, must be quick and
- * must not call back into the channel or server; the event and its strings
- * are valid only during it. One exception to the thread: CANCEL_PUSHED
- * is reported by the thread whose dctx_cancel (or deadline) ended the
- * call's context, inside that cancel, so the hook must not take a lock that
- * a thread may hold while it cancels a context. */
+ * calls. The callback runs on a library or nng thread (never inside a call
+ * of yours, dctx_cancel included), must be quick and must not call back
+ * into the channel or server; the event and its strings are valid only
+ * during it. */
 
 enum dctx_rpc_event_kind {
     DCTX_RPC_EVENT_CALL_START = 1,     /* server: a call was admitted */
     DCTX_RPC_EVENT_CALL_END = 2,       /* server: answered; client: ended */
-    DCTX_RPC_EVENT_CANCEL_PUSHED = 3,  /* client: a Cancel frame was sent */
+    DCTX_RPC_EVENT_CANCEL_PUSHED = 3,  /* client: a Cancel frame was handed to the connection */
     DCTX_RPC_EVENT_CANCEL_RECEIVED = 4, /* server: a Cancel frame was handled */
     DCTX_RPC_EVENT_TRACE_DROPPED = 5    /* server: a malformed traceparent was dropped */
 };
@@ -84,19 +96,23 @@ typedef void (*dctx_rpc_event_fn)(void *arg, const dctx_rpc_event *ev);
 
 /* ===== Results ===== */
 
-/* The end of a call. message is never NULL ("" when there is none);
- * payload is the response bytes (empty unless code is DCTX_OK). */
+/* The end of a call. message is never NULL ("" when there is none; at
+ * most DCTX_WIRE_MESSAGE_BYTES_MAX bytes); payload is the response bytes
+ * (empty unless code is DCTX_OK). Every function that takes a
+ * dctx_rpc_result *res to fill fills it on every path, success or not, so
+ * it is always valid to free afterwards (see "Results" above). */
 typedef struct dctx_rpc_result {
     int code;
     const char *message;
     const void *payload;
     size_t payload_len;
     int cancel_outcome;  /* enum dctx_rpc_cancel_outcome, as known at the end */
-    void *storage;       /* owned; freed by dctx_rpc_result_free */
+    void *internal;      /* the library's; do not touch */
 } dctx_rpc_result;
 
-/* dctx_rpc_result_free frees what a blocking call stored in res and
- * clears it. NULL or a cleared result is fine. */
+/* dctx_rpc_result_free frees what the library wrote into res and clears
+ * it (code DCTX_OK, message ""). NULL, a cleared result and one set to all
+ * zeros are fine; freeing a callback's lent result is not. */
 DCTX_API void dctx_rpc_result_free(dctx_rpc_result *res);
 
 /* ===== Client ===== */
@@ -104,7 +120,11 @@ DCTX_API void dctx_rpc_result_free(dctx_rpc_result *res);
 typedef struct dctx_rpc_channel dctx_rpc_channel;
 typedef struct dctx_rpc_handle dctx_rpc_handle;
 
-#define DCTX_RPC_DEFAULT_RESERVE_NS 500000LL /* 500 us */
+/* The defaults dctx_rpc_channel_options_init sets. */
+#define DCTX_RPC_DEFAULT_RESERVE_NS 500000LL              /* 500 us */
+#define DCTX_RPC_DEFAULT_CONNECT_WAIT_NS 200000000LL      /* 200 ms */
+#define DCTX_RPC_DEFAULT_RECV_MAX_BYTES ((size_t)4 << 20) /* 4 MiB, both sides */
+#define DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS 1000000000LL /* 1 s */
 
 typedef struct dctx_rpc_channel_options {
     /* Deadline and value policy for this destination (wire.h). The default
@@ -119,9 +139,11 @@ typedef struct dctx_rpc_channel_options {
      * (between 10 ms and 1 s), so a server that comes up is reached
      * within one such wait. */
     int64_t connect_wait_ns;
-    /* The largest reply accepted (NNG_OPT_RECVMAXSZ). Default 4 MiB. */
+    /* The largest reply accepted (NNG_OPT_RECVMAXSZ). Default 4 MiB; 0
+     * also means the default. */
     size_t recv_max_bytes;
-    /* How long a pushed cancel waits for its answer. Default 1 s. */
+    /* How long a pushed cancel waits for its answer. Default 1 s; 0 or
+     * less also means the default. */
     int64_t cancel_ack_timeout_ns;
     /* tls+tcp: a CA file to verify the server with, and the name it must
      * bear. NULL: the system's defaults. */
@@ -132,70 +154,84 @@ typedef struct dctx_rpc_channel_options {
     void *event_arg;
 } dctx_rpc_channel_options;
 
-/* dctx_rpc_channel_options_init fills o with the defaults. */
+/* dctx_rpc_channel_options_init fills o with the defaults (the
+ * DCTX_RPC_DEFAULT_* above; no TLS settings, no event hook). */
 DCTX_API void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o);
 
-/* dctx_rpc_channel_open makes a channel to url (opts NULL: defaults). It
- * dials in the background and redials by itself, so the server need not
- * be up yet: calls made while it is down fail with DCTX_UNAVAILABLE after
- * connect_wait_ns. Returns 0, DCTX_INVALID_ARGUMENT (a bad URL or option,
- * *out NULL) or DCTX_RESOURCE_EXHAUSTED. */
-DCTX_API int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
-                                   dctx_rpc_channel **out);
+/* dctx_rpc_channel_open makes a channel to url (opts NULL: defaults; opts
+ * and its strings are copied or read only during the call, except
+ * policy.listed, event_arg and the TLS file names, which must outlive the
+ * channel). It dials in the background and redials by itself, so the
+ * server need not be up yet: calls made while it is down fail with
+ * DCTX_UNAVAILABLE after connect_wait_ns. On success *out is the channel,
+ * to close with dctx_rpc_channel_close. Returns 0, DCTX_INVALID_ARGUMENT
+ * (url or out NULL, a bad URL, scheme or TLS option), or
+ * DCTX_RESOURCE_EXHAUSTED (no memory), with *out NULL; or another code
+ * nng's failure maps to (see Errors). Never blocks on the network. */
+DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open(const char *url,
+                                                  const dctx_rpc_channel_options *opts,
+                                                  dctx_rpc_channel **out);
 
 /* dctx_rpc_channel_close ends every call in flight (DCTX_UNAVAILABLE),
  * waits for their callbacks, and frees the channel. Calls must not be
- * started on it during or after the close. NULL is fine. */
+ * started on it during or after the close. Blocks: for the callbacks, for
+ * pushed cancels to reach the server (at most 250 ms) and for nng to
+ * close the socket (at most 500 ms more; past that the socket is left to
+ * nng, nng #1543). Must not be called from a completion callback or event
+ * hook of the same channel. NULL is fine. */
 DCTX_API void dctx_rpc_channel_close(dctx_rpc_channel *ch);
 
-/* dctx_rpc_call_raw calls method with req_len bytes of req, blocking until
- * the reply, the context's end, or a failure. ctx NULL means Background.
- * Returns the status code, DCTX_OK on success; if res is not NULL it gets
- * the whole result, to free with dctx_rpc_result_free. Codes from here, on
- * top of the server's: DCTX_CANCELED or DCTX_DEADLINE_EXCEEDED (the
+/* dctx_rpc_call_raw calls method with req_len bytes of req (borrowed for
+ * the call), blocking until the reply, the context's end, or a failure.
+ * ctx NULL means Background; ctx is borrowed. Returns the status code,
+ * DCTX_OK on success; res (may be NULL) is filled on every path with the
+ * whole result, to free with dctx_rpc_result_free. Codes from here, on top
+ * of the server's own: DCTX_CANCELED or DCTX_DEADLINE_EXCEEDED (the
  * context ended; a cancel was pushed; DEADLINE_EXCEEDED also when it was
- * canceled with a deadline as its cause), DCTX_DEADLINE_EXCEEDED (the budget
- * is gone or under the channel's minimum: not sent), DCTX_UNAVAILABLE (no
- * connection, or it broke), DCTX_INVALID_ARGUMENT, DCTX_RESOURCE_EXHAUSTED
- * (limits of wire.h, named in the message). */
+ * canceled with a deadline as its cause), DCTX_DEADLINE_EXCEEDED (the
+ * budget is gone or under the channel's minimum: not sent),
+ * DCTX_UNAVAILABLE (no connection within connect_wait_ns, it broke, or the
+ * channel closed), DCTX_INVALID_ARGUMENT (ch NULL, a bad method name, req
+ * NULL with req_len > 0, or values that break a limit of wire.h),
+ * DCTX_RESOURCE_EXHAUSTED (no memory, a request or reply over the size
+ * limits, or too many values), DCTX_INTERNAL (a malformed reply); the
+ * message names the cause. */
 DCTX_API int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method,
                                const void *req, size_t req_len, dctx_rpc_result *res);
 
-/* dctx_rpc_call calls method with a protobuf-c message and unpacks the
- * response with resp_desc into *resp (free it with
- * protobuf_c_message_free_unpacked; NULL unless DCTX_OK). res as above. */
-DCTX_API int dctx_rpc_call(dctx_rpc_channel *ch, dctx *ctx, const char *method,
-                           const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
-                           ProtobufCMessage **resp, dctx_rpc_result *res);
-
-/* A completion callback: res and its strings are valid only during it. */
+/* A completion callback: res and its strings are lent to it, valid until
+ * it returns (to keep them, copy them). */
 typedef void (*dctx_rpc_done_fn)(void *arg, const dctx_rpc_result *res);
 
-/* dctx_rpc_call_start starts an asynchronous call. Returns 0, and then done
- * runs exactly once, on another thread; or returns a code (as
- * dctx_rpc_call_raw does for failures found before sending) and done never
- * runs. If out is not NULL it gets a handle for dctx_rpc_handle_wait and
- * dctx_rpc_handle_cancel_outcome, to release with dctx_rpc_handle_release. */
+/* dctx_rpc_call_start starts an asynchronous call; ctx is retained until
+ * done has run, req is copied. Returns 0, and then done (may be NULL) runs
+ * exactly once, on a library or nng thread; or returns a code (those of
+ * dctx_rpc_call_raw for failures found before sending) and done never
+ * runs. If out is not NULL it gets a handle (NULL on failure), to release
+ * with dctx_rpc_handle_release. Never blocks on the network, but waits up
+ * to connect_wait_ns for a connection when there is none. */
 DCTX_API int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method,
                                  const void *req, size_t req_len, dctx_rpc_done_fn done,
                                  void *arg, dctx_rpc_handle **out);
 
 /* dctx_rpc_handle_wait waits up to timeout_ns (< 0: forever) for the call to
- * end (after its callback returned). True if it has. */
+ * end (after its callback returned). True if it has; false for NULL. */
 DCTX_API bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns);
 
 /* dctx_rpc_handle_result waits for the call to end and returns its status
- * code; if res is not NULL it gets a copy of the whole result, to free with
- * dctx_rpc_result_free. */
+ * code; res (may be NULL) is filled with a copy of the whole result, to
+ * free with dctx_rpc_result_free. DCTX_INVALID_ARGUMENT for a NULL call
+ * (res filled so too). Blocks. */
 DCTX_API int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res);
 
-/* dctx_rpc_handle_cancel_outcome waits up to timeout_ns for the answer to a
- * pushed cancel, and returns what it did (DCTX_RPC_CANCEL_NONE if no
- * cancel was pushed; PENDING if the wait ran out first). */
+/* dctx_rpc_handle_cancel_outcome waits up to timeout_ns (< 0: forever) for
+ * the answer to a pushed cancel, and returns what it did
+ * (DCTX_RPC_CANCEL_NONE if no cancel was pushed or call is NULL; PENDING if
+ * the wait ran out first). */
 DCTX_API int dctx_rpc_handle_cancel_outcome(dctx_rpc_handle *call, int64_t timeout_ns);
 
 /* dctx_rpc_handle_release drops the handle; the call goes on if it has not
- * ended. NULL is fine. */
+ * ended. NULL is fine. Never blocks. */
 DCTX_API void dctx_rpc_handle_release(dctx_rpc_handle *call);
 
 /* Counters of a channel since it opened. */
@@ -204,11 +240,14 @@ typedef struct dctx_rpc_channel_stats {
     uint64_t by_code[DCTX_CODE_MAX + 1]; /* ended, by status code */
     uint64_t not_sent_budget;            /* refused before sending: budget under the minimum */
     uint64_t cancels_pushed;
-    uint64_t cancel_outcomes[6];         /* by enum dctx_rpc_cancel_outcome */
+    uint64_t cancel_outcomes[DCTX_RPC_CANCEL_OUTCOMES]; /* by enum dctx_rpc_cancel_outcome */
     uint32_t connections;                /* connections up now (0: the server is not
                                             reached; the channel keeps redialing) */
 } dctx_rpc_channel_stats;
 
+/* dctx_rpc_channel_stats_get fills *out with ch's counters now (each read
+ * atomically; together they are a snapshot only when nothing is in
+ * flight). Never blocks. */
 DCTX_API void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *out);
 
 /* ===== Server ===== */
@@ -216,17 +255,25 @@ DCTX_API void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_
 typedef struct dctx_rpc_server dctx_rpc_server;
 typedef struct dctx_rpc_reply dctx_rpc_reply;
 
+/* The defaults dctx_rpc_server_options_init sets. */
+#define DCTX_RPC_DEFAULT_WORKERS 4
+#define DCTX_RPC_DEFAULT_MAX_IN_FLIGHT 10000
+#define DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS 5000000000LL /* 5 s */
+
 typedef struct dctx_rpc_server_options {
-    int workers;              /* handler threads; default 4 */
-    int max_in_flight;        /* calls queued or running; beyond: RESOURCE_EXHAUSTED. Default 10000 */
-    size_t recv_max_bytes;    /* largest call accepted (NNG_OPT_RECVMAXSZ). Default 4 MiB */
-    int64_t max_budget_ns;    /* cap on a call's deadline; 0: none. Default 0 */
-    int64_t shutdown_grace_ns;/* how long close waits for canceled handlers. Default 5 s */
+    int workers;              /* handler threads, >= 1 */
+    int max_in_flight;        /* calls queued or running, >= 1; beyond: RESOURCE_EXHAUSTED */
+    size_t recv_max_bytes;    /* largest call accepted (NNG_OPT_RECVMAXSZ); 0: the default */
+    int64_t max_budget_ns;    /* cap on a call's deadline; 0: none (the default) */
+    int64_t shutdown_grace_ns;/* how long close waits for canceled handlers */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
     dctx_rpc_event_fn on_event;    /* optional event hook (see Events) */
     void *event_arg;
 } dctx_rpc_server_options;
 
+/* dctx_rpc_server_options_init fills o with the defaults: the
+ * DCTX_RPC_DEFAULT_* above, DCTX_RPC_DEFAULT_RECV_MAX_BYTES, no budget cap,
+ * no TLS, no event hook. */
 DCTX_API void dctx_rpc_server_options_init(dctx_rpc_server_options *o);
 
 /* A handler gets the rebuilt context (done when the caller cancels, its
@@ -238,21 +285,38 @@ DCTX_API void dctx_rpc_server_options_init(dctx_rpc_server_options *o);
 typedef int (*dctx_rpc_handler_fn)(void *arg, dctx *ctx, const void *req, size_t req_len,
                                    dctx_rpc_reply *reply);
 
-/* Set the response bytes (copied). Returns 0 or DCTX_RESOURCE_EXHAUSTED. */
+/* dctx_rpc_reply_set_payload sets the response bytes (a copy; a second
+ * call replaces the first). Returns 0 or DCTX_RESOURCE_EXHAUSTED (the
+ * reply is unchanged). Only during the handler. */
 DCTX_API int dctx_rpc_reply_set_payload(dctx_rpc_reply *reply, const void *data, size_t len);
-/* Set the status message (printf-style; cut at DCTX_WIRE_MESSAGE_BYTES_MAX). */
+
+/* dctx_rpc_reply_set_message sets the status message, printf-style, cut
+ * at DCTX_WIRE_MESSAGE_BYTES_MAX bytes on a UTF-8 character boundary.
+ * Only during the handler. */
 DCTX_API void dctx_rpc_reply_set_message(dctx_rpc_reply *reply, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    DCTX_PRINTF(2, 3);
 
-DCTX_API int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **out);
+/* dctx_rpc_server_open makes a server that is not listening or started
+ * yet (opts NULL: defaults; opts is copied, but its strings and event_arg
+ * must outlive the server). On success *out is the server, to close with
+ * dctx_rpc_server_close. Returns 0, DCTX_INVALID_ARGUMENT (out NULL, or an
+ * option out of range: workers or max_in_flight under 1, a negative
+ * max_budget_ns) or DCTX_RESOURCE_EXHAUSTED, with *out NULL. Never blocks. */
+DCTX_API DCTX_NODISCARD int dctx_rpc_server_open(const dctx_rpc_server_options *opts,
+                                                 dctx_rpc_server **out);
 
-/* Listen on url; may be called for several URLs, before or after start.
- * Returns 0, DCTX_INVALID_ARGUMENT (bad URL) or DCTX_UNAVAILABLE (the
- * address is taken or cannot be bound; the message is logged by nng). */
+/* dctx_rpc_server_listen listens on url; may be called for several URLs,
+ * before or after start. Returns 0, DCTX_INVALID_ARGUMENT (s or url NULL,
+ * a bad URL or scheme, a TLS listener without a usable certificate),
+ * DCTX_UNAVAILABLE (the address is taken or cannot be bound),
+ * DCTX_PERMISSION_DENIED or DCTX_RESOURCE_EXHAUSTED. Never blocks. */
 DCTX_API int dctx_rpc_server_listen(dctx_rpc_server *s, const char *url);
 
-/* Register a handler for a method name; before start. Returns 0,
- * DCTX_INVALID_ARGUMENT or DCTX_ALREADY_EXISTS. */
+/* dctx_rpc_server_register registers fn for a method name (copied),
+ * before start; arg is passed to every call and must outlive the server.
+ * Returns 0, DCTX_INVALID_ARGUMENT (NULL, started, or a name that is not
+ * "/..." of 2..DCTX_WIRE_METHOD_BYTES_MAX bytes), DCTX_ALREADY_EXISTS or
+ * DCTX_RESOURCE_EXHAUSTED. Not thread safe against start. */
 DCTX_API int dctx_rpc_server_register(dctx_rpc_server *s, const char *method,
                                       dctx_rpc_handler_fn fn, void *arg);
 
@@ -262,23 +326,18 @@ DCTX_API int dctx_rpc_server_register(dctx_rpc_server *s, const char *method,
                               to a worker (cheaper and faster; a handler that blocks
                               here stops the server from receiving) */
 
-/* dctx_rpc_server_register with flags (DCTX_RPC_INLINE). */
+/* dctx_rpc_server_register with flags (DCTX_RPC_INLINE; any other bit is
+ * DCTX_INVALID_ARGUMENT). */
 DCTX_API int dctx_rpc_server_register_flags(dctx_rpc_server *s, const char *method,
                                             dctx_rpc_handler_fn fn, void *arg, unsigned flags);
 
-/* Register every method of a protobuf-c service ("/package.Service/Name").
- * Its methods get the call's context from dctx_rpc_service_context and may
- * set a failing status with dctx_rpc_service_fail; calling the closure
- * with a message answers OK with it. */
-DCTX_API int dctx_rpc_server_register_service(dctx_rpc_server *s, ProtobufCService *service);
-
-/* For protobuf-c service methods: the context of the call being served on
- * this thread (NULL outside one), and a way to fail it with a status. */
-DCTX_API dctx *dctx_rpc_service_context(void);
-DCTX_API void dctx_rpc_service_fail(int code, const char *message);
-
-/* Start serving. */
-DCTX_API int dctx_rpc_server_start(dctx_rpc_server *s);
+/* dctx_rpc_server_start starts the workers and begins receiving on every
+ * listener (those added later too). Returns 0, DCTX_INVALID_ARGUMENT (s
+ * NULL or already started) or DCTX_RESOURCE_EXHAUSTED (no memory or
+ * threads); a failed start stopped everything it had begun, so the server
+ * is as before: start may be tried again, or the server closed. Never
+ * blocks on the network. */
+DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
 
 /* dctx_rpc_server_close shuts down gracefully: new calls are refused with
  * DCTX_UNAVAILABLE, every handler's context is canceled with cause
@@ -293,7 +352,7 @@ typedef struct dctx_rpc_server_stats {
     uint64_t by_code[DCTX_CODE_MAX + 1]; /* answered, by status code */
     uint64_t in_flight;
     uint64_t cancels_received;
-    uint64_t cancel_outcomes[6];         /* by enum dctx_rpc_cancel_outcome */
+    uint64_t cancel_outcomes[DCTX_RPC_CANCEL_OUTCOMES]; /* by enum dctx_rpc_cancel_outcome */
     uint64_t peers_lost;                 /* connections that went away */
     uint64_t calls_canceled_by_peer_loss;
     uint64_t bad_frames;                 /* malformed input, dropped or refused */
@@ -302,6 +361,9 @@ typedef struct dctx_rpc_server_stats {
     uint64_t traces_dropped;             /* malformed traceparents dropped */
 } dctx_rpc_server_stats;
 
+/* dctx_rpc_server_stats_get fills *out with s's counters now (each read
+ * atomically; together a snapshot only when the server is idle). Never
+ * blocks. */
 DCTX_API void dctx_rpc_server_stats_get(dctx_rpc_server *s, dctx_rpc_server_stats *out);
 
 #ifdef __cplusplus

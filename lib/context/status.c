@@ -30,19 +30,6 @@ static const struct code_info codes[DCTX_CODE_MAX + 1] = {
     [DCTX_UNAUTHENTICATED] = {"UNAUTHENTICATED", "unauthenticated"},
 };
 
-/* Cut s (NUL-terminated) to at most max bytes without splitting a UTF-8
- * character: back up over continuation bytes (10xxxxxx). */
-void dctx__utf8_cut(char *s, size_t max);
-void dctx__utf8_cut(char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n <= max)
-        return;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    s[max] = '\0';
-}
-
 static bool known(int code)
 {
     return code >= 0 && code <= DCTX_CODE_MAX;

@@ -1,5 +1,5 @@
 /*
- * rpc_listen.h - a server's listeners and their guard (rpc_listen.c).
+ * listen.h - a server's listeners and their guard (listen.c).
  * Never installed.
  */
 #ifndef DCTX_RPC_LISTEN_H

@@ -1,5 +1,5 @@
 /*
- * rpc_server.c - a REP socket, a method table and a pool of workers.
+ * server.c - a REP socket, a method table and a pool of workers.
  *
  * Receiving never stops: RECEIVERS pooled nng contexts always have a
  * receive posted. When one gets a message, a fresh context takes over its
@@ -27,13 +27,16 @@
 #include <time.h>
 
 #include "rpc_impl.h" /* nng.h first: the protocol headers need it */
-#include "rpc_listen.h"
-#include "context_impl.h"
+#include "listen.h"
+#include "context/alloc.h"
+#include "context/clock.h"
+#include "context/hooks.h"
 
 #include <dctx/trace.h>
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/supplemental/tls/tls.h>
+#include "text.h"
 #include "token_table.h"
 #include "wire_impl.h"
 
@@ -55,10 +58,9 @@ enum call_state { QUEUED, RUNNING, FINISHED, DROPPED };
 
 struct method {
     char *name;
-    dctx_rpc_handler_fn fn; /* or a protobuf-c service method: */
+    dctx_rpc_handler_fn fn;
     void *arg;
-    ProtobufCService *service;
-    unsigned index;
+    void *owned;       /* freed with the method: what a wrapper (pb.c) made for arg */
     unsigned flags;    /* DCTX_RPC_INLINE */
     struct method *next;
 };
@@ -80,7 +82,7 @@ struct server_call {
 struct dctx_rpc_reply {
     void *payload;
     size_t len;
-    char message[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    char message[DCTX__MESSAGE_SIZE];
 };
 
 struct dctx_rpc_server {
@@ -106,7 +108,7 @@ struct dctx_rpc_server {
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
         expired_in_queue, traces_dropped;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
-    atomic_uint_fast64_t outcomes[6];
+    atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
 
 static void count(atomic_uint_fast64_t *c)
@@ -213,6 +215,13 @@ static void refuse(dctx_rpc_server *srv, struct dctx__io *io, const char *method
     send_reply(srv, io, code, msg, NULL, 0);
 }
 
+void dctx__reply_take_payload(dctx_rpc_reply *reply, void *data, size_t len)
+{
+    free(reply->payload);
+    reply->payload = data;
+    reply->len = len;
+}
+
 int dctx_rpc_reply_set_payload(dctx_rpc_reply *reply, const void *data, size_t len)
 {
     void *copy = malloc(len ? len : 1);
@@ -233,8 +242,7 @@ void dctx_rpc_reply_set_message(dctx_rpc_reply *reply, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    dctx__utf8_cut(text, sizeof reply->message - 1);
-    memcpy(reply->message, text, strlen(text) + 1);
+    dctx__message_copy(reply->message, text);
 }
 
 /* ===== Calls ===== */
@@ -295,76 +303,6 @@ static int call_cancel(struct server_call *call, int cause, const char *msg)
     return DCTX_RPC_CANCEL_TOO_LATE;
 }
 
-/* ===== Protobuf-c services ===== */
-
-struct service_call {
-    dctx *ctx;
-    int code;
-    char message[DCTX_WIRE_MESSAGE_BYTES_MAX];
-    dctx_rpc_reply *reply;
-    bool replied;
-};
-
-static _Thread_local struct service_call *current_service_call;
-
-dctx *dctx_rpc_service_context(void)
-{
-    return current_service_call != NULL ? current_service_call->ctx : NULL;
-}
-
-void dctx_rpc_service_fail(int code, const char *message)
-{
-    struct service_call *sc = current_service_call;
-    if (sc == NULL)
-        return;
-    sc->code = code != DCTX_OK ? code : DCTX_UNKNOWN;
-    snprintf(sc->message, sizeof sc->message, "%s", message != NULL ? message : "");
-}
-
-static void service_closure(const ProtobufCMessage *out, void *data)
-{
-    struct service_call *sc = data;
-    sc->replied = true;
-    if (out == NULL) {
-        if (sc->code == DCTX_OK)
-            sc->code = DCTX_INTERNAL;
-        return;
-    }
-    size_t n = protobuf_c_message_get_packed_size(out);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf == NULL) {
-        sc->code = DCTX_RESOURCE_EXHAUSTED;
-        return;
-    }
-    protobuf_c_message_pack(out, buf);
-    free(sc->reply->payload);
-    sc->reply->payload = buf;
-    sc->reply->len = n;
-}
-
-static int run_service_method(const struct method *m, dctx *ctx, const void *req, size_t len,
-                              dctx_rpc_reply *reply)
-{
-    const ProtobufCMethodDescriptor *md = &m->service->descriptor->methods[m->index];
-    ProtobufCMessage *in = protobuf_c_message_unpack(md->input, NULL, len, req);
-    if (in == NULL) {
-        dctx_rpc_reply_set_message(reply, "request does not parse as %s", md->input->name);
-        return DCTX_INVALID_ARGUMENT;
-    }
-    struct service_call sc = {.ctx = ctx, .code = DCTX_OK, .reply = reply};
-    current_service_call = &sc;
-    m->service->invoke(m->service, m->index, in, service_closure, &sc);
-    current_service_call = NULL;
-    protobuf_c_message_free_unpacked(in, NULL);
-    if (!sc.replied && sc.code == DCTX_OK) {
-        sc.code = DCTX_INTERNAL;
-        snprintf(sc.message, sizeof sc.message, "%s did not reply", m->name);
-    }
-    if (sc.message[0] != '\0')
-        snprintf(reply->message, sizeof reply->message, "%s", sc.message);
-    return sc.code;
-}
-
 /* ===== Workers ===== */
 
 static void run_call(struct server_call *call)
@@ -396,8 +334,7 @@ static void run_call(struct server_call *call)
         const void *req = c->has_payload ? c->payload.data : NULL;
         size_t len = c->has_payload ? c->payload.len : 0;
         const struct method *m = call->method;
-        int code = m->service != NULL ? run_service_method(m, call->ctx, req, len, &reply)
-                                      : m->fn(m->arg, call->ctx, req, len, &reply);
+        int code = m->fn(m->arg, call->ctx, req, len, &reply);
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
         emit_call_end(call, code, reply.message);
@@ -439,21 +376,22 @@ static void *worker_main(void *arg)
 
 /* ===== Receiving ===== */
 
-static const struct method *find_method(const dctx_rpc_server *srv, const char *name)
+/* djb2: method names are the server's own, registered before start, so
+ * nobody outside chooses what collides. */
+static size_t method_bucket(const char *name)
 {
     size_t h = 5381;
     for (const char *p = name; *p; p++)
         h = h * 33 + (unsigned char)*p;
-    for (const struct method *m = srv->methods[h % METHOD_BUCKETS]; m != NULL; m = m->next)
+    return h % METHOD_BUCKETS;
+}
+
+static const struct method *find_method(const dctx_rpc_server *srv, const char *name)
+{
+    for (const struct method *m = srv->methods[method_bucket(name)]; m != NULL; m = m->next)
         if (strcmp(m->name, name) == 0)
             return m;
     return NULL;
-}
-
-static bool method_name_valid(const char *name)
-{
-    size_t n = name != NULL ? strnlen(name, DCTX_WIRE_METHOD_BYTES_MAX + 1) : 0;
-    return n > 1 && n <= DCTX_WIRE_METHOD_BYTES_MAX && name[0] == '/';
 }
 
 /* Admit a checked Call: count it in, register its token, queue it. */
@@ -514,7 +452,7 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
     count(&srv->calls);
     const Dctx__Wire__Call *c = f->call;
     char err[DCTX__WIRE_ERR_BYTES];
-    if (!method_name_valid(c->method) || c->context == NULL) {
+    if (!dctx__method_name_valid(c->method) || c->context == NULL) {
         count(&srv->bad_frames);
         refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "call without a valid method name or context");
         dctx__frame_free(f);
@@ -572,9 +510,8 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
         return;
     }
     int cause = c->has_code && c->code >= 1 && c->code <= DCTX_CODE_MAX ? (int)c->code : DCTX_CANCELED;
-    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
-    snprintf(msg, sizeof msg, "%s", c->message != NULL ? c->message : "");
-    dctx__utf8_cut(msg, DCTX_WIRE_MESSAGE_BYTES_MAX - 1);
+    char msg[DCTX__MESSAGE_SIZE];
+    dctx__message_copy(msg, c->message);
     int64_t now = dctx_now(); /* also the time it was read, for the event */
     int64_t keep = c->has_budget_us && c->budget_us < (uint64_t)TOMBSTONE_MAX_NS / 1000
                        ? (int64_t)c->budget_us * 1000
@@ -750,9 +687,9 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
 }
 
 static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_fn fn, void *arg,
-                      ProtobufCService *service, unsigned index, unsigned flags)
+                      void *owned, unsigned flags)
 {
-    if (!method_name_valid(name))
+    if (!dctx__method_name_valid(name))
         return DCTX_INVALID_ARGUMENT;
     if (find_method(srv, name) != NULL)
         return DCTX_ALREADY_EXISTS;
@@ -763,23 +700,18 @@ static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_f
     }
     m->fn = fn;
     m->arg = arg;
-    m->service = service;
-    m->index = index;
+    m->owned = owned;
     m->flags = flags;
-    size_t h = 5381;
-    for (const char *p = name; *p; p++)
-        h = h * 33 + (unsigned char)*p;
-    m->next = srv->methods[h % METHOD_BUCKETS];
-    srv->methods[h % METHOD_BUCKETS] = m;
+    size_t b = method_bucket(name);
+    m->next = srv->methods[b];
+    srv->methods[b] = m;
     return 0;
 }
 
 int dctx_rpc_server_register_flags(dctx_rpc_server *srv, const char *method,
                                    dctx_rpc_handler_fn fn, void *arg, unsigned flags)
 {
-    if (srv == NULL || fn == NULL || srv->started || (flags & ~DCTX_RPC_INLINE) != 0)
-        return DCTX_INVALID_ARGUMENT;
-    return add_method(srv, method, fn, arg, NULL, 0, flags);
+    return dctx__server_register_owned(srv, method, fn, arg, flags, NULL);
 }
 
 int dctx_rpc_server_register(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
@@ -788,43 +720,60 @@ int dctx_rpc_server_register(dctx_rpc_server *srv, const char *method, dctx_rpc_
     return dctx_rpc_server_register_flags(srv, method, fn, arg, 0);
 }
 
-int dctx_rpc_server_register_service(dctx_rpc_server *srv, ProtobufCService *service)
+int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
+                                void *arg, unsigned flags, void *owned)
 {
-    if (srv == NULL || service == NULL || service->descriptor == NULL || srv->started)
+    if (srv == NULL || fn == NULL || srv->started || (flags & ~DCTX_RPC_INLINE) != 0)
         return DCTX_INVALID_ARGUMENT;
-    const ProtobufCServiceDescriptor *d = service->descriptor;
-    for (unsigned i = 0; i < d->n_methods; i++) {
-        char name[DCTX_WIRE_METHOD_BYTES_MAX + 2];
-        int n = snprintf(name, sizeof name, "/%s/%s", d->name, d->methods[i].name);
-        if (n < 0 || (size_t)n >= sizeof name)
-            return DCTX_INVALID_ARGUMENT;
-        int rc = add_method(srv, name, NULL, NULL, service, i, 0);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return add_method(srv, method, fn, arg, owned, flags);
 }
 
+/* Stop and join the workers started so far (none has a call yet). */
+static void stop_workers(dctx_rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    srv->stopping = true;
+    pthread_cond_broadcast(&srv->work_cv);
+    pthread_mutex_unlock(&srv->mu);
+    for (int i = 0; i < srv->n_workers; i++)
+        pthread_join(srv->workers[i], NULL);
+    srv->stopping = false;
+    srv->n_workers = 0;
+    free(srv->workers);
+    srv->workers = NULL;
+}
+
+/* Every step that can fail comes before the first receive is posted, and
+ * each undoes the ones before it: a failed start leaves the server as it
+ * was, to be started again or closed. */
 int dctx_rpc_server_start(dctx_rpc_server *srv)
 {
     if (srv == NULL || srv->started)
         return DCTX_INVALID_ARGUMENT;
-    srv->workers = calloc((size_t)srv->opts.workers, sizeof *srv->workers);
-    if (srv->workers == NULL)
-        return DCTX_RESOURCE_EXHAUSTED;
-    for (; srv->n_workers < srv->opts.workers; srv->n_workers++)
-        if (pthread_create(&srv->workers[srv->n_workers], NULL, worker_main, srv) != 0)
-            break;
-    if (srv->n_workers == 0)
-        return DCTX_RESOURCE_EXHAUSTED;
-    if (dctx__listeners_guard(&srv->listeners) != 0)
-        return DCTX_RESOURCE_EXHAUSTED;
-    for (int i = 0; i < RECEIVERS; i++) {
-        struct dctx__io *io = NULL;
-        if (dctx__io_get(&srv->pool, on_receive, srv, &io) != 0)
-            return DCTX_RESOURCE_EXHAUSTED;
-        post_receive(srv, io);
+    struct dctx__io *receivers[RECEIVERS] = {NULL};
+    int rc = 0;
+    for (int i = 0; i < RECEIVERS && rc == 0; i++)
+        rc = dctx__io_get(&srv->pool, on_receive, srv, &receivers[i]);
+    size_t size = (size_t)srv->opts.workers * sizeof *srv->workers;
+    if (rc == 0 && (srv->workers = dctx__malloc(size)) == NULL)
+        rc = DCTX_RESOURCE_EXHAUSTED;
+    while (rc == 0 && srv->n_workers < srv->opts.workers) {
+        if (dctx__thread_start(&srv->workers[srv->n_workers], worker_main, srv) != 0)
+            rc = DCTX_RESOURCE_EXHAUSTED;
+        else
+            srv->n_workers++;
     }
+    if (rc == 0)
+        rc = dctx__listeners_guard(&srv->listeners);
+    if (rc != 0) {
+        stop_workers(srv);
+        for (int i = 0; i < RECEIVERS; i++)
+            if (receivers[i] != NULL)
+                dctx__io_put(receivers[i]);
+        return rc;
+    }
+    for (int i = 0; i < RECEIVERS; i++)
+        post_receive(srv, receivers[i]);
     srv->started = true;
     return 0;
 }
@@ -841,11 +790,12 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     /* Bounded wait for the canceled handlers. */
     int rc = 0;
     int64_t until = dctx_now() + srv->opts.shutdown_grace_ns;
-    struct timespec ts = {until / 1000000000, until % 1000000000};
     pthread_mutex_lock(&srv->mu);
-    while (atomic_load(&srv->in_flight) > 0 && rc == 0)
-        if (pthread_cond_timedwait(&srv->idle_cv, &srv->mu, &ts) != 0 && dctx_now() >= until)
+    while (atomic_load(&srv->in_flight) > 0 && rc == 0) {
+        dctx__cond_wait_until(&srv->idle_cv, &srv->mu, until);
+        if (atomic_load(&srv->in_flight) > 0 && dctx_now() >= until)
             rc = DCTX_DEADLINE_EXCEEDED;
+    }
     srv->stopping = true;
     pthread_cond_broadcast(&srv->work_cv);
     pthread_mutex_unlock(&srv->mu);
@@ -862,6 +812,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
         for (struct method *m = srv->methods[b], *next; m != NULL; m = next) {
             next = m->next;
             free(m->name);
+            free(m->owned);
             free(m);
         }
     }
@@ -885,7 +836,7 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     out->traces_dropped = atomic_load(&srv->traces_dropped);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&srv->by_code[i]);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)
         out->cancel_outcomes[i] = atomic_load(&srv->outcomes[i]);
     out->in_flight = (uint64_t)atomic_load(&srv->in_flight);
 }

@@ -48,11 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <dctx/dctx.h>
-
-#ifndef DCTX_TOKEN_BYTES
-#define DCTX_TOKEN_BYTES 16
-#endif
+#include <dctx/wire.h> /* DCTX_TOKEN_BYTES */
 
 typedef struct dctx__token_table dctx__token_table;
 

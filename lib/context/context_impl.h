@@ -46,6 +46,7 @@
 #include <dctx/dctx.h>
 
 #include "futex.h"
+#include "hooks.h" /* what the core offers lib/rpc/ */
 
 #define dctx__container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
@@ -204,10 +205,6 @@ void dctx__cancel_node(struct dctx__cancel *c, int err, int cause, const char *m
 /* Unlink c from the list of the node it joined at birth, if still there. */
 void dctx__detach(struct dctx__cancel *c);
 
-/* Cancel ctx (a cancelable node) with error err (DCTX_CANCELED or
- * DCTX_DEADLINE_EXCEEDED), cause and a copy of msg; nothing for others. */
-void dctx__cancel_err(dctx *ctx, int err, int cause, const char *msg);
-
 /* Fire a deadline: cancel with DCTX_DEADLINE_EXCEEDED and its cause. */
 void dctx__expire(struct dctx__timer *t);
 
@@ -220,14 +217,6 @@ void dctx__after_claim(struct dctx__link *l);
 /* Hand after-funcs taken off a canceled node's list to the executor. The
  * links form a NULL-terminated chain through next. */
 void dctx__after_schedule(struct dctx__link *first);
-
-/* The library's own after-func: fn runs on the thread that canceled ctx,
- * once that cancel has released every node lock and before it returns (or
- * at once, on this thread, if ctx is done already). For short work that
- * never blocks and takes no lock a canceling thread might hold: pushing a
- * cancel onward without a hand-off to the executor. Stop is as for
- * dctx_after_func. */
-int dctx__after_func_inline(dctx *ctx, void (*fn)(void *), void *arg, dctx_after **out);
 
 /* --- timer.c --- */
 

@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "context_impl.h"
+#include "hooks.h"
 
 static struct dctx background_ctx = {.kind = DCTX__ROOT};
 static struct dctx todo_ctx = {.kind = DCTX__ROOT};
@@ -329,6 +330,24 @@ bool dctx_deadline(const dctx *ctx, int64_t *deadline_ns)
         return false;
     if (deadline_ns != NULL)
         *deadline_ns = t->deadline_ns;
+    return true;
+}
+
+bool dctx__can_be_done(const dctx *ctx)
+{
+    return ctx->done_src != NULL;
+}
+
+bool dctx__value_next(const dctx *ctx, struct dctx__value_view *v)
+{
+    const struct dctx__value *node =
+        v->pos == NULL ? ctx->values : ((const struct dctx__value *)v->pos)->next;
+    if (node == NULL)
+        return false;
+    v->key = node->key;
+    v->data = node->data;
+    v->len = node->len;
+    v->pos = node;
     return true;
 }
 

@@ -1,5 +1,5 @@
 /*
- * rpc_io.c - pooled nng contexts, frames in nng messages, nng errors as
+ * io.c - pooled nng contexts, frames in nng messages, nng errors as
  * status codes (see rpc_impl.h).
  */
 #include <stddef.h>
@@ -208,15 +208,6 @@ void dctx__frame_free(Dctx__Wire__Frame *f)
     if (f != NULL)
         frame_block_free(
             (struct frame_block *)((unsigned char *)f - offsetof(struct frame_block, space)));
-}
-
-void dctx__cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &attr);
-    pthread_condattr_destroy(&attr);
 }
 
 int dctx__status_from_nng(int e)

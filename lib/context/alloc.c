@@ -3,6 +3,7 @@
  */
 #include "alloc.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -31,6 +32,17 @@ void *dctx__malloc(size_t size)
     if (__builtin_expect(atomic_load_explicit(&hooks_on, memory_order_relaxed), 0))
         return hooked_malloc(size);
     return malloc(size);
+}
+
+int dctx__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    if (__builtin_expect(atomic_load_explicit(&hooks_on, memory_order_relaxed), 0) &&
+        atomic_load_explicit(&allocs_left, memory_order_relaxed) >= 0 &&
+        atomic_fetch_sub_explicit(&allocs_left, 1, memory_order_relaxed) <= 0) {
+        atomic_store_explicit(&allocs_left, 0, memory_order_relaxed);
+        return EAGAIN;
+    }
+    return pthread_create(t, NULL, fn, arg);
 }
 
 void dctx__test_fail_alloc_after(long after)

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 typedef struct dctx__lock {
     atomic_int state; /* 0 free, 1 held, 2 held and someone may sleep on it */
 } dctx__lock;
@@ -37,12 +39,8 @@ static inline void dctx__futex_wake(atomic_int *word, int count)
  * returns happen; callers re-check their condition. */
 static inline void dctx__futex_wait(atomic_int *word, int expected, int64_t abs_ns)
 {
-    struct timespec ts, *tp = NULL;
-    if (abs_ns != INT64_MAX) {
-        ts.tv_sec = abs_ns / 1000000000;
-        ts.tv_nsec = abs_ns % 1000000000;
-        tp = &ts;
-    }
+    struct timespec ts = dctx__timespec(abs_ns);
+    struct timespec *tp = abs_ns != INT64_MAX ? &ts : NULL;
     /* FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC, so a
      * spurious wake-up never stretches the wait. */
     syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, expected, tp, NULL,

@@ -1,12 +1,12 @@
 /*
- * rpc_client.c - channels and calls.
+ * client.c - channels and calls.
  *
  * A channel is one REQ socket dialed to one URL, in the background, with
  * resend off (NNG_OPT_REQ_RESENDTIME infinite): a call is sent at most
  * once, and a lost connection fails the calls waiting on it with
  * NNG_ECONNRESET, which is DCTX_UNAVAILABLE here, at once.
  *
- * A call borrows a pooled nng context (rpc_io.c) and walks SENDING ->
+ * A call borrows a pooled nng context (io.c) and walks SENDING ->
  * RECEIVING -> DONE in its aio callback, or, for a blocking call, on the
  * caller's own thread, which waits on an aio that has no callback: nng
  * then wakes it directly from the thread that read the reply, one wake-up
@@ -35,14 +35,16 @@
 #include <string.h>
 #include <time.h>
 
-#include "context_impl.h"
-#include "futex.h"
+#include "context/clock.h"
+#include "context/futex.h"
+#include "context/hooks.h"
 #include "rpc_impl.h" /* nng.h first: the protocol headers need it */
 
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 
 #include <dctx/trace.h>
+#include "text.h"
 #include "wire_impl.h"
 
 #define DEFAULT_CONNECT_WAIT_NS (200 * 1000000LL)
@@ -73,7 +75,7 @@ struct dctx_rpc_channel {
     bool abandoned;        /* close gave up waiting for it; protected by mu */
     atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
-    atomic_uint_fast64_t outcomes[6];
+    atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
 
 enum phase { SENDING, RECEIVING, DONE };
@@ -176,22 +178,19 @@ void dctx_rpc_result_free(dctx_rpc_result *res)
 {
     if (res == NULL)
         return;
-    free(res->storage);
+    free(res->internal);
     memset(res, 0, sizeof *res);
     res->message = "";
 }
 
 /* Fill res with a copy of message (cut to the wire limit) and payload, in
  * one allocation. On no memory: the code stays, the texts go. */
-static void result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
+void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
                        size_t payload_len)
 {
-    size_t mlen = message != NULL ? strlen(message) : 0;
-    if (mlen > DCTX_WIRE_MESSAGE_BYTES_MAX) { /* back to a character boundary */
-        mlen = DCTX_WIRE_MESSAGE_BYTES_MAX;
-        while (mlen > 0 && ((unsigned char)message[mlen] & 0xc0) == 0x80)
-            mlen--;
-    }
+    size_t mlen = message != NULL ? dctx__utf8_prefix(message, strlen(message),
+                                                      DCTX_WIRE_MESSAGE_BYTES_MAX)
+                                  : 0;
     char *block = malloc(mlen + 1 + payload_len);
     memset(res, 0, sizeof *res);
     res->code = code;
@@ -202,7 +201,7 @@ static void result_set(dctx_rpc_result *res, int code, const char *message, cons
     block[mlen] = '\0';
     if (payload_len > 0)
         memcpy(block + mlen + 1, payload, payload_len);
-    res->storage = block;
+    res->internal = block;
     res->message = block;
     res->payload = block + mlen + 1;
     res->payload_len = payload_len;
@@ -210,19 +209,19 @@ static void result_set(dctx_rpc_result *res, int code, const char *message, cons
 
 static void result_setf(dctx_rpc_result *res, int code, const char *fmt, ...)
 {
-    char buf[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    char buf[DCTX_WIRE_MESSAGE_BYTES_MAX * 2]; /* dctx__result_set cuts on a character */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    result_set(res, code, buf, NULL, 0);
+    dctx__result_set(res, code, buf, NULL, 0);
 }
 
 const char *dctx_rpc_cancel_outcome_name(int outcome)
 {
     static const char *const names[] = {"none", "stopped", "prevented", "too_late", "pending",
                                         "unreached"};
-    return outcome >= 0 && outcome < 6 ? names[outcome] : "?";
+    return outcome >= 0 && outcome < DCTX_RPC_CANCEL_OUTCOMES ? names[outcome] : "?";
 }
 
 /* ===== Channel ===== */
@@ -343,6 +342,7 @@ static void channel_free(dctx_rpc_channel *ch)
  * thread (the pipe callbacks still point at it). */
 #define SOCKET_CLOSE_WAIT_NS (500 * 1000000LL)
 #define CANCEL_FLUSH_NS (250 * 1000000LL)
+#define CLOSE_POLL_NS (10 * 1000000LL) /* how often close re-aborts what is in flight */
 
 static void *close_socket(void *arg)
 {
@@ -381,12 +381,7 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
         dctx__io_pool_abort(&ch->pool, dctx_now() >= flush_until);
         dctx__io_pool_abort(&ch->waited_pool, true);
         pthread_mutex_lock(&ch->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 10000000;
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
-        pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+        dctx__cond_wait_until(&ch->cv, &ch->mu, dctx_now() + CLOSE_POLL_NS);
     }
     pthread_mutex_unlock(&ch->mu);
     dctx__io_pool_fini(&ch->pool);
@@ -399,10 +394,9 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     }
     pthread_detach(closer);
     int64_t until = dctx_now() + SOCKET_CLOSE_WAIT_NS;
-    struct timespec ts = {until / 1000000000, until % 1000000000};
     pthread_mutex_lock(&ch->mu);
     while (!ch->socket_closed && dctx_now() < until)
-        pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+        dctx__cond_wait_until(&ch->cv, &ch->mu, until);
     bool closed = ch->socket_closed;
     ch->abandoned = !closed;
     pthread_mutex_unlock(&ch->mu);
@@ -418,7 +412,7 @@ void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *ou
     out->cancels_pushed = atomic_load(&ch->cancels_pushed);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&ch->by_code[i]);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)
         out->cancel_outcomes[i] = atomic_load(&ch->outcomes[i]);
     int pipes = atomic_load(&ch->pipes);
     out->connections = pipes > 0 ? (uint32_t)pipes : 0;
@@ -432,11 +426,10 @@ static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns)
     int64_t until = dctx_now() + ch->opts.connect_wait_ns;
     if (until > deadline_ns)
         until = deadline_ns;
-    struct timespec ts = {until / 1000000000, until % 1000000000};
     pthread_mutex_lock(&ch->mu);
     while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 && !atomic_load(&ch->closing) &&
            dctx_now() < until)
-        pthread_cond_timedwait(&ch->cv, &ch->mu, &ts);
+        dctx__cond_wait_until(&ch->cv, &ch->mu, until);
     bool up = atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !atomic_load(&ch->closing);
     pthread_mutex_unlock(&ch->mu);
     return up ? 0 : DCTX_UNAVAILABLE;
@@ -518,7 +511,7 @@ static void result_from_reply(dctx_rpc_handle *call, nng_msg *msg)
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
         bool payload = code == DCTX_OK && r->has_payload;
-        result_set(&call->result, code, r->message, payload ? r->payload.data : NULL,
+        dctx__result_set(&call->result, code, r->message, payload ? r->payload.data : NULL,
                    payload ? r->payload.len : 0);
     }
     dctx__frame_free(f);
@@ -690,9 +683,8 @@ static void context_done(void *arg)
      * soon as the mutex is let go. */
     const char *msg = NULL;
     int cause = live ? dctx_cause(call->ctx, &msg) : 0;
-    char text[DCTX_WIRE_MESSAGE_BYTES_MAX * 2];
-    snprintf(text, sizeof text, "%s", msg != NULL ? msg : "");
-    dctx__utf8_cut(text, DCTX_WIRE_MESSAGE_BYTES_MAX); /* as the wire allows */
+    char text[DCTX__MESSAGE_SIZE];
+    dctx__message_copy(text, msg);
     pthread_mutex_unlock(&call->mu);
     /* The frame first, then our own end: the callee is waiting on the
      * frame, and aborting the aio costs a wake-up (the caller's thread). */
@@ -751,24 +743,13 @@ static int pack_call(dctx_rpc_handle *call, const char *method, const void *req,
     return dctx__frame_pack(&f, msg);
 }
 
-static bool method_valid(const char *method)
-{
-    size_t n = method != NULL ? strnlen(method, DCTX_WIRE_METHOD_BYTES_MAX + 1) : 0;
-    return n > 1 && n <= DCTX_WIRE_METHOD_BYTES_MAX && method[0] == '/';
-}
-
-static bool can_be_done(const dctx *ctx)
-{
-    return ctx->done_src != NULL;
-}
-
 /* Everything that can fail before the call is on its way; err names it. */
 static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
                  size_t req_len, dctx_rpc_done_fn done, void *arg, bool waited,
                  dctx_rpc_handle **out, char *err)
 {
     err[0] = '\0';
-    if (ch == NULL || !method_valid(method) || (req == NULL && req_len > 0)) {
+    if (ch == NULL || !dctx__method_name_valid(method) || (req == NULL && req_len > 0)) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "bad channel, method name or request");
         return DCTX_INVALID_ARGUMENT;
     }
@@ -801,7 +782,7 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
         dctx__io_put(io);
     }
     /* A context that can never be done needs no cancel trigger. */
-    if (rc == 0 && can_be_done(ctx)) {
+    if (rc == 0 && dctx__can_be_done(ctx)) {
         atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
         if (dctx__after_func_inline(ctx, context_done, call, &call->after) != 0) {
             atomic_fetch_sub_explicit(&call->refs, 1, memory_order_relaxed);
@@ -858,7 +839,7 @@ int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res)
         return DCTX_INVALID_ARGUMENT;
     wait_word(&call->ended, &call->sleepers, 0, -1);
     if (res != NULL) {
-        result_set(res, call->result.code, call->result.message, call->result.payload,
+        dctx__result_set(res, call->result.code, call->result.message, call->result.payload,
                    call->result.payload_len);
         res->cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
     }
@@ -895,7 +876,7 @@ int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const
     int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, &call, err);
     if (rc != 0) {
         if (res != NULL)
-            result_set(res, rc, err, NULL, 0);
+            dctx__result_set(res, rc, err, NULL, 0);
         return rc;
     }
     /* This thread steps the call: only its own steps end it (a cancel or a
@@ -913,40 +894,5 @@ int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const
         memset(&call->result, 0, sizeof call->result);
     }
     call_unref(call);
-    return rc;
-}
-
-int dctx_rpc_call(dctx_rpc_channel *ch, dctx *ctx, const char *method, const ProtobufCMessage *req,
-                  const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-                  dctx_rpc_result *res)
-{
-    if (resp != NULL)
-        *resp = NULL;
-    if (req == NULL || resp_desc == NULL || resp == NULL) {
-        if (res != NULL)
-            result_set(res, DCTX_INVALID_ARGUMENT, "request, response type and out are needed",
-                       NULL, 0);
-        return DCTX_INVALID_ARGUMENT;
-    }
-    size_t n = protobuf_c_message_get_packed_size(req);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf == NULL)
-        return DCTX_RESOURCE_EXHAUSTED;
-    protobuf_c_message_pack(req, buf);
-    dctx_rpc_result local;
-    dctx_rpc_result *r = res != NULL ? res : &local;
-    int rc = dctx_rpc_call_raw(ch, ctx, method, buf, n, r);
-    free(buf);
-    if (rc == DCTX_OK) {
-        *resp = protobuf_c_message_unpack(resp_desc, NULL, r->payload_len, r->payload);
-        if (*resp == NULL) {
-            dctx_rpc_result_free(r);
-            result_set(r, DCTX_INTERNAL, "the response does not parse as the expected message",
-                       NULL, 0);
-            rc = DCTX_INTERNAL;
-        }
-    }
-    if (r == &local)
-        dctx_rpc_result_free(&local);
     return rc;
 }

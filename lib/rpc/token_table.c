@@ -37,7 +37,7 @@
 
 #include <sodium.h>
 
-#include "alloc.h"
+#include "context/alloc.h"
 
 enum entry_kind { SENTINEL, CURSOR, LIVE, TOMBSTONE, FINISHED, FREE };
 

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "context_impl.h"
+#include "context/hooks.h"
 #include "wire_impl.h"
 
 #include <dctx/trace.h>
@@ -204,13 +204,13 @@ static int emit(struct encoder *e, const char *name, size_t len, const void *val
     return 0;
 }
 
-static int emit_passthrough(struct encoder *e, const struct dctx__value *meta)
+static int emit_passthrough(struct encoder *e, const unsigned char *meta)
 {
     struct meta_head head;
-    memcpy(&head, meta->data, sizeof head);
+    memcpy(&head, meta, sizeof head);
     size_t pos = sizeof head;
     for (uint32_t i = 0; i < head.n_pass; i++) {
-        struct pass_entry p = pass_next(meta->data, &pos);
+        struct pass_entry p = pass_next(meta, &pos);
         int rc = emit(e, p.name, p.name_len, p.value, p.value_len);
         if (rc != 0)
             return rc;
@@ -246,13 +246,14 @@ static int encode_values(const dctx *ctx, const dctx_wire_policy *policy,
     int rc = 0;
     struct encoder e = {.out = out, .policy = policy, .err = err};
     bool meta_seen = false;
-    for (const struct dctx__value *v = ctx->values; v != NULL && rc == 0; v = v->next) {
-        if (v->key == &meta_key) {
+    struct dctx__value_view v = {0};
+    while (rc == 0 && dctx__value_next(ctx, &v)) {
+        if (v.key == &meta_key) {
             if (!meta_seen) /* farther ones belong to an enclosing rebuild */
-                rc = emit_passthrough(&e, v);
+                rc = emit_passthrough(&e, v.data);
             meta_seen = true;
-        } else if (v->key->flags & DCTX_KEY_PROPAGATE) {
-            rc = emit(&e, v->key->name, strlen(v->key->name), v->data, v->len);
+        } else if (v.key->flags & DCTX_KEY_PROPAGATE) {
+            rc = emit(&e, v.key->name, strlen(v.key->name), v.data, v.len);
         }
     }
     return rc;

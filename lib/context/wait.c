@@ -20,18 +20,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "context_impl.h"
-
-static int64_t saturating_add(int64_t a, int64_t b)
-{
-    if (b > 0 && a > INT64_MAX - b)
-        return INT64_MAX;
-    return a + b;
-}
 
 static void sleep_until(int64_t abs_ns)
 {
-    struct timespec ts = {.tv_sec = abs_ns / 1000000000, .tv_nsec = abs_ns % 1000000000};
+    struct timespec ts = dctx__timespec(abs_ns);
     clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 }
 
@@ -62,7 +56,7 @@ bool dctx_wait(dctx *ctx, int64_t timeout_ns)
     if (is_done(s))
         return true;
     int64_t now = dctx_now();
-    int64_t give_up = timeout_ns < 0 ? INT64_MAX : saturating_add(now, timeout_ns);
+    int64_t give_up = timeout_ns < 0 ? INT64_MAX : dctx__add_sat(now, timeout_ns);
     int64_t deadline = t != NULL ? t->deadline_ns : INT64_MAX;
     int old_slack = -1;
     bool done = false;

@@ -15,7 +15,7 @@
 
 #include "dctx.pb-c.h"
 
-/* ===== Pooled nng contexts (rpc_io.c) =====
+/* ===== Pooled nng contexts (io.c) =====
  *
  * An io is an nng context of the socket and an aio, kept for reuse: a REQ
  * or REP context is idle again once its operation ended, so calls borrow
@@ -38,7 +38,7 @@ struct dctx__io {
     dctx__io_fn fn;        /* set by the borrower */
     void *owner;           /* set by the borrower */
     struct dctx__io *next; /* idle list; protected by pool->mu */
-    atomic_bool spare;     /* set by the borrower: abort it last (rpc_client.c: a cancel);
+    atomic_bool spare;     /* set by the borrower: abort it last (client.c: a cancel);
                               read by a closing channel's abort, so atomic */
     struct dctx__io *all;  /* every io of the pool, for fini; immutable once linked */
 };
@@ -70,19 +70,31 @@ void dctx__io_pool_fini(struct dctx__io_pool *pool);
 
 /* Pack f into a new message. Returns 0 or DCTX_RESOURCE_EXHAUSTED. */
 int dctx__frame_pack(const Dctx__Wire__Frame *f, nng_msg **out);
-/* Unpack a message's body (into one block, rpc_io.c); NULL if it is not a
+/* Unpack a message's body (into one block, io.c); NULL if it is not a
  * well-formed Frame. Free it with dctx__frame_free only. */
 Dctx__Wire__Frame *dctx__frame_unpack(nng_msg *m);
 void dctx__frame_free(Dctx__Wire__Frame *f);
 
-/* A condition variable whose timed waits use CLOCK_MONOTONIC, the clock of
- * every deadline here. */
-void dctx__cond_init_monotonic(pthread_cond_t *cv);
+/* ===== Results, replies, methods ===== */
+
+/* dctx__result_set fills res (whatever it held before is not freed) with
+ * code and copies of message (cut to the wire limit) and payload, in one
+ * allocation. Out of memory: the code stays, the texts go; res is always
+ * valid to free (client.c). */
+void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
+                      size_t payload_len);
+
+/* dctx__reply_take_payload sets reply's payload to data (malloc'ed; the
+ * reply frees it), without the copy dctx_rpc_reply_set_payload makes. */
+void dctx__reply_take_payload(dctx_rpc_reply *reply, void *data, size_t len);
+
+/* dctx__server_register_owned is dctx_rpc_server_register_flags for a
+ * wrapper (pb.c): owned (may be NULL) is freed when the server is, and
+ * only if this returns 0. */
+int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
+                                void *arg, unsigned flags, void *owned);
 
 /* ===== Status ===== */
-
-/* Cut s to at most max bytes on a UTF-8 character boundary (status.c). */
-void dctx__utf8_cut(char *s, size_t max);
 
 /* An nng error as a status code: ETIMEDOUT is DEADLINE_EXCEEDED; closed,
  * refused, reset or shut connections are UNAVAILABLE; no memory or a

@@ -1,5 +1,5 @@
 /*
- * rpc_listen.c - a server's listeners, and the guard that re-creates one
+ * listen.c - a server's listeners, and the guard that re-creates one
  * that stopped accepting.
  *
  * Why: in nng 1.5.2 (fixed in 1.6.0, nng issue #1518) a peer that closes
@@ -30,7 +30,9 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 
-#include "rpc_listen.h"
+#include "context/alloc.h"
+#include "context/clock.h"
+#include "listen.h"
 
 #define GUARD_PERIOD_MS 200
 #define PROBE_WAIT_MS 500
@@ -179,12 +181,7 @@ static void *guard_main(void *arg)
     struct dctx__listeners *ls = arg;
     pthread_mutex_lock(&ls->mu);
     while (!ls->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += GUARD_PERIOD_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&ls->cv, &ls->mu, &ts);
+        dctx__cond_wait_until(&ls->cv, &ls->mu, dctx_now() + GUARD_PERIOD_MS * 1000000LL);
         if (ls->stopping)
             break;
         pthread_mutex_unlock(&ls->mu);
@@ -197,7 +194,7 @@ static void *guard_main(void *arg)
 
 int dctx__listeners_guard(struct dctx__listeners *ls)
 {
-    if (pthread_create(&ls->guard, NULL, guard_main, ls) != 0)
+    if (dctx__thread_start(&ls->guard, guard_main, ls) != 0)
         return DCTX_RESOURCE_EXHAUSTED;
     ls->guarded = true;
     return 0;

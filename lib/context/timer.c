@@ -1,5 +1,5 @@
 /*
- * timer.c - the clock, and the one thread that fires every deadline.
+ * timer.c - the one thread that fires every deadline.
  *
  * Design
  *   Live deadlines sit in a binary min-heap of timer nodes; each node knows
@@ -31,6 +31,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "clock.h"
 #include "context_impl.h"
 
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -42,19 +43,6 @@ static pthread_once_t start_once = PTHREAD_ONCE_INIT;
 static int start_error;                    /* written once under start_once */
 
 #define HEAP_INITIAL_CAP 1024
-
-int64_t dctx_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static struct timespec to_timespec(int64_t ns)
-{
-    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
-    return ts;
-}
 
 /* ===== Heap ===== */
 
@@ -147,8 +135,7 @@ static void *timer_main(void *unused)
             pthread_cond_wait(&heap_cond, &heap_lock);
         } else {
             sleep_until = heap[0]->deadline_ns;
-            struct timespec ts = to_timespec(sleep_until);
-            pthread_cond_timedwait(&heap_cond, &heap_lock, &ts);
+            dctx__cond_wait_until(&heap_cond, &heap_lock, sleep_until);
         }
         sleep_until = INT64_MIN;
     }
@@ -157,11 +144,7 @@ static void *timer_main(void *unused)
 
 static void start_thread(void)
 {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&heap_cond, &attr);
-    pthread_condattr_destroy(&attr);
+    dctx__cond_init_monotonic(&heap_cond);
 
     sigset_t all, old;
     sigfillset(&all);
