@@ -9,10 +9,41 @@
 
 #include <dctx/rpc_pb.h>
 
+#include "context/alloc.h"
 #include "rpc_impl.h"
 #include "text.h"
 
 /* ===== Calls ===== */
+
+/* The call, with r always filled. */
+static int call_packed(dctx_rpc_channel *ch, dctx *ctx, const char *method,
+                       const ProtobufCMessage *req, const ProtobufCMessageDescriptor *resp_desc,
+                       ProtobufCMessage **resp, dctx_rpc_result *r)
+{
+    if (req == NULL || resp_desc == NULL || resp == NULL) {
+        dctx__result_set(r, DCTX_INVALID_ARGUMENT, "request, response type and out are needed",
+                         NULL, 0);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    size_t n = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = dctx__malloc(n ? n : 1);
+    if (buf == NULL) {
+        dctx__result_set(r, DCTX_RESOURCE_EXHAUSTED, "no memory to pack the request", NULL, 0);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    protobuf_c_message_pack(req, buf);
+    int rc = dctx_rpc_call_raw(ch, ctx, method, buf, n, r);
+    free(buf);
+    if (rc != DCTX_OK)
+        return rc;
+    *resp = protobuf_c_message_unpack(resp_desc, NULL, r->payload_len, r->payload);
+    if (*resp != NULL)
+        return DCTX_OK;
+    dctx_rpc_result_free(r);
+    dctx__result_set(r, DCTX_INTERNAL, "the response does not parse as the expected message", NULL,
+                     0);
+    return DCTX_INTERNAL;
+}
 
 int dctx_rpc_call(dctx_rpc_channel *ch, dctx *ctx, const char *method, const ProtobufCMessage *req,
                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
@@ -22,31 +53,7 @@ int dctx_rpc_call(dctx_rpc_channel *ch, dctx *ctx, const char *method, const Pro
     dctx_rpc_result *r = res != NULL ? res : &local;
     if (resp != NULL)
         *resp = NULL;
-    if (req == NULL || resp_desc == NULL || resp == NULL) {
-        dctx__result_set(r, DCTX_INVALID_ARGUMENT, "request, response type and out are needed",
-                         NULL, 0);
-        dctx_rpc_result_free(&local == r ? r : NULL);
-        return DCTX_INVALID_ARGUMENT;
-    }
-    size_t n = protobuf_c_message_get_packed_size(req);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf == NULL) {
-        dctx__result_set(r, DCTX_RESOURCE_EXHAUSTED, "no memory to pack the request", NULL, 0);
-        dctx_rpc_result_free(&local == r ? r : NULL);
-        return DCTX_RESOURCE_EXHAUSTED;
-    }
-    protobuf_c_message_pack(req, buf);
-    int rc = dctx_rpc_call_raw(ch, ctx, method, buf, n, r);
-    free(buf);
-    if (rc == DCTX_OK) {
-        *resp = protobuf_c_message_unpack(resp_desc, NULL, r->payload_len, r->payload);
-        if (*resp == NULL) {
-            dctx_rpc_result_free(r);
-            rc = DCTX_INTERNAL;
-            dctx__result_set(r, rc, "the response does not parse as the expected message", NULL,
-                             0);
-        }
-    }
+    int rc = call_packed(ch, ctx, method, req, resp_desc, resp, r);
     if (r == &local)
         dctx_rpc_result_free(&local);
     return rc;
