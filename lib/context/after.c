@@ -8,7 +8,8 @@
  *   user's callback and never waits for one. (The library's own hooks,
  *   dctx__after_func_inline, are the exception: the RPC client's cancel
  *   push runs on the canceling thread once its locks are released, which
- *   saves the executor's wake-up on every hop a cancel crosses.)
+ *   saves the executor's wake-up on every hop a cancel crosses; it never
+ *   calls user code there.)
  *
  *   Run or stop, exactly once: the entry's state goes from PENDING to
  *   CLAIMED (by the cancel, under the node's lock, as it takes the entry) or

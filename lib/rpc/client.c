@@ -102,6 +102,12 @@ struct dctx_rpc_handle {
     atomic_int sleepers;       /* threads asleep on ended or outcome */
 
     enum phase cancel_phase;   /* touched only by the cancel's own callbacks */
+    /* For the CANCEL_PUSHED event, reported from the send's callback (not
+     * inside the dctx_cancel that pushed it): the cause and a copy of its
+     * message, made only when the channel has an event hook. Written
+     * before the send starts, read and freed by its callback. */
+    int pushed_cause;
+    char *pushed_msg;
     atomic_int outcome;        /* futex word: enum dctx_rpc_cancel_outcome */
 };
 
@@ -117,6 +123,7 @@ static void call_unref(dctx_rpc_handle *call)
     if (atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) != 1)
         return;
     dctx_rpc_result_free(&call->result);
+    free(call->pushed_msg);
     free(call->method);
     pthread_mutex_destroy(&call->mu);
     free(call);
@@ -320,7 +327,7 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
         pthread_mutex_destroy(&ch->mu);
         free(ch->url);
         free(ch);
-        return rv == NNG_ENOMEM ? DCTX_RESOURCE_EXHAUSTED : DCTX_INVALID_ARGUMENT;
+        return dctx__status_from_nng(rv);
     }
     *out = ch;
     return 0;
@@ -582,10 +589,27 @@ static void cancel_end(dctx_rpc_handle *call, struct dctx__io *io, int outcome)
     call_unref(call);
 }
 
+/* The Cancel frame is on its way: tell the event hook, on this nng thread. */
+static void report_pushed(dctx_rpc_handle *call)
+{
+    dctx_rpc_channel *ch = call->ch;
+    if (ch->opts.on_event == NULL)
+        return;
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
+                         .method = call->method,
+                         .code = call->pushed_cause,
+                         .message = call->pushed_msg != NULL ? call->pushed_msg : ""};
+    ch->opts.on_event(ch->opts.event_arg, &ev);
+    free(call->pushed_msg);
+    call->pushed_msg = NULL;
+}
+
 static void cancel_io_done(void *owner, struct dctx__io *io, int rv)
 {
     dctx_rpc_handle *call = owner;
     if (call->cancel_phase == SENDING) {
+        if (rv == 0)
+            report_pushed(call);
         if (rv == 0 && !closing(call->ch)) {
             call->cancel_phase = RECEIVING;
             nng_ctx_recv(io->nctx, io->aio);
@@ -648,11 +672,8 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     atomic_store_explicit(&io->spare, true, memory_order_relaxed);
     count(&ch->cancels_pushed);
     if (ch->opts.on_event != NULL) {
-        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
-                             .method = call->method,
-                             .code = cause,
-                             .message = cause_msg};
-        ch->opts.on_event(ch->opts.event_arg, &ev);
+        call->pushed_cause = cause;
+        call->pushed_msg = strdup(cause_msg); /* NULL: the event goes with "" */
     }
     atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
     call->cancel_phase = SENDING;

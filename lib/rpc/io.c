@@ -236,10 +236,15 @@ int dctx__status_from_nng(int e)
     case NNG_EADDRINVAL:
     case NNG_ENOTSUP:
     case NNG_EBADTYPE:
-        return DCTX_INVALID_ARGUMENT;
-    case NNG_EPERM:
-    case NNG_EPEERAUTH:
+    /* nng says ECRYPTO when a certificate, key or CA file cannot be used;
+     * a handshake that fails later ends its connection instead. */
     case NNG_ECRYPTO:
+        return DCTX_INVALID_ARGUMENT;
+    case NNG_ENOENT: /* an ipc path's directory, a TLS file */
+        return DCTX_NOT_FOUND;
+    case NNG_EPERM:
+        return DCTX_PERMISSION_DENIED;
+    case NNG_EPEERAUTH:
         return DCTX_UNAUTHENTICATED;
     default:
         return DCTX_INTERNAL;

@@ -83,9 +83,7 @@ int dctx__listeners_add(struct dctx__listeners *ls, const char *url)
     if (rv != 0) {
         free(li->url);
         free(li);
-        return rv == NNG_EADDRINVAL || rv == NNG_ENOTSUP || rv == NNG_EINVAL
-                   ? DCTX_INVALID_ARGUMENT
-                   : DCTX_UNAVAILABLE;
+        return dctx__status_from_nng(rv);
     }
     pthread_mutex_lock(&ls->mu);
     struct listener **grown = realloc(ls->items, (ls->n + 1) * sizeof *grown);

@@ -96,9 +96,12 @@ int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_r
 
 /* ===== Status ===== */
 
-/* An nng error as a status code: ETIMEDOUT is DEADLINE_EXCEEDED; closed,
- * refused, reset or shut connections are UNAVAILABLE; no memory or a
- * message too big RESOURCE_EXHAUSTED; ECANCELED CANCELLED. */
+/* dctx__status_from_nng is the one map from nng errors to status codes
+ * (rpc.h, "Errors"): ETIMEDOUT is DEADLINE_EXCEEDED; closed, refused,
+ * reset or shut connections UNAVAILABLE; no memory or a message too big
+ * RESOURCE_EXHAUSTED; a bad URL, option or TLS file INVALID_ARGUMENT; a
+ * missing path NOT_FOUND; EPERM PERMISSION_DENIED; a peer failing TLS
+ * authentication UNAUTHENTICATED; ECANCELED CANCELLED; the rest INTERNAL. */
 int dctx__status_from_nng(int nng_err);
 
 /* Relative aio timeout (nng's ms) until an absolute deadline, rounded up;

@@ -23,11 +23,13 @@
  * receives is lent to it and valid until the callback returns.
  *
  * Errors: functions return 0 (DCTX_OK) or a status code of dctx.h; each
- * says which. Failures of nng are mapped to codes one way everywhere
- * (closed, refused, reset, unreachable: DCTX_UNAVAILABLE; timed out:
- * DCTX_DEADLINE_EXCEEDED; no memory or too big: DCTX_RESOURCE_EXHAUSTED;
- * a bad URL or option: DCTX_INVALID_ARGUMENT; permission: PERMISSION_DENIED;
- * failed TLS peer authentication: UNAUTHENTICATED; anything else INTERNAL).
+ * says which. Failures of nng are mapped to codes one way everywhere:
+ * closed, refused, reset, unreachable or an address in use:
+ * DCTX_UNAVAILABLE; timed out: DCTX_DEADLINE_EXCEEDED; no memory or too
+ * big: DCTX_RESOURCE_EXHAUSTED; a bad URL, scheme, option or TLS file:
+ * DCTX_INVALID_ARGUMENT; a missing path (an ipc directory, a TLS file):
+ * DCTX_NOT_FOUND; no permission: DCTX_PERMISSION_DENIED; a peer that fails
+ * TLS authentication: DCTX_UNAUTHENTICATED; anything else DCTX_INTERNAL.
  *
  * protobuf-c messages: <dctx/rpc_pb.h>.
  */
@@ -164,10 +166,10 @@ DCTX_API void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o);
  * channel). It dials in the background and redials by itself, so the
  * server need not be up yet: calls made while it is down fail with
  * DCTX_UNAVAILABLE after connect_wait_ns. On success *out is the channel,
- * to close with dctx_rpc_channel_close. Returns 0, DCTX_INVALID_ARGUMENT
- * (url or out NULL, a bad URL, scheme or TLS option), or
- * DCTX_RESOURCE_EXHAUSTED (no memory), with *out NULL; or another code
- * nng's failure maps to (see Errors). Never blocks on the network. */
+ * to close with dctx_rpc_channel_close. Returns 0, or with *out NULL:
+ * DCTX_INVALID_ARGUMENT (url or out NULL, a bad URL or scheme, a TLS CA
+ * file that cannot be used), DCTX_NOT_FOUND (the CA file does not exist)
+ * or DCTX_RESOURCE_EXHAUSTED (no memory). Never blocks on the network. */
 DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open(const char *url,
                                                   const dctx_rpc_channel_options *opts,
                                                   dctx_rpc_channel **out);
@@ -307,8 +309,9 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_open(const dctx_rpc_server_options *
 
 /* dctx_rpc_server_listen listens on url; may be called for several URLs,
  * before or after start. Returns 0, DCTX_INVALID_ARGUMENT (s or url NULL,
- * a bad URL or scheme, a TLS listener without a usable certificate),
- * DCTX_UNAVAILABLE (the address is taken or cannot be bound),
+ * a bad URL or scheme, a certificate file that cannot be used),
+ * DCTX_UNAVAILABLE (the address is in use), DCTX_NOT_FOUND (an ipc
+ * path's directory or the certificate file does not exist),
  * DCTX_PERMISSION_DENIED or DCTX_RESOURCE_EXHAUSTED. Never blocks. */
 DCTX_API int dctx_rpc_server_listen(dctx_rpc_server *s, const char *url);
 
