@@ -27,7 +27,8 @@
  *
  * Locks
  *   Each cancelable node has a lock guarding its children list, its done
- *   fd, its waiters count and the writes of err and cause. Lock order is
+ *   fd, the increments of its waiters count and the writes of err and
+ *   cause. Lock order is
  *   parent before child: only the cancel cascade holds more than one (it
  *   holds a node until its subtree is done, cancel.c); every other path
  *   holds one node lock at a time. The timer heap lock and the after-func
@@ -108,8 +109,8 @@ struct dctx__cancel {
      * lock, while live; freed with the node. */
     _Atomic(struct dctx__shard *) shards;
 
-    atomic_int waiters;          /* threads asleep on err; changed under lock
-                                    (sleepers register under it: cancel.c) */
+    atomic_int waiters;          /* threads asleep on err: incremented under
+                                    lock, decremented without it (wait.c) */
     int cause;                   /* valid once err != 0 */
     const char *cause_msg;       /* valid once err != 0; owned by this node or an ancestor */
     char *own_msg;               /* heap copy from dctx_cancel_cause; freed with the node */

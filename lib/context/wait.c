@@ -4,8 +4,9 @@
  *
  * dctx_wait sleeps on the done source's err word with a futex, so a
  * context needs no condition variable of its own; cancel wakes sleepers
- * only when the waiters count (kept under the node's lock) says there are
- * some. A waiter sleeps at most
+ * only when the waiters count says there are some. A sleeper counts
+ * itself in under the node's lock (so a cancel either sees it or it sees
+ * err) and out without it (a count left high costs one spare wake-up). A waiter sleeps at most
  * until its context's deadline and enacts the deadline itself if it wakes
  * first: its lateness is one wake-up, not a wake-up of the timer thread
  * plus one of the waiter. It sleeps with 1 ns timer slack (restored after),

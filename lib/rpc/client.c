@@ -47,9 +47,6 @@
 #include "text.h"
 #include "wire_impl.h"
 
-#define DEFAULT_CONNECT_WAIT_NS (200 * 1000000LL)
-#define DEFAULT_RECV_MAX (4u << 20)
-#define DEFAULT_CANCEL_ACK_NS (1000 * 1000000LL)
 /* The aio timeout past the call's deadline: the context's own timer ends
  * the call on time; this only guards against a stalled executor. */
 #define BACKSTOP_NS (1000 * 1000000LL)
@@ -238,9 +235,9 @@ void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o)
     memset(o, 0, sizeof *o);
     o->policy.send = DCTX_WIRE_SEND_ALL;
     o->policy.reserve_ns = DCTX_RPC_DEFAULT_RESERVE_NS;
-    o->connect_wait_ns = DEFAULT_CONNECT_WAIT_NS;
-    o->recv_max_bytes = DEFAULT_RECV_MAX;
-    o->cancel_ack_timeout_ns = DEFAULT_CANCEL_ACK_NS;
+    o->connect_wait_ns = DCTX_RPC_DEFAULT_CONNECT_WAIT_NS;
+    o->recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
+    o->cancel_ack_timeout_ns = DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS;
 }
 
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -298,9 +295,9 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     else
         dctx_rpc_channel_options_init(&ch->opts);
     if (ch->opts.recv_max_bytes == 0)
-        ch->opts.recv_max_bytes = DEFAULT_RECV_MAX;
+        ch->opts.recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     if (ch->opts.cancel_ack_timeout_ns <= 0)
-        ch->opts.cancel_ack_timeout_ns = DEFAULT_CANCEL_ACK_NS;
+        ch->opts.cancel_ack_timeout_ns = DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS;
     pthread_mutex_init(&ch->mu, NULL);
     dctx__cond_init_monotonic(&ch->cv);
 

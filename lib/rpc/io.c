@@ -133,7 +133,8 @@ int dctx__frame_pack(const Dctx__Wire__Frame *f, nng_msg **out)
  * start of the space and the block is found again from the frame. The
  * space is sized from the message (a server holds each call's frame while
  * it runs: 10,000 calls in flight are 10,000 blocks): unpacked, a call
- * takes about its wire size plus 300 bytes of structs. */
+ * takes about its wire size plus FRAME_STRUCT_BYTES of structs. */
+#define FRAME_STRUCT_BYTES 320
 #define FRAME_SPACE_MAX 1000 /* with the header, within malloc's fast bins */
 
 struct frame_piece {
@@ -184,7 +185,7 @@ static void frame_block_free(struct frame_block *b)
 Dctx__Wire__Frame *dctx__frame_unpack(nng_msg *m)
 {
     size_t len = nng_msg_len(m);
-    size_t cap = len < FRAME_SPACE_MAX ? len + 320 : FRAME_SPACE_MAX;
+    size_t cap = len < FRAME_SPACE_MAX ? len + FRAME_STRUCT_BYTES : FRAME_SPACE_MAX;
     cap = cap < FRAME_SPACE_MAX ? cap : FRAME_SPACE_MAX;
     struct frame_block *b = malloc(sizeof *b + cap);
     if (b == NULL)

@@ -263,7 +263,7 @@ static void call_unref(struct server_call *call)
     free(call);
 }
 
-/* The call is over (answered or dropped): forget its token, count it out. */
+/* Count one call out of in_flight, waking a close waiting for none. */
 static void in_flight_leave(dctx_rpc_server *srv)
 {
     /* Only a closing server waits for the count to reach 0. The server
@@ -276,6 +276,7 @@ static void in_flight_leave(dctx_rpc_server *srv)
     }
 }
 
+/* The call is over (answered or dropped): forget its token, count it out. */
 static void call_end(struct server_call *call)
 {
     dctx_rpc_server *srv = call->srv;
@@ -628,10 +629,10 @@ static void pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 void dctx_rpc_server_options_init(dctx_rpc_server_options *o)
 {
     memset(o, 0, sizeof *o);
-    o->workers = 4;
-    o->max_in_flight = 10000;
-    o->recv_max_bytes = 4u << 20;
-    o->shutdown_grace_ns = 5000 * 1000000LL;
+    o->workers = DCTX_RPC_DEFAULT_WORKERS;
+    o->max_in_flight = DCTX_RPC_DEFAULT_MAX_IN_FLIGHT;
+    o->recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
+    o->shutdown_grace_ns = DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS;
 }
 
 int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **out)
@@ -651,7 +652,7 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
         return DCTX_INVALID_ARGUMENT;
     }
     if (srv->opts.recv_max_bytes == 0)
-        srv->opts.recv_max_bytes = 4u << 20;
+        srv->opts.recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     int rc = dctx__token_table_open((size_t)srv->opts.max_in_flight, TOMBSTONES_MAX, FINISHED_MAX,
                                     &srv->tokens);
     if (rc == 0 && dctx_with_cancel(dctx_background(), &srv->root) != 0)

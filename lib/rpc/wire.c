@@ -29,7 +29,7 @@
 
 /* ===== Key registry ===== */
 
-#define REGISTRY_SLOTS 1024 /* open addressing; at most half full */
+#define REGISTRY_SLOTS (2 * DCTX_WIRE_REGISTERED_KEYS_MAX) /* open addressing; at most half full */
 
 static pthread_rwlock_t registry_lock = PTHREAD_RWLOCK_INITIALIZER;
 static const dctx_key *registry[REGISTRY_SLOTS]; /* protected by registry_lock */
@@ -79,7 +79,7 @@ int dctx_wire_register_key(const dctx_key *key)
     pthread_rwlock_wrlock(&registry_lock);
     size_t i = registry_slot(key->name, strlen(key->name));
     if (registry[i] == NULL) {
-        if (registry_count >= REGISTRY_SLOTS / 2) {
+        if (registry_count >= DCTX_WIRE_REGISTERED_KEYS_MAX) {
             rc = DCTX_RESOURCE_EXHAUSTED;
         } else {
             registry[i] = key;
@@ -289,7 +289,7 @@ int dctx_wire_each_value(const dctx *ctx, const dctx_wire_policy *policy,
 {
     if (ctx == NULL || fn == NULL)
         return DCTX_INVALID_ARGUMENT;
-    struct dctx__wire_out *out = malloc(sizeof *out); /* 4 KiB: not on a caller's stack */
+    struct dctx__wire_out *out = malloc(sizeof *out); /* 4 KiB, kept off the user's stack */
     if (out == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     char err[DCTX__WIRE_ERR_BYTES];

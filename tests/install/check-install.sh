@@ -1,7 +1,9 @@
 #!/bin/sh
 # check-install.sh BUILD_DIR - install dctx to a scratch prefix, then build
-# and run a program against it twice: with pkg-config (cc app.c
-# $(pkg-config --cflags --libs dctx)) and with CMake's find_package(dctx).
+# and run programs against it: one on dctx.h and rpc.h with pkg-config (cc
+# app.c $(pkg-config --cflags --libs dctx)) and with CMake's
+# find_package(dctx), and one on rpc_pb.h with pkg-config dctx-pb and
+# dctx::dctx_pb, the two that add protobuf-c.
 set -eu
 build=$1
 tmp=$(mktemp -d)
@@ -11,7 +13,11 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 
 cat >"$tmp/app.c" <<'C'
 #include <dctx/dctx.h>
+#include <dctx/rpc.h>
 #include <stdio.h>
+#ifdef PROTOBUF_C_VERSION
+#error "rpc.h pulled in protobuf-c"
+#endif
 int main(void)
 {
     dctx *c;
@@ -46,3 +52,35 @@ cmake -S "$tmp/proj" -B "$tmp/proj/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/nu
 cmake --build "$tmp/proj/build" >/dev/null
 "$tmp/proj/build/app" | grep -qx DEADLINE_EXCEEDED
 echo "find_package: ok"
+
+# A protobuf-c user: rpc_pb.h, through dctx-pb and dctx::dctx_pb.
+cat >"$tmp/pb.c" <<'C'
+#include <dctx/rpc_pb.h>
+#include <stdio.h>
+int main(void)
+{
+    dctx_rpc_result res;
+    ProtobufCMessage *resp;
+    int rc = dctx_rpc_call(NULL, NULL, "/x.Y/Z", NULL, NULL, &resp, &res);
+    printf("%s %s\n", dctx_code_name(rc), protobuf_c_version());
+    dctx_rpc_result_free(&res);
+    return rc == DCTX_INVALID_ARGUMENT ? 0 : 1;
+}
+C
+# shellcheck disable=SC2046 # pkg-config output is meant to split
+cc "$tmp/pb.c" -o "$tmp/pb_pc" $(pkg-config --cflags --libs dctx-pb)
+LD_LIBRARY_PATH="$libdir" "$tmp/pb_pc" | grep -q '^INVALID_ARGUMENT '
+echo "pkg-config dctx-pb: ok"
+mkdir "$tmp/pbproj"
+cp "$tmp/pb.c" "$tmp/pbproj/pb.c"
+cat >"$tmp/pbproj/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.18)
+project(pb C)
+find_package(dctx 0.1 REQUIRED)
+add_executable(pb pb.c)
+target_link_libraries(pb PRIVATE dctx::dctx_pb)
+CM
+cmake -S "$tmp/pbproj" -B "$tmp/pbproj/build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$tmp/pbproj/build" >/dev/null
+LD_LIBRARY_PATH="$libdir" "$tmp/pbproj/build/pb" | grep -q '^INVALID_ARGUMENT '
+echo "find_package dctx::dctx_pb: ok"

@@ -42,9 +42,11 @@ DCTX_API bool dctx_trace_parse(const char *text, size_t len, dctx_trace *t);
 DCTX_API bool dctx_trace_get(const dctx *ctx, dctx_trace *t);
 
 /* dctx_trace_start makes a child of parent that begins a new trace: random
- * trace and span ids, the given flags (DCTX_TRACE_SAMPLED, say). Returns 0,
- * DCTX_INVALID_ARGUMENT or DCTX_RESOURCE_EXHAUSTED, like the constructors of
- * dctx.h. */
+ * trace and span ids, the given flags (DCTX_TRACE_SAMPLED, say). On success
+ * *out holds one reference for the caller to dctx_release. Returns 0,
+ * DCTX_INVALID_ARGUMENT (parent or out NULL), DCTX_RESOURCE_EXHAUSTED (no
+ * memory) or DCTX_INTERNAL (libsodium cannot start: no randomness), with
+ * *out NULL. Thread safe; never blocks. */
 DCTX_API int dctx_trace_start(dctx *parent, unsigned flags, dctx **out);
 
 /* dctx_trace_span makes a child of parent for a new span of parent's trace

@@ -39,6 +39,8 @@ extern "C" {
 #define DCTX_WIRE_MESSAGE_BYTES_MAX 1024
 /* Hops a call chain may take; a deeper call is refused (a loop guard). */
 #define DCTX_WIRE_HOPS_MAX 64
+/* Keys a process may register with dctx_wire_register_key. */
+#define DCTX_WIRE_REGISTERED_KEYS_MAX 512
 
 /* ===== Key registry ===== */
 
@@ -48,8 +50,11 @@ extern "C" {
  * next hop, untouched. The key must be flagged DCTX_KEY_PROPAGATE, have a
  * valid name (see DCTX_WIRE_KEY_BYTES_MAX) and live as long as the
  * process. Registering the same key twice is fine. Returns 0,
- * DCTX_INVALID_ARGUMENT or DCTX_ALREADY_EXISTS (another key has the name).
- * Thread safe. */
+ * DCTX_INVALID_ARGUMENT (key NULL, not DCTX_KEY_PROPAGATE, or a bad name),
+ * DCTX_ALREADY_EXISTS (another key has the name, "traceparent" included:
+ * it is dctx_traceparent_key's) or DCTX_RESOURCE_EXHAUSTED (the registry
+ * holds DCTX_WIRE_REGISTERED_KEYS_MAX keys already). Thread safe; never
+ * blocks for long (a lock shared with servers decoding calls). */
 DCTX_API int dctx_wire_register_key(const dctx_key *key);
 
 /* dctx_wire_key_name_valid tells whether name may travel as a key name. */
@@ -83,8 +88,10 @@ typedef struct dctx_wire_policy {
  * call made with ctx would carry under policy (NULL: all), nearest first,
  * each name once: values of propagated keys and values passed through from
  * upstream. Stops at the first non-zero return of fn and returns it; 0
- * otherwise, or DCTX_INVALID_ARGUMENT / DCTX_RESOURCE_EXHAUSTED if the
- * values break a limit (a call would be refused the same way). */
+ * otherwise; DCTX_INVALID_ARGUMENT (ctx or fn NULL, or a value breaks a
+ * per-value limit) or DCTX_RESOURCE_EXHAUSTED (too many values or bytes, or
+ * no memory) before fn is called, as a call would be refused. The strings
+ * and bytes fn gets live as long as ctx. */
 DCTX_API int dctx_wire_each_value(const dctx *ctx, const dctx_wire_policy *policy,
                                   int (*fn)(void *arg, const char *name, const void *value,
                                             size_t len),
