@@ -59,7 +59,7 @@ enum dctx_rpc_cancel_outcome {
 #define DCTX_RPC_CANCEL_OUTCOMES 6
 
 /* dctx_rpc_cancel_outcome_name: "none", "stopped", "prevented", "too_late",
- * "pending", "unreached"; "?" for anything else. */
+ * "pending", "unreached"; "?" for anything else. A static string. */
 DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
 
 /* ===== Events =====
@@ -280,10 +280,12 @@ DCTX_API void dctx_rpc_server_options_init(dctx_rpc_server_options *o);
 
 /* A handler gets the rebuilt context (done when the caller cancels, its
  * deadline passes, the caller is lost or the server closes; dctx_cause
- * says which) and the request bytes (valid during the call). It may set a
- * response payload and a status message on reply, and returns a status
- * code (DCTX_OK for success). It runs on a worker thread and should return
- * soon after ctx is done. */
+ * says which; borrowed: retain it to keep it past the return) and the
+ * request bytes (valid during the call). It may set a response payload and
+ * a status message on reply, and returns a status code (DCTX_OK for
+ * success; a value outside 0..DCTX_CODE_MAX is sent as DCTX_UNKNOWN). It
+ * runs on a worker thread (or, DCTX_RPC_INLINE, on nng's receiving
+ * thread) and should return soon after ctx is done. */
 typedef int (*dctx_rpc_handler_fn)(void *arg, dctx *ctx, const void *req, size_t req_len,
                                    dctx_rpc_reply *reply);
 
@@ -346,8 +348,10 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
  * DCTX_UNAVAILABLE, every handler's context is canceled with cause
  * DCTX_UNAVAILABLE "server shutting down", and close waits up to the grace
  * for them to return; then it closes the sockets, waits for the workers and
- * frees everything. Returns 0, or DCTX_DEADLINE_EXCEEDED if handlers
- * outlived the grace (it still waited for them). NULL is fine. */
+ * frees everything, the server's started or not. Returns 0, or
+ * DCTX_DEADLINE_EXCEEDED if handlers outlived the grace (it still waited
+ * for them). Blocks; must not be called from a handler or event hook of the
+ * same server. NULL is fine. */
 DCTX_API int dctx_rpc_server_close(dctx_rpc_server *s);
 
 typedef struct dctx_rpc_server_stats {
