@@ -9,16 +9,19 @@
 #include <stdatomic.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "duration.h"
+#include "json.h"
 #include "rpcd.h"
 
 static const char bench_usage[] =
-    "usage: rpcd bench URL METHOD [--data TEXT] [--concurrency N] [--duration DURATION | --calls N]\n"
+    "usage: rpcd bench URL METHOD [--data TEXT] [--concurrency N] "
+    "[--duration DURATION | --calls N]\n"
     "                  [--timeout DURATION] [--cancel-fraction F]\n"
     "\n"
     "Call METHOD from N concurrent callers on one channel (default 16) for a duration (default\n"
@@ -28,6 +31,9 @@ static const char bench_usage[] =
     "by_status (counts per status name).\n";
 
 #define MAX_CONCURRENCY 100000
+/* The probe, the first call on the channel, waits for its connection:
+ * longer than the default, for a server that is slow to accept. */
+#define CONNECT_WAIT_NS 1000000000LL
 #define CANCEL_WINDOW_NS 1000000 /* a canceled call is canceled within 1 ms of its start */
 
 struct bench;
@@ -72,11 +78,15 @@ struct bench {
     bool stopping;
 };
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "rpcd bench: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n(rpcd bench --help for usage)\n");
+    va_end(ap);
     return RPCD_EXIT_USAGE;
 }
 
@@ -237,20 +247,27 @@ static void merge(struct bench *b, struct caller *callers, int n)
 static void report(struct bench *b, double seconds, int concurrency)
 {
     qsort(b->lat_us, b->n_lat, sizeof b->lat_us[0], by_value);
-    printf("{\"calls\":%lld,\"calls_per_s\":%.1f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,"
-           "\"max_us\":%u,\"concurrency\":%d,\"duration_s\":%.3f,\"by_status\":{",
-           (long long)atomic_load(&b->ended), seconds > 0 ? (double)atomic_load(&b->ended) / seconds : 0.0,
-           percentile(b->lat_us, b->n_lat, 0.50), percentile(b->lat_us, b->n_lat, 0.90),
-           percentile(b->lat_us, b->n_lat, 0.99), b->n_lat ? b->lat_us[b->n_lat - 1] : 0,
-           concurrency, seconds);
-    bool first = true;
-    for (int c = 0; c <= DCTX_CODE_MAX; c++) {
-        if (b->by_code[c] == 0)
-            continue;
-        printf("%s\"%s\":%lld", first ? "" : ",", dctx_code_name(c), b->by_code[c]);
-        first = false;
-    }
-    printf("}}\n");
+    long long ended = atomic_load(&b->ended);
+    char buf[2048]; /* the numbers and 17 status names fit well within */
+    struct rpcd_json j;
+    rpcd_json_init(&j, buf, sizeof buf);
+    rpcd_json_object(&j, NULL);
+    rpcd_json_int(&j, "calls", ended);
+    rpcd_json_fixed(&j, "calls_per_s", seconds > 0 ? (double)ended / seconds : 0.0, 1);
+    rpcd_json_uint(&j, "p50_us", percentile(b->lat_us, b->n_lat, 0.50));
+    rpcd_json_uint(&j, "p90_us", percentile(b->lat_us, b->n_lat, 0.90));
+    rpcd_json_uint(&j, "p99_us", percentile(b->lat_us, b->n_lat, 0.99));
+    rpcd_json_uint(&j, "max_us", b->n_lat ? b->lat_us[b->n_lat - 1] : 0);
+    rpcd_json_int(&j, "concurrency", concurrency);
+    rpcd_json_fixed(&j, "duration_s", seconds, 3);
+    rpcd_json_object(&j, "by_status");
+    for (int c = 0; c <= DCTX_CODE_MAX; c++)
+        if (b->by_code[c] != 0)
+            rpcd_json_int(&j, dctx_code_name(c), b->by_code[c]);
+    rpcd_json_end(&j);
+    rpcd_json_end(&j);
+    size_t len = rpcd_json_finish(&j);
+    printf("%.*s\n", (int)len, buf);
 }
 
 /* ===== Command ===== */
@@ -293,17 +310,17 @@ static int parse(int argc, char **argv, struct bench_args *a)
         } else if (strcmp(flag, "--concurrency") == 0) {
             long n = strtol(val, &end, 10);
             if (*end || n < 1 || n > MAX_CONCURRENCY)
-                return usage_error("--concurrency takes 1..100000, not \"%s\"", val);
+                return usage_error("--concurrency takes 1..%d, not \"%s\"", MAX_CONCURRENCY, val);
             a->concurrency = (int)n;
         } else if (strcmp(flag, "--calls") == 0) {
             a->calls = strtoll(val, &end, 10);
             if (*end || a->calls < 1 || errno)
                 return usage_error("--calls takes a positive number, not \"%s\"", val);
         } else if (strcmp(flag, "--duration") == 0) {
-            if (!parse_duration(val, &a->duration_ns) || a->duration_ns <= 0)
+            if (!rpcd_parse_duration(val, &a->duration_ns) || a->duration_ns <= 0)
                 return usage_error("--duration takes a duration (10s, 1m), not \"%s\"", val);
         } else if (strcmp(flag, "--timeout") == 0) {
-            if (!parse_duration(val, &a->timeout_ns))
+            if (!rpcd_parse_duration(val, &a->timeout_ns))
                 return usage_error("--timeout takes a duration, not \"%s\"", val);
         } else if (strcmp(flag, "--cancel-fraction") == 0) {
             a->cancel_fraction = strtod(val, &end);
@@ -332,7 +349,7 @@ int rpcd_bench(int argc, char **argv)
     atomic_init(&b.ended, 0);
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
-    o.connect_wait_ns = 1000000000LL;
+    o.connect_wait_ns = CONNECT_WAIT_NS;
     if ((rc = dctx_rpc_channel_open(a.url, &o, &b.ch)) != 0) {
         fprintf(stderr, "rpcd bench: bad URL \"%s\"\n", a.url);
         return rc;

@@ -6,6 +6,7 @@
  * (bounded) for the call to end and says what the cancel did at the far end.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,6 @@
 #include "rpcd.h"
 
 #define MAX_VALUES DCTX_WIRE_VALUES_MAX
-/* How long to wait for the far end's answer to a cancel. */
-#define OUTCOME_WAIT_NS (2 * 1000000000LL)
 
 static const char call_usage[] =
     "usage: rpcd call URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
@@ -42,11 +41,15 @@ struct call_args {
     bool trace;
 };
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "rpcd call: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n(rpcd call --help for usage)\n");
+    va_end(ap);
     return RPCD_EXIT_USAGE;
 }
 
@@ -56,11 +59,12 @@ static int add_value(struct call_args *a, const char *kv)
     if (eq == NULL)
         return usage_error("--value takes KEY=VALUE, not \"%s\"", kv);
     if (a->n_values == MAX_VALUES)
-        return usage_error("too many --value (at most 64): %s", kv);
+        return usage_error("too many --value (at most %d): %s", MAX_VALUES, kv);
     char *name = strndup(kv, (size_t)(eq - kv));
     if (name == NULL || !dctx_wire_key_name_valid(name)) {
         free(name);
-        return usage_error("--value key must be 1..256 printable characters: \"%s\"", kv);
+        return usage_error("--value key must be 1..%d printable characters: \"%s\"",
+                           DCTX_WIRE_KEY_BYTES_MAX, kv);
     }
     a->keys[a->n_values] = (dctx_key){name, DCTX_KEY_PROPAGATE};
     a->values[a->n_values++] = eq + 1;
@@ -103,9 +107,10 @@ static int parse(int argc, char **argv, struct call_args *a)
             a->log = val;
         else if (strcmp(flag, "--value") == 0)
             rc = add_value(a, val);
-        else if (strcmp(flag, "--timeout") == 0 && !parse_duration(val, &a->timeout_ns))
+        else if (strcmp(flag, "--timeout") == 0 && !rpcd_parse_duration(val, &a->timeout_ns))
             rc = usage_error("--timeout takes a duration (500us, 250ms, 3s, 1m), not \"%s\"", val);
-        else if (strcmp(flag, "--cancel-after") == 0 && !parse_duration(val, &a->cancel_after_ns))
+        else if (strcmp(flag, "--cancel-after") == 0 &&
+                 !rpcd_parse_duration(val, &a->cancel_after_ns))
             rc = usage_error("--cancel-after takes a duration, not \"%s\"", val);
         else if (strcmp(flag, "--data") && strcmp(flag, "--log") && strcmp(flag, "--value") &&
                  strcmp(flag, "--timeout") && strcmp(flag, "--cancel-after"))
@@ -142,20 +147,50 @@ static int make_context(struct call_args *a, dctx **out)
     return rc;
 }
 
-static void log_call_end(const dctx_rpc_result *res, int64_t elapsed_ns, const char *method,
+static void log_call_end(int code, const char *message, int64_t elapsed_ns, const char *method,
                          const dctx *ctx)
 {
-    struct log_line l;
-    log_begin(&l, "call_end");
-    log_str(&l, "method", method);
-    log_str(&l, "status", dctx_code_name(res->code));
-    log_int(&l, "elapsed_us", elapsed_ns / 1000);
+    struct rpcd_log_line l;
+    rpcd_log_begin(&l, "call_end");
+    rpcd_log_str(&l, "method", method);
+    rpcd_log_str(&l, "status", dctx_code_name(code));
+    rpcd_log_int(&l, "elapsed_us", elapsed_ns / 1000);
     dctx_trace t;
     if (dctx_trace_get(ctx, &t)) {
-        log_str(&l, "trace_id", t.trace_id);
-        log_str(&l, "span_id", t.span_id);
+        rpcd_log_str(&l, "trace_id", t.trace_id);
+        rpcd_log_str(&l, "span_id", t.span_id);
     }
-    log_end(&l);
+    if (message[0] != '\0') /* last: a peer's message may fill the rest of the line */
+        rpcd_log_str(&l, "message", message);
+    rpcd_log_end(&l);
+}
+
+/* Why a call that was never sent failed: dctx_rpc_call_start returns only
+ * the code then, so say what rpcd knows (the URL, whether it is reached). */
+static void describe_not_sent(int code, dctx_rpc_channel *ch, const char *url,
+                              const dctx_rpc_channel_options *o, char *out, size_t n)
+{
+    dctx_rpc_channel_stats cs;
+    dctx_rpc_channel_stats_get(ch, &cs);
+    char wait[32];
+    if (code == DCTX_UNAVAILABLE && cs.connections == 0)
+        snprintf(out, n, "no connection to %s within %s", url,
+                 rpcd_format_duration(o->connect_wait_ns, wait, sizeof wait));
+    else
+        snprintf(out, n, "the call was not sent to %s: %s", url, dctx_strerror(code));
+}
+
+/* Status name, then the payload or the status message. */
+static void print_result(int code, const dctx_rpc_result *res, const char *not_sent)
+{
+    printf("%s\n", dctx_code_name(code));
+    if (code == DCTX_OK)
+        fwrite(res->payload, 1, res->payload_len, stdout);
+    else if (res->message[0] != '\0')
+        fputs(res->message, stdout);
+    else
+        fputs(not_sent[0] != '\0' ? not_sent : dctx_strerror(code), stdout);
+    printf("\n");
 }
 
 int rpcd_call(int argc, char **argv)
@@ -164,12 +199,14 @@ int rpcd_call(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
-    if (a.log != NULL && log_open(a.log, "rpcd-call") != 0) {
+    if (a.log != NULL && rpcd_log_open(a.log, "rpcd-call") != 0) {
         fprintf(stderr, "rpcd call: cannot open log %s: %s\n", a.log, strerror(errno));
         return RPCD_EXIT_USAGE;
     }
+    dctx_rpc_channel_options o;
+    dctx_rpc_channel_options_init(&o);
     dctx_rpc_channel *ch = NULL;
-    rc = dctx_rpc_channel_open(a.url, NULL, &ch);
+    rc = dctx_rpc_channel_open(a.url, &o, &ch);
     if (rc != 0) {
         fprintf(stderr, "rpcd call: bad URL \"%s\" (inproc://, ipc:///path, tcp://host:port)\n",
                 a.url);
@@ -183,28 +220,30 @@ int rpcd_call(int argc, char **argv)
     int64_t t0 = dctx_now();
     if (rc == 0)
         rc = dctx_rpc_call_start(ch, ctx, a.method, a.data, strlen(a.data), NULL, NULL, &h);
+    /* res is a copy of the call's whole result, ours until freed. */
     dctx_rpc_result res = {.message = ""};
+    char not_sent[DCTX_WIRE_MESSAGE_BYTES_MAX] = ""; /* as long as a server's message */
     bool canceled = false;
     if (h != NULL) {
         if (a.cancel_after_ns >= 0 && !dctx_rpc_handle_wait(h, a.cancel_after_ns)) {
             if (a.log != NULL)
-                log_message("cancel_sent", "after %lld us", (long long)(dctx_now() - t0) / 1000);
+                rpcd_log_message("cancel_sent", "after %lld us",
+                                 (long long)(dctx_now() - t0) / 1000);
             dctx_cancel(ctx);
             canceled = true;
         }
         rc = dctx_rpc_handle_result(h, &res);
-        if (a.log != NULL)
-            log_call_end(&res, dctx_now() - t0, a.method, ctx);
+    } else if (ctx != NULL) {
+        describe_not_sent(rc, ch, a.url, &o, not_sent, sizeof not_sent);
     }
-    printf("%s\n", dctx_code_name(rc));
-    if (rc == DCTX_OK)
-        fwrite(res.payload, 1, res.payload_len, stdout);
-    else
-        fputs(res.message[0] ? res.message : dctx_strerror(rc), stdout);
-    printf("\n");
+    if (a.log != NULL && ctx != NULL)
+        log_call_end(rc, h != NULL ? res.message : not_sent, dctx_now() - t0, a.method, ctx);
+    print_result(rc, &res, not_sent);
+    /* Twice the channel's own wait for the answer: by then it came, or the
+     * channel gave up on it ("unreached"). */
     if (canceled)
-        printf("cancel: %s\n",
-               dctx_rpc_cancel_outcome_name(dctx_rpc_handle_cancel_outcome(h, OUTCOME_WAIT_NS)));
+        printf("cancel: %s\n", dctx_rpc_cancel_outcome_name(
+                                   dctx_rpc_handle_cancel_outcome(h, 2 * o.cancel_ack_timeout_ns)));
     dctx_trace t;
     if (ctx != NULL && dctx_trace_get(ctx, &t))
         printf("trace: %s\n", t.trace_id);
@@ -214,6 +253,6 @@ int rpcd_call(int argc, char **argv)
     dctx_rpc_channel_close(ch);
     for (int i = 0; i < a.n_values; i++)
         free((char *)a.keys[i].name);
-    log_close();
+    rpcd_log_close();
     return rc;
 }

@@ -5,18 +5,16 @@
  *   /dctx.demo.Demo/Chain  Chain on every --next in parallel; at a leaf: Sleep, then
  *                          Echo with the instance name first
  *   /dctx.demo.Demo/Fail   data is "CODE message"; answers that status
- *   /dctx.Admin/Stats      the server's counters as one JSON object
+ *   /dctx.Admin/Stats      the server's and its next hops' counters as one JSON object
  */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "duration.h"
+#include "json.h"
 #include "rpcd.h"
-
-#define TEXT_MAX 65536
 
 /* A growing text buffer for replies. */
 struct text {
@@ -43,52 +41,64 @@ static void text_add(struct text *t, const void *s, size_t n)
     t->buf[t->len] = '\0';
 }
 
-static void text_addf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_addf(struct text *t, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        text_add(t, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* ===== Echo ===== */
+
+/* The received values as "key=value" entries, each bytes with a length:
+ * a value may hold NULs. Kept as offsets while text grows. */
+struct values {
+    struct text text;
+    struct {
+        size_t at, len;
+    } entries[DCTX_WIRE_VALUES_MAX];
+    size_t n;
+};
+
+struct entry {
+    const char *bytes;
+    size_t len;
+};
 
 static int collect_value(void *arg, const char *name, const void *value, size_t len)
 {
-    struct text *lines = arg; /* NUL-separated "key=value" entries */
-    text_add(lines, name, strlen(name));
-    text_add(lines, "=", 1);
-    text_add(lines, value, len);
-    text_add(lines, "", 1);
+    struct values *v = arg;
+    if (v->n == DCTX_WIRE_VALUES_MAX)
+        return 0;
+    size_t at = v->text.len;
+    text_add(&v->text, name, strlen(name));
+    text_add(&v->text, "=", 1);
+    text_add(&v->text, value, len);
+    v->entries[v->n].at = at;
+    v->entries[v->n++].len = v->text.len - at;
     return 0;
 }
 
-static int by_string(const void *a, const void *b)
+static int by_bytes(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    const struct entry *x = a, *y = b;
+    int c = memcmp(x->bytes, y->bytes, x->len < y->len ? x->len : y->len);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
 }
 
 /* The Echo answer: first line (if any), the data, then sorted values. */
 static void echo_text(struct text *out, const char *first, dctx *ctx, const void *req, size_t len)
 {
-    if (first != NULL)
-        text_addf(out, "%s\n", first);
+    if (first != NULL) {
+        text_add(out, first, strlen(first));
+        text_add(out, "\n", 1);
+    }
     text_add(out, req, len);
-    struct text lines = {0};
-    dctx_wire_each_value(ctx, NULL, collect_value, &lines);
-    char *entries[DCTX_WIRE_VALUES_MAX];
-    size_t n = 0;
-    for (size_t pos = 0; lines.buf != NULL && pos < lines.len && n < DCTX_WIRE_VALUES_MAX;
-         pos += strlen(lines.buf + pos) + 1)
-        entries[n++] = lines.buf + pos;
-    qsort(entries, n, sizeof entries[0], by_string);
+    struct values v = {0};
+    dctx_wire_each_value(ctx, NULL, collect_value, &v);
+    size_t n = v.text.buf != NULL ? v.n : 0; /* none if the text could not grow */
+    struct entry sorted[DCTX_WIRE_VALUES_MAX];
     for (size_t i = 0; i < n; i++)
-        text_addf(out, "\n%s", entries[i]);
-    free(lines.buf);
+        sorted[i] = (struct entry){v.text.buf + v.entries[i].at, v.entries[i].len};
+    qsort(sorted, n, sizeof sorted[0], by_bytes);
+    for (size_t i = 0; i < n; i++) {
+        text_add(out, "\n", 1);
+        text_add(out, sorted[i].bytes, sorted[i].len);
+    }
+    free(v.text.buf);
 }
 
 static int reply_text(dctx_rpc_reply *reply, struct text *t)
@@ -115,7 +125,7 @@ static int sleep_on(dctx *ctx, const void *req, size_t len, dctx_rpc_reply *repl
     int64_t ns = 0;
     snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
              (const char *)req);
-    if (!parse_duration(text, &ns)) {
+    if (!rpcd_parse_duration(text, &ns)) {
         dctx_rpc_reply_set_message(reply, "data must be a duration such as 250ms, not \"%s\"",
                                    text);
         return DCTX_INVALID_ARGUMENT;
@@ -217,59 +227,102 @@ static int fail(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_repl
 
 /* ===== Stats ===== */
 
+/* Stats with 16 next hops and every counter at 20 digits is under 20 KiB;
+ * the rest is room for long names and URLs. */
+#define STATS_BYTES 65536
+
+/* The status codes seen (nonzero counts only), by name. */
+static void code_counts(struct rpcd_json *j, const char *key, const uint64_t *by_code)
+{
+    rpcd_json_object(j, key);
+    for (int c = 0; c <= DCTX_CODE_MAX; c++)
+        if (by_code[c] != 0)
+            rpcd_json_uint(j, dctx_code_name(c), by_code[c]);
+    rpcd_json_end(j);
+}
+
+/* Every cancel outcome, by name. */
+static void outcome_counts(struct rpcd_json *j, const uint64_t *outcomes)
+{
+    rpcd_json_object(j, "cancel_outcomes");
+    for (int o = 0; o < DCTX_RPC_CANCEL_OUTCOMES; o++)
+        rpcd_json_uint(j, dctx_rpc_cancel_outcome_name(o), outcomes[o]);
+    rpcd_json_end(j);
+}
+
+/* A next hop: is it reached, how did calls to it end; then the rest of its
+ * channel's counters. */
+static void hop_stats(struct rpcd_json *j, const char *url, const dctx_rpc_channel_stats *cs)
+{
+    uint64_t failed = 0;
+    for (int c = 1; c <= DCTX_CODE_MAX; c++)
+        failed += cs->by_code[c];
+    rpcd_json_object(j, NULL);
+    rpcd_json_str(j, "url", url);
+    rpcd_json_bool(j, "connected", cs->connections > 0);
+    rpcd_json_uint(j, "calls", cs->calls);
+    rpcd_json_uint(j, "ok", cs->by_code[DCTX_OK]);
+    rpcd_json_uint(j, "failed", failed);
+    rpcd_json_uint(j, "unavailable", cs->by_code[DCTX_UNAVAILABLE]);
+    rpcd_json_uint(j, "connections", cs->connections);
+    code_counts(j, "by_status", cs->by_code);
+    rpcd_json_uint(j, "not_sent_budget", cs->not_sent_budget);
+    rpcd_json_uint(j, "cancels_pushed", cs->cancels_pushed);
+    outcome_counts(j, cs->cancel_outcomes);
+    rpcd_json_end(j);
+}
+
+/* The server's counters, then the next hops'. "next" comes last: readers
+ * that take the first "key": of a name get the server's own counter. */
+static void write_stats(struct rpcd_json *j, struct rpcd *r)
+{
+    dctx_rpc_server_stats s;
+    dctx_rpc_server_stats_get(r->server, &s);
+    dctx_rpc_channel_stats hops[RPCD_MAX_NEXT];
+    uint64_t pushed = 0;
+    for (int i = 0; i < r->n_next; i++) {
+        dctx_rpc_channel_stats_get(r->next[i], &hops[i]);
+        pushed += hops[i].cancels_pushed;
+    }
+    rpcd_json_object(j, NULL);
+    rpcd_json_str(j, "name", r->name);
+    code_counts(j, "calls", s.by_code);
+    rpcd_json_uint(j, "in_flight", s.in_flight);
+    rpcd_json_uint(j, "cancels_received", s.cancels_received);
+    rpcd_json_uint(j, "cancels_pushed", pushed);
+    rpcd_json_uint(j, "peers_lost", s.peers_lost);
+    rpcd_json_uint(j, "bad_frames", s.bad_frames);
+    rpcd_json_fixed(j, "uptime_s", (dctx_now() - r->started_ns) / 1e9, 3);
+    rpcd_json_uint(j, "calls_received", s.calls);
+    rpcd_json_uint(j, "expired_in_queue", s.expired_in_queue);
+    outcome_counts(j, s.cancel_outcomes);
+    rpcd_json_uint(j, "calls_canceled_by_peer_loss", s.calls_canceled_by_peer_loss);
+    rpcd_json_uint(j, "listeners_restarted", s.listeners_restarted);
+    rpcd_json_uint(j, "traces_dropped", s.traces_dropped);
+    rpcd_json_array(j, "next");
+    for (int i = 0; i < r->n_next; i++)
+        hop_stats(j, r->next_url[i], &hops[i]);
+    rpcd_json_end(j);
+    rpcd_json_end(j);
+}
+
 static int stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
 {
     (void)ctx;
     (void)req;
     (void)len;
-    struct rpcd *r = arg;
-    dctx_rpc_server_stats s;
-    dctx_rpc_server_stats_get(r->server, &s);
-    uint64_t pushed = 0;
-    struct text hops = {0}; /* each next hop: is it reached, how did calls to it end */
-    for (int i = 0; i < r->n_next; i++) {
-        dctx_rpc_channel_stats cs;
-        dctx_rpc_channel_stats_get(r->next[i], &cs);
-        pushed += cs.cancels_pushed;
-        uint64_t failed = 0;
-        for (int c = 1; c <= DCTX_CODE_MAX; c++)
-            failed += cs.by_code[c];
-        text_addf(&hops, "%s{\"url\":\"%s\",\"connected\":%s,\"calls\":%llu,\"ok\":%llu,"
-                  "\"failed\":%llu,\"unavailable\":%llu}",
-                  i ? "," : "", r->next_url[i], cs.connections > 0 ? "true" : "false",
-                  (unsigned long long)cs.calls, (unsigned long long)cs.by_code[DCTX_OK],
-                  (unsigned long long)failed, (unsigned long long)cs.by_code[DCTX_UNAVAILABLE]);
-    }
-    struct text out = {0};
-    text_addf(&out, "{\"name\":\"%s\",\"calls\":{", r->name);
-    bool first = true;
-    for (int c = 0; c <= DCTX_CODE_MAX; c++) {
-        if (s.by_code[c] == 0)
-            continue;
-        text_addf(&out, "%s\"%s\":%llu", first ? "" : ",", dctx_code_name(c),
-                  (unsigned long long)s.by_code[c]);
-        first = false;
-    }
-    text_addf(&out,
-              "},\"in_flight\":%llu,\"cancels_received\":%llu,\"cancels_pushed\":%llu,"
-              "\"peers_lost\":%llu,\"bad_frames\":%llu,\"uptime_s\":%.3f,"
-              "\"calls_received\":%llu,\"expired_in_queue\":%llu,"
-              "\"cancel_outcomes\":{\"stopped\":%llu,\"prevented\":%llu,\"too_late\":%llu},"
-              "\"next\":[",
-              (unsigned long long)s.in_flight, (unsigned long long)s.cancels_received,
-              (unsigned long long)pushed, (unsigned long long)s.peers_lost,
-              (unsigned long long)s.bad_frames, (dctx_now() - r->started_ns) / 1e9,
-              (unsigned long long)s.calls, (unsigned long long)s.expired_in_queue,
-              (unsigned long long)s.cancel_outcomes[DCTX_RPC_CANCEL_STOPPED],
-              (unsigned long long)s.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED],
-              (unsigned long long)s.cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE]);
-    text_add(&out, hops.buf, hops.len); /* whole: text_addf cuts at 1 KiB */
-    text_add(&out, "]}", 2);
-    free(hops.buf);
-    return reply_text(reply, &out);
+    char *buf = malloc(STATS_BYTES);
+    if (buf == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    struct rpcd_json j;
+    rpcd_json_init(&j, buf, STATS_BYTES);
+    write_stats(&j, arg);
+    int rc = dctx_rpc_reply_set_payload(reply, buf, rpcd_json_finish(&j));
+    free(buf);
+    return rc;
 }
 
-int demo_services_register(struct rpcd *r)
+int rpcd_demo_services_register(struct rpcd *r)
 {
     /* Echo, Fail and Stats never block: they run on the receiving thread. */
     static const struct {

@@ -1,9 +1,10 @@
 /*
- * duration.c - parsing "250ms"-style durations (see duration.h).
+ * duration.c - "250ms"-style durations, parsed and written (see duration.h).
  */
 #include "duration.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +13,7 @@ static const struct {
     double ns;
 } units[] = {{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}};
 
-bool parse_duration(const char *text, int64_t *ns)
+bool rpcd_parse_duration(const char *text, int64_t *ns)
 {
     if (text == NULL || *text == '\0' || *text == '-' || *text == '+')
         return false;
@@ -30,4 +31,14 @@ bool parse_duration(const char *text, int64_t *ns)
         }
     }
     return false;
+}
+
+char *rpcd_format_duration(int64_t ns, char *out, size_t n)
+{
+    size_t unit = 0; /* ns; the units are in increasing order */
+    for (size_t i = 1; ns != 0 && i < sizeof units / sizeof units[0]; i++)
+        if (ns % (int64_t)units[i].ns == 0)
+            unit = i;
+    snprintf(out, n, "%lld%s", (long long)(ns / (int64_t)units[unit].ns), units[unit].unit);
+    return out;
 }

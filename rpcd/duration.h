@@ -1,16 +1,21 @@
 /*
  * duration.h - "500us", "250ms", "3s", "1m": a number with a unit, as the
- * rpcd command line takes them.
+ * rpcd command line takes them, and as its --help shows defaults.
  */
 #ifndef RPCD_DURATION_H
 #define RPCD_DURATION_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Parse text into nanoseconds. Units: ns, us, ms, s, m, h; the number may
  * have a fraction ("1.5s"). False on anything else, a negative number or
  * an overflow. */
-bool parse_duration(const char *text, int64_t *ns);
+bool rpcd_parse_duration(const char *text, int64_t *ns);
+
+/* ns as text rpcd_parse_duration reads back: a whole number of the largest
+ * unit that divides it ("5s", "200ms", "1500us"); returns out. */
+char *rpcd_format_duration(int64_t ns, char *out, size_t n);
 
 #endif

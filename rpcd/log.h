@@ -1,6 +1,8 @@
 /*
  * log.h - rpcd's structured log: one JSON object per line, each with "ts"
- * (Unix time in ns), "name" (the instance) and "event".
+ * (Unix time in ns), "name" (the instance) and "event". Lines are built
+ * with the JSON writer (json.h), so each stays valid JSON whatever its
+ * strings hold; a line too long for its buffer loses its last fields.
  */
 #ifndef RPCD_LOG_H
 #define RPCD_LOG_H
@@ -8,24 +10,33 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-/* Open the log: "-" or NULL is stderr, anything else a file appended to.
- * Returns 0 or -1 (errno set). */
-int log_open(const char *path, const char *name);
-void log_close(void);
+#include "json.h"
 
-/* A line buffer: fields are appended, then log_end writes the line whole. */
-struct log_line {
-    char buf[4096];
-    size_t len;
+#define RPCD_LOG_LINE_BYTES 4096
+
+/* Open the log: "-" or NULL is stderr, anything else a file appended to.
+ * name (kept, not copied) goes into every line. Returns 0 or -1 (errno
+ * set). */
+int rpcd_log_open(const char *path, const char *name);
+void rpcd_log_close(void);
+
+/* A line buffer: fields are appended, then rpcd_log_end writes the line
+ * whole. */
+struct rpcd_log_line {
+    char buf[RPCD_LOG_LINE_BYTES];
+    struct rpcd_json json;
 };
 
 /* Start a line for event (adds ts, name, event). */
-void log_begin(struct log_line *l, const char *event);
-void log_str(struct log_line *l, const char *key, const char *value);
-void log_int(struct log_line *l, const char *key, long long value);
-void log_end(struct log_line *l);
+void rpcd_log_begin(struct rpcd_log_line *l, const char *event);
+void rpcd_log_str(struct rpcd_log_line *l, const char *key, const char *value);
+void rpcd_log_int(struct rpcd_log_line *l, const char *key, long long value);
+/* The line's writer, for arrays and objects inside it. */
+struct rpcd_json *rpcd_log_json(struct rpcd_log_line *l);
+void rpcd_log_end(struct rpcd_log_line *l);
 
 /* A free-form line: "event":"message" with text. */
-void log_message(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rpcd_log_message(const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -1,6 +1,10 @@
 /*
  * rpcd.h - what the parts of rpcd share: the subcommands, and the state of
  * a serving instance that the demo services use.
+ *
+ * rpcd exports its symbols to the modules it loads (--module), so every
+ * function or variable of rpcd that is not static is named rpcd_*: a
+ * module's own names never collide with them (tests/rpcd checks it).
  */
 #ifndef RPCD_H
 #define RPCD_H
@@ -29,7 +33,7 @@ int rpcd_bench(int argc, char **argv);
 int rpcd_trace(int argc, char **argv);
 
 /* demo_services.c: register the demo and admin methods on r->server. */
-int demo_services_register(struct rpcd *r);
+int rpcd_demo_services_register(struct rpcd *r);
 
 /* Exit codes for usage errors, apart from status codes (0..16). */
 #define RPCD_EXIT_USAGE 64

@@ -1,5 +1,5 @@
 /*
- * serve.c - `rpcd serve`: host the demo services (and later user modules)
+ * serve.c - `rpcd serve`: host the demo services and user modules
  * on one or more URLs until SIGTERM or SIGINT, then shut down gracefully.
  *
  * Signals are blocked in every thread and taken by the main thread with
@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,22 @@ static const char serve_usage[] =
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
     "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
     "  --name NAME        the instance name in logs and Chain answers (default: rpcd)\n"
-    "  --next URL         a next hop for Chain; dialed in the background, may be down\n"
-    "  --workers N        handler threads (default 4)\n"
-    "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default 10000)\n"
-    "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
-    "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
-    "                     (see <dctx/rpcd_module.h>)\n"
-    "  --shutdown-grace D how long shutdown waits for canceled handlers (default 5s)\n";
+    "  --next URL         a next hop for Chain; dialed in the background, may be down\n";
+
+/* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
+static void print_usage(void)
+{
+    char grace[32];
+    fputs(serve_usage, stdout);
+    printf("  --workers N        handler threads (default %d)\n"
+           "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default %d)\n"
+           "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
+           "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
+           "                     (see <dctx/rpcd_module.h>)\n"
+           "  --shutdown-grace D how long shutdown waits for canceled handlers (default %s)\n",
+           DCTX_RPC_DEFAULT_WORKERS, DCTX_RPC_DEFAULT_MAX_IN_FLIGHT,
+           rpcd_format_duration(DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS, grace, sizeof grace));
+}
 
 struct serve_args {
     const char *listen[RPCD_MAX_LISTEN];
@@ -39,10 +49,8 @@ struct serve_args {
     const char *name;
     const char *next[RPCD_MAX_NEXT];
     int n_next;
-    int workers;
-    int max_inflight;
+    dctx_rpc_server_options server; /* workers, in-flight limit, grace; the rest default */
     const char *log;
-    int64_t grace_ns;
     const char *modules[RPCD_MAX_MODULES];
     int n_modules;
 };
@@ -58,24 +66,26 @@ static bool parse_int(const char *s, int lo, int hi, int *out)
     return true;
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "rpcd serve: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n(rpcd serve --help for usage)\n");
+    va_end(ap);
     return RPCD_EXIT_USAGE;
 }
 
 static int parse(int argc, char **argv, struct serve_args *a)
 {
     a->name = "rpcd";
-    a->workers = 4;
-    a->max_inflight = 10000;
-    a->grace_ns = 5000000000LL;
+    dctx_rpc_server_options_init(&a->server);
     for (int i = 0; i < argc; i++) {
         const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
-            fputs(serve_usage, stdout);
+            print_usage();
             return -1;
         }
         if (strncmp(flag, "--", 2) != 0)
@@ -85,28 +95,29 @@ static int parse(int argc, char **argv, struct serve_args *a)
         i++;
         if (strcmp(flag, "--listen") == 0) {
             if (a->n_listen == RPCD_MAX_LISTEN)
-                return usage_error("too many --listen (at most 16): %s", val);
+                return usage_error("too many --listen (at most %d): %s", RPCD_MAX_LISTEN, val);
             a->listen[a->n_listen++] = val;
         } else if (strcmp(flag, "--next") == 0) {
             if (a->n_next == RPCD_MAX_NEXT)
-                return usage_error("too many --next (at most 16): %s", val);
+                return usage_error("too many --next (at most %d): %s", RPCD_MAX_NEXT, val);
             a->next[a->n_next++] = val;
         } else if (strcmp(flag, "--name") == 0) {
             a->name = val;
         } else if (strcmp(flag, "--log") == 0) {
             a->log = val;
         } else if (strcmp(flag, "--workers") == 0) {
-            if (!parse_int(val, 1, 1024, &a->workers))
+            if (!parse_int(val, 1, 1024, &a->server.workers))
                 return usage_error("--workers takes 1..1024, not \"%s\"", val);
         } else if (strcmp(flag, "--max-inflight") == 0) {
-            if (!parse_int(val, 1, 10000000, &a->max_inflight))
+            if (!parse_int(val, 1, 10000000, &a->server.max_in_flight))
                 return usage_error("--max-inflight takes 1..10000000, not \"%s\"", val);
         } else if (strcmp(flag, "--shutdown-grace") == 0) {
-            if (!parse_duration(val, &a->grace_ns))
-                return usage_error("--shutdown-grace takes a duration (500ms, 5s), not \"%s\"", val);
+            if (!rpcd_parse_duration(val, &a->server.shutdown_grace_ns))
+                return usage_error("--shutdown-grace takes a duration (500ms, 5s), not \"%s\"",
+                                   val);
         } else if (strcmp(flag, "--module") == 0) {
             if (a->n_modules == RPCD_MAX_MODULES)
-                return usage_error("too many --module (at most 16): %s", val);
+                return usage_error("too many --module (at most %d): %s", RPCD_MAX_MODULES, val);
             a->modules[a->n_modules++] = val;
         } else {
             return usage_error("unknown flag %s", flag);
@@ -117,59 +128,60 @@ static int parse(int argc, char **argv, struct serve_args *a)
     return 0;
 }
 
-static void log_trace(struct log_line *l, const dctx_rpc_event *ev)
+static void log_trace(struct rpcd_log_line *l, const dctx_rpc_event *ev)
 {
     if (ev->trace_id == NULL)
         return;
-    log_str(l, "trace_id", ev->trace_id);
-    log_str(l, "span_id", ev->span_id);
+    rpcd_log_str(l, "trace_id", ev->trace_id);
+    rpcd_log_str(l, "span_id", ev->span_id);
     if (ev->parent_span_id != NULL)
-        log_str(l, "parent_span_id", ev->parent_span_id);
+        rpcd_log_str(l, "parent_span_id", ev->parent_span_id);
 }
 
 /* Library events become log lines. */
 static void on_event(void *arg, const dctx_rpc_event *ev)
 {
     (void)arg;
-    struct log_line l;
+    struct rpcd_log_line l;
     switch (ev->kind) {
     case DCTX_RPC_EVENT_CALL_START:
-        log_begin(&l, "call_start");
-        log_str(&l, "method", ev->method);
+        rpcd_log_begin(&l, "call_start");
+        rpcd_log_str(&l, "method", ev->method);
         if (ev->deadline_in_ns >= 0)
-            log_int(&l, "deadline_in_us", ev->deadline_in_ns / 1000);
+            rpcd_log_int(&l, "deadline_in_us", ev->deadline_in_ns / 1000);
         log_trace(&l, ev);
         break;
     case DCTX_RPC_EVENT_CALL_END:
-        log_begin(&l, "call_end");
-        log_str(&l, "method", ev->method);
-        log_str(&l, "status", dctx_code_name(ev->code));
-        log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
-        if (ev->message[0] != '\0')
-            log_str(&l, "message", ev->message);
+        rpcd_log_begin(&l, "call_end");
+        rpcd_log_str(&l, "method", ev->method);
+        rpcd_log_str(&l, "status", dctx_code_name(ev->code));
+        rpcd_log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
         log_trace(&l, ev);
+        /* Last: a peer's message may fill what is left of the line. */
+        if (ev->message[0] != '\0')
+            rpcd_log_str(&l, "message", ev->message);
         break;
     case DCTX_RPC_EVENT_CANCEL_RECEIVED:
-        log_begin(&l, "cancel_received");
-        log_str(&l, "cause", dctx_code_name(ev->code));
-        log_str(&l, "cause_message", ev->message);
-        log_str(&l, "outcome", dctx_rpc_cancel_outcome_name(ev->outcome));
+        rpcd_log_begin(&l, "cancel_received");
+        rpcd_log_str(&l, "cause", dctx_code_name(ev->code));
+        rpcd_log_str(&l, "cause_message", ev->message);
+        rpcd_log_str(&l, "outcome", dctx_rpc_cancel_outcome_name(ev->outcome));
         break;
     case DCTX_RPC_EVENT_TRACE_DROPPED:
-        log_begin(&l, "trace_dropped");
-        log_str(&l, "method", ev->method);
-        log_str(&l, "message", ev->message);
+        rpcd_log_begin(&l, "trace_dropped");
+        rpcd_log_str(&l, "method", ev->method);
+        rpcd_log_str(&l, "message", ev->message);
         break;
     case DCTX_RPC_EVENT_CANCEL_PUSHED:
-        log_begin(&l, "cancel_pushed");
-        log_str(&l, "method", ev->method);
-        log_str(&l, "cause", dctx_code_name(ev->code));
-        log_str(&l, "cause_message", ev->message);
+        rpcd_log_begin(&l, "cancel_pushed");
+        rpcd_log_str(&l, "method", ev->method);
+        rpcd_log_str(&l, "cause", dctx_code_name(ev->code));
+        rpcd_log_str(&l, "cause_message", ev->message);
         break;
     default:
         return;
     }
-    log_end(&l);
+    rpcd_log_end(&l);
 }
 
 /* Events of the channels to next hops: the calls this instance makes. */
@@ -179,13 +191,31 @@ static void on_next_event(void *arg, const dctx_rpc_event *ev)
         on_event(arg, ev);
         return;
     }
-    struct log_line l;
-    log_begin(&l, "next_call_end");
-    log_str(&l, "method", ev->method);
-    log_str(&l, "status", dctx_code_name(ev->code));
-    log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
+    struct rpcd_log_line l;
+    rpcd_log_begin(&l, "next_call_end");
+    rpcd_log_str(&l, "method", ev->method);
+    rpcd_log_str(&l, "status", dctx_code_name(ev->code));
+    rpcd_log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
     log_trace(&l, ev);
-    log_end(&l);
+    rpcd_log_end(&l);
+}
+
+/* The line that says the instance is up: where it listens, its next hops. */
+static void log_serving(const struct serve_args *a)
+{
+    struct rpcd_log_line l;
+    rpcd_log_begin(&l, "serving");
+    struct rpcd_json *j = rpcd_log_json(&l);
+    rpcd_json_array(j, "listen");
+    for (int i = 0; i < a->n_listen; i++)
+        rpcd_json_str(j, NULL, a->listen[i]);
+    rpcd_json_end(j);
+    rpcd_json_array(j, "next");
+    for (int i = 0; i < a->n_next; i++)
+        rpcd_json_str(j, NULL, a->next[i]);
+    rpcd_json_end(j);
+    rpcd_log_int(&l, "workers", a->server.workers);
+    rpcd_log_end(&l);
 }
 
 static int open_next_hops(struct rpcd *r, const struct serve_args *a)
@@ -235,22 +265,18 @@ static int load_modules(struct rpcd *r, const struct serve_args *a)
                     dctx_code_name(rc));
             return rc;
         }
-        log_message("module_loaded", "%s", a->modules[i]);
+        rpcd_log_message("module_loaded", "%s", a->modules[i]);
     }
     return 0;
 }
 
 static int start_server(struct rpcd *r, const struct serve_args *a)
 {
-    dctx_rpc_server_options o;
-    dctx_rpc_server_options_init(&o);
-    o.workers = a->workers;
-    o.max_in_flight = a->max_inflight;
-    o.shutdown_grace_ns = a->grace_ns;
+    dctx_rpc_server_options o = a->server;
     o.on_event = on_event;
     int rc = dctx_rpc_server_open(&o, &r->server);
     if (rc == 0)
-        rc = demo_services_register(r);
+        rc = rpcd_demo_services_register(r);
     if (rc == 0)
         rc = load_modules(r, a);
     for (int i = 0; rc == 0 && i < a->n_listen; i++) {
@@ -270,7 +296,7 @@ int rpcd_serve(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
-    if (log_open(a.log, a.name) != 0) {
+    if (rpcd_log_open(a.log, a.name) != 0) {
         fprintf(stderr, "rpcd serve: cannot open log %s: %s\n", a.log, strerror(errno));
         return RPCD_EXIT_USAGE;
     }
@@ -287,24 +313,17 @@ int rpcd_serve(int argc, char **argv)
     if (rc == 0)
         rc = start_server(&r, &a);
     if (rc == 0) {
-        struct log_line l;
-        log_begin(&l, "serving");
-        for (int i = 0; i < a.n_listen; i++)
-            log_str(&l, "listen", a.listen[i]);
-        for (int i = 0; i < a.n_next; i++)
-            log_str(&l, "next", a.next[i]);
-        log_int(&l, "workers", a.workers);
-        log_end(&l);
+        log_serving(&a);
         int sig = 0;
         sigwait(&stop, &sig);
-        log_message("shutdown", "signal %d: canceling in-flight calls", sig);
+        rpcd_log_message("shutdown", "signal %d: canceling in-flight calls", sig);
     }
     int closed = dctx_rpc_server_close(r.server);
     if (closed != 0)
-        log_message("shutdown", "handlers outlived the shutdown grace");
+        rpcd_log_message("shutdown", "handlers outlived the shutdown grace");
     for (int i = 0; i < r.n_next; i++)
         dctx_rpc_channel_close(r.next[i]);
-    log_message("stopped", "%s", rc == 0 ? "clean" : dctx_strerror(rc));
-    log_close();
+    rpcd_log_message("stopped", "%s", rc == 0 ? "clean" : dctx_strerror(rc));
+    rpcd_log_close();
     return rc == 0 ? 0 : rc;
 }
