@@ -96,15 +96,19 @@ static void cancel_at_the_caller_reaches_the_third_hop(void **state)
     dctx *ctx = NULL;
     assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
     dctx_rpc_handle *h = NULL;
-    assert_int_equal(dctx_rpc_call_start(ch, ctx, "/dctx.demo.Demo/Chain", "30s", 3, NULL, NULL, &h), 0);
+    assert_int_equal(
+        dctx_rpc_call_start(ch, ctx, "/dctx.demo.Demo/Chain", "30s", 3, NULL, NULL, &h), 0);
     char log[160];
     procs_log(&P, "C", log, sizeof log);
-    assert_true(procs_log_has(log, "\"call_start\",\"method\":\"/dctx.demo.Demo/", 5000)); /* the call reached C */
+    /* the call reached C */
+    assert_true(procs_log_has(log, "\"call_start\",\"method\":\"/dctx.demo.Demo/", 5000));
     int64_t t0 = dctx_now();
     dctx_cancel_cause(ctx, DCTX_ABORTED, "the user left");
     assert_int_equal(dctx_rpc_handle_result(h, NULL), DCTX_CANCELED);
     /* C's handler saw the cancel, with the caller's cause, hop after hop */
-    assert_true(procs_log_has(log, "\"cause\":\"ABORTED\",\"cause_message\":\"the user left\",\"outcome\":\"stopped\"", 5000));
+    assert_true(procs_log_has(
+        log, "\"cause\":\"ABORTED\",\"cause_message\":\"the user left\",\"outcome\":\"stopped\"",
+        5000));
     assert_true(procs_log_has(log, "\"status\":\"ABORTED\"", 5000));
     assert_true(dctx_now() - t0 < SEC(5));
     assert_int_equal(stat_of("C", "cancels_received"), 1);
@@ -137,10 +141,12 @@ static void deadline_at_the_caller_bounds_the_third_hop(void **state)
     procs_log(&P, "C", log, sizeof log);
     assert_true(procs_log_has(log, "\"status\":\"DEADLINE_EXCEEDED\"", 5000));
     char *text = procs_slurp(log);
-    long long left = json_number(strstr(text, "\"call_start\",\"method\":\"/dctx.demo.Demo/"), "deadline_in_us");
+    long long left =
+        json_number(strstr(text, "\"call_start\",\"method\":\"/dctx.demo.Demo/"), "deadline_in_us");
     free(text);
     assert_true(left > 0);
-    assert_true(left <= 300000 - 3 * DCTX_RPC_DEFAULT_RESERVE_NS / 1000); /* never later than the caller's */
+    /* never later than the caller's */
+    assert_true(left <= 300000 - 3 * DCTX_RPC_DEFAULT_RESERVE_NS / 1000);
     dctx_release(ctx);
     dctx_rpc_channel_close(ch);
 }
@@ -156,7 +162,8 @@ static void fan_out_to_five_hops_cancels_all_five(void **state)
     dctx *ctx = NULL;
     assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
     dctx_rpc_handle *h = NULL;
-    assert_int_equal(dctx_rpc_call_start(ch, ctx, "/dctx.demo.Demo/Chain", "30s", 3, NULL, NULL, &h), 0);
+    assert_int_equal(
+        dctx_rpc_call_start(ch, ctx, "/dctx.demo.Demo/Chain", "30s", 3, NULL, NULL, &h), 0);
     char log[160];
     for (int i = 0; i < 5; i++) {
         procs_log(&P, leaves[i], log, sizeof log);
@@ -204,7 +211,8 @@ static void killed_server_fails_the_call_at_once(void **state)
     dctx *ctx = NULL;
     assert_int_equal(dctx_with_timeout(dctx_background(), SEC(20), &ctx), 0);
     dctx_rpc_handle *h = NULL;
-    assert_int_equal(dctx_rpc_call_start(ch, ctx, "/dctx.demo.Demo/Sleep", "30s", 3, NULL, NULL, &h), 0);
+    assert_int_equal(
+        dctx_rpc_call_start(ch, ctx, "/dctx.demo.Demo/Sleep", "30s", 3, NULL, NULL, &h), 0);
     char log[160];
     procs_log(&P, "S", log, sizeof log);
     assert_true(procs_log_has(log, "\"call_start\",\"method\":\"/dctx.demo.Demo/", 5000));
@@ -220,8 +228,10 @@ static void killed_server_fails_the_call_at_once(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(cancel_at_the_caller_reaches_the_third_hop, setup, teardown),
-        cmocka_unit_test_setup_teardown(deadline_at_the_caller_bounds_the_third_hop, setup, teardown),
+        cmocka_unit_test_setup_teardown(cancel_at_the_caller_reaches_the_third_hop, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(deadline_at_the_caller_bounds_the_third_hop, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(fan_out_to_five_hops_cancels_all_five, setup, teardown),
         cmocka_unit_test_setup_teardown(killed_caller_is_a_cancel_downstream, setup, teardown),
         cmocka_unit_test_setup_teardown(killed_server_fails_the_call_at_once, setup, teardown),

@@ -2,7 +2,7 @@
  * test_listener_churn.c - nng 1.5.2's listener pitfall (nng issue #1518):
  * peers that close their connection during the SP handshake can make a
  * listener stop accepting for good. A dctx server notices and re-creates
- * it (lib/rpc_listen.c). Here hundreds of half-open connections hit an ipc
+ * it (lib/rpc/listen.c). Here hundreds of half-open connections hit an ipc
  * and a tcp server; afterwards a client retrying on UNAVAILABLE must be
  * served within a few seconds. Without the guard the ipc server never
  * answers again.
@@ -94,7 +94,8 @@ static void ipc_listener_survives_peers_leaving_mid_handshake(void **state)
     }
     dctx_rpc_server_stats st;
     dctx_rpc_server_stats_get(srv, &st);
-    print_message("ipc listener re-created %llu times\n", (unsigned long long)st.listeners_restarted);
+    print_message("ipc listener re-created %llu times\n",
+                  (unsigned long long)st.listeners_restarted);
     assert_int_equal(dctx_rpc_server_close(srv), 0);
 }
 

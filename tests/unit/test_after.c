@@ -65,7 +65,7 @@ static dctx *cancelable(void)
 }
 
 /* TestAfterFuncCalledAfterCancel */
-static void runs_after_cancel_then_stop_is_false(void **state)
+static void after_func_runs_on_cancel_and_then_cannot_be_stopped(void **state)
 {
     (void)state;
     struct probe p;
@@ -83,7 +83,7 @@ static void runs_after_cancel_then_stop_is_false(void **state)
 }
 
 /* TestAfterFuncCalledAfterTimeout */
-static void runs_after_timeout(void **state)
+static void after_func_runs_when_the_timeout_fires(void **state)
 {
     (void)state;
     struct probe p;
@@ -98,7 +98,7 @@ static void runs_after_timeout(void **state)
 }
 
 /* TestAfterFuncCalledImmediately */
-static void runs_at_once_when_already_done(void **state)
+static void after_func_on_a_done_context_runs_at_once(void **state)
 {
     (void)state;
     struct probe p;
@@ -114,7 +114,7 @@ static void runs_at_once_when_already_done(void **state)
 }
 
 /* TestAfterFuncNotCalledAfterStop */
-static void stopped_fn_never_runs(void **state)
+static void stopped_after_func_never_runs(void **state)
 {
     (void)state;
     struct probe p;
@@ -132,7 +132,7 @@ static void stopped_fn_never_runs(void **state)
 
 /* TestAfterFuncCalledAsynchronously: cancel returns while fn blocks, and
  * fn runs on a library thread, not the canceler's. */
-static void cancel_never_waits_for_fn(void **state)
+static void cancel_never_waits_for_a_running_after_func(void **state)
 {
     (void)state;
     struct probe p;
@@ -207,7 +207,7 @@ static void pending_after_func_keeps_context_alive(void **state)
 }
 
 /* On a context that can never be done, fn never runs; stop says so. */
-static void never_done_context_never_runs_fn(void **state)
+static void after_func_on_a_never_done_context_never_runs(void **state)
 {
     (void)state;
     struct probe p;
@@ -348,14 +348,14 @@ static void stop_racing_cancel_decides_exactly_once(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(runs_after_cancel_then_stop_is_false),
-        cmocka_unit_test(runs_after_timeout),
-        cmocka_unit_test(runs_at_once_when_already_done),
-        cmocka_unit_test(stopped_fn_never_runs),
-        cmocka_unit_test(cancel_never_waits_for_fn),
+        cmocka_unit_test(after_func_runs_on_cancel_and_then_cannot_be_stopped),
+        cmocka_unit_test(after_func_runs_when_the_timeout_fires),
+        cmocka_unit_test(after_func_on_a_done_context_runs_at_once),
+        cmocka_unit_test(stopped_after_func_never_runs),
+        cmocka_unit_test(cancel_never_waits_for_a_running_after_func),
         cmocka_unit_test(several_after_funcs_each_run_once),
         cmocka_unit_test(pending_after_func_keeps_context_alive),
-        cmocka_unit_test(never_done_context_never_runs_fn),
+        cmocka_unit_test(after_func_on_a_never_done_context_never_runs),
         cmocka_unit_test(after_funcs_do_not_wait_behind_each_other),
         cmocka_unit_test(stop_after_cancel_returned_is_false),
         cmocka_unit_test(stop_racing_cancel_decides_exactly_once),

@@ -238,7 +238,7 @@ static const struct row rows[] = {
     {"WithoutCancel timeout", row_without_cancel_timeout, 0, NONE},
 };
 
-static void cause_table(void **state)
+static void each_row_of_gos_cause_table_ends_with_its_error_and_cause(void **state)
 {
     (void)state;
     assert_int_equal(sizeof rows / sizeof rows[0], 20);
@@ -319,7 +319,7 @@ static void *cancel_with_cause(void *ctx)
 
 /* TestCauseRace: polling dctx_cause while another thread cancels is race
  * free (ThreadSanitizer) and ends with the cause and its text. */
-static void cause_race(void **state)
+static void cause_polled_while_another_thread_cancels_ends_with_its_text(void **state)
 {
     (void)state;
     for (int i = 0; i < 200; i++) {
@@ -340,10 +340,10 @@ static void cause_race(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(cause_table),
+        cmocka_unit_test(each_row_of_gos_cause_table_ends_with_its_error_and_cause),
         cmocka_unit_test(first_cause_wins_and_children_inherit_it),
         cmocka_unit_test(cause_codes_outside_the_space_become_unknown),
-        cmocka_unit_test(cause_race),
+        cmocka_unit_test(cause_polled_while_another_thread_cancels_ends_with_its_text),
     };
     return cmocka_run_group_tests_name("cause", tests, NULL, NULL);
 }

@@ -102,7 +102,7 @@ static void cancel_propagates_synchronously(void **state)
 }
 
 /* XTestParentFinishesChild */
-static void parent_finishes_child(void **state)
+static void canceling_a_parent_cancels_and_detaches_every_child(void **state)
 {
     (void)state;
     static const dctx_key key = {"key", 0};
@@ -146,7 +146,7 @@ static void parent_finishes_child(void **state)
 }
 
 /* XTestChildFinishesFirst: for a cancelable parent and for Background. */
-static void child_finishes_first(void **state)
+static void canceled_child_detaches_and_leaves_its_parent_live(void **state)
 {
     (void)state;
     dctx *cancelable_parent = cancelable(dctx_background());
@@ -221,7 +221,7 @@ static void expect_timer_fires(dctx *c)
 }
 
 /* TestDeadline */
-static void deadline_fires(void **state)
+static void deadline_ends_a_context_with_deadline_exceeded(void **state)
 {
     (void)state;
     static const dctx_key key = {"k", 0};
@@ -274,7 +274,7 @@ static void deadline_fires(void **state)
 }
 
 /* TestTimeout */
-static void timeout_fires(void **state)
+static void timeout_ends_a_context_with_deadline_exceeded(void **state)
 {
     (void)state;
     static const dctx_key key = {"k", 0};
@@ -314,7 +314,7 @@ static void timeout_fires(void **state)
 
 /* TestCanceledTimeout: canceling a timer context gives CANCELED, not
  * DEADLINE_EXCEEDED, synchronously. */
-static void canceled_timeout_is_canceled(void **state)
+static void canceled_timeout_context_ends_canceled_not_deadline_exceeded(void **state)
 {
     (void)state;
     static const dctx_key key = {"k", 0};
@@ -349,7 +349,7 @@ static void check_value(dctx *ctx, const dctx_key *key, const char *want)
 }
 
 /* TestValues: identity by address, shadowing, empty values, wrappers. */
-static void values_by_key_identity(void **state)
+static void values_are_found_by_key_identity_through_every_layer(void **state)
 {
     (void)state;
     /* three keys with one name: distinct keys, as Go's key types are */
@@ -547,7 +547,7 @@ static void child_born_during_parent_cancel_gets_its_cause(void **state)
 
 /* TestSimultaneousCancels: a 100-node tree, every node canceled from its
  * own thread at once: no deadlock, everything done. */
-static void simultaneous_cancels_of_a_tree(void **state)
+static void every_node_of_a_tree_canceled_at_once_ends_without_deadlock(void **state)
 {
     (void)state;
     enum { NODES = 101 };
@@ -645,7 +645,7 @@ static void layers(unsigned seed, bool test_timeout)
 }
 
 /* TestLayersCancel, TestLayersTimeout */
-static void layers_cancel_and_timeout(void **state)
+static void cancel_or_timeout_of_any_layer_reaches_the_leaf_and_keeps_values(void **state)
 {
     (void)state;
     for (unsigned seed = 1; seed <= 20; seed++) {
@@ -656,7 +656,7 @@ static void layers_cancel_and_timeout(void **state)
 
 /* TestAllocs: at most one allocation per constructor, none on cancel, on
  * lookup or on queries. */
-static void one_allocation_per_constructor_none_on_cancel(void **state)
+static void constructors_allocate_once_and_cancel_allocates_nothing(void **state)
 {
     (void)state;
     static const dctx_key key = {"k", 0};
@@ -735,7 +735,7 @@ static void out_of_memory_is_resource_exhausted(void **state)
     dctx_release(parent);
 }
 
-static void status_names_and_texts(void **state)
+static void status_codes_have_grpc_numbers_names_and_texts(void **state)
 {
     (void)state;
     assert_string_equal(dctx_strerror(DCTX_CANCELED), "context canceled");
@@ -775,24 +775,24 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(roots_are_never_done_and_immortal),
         cmocka_unit_test(cancel_propagates_synchronously),
-        cmocka_unit_test(parent_finishes_child),
-        cmocka_unit_test(child_finishes_first),
+        cmocka_unit_test(canceling_a_parent_cancels_and_detaches_every_child),
+        cmocka_unit_test(canceled_child_detaches_and_leaves_its_parent_live),
         cmocka_unit_test(cancel_removes_child_from_parent),
-        cmocka_unit_test(deadline_fires),
-        cmocka_unit_test(timeout_fires),
-        cmocka_unit_test(canceled_timeout_is_canceled),
-        cmocka_unit_test(values_by_key_identity),
+        cmocka_unit_test(deadline_ends_a_context_with_deadline_exceeded),
+        cmocka_unit_test(timeout_ends_a_context_with_deadline_exceeded),
+        cmocka_unit_test(canceled_timeout_context_ends_canceled_not_deadline_exceeded),
+        cmocka_unit_test(values_are_found_by_key_identity_through_every_layer),
         cmocka_unit_test(null_arguments_are_invalid),
         cmocka_unit_test(cancel_ignores_value_and_detached_contexts),
         cmocka_unit_test(without_cancel_keeps_values_drops_cancel),
         cmocka_unit_test(child_of_canceled_parent_is_born_canceled),
         cmocka_unit_test(child_born_during_parent_cancel_gets_its_cause),
-        cmocka_unit_test(simultaneous_cancels_of_a_tree),
+        cmocka_unit_test(every_node_of_a_tree_canceled_at_once_ends_without_deadlock),
         cmocka_unit_test(interlocked_cancels_do_not_deadlock),
-        cmocka_unit_test(layers_cancel_and_timeout),
-        cmocka_unit_test(one_allocation_per_constructor_none_on_cancel),
+        cmocka_unit_test(cancel_or_timeout_of_any_layer_reaches_the_leaf_and_keeps_values),
+        cmocka_unit_test(constructors_allocate_once_and_cancel_allocates_nothing),
         cmocka_unit_test(out_of_memory_is_resource_exhausted),
-        cmocka_unit_test(status_names_and_texts),
+        cmocka_unit_test(status_codes_have_grpc_numbers_names_and_texts),
         cmocka_unit_test(now_is_monotonic_nanoseconds),
     };
     return cmocka_run_group_tests_name("context", tests, NULL, NULL);

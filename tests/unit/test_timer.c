@@ -52,7 +52,8 @@ static void hundred_thousand_live_timers_all_fire(void **state)
     int64_t latest = 0;
     for (int i = 0; i < MANY; i++) {
         /* far enough out that all are live at once, even in a slow build */
-        int64_t d = start + MS(1000) * stress_scale() + (int64_t)(next_random() % (uint64_t)MS(400));
+        int64_t d =
+            start + MS(1000) * stress_scale() + (int64_t)(next_random() % (uint64_t)MS(400));
         latest = d > latest ? d : latest;
         assert_int_equal(dctx_with_deadline(dctx_background(), d, &ctxs[i]), 0);
         probes[i].ctx = ctxs[i];
@@ -85,7 +86,7 @@ static void hundred_thousand_live_timers_all_fire(void **state)
 
 /* Remove timers from random places among 100,000; the heap stays a heap
  * and holds exactly the live ones. */
-static void removing_any_timer_keeps_the_heap(void **state)
+static void removing_any_timer_leaves_a_valid_heap_of_the_live_ones(void **state)
 {
     (void)state;
     static dctx *ctxs[MANY];
@@ -116,7 +117,7 @@ static void removing_any_timer_keeps_the_heap(void **state)
 
 /* Timers due right now, released without cancel while the timer thread
  * fires them: it must skip the dying ones, never touch freed memory. */
-static void release_races_the_timer_thread(void **state)
+static void timers_released_while_they_fire_are_skipped_safely(void **state)
 {
     (void)state;
     for (int round = 0; round < 20; round++) {
@@ -196,8 +197,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hundred_thousand_live_timers_all_fire),
-        cmocka_unit_test(removing_any_timer_keeps_the_heap),
-        cmocka_unit_test(release_races_the_timer_thread),
+        cmocka_unit_test(removing_any_timer_leaves_a_valid_heap_of_the_live_ones),
+        cmocka_unit_test(timers_released_while_they_fire_are_skipped_safely),
         cmocka_unit_test(later_child_deadline_adds_no_timer),
         cmocka_unit_test(canceled_timer_children_leave_the_heap),
     };

@@ -21,7 +21,8 @@ static void parser_accepts_and_refuses_as_w3c_says(void **state)
     assert_string_equal(t.span_id, "00f067aa0ba902b7");
     assert_int_equal(t.flags, 1);
     /* a higher version is read by its version-00 prefix, with more fields after a dash */
-    const char *future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds";
+    const char *future =
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds";
     assert_true(dctx_trace_parse(future, strlen(future), NULL));
     const char *bad[] = {
         "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* version ff */
@@ -88,7 +89,8 @@ static dctx *arrive(const char *traceparent, const char *tracestate, bool *dropp
     h.n_values = n;
     char err[DCTX__WIRE_ERR_BYTES];
     dctx *ctx = NULL;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, dctx_now(), 0, &ctx, err, dropped), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, dctx_now(), 0, &ctx, err, dropped),
+                     0);
     return ctx;
 }
 

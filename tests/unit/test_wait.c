@@ -111,8 +111,8 @@ static void wait_returns_at_the_deadline(void **state)
     (void)state;
     for (int i = 0; i < 20; i++) {
         dctx *c = NULL, *child = NULL;
-        assert_int_equal(dctx_with_timeout_cause(dctx_background(), MS(2), DCTX_ABORTED, "slow", &c),
-                         0);
+        assert_int_equal(
+            dctx_with_timeout_cause(dctx_background(), MS(2), DCTX_ABORTED, "slow", &c), 0);
         child = cancelable(c);
         int64_t d = 0;
         assert_true(dctx_deadline(child, &d));

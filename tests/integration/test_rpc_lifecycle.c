@@ -1,0 +1,383 @@
+/*
+ * test_rpc_lifecycle.c - starting and closing: a server start that runs
+ * out of memory or threads at each of its steps undoes itself and can be
+ * tried again; a server's graceful close (handlers canceled and waited
+ * for, a handler past the grace reported, new calls refused meanwhile);
+ * and closing a channel under a blocking call, or as replies arrive (an
+ * nng 1.5.2 bug, run in a re-executed child and only when asked for).
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "rpc_testutil.h"
+
+/* The threads of this process: the entries of /proc/self/task. */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* dctx_rpc_server_start allocates its worker array through dctx__malloc
+ * and starts each worker and the listener guard through
+ * dctx__thread_start; with the failure injector letting the first k of
+ * those succeed, start fails one step further in for each k, up to the
+ * first k at which it succeeds. Each failure must undo every step before
+ * it (no thread left over; under LeakSanitizer, no memory) and leave a
+ * server that starts and serves a call over tcp. */
+static void a_failed_server_start_leaves_the_server_as_it_was(void **state)
+{
+    (void)state;
+    enum { WORKERS = 3, MAX_STEPS = 64 };
+    dctx_rpc_server_options so = rt_server_options(WORKERS);
+    int failures = 0;
+    bool started = false;
+    for (long k = 0; k < MAX_STEPS && !started; k++) {
+        dctx_rpc_server *srv = NULL;
+        assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
+        rt_track_server(srv);
+        assert_int_equal(dctx_rpc_server_register(srv, "/it.Start/Echo", rt_echo_handler, NULL),
+                         0);
+        char url[256];
+        rt_server_listen(srv, RT_TCP, url, sizeof url);
+        int threads = thread_count();
+        dctx__test_fail_alloc_after(k);
+        int rc = dctx_rpc_server_start(srv);
+        dctx__test_fail_alloc_after(-1);
+        if (rc == 0) {
+            started = true;
+        } else {
+            failures++;
+            if (rc != DCTX_RESOURCE_EXHAUSTED)
+                fail_msg("start with %ld steps allowed: %s", k, dctx_code_name(rc));
+            /* a joined thread leaves /proc/self/task a moment after its join */
+            if (!RT_WAIT_FOR(thread_count() == threads, SEC(5)))
+                fail_msg("start with %ld steps allowed left %d threads behind", k,
+                         thread_count() - threads);
+            assert_int_equal(dctx_rpc_server_start(srv), 0);
+        }
+        dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+        dctx *ctx = rt_with_timeout(SEC(5));
+        dctx_rpc_result res;
+        assert_int_equal(dctx_rpc_call_raw(ch, ctx, "/it.Start/Echo", "hi", 2, &res), DCTX_OK);
+        assert_int_equal(res.payload_len, 2);
+        assert_memory_equal(res.payload, "hi", 2);
+        dctx_rpc_result_free(&res);
+        rt_ctx_release(ctx);
+        rt_channel_close(ch);
+        assert_int_equal(rt_server_close(srv), 0);
+    }
+    assert_true(started);
+    print_message("start failed at %d steps, then succeeded\n", failures);
+    /* one failing k at least for the worker array, each worker and the guard */
+    if (failures < WORKERS + 2)
+        fail_msg("start failed at %d steps only; it has at least %d", failures, WORKERS + 2);
+}
+
+static void close_cancels_running_handlers_and_waits_for_them(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.shutdown_grace_ns = SEC(3);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_TCP, &so, "/it.Close/Wait", rt_probe_handler, &p, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Close/Wait", NULL, 0, &o);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+
+    int64_t t0 = dctx_now();
+    assert_int_equal(rt_server_close(srv), 0);
+    assert_ns_in(dctx_now() - t0, 0, SEC(2)); /* the handler returned: no need for the grace */
+    assert_int_equal(atomic_load(&p.finished), 1); /* it waited for it */
+    assert_int_equal(p.err, DCTX_CANCELED);
+    assert_int_equal(p.cause, DCTX_UNAVAILABLE);
+    assert_string_equal(p.cause_msg, "server shutting down");
+
+    rt_finish(h, SEC(5));
+    assert_int_equal(o.code, DCTX_UNAVAILABLE);
+    rt_handle_release(h);
+}
+
+static void close_reports_a_handler_that_outlives_the_grace(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_SLEEP, MS(400)); /* ignores its context */
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.shutdown_grace_ns = MS(50);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_INPROC, &so, "/it.Close/Sleep", rt_probe_handler, &p, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Close/Sleep", NULL, 0, &o);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+
+    int64_t t0 = dctx_now();
+    assert_int_equal(rt_server_close(srv), DCTX_DEADLINE_EXCEEDED);
+    assert_true(dctx_now() - t0 >= MS(50));
+    assert_int_equal(atomic_load(&p.finished), 1); /* it still waited for the handler */
+    assert_true(dctx_now() >= p.entered_ns + MS(400));
+    rt_finish(h, SEC(5));
+    rt_handle_release(h);
+}
+
+struct closer {
+    dctx_rpc_server *srv;
+    atomic_int started;
+    int rc;
+};
+
+static void *close_thread(void *arg)
+{
+    struct closer *c = arg;
+    atomic_store(&c->started, 1);
+    c->rc = dctx_rpc_server_close(c->srv);
+    return NULL;
+}
+
+static void close_refuses_new_calls_while_it_waits(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_SLEEP, MS(600)); /* ignores its context */
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.shutdown_grace_ns = SEC(3);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_IPC, &so, "/it.Close/Sleep", rt_probe_handler, &p, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Close/Sleep", NULL, 0, &o);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+
+    static struct closer c;
+    memset(&c, 0, sizeof c);
+    c.srv = srv;
+    rt_untrack_server(srv); /* the thread closes it */
+    pthread_t t = start_thread(close_thread, &c);
+    assert_true(RT_WAIT_FOR(atomic_load(&c.started), SEC(5)));
+    rt_sleep(MS(50));
+    dctx_rpc_result res;
+    int64_t t0 = dctx_now();
+    int rc = dctx_rpc_call_raw(ch, NULL, "/it.Close/Sleep", NULL, 0, &res);
+    int64_t took = dctx_now() - t0;
+    assert_int_equal(rc, DCTX_UNAVAILABLE);
+    assert_contains(res.message, "shutting down");
+    assert_int_equal(atomic_load(&p.finished), 0); /* refused while the first still ran */
+    assert_ns_in(took, 0, MS(400));
+    dctx_rpc_result_free(&res);
+    join_thread(t);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(atomic_load(&p.runs), 1);
+    rt_finish(h, SEC(5));
+    rt_handle_release(h);
+}
+
+/* A blocking call waits on its own thread (no callback steps it): closing
+ * its channel must still end it at once, and the server, losing its
+ * caller, cancels the handler. */
+static void closing_a_channel_ends_a_blocking_call_in_flight_unavailable(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_IPC, NULL, "/it.Close/Wait", rt_probe_handler, &p, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    static struct rt_thread_call c;
+    memset(&c, 0, sizeof c);
+    c.ch = ch;
+    c.method = "/it.Close/Wait";
+    pthread_t t = start_thread(rt_thread_call_main, &c);
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    rt_untrack_channel(ch);
+    int64_t t_close = dctx_now();
+    dctx_rpc_channel_close(ch);
+    join_thread(t);
+    assert_int_equal(c.rc, DCTX_UNAVAILABLE);
+    assert_contains(c.res.message, "closed");
+    assert_ns_in(c.returned_ns - t_close, 0, SEC(1)); /* not the handler's 10 s */
+    dctx_rpc_result_free(&c.res);
+    /* the handler saw its caller go */
+    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_int_equal(p.err, DCTX_CANCELED);
+    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
+}
+
+static int close_race_echo(void *arg, dctx *ctx, const void *req, size_t len,
+                           dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)ctx;
+    (void)req;
+    (void)len;
+    (void)reply;
+    return DCTX_OK;
+}
+
+static void close_race_done(void *arg, const dctx_rpc_result *res)
+{
+    (void)arg;
+    (void)res;
+}
+
+/* What the close-race child reports. */
+struct close_race_shared {
+    atomic_int ready, failed;
+    atomic_int rounds;       /* rounds whose channel close returned */
+    atomic_int gave_up;      /* closes that took the library's 500 ms give-up */
+    atomic_int first_gave_up; /* round of the first, + 1 */
+    atomic_int server_closed; /* 1 once dctx_rpc_server_close returned */
+};
+
+/* The child of closing_a_channel_while_replies_arrive_returns: rounds of
+ * open a channel, start 4 calls, close the channel as the replies arrive;
+ * after two closes that gave up (or all rounds), close the server. */
+static int close_race_child(const char *url, const char *shared_path, int rounds)
+{
+    alarm(120);
+    struct close_race_shared *sh = rt_shared_map(shared_path, sizeof *sh, false);
+    dctx_rpc_server *s = NULL;
+    if (sh == NULL || dctx_rpc_server_open(NULL, &s) != 0 ||
+        dctx_rpc_server_register(s, "/it.Close/Echo", close_race_echo, NULL) != 0 ||
+        dctx_rpc_server_listen(s, url) != 0 || dctx_rpc_server_start(s) != 0) {
+        if (sh != NULL)
+            atomic_store(&sh->failed, 1);
+        return 3;
+    }
+    atomic_store(&sh->ready, 1);
+    for (int i = 0; i < rounds && atomic_load(&sh->gave_up) < 2; i++) {
+        dctx_rpc_channel *ch = NULL;
+        if (dctx_rpc_channel_open(url, NULL, &ch) != 0 ||
+            dctx_rpc_call_raw(ch, NULL, "/it.Close/Echo", NULL, 0, NULL) != 0) /* connected */
+            return 4;
+        for (int k = 0; k < 4; k++)
+            if (dctx_rpc_call_start(ch, NULL, "/it.Close/Echo", NULL, 0, close_race_done, NULL,
+                                    NULL) != 0)
+                return 5;
+        int64_t t0 = dctx_now();
+        dctx_rpc_channel_close(ch); /* their replies are on the way */
+        if (dctx_now() - t0 >= MS(450) && atomic_fetch_add(&sh->gave_up, 1) == 0)
+            atomic_store(&sh->first_gave_up, i + 1);
+        atomic_fetch_add(&sh->rounds, 1);
+    }
+    int rc = dctx_rpc_server_close(s);
+    atomic_store(&sh->server_closed, 1);
+    return rc == 0 ? 0 : 6;
+}
+
+/* nng 1.5.2 BUG (the nng the library is built on): closing a REQ socket
+ * while a message arrives on its ipc or tcp pipe can leave the protocol's
+ * receive queued in the transport after the transport stopped reading
+ * (nng #1636; nng 1.6.0 and later do not have it for tcp, and later
+ * releases lack other close deadlocks of 1.5.2). nng's only reaper thread
+ * then waits for it forever. dctx_rpc_channel_close (client.c) gives up
+ * after 500 ms and leaves the channel and a thread behind, but the reaper
+ * stays stuck: every later channel close gives up too, and
+ * dctx_rpc_server_close (nng_close of the server's socket) never returns.
+ * Run in a child, declared stuck when it makes no progress for 3 s. */
+static void closing_a_channel_while_replies_arrive_returns(void **state)
+{
+    (void)state;
+    /* Debian's nng 1.5.2 fails this (nng #1636: its close race wedges the
+     * reaper for good; nng 1.6.0 and later pass). The product is bound to
+     * Debian's nng, so the test runs only when asked to:
+     * DCTX_TEST_NNG_CLOSE_RACE=1 (a newer nng must pass it). */
+    if (getenv("DCTX_TEST_NNG_CLOSE_RACE") == NULL) {
+        print_message("skipped: nng 1.5.2's close race (#1636); set DCTX_TEST_NNG_CLOSE_RACE=1\n");
+        skip();
+    }
+    enum { ROUNDS = 500 }; /* it happened within 130 rounds in 8 tries of 8 */
+    enum rt_transport ts[] = {RT_IPC, RT_TCP};
+    char report[512] = "";
+    for (int k = 0; k < 2; k++) {
+        const char *tname = rt_transport_name(ts[k]);
+        char url[256], shared[256];
+        rt_path("close", shared, sizeof shared);
+        struct close_race_shared *sh = rt_shared_map(shared, sizeof *sh, true);
+        assert_non_null(sh);
+        pid_t pid = 0;
+        for (int tries = 0; tries < 20 && pid == 0; tries++) {
+            rt_url(ts[k], url, sizeof url);
+            char rounds[16];
+            snprintf(rounds, sizeof rounds, "%d", ROUNDS);
+            const char *args[] = {"--close-race", url, shared, rounds, NULL};
+            atomic_store(&sh->ready, 0);
+            atomic_store(&sh->failed, 0);
+            pid = rt_spawn_self(args);
+            if (!RT_WAIT_FOR(atomic_load(&sh->ready), SEC(30))) {
+                rt_child_kill(pid);
+                pid = 0;
+            }
+        }
+        assert_true(pid != 0);
+        int status = 0, last = -1;
+        bool stuck = false;
+        int64_t progress_at = dctx_now();
+        for (;;) {
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                rt_untrack_child(pid);
+                break;
+            }
+            int progress = atomic_load(&sh->rounds) + atomic_load(&sh->server_closed);
+            if (progress != last) {
+                last = progress;
+                progress_at = dctx_now();
+            } else if (dctx_now() - progress_at > SEC(3)) {
+                stuck = true;
+                rt_child_kill(pid);
+                break;
+            }
+            rt_sleep(MS(10));
+        }
+        int gave_up = atomic_load(&sh->gave_up);
+        size_t used = strlen(report);
+        if (gave_up > 0 || stuck)
+            snprintf(report + used, sizeof report - used,
+                     "%s%s: %d channel closes gave up on nng (the first in round %d of %d)%s",
+                     used ? "; " : "", tname, gave_up, atomic_load(&sh->first_gave_up),
+                     atomic_load(&sh->rounds),
+                     stuck && !atomic_load(&sh->server_closed)
+                         ? ", then dctx_rpc_server_close never returned"
+                         : "");
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fail_msg("the %s child failed: status %#x", tname, status);
+        munmap(sh, sizeof *sh);
+    }
+    if (report[0] != '\0')
+        fail_msg("closing a channel as its reply arrives wedges nng: %s", report);
+}
+
+int main(int argc, char **argv)
+{
+    rt_init("rpc_lifecycle", RT_PORTS_LIFECYCLE);
+    if (argc == 5 && strcmp(argv[1], "--close-race") == 0)
+        return close_race_child(argv[2], argv[3], atoi(argv[4]));
+    int child = rt_child_main(argc, argv);
+    if (child >= 0)
+        return child;
+    const struct CMUnitTest tests[] = {
+        RT_TEST(a_failed_server_start_leaves_the_server_as_it_was),
+        RT_TEST(close_cancels_running_handlers_and_waits_for_them),
+        RT_TEST(close_reports_a_handler_that_outlives_the_grace),
+        RT_TEST(close_refuses_new_calls_while_it_waits),
+        RT_TEST(closing_a_channel_ends_a_blocking_call_in_flight_unavailable),
+        RT_TEST(closing_a_channel_while_replies_arrive_returns),
+    };
+    return cmocka_run_group_tests_name("rpc_lifecycle", tests, rt_group_setup, NULL);
+}
