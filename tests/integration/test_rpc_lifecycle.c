@@ -5,6 +5,8 @@
  * for, a handler past the grace reported, new calls refused meanwhile);
  * and closing a channel under a blocking call, or as replies arrive (an
  * nng 1.5.2 bug, run in a re-executed child and only when asked for).
+ * Opening and listening fail with the status that names why (nng's errors
+ * map to status codes one way).
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -281,6 +283,71 @@ static int close_race_child(const char *url, const char *shared_path, int rounds
     return rc == 0 ? 0 : 6;
 }
 
+/* A file of the test's own with text that is no certificate. */
+static void write_garbage_pem(char *path, size_t len)
+{
+    rt_path("garbage.pem", path, len);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n", f);
+    fclose(f);
+}
+
+/* Each way a listen can fail gets the status that says why, and the
+ * server keeps the listeners it has. */
+static void listen_failures_name_their_cause(void **state)
+{
+    (void)state;
+    char pem[256];
+    write_garbage_pem(pem, sizeof pem);
+    dctx_rpc_server_options so = rt_server_options(1);
+    so.tls_cert_key_file = pem;
+    dctx_rpc_server *srv = NULL;
+    assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
+    rt_track_server(srv);
+    assert_int_equal(dctx_rpc_server_register(srv, "/it.Listen/Echo", rt_echo_handler, NULL), 0);
+    char url[256];
+    rt_server_listen(srv, RT_TCP, url, sizeof url);
+    assert_int_equal(dctx_rpc_server_listen(srv, url), DCTX_UNAVAILABLE); /* in use */
+    assert_int_equal(dctx_rpc_server_listen(srv, "ipc:///nonexistent-dctx-dir/x.ipc"),
+                     DCTX_NOT_FOUND);
+    assert_int_equal(dctx_rpc_server_listen(srv, "bogus://x"), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_server_listen(srv, "tcp://256.1.1.1:5"), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_server_listen(srv, "tls+tcp://127.0.0.1:0"), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_server_listen(srv, NULL), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_server_start(srv), 0);
+
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx *ctx = rt_with_timeout(SEC(5));
+    assert_int_equal(dctx_rpc_call_raw(ch, ctx, "/it.Listen/Echo", "hi", 2, NULL), DCTX_OK);
+    rt_ctx_release(ctx);
+    rt_channel_close(ch);
+    assert_int_equal(rt_server_close(srv), 0);
+}
+
+/* A channel that cannot be opened says why and leaves *out NULL. */
+static void channel_open_failures_name_their_cause(void **state)
+{
+    (void)state;
+    dctx_rpc_channel *ch = (dctx_rpc_channel *)&ch; /* not NULL: open must clear it */
+    assert_int_equal(dctx_rpc_channel_open("bogus://x", NULL, &ch), DCTX_INVALID_ARGUMENT);
+    assert_null(ch);
+    assert_int_equal(dctx_rpc_channel_open(NULL, NULL, &ch), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_channel_open("tcp://127.0.0.1:5", NULL, NULL),
+                     DCTX_INVALID_ARGUMENT);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    co.tls_ca_file = "/nonexistent-dctx-dir/ca.pem";
+    assert_int_equal(dctx_rpc_channel_open("tls+tcp://127.0.0.1:5", &co, &ch), DCTX_NOT_FOUND);
+    assert_null(ch);
+    char pem[256];
+    write_garbage_pem(pem, sizeof pem);
+    co.tls_ca_file = pem;
+    assert_int_equal(dctx_rpc_channel_open("tls+tcp://127.0.0.1:5", &co, &ch),
+                     DCTX_INVALID_ARGUMENT);
+    assert_null(ch);
+}
+
 /* nng 1.5.2 BUG (the nng the library is built on): closing a REQ socket
  * while a message arrives on its ipc or tcp pipe can leave the protocol's
  * receive queued in the transport after the transport stopped reading
@@ -373,6 +440,8 @@ int main(int argc, char **argv)
         return child;
     const struct CMUnitTest tests[] = {
         RT_TEST(a_failed_server_start_leaves_the_server_as_it_was),
+        RT_TEST(listen_failures_name_their_cause),
+        RT_TEST(channel_open_failures_name_their_cause),
         RT_TEST(close_cancels_running_handlers_and_waits_for_them),
         RT_TEST(close_reports_a_handler_that_outlives_the_grace),
         RT_TEST(close_refuses_new_calls_while_it_waits),

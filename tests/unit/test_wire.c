@@ -5,6 +5,7 @@
  * fails here first.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <dctx/trace.h>
@@ -438,6 +439,34 @@ static void call_frame_bytes_are_stable(void **state)
     }
 }
 
+/* The registry holds DCTX_WIRE_REGISTERED_KEYS_MAX keys; one more is
+ * RESOURCE_EXHAUSTED, and the keys it holds still register and resolve.
+ * Keys live as long as the process: these are never freed. */
+static void registry_full_refuses_new_keys_with_resource_exhausted(void **state)
+{
+    (void)state;
+    int rc = 0, added = 0;
+    for (int i = 0; i < 2 * DCTX_WIRE_REGISTERED_KEYS_MAX && rc == 0; i++) {
+        char *name = malloc(32);
+        dctx_key *k = malloc(sizeof *k);
+        assert_non_null(name);
+        assert_non_null(k);
+        snprintf(name, 32, "filler-%d", i);
+        *k = (dctx_key){name, DCTX_KEY_PROPAGATE};
+        rc = dctx_wire_register_key(k);
+        if (rc == 0) {
+            added++;
+        } else {
+            free(name);
+            free(k);
+        }
+    }
+    assert_int_equal(rc, DCTX_RESOURCE_EXHAUSTED);
+    assert_true(added <= DCTX_WIRE_REGISTERED_KEYS_MAX);
+    assert_true(added >= DCTX_WIRE_REGISTERED_KEYS_MAX - 16); /* the suite's own keys */
+    assert_int_equal(dctx_wire_register_key(&tenant), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +480,8 @@ int main(void)
         cmocka_unit_test(repeated_names_keep_the_first),
         cmocka_unit_test(registry_refuses_bad_and_clashing_keys),
         cmocka_unit_test(call_frame_bytes_are_stable),
+        /* last: it fills the process's registry */
+        cmocka_unit_test(registry_full_refuses_new_keys_with_resource_exhausted),
     };
     return cmocka_run_group_tests_name("wire", tests, setup, NULL);
 }
