@@ -244,8 +244,8 @@ static void wl_parallel(void *env, int64_t n)
     pthread_barrier_init(&start, NULL, G_THREADS);
     for (int i = 0; i < G_THREADS; i++) {
         /* Split n exactly: ns/op is wall time over all ops. */
-        w[i] = (struct g_worker){.start = &start, .fix = env,
-                                 .n = n / G_THREADS + (i < n % G_THREADS)};
+        w[i] = (struct g_worker){
+            .start = &start, .fix = env, .n = n / G_THREADS + (i < n % G_THREADS)};
         if (pthread_create(&w[i].thread, NULL, g_worker_main, &w[i]) != 0)
             bench_fail("pthread_create");
     }
@@ -262,16 +262,11 @@ struct micro {
 };
 
 static const struct micro micros[] = {
-    {"a", wl_cancel, fix_background, NULL},
-    {"a2", wl_cancel_fd, fix_background, NULL},
-    {"b", wl_cancel, fix_live, check_live},
-    {"c", wl_timeout, fix_live, check_live},
-    {"c2", wl_timeout, fix_background, NULL},
-    {"d1", wl_err, fix_live, check_sink_zero},
-    {"d2", wl_done, fix_live, check_sink_zero},
-    {"e10", wl_value, fix_chain10, check_value},
-    {"e100", wl_value, fix_chain100, check_value},
-    {"g", wl_parallel, fix_live, check_live},
+    {"a", wl_cancel, fix_background, NULL},        {"a2", wl_cancel_fd, fix_background, NULL},
+    {"b", wl_cancel, fix_live, check_live},        {"c", wl_timeout, fix_live, check_live},
+    {"c2", wl_timeout, fix_background, NULL},      {"d1", wl_err, fix_live, check_sink_zero},
+    {"d2", wl_done, fix_live, check_sink_zero},    {"e10", wl_value, fix_chain10, check_value},
+    {"e100", wl_value, fix_chain100, check_value}, {"g", wl_parallel, fix_live, check_live},
 };
 
 static void check_leak(const char *name, const struct alloc_snap *a)
@@ -432,8 +427,8 @@ static long fd_limit(long want)
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return 1024;
     if (rl.rlim_cur != RLIM_INFINITY && (long)rl.rlim_cur < want) {
-        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || (long)rl.rlim_max > want ? (rlim_t)want
-                                                                                : rl.rlim_max;
+        rl.rlim_cur =
+            rl.rlim_max == RLIM_INFINITY || (long)rl.rlim_max > want ? (rlim_t)want : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
         getrlimit(RLIMIT_NOFILE, &rl);
     }
@@ -597,7 +592,7 @@ struct lateness {
 };
 
 static const struct lateness latenesses[] = {
-    {"h-wait", collect_wait, false},    {"h-fd", collect_fd, false},
+    {"h-wait", collect_wait, false},     {"h-fd", collect_fd, false},
     {"h-100k-wait", collect_wait, true}, {"h-100k-fd", collect_fd, true},
     {"h-floor", collect_floor, false},
 };

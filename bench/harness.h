@@ -20,8 +20,8 @@ typedef void (*bench_fn)(void *env, int64_t n);
 
 /* One timed call of a workload. */
 struct bench_run {
-    int64_t n;          /* operations */
-    int64_t elapsed_ns; /* wall time of the call */
+    int64_t n;                /* operations */
+    int64_t elapsed_ns;       /* wall time of the call */
     struct alloc_snap allocs; /* heap activity during the call, all threads */
 };
 

@@ -49,11 +49,11 @@
 
 /* Samples, shared by the sender and the receiving process. */
 struct shared {
-    atomic_long got;         /* samples taken by the receiver */
-    atomic_int ready;        /* the receiver is listening */
-    atomic_int sender_done;  /* the sender exited: the receiver stops waiting */
-    long cap;                /* room in ns */
-    int64_t ns[];            /* receive time - send time, per sample */
+    atomic_long got;        /* samples taken by the receiver */
+    atomic_int ready;       /* the receiver is listening */
+    atomic_int sender_done; /* the sender exited: the receiver stops waiting */
+    long cap;               /* room in ns */
+    int64_t ns[];           /* receive time - send time, per sample */
 };
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

@@ -432,8 +432,8 @@ static int run_server(const char *url, int workers, const struct opts *o)
     pthread_sigmask(SIG_BLOCK, &stop, NULL); /* before any thread exists */
     struct alloc_snap a0 = alloc_count_snap();
     struct bsrv *b = bsrv_start(url, workers, o);
-    fprintf(stderr, "rpc_bench server %s pid %d listening on %s%s%s\n", b->name, (int)getpid(),
-            url, o->next ? ", next " : "", o->next ? o->next : "");
+    fprintf(stderr, "rpc_bench server %s pid %d listening on %s%s%s\n", b->name, (int)getpid(), url,
+            o->next ? ", next " : "", o->next ? o->next : "");
     alarm(900);
     int sig = 0;
     sigwait(&stop, &sig);
@@ -746,10 +746,9 @@ static int run_cancel(const char *url, int hops, size_t n, const struct opts *o)
     print_dist("", ret, n);
     printf(" canceled=%ld other_codes=%ld stopped=%ld prevented=%ld too_late=%ld unreached=%ld "
            "pending=%ld\n",
-           codes[DCTX_CANCELED], (long)n - codes[DCTX_CANCELED],
-           outcomes[DCTX_RPC_CANCEL_STOPPED], outcomes[DCTX_RPC_CANCEL_PREVENTED],
-           outcomes[DCTX_RPC_CANCEL_TOO_LATE], outcomes[DCTX_RPC_CANCEL_UNREACHED],
-           outcomes[DCTX_RPC_CANCEL_PENDING]);
+           codes[DCTX_CANCELED], (long)n - codes[DCTX_CANCELED], outcomes[DCTX_RPC_CANCEL_STOPPED],
+           outcomes[DCTX_RPC_CANCEL_PREVENTED], outcomes[DCTX_RPC_CANCEL_TOO_LATE],
+           outcomes[DCTX_RPC_CANCEL_UNREACHED], outcomes[DCTX_RPC_CANCEL_PENDING]);
     if (o->trace) {
         printf("cancel-breakdown url=%s hops=%d n=%zu", url, hops, nleg);
         for (int j = 0; j < nlegs; j++) {
@@ -761,8 +760,8 @@ static int run_cancel(const char *url, int hops, size_t n, const struct opts *o)
             else
                 snprintf(name, sizeof name, "%s%d", j % 2 ? "net" : "push", (j + 1) / 2);
             samples_sort(legs[j], nleg);
-            printf(" %s_p50_us=%.1f %s_p99_us=%.1f", name, samples_pct_us(legs[j], nleg, .5),
-                   name, samples_pct_us(legs[j], nleg, .99));
+            printf(" %s_p50_us=%.1f %s_p99_us=%.1f", name, samples_pct_us(legs[j], nleg, .5), name,
+                   samples_pct_us(legs[j], nleg, .99));
         }
         printf("\n");
     }
@@ -820,8 +819,7 @@ static int run_deadline(const char *url, size_t n, int hops, const struct opts *
         if (nh < 0)
             nh = (int)nrec;
         if ((int)nrec != nh || (hops > 0 && nh != hops))
-            fail("the chain at %s answered %zu hops, expected %d", url, nrec,
-                 hops > 0 ? hops : nh);
+            fail("the chain at %s answered %zu hops, expected %d", url, nrec, hops > 0 ? hops : nh);
         for (int h = 0; h < nh; h++) {
             const struct dl_rec *x = &recs[nh - 1 - h]; /* the leaf's comes first */
             if (x->deadline_ns < 0)
@@ -837,8 +835,8 @@ static int run_deadline(const char *url, size_t n, int hops, const struct opts *
         print_dist("drift_", drift[h], n);
         samples_sort(budget[h], n);
         samples_sort(arrive[h], n);
-        printf(" budget_p50_us=%.1f arrive_p50_us=%.1f\n",
-               samples_pct_us(budget[h], n, .5), samples_pct_us(arrive[h], n, .5));
+        printf(" budget_p50_us=%.1f arrive_p50_us=%.1f\n", samples_pct_us(budget[h], n, .5),
+               samples_pct_us(arrive[h], n, .5));
     }
     fflush(stdout);
     for (int h = 0; h < 16; h++) {
@@ -936,8 +934,8 @@ static int run_inflight(const char *url, long n, const struct opts *o)
     struct srv_stats after = wait_in_flight(adm, 0, false, 30 * S_NS);
     printf("inflight url=%s n=%ld ended_early=%ld rss_idle_kb=%ld rss_inflight_kb=%ld "
            "rss_after_kb=%ld hwm_kb=%ld threads=%ld fill_ms=%.0f bytes_per_call=%.0f\n",
-           url, n, ended_early, idle.vmrss_kb, full.vmrss_kb,
-           after.vmrss_kb, after.vmhwm_kb, full.threads, (double)(t1 - t0) / 1e6,
+           url, n, ended_early, idle.vmrss_kb, full.vmrss_kb, after.vmrss_kb, after.vmhwm_kb,
+           full.threads, (double)(t1 - t0) / 1e6,
            (double)(full.vmrss_kb - idle.vmrss_kb) * 1024.0 / (double)n);
     fflush(stdout);
     dctx_rpc_channel_close(adm);
@@ -986,17 +984,18 @@ static int run_smoke(void)
 
 static void usage(FILE *to)
 {
-    fputs("usage: rpc_bench server URL [workers] [--next URL] [--name N] [--admin URL]\n"
-          "                           [--max-inflight N] [--trace]\n"
-          "       rpc_bench lat URL N [warm]\n"
-          "       rpc_bench tput URL conc secs\n"
-          "       rpc_bench cancel URL hops N [--delay-ms D] [--trace]\n"
-          "       rpc_bench deadline URL N [hops]\n"
-          "       rpc_bench inflight URL N --admin URL\n"
-          "       rpc_bench smoke\n"
-          "client options: --reserve-us R  the channels' reply reserve (default 500, the library's)\n"
-          "bench/README.md describes every mode and output line.\n",
-          to);
+    fputs(
+        "usage: rpc_bench server URL [workers] [--next URL] [--name N] [--admin URL]\n"
+        "                           [--max-inflight N] [--trace]\n"
+        "       rpc_bench lat URL N [warm]\n"
+        "       rpc_bench tput URL conc secs\n"
+        "       rpc_bench cancel URL hops N [--delay-ms D] [--trace]\n"
+        "       rpc_bench deadline URL N [hops]\n"
+        "       rpc_bench inflight URL N --admin URL\n"
+        "       rpc_bench smoke\n"
+        "client options: --reserve-us R  the channels' reply reserve (default 500, the library's)\n"
+        "bench/README.md describes every mode and output line.\n",
+        to);
 }
 
 static double num_arg(const char *s, double lo, double hi, const char *what)

@@ -60,18 +60,18 @@ struct bench {
     dctx_rpc_channel *ch;
     const char *method, *data;
     size_t len;
-    int64_t timeout_ns;       /* < 0: none */
+    int64_t timeout_ns; /* < 0: none */
     double cancel_fraction;
-    int64_t end_ns;           /* stop starting calls then (duration mode) */
-    bool by_calls;            /* --calls mode: calls_left counts down; immutable */
+    int64_t end_ns; /* stop starting calls then (duration mode) */
+    bool by_calls;  /* --calls mode: calls_left counts down; immutable */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;        /* the last caller stopped; a cancel was queued */
+    pthread_cond_t cv; /* the last caller stopped; a cancel was queued */
     atomic_llong started, ended;
-    atomic_llong calls_left;  /* calls still to start (calls mode) */
-    int active;               /* callers still calling; protected by mu */
+    atomic_llong calls_left;              /* calls still to start (calls mode) */
+    int active;                           /* callers still calling; protected by mu */
     long long by_code[DCTX_CODE_MAX + 1]; /* merged at the end */
-    uint32_t *lat_us;         /* merged at the end */
+    uint32_t *lat_us;                     /* merged at the end */
     size_t n_lat;
     struct pending_cancel *cancels; /* a ring; protected by mu */
     size_t c_head, c_len, c_cap;
@@ -341,8 +341,11 @@ int rpcd_bench(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
-    struct bench b = {.method = a.method, .data = a.data, .len = strlen(a.data),
-                      .timeout_ns = a.timeout_ns, .cancel_fraction = a.cancel_fraction};
+    struct bench b = {.method = a.method,
+                      .data = a.data,
+                      .len = strlen(a.data),
+                      .timeout_ns = a.timeout_ns,
+                      .cancel_fraction = a.cancel_fraction};
     atomic_init(&b.calls_left, a.calls);
     b.by_calls = a.calls > 0;
     atomic_init(&b.started, 0);

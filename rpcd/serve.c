@@ -255,8 +255,7 @@ static int load_modules(struct rpcd *r, const struct serve_args *a)
         int (*init)(const dctx_rpcd_module *) =
             (int (*)(const dctx_rpcd_module *))dlsym(h, "dctx_rpcd_module_init");
         if (init == NULL) {
-            fprintf(stderr, "rpcd serve: module %s has no dctx_rpcd_module_init\n",
-                    a->modules[i]);
+            fprintf(stderr, "rpcd serve: module %s has no dctx_rpcd_module_init\n", a->modules[i]);
             return DCTX_INVALID_ARGUMENT;
         }
         int rc = init(&m);

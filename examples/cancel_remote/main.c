@@ -85,8 +85,8 @@ static int fan(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply
     int code = DCTX_OK;
     say(s->name, "calls its %d workers in parallel", WORKERS);
     for (int i = 0; i < WORKERS; i++) {
-        int rc = dctx_rpc_call_start(s->workers[i], ctx, WORK_METHOD, req, len, NULL, NULL,
-                                     &calls[i]);
+        int rc =
+            dctx_rpc_call_start(s->workers[i], ctx, WORK_METHOD, req, len, NULL, NULL, &calls[i]);
         if (rc != DCTX_OK && code == DCTX_OK) {
             code = rc;
             dctx_rpc_reply_set_message(reply, "worker%d: %s", i + 1, dctx_strerror(rc));

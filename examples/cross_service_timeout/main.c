@@ -150,8 +150,7 @@ static bool call_chain(void)
     dctx_rpc_result res;
     int code = dctx_rpc_call_raw(ch, ctx, METHOD, NULL, 0, &res);
     int64_t took = dctx_now() - start;
-    say("edge", "got %s after %.1f ms: %s", dctx_code_name(code), (double)took / MS,
-        res.message);
+    say("edge", "got %s after %.1f ms: %s", dctx_code_name(code), (double)took / MS, res.message);
     dctx_rpc_result_free(&res);
     dctx_release(ctx);
     dctx_rpc_channel_close(ch);

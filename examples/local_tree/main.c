@@ -43,9 +43,9 @@ static void report(struct worker *w, const char *via)
     const char *msg = NULL;
     int cause = dctx_cause(w->ctx, &msg);
     pthread_mutex_lock(&print_lock);
-    printf("  %8.3f ms  %-14s saw %-17s cause %-17s %-22s via %s",
-           (now - started) / 1e6, (const char *)dctx_value(w->ctx, &worker_key, NULL),
-           dctx_code_name(dctx_err(w->ctx)), dctx_code_name(cause), msg ? msg : "", via);
+    printf("  %8.3f ms  %-14s saw %-17s cause %-17s %-22s via %s", (now - started) / 1e6,
+           (const char *)dctx_value(w->ctx, &worker_key, NULL), dctx_code_name(dctx_err(w->ctx)),
+           dctx_code_name(cause), msg ? msg : "", via);
     if (canceled_at)
         printf("  (%.1f us after the cancel)", (now - canceled_at) / 1e3);
     printf("\n");

@@ -40,16 +40,16 @@
 enum { AFTER_PENDING, AFTER_CLAIMED, AFTER_STOPPED };
 
 struct dctx_after {
-    struct dctx__link link;     /* in reg's list; protected by reg->lock */
-    bool linked;                /* protected by reg->lock */
-    atomic_int state;           /* AFTER_PENDING, then CLAIMED or STOPPED */
-    atomic_int refs;            /* handle + registration */
-    dctx *ctx;                  /* retained while PENDING; NULL if it can never be done */
-    struct dctx__cancel *reg;   /* ctx's done source */
+    struct dctx__link link;   /* in reg's list; protected by reg->lock */
+    bool linked;              /* protected by reg->lock */
+    atomic_int state;         /* AFTER_PENDING, then CLAIMED or STOPPED */
+    atomic_int refs;          /* handle + registration */
+    dctx *ctx;                /* retained while PENDING; NULL if it can never be done */
+    struct dctx__cancel *reg; /* ctx's done source */
     void (*fn)(void *);
     void *arg;
     struct dctx_after *queue_next; /* protected by queue_lock */
-    bool run_inline;            /* the library's own: run by the canceling thread */
+    bool run_inline;               /* the library's own: run by the canceling thread */
 };
 
 #define MAX_THREADS 64
@@ -58,9 +58,9 @@ struct dctx_after {
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t queue_cond = PTHREAD_COND_INITIALIZER;
 static struct dctx_after *queue_head, *queue_tail; /* protected by queue_lock */
-static int threads;     /* executor threads alive; protected by queue_lock */
-static int idle;        /* asleep and not yet claimed by queued work; ditto */
-static int claims;      /* wake-ups owed to claimed sleepers; ditto */
+static int threads; /* executor threads alive; protected by queue_lock */
+static int idle;    /* asleep and not yet claimed by queued work; ditto */
+static int claims;  /* wake-ups owed to claimed sleepers; ditto */
 
 static void after_unref(struct dctx_after *a)
 {

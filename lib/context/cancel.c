@@ -153,8 +153,8 @@ void dctx__detach(struct dctx__cancel *c)
 /* What one cancel carries down the tree. */
 struct cascade {
     int err, cause;
-    const char *msg;            /* owned by the start node or an ancestor */
-    struct dctx__link *afters;  /* claimed after-funcs, in order */
+    const char *msg;           /* owned by the start node or an ancestor */
+    struct dctx__link *afters; /* claimed after-funcs, in order */
     struct dctx__link **afters_tail;
 };
 

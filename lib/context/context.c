@@ -76,12 +76,12 @@ void dctx_release(dctx *ctx)
          * (dctx__try_retain). So the last release of any other node skips
          * the atomic decrement; the acquire load still sees every write of
          * the threads that let go before (their decrements are releases). */
-        int old = ctx->kind != DCTX__TIMER &&
-                          atomic_load_explicit(&ctx->refs, memory_order_acquire) == 1
-                      ? 1
-                      /* acq_rel: our writes to the node happen before whoever
+        int old =
+            ctx->kind != DCTX__TIMER && atomic_load_explicit(&ctx->refs, memory_order_acquire) == 1
+                ? 1
+                /* acq_rel: our writes to the node happen before whoever
                        * frees it, and the freer sees everyone's writes. */
-                      : atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel);
+                : atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel);
         if (old > 1)
             return;
         if (old < 1)

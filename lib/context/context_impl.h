@@ -49,7 +49,10 @@
 #include "futex.h"
 #include "hooks.h" /* what the core offers lib/rpc/ */
 
+/* clang-format would take (ptr) for a cast and glue the minus to it. */
+/* clang-format off */
 #define dctx__container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+/* clang-format on */
 
 enum dctx__kind {
     DCTX__ROOT,
@@ -103,40 +106,40 @@ struct dctx__cancel {
      * Written once, under lock, after cause and cause_msg (release); read
      * without a lock (acquire). It is also the futex word waiters sleep on. */
     atomic_int err;
-    struct dctx__link children;  /* sentinel of our list; protected by lock */
+    struct dctx__link children; /* sentinel of our list; protected by lock */
     /* NULL until two threads met on lock in attach; then DCTX__SHARDS more
      * lists for child nodes (after-funcs stay in children). Set once, under
      * lock, while live; freed with the node. */
     _Atomic(struct dctx__shard *) shards;
 
-    atomic_int waiters;          /* threads asleep on err: incremented under
-                                    lock, decremented without it (wait.c) */
-    int cause;                   /* valid once err != 0 */
-    const char *cause_msg;       /* valid once err != 0; owned by this node or an ancestor */
-    char *own_msg;               /* heap copy from dctx_cancel_cause; freed with the node */
-    int done_fd;                 /* -1 until dctx_done_fd; protected by lock */
+    atomic_int waiters;    /* threads asleep on err: incremented under
+                              lock, decremented without it (wait.c) */
+    int cause;             /* valid once err != 0 */
+    const char *cause_msg; /* valid once err != 0; owned by this node or an ancestor */
+    char *own_msg;         /* heap copy from dctx_cancel_cause; freed with the node */
+    int done_fd;           /* -1 until dctx_done_fd; protected by lock */
     /* joined: where we stand in reg's list (enum dctx__joined, cancel.c).
      * Written under the lock of the list we joined (or, for OUT_OF_LIST
      * after a cascade took us from a shard, under reg->lock); OUT_OF_LIST
      * is final, so a lock-free read of it lets release skip every lock. */
     atomic_int joined;
-    struct dctx__cancel *reg;    /* the node whose list we joined at birth; NULL if none */
-    struct dctx__link sibling;   /* our link in reg's list */
-    dctx__lock *joined_lock;     /* the lock of that list: reg's own or a shard's;
-                                    set at attach, under it */
+    struct dctx__cancel *reg;       /* the node whose list we joined at birth; NULL if none */
+    struct dctx__link sibling;      /* our link in reg's list */
+    dctx__lock *joined_lock;        /* the lock of that list: reg's own or a shard's;
+                                       set at attach, under it */
     struct dctx__cancel *work_next; /* cascade stack; owned by the canceling thread */
-    int shards_done;             /* cascade: shards drained; owned by the canceling thread */
+    int shards_done;                /* cascade: shards drained; owned by the canceling thread */
 };
 
 struct dctx__timer {
     struct dctx__cancel c;
-    int64_t deadline_ns;  /* immutable */
+    int64_t deadline_ns; /* immutable */
     /* DCTX__NOT_IN_HEAP or the slot; written under the heap lock, read
      * without it only to skip the lock when NOT_IN_HEAP (timer.c). */
     atomic_size_t heap_index;
-    int dl_cause;         /* the cause the deadline sets; immutable */
-    const char *dl_msg;   /* NULL or msg_buf */
-    char msg_buf[];       /* the copied deadline cause message, same allocation */
+    int dl_cause;       /* the cause the deadline sets; immutable */
+    const char *dl_msg; /* NULL or msg_buf */
+    char msg_buf[];     /* the copied deadline cause message, same allocation */
 };
 
 struct dctx__value {

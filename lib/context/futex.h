@@ -27,7 +27,10 @@ typedef struct dctx__lock {
     atomic_int state; /* 0 free, 1 held, 2 held and someone may sleep on it */
 } dctx__lock;
 
-#define DCTX__LOCK_INIT {0}
+#define DCTX__LOCK_INIT                                                                            \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 static inline void dctx__futex_wake(atomic_int *word, int count)
 {
@@ -43,8 +46,7 @@ static inline void dctx__futex_wait(atomic_int *word, int expected, int64_t abs_
     struct timespec *tp = abs_ns != INT64_MAX ? &ts : NULL;
     /* FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC, so a
      * spurious wake-up never stretches the wait. */
-    syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, expected, tp, NULL,
-            FUTEX_BITSET_MATCH_ANY);
+    syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, expected, tp, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
 void dctx__lock_slow(dctx__lock *l);

@@ -35,12 +35,12 @@
 #include "context_impl.h"
 
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t heap_cond;           /* on CLOCK_MONOTONIC; made once */
-static struct dctx__timer **heap;          /* protected by heap_lock */
-static size_t heap_len, heap_cap;          /* protected by heap_lock */
-static int64_t sleep_until = INT64_MIN;    /* INT64_MIN while awake; protected by heap_lock */
+static pthread_cond_t heap_cond;        /* on CLOCK_MONOTONIC; made once */
+static struct dctx__timer **heap;       /* protected by heap_lock */
+static size_t heap_len, heap_cap;       /* protected by heap_lock */
+static int64_t sleep_until = INT64_MIN; /* INT64_MIN while awake; protected by heap_lock */
 static pthread_once_t start_once = PTHREAD_ONCE_INIT;
-static int start_error;                    /* written once under start_once */
+static int start_error; /* written once under start_once */
 
 #define HEAP_INITIAL_CAP 1024
 

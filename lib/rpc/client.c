@@ -61,15 +61,15 @@ struct dctx_rpc_channel {
     struct dctx__io_pool pool;        /* async calls and cancels: callbacks step them */
     struct dctx__io_pool waited_pool; /* blocking calls: the caller's thread steps them */
     pthread_mutex_t mu;
-    pthread_cond_t cv;     /* pipes came up; in_flight reached 0. CLOCK_MONOTONIC */
-    atomic_int pipes;      /* connected pipes; written under mu */
+    pthread_cond_t cv; /* pipes came up; in_flight reached 0. CLOCK_MONOTONIC */
+    atomic_int pipes;  /* connected pipes; written under mu */
     /* Calls and cancels not yet ended. Counted without the mutex: a call
      * counts itself in, then checks closing; close sets closing, then
      * waits for the count (both seq_cst, so one sees the other). */
     atomic_int in_flight;
-    atomic_bool closing;   /* set once, under mu (for wait_connected) */
-    bool socket_closed;    /* nng_close returned; protected by mu */
-    bool abandoned;        /* close gave up waiting for it; protected by mu */
+    atomic_bool closing; /* set once, under mu (for wait_connected) */
+    bool socket_closed;  /* nng_close returned; protected by mu */
+    bool abandoned;      /* close gave up waiting for it; protected by mu */
     atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
@@ -80,32 +80,32 @@ enum phase { SENDING, RECEIVING, DONE };
 struct dctx_rpc_handle {
     atomic_int refs;
     dctx_rpc_channel *ch;
-    dctx *ctx;                 /* retained until the call ends */
-    int64_t deadline_ns;       /* the context's, or DCTX_DEADLINE_NONE */
+    dctx *ctx;           /* retained until the call ends */
+    int64_t deadline_ns; /* the context's, or DCTX_DEADLINE_NONE */
     uint8_t token[DCTX_TOKEN_BYTES];
-    dctx_after *after;         /* the cancel trigger; NULL if ctx can never be done */
+    dctx_after *after; /* the cancel trigger; NULL if ctx can never be done */
     dctx_rpc_done_fn done;
     void *done_arg;
-    char *method;              /* for events; NULL without an event hook */
+    char *method; /* for events; NULL without an event hook */
     int64_t started_ns;
 
     pthread_mutex_t mu;
-    enum phase phase;          /* protected by mu */
-    struct dctx__io *io;       /* while SENDING or RECEIVING; protected by mu */
-    bool canceled;             /* the context ended first; protected by mu */
+    enum phase phase;    /* protected by mu */
+    struct dctx__io *io; /* while SENDING or RECEIVING; protected by mu */
+    bool canceled;       /* the context ended first; protected by mu */
 
-    dctx_rpc_result result;    /* written once, when the call ends */
-    atomic_int ended;          /* futex word: 1 once done has returned */
-    atomic_int sleepers;       /* threads asleep on ended or outcome */
+    dctx_rpc_result result; /* written once, when the call ends */
+    atomic_int ended;       /* futex word: 1 once done has returned */
+    atomic_int sleepers;    /* threads asleep on ended or outcome */
 
-    enum phase cancel_phase;   /* touched only by the cancel's own callbacks */
+    enum phase cancel_phase; /* touched only by the cancel's own callbacks */
     /* For the CANCEL_PUSHED event, reported from the send's callback (not
      * inside the dctx_cancel that pushed it): the cause and a copy of its
      * message, made only when the channel has an event hook. Written
      * before the send starts, read and freed by its callback. */
     int pushed_cause;
     char *pushed_msg;
-    atomic_int outcome;        /* futex word: enum dctx_rpc_cancel_outcome */
+    atomic_int outcome; /* futex word: enum dctx_rpc_cancel_outcome */
 };
 
 /* ===== Small helpers ===== */
@@ -190,11 +190,11 @@ void dctx_rpc_result_free(dctx_rpc_result *res)
 /* Fill res with a copy of message (cut to the wire limit) and payload, in
  * one allocation. On no memory: the code stays, the texts go. */
 void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
-                       size_t payload_len)
+                      size_t payload_len)
 {
-    size_t mlen = message != NULL ? dctx__utf8_prefix(message, strlen(message),
-                                                      DCTX_WIRE_MESSAGE_BYTES_MAX)
-                                  : 0;
+    size_t mlen = message != NULL
+                      ? dctx__utf8_prefix(message, strlen(message), DCTX_WIRE_MESSAGE_BYTES_MAX)
+                      : 0;
     char *block = malloc(mlen + 1 + payload_len);
     memset(res, 0, sizeof *res);
     res->code = code;
@@ -223,8 +223,8 @@ static void result_setf(dctx_rpc_result *res, int code, const char *fmt, ...)
 
 const char *dctx_rpc_cancel_outcome_name(int outcome)
 {
-    static const char *const names[] = {"none", "stopped", "prevented", "too_late", "pending",
-                                        "unreached"};
+    static const char *const names[] = {"none",     "stopped", "prevented",
+                                        "too_late", "pending", "unreached"};
     return outcome >= 0 && outcome < DCTX_RPC_CANCEL_OUTCOMES ? names[outcome] : "?";
 }
 
@@ -245,8 +245,7 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
     (void)p;
     dctx_rpc_channel *ch = arg;
     pthread_mutex_lock(&ch->mu);
-    atomic_fetch_add_explicit(&ch->pipes, ev == NNG_PIPE_EV_ADD_PRE ? 1 : -1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&ch->pipes, ev == NNG_PIPE_EV_ADD_PRE ? 1 : -1, memory_order_relaxed);
     pthread_cond_broadcast(&ch->cv);
     pthread_mutex_unlock(&ch->mu);
 }
@@ -264,11 +263,14 @@ static int dial(dctx_rpc_channel *ch)
     int64_t max_ms = ch->opts.connect_wait_ns / 2000000;
     nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMINT, 10);
     nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT,
-                      (nng_duration)(max_ms < 10 ? 10 : max_ms > 1000 ? 1000 : max_ms));
+                      (nng_duration)(max_ms < 10     ? 10
+                                     : max_ms > 1000 ? 1000
+                                                     : max_ms));
     nng_dialer_set_size(ch->dialer, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
     if (strncmp(ch->url, "tls+", 4) == 0) {
         if (ch->opts.tls_ca_file != NULL &&
-            (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_CA_FILE, ch->opts.tls_ca_file)) != 0)
+            (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_CA_FILE, ch->opts.tls_ca_file)) !=
+                0)
             return rv;
         if (ch->opts.tls_server_name != NULL &&
             (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_SERVER_NAME,
@@ -431,10 +433,11 @@ static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns)
     if (until > deadline_ns)
         until = deadline_ns;
     pthread_mutex_lock(&ch->mu);
-    while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 && !atomic_load(&ch->closing) &&
-           dctx_now() < until)
+    while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 &&
+           !atomic_load(&ch->closing) && dctx_now() < until)
         dctx__cond_wait_until(&ch->cv, &ch->mu, until);
-    bool up = atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !atomic_load(&ch->closing);
+    bool up =
+        atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !atomic_load(&ch->closing);
     pthread_mutex_unlock(&ch->mu);
     return up ? 0 : DCTX_UNAVAILABLE;
 }
@@ -516,7 +519,7 @@ static void result_from_reply(dctx_rpc_handle *call, nng_msg *msg)
             code = DCTX_UNKNOWN;
         bool payload = code == DCTX_OK && r->has_payload;
         dctx__result_set(&call->result, code, r->message, payload ? r->payload.data : NULL,
-                   payload ? r->payload.len : 0);
+                         payload ? r->payload.len : 0);
     }
     dctx__frame_free(f);
 }
@@ -674,8 +677,8 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     }
     atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
     call->cancel_phase = SENDING;
-    nng_aio_set_timeout(io->aio, dctx__ms_until(dctx_now() + ch->opts.cancel_ack_timeout_ns,
-                                                dctx_now()));
+    nng_aio_set_timeout(io->aio,
+                        dctx__ms_until(dctx_now() + ch->opts.cancel_ack_timeout_ns, dctx_now()));
     nng_aio_set_msg(io->aio, m);
     nng_ctx_send(io->nctx, io->aio);
 }
@@ -858,7 +861,7 @@ int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res)
     wait_word(&call->ended, &call->sleepers, 0, -1);
     if (res != NULL) {
         dctx__result_set(res, call->result.code, call->result.message, call->result.payload,
-                   call->result.payload_len);
+                         call->result.payload_len);
         res->cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
     }
     return call->result.code;

@@ -193,7 +193,8 @@ Dctx__Wire__Frame *dctx__frame_unpack(nng_msg *m)
     b->used = 0;
     b->cap = cap;
     b->pieces = NULL;
-    ProtobufCAllocator arena = {.alloc = frame_alloc, .free = frame_free_piece, .allocator_data = b};
+    ProtobufCAllocator arena = {
+        .alloc = frame_alloc, .free = frame_free_piece, .allocator_data = b};
     Dctx__Wire__Frame *f = dctx__wire__frame__unpack(&arena, len, nng_msg_body(m));
     if (f == NULL || (void *)f != (void *)b->space) {
         /* malformed; or a protobuf-c that allocates otherwise: refused

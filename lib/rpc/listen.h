@@ -19,15 +19,15 @@ struct dctx__listeners {
     size_t recv_max_bytes;
     const char *tls_cert_key_file;
     pthread_mutex_t mu;
-    pthread_cond_t cv;        /* wakes the guard to stop; CLOCK_MONOTONIC */
-    struct listener **items;  /* protected by mu */
-    size_t n;                 /* protected by mu */
-    bool stopping;            /* protected by mu */
+    pthread_cond_t cv;       /* wakes the guard to stop; CLOCK_MONOTONIC */
+    struct listener **items; /* protected by mu */
+    size_t n;                /* protected by mu */
+    bool stopping;           /* protected by mu */
     bool guarded;
     pthread_t guard;
-    atomic_uint_fast64_t restarts; /* listeners re-created */
+    atomic_uint_fast64_t restarts;    /* listeners re-created */
     atomic_uint_fast64_t pipes_added; /* pipes the socket got (ADD_POST) */
-    atomic_bool probing;           /* a probe is out */
+    atomic_bool probing;              /* a probe is out */
     atomic_uint_least32_t probe_pipe; /* the probe's pipe at the server, 0: none */
 };
 

@@ -152,10 +152,10 @@ int dctx_rpc_server_register_service(dctx_rpc_server *srv, ProtobufCService *ser
         methods[i] = (struct pb_method){.service = service, .index = i};
         char name[DCTX_WIRE_METHOD_BYTES_MAX + 2];
         int n = snprintf(name, sizeof name, "/%s/%s", d->name, d->methods[i].name);
-        int rc = n < 0 || (size_t)n >= sizeof name
-                     ? DCTX_INVALID_ARGUMENT
-                     : dctx__server_register_owned(srv, name, service_handler, &methods[i], 0,
-                                                   owned);
+        int rc =
+            n < 0 || (size_t)n >= sizeof name
+                ? DCTX_INVALID_ARGUMENT
+                : dctx__server_register_owned(srv, name, service_handler, &methods[i], 0, owned);
         if (rc != 0) {
             free(owned); /* NULL once a method took it */
             return rc;

@@ -22,8 +22,8 @@
 
 struct stream {
     bool keyed;
-    size_t left;                 /* unused bytes at the end of out */
-    uint64_t refills;            /* the nonce: a key is used for one refill only anyway */
+    size_t left;      /* unused bytes at the end of out */
+    uint64_t refills; /* the nonce: a key is used for one refill only anyway */
     unsigned char key[crypto_stream_chacha20_KEYBYTES];
     unsigned char out[REFILL_BYTES];
 };

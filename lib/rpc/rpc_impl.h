@@ -55,8 +55,9 @@ struct dctx__io_pool {
 };
 
 void dctx__io_pool_init(struct dctx__io_pool *pool, nng_socket sock, size_t max);
-/* Borrow an io (made if none is idle); fn is not called for a waited pool. Returns 0, DCTX_RESOURCE_EXHAUSTED
- * (the cap, or nng out of memory) or DCTX_UNAVAILABLE (socket closed). */
+/* Borrow an io (made if none is idle); fn is not called for a waited pool.
+ * Returns 0, DCTX_RESOURCE_EXHAUSTED (the cap, or nng out of memory) or
+ * DCTX_UNAVAILABLE (socket closed). */
 int dctx__io_get(struct dctx__io_pool *pool, dctx__io_fn fn, void *owner, struct dctx__io **out);
 void dctx__io_put(struct dctx__io *io);
 /* Abort every operation under way (their callbacks see ECANCELED); with

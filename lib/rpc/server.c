@@ -60,21 +60,21 @@ struct method {
     char *name;
     dctx_rpc_handler_fn fn;
     void *arg;
-    void *owned;       /* freed with the method: what a wrapper (pb.c) made for arg */
-    unsigned flags;    /* DCTX_RPC_INLINE */
+    void *owned;    /* freed with the method: what a wrapper (pb.c) made for arg */
+    unsigned flags; /* DCTX_RPC_INLINE */
     struct method *next;
 };
 
 struct server_call {
-    atomic_int refs;        /* the work queue/worker, plus lookups in the token table */
+    atomic_int refs; /* the work queue/worker, plus lookups in the token table */
     dctx_rpc_server *srv;
-    struct dctx__io *io;    /* holds the caller's backtrace until the reply */
-    dctx *ctx;              /* the rebuilt context, canceled from outside */
+    struct dctx__io *io; /* holds the caller's backtrace until the reply */
+    dctx *ctx;           /* the rebuilt context, canceled from outside */
     uint8_t token[DCTX_TOKEN_BYTES];
     const struct method *method;
     Dctx__Wire__Frame *frame; /* the request; the payload lives here */
-    atomic_int state;       /* enum call_state */
-    atomic_bool caller_gone; /* its caller canceled it or was lost: no reply needed */
+    atomic_int state;         /* enum call_state */
+    atomic_bool caller_gone;  /* its caller canceled it or was lost: no reply needed */
     int64_t received_ns;
     struct server_call *next; /* work queue; protected by srv->mu */
 };
@@ -88,21 +88,21 @@ struct dctx_rpc_reply {
 struct dctx_rpc_server {
     nng_socket sock;
     dctx_rpc_server_options opts;
-    dctx *root;                 /* every call's context descends from it */
+    dctx *root;                             /* every call's context descends from it */
     struct method *methods[METHOD_BUCKETS]; /* written before start only */
     struct dctx__io_pool pool;
     struct dctx__listeners listeners;
     dctx__token_table *tokens;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;     /* work queued, or stopping */
-    pthread_cond_t idle_cv;     /* in_flight reached 0. CLOCK_MONOTONIC */
+    pthread_cond_t work_cv;          /* work queued, or stopping */
+    pthread_cond_t idle_cv;          /* in_flight reached 0. CLOCK_MONOTONIC */
     struct server_call *head, *tail; /* protected by mu */
     /* Calls admitted and not yet over, counted without the mutex: admit
      * counts a call in, then checks closing; close sets closing, then
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
-    atomic_bool closing;        /* set once, under mu */
-    bool stopping, started;     /* protected by mu */
+    atomic_bool closing;    /* set once, under mu */
+    bool stopping, started; /* protected by mu */
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
@@ -427,9 +427,8 @@ static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
     int64_t deadline;
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_START,
                          .method = call->method->name,
-                         .deadline_in_ns = dctx_deadline(call->ctx, &deadline)
-                                               ? deadline - dctx_now()
-                                               : -1,
+                         .deadline_in_ns =
+                             dctx_deadline(call->ctx, &deadline) ? deadline - dctx_now() : -1,
                          .ctx = call->ctx};
     emit(srv, &ev);
     if (call->method->flags & DCTX_RPC_INLINE) {
@@ -467,8 +466,8 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
     }
     dctx *ctx = NULL;
     bool trace_dropped = false;
-    int rc = dctx__wire_decode(srv->root, c->context, dctx_now(), srv->opts.max_budget_ns, &ctx, err,
-                               &trace_dropped);
+    int rc = dctx__wire_decode(srv->root, c->context, dctx_now(), srv->opts.max_budget_ns, &ctx,
+                               err, &trace_dropped);
     if (trace_dropped) {
         count(&srv->traces_dropped);
         dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_TRACE_DROPPED,
@@ -510,7 +509,8 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
         dctx__frame_free(f);
         return;
     }
-    int cause = c->has_code && c->code >= 1 && c->code <= DCTX_CODE_MAX ? (int)c->code : DCTX_CANCELED;
+    int cause =
+        c->has_code && c->code >= 1 && c->code <= DCTX_CODE_MAX ? (int)c->code : DCTX_CANCELED;
     char msg[DCTX__MESSAGE_SIZE];
     dctx__message_copy(msg, c->message);
     int64_t now = dctx_now(); /* also the time it was read, for the event */
@@ -709,8 +709,8 @@ static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_f
     return 0;
 }
 
-int dctx_rpc_server_register_flags(dctx_rpc_server *srv, const char *method,
-                                   dctx_rpc_handler_fn fn, void *arg, unsigned flags)
+int dctx_rpc_server_register_flags(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
+                                   void *arg, unsigned flags)
 {
     return dctx__server_register_owned(srv, method, fn, arg, flags, NULL);
 }

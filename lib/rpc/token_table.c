@@ -46,27 +46,27 @@ struct entry {
     struct entry *chain;       /* next in the bucket; next free in the pool */
     uint64_t hash;             /* keyed SipHash of token */
     uint8_t token[DCTX_TOKEN_BYTES];
-    uint32_t pipe_id;          /* LIVE */
-    uint8_t kind;              /* enum entry_kind */
+    uint32_t pipe_id; /* LIVE */
+    uint8_t kind;     /* enum entry_kind */
     union {
-        void *call;            /* LIVE */
-        int64_t expires_ns;    /* TOMBSTONE: absent from this time on */
+        void *call;         /* LIVE */
+        int64_t expires_ns; /* TOMBSTONE: absent from this time on */
     } u;
 };
 
 struct dctx__token_table {
     pthread_mutex_t lock;
-    unsigned char key[crypto_shorthash_KEYBYTES]; /* immutable; wiped at close */
-    size_t max_live, max_tombstones, max_finished;  /* immutable */
-    size_t max_buckets;                             /* immutable; a power of two */
-    struct entry *pool;                             /* max_tombstones entries */
+    unsigned char key[crypto_shorthash_KEYBYTES];  /* immutable; wiped at close */
+    size_t max_live, max_tombstones, max_finished; /* immutable */
+    size_t max_buckets;                            /* immutable; a power of two */
+    struct entry *pool;                            /* max_tombstones entries */
 
     struct entry **buckets;
-    size_t mask;                  /* bucket count - 1 */
+    size_t mask;                             /* bucket count - 1 */
     struct entry live, tombstones, finished; /* order list sentinels */
     size_t n_live, n_tombstones, n_finished;
-    struct entry *pool_free;      /* released pool entries */
-    size_t pool_used;             /* entries of pool handed out at least once */
+    struct entry *pool_free; /* released pool entries */
+    size_t pool_used;        /* entries of pool handed out at least once */
 };
 
 /* Expired tombstones that insert and cancel pop at most, each. Two would

@@ -180,12 +180,14 @@ static int emit(struct encoder *e, const char *name, size_t len, const void *val
     if (!policy_allows(e->policy, name, len) || already_sent(out, name, len))
         return 0;
     if (!name_bytes_valid(name, len)) {
-        snprintf(e->err, DCTX__WIRE_ERR_BYTES, "key name \"%.40s\" cannot travel: 1..%d printable ASCII characters",
-                 name, DCTX_WIRE_KEY_BYTES_MAX);
+        snprintf(e->err, DCTX__WIRE_ERR_BYTES,
+                 "key name \"%.40s\" cannot travel: 1..%d printable ASCII characters", name,
+                 DCTX_WIRE_KEY_BYTES_MAX);
         return DCTX_INVALID_ARGUMENT;
     }
     if (out->hdr.n_values == DCTX_WIRE_VALUES_MAX) {
-        snprintf(e->err, DCTX__WIRE_ERR_BYTES, "more than %d propagated values", DCTX_WIRE_VALUES_MAX);
+        snprintf(e->err, DCTX__WIRE_ERR_BYTES, "more than %d propagated values",
+                 DCTX_WIRE_VALUES_MAX);
         return DCTX_RESOURCE_EXHAUSTED;
     }
     e->bytes += len + value_len;
@@ -228,10 +230,11 @@ static int encode_budget(const dctx *ctx, const dctx_wire_policy *policy, int64_
     int64_t floor = policy && policy->min_budget_ns > 1000 ? policy->min_budget_ns : 1000;
     int64_t left = deadline - now - reserve;
     if (left < floor) {
-        snprintf(err, DCTX__WIRE_ERR_BYTES,
-                 "budget %lld us after a %lld us reply reserve, under the %lld us minimum: not sent",
-                 (long long)((deadline - now) / 1000), (long long)(reserve / 1000),
-                 (long long)(floor / 1000));
+        snprintf(
+            err, DCTX__WIRE_ERR_BYTES,
+            "budget %lld us after a %lld us reply reserve, under the %lld us minimum: not sent",
+            (long long)((deadline - now) / 1000), (long long)(reserve / 1000),
+            (long long)(floor / 1000));
         return DCTX_DEADLINE_EXCEEDED;
     }
     hdr->has_budget_us = 1;
@@ -320,8 +323,8 @@ static int check_header(const Dctx__Wire__ContextHeader *hdr, char *err)
         return DCTX_DEADLINE_EXCEEDED;
     }
     if (hdr->n_values > DCTX_WIRE_VALUES_MAX) {
-        snprintf(err, DCTX__WIRE_ERR_BYTES, "%zu propagated values, the limit is %d",
-                 hdr->n_values, DCTX_WIRE_VALUES_MAX);
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "%zu propagated values, the limit is %d", hdr->n_values,
+                 DCTX_WIRE_VALUES_MAX);
         return DCTX_RESOURCE_EXHAUSTED;
     }
     size_t bytes = 0;
@@ -330,13 +333,15 @@ static int check_header(const Dctx__Wire__ContextHeader *hdr, char *err)
         /* protobuf-c gives strings NUL-terminated; a NUL inside makes the
          * length differ from strnlen's, which the name check then refuses. */
         if (v->key == NULL || !dctx_wire_key_name_valid(v->key)) {
-            snprintf(err, DCTX__WIRE_ERR_BYTES, "value %zu has no valid key name (1..%d printable ASCII)",
-                     i, DCTX_WIRE_KEY_BYTES_MAX);
+            snprintf(err, DCTX__WIRE_ERR_BYTES,
+                     "value %zu has no valid key name (1..%d printable ASCII)", i,
+                     DCTX_WIRE_KEY_BYTES_MAX);
             return DCTX_INVALID_ARGUMENT;
         }
         bytes += strlen(v->key) + (v->has_value ? v->value.len : 0);
         if (bytes > DCTX_WIRE_VALUE_BYTES_MAX) {
-            snprintf(err, DCTX__WIRE_ERR_BYTES, "propagated values over %d bytes (at key \"%.40s\")",
+            snprintf(err, DCTX__WIRE_ERR_BYTES,
+                     "propagated values over %d bytes (at key \"%.40s\")",
                      DCTX_WIRE_VALUE_BYTES_MAX, v->key);
             return DCTX_RESOURCE_EXHAUSTED;
         }

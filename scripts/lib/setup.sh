@@ -1,10 +1,11 @@
 # setup.sh - sourced by scripts/test and scripts/demo: installs the Debian
 # packages dctx builds with, when any is missing (apt-get update first).
-# Needs root, or sudo. libcmocka-dev, iproute2 (`ip`, for scripts/netns-test) and
-# python3 (its json module parses rpcd's JSON in tests/rpcd) are for the tests
-# only; the rest builds dctx (the Dockerfile installs those).
+# Needs root, or sudo. libcmocka-dev, iproute2 (`ip`, for scripts/netns-test),
+# python3 (its json module parses rpcd's JSON in tests/rpcd) and clang-format
+# (tests/layout checks the formatting) are for the tests only; the rest builds
+# dctx (the Dockerfile installs those).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3 clang-format"
 
 dctx_install_packages() {
     local missing=()

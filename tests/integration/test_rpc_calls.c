@@ -120,7 +120,7 @@ static void first_call_to_a_server_that_came_up_late_gets_through(void **state)
     char url[256];
     rt_url(RT_IPC, url, sizeof url);
     dctx_rpc_channel *ch = rt_channel_open(url, NULL); /* nothing listens yet */
-    rt_sleep(MS(1500)); /* the back-off grows to its maximum */
+    rt_sleep(MS(1500));                                /* the back-off grows to its maximum */
     dctx_rpc_server *srv = NULL;
     assert_int_equal(dctx_rpc_server_open(NULL, &srv), 0);
     rt_track_server(srv);
@@ -161,8 +161,8 @@ static void protobuf_service_reads_its_context_and_fails_with_a_status(void **st
     Dctx__Itest__EchoReply *resp = NULL;
     dctx_rpc_result res;
     assert_int_equal(dctx_rpc_call(ch, ctx, "/dctx.itest.Echo/Echo", &req.base,
-                                   &dctx__itest__echo_reply__descriptor,
-                                   (ProtobufCMessage **)&resp, &res),
+                                   &dctx__itest__echo_reply__descriptor, (ProtobufCMessage **)&resp,
+                                   &res),
                      DCTX_OK);
     assert_non_null(resp);
     assert_string_equal(resp->text, "hello");
@@ -179,8 +179,8 @@ static void protobuf_service_reads_its_context_and_fails_with_a_status(void **st
     req.fail_message = (char *)"not for you";
     resp = NULL;
     assert_int_equal(dctx_rpc_call(ch, ctx, "/dctx.itest.Echo/Fail", &req.base,
-                                   &dctx__itest__echo_reply__descriptor,
-                                   (ProtobufCMessage **)&resp, &res),
+                                   &dctx__itest__echo_reply__descriptor, (ProtobufCMessage **)&resp,
+                                   &res),
                      DCTX_PERMISSION_DENIED);
     assert_null(resp);
     assert_string_equal(res.message, "not for you");
@@ -225,8 +225,7 @@ static void pb_call_out_of_memory_is_resource_exhausted_with_its_result_filled(v
     /* from the first allocation on: packing the request fails */
     dctx__test_fail_alloc_after(0);
     int rc = dctx_rpc_call(ch, NULL, "/dctx.itest.Echo/Echo", &req.base,
-                           &dctx__itest__echo_reply__descriptor, (ProtobufCMessage **)&resp,
-                           &res);
+                           &dctx__itest__echo_reply__descriptor, (ProtobufCMessage **)&resp, &res);
     dctx__test_fail_alloc_after(-1);
     assert_int_equal(rc, DCTX_RESOURCE_EXHAUSTED);
     assert_null(resp);
@@ -234,8 +233,8 @@ static void pb_call_out_of_memory_is_resource_exhausted_with_its_result_filled(v
 
     /* and with memory back, the same call goes through */
     assert_int_equal(dctx_rpc_call(ch, NULL, "/dctx.itest.Echo/Echo", &req.base,
-                                   &dctx__itest__echo_reply__descriptor,
-                                   (ProtobufCMessage **)&resp, &res),
+                                   &dctx__itest__echo_reply__descriptor, (ProtobufCMessage **)&resp,
+                                   &res),
                      DCTX_OK);
     assert_non_null(resp);
     assert_string_equal(resp->text, "hello");
@@ -251,8 +250,8 @@ static void pb_call_without_a_request_is_invalid_argument_with_its_result_filled
     dctx_rpc_result res;
     poison(&res);
     assert_int_equal(dctx_rpc_call(ch, NULL, "/dctx.itest.Echo/Echo", NULL,
-                                   &dctx__itest__echo_reply__descriptor,
-                                   (ProtobufCMessage **)&resp, &res),
+                                   &dctx__itest__echo_reply__descriptor, (ProtobufCMessage **)&resp,
+                                   &res),
                      DCTX_INVALID_ARGUMENT);
     assert_null(resp);
     assert_result_filled(&res, DCTX_INVALID_ARGUMENT);

@@ -102,8 +102,7 @@ static void handler_waiting_on_its_context_ends_with_deadline_exceeded(void **st
                      DCTX_DEADLINE_EXCEEDED);
     /* the callee's answer may come a reserve (and 1 us of rounding) before
      * the caller's own deadline, never earlier */
-    assert_ns_in(dctx_now() - t0, MS(100) - DCTX_RPC_DEFAULT_RESERVE_NS - US(1),
-                 MS(100) + SEC(1));
+    assert_ns_in(dctx_now() - t0, MS(100) - DCTX_RPC_DEFAULT_RESERVE_NS - US(1), MS(100) + SEC(1));
     dctx_rpc_result_free(&res);
 
     assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));

@@ -51,8 +51,7 @@ static void a_failed_server_start_leaves_the_server_as_it_was(void **state)
         dctx_rpc_server *srv = NULL;
         assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
         rt_track_server(srv);
-        assert_int_equal(dctx_rpc_server_register(srv, "/it.Start/Echo", rt_echo_handler, NULL),
-                         0);
+        assert_int_equal(dctx_rpc_server_register(srv, "/it.Start/Echo", rt_echo_handler, NULL), 0);
         char url[256];
         rt_server_listen(srv, RT_TCP, url, sizeof url);
         int threads = thread_count();
@@ -105,7 +104,7 @@ static void close_cancels_running_handlers_and_waits_for_them(void **state)
 
     int64_t t0 = dctx_now();
     assert_int_equal(rt_server_close(srv), 0);
-    assert_ns_in(dctx_now() - t0, 0, SEC(2)); /* the handler returned: no need for the grace */
+    assert_ns_in(dctx_now() - t0, 0, SEC(2));      /* the handler returned: no need for the grace */
     assert_int_equal(atomic_load(&p.finished), 1); /* it waited for it */
     assert_int_equal(p.err, DCTX_CANCELED);
     assert_int_equal(p.cause, DCTX_UNAVAILABLE);
@@ -221,8 +220,7 @@ static void closing_a_channel_ends_a_blocking_call_in_flight_unavailable(void **
     assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
 }
 
-static int close_race_echo(void *arg, dctx *ctx, const void *req, size_t len,
-                           dctx_rpc_reply *reply)
+static int close_race_echo(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
 {
     (void)arg;
     (void)ctx;
@@ -241,8 +239,8 @@ static void close_race_done(void *arg, const dctx_rpc_result *res)
 /* What the close-race child reports. */
 struct close_race_shared {
     atomic_int ready, failed;
-    atomic_int rounds;       /* rounds whose channel close returned */
-    atomic_int gave_up;      /* closes that took the library's 500 ms give-up */
+    atomic_int rounds;        /* rounds whose channel close returned */
+    atomic_int gave_up;       /* closes that took the library's 500 ms give-up */
     atomic_int first_gave_up; /* round of the first, + 1 */
     atomic_int server_closed; /* 1 once dctx_rpc_server_close returned */
 };
@@ -333,8 +331,7 @@ static void channel_open_failures_name_their_cause(void **state)
     assert_int_equal(dctx_rpc_channel_open("bogus://x", NULL, &ch), DCTX_INVALID_ARGUMENT);
     assert_null(ch);
     assert_int_equal(dctx_rpc_channel_open(NULL, NULL, &ch), DCTX_INVALID_ARGUMENT);
-    assert_int_equal(dctx_rpc_channel_open("tcp://127.0.0.1:5", NULL, NULL),
-                     DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_channel_open("tcp://127.0.0.1:5", NULL, NULL), DCTX_INVALID_ARGUMENT);
     dctx_rpc_channel_options co;
     dctx_rpc_channel_options_init(&co);
     co.tls_ca_file = "/nonexistent-dctx-dir/ca.pem";

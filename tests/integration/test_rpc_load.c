@@ -124,24 +124,23 @@ static void ten_thousand_calls_in_flight_half_canceled_each_end_once_with_its_st
     bool answered = RT_WAIT_FOR(rt_acks_pending(ch) == 0, SEC(30));
     dctx_rpc_server_stats ss = rt_server_stats(srv);
     dctx_rpc_channel_stats cs = rt_channel_stats(ch);
-    print_message("server: %llu calls, %llu in flight, %llu OK, %llu INTERNAL, %llu cancels "
-                  "(stopped %llu, prevented %llu, too late %llu); channel: %llu calls, %llu OK, "
-                  "%llu CANCELLED, %llu cancels pushed (stopped %llu, prevented %llu, too late "
-                  "%llu, unreached %llu)\n",
-                  (unsigned long long)ss.calls, (unsigned long long)ss.in_flight,
-                  (unsigned long long)ss.by_code[DCTX_OK],
-                  (unsigned long long)ss.by_code[DCTX_INTERNAL],
-                  (unsigned long long)ss.cancels_received,
-                  (unsigned long long)ss.cancel_outcomes[DCTX_RPC_CANCEL_STOPPED],
-                  (unsigned long long)ss.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED],
-                  (unsigned long long)ss.cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE],
-                  (unsigned long long)cs.calls, (unsigned long long)cs.by_code[DCTX_OK],
-                  (unsigned long long)cs.by_code[DCTX_CANCELED],
-                  (unsigned long long)cs.cancels_pushed,
-                  (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_STOPPED],
-                  (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED],
-                  (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE],
-                  (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_UNREACHED]);
+    print_message(
+        "server: %llu calls, %llu in flight, %llu OK, %llu INTERNAL, %llu cancels "
+        "(stopped %llu, prevented %llu, too late %llu); channel: %llu calls, %llu OK, "
+        "%llu CANCELLED, %llu cancels pushed (stopped %llu, prevented %llu, too late "
+        "%llu, unreached %llu)\n",
+        (unsigned long long)ss.calls, (unsigned long long)ss.in_flight,
+        (unsigned long long)ss.by_code[DCTX_OK], (unsigned long long)ss.by_code[DCTX_INTERNAL],
+        (unsigned long long)ss.cancels_received,
+        (unsigned long long)ss.cancel_outcomes[DCTX_RPC_CANCEL_STOPPED],
+        (unsigned long long)ss.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED],
+        (unsigned long long)ss.cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE],
+        (unsigned long long)cs.calls, (unsigned long long)cs.by_code[DCTX_OK],
+        (unsigned long long)cs.by_code[DCTX_CANCELED], (unsigned long long)cs.cancels_pushed,
+        (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_STOPPED],
+        (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED],
+        (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_TOO_LATE],
+        (unsigned long long)cs.cancel_outcomes[DCTX_RPC_CANCEL_UNREACHED]);
     assert_true(idle);
     assert_true(answered);
     assert_int_equal(ss.calls, LOAD_CALLS);
@@ -220,11 +219,11 @@ static void *churn_caller(void *arg)
         for (int j = 0; j < CHURN_WINDOW && base + j < c->n; j++) {
             int i = base + j;
             uint8_t kind = (uint8_t)(i % 3);
-            int rc = kind == CHURN_OK       ? dctx_with_timeout(dctx_background(), SEC(60), &ctx[j])
-                     : kind == CHURN_CANCEL ? dctx_with_cancel(dctx_background(), &ctx[j])
-                                            : dctx_with_timeout(dctx_background(),
-                                                                US(500 + rt_next(&seed) % 3500),
-                                                                &ctx[j]);
+            int rc = kind == CHURN_OK ? dctx_with_timeout(dctx_background(), SEC(60), &ctx[j])
+                     : kind == CHURN_CANCEL
+                         ? dctx_with_cancel(dctx_background(), &ctx[j])
+                         : dctx_with_timeout(dctx_background(), US(500 + rt_next(&seed) % 3500),
+                                             &ctx[j]);
             if (rc == 0)
                 rc = dctx_rpc_call_start(c->ch, ctx[j], "/it.Churn/Call", &kind, 1, churn_done,
                                          &c->calls[i], &h[j]);
@@ -286,8 +285,9 @@ static void churn_of_ok_canceled_and_timed_out_calls_loses_nothing(void **state)
     for (int i = 0; i < n; i++) {
         struct churn_call *k = &c.calls[i];
         int kind = i % 3;
-        int want = kind == CHURN_OK ? DCTX_OK : kind == CHURN_CANCEL ? DCTX_CANCELED
-                                                                       : DCTX_DEADLINE_EXCEEDED;
+        int want = kind == CHURN_OK       ? DCTX_OK
+                   : kind == CHURN_CANCEL ? DCTX_CANCELED
+                                          : DCTX_DEADLINE_EXCEEDED;
         bool ok;
         if (k->start_rc == 0) {
             started++;
@@ -302,8 +302,8 @@ static void churn_of_ok_canceled_and_timed_out_calls_loses_nothing(void **state)
                           dctx_code_name(k->start_rc), atomic_load(&k->callbacks),
                           dctx_code_name(atomic_load(&k->code)));
     }
-    print_message("churn: %d calls (%d started: %d ok, %d canceled, %d timing out) in %.2f s\n",
-                  n, started, by_kind[0], by_kind[1], by_kind[2], took / 1e9);
+    print_message("churn: %d calls (%d started: %d ok, %d canceled, %d timing out) in %.2f s\n", n,
+                  started, by_kind[0], by_kind[1], by_kind[2], took / 1e9);
     assert_int_equal(wrong, 0);
     assert_int_equal(by_kind[CHURN_OK], (n + 2) / 3);
     assert_int_equal(by_kind[CHURN_CANCEL], (n + 1) / 3);

@@ -290,8 +290,8 @@ static void peer_flooding_garbage_without_reading_does_not_stall_the_server(void
         if (took > worst)
             worst = took;
         if (rc != DCTX_OK && failed++ == 0)
-            snprintf(first_failure, sizeof first_failure, "call %d: %s %s", i,
-                     dctx_code_name(rc), res.message);
+            snprintf(first_failure, sizeof first_failure, "call %d: %s %s", i, dctx_code_name(rc),
+                     res.message);
         if (took > SEC(1))
             slow++;
         dctx_rpc_result_free(&res);

@@ -20,7 +20,7 @@
 extern char **environ;
 
 struct procs {
-    char dir[128];     /* scratch directory for sockets and logs */
+    char dir[128]; /* scratch directory for sockets and logs */
     pid_t pids[32];
     int n;
 };

@@ -155,24 +155,24 @@ static struct {
 #define RT_LEN(array) (sizeof rt_tracked.array / sizeof rt_tracked.array[0])
 
 /* Record item in the first free slot of array. */
-#define RT_TRACK(array, item)                                                          \
-    do {                                                                               \
-        size_t i_;                                                                     \
-        for (i_ = 0; i_ < RT_LEN(array) && rt_tracked.array[i_]; i_++) {               \
-        }                                                                              \
-        if (i_ == RT_LEN(array))                                                       \
-            fail_msg("too many tracked " #array);                                      \
-        rt_tracked.array[i_] = (item);                                                 \
+#define RT_TRACK(array, item)                                                                      \
+    do {                                                                                           \
+        size_t i_;                                                                                 \
+        for (i_ = 0; i_ < RT_LEN(array) && rt_tracked.array[i_]; i_++) {                           \
+        }                                                                                          \
+        if (i_ == RT_LEN(array))                                                                   \
+            fail_msg("too many tracked " #array);                                                  \
+        rt_tracked.array[i_] = (item);                                                             \
     } while (0)
 
 /* Forget one tracking of item (the test released or closed it). */
-#define RT_UNTRACK(array, item)                                                        \
-    do {                                                                               \
-        for (size_t i_ = 0; i_ < RT_LEN(array); i_++)                                  \
-            if (rt_tracked.array[i_] == (item)) {                                      \
-                rt_tracked.array[i_] = 0;                                              \
-                break;                                                                 \
-            }                                                                          \
+#define RT_UNTRACK(array, item)                                                                    \
+    do {                                                                                           \
+        for (size_t i_ = 0; i_ < RT_LEN(array); i_++)                                              \
+            if (rt_tracked.array[i_] == (item)) {                                                  \
+                rt_tracked.array[i_] = 0;                                                          \
+                break;                                                                             \
+            }                                                                                      \
     } while (0)
 
 dctx *rt_track_ctx(dctx *c)
@@ -344,9 +344,8 @@ dctx_rpc_server *rt_server_open(enum rt_transport t, const dctx_rpc_server_optio
     assert_int_equal(dctx_rpc_server_open(opts, &s), 0);
     rt_track_server(s);
     for (size_t i = 0; i < n; i++)
-        assert_int_equal(dctx_rpc_server_register(s, methods[i].name, methods[i].fn,
-                                                  methods[i].arg),
-                         0);
+        assert_int_equal(
+            dctx_rpc_server_register(s, methods[i].name, methods[i].fn, methods[i].arg), 0);
     rt_server_listen(s, t, url, url_len);
     assert_int_equal(dctx_rpc_server_start(s), 0);
     return s;
@@ -430,11 +429,11 @@ bool rt_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t k = p[i] < 0x80          ? 1
-                   : (p[i] >> 5) == 6   ? 2
-                   : (p[i] >> 4) == 14  ? 3
-                   : (p[i] >> 3) == 30  ? 4
-                                        : 0;
+        size_t k = p[i] < 0x80         ? 1
+                   : (p[i] >> 5) == 6  ? 2
+                   : (p[i] >> 4) == 14 ? 3
+                   : (p[i] >> 3) == 30 ? 4
+                                       : 0;
         if (k == 0 || i + k > n)
             return false;
         for (size_t j = 1; j < k; j++)

@@ -74,13 +74,13 @@ extern const dctx_key rt_key_tenant, rt_key_trace, rt_key_secret, rt_key_pass;
 void rt_sleep(int64_t ns);
 
 /* Poll cond every 200 us until it holds (true) or timeout_ns pass (false). */
-#define RT_WAIT_FOR(cond, timeout_ns)                                                  \
-    __extension__({                                                                    \
-        int64_t rt_until_ = dctx_now() + (timeout_ns);                                 \
-        bool rt_ok_;                                                                   \
-        while (!(rt_ok_ = (cond)) && dctx_now() < rt_until_)                           \
-            rt_sleep(US(200));                                                         \
-        rt_ok_;                                                                        \
+#define RT_WAIT_FOR(cond, timeout_ns)                                                              \
+    __extension__({                                                                                \
+        int64_t rt_until_ = dctx_now() + (timeout_ns);                                             \
+        bool rt_ok_;                                                                               \
+        while (!(rt_ok_ = (cond)) && dctx_now() < rt_until_)                                       \
+            rt_sleep(US(200));                                                                     \
+        rt_ok_;                                                                                    \
     })
 
 /* Whether this is a ThreadSanitizer build (loops that only add
@@ -219,20 +219,19 @@ dctx *rt_with_value(dctx *parent, const dctx_key *key, const char *s);
 
 /* ===== Checks ===== */
 
-#define assert_contains(hay, needle)                                                   \
-    do {                                                                               \
-        const char *h_ = (hay), *n_ = (needle);                                        \
-        if (h_ == NULL || strstr(h_, n_) == NULL)                                      \
-            fail_msg("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_);        \
+#define assert_contains(hay, needle)                                                               \
+    do {                                                                                           \
+        const char *h_ = (hay), *n_ = (needle);                                                    \
+        if (h_ == NULL || strstr(h_, n_) == NULL)                                                  \
+            fail_msg("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_);                    \
     } while (0)
 
 /* lo <= v <= hi, in ns, reported in ms */
-#define assert_ns_in(v, lo, hi)                                                        \
-    do {                                                                               \
-        int64_t v_ = (v), lo_ = (lo), hi_ = (hi);                                      \
-        if (v_ < lo_ || v_ > hi_)                                                      \
-            fail_msg("%s = %.3f ms, expected %.3f..%.3f ms", #v, v_ / 1e6, lo_ / 1e6,    \
-                     hi_ / 1e6);                                                       \
+#define assert_ns_in(v, lo, hi)                                                                    \
+    do {                                                                                           \
+        int64_t v_ = (v), lo_ = (lo), hi_ = (hi);                                                  \
+        if (v_ < lo_ || v_ > hi_)                                                                  \
+            fail_msg("%s = %.3f ms, expected %.3f..%.3f ms", #v, v_ / 1e6, lo_ / 1e6, hi_ / 1e6);  \
     } while (0)
 
 /* Whether the n bytes at s are whole, well-formed UTF-8 sequences (by
@@ -372,8 +371,8 @@ void rt_token(uint8_t token[DCTX_TOKEN_BYTES]);
 uint8_t *rt_pack(const Dctx__Wire__Frame *f, size_t *len);
 
 /* A Call frame, packed. budget_us 0: no deadline. */
-uint8_t *rt_pack_call(const char *method, const uint8_t token[DCTX_TOKEN_BYTES],
-                      uint64_t budget_us, const void *payload, size_t payload_len, size_t *len);
+uint8_t *rt_pack_call(const char *method, const uint8_t token[DCTX_TOKEN_BYTES], uint64_t budget_us,
+                      const void *payload, size_t payload_len, size_t *len);
 
 /* A Cancel frame, packed. */
 uint8_t *rt_pack_cancel(const uint8_t token[DCTX_TOKEN_BYTES], int code, const char *msg,

@@ -19,9 +19,9 @@
 
 #include "context_impl.h"
 
-#define US(n) ((int64_t)(n) * 1000)
-#define MS(n) ((int64_t)(n) * 1000000)
-#define SEC(n) ((int64_t)(n) * 1000000000)
+#define US(n) ((int64_t)(n)*1000)
+#define MS(n) ((int64_t)(n)*1000000)
+#define SEC(n) ((int64_t)(n)*1000000000)
 
 /* The number of entries (child nodes and after-funcs) in the list of the
  * cancelable node ctx takes its done state from: Go's len(c.children). */

@@ -9,12 +9,12 @@
 #include "testutil.h"
 
 struct probe {
-    sem_t ran;           /* posted once per run of fn */
+    sem_t ran; /* posted once per run of fn */
     atomic_int runs;
-    pthread_t thread;    /* the thread fn ran on */
-    dctx *ctx;           /* inspected by fn, if set */
-    atomic_int ctx_err;  /* dctx_err(ctx) as fn saw it */
-    sem_t release;       /* fn waits on it, if block is set */
+    pthread_t thread;   /* the thread fn ran on */
+    dctx *ctx;          /* inspected by fn, if set */
+    atomic_int ctx_err; /* dctx_err(ctx) as fn saw it */
+    sem_t release;      /* fn waits on it, if block is set */
     bool block;
 };
 

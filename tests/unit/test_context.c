@@ -429,8 +429,7 @@ static void null_arguments_are_invalid(void **state)
     assert_null(out);
     assert_int_equal(dctx_with_cancel(dctx_background(), NULL), DCTX_INVALID_ARGUMENT);
     assert_int_equal(dctx_with_timeout(dctx_background(), 1, NULL), DCTX_INVALID_ARGUMENT);
-    assert_int_equal(dctx_with_value(dctx_background(), &key, "v", 1, NULL),
-                     DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_with_value(dctx_background(), &key, "v", 1, NULL), DCTX_INVALID_ARGUMENT);
     assert_int_equal(dctx_without_cancel(dctx_background(), NULL), DCTX_INVALID_ARGUMENT);
     assert_int_equal(dctx_after_func(NULL, free, NULL, NULL), DCTX_INVALID_ARGUMENT);
     assert_int_equal(dctx_after_func(dctx_background(), NULL, NULL, NULL), DCTX_INVALID_ARGUMENT);
@@ -729,8 +728,7 @@ static void out_of_memory_is_resource_exhausted(void **state)
     assert_int_equal(dctx_cause(child, &msg), DCTX_ABORTED);
     assert_null(msg);
     /* a value too large to address */
-    assert_int_equal(dctx_with_value(parent, &key, "v", SIZE_MAX - 8, &c),
-                     DCTX_RESOURCE_EXHAUSTED);
+    assert_int_equal(dctx_with_value(parent, &key, "v", SIZE_MAX - 8, &c), DCTX_RESOURCE_EXHAUSTED);
     dctx_release(child);
     dctx_release(parent);
 }

@@ -25,8 +25,8 @@ static void million_deep_chain_cancels_and_frees_without_recursion(void **state)
     chain[0] = ctx;
     for (int i = 1; i < DEEP; i++) {
         dctx *next = NULL;
-        int rc = (i % 3 == 0) ? dctx_with_timeout(ctx, SEC(3600), &next)
-                              : dctx_with_cancel(ctx, &next);
+        int rc =
+            (i % 3 == 0) ? dctx_with_timeout(ctx, SEC(3600), &next) : dctx_with_cancel(ctx, &next);
         assert_int_equal(rc, 0);
         chain[i] = ctx = next;
     }

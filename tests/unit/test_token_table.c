@@ -13,8 +13,8 @@
 #include "testutil.h"
 #include "token_table.h"
 
-#define T0 SEC(1000)     /* an arbitrary "now" */
-#define TTL SEC(10)      /* tombstone lifetime the tests use */
+#define T0 SEC(1000) /* an arbitrary "now" */
+#define TTL SEC(10)  /* tombstone lifetime the tests use */
 
 /* A server call as the table sees it: reference counted, so retain can
  * fail once the count has reached zero (the call is dying). */
@@ -196,10 +196,8 @@ static void an_expired_tombstone_not_yet_purged_counts_as_absent(void **state)
     void *found;
     assert_int_equal(dctx__token_cancel(t, longer, T0, T0 + SEC(3600), NULL, &found),
                      DCTX__TOKEN_TOMBSTONED);
-    assert_int_equal(dctx__token_cancel(t, x, T0, T0 + TTL, NULL, &found),
-                     DCTX__TOKEN_TOMBSTONED);
-    assert_int_equal(dctx__token_cancel(t, y, T0, T0 + TTL, NULL, &found),
-                     DCTX__TOKEN_TOMBSTONED);
+    assert_int_equal(dctx__token_cancel(t, x, T0, T0 + TTL, NULL, &found), DCTX__TOKEN_TOMBSTONED);
+    assert_int_equal(dctx__token_cancel(t, y, T0, T0 + TTL, NULL, &found), DCTX__TOKEN_TOMBSTONED);
     int64_t later = T0 + TTL + 1;
     /* x: expired, so its call is accepted, and the tombstone is dropped */
     assert_int_equal(dctx__token_insert(t, x, &dummy, 1, later), 0);
@@ -293,8 +291,7 @@ static void live_calls_past_the_limit_are_refused_until_one_finishes(void **stat
         call_init(&c[i], 1);
     for (int i = 0; i < MAX; i++)
         assert_int_equal(dctx__token_insert(t, c[i].token, &c[i], 1, T0), 0);
-    assert_int_equal(dctx__token_insert(t, c[MAX].token, &c[MAX], 1, T0),
-                     DCTX_RESOURCE_EXHAUSTED);
+    assert_int_equal(dctx__token_insert(t, c[MAX].token, &c[MAX], 1, T0), DCTX_RESOURCE_EXHAUSTED);
     assert_int_equal(dctx__token_live_count(t), MAX);
     /* cancels still work at the limit: tombstones are not live calls */
     void *found;

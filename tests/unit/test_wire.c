@@ -14,7 +14,7 @@
 #include "wire_impl.h"
 
 static const dctx_key tenant = {"tenant", DCTX_KEY_PROPAGATE};
-#define trace dctx_traceparent_key /* the library's own key for this name */
+#define trace dctx_traceparent_key            /* the library's own key for this name */
 static const dctx_key secret = {"secret", 0}; /* never leaves */
 static const dctx_key unknown_here = {"x-upstream-only", DCTX_KEY_PROPAGATE};
 
@@ -155,8 +155,7 @@ static void sender_refuses_values_over_the_limits(void **state)
     }
     struct dctx__wire_out out;
     char err[DCTX__WIRE_ERR_BYTES];
-    assert_int_equal(dctx__wire_encode(ctx, NULL, dctx_now(), &out, err),
-                     DCTX_RESOURCE_EXHAUSTED);
+    assert_int_equal(dctx__wire_encode(ctx, NULL, dctx_now(), &out, err), DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(err, "64"));
     dctx_release(ctx);
 
@@ -391,17 +390,17 @@ static void call_frame_bytes_are_stable(void **state)
 {
     (void)state;
     static const uint8_t expected[] = {
-        0x0a, 0x45,                                           /* Frame.call, 69 bytes */
-        0x0a, 0x14, '/', 'd', 'c', 't', 'x', '.', 'd', 'e', 'm', 'o', '.', 'D', 'e', 'm', 'o',
-        '/', 'E', 'c', 'h', 'o',                              /* Call.method */
-        0x12, 0x28,                                           /* Call.context, 40 bytes */
-        0x08, 0xa0, 0x8d, 0x06,                               /* budget_us 100000 */
-        0x12, 0x10, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b,
-        0x0c, 0x0d, 0x0e, 0x0f,                               /* cancel_token */
-        0x1a, 0x0e, 0x0a, 0x06, 't', 'e', 'n', 'a', 'n', 't', 0x12, 0x04, 'a', 'c', 'm',
-        'e',                                                  /* values[0] */
-        0x20, 0x02,                                           /* hops 2 */
-        0x1a, 0x03, 'h', 'i', '!'};                           /* Call.payload */
+        0x0a, 0x45, /* Frame.call, 69 bytes */
+        0x0a, 0x14, '/',  'd',  'c',  't',  'x',  '.',  'd',  'e',  'm',
+        'o',  '.',  'D',  'e',  'm',  'o',  '/',  'E',  'c',  'h',  'o', /* Call.method */
+        0x12, 0x28,             /* Call.context, 40 bytes */
+        0x08, 0xa0, 0x8d, 0x06, /* budget_us 100000 */
+        0x12, 0x10, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+        0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, /* cancel_token */
+        0x1a, 0x0e, 0x0a, 0x06, 't',  'e',  'n',  'a',  'n',  't',  0x12,
+        0x04, 'a',  'c',  'm',  'e',  /* values[0] */
+        0x20, 0x02,                   /* hops 2 */
+        0x1a, 0x03, 'h',  'i',  '!'}; /* Call.payload */
     uint8_t token[DCTX_TOKEN_BYTES];
     for (int i = 0; i < DCTX_TOKEN_BYTES; i++)
         token[i] = (uint8_t)i;

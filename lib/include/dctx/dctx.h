@@ -77,7 +77,7 @@ typedef struct dctx_after dctx_after;
  * holds a value under it. */
 typedef struct dctx_key {
     const char *name;
-    uint32_t    flags;
+    uint32_t flags;
 } dctx_key;
 
 /* DCTX_KEY_PROPAGATE whitelists a key's values to cross the wire with RPC
@@ -87,23 +87,23 @@ typedef struct dctx_key {
 /* ===== Status codes (numbered as gRPC's) ===== */
 
 enum dctx_code {
-    DCTX_OK                  = 0,
-    DCTX_CANCELED            = 1,
-    DCTX_UNKNOWN             = 2,
-    DCTX_INVALID_ARGUMENT    = 3,
-    DCTX_DEADLINE_EXCEEDED   = 4,
-    DCTX_NOT_FOUND           = 5,
-    DCTX_ALREADY_EXISTS      = 6,
-    DCTX_PERMISSION_DENIED   = 7,
-    DCTX_RESOURCE_EXHAUSTED  = 8,
+    DCTX_OK = 0,
+    DCTX_CANCELED = 1,
+    DCTX_UNKNOWN = 2,
+    DCTX_INVALID_ARGUMENT = 3,
+    DCTX_DEADLINE_EXCEEDED = 4,
+    DCTX_NOT_FOUND = 5,
+    DCTX_ALREADY_EXISTS = 6,
+    DCTX_PERMISSION_DENIED = 7,
+    DCTX_RESOURCE_EXHAUSTED = 8,
     DCTX_FAILED_PRECONDITION = 9,
-    DCTX_ABORTED             = 10,
-    DCTX_OUT_OF_RANGE        = 11,
-    DCTX_UNIMPLEMENTED       = 12,
-    DCTX_INTERNAL            = 13,
-    DCTX_UNAVAILABLE         = 14,
-    DCTX_DATA_LOSS           = 15,
-    DCTX_UNAUTHENTICATED     = 16
+    DCTX_ABORTED = 10,
+    DCTX_OUT_OF_RANGE = 11,
+    DCTX_UNIMPLEMENTED = 12,
+    DCTX_INTERNAL = 13,
+    DCTX_UNAVAILABLE = 14,
+    DCTX_DATA_LOSS = 15,
+    DCTX_UNAUTHENTICATED = 16
 };
 
 /* gRPC spells code 1 "CANCELLED"; this alias lets code use either name. */
@@ -174,22 +174,22 @@ DCTX_API int dctx_with_deadline(dctx *parent, int64_t deadline_ns, dctx **out);
  * NULL) as the cause; dctx_err still gives DCTX_DEADLINE_EXCEEDED. Canceling
  * the child with dctx_cancel does not use this cause. If the parent's
  * deadline is earlier, cause and msg are ignored, as in Go. */
-DCTX_API int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause,
-                                      const char *msg, dctx **out);
+DCTX_API int dctx_with_deadline_cause(dctx *parent, int64_t deadline_ns, int cause, const char *msg,
+                                      dctx **out);
 
 /* dctx_with_timeout is dctx_with_deadline(parent, dctx_now() + timeout_ns)
  * (saturating: a huge timeout is no deadline). */
 DCTX_API int dctx_with_timeout(dctx *parent, int64_t timeout_ns, dctx **out);
 
 /* dctx_with_timeout_cause is dctx_with_deadline_cause with a timeout. */
-DCTX_API int dctx_with_timeout_cause(dctx *parent, int64_t timeout_ns, int cause,
-                                     const char *msg, dctx **out);
+DCTX_API int dctx_with_timeout_cause(dctx *parent, int64_t timeout_ns, int cause, const char *msg,
+                                     dctx **out);
 
 /* dctx_with_value makes a child that holds len bytes copied from val under
  * key, shadowing any value of the same key further up. Done, error, cause
  * and deadline are the parent's. val may be NULL only when len is 0. */
-DCTX_API int dctx_with_value(dctx *parent, const dctx_key *key, const void *val,
-                             size_t len, dctx **out);
+DCTX_API int dctx_with_value(dctx *parent, const dctx_key *key, const void *val, size_t len,
+                             dctx **out);
 
 /* dctx_without_cancel makes a child that sees parent's values but is never
  * done, has no deadline and no cause, even after parent is canceled. Its

@@ -71,24 +71,24 @@ DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
  * during it. */
 
 enum dctx_rpc_event_kind {
-    DCTX_RPC_EVENT_CALL_START = 1,     /* server: a call was admitted */
-    DCTX_RPC_EVENT_CALL_END = 2,       /* server: answered; client: ended */
-    DCTX_RPC_EVENT_CANCEL_PUSHED = 3,  /* client: a Cancel frame was handed to the connection */
+    DCTX_RPC_EVENT_CALL_START = 1,      /* server: a call was admitted */
+    DCTX_RPC_EVENT_CALL_END = 2,        /* server: answered; client: ended */
+    DCTX_RPC_EVENT_CANCEL_PUSHED = 3,   /* client: a Cancel frame was handed to the connection */
     DCTX_RPC_EVENT_CANCEL_RECEIVED = 4, /* server: a Cancel frame was handled */
     DCTX_RPC_EVENT_TRACE_DROPPED = 5    /* server: a malformed traceparent was dropped */
 };
 
 typedef struct dctx_rpc_event {
     enum dctx_rpc_event_kind kind;
-    const char *method;       /* NULL for CANCEL_RECEIVED */
-    int code;                 /* CALL_END: the status; CANCEL_*: the cause */
-    const char *message;      /* CALL_END: status message; CANCEL_*: cause message; never NULL */
-    int64_t elapsed_ns;       /* CALL_END: since the call started (server: was received);
-                                 CANCEL_RECEIVED: since the frame was read (acting on it,
-                                 which includes pushing the cancel onward) */
-    int64_t deadline_in_ns;   /* CALL_START: time left to the call's deadline; -1: none */
-    int outcome;              /* CANCEL_RECEIVED: enum dctx_rpc_cancel_outcome */
-    dctx *ctx;                /* CALL_START/CALL_END: the call's context (borrowed) */
+    const char *method;     /* NULL for CANCEL_RECEIVED */
+    int code;               /* CALL_END: the status; CANCEL_*: the cause */
+    const char *message;    /* CALL_END: status message; CANCEL_*: cause message; never NULL */
+    int64_t elapsed_ns;     /* CALL_END: since the call started (server: was received);
+                               CANCEL_RECEIVED: since the frame was read (acting on it,
+                               which includes pushing the cancel onward) */
+    int64_t deadline_in_ns; /* CALL_START: time left to the call's deadline; -1: none */
+    int outcome;            /* CANCEL_RECEIVED: enum dctx_rpc_cancel_outcome */
+    dctx *ctx;              /* CALL_START/CALL_END: the call's context (borrowed) */
     /* CALL_START/CALL_END of a traced call (trace.h), else NULL: the trace,
      * the span of this call's work, and the caller's span. */
     const char *trace_id, *span_id, *parent_span_id;
@@ -108,8 +108,8 @@ typedef struct dctx_rpc_result {
     const char *message;
     const void *payload;
     size_t payload_len;
-    int cancel_outcome;  /* enum dctx_rpc_cancel_outcome, as known at the end */
-    void *internal;      /* the library's; do not touch */
+    int cancel_outcome; /* enum dctx_rpc_cancel_outcome, as known at the end */
+    void *internal;     /* the library's; do not touch */
 } dctx_rpc_result;
 
 /* dctx_rpc_result_free frees what the library wrote into res and clears
@@ -123,9 +123,9 @@ typedef struct dctx_rpc_channel dctx_rpc_channel;
 typedef struct dctx_rpc_handle dctx_rpc_handle;
 
 /* The defaults dctx_rpc_channel_options_init sets. */
-#define DCTX_RPC_DEFAULT_RESERVE_NS 500000LL              /* 500 us */
-#define DCTX_RPC_DEFAULT_CONNECT_WAIT_NS 200000000LL      /* 200 ms */
-#define DCTX_RPC_DEFAULT_RECV_MAX_BYTES ((size_t)4 << 20) /* 4 MiB, both sides */
+#define DCTX_RPC_DEFAULT_RESERVE_NS 500000LL                /* 500 us */
+#define DCTX_RPC_DEFAULT_CONNECT_WAIT_NS 200000000LL        /* 200 ms */
+#define DCTX_RPC_DEFAULT_RECV_MAX_BYTES ((size_t)4 << 20)   /* 4 MiB, both sides */
 #define DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS 1000000000LL /* 1 s */
 
 typedef struct dctx_rpc_channel_options {
@@ -198,8 +198,8 @@ DCTX_API void dctx_rpc_channel_close(dctx_rpc_channel *ch);
  * DCTX_RESOURCE_EXHAUSTED (no memory, a request or reply over the size
  * limits, or too many values), DCTX_INTERNAL (a malformed reply); the
  * message names the cause. */
-DCTX_API int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method,
-                               const void *req, size_t req_len, dctx_rpc_result *res);
+DCTX_API int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
+                               size_t req_len, dctx_rpc_result *res);
 
 /* A completion callback: res and its strings are lent to it, valid until
  * it returns (to keep them, copy them). */
@@ -213,8 +213,8 @@ typedef void (*dctx_rpc_done_fn)(void *arg, const dctx_rpc_result *res);
  * with dctx_rpc_handle_release. Never blocks on the network, but waits up
  * to connect_wait_ns for a connection when there is none. */
 DCTX_API int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method,
-                                 const void *req, size_t req_len, dctx_rpc_done_fn done,
-                                 void *arg, dctx_rpc_handle **out);
+                                 const void *req, size_t req_len, dctx_rpc_done_fn done, void *arg,
+                                 dctx_rpc_handle **out);
 
 /* dctx_rpc_handle_wait waits up to timeout_ns (< 0: forever) for the call to
  * end (after its callback returned). True if it has; false for NULL. */
@@ -243,8 +243,8 @@ typedef struct dctx_rpc_channel_stats {
     uint64_t not_sent_budget;            /* refused before sending: budget under the minimum */
     uint64_t cancels_pushed;
     uint64_t cancel_outcomes[DCTX_RPC_CANCEL_OUTCOMES]; /* by enum dctx_rpc_cancel_outcome */
-    uint32_t connections;                /* connections up now (0: the server is not
-                                            reached; the channel keeps redialing) */
+    uint32_t connections;                               /* connections up now (0: the server is not
+                                                           reached; the channel keeps redialing) */
 } dctx_rpc_channel_stats;
 
 /* dctx_rpc_channel_stats_get fills *out with ch's counters now (each read
@@ -263,11 +263,11 @@ typedef struct dctx_rpc_reply dctx_rpc_reply;
 #define DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS 5000000000LL /* 5 s */
 
 typedef struct dctx_rpc_server_options {
-    int workers;              /* handler threads, >= 1 */
-    int max_in_flight;        /* calls queued or running, >= 1; beyond: RESOURCE_EXHAUSTED */
-    size_t recv_max_bytes;    /* largest call accepted (NNG_OPT_RECVMAXSZ); 0: the default */
-    int64_t max_budget_ns;    /* cap on a call's deadline; 0: none (the default) */
-    int64_t shutdown_grace_ns;/* how long close waits for canceled handlers */
+    int workers;                   /* handler threads, >= 1 */
+    int max_in_flight;             /* calls queued or running, >= 1; beyond: RESOURCE_EXHAUSTED */
+    size_t recv_max_bytes;         /* largest call accepted (NNG_OPT_RECVMAXSZ); 0: the default */
+    int64_t max_budget_ns;         /* cap on a call's deadline; 0: none (the default) */
+    int64_t shutdown_grace_ns;     /* how long close waits for canceled handlers */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
     dctx_rpc_event_fn on_event;    /* optional event hook (see Events) */
     void *event_arg;
@@ -326,10 +326,11 @@ DCTX_API int dctx_rpc_server_register(dctx_rpc_server *s, const char *method,
                                       dctx_rpc_handler_fn fn, void *arg);
 
 /* Flags for dctx_rpc_server_register_flags. */
-#define DCTX_RPC_INLINE 1u /* the handler is short and never blocks: run it on the
-                              thread that received the call, skipping the hand-off
-                              to a worker (cheaper and faster; a handler that blocks
-                              here stops the server from receiving) */
+#define DCTX_RPC_INLINE                                                                            \
+    1u /* the handler is short and never blocks: run it on the
+          thread that received the call, skipping the hand-off
+          to a worker (cheaper and faster; a handler that blocks
+          here stops the server from receiving) */
 
 /* dctx_rpc_server_register with flags (DCTX_RPC_INLINE; any other bit is
  * DCTX_INVALID_ARGUMENT). */
@@ -360,12 +361,12 @@ typedef struct dctx_rpc_server_stats {
     uint64_t in_flight;
     uint64_t cancels_received;
     uint64_t cancel_outcomes[DCTX_RPC_CANCEL_OUTCOMES]; /* by enum dctx_rpc_cancel_outcome */
-    uint64_t peers_lost;                 /* connections that went away */
+    uint64_t peers_lost;                                /* connections that went away */
     uint64_t calls_canceled_by_peer_loss;
-    uint64_t bad_frames;                 /* malformed input, dropped or refused */
-    uint64_t expired_in_queue;           /* refused: the budget ran out while queued */
-    uint64_t listeners_restarted;        /* re-created after they stopped accepting (nng #1518) */
-    uint64_t traces_dropped;             /* malformed traceparents dropped */
+    uint64_t bad_frames;          /* malformed input, dropped or refused */
+    uint64_t expired_in_queue;    /* refused: the budget ran out while queued */
+    uint64_t listeners_restarted; /* re-created after they stopped accepting (nng #1518) */
+    uint64_t traces_dropped;      /* malformed traceparents dropped */
 } dctx_rpc_server_stats;
 
 /* dctx_rpc_server_stats_get fills *out with s's counters now (each read

@@ -29,10 +29,10 @@ extern "C" {
 #define DCTX_RPCD_MODULE_ABI 1
 
 typedef struct dctx_rpcd_module {
-    int abi;                         /* DCTX_RPCD_MODULE_ABI of the rpcd loading it */
-    dctx_rpc_server *server;         /* register methods here; not started yet */
-    const char *name;                /* the instance's --name */
-    dctx_rpc_channel *const *next;   /* channels to the --next hops, for calls onward */
+    int abi;                       /* DCTX_RPCD_MODULE_ABI of the rpcd loading it */
+    dctx_rpc_server *server;       /* register methods here; not started yet */
+    const char *name;              /* the instance's --name */
+    dctx_rpc_channel *const *next; /* channels to the --next hops, for calls onward */
     const char *const *next_urls;
     int n_next;
 } dctx_rpcd_module;

@@ -28,8 +28,8 @@ DCTX_API extern const dctx_key dctx_traceparent_key;
 /* A parsed trace position: lowercase hex strings, NUL-terminated. */
 typedef struct dctx_trace {
     char trace_id[33];
-    char span_id[17];         /* this context's span */
-    char parent_span_id[17];  /* the caller's span; "" where the trace began */
+    char span_id[17];        /* this context's span */
+    char parent_span_id[17]; /* the caller's span; "" where the trace began */
     unsigned flags;
 } dctx_trace;
 
