@@ -78,18 +78,6 @@ struct bench {
     bool stopping;
 };
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "rpcd bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(rpcd bench --help for usage)\n");
-    va_end(ap);
-    return RPCD_EXIT_USAGE;
-}
-
 /* ===== Recording ===== */
 
 static void record(struct caller *c, int code, int64_t latency_ns)
@@ -297,12 +285,12 @@ static int parse(int argc, char **argv, struct bench_args *a)
         }
         if (strncmp(flag, "--", 2) != 0) {
             if (positional > 1)
-                return usage_error("unexpected argument \"%s\"", flag);
+                return rpcd_usage_error("bench", "unexpected argument \"%s\"", flag);
             *(positional++ == 0 ? &a->url : &a->method) = flag;
             continue;
         }
         if (val == NULL)
-            return usage_error("%s needs a value", flag);
+            return rpcd_usage_error("bench", "%s needs a value", flag);
         i++;
         errno = 0;
         if (strcmp(flag, "--data") == 0) {
@@ -310,28 +298,31 @@ static int parse(int argc, char **argv, struct bench_args *a)
         } else if (strcmp(flag, "--concurrency") == 0) {
             long n = strtol(val, &end, 10);
             if (*end || n < 1 || n > MAX_CONCURRENCY)
-                return usage_error("--concurrency takes 1..%d, not \"%s\"", MAX_CONCURRENCY, val);
+                return rpcd_usage_error("bench", "--concurrency takes 1..%d, not \"%s\"",
+                                        MAX_CONCURRENCY, val);
             a->concurrency = (int)n;
         } else if (strcmp(flag, "--calls") == 0) {
             a->calls = strtoll(val, &end, 10);
             if (*end || a->calls < 1 || errno)
-                return usage_error("--calls takes a positive number, not \"%s\"", val);
+                return rpcd_usage_error("bench", "--calls takes a positive number, not \"%s\"",
+                                        val);
         } else if (strcmp(flag, "--duration") == 0) {
             if (!rpcd_parse_duration(val, &a->duration_ns) || a->duration_ns <= 0)
-                return usage_error("--duration takes a duration (10s, 1m), not \"%s\"", val);
+                return rpcd_usage_error("bench",
+                                        "--duration takes a duration (10s, 1m), not \"%s\"", val);
         } else if (strcmp(flag, "--timeout") == 0) {
             if (!rpcd_parse_duration(val, &a->timeout_ns))
-                return usage_error("--timeout takes a duration, not \"%s\"", val);
+                return rpcd_usage_error("bench", "--timeout takes a duration, not \"%s\"", val);
         } else if (strcmp(flag, "--cancel-fraction") == 0) {
             a->cancel_fraction = strtod(val, &end);
             if (*end || a->cancel_fraction < 0 || a->cancel_fraction > 1)
-                return usage_error("--cancel-fraction takes 0..1, not \"%s\"", val);
+                return rpcd_usage_error("bench", "--cancel-fraction takes 0..1, not \"%s\"", val);
         } else {
-            return usage_error("unknown flag %s", flag);
+            return rpcd_usage_error("bench", "unknown flag %s", flag);
         }
     }
     if (a->url == NULL || a->method == NULL)
-        return usage_error("%s", "URL and METHOD are required");
+        return rpcd_usage_error("bench", "%s", "URL and METHOD are required");
     return 0;
 }
 

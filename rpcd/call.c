@@ -41,30 +41,18 @@ struct call_args {
     bool trace;
 };
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "rpcd call: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(rpcd call --help for usage)\n");
-    va_end(ap);
-    return RPCD_EXIT_USAGE;
-}
-
 static int add_value(struct call_args *a, const char *kv)
 {
     const char *eq = strchr(kv, '=');
     if (eq == NULL)
-        return usage_error("--value takes KEY=VALUE, not \"%s\"", kv);
+        return rpcd_usage_error("call", "--value takes KEY=VALUE, not \"%s\"", kv);
     if (a->n_values == MAX_VALUES)
-        return usage_error("too many --value (at most %d): %s", MAX_VALUES, kv);
+        return rpcd_usage_error("call", "too many --value (at most %d): %s", MAX_VALUES, kv);
     char *name = strndup(kv, (size_t)(eq - kv));
     if (name == NULL || !dctx_wire_key_name_valid(name)) {
         free(name);
-        return usage_error("--value key must be 1..%d printable characters: \"%s\"",
-                           DCTX_WIRE_KEY_BYTES_MAX, kv);
+        return rpcd_usage_error("call", "--value key must be 1..%d printable characters: \"%s\"",
+                                DCTX_WIRE_KEY_BYTES_MAX, kv);
     }
     a->keys[a->n_values] = (dctx_key){name, DCTX_KEY_PROPAGATE};
     a->values[a->n_values++] = eq + 1;
@@ -93,12 +81,12 @@ static int parse(int argc, char **argv, struct call_args *a)
             else if (positional == 1)
                 a->method = flag;
             else
-                return usage_error("unexpected argument \"%s\"", flag);
+                return rpcd_usage_error("call", "unexpected argument \"%s\"", flag);
             positional++;
             continue;
         }
         if (val == NULL)
-            return usage_error("%s needs a value", flag);
+            return rpcd_usage_error("call", "%s needs a value", flag);
         i++;
         int rc = 0;
         if (strcmp(flag, "--data") == 0)
@@ -108,20 +96,21 @@ static int parse(int argc, char **argv, struct call_args *a)
         else if (strcmp(flag, "--value") == 0)
             rc = add_value(a, val);
         else if (strcmp(flag, "--timeout") == 0 && !rpcd_parse_duration(val, &a->timeout_ns))
-            rc = usage_error("--timeout takes a duration (500us, 250ms, 3s, 1m), not \"%s\"", val);
+            rc = rpcd_usage_error(
+                "call", "--timeout takes a duration (500us, 250ms, 3s, 1m), not \"%s\"", val);
         else if (strcmp(flag, "--cancel-after") == 0 &&
                  !rpcd_parse_duration(val, &a->cancel_after_ns))
-            rc = usage_error("--cancel-after takes a duration, not \"%s\"", val);
+            rc = rpcd_usage_error("call", "--cancel-after takes a duration, not \"%s\"", val);
         else if (strcmp(flag, "--data") && strcmp(flag, "--log") && strcmp(flag, "--value") &&
                  strcmp(flag, "--timeout") && strcmp(flag, "--cancel-after"))
-            rc = usage_error("unknown flag %s", flag);
+            rc = rpcd_usage_error("call", "unknown flag %s", flag);
         if (rc != 0)
             return rc;
     }
     if (a->url == NULL || a->method == NULL)
-        return usage_error("%s", "URL and METHOD are required");
+        return rpcd_usage_error("call", "%s", "URL and METHOD are required");
     if (a->method[0] != '/')
-        return usage_error("METHOD is /package.Service/Method, not \"%s\"", a->method);
+        return rpcd_usage_error("call", "METHOD is /package.Service/Method, not \"%s\"", a->method);
     return 0;
 }
 

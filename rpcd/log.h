@@ -10,6 +10,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include <dctx/dctx.h>
+
 #include "json.h"
 
 #define RPCD_LOG_LINE_BYTES 4096
@@ -36,7 +38,6 @@ struct rpcd_json *rpcd_log_json(struct rpcd_log_line *l);
 void rpcd_log_end(struct rpcd_log_line *l);
 
 /* A free-form line: "event":"message" with text. */
-void rpcd_log_message(const char *event, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void rpcd_log_message(const char *event, const char *fmt, ...) DCTX_PRINTF(2, 3);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * main.c - rpcd's entry: the subcommand, --help, --version.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,17 @@ static const char usage[] =
     "\n"
     "rpcd hosts dctx services: calls carry their deadline, cancel and values across hops.\n"
     "`rpcd COMMAND --help` tells more about each command.\n";
+
+int rpcd_usage_error(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "rpcd %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(rpcd %s --help for usage)\n", command);
+    va_end(ap);
+    return RPCD_EXIT_USAGE;
+}
 
 int main(int argc, char **argv)
 {

@@ -35,6 +35,10 @@ int rpcd_trace(int argc, char **argv);
 /* demo_services.c: register the demo and admin methods on r->server. */
 int rpcd_demo_services_register(struct rpcd *r);
 
+/* rpcd_usage_error reports a usage error of `rpcd COMMAND` on stderr (the
+ * message, then where to find the usage) and returns RPCD_EXIT_USAGE. */
+int rpcd_usage_error(const char *command, const char *fmt, ...) DCTX_PRINTF(2, 3);
+
 /* Exit codes for usage errors, apart from status codes (0..16). */
 #define RPCD_EXIT_USAGE 64
 

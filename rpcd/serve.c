@@ -66,18 +66,6 @@ static bool parse_int(const char *s, int lo, int hi, int *out)
     return true;
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "rpcd serve: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n(rpcd serve --help for usage)\n");
-    va_end(ap);
-    return RPCD_EXIT_USAGE;
-}
-
 static int parse(int argc, char **argv, struct serve_args *a)
 {
     a->name = "rpcd";
@@ -89,17 +77,19 @@ static int parse(int argc, char **argv, struct serve_args *a)
             return -1;
         }
         if (strncmp(flag, "--", 2) != 0)
-            return usage_error("unexpected argument \"%s\"", flag);
+            return rpcd_usage_error("serve", "unexpected argument \"%s\"", flag);
         if (val == NULL)
-            return usage_error("%s needs a value", flag);
+            return rpcd_usage_error("serve", "%s needs a value", flag);
         i++;
         if (strcmp(flag, "--listen") == 0) {
             if (a->n_listen == RPCD_MAX_LISTEN)
-                return usage_error("too many --listen (at most %d): %s", RPCD_MAX_LISTEN, val);
+                return rpcd_usage_error("serve", "too many --listen (at most %d): %s",
+                                        RPCD_MAX_LISTEN, val);
             a->listen[a->n_listen++] = val;
         } else if (strcmp(flag, "--next") == 0) {
             if (a->n_next == RPCD_MAX_NEXT)
-                return usage_error("too many --next (at most %d): %s", RPCD_MAX_NEXT, val);
+                return rpcd_usage_error("serve", "too many --next (at most %d): %s", RPCD_MAX_NEXT,
+                                        val);
             a->next[a->n_next++] = val;
         } else if (strcmp(flag, "--name") == 0) {
             a->name = val;
@@ -107,24 +97,26 @@ static int parse(int argc, char **argv, struct serve_args *a)
             a->log = val;
         } else if (strcmp(flag, "--workers") == 0) {
             if (!parse_int(val, 1, 1024, &a->server.workers))
-                return usage_error("--workers takes 1..1024, not \"%s\"", val);
+                return rpcd_usage_error("serve", "--workers takes 1..1024, not \"%s\"", val);
         } else if (strcmp(flag, "--max-inflight") == 0) {
             if (!parse_int(val, 1, 10000000, &a->server.max_in_flight))
-                return usage_error("--max-inflight takes 1..10000000, not \"%s\"", val);
+                return rpcd_usage_error("serve", "--max-inflight takes 1..10000000, not \"%s\"",
+                                        val);
         } else if (strcmp(flag, "--shutdown-grace") == 0) {
             if (!rpcd_parse_duration(val, &a->server.shutdown_grace_ns))
-                return usage_error("--shutdown-grace takes a duration (500ms, 5s), not \"%s\"",
-                                   val);
+                return rpcd_usage_error(
+                    "serve", "--shutdown-grace takes a duration (500ms, 5s), not \"%s\"", val);
         } else if (strcmp(flag, "--module") == 0) {
             if (a->n_modules == RPCD_MAX_MODULES)
-                return usage_error("too many --module (at most %d): %s", RPCD_MAX_MODULES, val);
+                return rpcd_usage_error("serve", "too many --module (at most %d): %s",
+                                        RPCD_MAX_MODULES, val);
             a->modules[a->n_modules++] = val;
         } else {
-            return usage_error("unknown flag %s", flag);
+            return rpcd_usage_error("serve", "unknown flag %s", flag);
         }
     }
     if (a->n_listen == 0)
-        return usage_error("%s", "--listen URL is required");
+        return rpcd_usage_error("serve", "%s", "--listen URL is required");
     return 0;
 }
 

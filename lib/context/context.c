@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "context_impl.h"
 #include "hooks.h"
 
@@ -205,24 +206,17 @@ int dctx_with_deadline(dctx *parent, int64_t deadline_ns, dctx **out)
 }
 
 /* now + timeout, clamped so a huge timeout means no deadline. */
-static int64_t deadline_after(int64_t now, int64_t timeout_ns)
-{
-    if (timeout_ns > 0 && now > DCTX_DEADLINE_NONE - timeout_ns)
-        return DCTX_DEADLINE_NONE;
-    return now + timeout_ns;
-}
-
 int dctx_with_timeout(dctx *parent, int64_t timeout_ns, dctx **out)
 {
     int64_t now = dctx_now();
-    return with_deadline_at(parent, deadline_after(now, timeout_ns), 0, NULL, now, out);
+    return with_deadline_at(parent, dctx__add_sat(now, timeout_ns), 0, NULL, now, out);
 }
 
 int dctx_with_timeout_cause(dctx *parent, int64_t timeout_ns, int cause, const char *msg,
                             dctx **out)
 {
     int64_t now = dctx_now();
-    return with_deadline_at(parent, deadline_after(now, timeout_ns), cause, msg, now, out);
+    return with_deadline_at(parent, dctx__add_sat(now, timeout_ns), cause, msg, now, out);
 }
 
 int dctx_with_value(dctx *parent, const dctx_key *key, const void *val, size_t len, dctx **out)

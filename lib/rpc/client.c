@@ -564,10 +564,14 @@ static bool call_step(dctx_rpc_handle *call, struct dctx__io *io, int rv)
         end_locked(call);
         return false;
     }
+    /* Here the call ends without a reply: its context ended, the channel
+     * is closing (the send may even have gone: rv 0), or nng failed. */
     if (call->canceled)
         result_from_context(call);
+    else if (closing(call->ch) && (rv == 0 || rv == NNG_ECANCELED))
+        result_from_nng(call, NNG_ECLOSED);
     else
-        result_from_nng(call, rv == NNG_ECANCELED && closing(call->ch) ? NNG_ECLOSED : rv);
+        result_from_nng(call, rv);
     end_locked(call);
     return false;
 }
