@@ -635,10 +635,11 @@ static void no_op_done(void *arg, const dctx_rpc_result *res)
  * With --trace (here and on the servers), the library's event hooks also
  * time every Cancel frame pushed and handled, and "cancel-breakdown" splits
  * the way to the leaf into its legs, p50 and p99 of each: push0 (dctx_cancel
- * to the caller's channel pushing the frame), netK (that push to hop K's
- * server reading it), pushK (hop K's server reading it to its own channel
- * pushing the next one), wake (the leaf's server reading it to the leaf's
- * handler seeing done). "Reading" is the server's event hook, which runs
+ * to the caller's channel reporting the frame sent: CANCEL_PUSHED comes
+ * from nng's send callback), netK (that report to hop K's server reading
+ * it), pushK (hop K's server reading it to its own channel reporting the
+ * next one sent), wake (the leaf's server reading it to the leaf's handler
+ * seeing done). "Reading" is the server's event hook, which runs
  * once the cancel was applied, less the event's elapsed_ns. */
 static int64_t last_push_ns; /* --trace: the caller's channel pushed a Cancel frame */
 
