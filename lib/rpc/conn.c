@@ -1,0 +1,395 @@
+/*
+ * conn.c - one connection of the session protocol (conn.h).
+ *
+ * Design
+ *   Receive: ONE aio, always posted while the connection lives, reads as
+ *   much as the stream has into rbuf; the callback feeds it to the frame
+ *   reader (framing.c), which hands out every whole frame the read brought
+ *   (many per read, or one spread over many reads), each to on_frame, in
+ *   order, then posts the next read.
+ *
+ *   Send: frames are queued under mu, each one allocation holding its
+ *   header and body. Whoever queues a frame and finds no write under way
+ *   takes the write token (writing) and starts one with every queued frame
+ *   it can: an aio of nng 1.5.2 holds at most 8 iovs, so seven frames go as
+ *   iovs of their own and the frames after them are copied into one buffer
+ *   (up to COALESCE_MAX) that is the eighth. A short write (nng_aio_count
+ *   under the batch's size) is finished by sending the rest; a whole one
+ *   frees the batch and starts the next, or gives the token back. Bytes
+ *   count against send_queue_max from queueing until written.
+ *
+ *   A side that answers what it reads (a server) may pause: once its send
+ *   queue is over pause_above it posts no read; the send callback posts
+ *   one again when the queue is back under resume_below. A peer that does
+ *   not read is then not read from either, and this side's memory for it
+ *   stays under send_queue_max.
+ *
+ *   States: open -> ended (on_end was called, or close began: set once,
+ *   under mu; nothing is queued after it) -> freed by dctx__conn_close.
+ *
+ * Who frees what
+ *   No aio is freed, and the stream not closed, inside a callback of the
+ *   connection: nng 1.5.2 touches an aio after its callback returns (a
+ *   mutex inside it), and DESIGN.md records the crash freeing one there
+ *   caused. Callbacks only mark the connection ended and tell the owner;
+ *   dctx__conn_close, on a thread of the owner's, closes the stream, stops
+ *   the receive aio (which waits for a callback under way, and with it for
+ *   any send that callback started), then the send aio, and frees the
+ *   aios, the stream, the queue and the batch. A failed write leaves its
+ *   batch and the token where they are: close frees them. Frames are plain
+ *   memory: the send callback frees a batch once it is written.
+ */
+#include "conn.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dctx/dctx.h>
+
+#include "framing.h"
+#include "rpc_impl.h"
+
+#define RBUF_BYTES (64 * 1024)
+#define AIO_IOVS 8 /* nng 1.5.2: an aio takes at most 8 iovs */
+#define COALESCE_MAX (64 * 1024)
+
+struct out_frame {
+    struct out_frame *next;
+    size_t len; /* header and body */
+    unsigned char bytes[];
+};
+
+struct dctx__conn {
+    nng_stream *s;
+    struct dctx__conn_options o; /* immutable */
+    nng_aio *rx, *tx;
+
+    /* The receive side: touched only by the receive callback. */
+    struct dctx__frame_reader reader;
+    unsigned char *rbuf;
+
+    pthread_mutex_t mu;
+    struct out_frame *head, **tail;   /* the queue; protected by mu */
+    size_t queued_bytes;              /* queued or in the batch; protected by mu */
+    bool writing;                     /* the write token is taken; protected by mu */
+    bool ended;                       /* protected by mu */
+    bool paused;                      /* no read posted: the queue is full; protected by mu */
+    size_t pause_above, resume_below; /* immutable: the queue's marks */
+
+    /* The batch under way: the token holder's. */
+    struct out_frame *batch;
+    nng_iov iov[AIO_IOVS];
+    unsigned n_iov;
+    size_t batch_bytes; /* queued bytes the batch accounts for */
+    unsigned batch_frames;
+    unsigned char *coalesce; /* COALESCE_MAX bytes, made on first need */
+
+    atomic_uint_fast64_t reads, frames_read, writes, frames_written, bytes_queued_max;
+};
+
+static void count(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* End the connection from a callback: tell the owner, once. */
+static void end(struct dctx__conn *c, int code, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    bool first = !c->ended;
+    c->ended = true;
+    pthread_mutex_unlock(&c->mu);
+    if (first && c->o.on_end != NULL)
+        c->o.on_end(c->o.owner, c, code, why);
+}
+
+static void post_read(struct dctx__conn *c);
+
+/* ===== Sending ===== */
+
+static void free_frames(struct out_frame *f)
+{
+    while (f != NULL) {
+        struct out_frame *next = f->next;
+        free(f);
+        f = next;
+    }
+}
+
+/* Take frames off the queue into a new batch; mu held, token taken, the
+ * queue not empty. */
+static void build_batch(struct dctx__conn *c)
+{
+    struct out_frame **last = &c->batch;
+    c->n_iov = 0;
+    c->batch_bytes = 0;
+    c->batch_frames = 0;
+    size_t coalesced = 0;
+    while (c->head != NULL && c->n_iov < AIO_IOVS) {
+        struct out_frame *f = c->head;
+        bool last_iov = c->n_iov == AIO_IOVS - 1;
+        if (last_iov && f->next != NULL && f->len <= COALESCE_MAX &&
+            (c->coalesce != NULL || (c->coalesce = malloc(COALESCE_MAX)) != NULL)) {
+            /* The eighth iov: as many of the frames left as fit, copied. */
+            while (c->head != NULL && coalesced + c->head->len <= COALESCE_MAX) {
+                f = c->head;
+                memcpy(c->coalesce + coalesced, f->bytes, f->len);
+                coalesced += f->len;
+                c->head = f->next;
+                c->batch_bytes += f->len;
+                c->batch_frames++;
+                *last = f;
+                last = &f->next;
+            }
+            c->iov[c->n_iov++] = (nng_iov){.iov_buf = c->coalesce, .iov_len = coalesced};
+            break;
+        }
+        c->head = f->next;
+        c->iov[c->n_iov++] = (nng_iov){.iov_buf = f->bytes, .iov_len = f->len};
+        c->batch_bytes += f->len;
+        c->batch_frames++;
+        *last = f;
+        last = &f->next;
+    }
+    *last = NULL;
+    if (c->head == NULL)
+        c->tail = &c->head;
+}
+
+static void start_write(struct dctx__conn *c)
+{
+    nng_aio_set_iov(c->tx, c->n_iov, c->iov);
+    nng_stream_send(c->s, c->tx);
+}
+
+/* Drop the first n bytes of the batch's iovs: what a short write wrote. */
+static void advance(struct dctx__conn *c, size_t n)
+{
+    unsigned k = 0;
+    while (k < c->n_iov && n >= c->iov[k].iov_len)
+        n -= c->iov[k++].iov_len;
+    memmove(c->iov, c->iov + k, (c->n_iov - k) * sizeof c->iov[0]);
+    c->n_iov -= k;
+    if (c->n_iov > 0) {
+        c->iov[0].iov_buf = (char *)c->iov[0].iov_buf + n;
+        c->iov[0].iov_len -= n;
+    }
+}
+
+static void written(void *arg)
+{
+    struct dctx__conn *c = arg;
+    int rv = nng_aio_result(c->tx);
+    if (rv != 0) {
+        end(c, dctx__status_from_nng(rv), nng_strerror(rv)); /* close frees the batch */
+        return;
+    }
+    advance(c, nng_aio_count(c->tx));
+    if (c->n_iov > 0) {
+        start_write(c); /* the rest of a short write */
+        return;
+    }
+    count(&c->writes, 1);
+    count(&c->frames_written, c->batch_frames);
+    free_frames(c->batch);
+    c->batch = NULL;
+    pthread_mutex_lock(&c->mu);
+    c->queued_bytes -= c->batch_bytes;
+    bool more = c->head != NULL && !c->ended;
+    if (more)
+        build_batch(c);
+    else
+        c->writing = false;
+    bool resume = c->paused && !c->ended && c->queued_bytes <= c->resume_below;
+    if (resume)
+        c->paused = false;
+    pthread_mutex_unlock(&c->mu);
+    if (more)
+        start_write(c);
+    if (resume)
+        post_read(c); /* the receive aio is idle while paused */
+}
+
+int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return DCTX_INVALID_ARGUMENT;
+    struct out_frame *f = malloc(sizeof *f + DCTX__FRAME_HEADER_BYTES + len);
+    if (f == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    f->next = NULL;
+    f->len = DCTX__FRAME_HEADER_BYTES + len;
+    dctx__frame_header((uint32_t)len, f->bytes);
+    memcpy(f->bytes + DCTX__FRAME_HEADER_BYTES, body, len);
+
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    if (c->ended)
+        rc = DCTX_UNAVAILABLE;
+    else if (c->queued_bytes + f->len > c->o.send_queue_max)
+        rc = DCTX_RESOURCE_EXHAUSTED;
+    if (rc != 0) {
+        pthread_mutex_unlock(&c->mu);
+        free(f);
+        return rc;
+    }
+    *c->tail = f;
+    c->tail = &f->next;
+    c->queued_bytes += f->len;
+    if (c->queued_bytes > atomic_load_explicit(&c->bytes_queued_max, memory_order_relaxed))
+        atomic_store_explicit(&c->bytes_queued_max, c->queued_bytes, memory_order_relaxed);
+    bool start = !c->writing;
+    if (start) {
+        c->writing = true;
+        build_batch(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (start)
+        start_write(c);
+    return 0;
+}
+
+/* ===== Receiving ===== */
+
+static void post_read(struct dctx__conn *c)
+{
+    nng_iov iov = {.iov_buf = c->rbuf, .iov_len = RBUF_BYTES};
+    nng_aio_set_iov(c->rx, 1, &iov);
+    nng_stream_recv(c->s, c->rx);
+}
+
+/* Read on, unless the connection ended or its send queue is over the
+ * pause mark (the send callback then resumes reading). */
+static void read_on(struct dctx__conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool post = !c->ended;
+    if (post && c->o.pause_reads_when_full && c->queued_bytes > c->pause_above) {
+        c->paused = true;
+        post = false;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (post)
+        post_read(c);
+}
+
+/* Hand out every whole frame of n bytes read; false once the framing broke. */
+static bool take_frames(struct dctx__conn *c, size_t n)
+{
+    const unsigned char *p = c->rbuf;
+    for (;;) {
+        const unsigned char *body;
+        size_t len;
+        switch (dctx__frame_reader_next(&c->reader, &p, &n, &body, &len)) {
+        case DCTX__FRAME_READY:
+            count(&c->frames_read, 1);
+            if (c->o.on_frame != NULL)
+                c->o.on_frame(c->o.owner, c, body, len);
+            continue;
+        case DCTX__FRAME_NEED_MORE:
+            return true;
+        case DCTX__FRAME_TOO_BIG:
+            end(c, DCTX_RESOURCE_EXHAUSTED, "frame longer than this side's limit");
+            return false;
+        case DCTX__FRAME_EMPTY:
+            end(c, DCTX_INVALID_ARGUMENT, "frame of length 0");
+            return false;
+        case DCTX__FRAME_NO_MEMORY:
+            end(c, DCTX_RESOURCE_EXHAUSTED, "no memory for a frame");
+            return false;
+        }
+    }
+}
+
+static void got_bytes(void *arg)
+{
+    struct dctx__conn *c = arg;
+    int rv = nng_aio_result(c->rx);
+    if (rv != 0) {
+        /* A close by either side. Its reason depends on where the stream
+         * stood: between frames, or in the middle of one. */
+        bool clean = dctx__frame_reader_idle(&c->reader);
+        end(c, DCTX_UNAVAILABLE,
+            rv == NNG_ECLOSED || rv == NNG_ECONNSHUT || rv == NNG_ECONNRESET
+                ? (clean ? "connection closed by the peer" : "connection closed mid-frame")
+                : nng_strerror(rv));
+        return;
+    }
+    count(&c->reads, 1);
+    if (take_frames(c, nng_aio_count(c->rx)))
+        read_on(c);
+}
+
+/* ===== The connection ===== */
+
+int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dctx__conn **out)
+{
+    *out = NULL;
+    if (o->max_body == 0 || o->send_queue_max < DCTX__CONN_QUEUE_MIN(o->max_body)) {
+        nng_stream_close(s);
+        nng_stream_free(s);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    struct dctx__conn *c = calloc(1, sizeof *c);
+    if (c == NULL || (c->rbuf = malloc(RBUF_BYTES)) == NULL)
+        goto fail;
+    if (nng_aio_alloc(&c->rx, got_bytes, c) != 0 || nng_aio_alloc(&c->tx, written, c) != 0)
+        goto fail;
+    c->s = s;
+    c->o = *o;
+    c->tail = &c->head;
+    /* Over pause_above, one more read's frames still fit (QUEUE_MIN). */
+    c->pause_above = o->send_queue_max - DCTX__CONN_QUEUE_MIN(o->max_body) / 2;
+    c->resume_below = c->pause_above / 2;
+    dctx__frame_reader_init(&c->reader, o->max_body);
+    pthread_mutex_init(&c->mu, NULL);
+    nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true); /* not for ipc: ignored */
+    *out = c;
+    post_read(c);
+    return 0;
+fail:
+    if (c != NULL) {
+        if (c->rx != NULL)
+            nng_aio_free(c->rx);
+        if (c->tx != NULL)
+            nng_aio_free(c->tx);
+        free(c->rbuf);
+        free(c);
+    }
+    nng_stream_close(s);
+    nng_stream_free(s);
+    return DCTX_RESOURCE_EXHAUSTED;
+}
+
+void dctx__conn_close(struct dctx__conn *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->ended = true; /* no on_end for a close of our own, nothing queued after it */
+    pthread_mutex_unlock(&c->mu);
+    nng_stream_close(c->s);
+    nng_aio_stop(c->rx); /* first: its callback may start a send */
+    nng_aio_stop(c->tx);
+    nng_aio_free(c->rx);
+    nng_aio_free(c->tx);
+    nng_stream_free(c->s);
+    free_frames(c->batch);
+    free_frames(c->head);
+    free(c->coalesce);
+    free(c->rbuf);
+    dctx__frame_reader_fini(&c->reader);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void dctx__conn_stats_get(struct dctx__conn *c, struct dctx__conn_stats *out)
+{
+    out->reads = atomic_load(&c->reads);
+    out->frames_read = atomic_load(&c->frames_read);
+    out->writes = atomic_load(&c->writes);
+    out->frames_written = atomic_load(&c->frames_written);
+    out->bytes_queued_max = atomic_load(&c->bytes_queued_max);
+}

@@ -1,0 +1,80 @@
+/*
+ * conn.h - one connection of the session protocol (proto/PROTOCOL.md): an
+ * nng stream carrying frames both ways. Frames that arrive are handed to
+ * the owner as they are read; frames to send are queued and written
+ * together. The protocol's meaning (hello, calls, pings) is the owner's;
+ * this is framing, batching, bounds and who frees what. Never installed.
+ *
+ * Threads: the owner's callbacks run on nng's threads, one at a time per
+ * connection for on_frame (the receive side has one aio), and must not
+ * block or close the connection they are called for. dctx__conn_send may
+ * be called from any thread, on_frame included, until dctx__conn_close
+ * begins: the owner must not send during or after the close (its own
+ * callbacks may: the close waits for them). dctx__conn_close must be
+ * called from a thread that is not a callback of the connection.
+ */
+#ifndef DCTX_RPC_CONN_H
+#define DCTX_RPC_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+struct dctx__conn;
+
+/* A whole frame's body, valid during the call. */
+typedef void (*dctx__conn_frame_fn)(void *owner, struct dctx__conn *c, const unsigned char *body,
+                                    size_t len);
+
+/* The connection ended: the peer closed it, a read or write failed, or the
+ * peer broke the framing. Called once, with a status code and a message
+ * naming why; no frame is handed out after it. The owner closes the
+ * connection later, from another thread. */
+typedef void (*dctx__conn_end_fn)(void *owner, struct dctx__conn *c, int code, const char *why);
+
+struct dctx__conn_options {
+    uint32_t max_body;     /* the largest frame body accepted from the peer */
+    size_t send_queue_max; /* bytes of frames queued, unsent, at most; at least
+                              DCTX__CONN_QUEUE_MIN(max_body) */
+    /* Stop reading while the send queue is over its high mark, so that a
+     * peer that does not read what it is sent cannot make this side queue
+     * more (a server: its replies come only from what it reads). Frames
+     * one read hands out still fit under send_queue_max. Never both sides
+     * of a connection: each would wait for the other. */
+    bool pause_reads_when_full;
+    dctx__conn_frame_fn on_frame;
+    dctx__conn_end_fn on_end;
+    void *owner;
+};
+
+/* Counters, for tests and stats; each read atomically. */
+struct dctx__conn_stats {
+    uint64_t reads, frames_read, writes, frames_written, bytes_queued_max;
+};
+
+/* The least send queue for a max_body: room for what one read can hand
+ * out (a 64 KiB read's frames, or one frame gathered over reads) twice. */
+#define DCTX__CONN_QUEUE_MIN(max_body) (2 * ((size_t)(max_body) + 4 + 64 * 1024))
+
+/* dctx__conn_open takes s (the connection owns it from here, on failure
+ * too) and starts reading. Returns 0, DCTX_INVALID_ARGUMENT (max_body 0,
+ * or send_queue_max under DCTX__CONN_QUEUE_MIN) or DCTX_RESOURCE_EXHAUSTED. */
+int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dctx__conn **out);
+
+/* dctx__conn_send queues a frame of len bytes of body (copied) and starts
+ * a write if none is under way. Returns 0; DCTX_INVALID_ARGUMENT (len 0 or
+ * over 2^32-1); DCTX_RESOURCE_EXHAUSTED (no memory, or the queue would
+ * pass send_queue_max: the peer is not reading); DCTX_UNAVAILABLE (the
+ * connection ended or is closing). Never blocks. */
+int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len);
+
+/* dctx__conn_close closes the stream, waits for the connection's
+ * callbacks to return, and frees it with every frame still queued. on_end
+ * is not called for this close. Not from a callback of c. NULL is fine. */
+void dctx__conn_close(struct dctx__conn *c);
+
+void dctx__conn_stats_get(struct dctx__conn *c, struct dctx__conn_stats *out);
+
+#endif /* DCTX_RPC_CONN_H */

@@ -1,0 +1,476 @@
+/*
+ * test_session_conn.c - one connection of the session protocol
+ * (lib/rpc/conn.c) over real nng streams, ipc and tcp: frames of every size
+ * echo back whole and in order, many queued frames go out in few writes;
+ * a frame over the limit, a peer that closes between frames or in the
+ * middle of one, each end the connection once with the status that says
+ * why; a peer that never reads makes the sender refuse frames past its
+ * queue's bound, not buffer without end. Raw nng streams stand in for
+ * peers that misbehave.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "conn.h"
+#include "framing.h"
+#include "testutil.h"
+
+#define QUEUE_MAX (8u << 20)
+
+enum transport { IPC, TCP };
+
+/* A listener on a fresh address, and its URL. */
+struct place {
+    nng_stream_listener *l;
+    char url[256];
+};
+
+static char scratch[64];
+
+static void listen_on(enum transport t, struct place *p)
+{
+    if (t == IPC) {
+        static int n;
+        snprintf(p->url, sizeof p->url, "ipc://%s/s%d.ipc", scratch, n++);
+    } else {
+        snprintf(p->url, sizeof p->url, "tcp://127.0.0.1:0");
+    }
+    assert_int_equal(nng_stream_listener_alloc(&p->l, p->url), 0);
+    assert_int_equal(nng_stream_listener_listen(p->l), 0);
+    if (t == TCP) {
+        int port = 0;
+        assert_int_equal(nng_stream_listener_get_int(p->l, NNG_OPT_TCP_BOUND_PORT, &port), 0);
+        snprintf(p->url, sizeof p->url, "tcp://127.0.0.1:%d", port);
+    }
+}
+
+static nng_stream *accept_one(struct place *p)
+{
+    nng_aio *aio;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, 5000);
+    nng_stream_listener_accept(p->l, aio);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    nng_stream *s = nng_aio_get_output(aio, 0);
+    nng_aio_free(aio);
+    return s;
+}
+
+static nng_stream *dial(const char *url)
+{
+    nng_stream_dialer *d;
+    nng_aio *aio;
+    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, 5000);
+    nng_stream_dialer_dial(d, aio);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    nng_stream *s = nng_aio_get_output(aio, 0);
+    nng_aio_free(aio);
+    nng_stream_dialer_free(d);
+    return s;
+}
+
+/* A raw write of n bytes, whole. */
+static void raw_send(nng_stream *s, const void *buf, size_t n)
+{
+    nng_aio *aio;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, 5000);
+    while (n > 0) {
+        nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
+        nng_aio_set_iov(aio, 1, &iov);
+        nng_stream_send(s, aio);
+        nng_aio_wait(aio);
+        assert_int_equal(nng_aio_result(aio), 0);
+        size_t sent = nng_aio_count(aio);
+        buf = (const char *)buf + sent;
+        n -= sent;
+    }
+    nng_aio_free(aio);
+}
+
+/* What one side of a test saw: written by the connection's callbacks. */
+struct seen {
+    atomic_int frames, ends, bad;
+    atomic_int end_code;
+    char why[128];
+    bool echo; /* send every frame back */
+};
+
+static void on_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
+{
+    struct seen *s = owner;
+    int i = atomic_load(&s->frames);
+    /* Frame i holds len bytes of (i + k) & 0xff, its first the low byte of i. */
+    for (size_t k = 0; k < len; k++)
+        if (body[k] != (unsigned char)(i + k)) {
+            atomic_fetch_add(&s->bad, 1);
+            break;
+        }
+    if (s->echo && dctx__conn_send(c, body, len) != 0)
+        atomic_fetch_add(&s->bad, 1);
+    atomic_fetch_add(&s->frames, 1);
+}
+
+static void on_end(void *owner, struct dctx__conn *c, int code, const char *why)
+{
+    (void)c;
+    struct seen *s = owner;
+    snprintf(s->why, sizeof s->why, "%s", why);
+    atomic_store(&s->end_code, code);
+    atomic_fetch_add(&s->ends, 1);
+}
+
+static struct dctx__conn *open_conn(nng_stream *st, struct seen *s, uint32_t max_body)
+{
+    struct dctx__conn_options o = {.max_body = max_body,
+                                   .send_queue_max = QUEUE_MAX,
+                                   .pause_reads_when_full = s->echo,
+                                   .on_frame = on_frame,
+                                   .on_end = on_end,
+                                   .owner = s};
+    struct dctx__conn *c = NULL;
+    assert_int_equal(dctx__conn_open(st, &o, &c), 0);
+    return c;
+}
+
+static bool wait_for(atomic_int *v, int want, int64_t timeout_ns)
+{
+    int64_t until = dctx_now() + timeout_ns;
+    while (atomic_load(v) < want && dctx_now() < until)
+        nng_msleep(1);
+    return atomic_load(v) >= want;
+}
+
+static unsigned char *pattern(int i, size_t len)
+{
+    unsigned char *b = malloc(len);
+    assert_non_null(b);
+    for (size_t k = 0; k < len; k++)
+        b[k] = (unsigned char)(i + k);
+    return b;
+}
+
+static void frames_of_every_size_echo_back_whole_and_in_order(enum transport t)
+{
+    static const size_t sizes[] = {1, 2, 63, 64, 4096, 65535, 65536, 65537, 300000, 1 << 20};
+    enum { N = 400, KINDS = sizeof sizes / sizeof sizes[0] };
+    struct place p;
+    listen_on(t, &p);
+    nng_stream *cs = dial(p.url);
+    static struct seen srv_seen, cli_seen;
+    memset(&srv_seen, 0, sizeof srv_seen);
+    memset(&cli_seen, 0, sizeof cli_seen);
+    srv_seen.echo = true;
+    struct dctx__conn *srv = open_conn(accept_one(&p), &srv_seen, 2u << 20);
+    struct dctx__conn *cli = open_conn(cs, &cli_seen, 2u << 20);
+    for (int i = 0; i < N; i++) {
+        size_t len = sizes[i % KINDS];
+        unsigned char *b = pattern(i, len);
+        int rc;
+        /* a full queue only waits here: the echo drains it */
+        for (int tries = 0;
+             (rc = dctx__conn_send(cli, b, len)) == DCTX_RESOURCE_EXHAUSTED && tries < 5000;
+             tries++)
+            nng_msleep(1);
+        assert_int_equal(rc, 0);
+        free(b);
+    }
+    bool all = wait_for(&cli_seen.frames, N, SEC(20));
+    print_message("server: %d frames, %d bad; client: %d frames, %d bad\n",
+                  atomic_load(&srv_seen.frames), atomic_load(&srv_seen.bad),
+                  atomic_load(&cli_seen.frames), atomic_load(&cli_seen.bad));
+    assert_true(all);
+    assert_int_equal(atomic_load(&srv_seen.bad), 0);
+    assert_int_equal(atomic_load(&cli_seen.bad), 0);
+    assert_int_equal(atomic_load(&srv_seen.ends), 0);
+    assert_int_equal(atomic_load(&cli_seen.ends), 0);
+    struct dctx__conn_stats st;
+    dctx__conn_stats_get(cli, &st);
+    assert_int_equal(st.frames_written, N);
+    assert_true(st.bytes_queued_max <= QUEUE_MAX);
+    dctx__conn_close(cli);
+    dctx__conn_close(srv);
+    nng_stream_listener_free(p.l);
+}
+
+static void frames_of_every_size_echo_back_whole_and_in_order_over_ipc(void **state)
+{
+    (void)state;
+    frames_of_every_size_echo_back_whole_and_in_order(IPC);
+}
+
+static void frames_of_every_size_echo_back_whole_and_in_order_over_tcp(void **state)
+{
+    (void)state;
+    frames_of_every_size_echo_back_whole_and_in_order(TCP);
+}
+
+/* A thousand small frames queued at once go out in far fewer writes, and
+ * the peer reads many in one read. */
+static void queued_frames_go_out_together(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    struct place p;
+    listen_on(IPC, &p);
+    nng_stream *cs = dial(p.url);
+    static struct seen srv_seen, cli_seen;
+    memset(&srv_seen, 0, sizeof srv_seen);
+    memset(&cli_seen, 0, sizeof cli_seen);
+    struct dctx__conn *srv = open_conn(accept_one(&p), &srv_seen, 1024);
+    struct dctx__conn *cli = open_conn(cs, &cli_seen, 1024);
+    for (int i = 0; i < N; i++) {
+        unsigned char *b = pattern(i, 32);
+        assert_int_equal(dctx__conn_send(cli, b, 32), 0);
+        free(b);
+    }
+    assert_true(wait_for(&srv_seen.frames, N, SEC(10)));
+    assert_int_equal(atomic_load(&srv_seen.bad), 0);
+    struct dctx__conn_stats cst, sst;
+    dctx__conn_stats_get(cli, &cst);
+    dctx__conn_stats_get(srv, &sst);
+    print_message("%d frames: %llu writes, %llu reads\n", N, (unsigned long long)cst.writes,
+                  (unsigned long long)sst.reads);
+    assert_int_equal(cst.frames_written, N);
+    assert_true(cst.writes < N / 4);
+    assert_true(sst.reads < N / 4);
+    dctx__conn_close(cli);
+    dctx__conn_close(srv);
+    nng_stream_listener_free(p.l);
+}
+
+/* Three frames written by a raw peer in pieces that cut through headers
+ * and bodies arrive whole. */
+static void frames_cut_across_writes_arrive_whole(void **state)
+{
+    (void)state;
+    struct place p;
+    listen_on(TCP, &p);
+    nng_stream *raw = dial(p.url);
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    struct dctx__conn *c = open_conn(accept_one(&p), &seen, 1 << 20);
+    unsigned char stream[3 * 4 + 10 + 1 + 70000];
+    size_t at = 0;
+    const size_t lens[] = {10, 1, 70000};
+    for (int i = 0; i < 3; i++) {
+        unsigned char *b = pattern(i, lens[i]);
+        dctx__frame_header((uint32_t)lens[i], stream + at);
+        memcpy(stream + at + 4, b, lens[i]);
+        at += 4 + lens[i];
+        free(b);
+    }
+    const size_t cuts[] = {2, 5, 9, 15, 17, 1000, 40000, sizeof stream};
+    size_t from = 0;
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        raw_send(raw, stream + from, cuts[k] - from);
+        from = cuts[k];
+        nng_msleep(2); /* each piece its own read */
+    }
+    assert_true(wait_for(&seen.frames, 3, SEC(5)));
+    assert_int_equal(atomic_load(&seen.bad), 0);
+    assert_int_equal(atomic_load(&seen.ends), 0);
+    dctx__conn_close(c);
+    nng_stream_close(raw);
+    nng_stream_free(raw);
+    nng_stream_listener_free(p.l);
+}
+
+static void ended_by_raw_bytes(const unsigned char *bytes, size_t n, bool then_close, int code,
+                               const char *why)
+{
+    struct place p;
+    listen_on(IPC, &p);
+    nng_stream *raw = dial(p.url);
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    struct dctx__conn *c = open_conn(accept_one(&p), &seen, 1000);
+    if (n > 0)
+        raw_send(raw, bytes, n);
+    if (then_close)
+        nng_stream_close(raw);
+    assert_true(wait_for(&seen.ends, 1, SEC(5)));
+    assert_int_equal(atomic_load(&seen.end_code), code);
+    assert_non_null(strstr(seen.why, why));
+    assert_int_equal(dctx__conn_send(c, "x", 1), DCTX_UNAVAILABLE);
+    nng_msleep(20);
+    assert_int_equal(atomic_load(&seen.ends), 1); /* once */
+    dctx__conn_close(c);
+    nng_stream_close(raw);
+    nng_stream_free(raw);
+    nng_stream_listener_free(p.l);
+}
+
+static void frame_over_the_limit_ends_the_connection_resource_exhausted(void **state)
+{
+    (void)state;
+    const unsigned char over[] = {0, 0, 0x03, 0xe9, 'x'}; /* 1001 > 1000 */
+    ended_by_raw_bytes(over, sizeof over, false, DCTX_RESOURCE_EXHAUSTED, "limit");
+}
+
+static void frame_of_length_zero_ends_the_connection_invalid_argument(void **state)
+{
+    (void)state;
+    const unsigned char zero[] = {0, 0, 0, 0};
+    ended_by_raw_bytes(zero, sizeof zero, false, DCTX_INVALID_ARGUMENT, "length 0");
+}
+
+static void peer_closing_between_frames_ends_it_unavailable(void **state)
+{
+    (void)state;
+    const unsigned char one[] = {0, 0, 0, 1, 0};
+    ended_by_raw_bytes(one, sizeof one, true, DCTX_UNAVAILABLE, "closed by the peer");
+}
+
+static void peer_closing_mid_frame_ends_it_unavailable_and_says_so(void **state)
+{
+    (void)state;
+    const unsigned char half[] = {0, 0, 0, 100, 1, 2, 3};
+    ended_by_raw_bytes(half, sizeof half, true, DCTX_UNAVAILABLE, "mid-frame");
+}
+
+/* A peer that never reads: the sender queues up to its bound, then refuses
+ * with RESOURCE_EXHAUSTED; what it holds never passes the bound. */
+static void peer_that_never_reads_meets_the_send_queue_bound(void **state)
+{
+    (void)state;
+    enum { FRAME = 64 * 1024, MAX_SENDS = 4096 }; /* 256 MiB: far past any socket buffer */
+    struct place p;
+    listen_on(TCP, &p);
+    nng_stream *cs = dial(p.url);
+    nng_stream *raw = accept_one(&p); /* never read */
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    struct dctx__conn *c = open_conn(cs, &seen, 1024);
+    unsigned char *b = pattern(0, FRAME);
+    int rc = 0, sent = 0;
+    for (; sent < MAX_SENDS; sent++) {
+        rc = dctx__conn_send(c, b, FRAME);
+        if (rc != 0)
+            break;
+        if (sent % 64 == 0)
+            nng_msleep(1); /* let the kernel's buffers fill */
+    }
+    assert_int_equal(rc, DCTX_RESOURCE_EXHAUSTED);
+    struct dctx__conn_stats st;
+    dctx__conn_stats_get(c, &st);
+    print_message("refused after %d frames of 64 KiB; queued at most %llu bytes\n", sent,
+                  (unsigned long long)st.bytes_queued_max);
+    assert_true(st.bytes_queued_max <= QUEUE_MAX);
+    assert_true(st.bytes_queued_max > QUEUE_MAX - 2 * (FRAME + 4));
+    free(b);
+    dctx__conn_close(c);
+    nng_stream_close(raw);
+    nng_stream_free(raw);
+    nng_stream_listener_free(p.l);
+}
+
+/* A server (reads paused when full) whose client sends and never reads:
+ * it echoes until its queue is near the bound, then stops reading, so the
+ * client's writes stall; no echo is refused, and the queue stays under
+ * the bound. */
+static void server_stops_reading_a_client_that_does_not_read_its_replies(void **state)
+{
+    (void)state;
+    enum { FRAME = 32 * 1024, MAX_FRAMES = 8192 }; /* 256 MiB: far past the bound */
+    struct place p;
+    listen_on(TCP, &p);
+    nng_stream *raw = dial(p.url);
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    seen.echo = true;
+    struct dctx__conn *srv = open_conn(accept_one(&p), &seen, 1 << 20);
+    nng_aio *aio;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    unsigned char *frame = malloc(4 + FRAME);
+    assert_non_null(frame);
+    int written = 0;
+    for (; written < MAX_FRAMES; written++) {
+        unsigned char *b = pattern(written, FRAME);
+        dctx__frame_header(FRAME, frame);
+        memcpy(frame + 4, b, FRAME);
+        free(b);
+        size_t left = 4 + FRAME, off = 0;
+        while (left > 0) {
+            nng_iov iov = {.iov_buf = frame + off, .iov_len = left};
+            nng_aio_set_iov(aio, 1, &iov);
+            nng_aio_set_timeout(aio, 300);
+            nng_stream_send(raw, aio);
+            nng_aio_wait(aio);
+            if (nng_aio_result(aio) != 0)
+                break;
+            off += nng_aio_count(aio);
+            left -= nng_aio_count(aio);
+        }
+        if (left > 0)
+            break; /* stalled: the server stopped reading */
+    }
+    struct dctx__conn_stats st;
+    dctx__conn_stats_get(srv, &st);
+    print_message("client stalled after %d frames of 32 KiB; server read %d, queued at most "
+                  "%llu bytes\n",
+                  written, atomic_load(&seen.frames), (unsigned long long)st.bytes_queued_max);
+    assert_true(written < MAX_FRAMES);
+    assert_int_equal(atomic_load(&seen.bad), 0); /* no echo refused, none out of order */
+    assert_true(st.bytes_queued_max <= QUEUE_MAX);
+    assert_int_equal(atomic_load(&seen.ends), 0);
+    nng_aio_free(aio);
+    free(frame);
+    dctx__conn_close(srv);
+    nng_stream_close(raw);
+    nng_stream_free(raw);
+    nng_stream_listener_free(p.l);
+}
+
+static void too_small_a_send_queue_is_refused(void **state)
+{
+    (void)state;
+    struct place p;
+    listen_on(IPC, &p);
+    nng_stream *cs = dial(p.url);
+    struct dctx__conn_options o = {.max_body = 1 << 20,
+                                   .send_queue_max = DCTX__CONN_QUEUE_MIN(1 << 20) - 1};
+    struct dctx__conn *c = (struct dctx__conn *)&o;
+    assert_int_equal(dctx__conn_open(cs, &o, &c), DCTX_INVALID_ARGUMENT);
+    assert_null(c);
+    nng_stream *ss = accept_one(&p);
+    nng_stream_close(ss);
+    nng_stream_free(ss);
+    nng_stream_listener_free(p.l);
+}
+
+int main(void)
+{
+    snprintf(scratch, sizeof scratch, "/tmp/dctx-session-conn-XXXXXX");
+    if (mkdtemp(scratch) == NULL)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(frames_of_every_size_echo_back_whole_and_in_order_over_ipc),
+        cmocka_unit_test(frames_of_every_size_echo_back_whole_and_in_order_over_tcp),
+        cmocka_unit_test(queued_frames_go_out_together),
+        cmocka_unit_test(frames_cut_across_writes_arrive_whole),
+        cmocka_unit_test(frame_over_the_limit_ends_the_connection_resource_exhausted),
+        cmocka_unit_test(frame_of_length_zero_ends_the_connection_invalid_argument),
+        cmocka_unit_test(peer_closing_between_frames_ends_it_unavailable),
+        cmocka_unit_test(peer_closing_mid_frame_ends_it_unavailable_and_says_so),
+        cmocka_unit_test(peer_that_never_reads_meets_the_send_queue_bound),
+        cmocka_unit_test(server_stops_reading_a_client_that_does_not_read_its_replies),
+        cmocka_unit_test(too_small_a_send_queue_is_refused),
+    };
+    int rc = cmocka_run_group_tests_name("session_conn", tests, NULL, NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", scratch);
+    if (system(cmd) != 0)
+        rc = rc != 0 ? rc : 1;
+    return rc;
+}
