@@ -212,18 +212,10 @@ static void written(void *arg)
         post_read(c); /* the receive aio is idle while paused */
 }
 
-int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
+/* Queue f (made and filled by the caller) and start a write if none is
+ * under way; f is freed when refused. */
+static int enqueue(struct dctx__conn *c, struct out_frame *f)
 {
-    if (len == 0 || len > UINT32_MAX)
-        return DCTX_INVALID_ARGUMENT;
-    struct out_frame *f = malloc(sizeof *f + DCTX__FRAME_HEADER_BYTES + len);
-    if (f == NULL)
-        return DCTX_RESOURCE_EXHAUSTED;
-    f->next = NULL;
-    f->len = DCTX__FRAME_HEADER_BYTES + len;
-    dctx__frame_header((uint32_t)len, f->bytes);
-    memcpy(f->bytes + DCTX__FRAME_HEADER_BYTES, body, len);
-
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     if (c->ended)
@@ -249,6 +241,41 @@ int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
     if (start)
         start_write(c);
     return 0;
+}
+
+/* A frame of len bytes of body, its header written; NULL if no memory. */
+static struct out_frame *new_frame(size_t len)
+{
+    struct out_frame *f = malloc(sizeof *f + DCTX__FRAME_HEADER_BYTES + len);
+    if (f != NULL) {
+        f->next = NULL;
+        f->len = DCTX__FRAME_HEADER_BYTES + len;
+        dctx__frame_header((uint32_t)len, f->bytes);
+    }
+    return f;
+}
+
+int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return DCTX_INVALID_ARGUMENT;
+    struct out_frame *f = new_frame(len);
+    if (f == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    memcpy(f->bytes + DCTX__FRAME_HEADER_BYTES, body, len);
+    return enqueue(c, f);
+}
+
+int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
+                           const void *arg)
+{
+    if (len == 0 || len > UINT32_MAX)
+        return DCTX_INVALID_ARGUMENT;
+    struct out_frame *f = new_frame(len);
+    if (f == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    pack(arg, f->bytes + DCTX__FRAME_HEADER_BYTES);
+    return enqueue(c, f);
 }
 
 /* ===== Receiving ===== */

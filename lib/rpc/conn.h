@@ -70,6 +70,14 @@ int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dc
  * connection ended or is closing). Never blocks. */
 int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len);
 
+/* Writes the len bytes of a frame's body at out. */
+typedef void (*dctx__conn_pack_fn)(const void *arg, unsigned char *out);
+
+/* dctx__conn_send_packed is dctx__conn_send for a body that pack(arg, out)
+ * writes straight into the queued frame (a protobuf message: no copy). */
+int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
+                           const void *arg);
+
 /* dctx__conn_close closes the stream, waits for the connection's
  * callbacks to return, and frees it with every frame still queued. on_end
  * is not called for this close. Not from a callback of c. NULL is fine. */

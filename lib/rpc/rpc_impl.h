@@ -14,6 +14,7 @@
 #include <dctx/rpc.h>
 
 #include "dctx.pb-c.h"
+#include "frame.h"
 
 /* ===== Pooled nng contexts (io.c) =====
  *
@@ -74,7 +75,6 @@ int dctx__frame_pack(const Dctx__Wire__Frame *f, nng_msg **out);
 /* Unpack a message's body (into one block, io.c); NULL if it is not a
  * well-formed Frame. Free it with dctx__frame_free only. */
 Dctx__Wire__Frame *dctx__frame_unpack(nng_msg *m);
-void dctx__frame_free(Dctx__Wire__Frame *f);
 
 /* ===== Results, replies, methods ===== */
 

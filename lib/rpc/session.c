@@ -1,0 +1,360 @@
+/*
+ * session.c - hellos, Frame messages, pings and protocol errors on a
+ * connection (session.h; proto/PROTOCOL.md).
+ *
+ * Design
+ *   States: HELLO (the client has sent its hello; the server waits for
+ *   it) -> READY (both hellos seen: ready is set, with release, after the
+ *   peer's hello is stored) -> ENDED (set once: the connection ended, the
+ *   peer sent a GoAway, or this side found a protocol error and sent one).
+ *   Frames are read on the connection's receive callback, one at a time,
+ *   so hello_seen and the peer's hello need no lock; senders on other
+ *   threads read the peer's limits only after an acquire load of ready.
+ *
+ *   Every frame is checked before the owner sees it: it parses, its kind
+ *   is known, it is a kind this side may receive, it comes after the
+ *   hello, and a call-level kind has a call id. Anything else is a
+ *   protocol error: a GoAway naming it goes to the peer, the session ends
+ *   (on_end, once), and the frames after it are dropped unread. The
+ *   connection stays open until the owner closes the session.
+ */
+#include "session.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dctx/dctx.h>
+
+#include "conn.h"
+#include "frame.h"
+
+struct dctx__session {
+    struct dctx__conn *conn;
+    struct dctx__session_options o; /* immutable; o.name points at name */
+    char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
+    bool hello_seen;                /* the receive callback's */
+    struct dctx__session_peer peer; /* written before ready */
+    atomic_bool ready, ended;
+    atomic_uint_fast64_t bad_frames;
+};
+
+/* ===== Sending ===== */
+
+static void pack_frame(const void *arg, unsigned char *out)
+{
+    dctx__wire__frame__pack(arg, out);
+}
+
+static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    return dctx__conn_send_packed(s->conn, dctx__wire__frame__get_packed_size(f), pack_frame, f);
+}
+
+int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    if (!atomic_load_explicit(&s->ready, memory_order_acquire) || atomic_load(&s->ended))
+        return DCTX_UNAVAILABLE;
+    if (dctx__wire__frame__get_packed_size(f) > s->peer.max_frame_bytes)
+        return DCTX_RESOURCE_EXHAUSTED;
+    return send_frame(s, f);
+}
+
+int dctx__session_ping(struct dctx__session *s, uint64_t data)
+{
+    Dctx__Wire__Ping p = DCTX__WIRE__PING__INIT;
+    p.has_data = 1;
+    p.data = data;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_PING;
+    f.ping = &p;
+    return dctx__session_send(s, &f);
+}
+
+static int send_hello(struct dctx__session *s)
+{
+    Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
+    h.has_version = 1;
+    h.version = DCTX__SESSION_VERSION;
+    h.has_max_frame_bytes = 1;
+    h.max_frame_bytes = s->o.max_frame_bytes;
+    if (s->o.server) {
+        h.has_max_calls = 1;
+        h.max_calls = s->o.max_calls;
+    }
+    h.name = s->name[0] != '\0' ? s->name : NULL;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
+    f.hello = &h;
+    return send_frame(s, &f);
+}
+
+/* ===== Ending ===== */
+
+static void end(struct dctx__session *s, int code, const char *why)
+{
+    if (atomic_exchange(&s->ended, true))
+        return;
+    if (s->o.on_end != NULL)
+        s->o.on_end(s->o.owner, s, code, why);
+}
+
+/* A protocol error: tell the peer why with a GoAway, then end. */
+static void protocol_error(struct dctx__session *s, int code, const char *fmt, ...)
+    DCTX_PRINTF(3, 4);
+
+static void protocol_error(struct dctx__session *s, int code, const char *fmt, ...)
+{
+    char why[192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    atomic_fetch_add_explicit(&s->bad_frames, 1, memory_order_relaxed);
+    if (!atomic_load(&s->ended)) {
+        Dctx__Wire__GoAway g = DCTX__WIRE__GO_AWAY__INIT;
+        g.has_code = 1;
+        g.code = (uint32_t)code;
+        g.message = why;
+        Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+        f.body_case = DCTX__WIRE__FRAME__BODY_GOAWAY;
+        f.goaway = &g;
+        (void)send_frame(s, &f); /* best effort: the peer may be gone */
+    }
+    end(s, code, why);
+}
+
+static void conn_ended(void *owner, struct dctx__conn *c, int code, const char *why)
+{
+    (void)c;
+    end(owner, code, why);
+}
+
+/* ===== Receiving ===== */
+
+static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
+{
+    if (!h->has_version || h->version != DCTX__SESSION_VERSION) {
+        protocol_error(s, DCTX_FAILED_PRECONDITION,
+                       "protocol version %u not supported; this peer speaks %d",
+                       h->has_version ? h->version : 0, DCTX__SESSION_VERSION);
+        return false;
+    }
+    if (!h->has_max_frame_bytes || h->max_frame_bytes < DCTX__SESSION_HELLO_BYTES_MAX) {
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "hello's max_frame_bytes %u is under %d",
+                       h->max_frame_bytes, DCTX__SESSION_HELLO_BYTES_MAX);
+        return false;
+    }
+    s->peer.version = h->version;
+    s->peer.max_frame_bytes = h->max_frame_bytes;
+    s->peer.max_calls = !s->o.server && h->has_max_calls ? h->max_calls : 0;
+    snprintf(s->peer.name, sizeof s->peer.name, "%s", h->name != NULL ? h->name : "");
+    s->hello_seen = true;
+    if (s->o.server && send_hello(s) != 0) {
+        end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
+        return false;
+    }
+    atomic_store_explicit(&s->ready, true, memory_order_release);
+    if (s->o.on_ready != NULL)
+        s->o.on_ready(s->o.owner, s, &s->peer);
+    return true;
+}
+
+static const char *kind_name(Dctx__Wire__Frame__BodyCase k)
+{
+    switch (k) {
+    case DCTX__WIRE__FRAME__BODY_CALL:
+        return "call";
+    case DCTX__WIRE__FRAME__BODY_REPLY:
+        return "reply";
+    case DCTX__WIRE__FRAME__BODY_CANCEL:
+        return "cancel";
+    case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
+        return "cancel_ack";
+    case DCTX__WIRE__FRAME__BODY_HELLO:
+        return "hello";
+    case DCTX__WIRE__FRAME__BODY_PING:
+        return "ping";
+    case DCTX__WIRE__FRAME__BODY_PONG:
+        return "pong";
+    case DCTX__WIRE__FRAME__BODY_DRAIN:
+        return "drain";
+    case DCTX__WIRE__FRAME__BODY_GOAWAY:
+        return "goaway";
+    default:
+        return "?";
+    }
+}
+
+/* May this side receive kind k? (call and cancel go to a server; reply,
+ * cancel_ack and drain to a client; the rest both ways.) */
+static bool for_this_side(const struct dctx__session *s, Dctx__Wire__Frame__BodyCase k)
+{
+    switch (k) {
+    case DCTX__WIRE__FRAME__BODY_CALL:
+    case DCTX__WIRE__FRAME__BODY_CANCEL:
+        return s->o.server;
+    case DCTX__WIRE__FRAME__BODY_REPLY:
+    case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
+    case DCTX__WIRE__FRAME__BODY_DRAIN:
+        return !s->o.server;
+    default:
+        return true;
+    }
+}
+
+static bool needs_call_id(Dctx__Wire__Frame__BodyCase k)
+{
+    return k == DCTX__WIRE__FRAME__BODY_CALL || k == DCTX__WIRE__FRAME__BODY_REPLY ||
+           k == DCTX__WIRE__FRAME__BODY_CANCEL || k == DCTX__WIRE__FRAME__BODY_CANCEL_ACK;
+}
+
+static void answer_ping(struct dctx__session *s, const Dctx__Wire__Ping *p)
+{
+    Dctx__Wire__Pong q = DCTX__WIRE__PONG__INIT;
+    q.has_data = p->has_data;
+    q.data = p->data;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_PONG;
+    f.pong = &q;
+    (void)send_frame(s, &f); /* a full queue: the peer is not reading, and will time out */
+}
+
+/* One frame of a READY session, of a kind known and checked. */
+static void dispatch(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    switch (f->body_case) {
+    case DCTX__WIRE__FRAME__BODY_PING:
+        answer_ping(s, f->ping);
+        return;
+    case DCTX__WIRE__FRAME__BODY_GOAWAY: {
+        char why[DCTX__SESSION_NAME_BYTES_MAX];
+        snprintf(why, sizeof why, "peer went away: %s",
+                 f->goaway->message != NULL ? f->goaway->message : "");
+        if (s->o.on_frame != NULL)
+            s->o.on_frame(s->o.owner, s, f);
+        end(s, DCTX_UNAVAILABLE, why);
+        return;
+    }
+    default:
+        if (s->o.on_frame != NULL)
+            s->o.on_frame(s->o.owner, s, f);
+    }
+}
+
+static void check_and_dispatch(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    Dctx__Wire__Frame__BodyCase k = f->body_case;
+    if (k == DCTX__WIRE__FRAME__BODY__NOT_SET) {
+        if (f->base.n_unknown_fields > 0)
+            protocol_error(s, DCTX_UNIMPLEMENTED, "frame kind %u not understood",
+                           f->base.unknown_fields[0].tag);
+        else
+            protocol_error(s, DCTX_INVALID_ARGUMENT, "frame with no kind");
+        return;
+    }
+    if (k == DCTX__WIRE__FRAME__BODY_HELLO) {
+        if (s->hello_seen)
+            protocol_error(s, DCTX_INVALID_ARGUMENT, "a second hello");
+        else
+            take_hello(s, f->hello);
+        return;
+    }
+    if (!s->hello_seen) {
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "first frame is a %s, not a hello", kind_name(k));
+        return;
+    }
+    if (!for_this_side(s, k)) {
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s sent to the %s", kind_name(k),
+                       s->o.server ? "server" : "client");
+        return;
+    }
+    if (needs_call_id(k) && (!f->has_call_id || f->call_id == 0)) {
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s without a call id", kind_name(k));
+        return;
+    }
+    dispatch(s, f);
+}
+
+static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
+{
+    (void)c;
+    struct dctx__session *s = owner;
+    if (atomic_load(&s->ended))
+        return; /* after a protocol error, nothing more is read for the owner */
+    if (!s->hello_seen && len > DCTX__SESSION_HELLO_BYTES_MAX) {
+        protocol_error(s, DCTX_RESOURCE_EXHAUSTED,
+                       "first frame of %zu bytes: a hello has at most %d", len,
+                       DCTX__SESSION_HELLO_BYTES_MAX);
+        return;
+    }
+    Dctx__Wire__Frame *f = dctx__frame_unpack_bytes(body, len);
+    if (f == NULL) {
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "a frame of %zu bytes that does not parse", len);
+        return;
+    }
+    check_and_dispatch(s, f);
+    dctx__frame_free(f);
+}
+
+/* ===== The session ===== */
+
+int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
+                       struct dctx__session **out)
+{
+    *out = NULL;
+    if (o->max_frame_bytes < DCTX__SESSION_HELLO_BYTES_MAX) {
+        nng_stream_close(st);
+        nng_stream_free(st);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    struct dctx__session *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        nng_stream_close(st);
+        nng_stream_free(st);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    s->o = *o;
+    snprintf(s->name, sizeof s->name, "%s", o->name != NULL ? o->name : "");
+    s->o.name = s->name;
+    size_t queue = o->send_queue_max != 0 ? o->send_queue_max : 4 * (size_t)o->max_frame_bytes;
+    if (queue < DCTX__CONN_QUEUE_MIN(o->max_frame_bytes))
+        queue = DCTX__CONN_QUEUE_MIN(o->max_frame_bytes);
+    struct dctx__conn_options co = {.max_body = o->max_frame_bytes,
+                                    .send_queue_max = queue,
+                                    .pause_reads_when_full = o->server,
+                                    .on_frame = got_frame,
+                                    .on_end = conn_ended,
+                                    .owner = s};
+    int rc = dctx__conn_open(st, &co, &s->conn);
+    if (rc == 0 && !o->server)
+        rc = send_hello(s);
+    if (rc != 0) {
+        dctx__conn_close(s->conn);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+const struct dctx__session_peer *dctx__session_peer_hello(struct dctx__session *s)
+{
+    return atomic_load_explicit(&s->ready, memory_order_acquire) ? &s->peer : NULL;
+}
+
+uint64_t dctx__session_bad_frames(struct dctx__session *s)
+{
+    return atomic_load_explicit(&s->bad_frames, memory_order_relaxed);
+}
+
+void dctx__session_close(struct dctx__session *s)
+{
+    if (s == NULL)
+        return;
+    atomic_store(&s->ended, true); /* no on_end for a close of our own */
+    dctx__conn_close(s->conn);
+    free(s);
+}

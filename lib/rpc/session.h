@@ -1,0 +1,89 @@
+/*
+ * session.h - the session protocol's connection-level rules
+ * (proto/PROTOCOL.md, sections 3, 4 and 7) on top of a connection
+ * (conn.h): the hellos that open it, Frame messages packed and unpacked,
+ * pings answered at once, and every protocol error answered with a GoAway
+ * and the end of the connection. Calls are the owner's: a client or a
+ * server gets each call-level frame (call, reply, cancel, cancel_ack,
+ * drain, pong, goaway) with its call id. Never installed.
+ *
+ * Threads are conn.h's: callbacks run on nng's threads, on_frame one at a
+ * time per session; dctx__session_send from any thread until
+ * dctx__session_close, which must not be called from a callback.
+ */
+#ifndef DCTX_RPC_SESSION_H
+#define DCTX_RPC_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "dctx.pb-c.h"
+
+#define DCTX__SESSION_VERSION 1
+/* The least max_frame_bytes a peer may announce, and the most a first
+ * frame (the hello) may have before the sender knows the receiver's. */
+#define DCTX__SESSION_HELLO_BYTES_MAX 4096
+#define DCTX__SESSION_NAME_BYTES_MAX 256
+
+struct dctx__session;
+
+/* What the peer's hello said. */
+struct dctx__session_peer {
+    uint32_t version, max_frame_bytes, max_calls;
+    char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
+};
+
+/* The hellos are exchanged: calls may go. */
+typedef void (*dctx__session_ready_fn)(void *owner, struct dctx__session *s,
+                                       const struct dctx__session_peer *peer);
+/* A call-level frame (its kind checked for this side, its call id set where
+ * the kind needs one); f and its strings are valid during the call. */
+typedef void (*dctx__session_frame_fn)(void *owner, struct dctx__session *s,
+                                       const Dctx__Wire__Frame *f);
+/* The session ended, once: the peer closed it or went away (a GoAway), the
+ * stream failed, or a protocol error (a GoAway was sent to say which). */
+typedef void (*dctx__session_end_fn)(void *owner, struct dctx__session *s, int code,
+                                     const char *why);
+
+struct dctx__session_options {
+    bool server;              /* the side that accepted */
+    uint32_t max_frame_bytes; /* the largest body this side accepts (>= 4096) */
+    uint32_t max_calls;       /* a server's calls at once per connection */
+    const char *name;         /* this side's name for the peer's logs; NULL: none */
+    size_t send_queue_max;    /* 0: 4 * max_frame_bytes, at least conn.h's least */
+    dctx__session_ready_fn on_ready;
+    dctx__session_frame_fn on_frame;
+    dctx__session_end_fn on_end;
+    void *owner;
+};
+
+/* dctx__session_open takes st (on failure too) and starts the session: a
+ * client sends its hello at once; a server waits for the client's. Returns
+ * 0, DCTX_INVALID_ARGUMENT (max_frame_bytes under 4096) or
+ * DCTX_RESOURCE_EXHAUSTED. */
+int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
+                       struct dctx__session **out);
+
+/* dctx__session_send packs f and queues it. Returns 0; DCTX_UNAVAILABLE
+ * (not ready, or ended); DCTX_RESOURCE_EXHAUSTED (f is larger than the
+ * peer's max_frame_bytes: nothing is sent and the session goes on; or the
+ * send queue is full, or no memory). Never blocks. */
+int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f);
+
+/* dctx__session_ping sends a ping with data; the peer's pong reaches
+ * on_frame. Returns what dctx__session_send does. */
+int dctx__session_ping(struct dctx__session *s, uint64_t data);
+
+/* dctx__session_peer returns the peer's hello once ready, else NULL. */
+const struct dctx__session_peer *dctx__session_peer_hello(struct dctx__session *s);
+
+/* dctx__session_close ends the session and frees it (conn.h's close);
+ * on_end is not called for it. Not from a callback. NULL is fine. */
+void dctx__session_close(struct dctx__session *s);
+
+/* Protocol errors this session found and answered with a GoAway. */
+uint64_t dctx__session_bad_frames(struct dctx__session *s);
+
+#endif /* DCTX_RPC_SESSION_H */
