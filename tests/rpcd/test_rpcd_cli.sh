@@ -5,24 +5,10 @@
 # graceful SIGTERM. Every step is bounded in time.
 set -uo pipefail
 rpcd=${1:?usage: test_rpcd_cli.sh path/to/rpcd}
-dir=$(mktemp -d /tmp/dctx-cli-XXXXXX)
-pids=()
-failures=0
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-check() { # description, then a command that must succeed
-    local what=$1
-    shift
-    if "$@"; then echo "ok: $what"; else fail "$what"; fi
-}
+test_name=cli
+# shellcheck source=tests/rpcd/lib.sh
+. "$(dirname "$0")/lib.sh"
 url() { echo "ipc://$dir/$1.ipc"; }
-call() { timeout 20 "$rpcd" call "$@"; }
 
 serve() { # name [next...]
     local name=$1 args=(serve --listen "$(url "$1")" --name "$1" --log "$dir/$1.log")

@@ -15,23 +15,9 @@ if ! command -v python3 >/dev/null; then
     echo "SKIP: python3 is needed to parse the JSON (scripts/lib/setup.sh installs it)"
     exit 77
 fi
-dir=$(mktemp -d /tmp/dctx-json-XXXXXX)
-pids=()
-failures=0
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-check() { # description, then a command that must succeed
-    local what=$1
-    shift
-    if "$@"; then echo "ok: $what"; else fail "$what"; fi
-}
-call() { timeout 20 "$rpcd" call "$@"; }
+test_name=json
+# shellcheck source=tests/rpcd/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # py SCRIPT ARGS...: run SCRIPT with the strict parser defined. Arguments
 # reach it as the bytes given (os.fsencode undoes Python's decoding), and

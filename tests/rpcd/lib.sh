@@ -1,0 +1,20 @@
+# lib.sh - sourced by the rpcd tests: a scratch directory, the servers a
+# test starts (stopped with SIGTERM at exit), and the checks that count
+# failures. Set rpcd (the binary) and test_name before sourcing it.
+dir=$(mktemp -d "/tmp/dctx-$test_name-XXXXXX")
+pids=()
+failures=0
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+check() { # description, then a command that must succeed
+    local what=$1
+    shift
+    if "$@"; then echo "ok: $what"; else fail "$what"; fi
+}
+call() { timeout 20 "$rpcd" call "$@"; }
