@@ -20,51 +20,8 @@
 #include "frame.h"
 #include "framing.h"
 #include "session.h"
+#include "stream_testutil.h"
 #include "testutil.h"
-
-static char scratch[64];
-
-struct place {
-    nng_stream_listener *l;
-    char url[256];
-};
-
-static void listen_ipc(struct place *p)
-{
-    static int n;
-    snprintf(p->url, sizeof p->url, "ipc://%s/s%d.ipc", scratch, n++);
-    assert_int_equal(nng_stream_listener_alloc(&p->l, p->url), 0);
-    assert_int_equal(nng_stream_listener_listen(p->l), 0);
-}
-
-static nng_stream *accept_one(struct place *p)
-{
-    nng_aio *aio;
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    nng_stream_listener_accept(p->l, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    nng_stream *s = nng_aio_get_output(aio, 0);
-    nng_aio_free(aio);
-    return s;
-}
-
-static nng_stream *dial(const char *url)
-{
-    nng_stream_dialer *d;
-    nng_aio *aio;
-    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    nng_stream_dialer_dial(d, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    nng_stream *s = nng_aio_get_output(aio, 0);
-    nng_aio_free(aio);
-    nng_stream_dialer_free(d);
-    return s;
-}
 
 /* What a session's owner saw (static: callbacks write it). */
 struct seen {
@@ -134,14 +91,14 @@ static bool wait_for(atomic_int *v, int want)
 static struct seen srv_seen, cli_seen;
 
 /* A connected pair of sessions, both ready. */
-static void open_pair(struct place *p, struct dctx__session **srv, struct dctx__session **cli,
+static void open_pair(struct st_place *p, struct dctx__session **srv, struct dctx__session **cli,
                       uint32_t srv_max, uint32_t cli_max)
 {
     memset(&srv_seen, 0, sizeof srv_seen);
     memset(&cli_seen, 0, sizeof cli_seen);
-    listen_ipc(p);
-    nng_stream *cs = dial(p->url);
-    *srv = open_session(accept_one(p), true, &srv_seen, srv_max);
+    st_listen(ST_IPC, p);
+    nng_stream *cs = st_dial(p->url);
+    *srv = open_session(st_accept(p), true, &srv_seen, srv_max);
     *cli = open_session(cs, false, &cli_seen, cli_max);
     assert_true(wait_for(&srv_seen.ready, 1));
     assert_true(wait_for(&cli_seen.ready, 1));
@@ -168,7 +125,7 @@ static int send_call(struct dctx__session *s, uint32_t id, size_t payload_len)
 static void hellos_tell_each_side_the_others_limits_and_name(void **state)
 {
     (void)state;
-    struct place p;
+    struct st_place p;
     struct dctx__session *srv, *cli;
     open_pair(&p, &srv, &cli, 65536, 8192);
     assert_int_equal(srv_seen.peer.version, 1);
@@ -189,7 +146,7 @@ static void hellos_tell_each_side_the_others_limits_and_name(void **state)
 static void ping_is_answered_by_the_session_with_its_data(void **state)
 {
     (void)state;
-    struct place p;
+    struct st_place p;
     struct dctx__session *srv, *cli;
     open_pair(&p, &srv, &cli, 65536, 65536);
     assert_int_equal(dctx__session_ping(cli, 0xfeedfacecafeULL), 0);
@@ -206,7 +163,7 @@ static void ping_is_answered_by_the_session_with_its_data(void **state)
 static void frame_over_the_peers_limit_is_refused_before_sending(void **state)
 {
     (void)state;
-    struct place p;
+    struct st_place p;
     struct dctx__session *srv, *cli;
     open_pair(&p, &srv, &cli, 8192, 65536);
     assert_int_equal(send_call(cli, 1, 9000), DCTX_RESOURCE_EXHAUSTED);
@@ -222,38 +179,13 @@ static void frame_over_the_peers_limit_is_refused_before_sending(void **state)
 
 /* ===== Raw peers ===== */
 
-static void raw_send(nng_stream *s, const void *buf, size_t n)
-{
-    nng_aio *aio;
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    while (n > 0) {
-        nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
-        nng_aio_set_iov(aio, 1, &iov);
-        nng_stream_send(s, aio);
-        nng_aio_wait(aio);
-        assert_int_equal(nng_aio_result(aio), 0);
-        buf = (const char *)buf + nng_aio_count(aio);
-        n -= nng_aio_count(aio);
-    }
-    nng_aio_free(aio);
-}
-
-static void raw_send_body(nng_stream *s, const void *body, size_t n)
-{
-    unsigned char h[DCTX__FRAME_HEADER_BYTES];
-    dctx__frame_header((uint32_t)n, h);
-    raw_send(s, h, sizeof h);
-    raw_send(s, body, n);
-}
-
 static void raw_send_frame(nng_stream *s, const Dctx__Wire__Frame *f)
 {
     size_t n = dctx__wire__frame__get_packed_size(f);
     unsigned char *b = malloc(n ? n : 1);
     assert_non_null(b);
     dctx__wire__frame__pack(f, b);
-    raw_send_body(s, b, n);
+    st_send_body(s, b, n);
     free(b);
 }
 
@@ -315,10 +247,10 @@ static void server_answers_with_goaway(uint32_t hello_version, void (*misbehave)
                                        int code, const char *why)
 {
     memset(&srv_seen, 0, sizeof srv_seen);
-    struct place p;
-    listen_ipc(&p);
-    nng_stream *raw = dial(p.url);
-    struct dctx__session *srv = open_session(accept_one(&p), true, &srv_seen, 65536);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *raw = st_dial(p.url);
+    struct dctx__session *srv = open_session(st_accept(&p), true, &srv_seen, 65536);
     if (hello_version != 0)
         raw_send_hello(raw, hello_version);
     if (misbehave != NULL)
@@ -355,13 +287,13 @@ static void send_second_hello(nng_stream *s)
 static void send_unknown_kind(nng_stream *s)
 {
     const unsigned char field15[] = {0x7a, 0x00}; /* Frame field 15, empty bytes */
-    raw_send_body(s, field15, sizeof field15);
+    st_send_body(s, field15, sizeof field15);
 }
 
 static void send_garbage(nng_stream *s)
 {
     const unsigned char garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff};
-    raw_send_body(s, garbage, sizeof garbage);
+    st_send_body(s, garbage, sizeof garbage);
 }
 
 static void send_reply(nng_stream *s)
@@ -389,7 +321,7 @@ static void send_big_first_frame(nng_stream *s)
 {
     unsigned char *b = calloc(1, 5000);
     assert_non_null(b);
-    raw_send_body(s, b, 5000);
+    st_send_body(s, b, 5000);
     free(b);
 }
 
@@ -448,10 +380,10 @@ static void client_of_a_server_of_another_version_ends_with_its_goaway(void **st
 {
     (void)state;
     memset(&cli_seen, 0, sizeof cli_seen);
-    struct place p;
-    listen_ipc(&p);
-    nng_stream *cs = dial(p.url);
-    nng_stream *raw = accept_one(&p);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *cs = st_dial(p.url);
+    nng_stream *raw = st_accept(&p);
     struct dctx__session *cli = open_session(cs, false, &cli_seen, 65536);
     raw_send_hello(raw, 9);
     assert_true(wait_for(&cli_seen.ends, 1));
@@ -470,10 +402,10 @@ static void call_sent_to_a_client_is_refused(void **state)
 {
     (void)state;
     memset(&cli_seen, 0, sizeof cli_seen);
-    struct place p;
-    listen_ipc(&p);
-    nng_stream *cs = dial(p.url);
-    nng_stream *raw = accept_one(&p);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *cs = st_dial(p.url);
+    nng_stream *raw = st_accept(&p);
     struct dctx__session *cli = open_session(cs, false, &cli_seen, 65536);
     raw_send_hello(raw, 1);
     assert_true(wait_for(&cli_seen.ready, 1));
@@ -498,9 +430,7 @@ static void call_sent_to_a_client_is_refused(void **state)
 
 int main(void)
 {
-    snprintf(scratch, sizeof scratch, "/tmp/dctx-session-XXXXXX");
-    if (mkdtemp(scratch) == NULL)
-        return 1;
+    st_init("session");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hellos_tell_each_side_the_others_limits_and_name),
         cmocka_unit_test(ping_is_answered_by_the_session_with_its_data),
@@ -517,9 +447,6 @@ int main(void)
         cmocka_unit_test(call_sent_to_a_client_is_refused),
     };
     int rc = cmocka_run_group_tests_name("session", tests, NULL, NULL);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", scratch);
-    if (system(cmd) != 0 && rc == 0)
-        rc = 1;
+    st_fini();
     return rc;
 }

@@ -19,84 +19,10 @@
 
 #include "conn.h"
 #include "framing.h"
+#include "stream_testutil.h"
 #include "testutil.h"
 
 #define QUEUE_MAX (8u << 20)
-
-enum transport { IPC, TCP };
-
-/* A listener on a fresh address, and its URL. */
-struct place {
-    nng_stream_listener *l;
-    char url[256];
-};
-
-static char scratch[64];
-
-static void listen_on(enum transport t, struct place *p)
-{
-    if (t == IPC) {
-        static int n;
-        snprintf(p->url, sizeof p->url, "ipc://%s/s%d.ipc", scratch, n++);
-    } else {
-        snprintf(p->url, sizeof p->url, "tcp://127.0.0.1:0");
-    }
-    assert_int_equal(nng_stream_listener_alloc(&p->l, p->url), 0);
-    assert_int_equal(nng_stream_listener_listen(p->l), 0);
-    if (t == TCP) {
-        int port = 0;
-        assert_int_equal(nng_stream_listener_get_int(p->l, NNG_OPT_TCP_BOUND_PORT, &port), 0);
-        snprintf(p->url, sizeof p->url, "tcp://127.0.0.1:%d", port);
-    }
-}
-
-static nng_stream *accept_one(struct place *p)
-{
-    nng_aio *aio;
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    nng_stream_listener_accept(p->l, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    nng_stream *s = nng_aio_get_output(aio, 0);
-    nng_aio_free(aio);
-    return s;
-}
-
-static nng_stream *dial(const char *url)
-{
-    nng_stream_dialer *d;
-    nng_aio *aio;
-    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    nng_stream_dialer_dial(d, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    nng_stream *s = nng_aio_get_output(aio, 0);
-    nng_aio_free(aio);
-    nng_stream_dialer_free(d);
-    return s;
-}
-
-/* A raw write of n bytes, whole. */
-static void raw_send(nng_stream *s, const void *buf, size_t n)
-{
-    nng_aio *aio;
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, 5000);
-    while (n > 0) {
-        nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
-        nng_aio_set_iov(aio, 1, &iov);
-        nng_stream_send(s, aio);
-        nng_aio_wait(aio);
-        assert_int_equal(nng_aio_result(aio), 0);
-        size_t sent = nng_aio_count(aio);
-        buf = (const char *)buf + sent;
-        n -= sent;
-    }
-    nng_aio_free(aio);
-}
 
 /* What one side of a test saw: written by the connection's callbacks. */
 struct seen {
@@ -160,18 +86,18 @@ static unsigned char *pattern(int i, size_t len)
     return b;
 }
 
-static void frames_of_every_size_echo_back_whole_and_in_order(enum transport t)
+static void frames_of_every_size_echo_back_whole_and_in_order(enum st_transport t)
 {
     static const size_t sizes[] = {1, 2, 63, 64, 4096, 65535, 65536, 65537, 300000, 1 << 20};
     enum { N = 400, KINDS = sizeof sizes / sizeof sizes[0] };
-    struct place p;
-    listen_on(t, &p);
-    nng_stream *cs = dial(p.url);
+    struct st_place p;
+    st_listen(t, &p);
+    nng_stream *cs = st_dial(p.url);
     static struct seen srv_seen, cli_seen;
     memset(&srv_seen, 0, sizeof srv_seen);
     memset(&cli_seen, 0, sizeof cli_seen);
     srv_seen.echo = true;
-    struct dctx__conn *srv = open_conn(accept_one(&p), &srv_seen, 2u << 20);
+    struct dctx__conn *srv = open_conn(st_accept(&p), &srv_seen, 2u << 20);
     struct dctx__conn *cli = open_conn(cs, &cli_seen, 2u << 20);
     for (int i = 0; i < N; i++) {
         size_t len = sizes[i % KINDS];
@@ -206,13 +132,13 @@ static void frames_of_every_size_echo_back_whole_and_in_order(enum transport t)
 static void frames_of_every_size_echo_back_whole_and_in_order_over_ipc(void **state)
 {
     (void)state;
-    frames_of_every_size_echo_back_whole_and_in_order(IPC);
+    frames_of_every_size_echo_back_whole_and_in_order(ST_IPC);
 }
 
 static void frames_of_every_size_echo_back_whole_and_in_order_over_tcp(void **state)
 {
     (void)state;
-    frames_of_every_size_echo_back_whole_and_in_order(TCP);
+    frames_of_every_size_echo_back_whole_and_in_order(ST_TCP);
 }
 
 /* A thousand small frames queued at once go out in far fewer writes, and
@@ -221,13 +147,13 @@ static void queued_frames_go_out_together(void **state)
 {
     (void)state;
     enum { N = 1000 };
-    struct place p;
-    listen_on(IPC, &p);
-    nng_stream *cs = dial(p.url);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *cs = st_dial(p.url);
     static struct seen srv_seen, cli_seen;
     memset(&srv_seen, 0, sizeof srv_seen);
     memset(&cli_seen, 0, sizeof cli_seen);
-    struct dctx__conn *srv = open_conn(accept_one(&p), &srv_seen, 1024);
+    struct dctx__conn *srv = open_conn(st_accept(&p), &srv_seen, 1024);
     struct dctx__conn *cli = open_conn(cs, &cli_seen, 1024);
     for (int i = 0; i < N; i++) {
         unsigned char *b = pattern(i, 32);
@@ -254,12 +180,12 @@ static void queued_frames_go_out_together(void **state)
 static void frames_cut_across_writes_arrive_whole(void **state)
 {
     (void)state;
-    struct place p;
-    listen_on(TCP, &p);
-    nng_stream *raw = dial(p.url);
+    struct st_place p;
+    st_listen(ST_TCP, &p);
+    nng_stream *raw = st_dial(p.url);
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
-    struct dctx__conn *c = open_conn(accept_one(&p), &seen, 1 << 20);
+    struct dctx__conn *c = open_conn(st_accept(&p), &seen, 1 << 20);
     unsigned char stream[3 * 4 + 10 + 1 + 70000];
     size_t at = 0;
     const size_t lens[] = {10, 1, 70000};
@@ -273,7 +199,7 @@ static void frames_cut_across_writes_arrive_whole(void **state)
     const size_t cuts[] = {2, 5, 9, 15, 17, 1000, 40000, sizeof stream};
     size_t from = 0;
     for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
-        raw_send(raw, stream + from, cuts[k] - from);
+        st_send(raw, stream + from, cuts[k] - from);
         from = cuts[k];
         nng_msleep(2); /* each piece its own read */
     }
@@ -289,14 +215,14 @@ static void frames_cut_across_writes_arrive_whole(void **state)
 static void ended_by_raw_bytes(const unsigned char *bytes, size_t n, bool then_close, int code,
                                const char *why)
 {
-    struct place p;
-    listen_on(IPC, &p);
-    nng_stream *raw = dial(p.url);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *raw = st_dial(p.url);
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
-    struct dctx__conn *c = open_conn(accept_one(&p), &seen, 1000);
+    struct dctx__conn *c = open_conn(st_accept(&p), &seen, 1000);
     if (n > 0)
-        raw_send(raw, bytes, n);
+        st_send(raw, bytes, n);
     if (then_close)
         nng_stream_close(raw);
     assert_true(wait_for(&seen.ends, 1, SEC(5)));
@@ -345,10 +271,10 @@ static void peer_that_never_reads_meets_the_send_queue_bound(void **state)
 {
     (void)state;
     enum { FRAME = 64 * 1024, MAX_SENDS = 4096 }; /* 256 MiB: far past any socket buffer */
-    struct place p;
-    listen_on(TCP, &p);
-    nng_stream *cs = dial(p.url);
-    nng_stream *raw = accept_one(&p); /* never read */
+    struct st_place p;
+    st_listen(ST_TCP, &p);
+    nng_stream *cs = st_dial(p.url);
+    nng_stream *raw = st_accept(&p); /* never read */
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
     struct dctx__conn *c = open_conn(cs, &seen, 1024);
@@ -383,13 +309,13 @@ static void server_stops_reading_a_client_that_does_not_read_its_replies(void **
 {
     (void)state;
     enum { FRAME = 32 * 1024, MAX_FRAMES = 8192 }; /* 256 MiB: far past the bound */
-    struct place p;
-    listen_on(TCP, &p);
-    nng_stream *raw = dial(p.url);
+    struct st_place p;
+    st_listen(ST_TCP, &p);
+    nng_stream *raw = st_dial(p.url);
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
     seen.echo = true;
-    struct dctx__conn *srv = open_conn(accept_one(&p), &seen, 1 << 20);
+    struct dctx__conn *srv = open_conn(st_accept(&p), &seen, 1 << 20);
     nng_aio *aio;
     assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
     unsigned char *frame = malloc(4 + FRAME);
@@ -435,15 +361,15 @@ static void server_stops_reading_a_client_that_does_not_read_its_replies(void **
 static void too_small_a_send_queue_is_refused(void **state)
 {
     (void)state;
-    struct place p;
-    listen_on(IPC, &p);
-    nng_stream *cs = dial(p.url);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *cs = st_dial(p.url);
     struct dctx__conn_options o = {.max_body = 1 << 20,
                                    .send_queue_max = DCTX__CONN_QUEUE_MIN(1 << 20) - 1};
     struct dctx__conn *c = (struct dctx__conn *)&o;
     assert_int_equal(dctx__conn_open(cs, &o, &c), DCTX_INVALID_ARGUMENT);
     assert_null(c);
-    nng_stream *ss = accept_one(&p);
+    nng_stream *ss = st_accept(&p);
     nng_stream_close(ss);
     nng_stream_free(ss);
     nng_stream_listener_free(p.l);
@@ -451,9 +377,7 @@ static void too_small_a_send_queue_is_refused(void **state)
 
 int main(void)
 {
-    snprintf(scratch, sizeof scratch, "/tmp/dctx-session-conn-XXXXXX");
-    if (mkdtemp(scratch) == NULL)
-        return 1;
+    st_init("session-conn");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(frames_of_every_size_echo_back_whole_and_in_order_over_ipc),
         cmocka_unit_test(frames_of_every_size_echo_back_whole_and_in_order_over_tcp),
@@ -468,9 +392,6 @@ int main(void)
         cmocka_unit_test(too_small_a_send_queue_is_refused),
     };
     int rc = cmocka_run_group_tests_name("session_conn", tests, NULL, NULL);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", scratch);
-    if (system(cmd) != 0)
-        rc = rc != 0 ? rc : 1;
+    st_fini();
     return rc;
 }

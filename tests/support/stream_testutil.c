@@ -1,0 +1,108 @@
+/*
+ * stream_testutil.c - raw nng streams for the session protocol's tests
+ * (stream_testutil.h).
+ */
+#include "stream_testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "framing.h"
+#include "testutil.h"
+
+#define WAIT_MS 5000
+
+static char scratch[96];
+
+void st_init(const char *name)
+{
+    snprintf(scratch, sizeof scratch, "/tmp/dctx-%s-XXXXXX", name);
+    if (mkdtemp(scratch) == NULL) {
+        perror("mkdtemp");
+        exit(1);
+    }
+}
+
+void st_fini(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", scratch);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", scratch);
+}
+
+void st_listen(enum st_transport t, struct st_place *p)
+{
+    static int n;
+    if (t == ST_IPC)
+        snprintf(p->url, sizeof p->url, "ipc://%s/s%d.ipc", scratch, n++);
+    else
+        snprintf(p->url, sizeof p->url, "tcp://127.0.0.1:0");
+    assert_int_equal(nng_stream_listener_alloc(&p->l, p->url), 0);
+    assert_int_equal(nng_stream_listener_listen(p->l), 0);
+    if (t == ST_TCP) {
+        int port = 0;
+        assert_int_equal(nng_stream_listener_get_int(p->l, NNG_OPT_TCP_BOUND_PORT, &port), 0);
+        snprintf(p->url, sizeof p->url, "tcp://127.0.0.1:%d", port);
+    }
+}
+
+nng_stream *st_accept(struct st_place *p)
+{
+    nng_aio *aio;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, WAIT_MS);
+    nng_stream_listener_accept(p->l, aio);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    nng_stream *s = nng_aio_get_output(aio, 0);
+    nng_aio_free(aio);
+    return s;
+}
+
+nng_stream *st_dial(const char *url)
+{
+    nng_stream_dialer *d;
+    nng_aio *aio;
+    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, WAIT_MS);
+    nng_stream_dialer_dial(d, aio);
+    nng_aio_wait(aio);
+    assert_int_equal(nng_aio_result(aio), 0);
+    nng_stream *s = nng_aio_get_output(aio, 0);
+    nng_aio_free(aio);
+    nng_stream_dialer_free(d);
+    return s;
+}
+
+void st_close(nng_stream *s)
+{
+    nng_stream_close(s);
+    nng_stream_free(s);
+}
+
+void st_send(nng_stream *s, const void *buf, size_t n)
+{
+    nng_aio *aio;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, WAIT_MS);
+    while (n > 0) {
+        nng_iov iov = {.iov_buf = (void *)buf, .iov_len = n};
+        nng_aio_set_iov(aio, 1, &iov);
+        nng_stream_send(s, aio);
+        nng_aio_wait(aio);
+        assert_int_equal(nng_aio_result(aio), 0);
+        buf = (const char *)buf + nng_aio_count(aio);
+        n -= nng_aio_count(aio);
+    }
+    nng_aio_free(aio);
+}
+
+void st_send_body(nng_stream *s, const void *body, size_t n)
+{
+    unsigned char h[DCTX__FRAME_HEADER_BYTES];
+    dctx__frame_header((uint32_t)n, h);
+    st_send(s, h, sizeof h);
+    st_send(s, body, n);
+}
