@@ -24,8 +24,14 @@
  *   not read is then not read from either, and this side's memory for it
  *   stays under send_queue_max.
  *
- *   States: open -> ended (on_end was called, or close began: set once,
- *   under mu; nothing is queued after it) -> freed by dctx__conn_close.
+ *   Ending: the first failure (a read, a write, the peer's close) sets
+ *   ended and keeps its reason, under mu; sends fail from then on and no
+ *   frame is handed out after the one under way. on_end is reported once,
+ *   by the receive side (so it never races on_frame): a write that fails
+ *   closes the stream, which fails the read posted, and its callback reports;
+ *   one that fails while nothing is read (rx_idle: paused, or stopped by
+ *   bad framing) reports itself. Shutdown and close set ended with
+ *   reported already true: no on_end for the owner's own end.
  *
  * Who frees what
  *   No aio is freed, and the stream not closed, inside a callback of the
@@ -33,15 +39,18 @@
  *   mutex inside it), and DESIGN.md records the crash freeing one there
  *   caused. Callbacks only mark the connection ended and tell the owner;
  *   dctx__conn_close, on a thread of the owner's, closes the stream, stops
- *   the receive aio (which waits for a callback under way, and with it for
- *   any send that callback started), then the send aio, and frees the
- *   aios, the stream, the queue and the batch. A failed write leaves its
- *   batch and the token where they are: close frees them. Frames are plain
- *   memory: the send callback frees a batch once it is written.
+ *   the receive aio and then the send aio, and frees the aios, the stream,
+ *   the queue and the batch. A read the send callback posts after the
+ *   receive aio was stopped is refused by nng 1.5.2 without a callback, and
+ *   stopping the send aio waits for that send callback: so nothing runs
+ *   once both are stopped. A failed write leaves its batch and the token
+ *   where they are: close frees them. Frames are plain memory: the send
+ *   callback frees a batch once it is written.
  */
 #include "conn.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +84,11 @@ struct dctx__conn {
     size_t queued_bytes;              /* queued or in the batch; protected by mu */
     bool writing;                     /* the write token is taken; protected by mu */
     bool ended;                       /* protected by mu */
+    bool reported;                    /* on_end was called or is not owed; protected by mu */
+    bool rx_idle;                     /* no read posted nor being handled; protected by mu */
+    int end_code;                     /* the first failure's; protected by mu */
+    char end_why[96];                 /* protected by mu */
+    atomic_bool ended_flag;           /* ended, for the receive loop's check per frame */
     bool paused;                      /* no read posted: the queue is full; protected by mu */
     size_t pause_above, resume_below; /* immutable: the queue's marks */
 
@@ -86,7 +100,7 @@ struct dctx__conn {
     unsigned batch_frames;
     unsigned char *coalesce; /* COALESCE_MAX bytes, made on first need */
 
-    atomic_uint_fast64_t reads, frames_read, writes, frames_written, bytes_queued_max;
+    atomic_uint_fast64_t reads, frames_read, writes, frames_written, bytes_queued_max, pauses;
 };
 
 static void count(atomic_uint_fast64_t *c, uint64_t n)
@@ -94,15 +108,45 @@ static void count(atomic_uint_fast64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-/* End the connection from a callback: tell the owner, once. */
-static void end(struct dctx__conn *c, int code, const char *why)
+/* Mark the connection ended with a reason, unless it was; mu held. */
+static void set_ended(struct dctx__conn *c, int code, const char *why, bool reported)
+{
+    if (c->ended)
+        return;
+    c->ended = true;
+    c->reported = reported;
+    c->end_code = code;
+    snprintf(c->end_why, sizeof c->end_why, "%s", why);
+    atomic_store_explicit(&c->ended_flag, true, memory_order_release);
+}
+
+/* Report the end to the owner if it is owed and not done; mu not held. */
+static void report(struct dctx__conn *c)
 {
     pthread_mutex_lock(&c->mu);
-    bool first = !c->ended;
-    c->ended = true;
+    bool due = c->ended && !c->reported;
+    c->reported = c->reported || due;
+    int code = c->end_code;
+    char why[sizeof c->end_why];
+    memcpy(why, c->end_why, sizeof why);
     pthread_mutex_unlock(&c->mu);
-    if (first && c->o.on_end != NULL)
+    if (due && c->o.on_end != NULL)
         c->o.on_end(c->o.owner, c, code, why);
+}
+
+/* The send side failed: end, and have the receive side report it (or
+ * report here when nothing is being read). */
+static void write_failed(struct dctx__conn *c, int code, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    set_ended(c, code, why, false);
+    bool here = c->rx_idle;
+    pthread_mutex_unlock(&c->mu);
+    /* Closing the stream fails the read posted (or about to be), and its
+     * callback reports; a write failure leaves nothing worth reading. */
+    nng_stream_close(c->s);
+    if (here)
+        report(c);
 }
 
 static void post_read(struct dctx__conn *c);
@@ -183,8 +227,8 @@ static void written(void *arg)
     struct dctx__conn *c = arg;
     int rv = nng_aio_result(c->tx);
     if (rv != 0) {
-        end(c, dctx__status_from_nng(rv), nng_strerror(rv)); /* close frees the batch */
-        return;
+        write_failed(c, DCTX_UNAVAILABLE, "connection lost: a write failed");
+        return; /* close frees the batch */
     }
     advance(c, nng_aio_count(c->tx));
     if (c->n_iov > 0) {
@@ -203,8 +247,10 @@ static void written(void *arg)
     else
         c->writing = false;
     bool resume = c->paused && !c->ended && c->queued_bytes <= c->resume_below;
-    if (resume)
+    if (resume) {
         c->paused = false;
+        c->rx_idle = false;
+    }
     pthread_mutex_unlock(&c->mu);
     if (more)
         start_write(c);
@@ -287,26 +333,45 @@ static void post_read(struct dctx__conn *c)
     nng_stream_recv(c->s, c->rx);
 }
 
-/* Read on, unless the connection ended or its send queue is over the
- * pause mark (the send callback then resumes reading). */
+/* Read on, unless the connection ended (then report it) or its send queue
+ * is over the pause mark (the send callback then resumes reading). */
 static void read_on(struct dctx__conn *c)
 {
     pthread_mutex_lock(&c->mu);
     bool post = !c->ended;
     if (post && c->o.pause_reads_when_full && c->queued_bytes > c->pause_above) {
         c->paused = true;
+        count(&c->pauses, 1);
         post = false;
     }
+    c->rx_idle = !post;
     pthread_mutex_unlock(&c->mu);
     if (post)
         post_read(c);
+    else
+        report(c);
 }
 
-/* Hand out every whole frame of n bytes read; false once the framing broke. */
+/* Reading stops for good (bad framing); the connection can still send. */
+static void stop_reading(struct dctx__conn *c, int code, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    c->rx_idle = true;
+    if (c->o.on_bad_framing == NULL)
+        set_ended(c, code, why, false);
+    pthread_mutex_unlock(&c->mu);
+    if (c->o.on_bad_framing != NULL)
+        c->o.on_bad_framing(c->o.owner, c, code, why);
+    report(c); /* an end owed already, or the one just set */
+}
+
+/* Hand out every whole frame of n bytes read; false once reading stops. */
 static bool take_frames(struct dctx__conn *c, size_t n)
 {
     const unsigned char *p = c->rbuf;
     for (;;) {
+        if (atomic_load_explicit(&c->ended_flag, memory_order_acquire))
+            return true; /* read_on reports it */
         const unsigned char *body;
         size_t len;
         switch (dctx__frame_reader_next(&c->reader, &p, &n, &body, &len)) {
@@ -318,13 +383,13 @@ static bool take_frames(struct dctx__conn *c, size_t n)
         case DCTX__FRAME_NEED_MORE:
             return true;
         case DCTX__FRAME_TOO_BIG:
-            end(c, DCTX_RESOURCE_EXHAUSTED, "frame longer than this side's limit");
+            stop_reading(c, DCTX_RESOURCE_EXHAUSTED, "frame longer than this side's limit");
             return false;
         case DCTX__FRAME_EMPTY:
-            end(c, DCTX_INVALID_ARGUMENT, "frame of length 0");
+            stop_reading(c, DCTX_INVALID_ARGUMENT, "frame of length 0");
             return false;
         case DCTX__FRAME_NO_MEMORY:
-            end(c, DCTX_RESOURCE_EXHAUSTED, "no memory for a frame");
+            stop_reading(c, DCTX_RESOURCE_EXHAUSTED, "no memory for a frame");
             return false;
         }
     }
@@ -335,13 +400,16 @@ static void got_bytes(void *arg)
     struct dctx__conn *c = arg;
     int rv = nng_aio_result(c->rx);
     if (rv != 0) {
-        /* A close by either side. Its reason depends on where the stream
-         * stood: between frames, or in the middle of one. */
+        /* The peer closed (between frames, or in the middle of one) or the
+         * stream failed; or a failed write canceled this read, and its
+         * reason, kept first, stands. */
         bool clean = dctx__frame_reader_idle(&c->reader);
-        end(c, DCTX_UNAVAILABLE,
-            rv == NNG_ECLOSED || rv == NNG_ECONNSHUT || rv == NNG_ECONNRESET
-                ? (clean ? "connection closed by the peer" : "connection closed mid-frame")
-                : nng_strerror(rv));
+        pthread_mutex_lock(&c->mu);
+        set_ended(c, DCTX_UNAVAILABLE,
+                  clean ? "connection closed by the peer" : "connection closed mid-frame", false);
+        c->rx_idle = true;
+        pthread_mutex_unlock(&c->mu);
+        report(c);
         return;
     }
     count(&c->reads, 1);
@@ -373,8 +441,8 @@ int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dc
     dctx__frame_reader_init(&c->reader, o->max_body);
     pthread_mutex_init(&c->mu, NULL);
     nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true); /* not for ipc: ignored */
+    c->rx_idle = true;
     *out = c;
-    post_read(c);
     return 0;
 fail:
     if (c != NULL) {
@@ -390,14 +458,35 @@ fail:
     return DCTX_RESOURCE_EXHAUSTED;
 }
 
+void dctx__conn_start(struct dctx__conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool post = !c->ended;
+    c->rx_idle = !post;
+    pthread_mutex_unlock(&c->mu);
+    if (post)
+        post_read(c);
+}
+
+void dctx__conn_set_max_body(struct dctx__conn *c, uint32_t max_body)
+{
+    c->reader.max_body = max_body < c->o.max_body ? max_body : c->o.max_body;
+}
+
+void dctx__conn_shutdown(struct dctx__conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    set_ended(c, DCTX_UNAVAILABLE, "shut down", true);
+    c->reported = true; /* also when a failure came first and is still owed */
+    pthread_mutex_unlock(&c->mu);
+    nng_stream_close(c->s);
+}
+
 void dctx__conn_close(struct dctx__conn *c)
 {
     if (c == NULL)
         return;
-    pthread_mutex_lock(&c->mu);
-    c->ended = true; /* no on_end for a close of our own, nothing queued after it */
-    pthread_mutex_unlock(&c->mu);
-    nng_stream_close(c->s);
+    dctx__conn_shutdown(c);
     nng_aio_stop(c->rx); /* first: its callback may start a send */
     nng_aio_stop(c->tx);
     nng_aio_free(c->rx);
@@ -419,4 +508,5 @@ void dctx__conn_stats_get(struct dctx__conn *c, struct dctx__conn_stats *out)
     out->writes = atomic_load(&c->writes);
     out->frames_written = atomic_load(&c->frames_written);
     out->bytes_queued_max = atomic_load(&c->bytes_queued_max);
+    out->pauses = atomic_load(&c->pauses);
 }

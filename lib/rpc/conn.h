@@ -5,13 +5,15 @@
  * together. The protocol's meaning (hello, calls, pings) is the owner's;
  * this is framing, batching, bounds and who frees what. Never installed.
  *
- * Threads: the owner's callbacks run on nng's threads, one at a time per
- * connection for on_frame (the receive side has one aio), and must not
- * block or close the connection they are called for. dctx__conn_send may
- * be called from any thread, on_frame included, until dctx__conn_close
- * begins: the owner must not send during or after the close (its own
- * callbacks may: the close waits for them). dctx__conn_close must be
- * called from a thread that is not a callback of the connection.
+ * Threads: the owner's callbacks run on nng's threads; on_frame,
+ * on_bad_framing and on_end come from the receive side, one at a time
+ * (on_end from the send side only while nothing is being read), and must
+ * not block. dctx__conn_send and dctx__conn_shutdown may be called from
+ * any thread, callbacks included. dctx__conn_close waits for the
+ * callbacks: never call it from an nng callback (nng's few task threads
+ * would wait on themselves) nor while holding a lock a callback takes;
+ * and the owner keeps its own threads from sending once it began (a
+ * reference count on its per-connection state, say), since close frees.
  */
 #ifndef DCTX_RPC_CONN_H
 #define DCTX_RPC_CONN_H
@@ -28,10 +30,8 @@ struct dctx__conn;
 typedef void (*dctx__conn_frame_fn)(void *owner, struct dctx__conn *c, const unsigned char *body,
                                     size_t len);
 
-/* The connection ended: the peer closed it, a read or write failed, or the
- * peer broke the framing. Called once, with a status code and a message
- * naming why; no frame is handed out after it. The owner closes the
- * connection later, from another thread. */
+/* The connection ended (the peer closed it, or a read or write failed), or
+ * the peer broke the framing: a status code and a message naming why. */
 typedef void (*dctx__conn_end_fn)(void *owner, struct dctx__conn *c, int code, const char *why);
 
 struct dctx__conn_options {
@@ -40,34 +40,47 @@ struct dctx__conn_options {
                               DCTX__CONN_QUEUE_MIN(max_body) */
     /* Stop reading while the send queue is over its high mark, so that a
      * peer that does not read what it is sent cannot make this side queue
-     * more (a server: its replies come only from what it reads). Frames
-     * one read hands out still fit under send_queue_max. Never both sides
-     * of a connection: each would wait for the other. */
+     * more (a server: its replies come only from what it reads). Never both
+     * sides of a connection: each would wait for the other. */
     bool pause_reads_when_full;
     dctx__conn_frame_fn on_frame;
+    /* Called once when the connection ends; no frame is handed out after
+     * it. Not called for dctx__conn_shutdown or dctx__conn_close. */
     dctx__conn_end_fn on_end;
+    /* The peer sent a length of 0 or over the limit: reading stops, but
+     * the connection can still send (a last frame saying why) until the
+     * owner shuts it down. NULL: such a peer ends it through on_end. */
+    dctx__conn_end_fn on_bad_framing;
     void *owner;
 };
 
 /* Counters, for tests and stats; each read atomically. */
 struct dctx__conn_stats {
-    uint64_t reads, frames_read, writes, frames_written, bytes_queued_max;
+    uint64_t reads, frames_read, writes, frames_written, bytes_queued_max, pauses;
 };
 
 /* The least send queue for a max_body: room for what one read can hand
  * out (a 64 KiB read's frames, or one frame gathered over reads) twice. */
 #define DCTX__CONN_QUEUE_MIN(max_body) (2 * ((size_t)(max_body) + 4 + 64 * 1024))
 
-/* dctx__conn_open takes s (the connection owns it from here, on failure
- * too) and starts reading. Returns 0, DCTX_INVALID_ARGUMENT (max_body 0,
- * or send_queue_max under DCTX__CONN_QUEUE_MIN) or DCTX_RESOURCE_EXHAUSTED. */
+/* dctx__conn_open makes a connection of s (it owns s from here, on failure
+ * too) without reading yet: the owner records it, then calls
+ * dctx__conn_start. Returns 0, DCTX_INVALID_ARGUMENT (max_body 0, or
+ * send_queue_max under DCTX__CONN_QUEUE_MIN) or DCTX_RESOURCE_EXHAUSTED. */
 int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dctx__conn **out);
+
+/* dctx__conn_start posts the first read; callbacks may run from here on. */
+void dctx__conn_start(struct dctx__conn *c);
+
+/* dctx__conn_set_max_body sets the largest body read from here on (at
+ * most the options' max_body): before start, or from on_frame. */
+void dctx__conn_set_max_body(struct dctx__conn *c, uint32_t max_body);
 
 /* dctx__conn_send queues a frame of len bytes of body (copied) and starts
  * a write if none is under way. Returns 0; DCTX_INVALID_ARGUMENT (len 0 or
  * over 2^32-1); DCTX_RESOURCE_EXHAUSTED (no memory, or the queue would
  * pass send_queue_max: the peer is not reading); DCTX_UNAVAILABLE (the
- * connection ended or is closing). Never blocks. */
+ * connection ended or was shut down). Never blocks. */
 int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len);
 
 /* Writes the len bytes of a frame's body at out. */
@@ -78,9 +91,15 @@ typedef void (*dctx__conn_pack_fn)(const void *arg, unsigned char *out);
 int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
                            const void *arg);
 
-/* dctx__conn_close closes the stream, waits for the connection's
- * callbacks to return, and frees it with every frame still queued. on_end
- * is not called for this close. Not from a callback of c. NULL is fine. */
+/* dctx__conn_shutdown ends the connection from any thread: sends fail from
+ * here on, the stream is closed (what is queued is dropped), no frame is
+ * handed out after the one under way, on_end is not called. The memory
+ * stays until dctx__conn_close. */
+void dctx__conn_shutdown(struct dctx__conn *c);
+
+/* dctx__conn_close shuts the connection down, waits for its callbacks to
+ * return, and frees it with every frame still queued (see Threads). NULL
+ * is fine. */
 void dctx__conn_close(struct dctx__conn *c);
 
 void dctx__conn_stats_get(struct dctx__conn *c, struct dctx__conn_stats *out);

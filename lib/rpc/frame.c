@@ -27,8 +27,16 @@ struct frame_piece {
     _Alignas(max_align_t) unsigned char data[];
 };
 
+/* What unpacking a frame may take beyond its own length: a call's structs
+ * (its header, at most DCTX_WIRE_VALUES_MAX values) fit many times over,
+ * while a frame packed with millions of empty fields (each costs a struct
+ * unpacked, two bytes packed) is refused as malformed instead of taking
+ * 60 times its size. */
+#define UNPACK_SLACK (64 * 1024)
+
 struct frame_block {
     size_t used, cap;
+    size_t budget, spent; /* bytes the unpack may take, and took in pieces */
     struct frame_piece *pieces;
     _Alignas(max_align_t) unsigned char space[];
 };
@@ -42,8 +50,9 @@ static void *frame_alloc(void *data, size_t size)
         b->used += need;
         return p;
     }
-    if (size > SIZE_MAX - sizeof(struct frame_piece))
-        return NULL;
+    if (size > SIZE_MAX - sizeof(struct frame_piece) || size > b->budget - b->spent)
+        return NULL; /* protobuf-c then fails the unpack */
+    b->spent += size;
     struct frame_piece *piece = malloc(sizeof *piece + size);
     if (piece == NULL)
         return NULL;
@@ -76,6 +85,8 @@ Dctx__Wire__Frame *dctx__frame_unpack_bytes(const void *body, size_t len)
         return NULL;
     b->used = 0;
     b->cap = cap;
+    b->budget = len + UNPACK_SLACK;
+    b->spent = 0;
     b->pieces = NULL;
     ProtobufCAllocator arena = {
         .alloc = frame_alloc, .free = frame_free_piece, .allocator_data = b};

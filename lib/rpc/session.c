@@ -132,6 +132,19 @@ static void conn_ended(void *owner, struct dctx__conn *c, int code, const char *
     end(owner, code, why);
 }
 
+/* A length of 0 or over the limit: a protocol error, answered while the
+ * connection can still send. Before the hello the limit is the hello's. */
+static void bad_framing(void *owner, struct dctx__conn *c, int code, const char *why)
+{
+    (void)c;
+    struct dctx__session *s = owner;
+    if (!s->hello_seen && code == DCTX_RESOURCE_EXHAUSTED)
+        protocol_error(s, code, "first frame longer than %d bytes: a hello has at most %d",
+                       DCTX__SESSION_HELLO_BYTES_MAX, DCTX__SESSION_HELLO_BYTES_MAX);
+    else
+        protocol_error(s, code, "%s", why);
+}
+
 /* ===== Receiving ===== */
 
 static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
@@ -152,6 +165,7 @@ static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
     s->peer.max_calls = !s->o.server && h->has_max_calls ? h->max_calls : 0;
     snprintf(s->peer.name, sizeof s->peer.name, "%s", h->name != NULL ? h->name : "");
     s->hello_seen = true;
+    dctx__conn_set_max_body(s->conn, s->o.max_frame_bytes);
     if (s->o.server && send_hello(s) != 0) {
         end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
         return false;
@@ -222,29 +236,29 @@ static void answer_ping(struct dctx__session *s, const Dctx__Wire__Ping *p)
     (void)send_frame(s, &f); /* a full queue: the peer is not reading, and will time out */
 }
 
-/* One frame of a READY session, of a kind known and checked. */
-static void dispatch(struct dctx__session *s, const Dctx__Wire__Frame *f)
+/* One frame of a READY session, of a kind known and checked; true if the
+ * owner kept it. */
+static bool dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     switch (f->body_case) {
     case DCTX__WIRE__FRAME__BODY_PING:
         answer_ping(s, f->ping);
-        return;
+        return false;
     case DCTX__WIRE__FRAME__BODY_GOAWAY: {
         char why[DCTX__SESSION_NAME_BYTES_MAX];
         snprintf(why, sizeof why, "peer went away: %s",
                  f->goaway->message != NULL ? f->goaway->message : "");
-        if (s->o.on_frame != NULL)
-            s->o.on_frame(s->o.owner, s, f);
+        bool kept = s->o.on_frame != NULL && s->o.on_frame(s->o.owner, s, f);
         end(s, DCTX_UNAVAILABLE, why);
-        return;
+        return kept;
     }
     default:
-        if (s->o.on_frame != NULL)
-            s->o.on_frame(s->o.owner, s, f);
+        return s->o.on_frame != NULL && s->o.on_frame(s->o.owner, s, f);
     }
 }
 
-static void check_and_dispatch(struct dctx__session *s, const Dctx__Wire__Frame *f)
+/* Check f and hand it on; true if the owner kept it. */
+static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     Dctx__Wire__Frame__BodyCase k = f->body_case;
     if (k == DCTX__WIRE__FRAME__BODY__NOT_SET) {
@@ -253,29 +267,29 @@ static void check_and_dispatch(struct dctx__session *s, const Dctx__Wire__Frame 
                            f->base.unknown_fields[0].tag);
         else
             protocol_error(s, DCTX_INVALID_ARGUMENT, "frame with no kind");
-        return;
+        return false;
     }
     if (k == DCTX__WIRE__FRAME__BODY_HELLO) {
         if (s->hello_seen)
             protocol_error(s, DCTX_INVALID_ARGUMENT, "a second hello");
         else
             take_hello(s, f->hello);
-        return;
+        return false;
     }
     if (!s->hello_seen) {
         protocol_error(s, DCTX_INVALID_ARGUMENT, "first frame is a %s, not a hello", kind_name(k));
-        return;
+        return false;
     }
     if (!for_this_side(s, k)) {
         protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s sent to the %s", kind_name(k),
                        s->o.server ? "server" : "client");
-        return;
+        return false;
     }
     if (needs_call_id(k) && (!f->has_call_id || f->call_id == 0)) {
         protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s without a call id", kind_name(k));
-        return;
+        return false;
     }
-    dispatch(s, f);
+    return dispatch(s, f);
 }
 
 static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
@@ -284,19 +298,14 @@ static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *bo
     struct dctx__session *s = owner;
     if (atomic_load(&s->ended))
         return; /* after a protocol error, nothing more is read for the owner */
-    if (!s->hello_seen && len > DCTX__SESSION_HELLO_BYTES_MAX) {
-        protocol_error(s, DCTX_RESOURCE_EXHAUSTED,
-                       "first frame of %zu bytes: a hello has at most %d", len,
-                       DCTX__SESSION_HELLO_BYTES_MAX);
-        return;
-    }
     Dctx__Wire__Frame *f = dctx__frame_unpack_bytes(body, len);
     if (f == NULL) {
-        protocol_error(s, DCTX_INVALID_ARGUMENT, "a frame of %zu bytes that does not parse", len);
+        protocol_error(s, DCTX_INVALID_ARGUMENT,
+                       "a frame of %zu bytes that does not parse (or unpacks too large)", len);
         return;
     }
-    check_and_dispatch(s, f);
-    dctx__frame_free(f);
+    if (!check_and_dispatch(s, f))
+        dctx__frame_free(f);
 }
 
 /* ===== The session ===== */
@@ -327,17 +336,32 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
                                     .pause_reads_when_full = o->server,
                                     .on_frame = got_frame,
                                     .on_end = conn_ended,
+                                    .on_bad_framing = bad_framing,
                                     .owner = s};
     int rc = dctx__conn_open(st, &co, &s->conn);
-    if (rc == 0 && !o->server)
-        rc = send_hello(s);
     if (rc != 0) {
-        dctx__conn_close(s->conn);
         free(s);
         return rc;
     }
+    /* Until the peer's hello, the most a frame may have is a hello's. */
+    dctx__conn_set_max_body(s->conn, DCTX__SESSION_HELLO_BYTES_MAX);
     *out = s;
     return 0;
+}
+
+void dctx__session_start(struct dctx__session *s)
+{
+    if (!s->o.server && send_hello(s) != 0) {
+        end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
+        return;
+    }
+    dctx__conn_start(s->conn);
+}
+
+void dctx__session_shutdown(struct dctx__session *s)
+{
+    atomic_store(&s->ended, true);
+    dctx__conn_shutdown(s->conn);
 }
 
 const struct dctx__session_peer *dctx__session_peer_hello(struct dctx__session *s)

@@ -39,9 +39,10 @@ struct dctx__session_peer {
 typedef void (*dctx__session_ready_fn)(void *owner, struct dctx__session *s,
                                        const struct dctx__session_peer *peer);
 /* A call-level frame (its kind checked for this side, its call id set where
- * the kind needs one); f and its strings are valid during the call. */
-typedef void (*dctx__session_frame_fn)(void *owner, struct dctx__session *s,
-                                       const Dctx__Wire__Frame *f);
+ * the kind needs one). Return true to keep f (free it with dctx__frame_free
+ * when done: a server hands a call to a worker so), false to have it freed
+ * when the callback returns. */
+typedef bool (*dctx__session_frame_fn)(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f);
 /* The session ended, once: the peer closed it or went away (a GoAway), the
  * stream failed, or a protocol error (a GoAway was sent to say which). */
 typedef void (*dctx__session_end_fn)(void *owner, struct dctx__session *s, int code,
@@ -59,12 +60,16 @@ struct dctx__session_options {
     void *owner;
 };
 
-/* dctx__session_open takes st (on failure too) and starts the session: a
- * client sends its hello at once; a server waits for the client's. Returns
- * 0, DCTX_INVALID_ARGUMENT (max_frame_bytes under 4096) or
- * DCTX_RESOURCE_EXHAUSTED. */
+/* dctx__session_open makes a session of st (it owns st from here, on
+ * failure too) without any I/O: the owner records it, then calls
+ * dctx__session_start. Returns 0, DCTX_INVALID_ARGUMENT (max_frame_bytes
+ * under 4096) or DCTX_RESOURCE_EXHAUSTED. */
 int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
                        struct dctx__session **out);
+
+/* dctx__session_start begins: a client sends its hello; both read. The
+ * callbacks may run from here on (on_end too, if the peer is gone). */
+void dctx__session_start(struct dctx__session *s);
 
 /* dctx__session_send packs f and queues it. Returns 0; DCTX_UNAVAILABLE
  * (not ready, or ended); DCTX_RESOURCE_EXHAUSTED (f is larger than the
@@ -79,8 +84,14 @@ int dctx__session_ping(struct dctx__session *s, uint64_t data);
 /* dctx__session_peer returns the peer's hello once ready, else NULL. */
 const struct dctx__session_peer *dctx__session_peer_hello(struct dctx__session *s);
 
-/* dctx__session_close ends the session and frees it (conn.h's close);
- * on_end is not called for it. Not from a callback. NULL is fine. */
+/* dctx__session_shutdown ends the session from any thread, callbacks
+ * included: sends fail, the stream is closed, on_end is not called; the
+ * memory stays until dctx__session_close. */
+void dctx__session_shutdown(struct dctx__session *s);
+
+/* dctx__session_close ends the session and frees it (conn.h's close, with
+ * its rules: not from an nng callback); on_end is not called for it. NULL
+ * is fine. */
 void dctx__session_close(struct dctx__session *s);
 
 /* Protocol errors this session found and answered with a GoAway. */

@@ -41,7 +41,7 @@ static void on_ready(void *owner, struct dctx__session *s, const struct dctx__se
     atomic_fetch_add(&w->ready, 1);
 }
 
-static void on_frame(void *owner, struct dctx__session *s, const Dctx__Wire__Frame *f)
+static bool on_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     (void)s;
     struct seen *w = owner;
@@ -53,6 +53,7 @@ static void on_frame(void *owner, struct dctx__session *s, const Dctx__Wire__Fra
         atomic_fetch_add(&w->calls, 1);
     }
     atomic_fetch_add(&w->frames, 1);
+    return false;
 }
 
 static void on_end(void *owner, struct dctx__session *s, int code, const char *why)
@@ -77,6 +78,7 @@ static struct dctx__session *open_session(nng_stream *st, bool server, struct se
                                       .owner = w};
     struct dctx__session *s = NULL;
     assert_int_equal(dctx__session_open(st, &o, &s), 0);
+    dctx__session_start(s);
     return s;
 }
 
@@ -374,9 +376,9 @@ static void first_frame_larger_than_a_hello_is_refused(void **state)
                                "a hello has at most 4096");
 }
 
-/* A client whose server speaks another version ends its session with the
- * server's reason, and never becomes ready. */
-static void client_of_a_server_of_another_version_ends_with_its_goaway(void **state)
+/* A client whose server says hello in another version answers with a
+ * GoAway, ends FAILED_PRECONDITION and never becomes ready. */
+static void client_whose_server_speaks_another_version_refuses_it_and_ends(void **state)
 {
     (void)state;
     memset(&cli_seen, 0, sizeof cli_seen);
@@ -428,6 +430,118 @@ static void call_sent_to_a_client_is_refused(void **state)
     nng_stream_listener_free(p.l);
 }
 
+static void send_length_zero(nng_stream *s)
+{
+    const unsigned char zero[4] = {0};
+    st_send(s, zero, sizeof zero);
+}
+
+static void send_length_over_the_limit(nng_stream *s)
+{
+    unsigned char h[DCTX__FRAME_HEADER_BYTES];
+    dctx__frame_header(65537, h); /* the server takes 65536 */
+    st_send(s, h, sizeof h);
+}
+
+/* A call packed with 30,000 empty values: 60 KB on the wire that would
+ * unpack into some 2 MB of structs. */
+static void send_call_of_empty_values(nng_stream *s)
+{
+    enum { N = 30000 };
+    size_t n = 2 + 3 + 2 * (size_t)N + 16;
+    unsigned char *b = malloc(n), *q = b;
+    assert_non_null(b);
+    /* Frame.call (1) { Call.context (2) { ContextHeader.values (3) {} x N } } */
+    size_t hdr_len = 2 * (size_t)N;
+    size_t ctx_field = 1 + 3 + hdr_len; /* tag, 3-byte varint length, values */
+    *q++ = 0x0a;                        /* Frame.call, length-delimited */
+    *q++ = (unsigned char)(0x80 | (ctx_field & 0x7f));
+    *q++ = (unsigned char)(0x80 | ((ctx_field >> 7) & 0x7f));
+    *q++ = (unsigned char)(ctx_field >> 14);
+    *q++ = 0x12; /* Call.context */
+    *q++ = (unsigned char)(0x80 | (hdr_len & 0x7f));
+    *q++ = (unsigned char)(0x80 | ((hdr_len >> 7) & 0x7f));
+    *q++ = (unsigned char)(hdr_len >> 14);
+    for (int i = 0; i < N; i++) {
+        *q++ = 0x1a; /* ContextHeader.values, empty */
+        *q++ = 0x00;
+    }
+    st_send_body(s, b, (size_t)(q - b));
+    free(b);
+}
+
+static void frame_of_length_zero_is_answered_with_goaway(void **state)
+{
+    (void)state;
+    server_answers_with_goaway(1, send_length_zero, DCTX_INVALID_ARGUMENT, "length 0");
+}
+
+static void frame_over_the_limit_is_answered_with_goaway(void **state)
+{
+    (void)state;
+    server_answers_with_goaway(1, send_length_over_the_limit, DCTX_RESOURCE_EXHAUSTED,
+                               "longer than this side's limit");
+}
+
+/* The first frame's length alone, over a hello's 4096, is refused: the
+ * server does not wait for (or keep) the body. */
+static void first_frame_announced_over_a_hello_is_refused_from_its_length(void **state)
+{
+    (void)state;
+    memset(&srv_seen, 0, sizeof srv_seen);
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    nng_stream *raw = st_dial(p.url);
+    struct dctx__session *srv = open_session(st_accept(&p), true, &srv_seen, 65536);
+    unsigned char h[DCTX__FRAME_HEADER_BYTES + 100] = {0};
+    dctx__frame_header(65000, h);
+    st_send(raw, h, sizeof h); /* the length and 100 bytes of a 65000-byte body */
+    char msg[256] = "";
+    assert_int_equal(raw_read_goaway(raw, msg, sizeof msg), DCTX_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(msg, "a hello has at most 4096"));
+    assert_int_equal(dctx__session_bad_frames(srv), 1);
+    dctx__session_close(srv);
+    st_close(raw);
+    nng_stream_listener_free(p.l);
+}
+
+static void frame_that_would_unpack_many_times_its_size_is_refused(void **state)
+{
+    (void)state;
+    server_answers_with_goaway(1, send_call_of_empty_values, DCTX_INVALID_ARGUMENT,
+                               "does not parse");
+}
+
+/* Sessions opened against a peer that already closed: each ends once,
+ * after start, and closes cleanly (the owner had it before any callback). */
+static void sessions_to_a_peer_that_left_end_once_after_start(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    struct st_place p;
+    st_listen(ST_IPC, &p);
+    static struct seen w;
+    for (int i = 0; i < N; i++) {
+        memset(&w, 0, sizeof w);
+        nng_stream *cs = st_dial(p.url);
+        st_close(st_accept(&p));
+        struct dctx__session_options o = {.max_frame_bytes = 65536,
+                                          .on_ready = on_ready,
+                                          .on_frame = on_frame,
+                                          .on_end = on_end,
+                                          .owner = &w};
+        struct dctx__session *s = NULL;
+        assert_int_equal(dctx__session_open(cs, &o, &s), 0);
+        assert_int_equal(atomic_load(&w.ends), 0); /* nothing before start */
+        dctx__session_start(s);
+        assert_true(wait_for(&w.ends, 1));
+        assert_int_equal(atomic_load(&w.end_code), DCTX_UNAVAILABLE);
+        dctx__session_close(s);
+        assert_int_equal(atomic_load(&w.ends), 1);
+    }
+    nng_stream_listener_free(p.l);
+}
+
 int main(void)
 {
     st_init("session");
@@ -443,8 +557,13 @@ int main(void)
         cmocka_unit_test(reply_sent_to_a_server_is_refused),
         cmocka_unit_test(call_without_an_id_is_refused),
         cmocka_unit_test(first_frame_larger_than_a_hello_is_refused),
-        cmocka_unit_test(client_of_a_server_of_another_version_ends_with_its_goaway),
+        cmocka_unit_test(client_whose_server_speaks_another_version_refuses_it_and_ends),
         cmocka_unit_test(call_sent_to_a_client_is_refused),
+        cmocka_unit_test(frame_of_length_zero_is_answered_with_goaway),
+        cmocka_unit_test(frame_over_the_limit_is_answered_with_goaway),
+        cmocka_unit_test(first_frame_announced_over_a_hello_is_refused_from_its_length),
+        cmocka_unit_test(frame_that_would_unpack_many_times_its_size_is_refused),
+        cmocka_unit_test(sessions_to_a_peer_that_left_end_once_after_start),
     };
     int rc = cmocka_run_group_tests_name("session", tests, NULL, NULL);
     st_fini();
