@@ -327,55 +327,6 @@ static void send_big_first_frame(nng_stream *s)
     free(b);
 }
 
-static void first_frame_that_is_not_a_hello_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(0, send_ping, DCTX_INVALID_ARGUMENT, "not a hello");
-}
-
-static void hello_of_another_version_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(2, NULL, DCTX_FAILED_PRECONDITION, "version 2 not supported");
-}
-
-static void second_hello_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_second_hello, DCTX_INVALID_ARGUMENT, "second hello");
-}
-
-static void unknown_frame_kind_is_unimplemented(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_unknown_kind, DCTX_UNIMPLEMENTED, "kind 15 not understood");
-}
-
-static void body_that_does_not_parse_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_garbage, DCTX_INVALID_ARGUMENT, "does not parse");
-}
-
-static void reply_sent_to_a_server_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_reply, DCTX_INVALID_ARGUMENT, "reply sent to the server");
-}
-
-static void call_without_an_id_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_call_without_id, DCTX_INVALID_ARGUMENT, "without a call id");
-}
-
-static void first_frame_larger_than_a_hello_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(0, send_big_first_frame, DCTX_RESOURCE_EXHAUSTED,
-                               "a hello has at most 4096");
-}
-
 /* A client whose server says hello in another version answers with a
  * GoAway, ends FAILED_PRECONDITION and never becomes ready. */
 static void client_whose_server_speaks_another_version_refuses_it_and_ends(void **state)
@@ -470,19 +421,6 @@ static void send_call_of_empty_values(nng_stream *s)
     free(b);
 }
 
-static void frame_of_length_zero_is_answered_with_goaway(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_length_zero, DCTX_INVALID_ARGUMENT, "length 0");
-}
-
-static void frame_over_the_limit_is_answered_with_goaway(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_length_over_the_limit, DCTX_RESOURCE_EXHAUSTED,
-                               "longer than this side's limit");
-}
-
 /* The first frame's length alone, over a hello's 4096, is refused: the
  * server does not wait for (or keep) the body. */
 static void first_frame_announced_over_a_hello_is_refused_from_its_length(void **state)
@@ -503,13 +441,6 @@ static void first_frame_announced_over_a_hello_is_refused_from_its_length(void *
     dctx__session_close(srv);
     st_close(raw);
     nng_stream_listener_free(p.l);
-}
-
-static void frame_that_would_unpack_many_times_its_size_is_refused(void **state)
-{
-    (void)state;
-    server_answers_with_goaway(1, send_call_of_empty_values, DCTX_INVALID_ARGUMENT,
-                               "does not parse");
 }
 
 /* Sessions opened against a peer that already closed: each ends once,
@@ -542,6 +473,45 @@ static void sessions_to_a_peer_that_left_end_once_after_start(void **state)
     nng_stream_listener_free(p.l);
 }
 
+/* The protocol errors a raw client commits, each a row: the name of the
+ * test, the hello it sends first (0: none), what it sends then, and the
+ * GoAway's code and words. */
+struct goaway_case {
+    uint32_t hello_version;
+    void (*misbehave)(nng_stream *s);
+    int code;
+    const char *why;
+};
+
+static void goaway_case_runs(void **state)
+{
+    const struct goaway_case *c = *state;
+    server_answers_with_goaway(c->hello_version, c->misbehave, c->code, c->why);
+}
+
+static const struct goaway_case case_first_frame_that_is_not_a_hello_is_refused = {
+    0, send_ping, DCTX_INVALID_ARGUMENT, "not a hello"};
+static const struct goaway_case case_hello_of_another_version_is_refused = {
+    2, NULL, DCTX_FAILED_PRECONDITION, "version 2 not supported"};
+static const struct goaway_case case_second_hello_is_refused = {
+    1, send_second_hello, DCTX_INVALID_ARGUMENT, "second hello"};
+static const struct goaway_case case_unknown_frame_kind_is_unimplemented = {
+    1, send_unknown_kind, DCTX_UNIMPLEMENTED, "kind 15 not understood"};
+static const struct goaway_case case_body_that_does_not_parse_is_refused = {
+    1, send_garbage, DCTX_INVALID_ARGUMENT, "does not parse"};
+static const struct goaway_case case_reply_sent_to_a_server_is_refused = {
+    1, send_reply, DCTX_INVALID_ARGUMENT, "reply sent to the server"};
+static const struct goaway_case case_call_without_an_id_is_refused = {
+    1, send_call_without_id, DCTX_INVALID_ARGUMENT, "without a call id"};
+static const struct goaway_case case_first_frame_larger_than_a_hello_is_refused = {
+    0, send_big_first_frame, DCTX_RESOURCE_EXHAUSTED, "a hello has at most 4096"};
+static const struct goaway_case case_frame_of_length_zero_is_answered_with_goaway = {
+    1, send_length_zero, DCTX_INVALID_ARGUMENT, "length 0"};
+static const struct goaway_case case_frame_over_the_limit_is_answered_with_goaway = {
+    1, send_length_over_the_limit, DCTX_RESOURCE_EXHAUSTED, "longer than this side's limit"};
+static const struct goaway_case case_frame_that_would_unpack_many_times_its_size_is_refused = {
+    1, send_call_of_empty_values, DCTX_INVALID_ARGUMENT, "does not parse"};
+
 int main(void)
 {
     st_init("session");
@@ -549,20 +519,31 @@ int main(void)
         cmocka_unit_test(hellos_tell_each_side_the_others_limits_and_name),
         cmocka_unit_test(ping_is_answered_by_the_session_with_its_data),
         cmocka_unit_test(frame_over_the_peers_limit_is_refused_before_sending),
-        cmocka_unit_test(first_frame_that_is_not_a_hello_is_refused),
-        cmocka_unit_test(hello_of_another_version_is_refused),
-        cmocka_unit_test(second_hello_is_refused),
-        cmocka_unit_test(unknown_frame_kind_is_unimplemented),
-        cmocka_unit_test(body_that_does_not_parse_is_refused),
-        cmocka_unit_test(reply_sent_to_a_server_is_refused),
-        cmocka_unit_test(call_without_an_id_is_refused),
-        cmocka_unit_test(first_frame_larger_than_a_hello_is_refused),
+        {"first_frame_that_is_not_a_hello_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_first_frame_that_is_not_a_hello_is_refused},
+        {"hello_of_another_version_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_hello_of_another_version_is_refused},
+        {"second_hello_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_second_hello_is_refused},
+        {"unknown_frame_kind_is_unimplemented", goaway_case_runs, NULL, NULL,
+         (void *)&case_unknown_frame_kind_is_unimplemented},
+        {"body_that_does_not_parse_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_body_that_does_not_parse_is_refused},
+        {"reply_sent_to_a_server_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_reply_sent_to_a_server_is_refused},
+        {"call_without_an_id_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_call_without_an_id_is_refused},
+        {"first_frame_larger_than_a_hello_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_first_frame_larger_than_a_hello_is_refused},
         cmocka_unit_test(client_whose_server_speaks_another_version_refuses_it_and_ends),
         cmocka_unit_test(call_sent_to_a_client_is_refused),
-        cmocka_unit_test(frame_of_length_zero_is_answered_with_goaway),
-        cmocka_unit_test(frame_over_the_limit_is_answered_with_goaway),
+        {"frame_of_length_zero_is_answered_with_goaway", goaway_case_runs, NULL, NULL,
+         (void *)&case_frame_of_length_zero_is_answered_with_goaway},
+        {"frame_over_the_limit_is_answered_with_goaway", goaway_case_runs, NULL, NULL,
+         (void *)&case_frame_over_the_limit_is_answered_with_goaway},
         cmocka_unit_test(first_frame_announced_over_a_hello_is_refused_from_its_length),
-        cmocka_unit_test(frame_that_would_unpack_many_times_its_size_is_refused),
+        {"frame_that_would_unpack_many_times_its_size_is_refused", goaway_case_runs, NULL, NULL,
+         (void *)&case_frame_that_would_unpack_many_times_its_size_is_refused},
         cmocka_unit_test(sessions_to_a_peer_that_left_end_once_after_start),
     };
     int rc = cmocka_run_group_tests_name("session", tests, NULL, NULL);
