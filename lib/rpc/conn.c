@@ -57,6 +57,7 @@
 
 #include <dctx/dctx.h>
 
+#include "context/clock.h"
 #include "framing.h"
 #include "rpc_impl.h"
 
@@ -80,16 +81,18 @@ struct dctx__conn {
     unsigned char *rbuf;
 
     pthread_mutex_t mu;
-    struct out_frame *head, **tail;   /* the queue; protected by mu */
-    size_t queued_bytes;              /* queued or in the batch; protected by mu */
-    bool writing;                     /* the write token is taken; protected by mu */
-    bool ended;                       /* protected by mu */
-    bool reported;                    /* on_end was called or is not owed; protected by mu */
-    bool rx_idle;                     /* no read posted nor being handled; protected by mu */
-    int end_code;                     /* the first failure's; protected by mu */
-    char end_why[96];                 /* protected by mu */
-    atomic_bool ended_flag;           /* ended, for the receive loop's check per frame */
-    bool paused;                      /* no read posted: the queue is full; protected by mu */
+    pthread_cond_t flushed;         /* the queue emptied or the connection ended; CLOCK_MONOTONIC */
+    struct out_frame *head, **tail; /* the queue; protected by mu */
+    size_t queued_bytes;            /* queued or in the batch; protected by mu */
+    bool writing;                   /* the write token is taken; protected by mu */
+    bool ended;                     /* protected by mu */
+    bool closing;                   /* new frames refused, the queue drains; protected by mu */
+    bool reported;                  /* on_end was called or is not owed; protected by mu */
+    bool rx_idle;                   /* no read posted nor being handled; protected by mu */
+    int end_code;                   /* the first failure's; protected by mu */
+    char end_why[96];               /* protected by mu */
+    atomic_bool ended_flag;         /* ended, for the receive loop's check per frame */
+    bool paused;                    /* no read posted: the queue is full; protected by mu */
     size_t pause_above, resume_below; /* immutable: the queue's marks */
 
     /* The batch under way: the token holder's. */
@@ -140,6 +143,7 @@ static void write_failed(struct dctx__conn *c, int code, const char *why)
 {
     pthread_mutex_lock(&c->mu);
     set_ended(c, code, why, false);
+    pthread_cond_broadcast(&c->flushed); /* nothing more will go out */
     bool here = c->rx_idle;
     pthread_mutex_unlock(&c->mu);
     /* Closing the stream fails the read posted (or about to be), and its
@@ -246,6 +250,8 @@ static void written(void *arg)
         build_batch(c);
     else
         c->writing = false;
+    if (!c->writing)
+        pthread_cond_broadcast(&c->flushed); /* a close after flush waits for this */
     bool resume = c->paused && !c->ended && c->queued_bytes <= c->resume_below;
     if (resume) {
         c->paused = false;
@@ -260,13 +266,14 @@ static void written(void *arg)
 
 /* Queue f (made and filled by the caller) and start a write if none is
  * under way; f is freed when refused. */
-static int enqueue(struct dctx__conn *c, struct out_frame *f)
+static int enqueue(struct dctx__conn *c, struct out_frame *f, bool control)
 {
+    size_t limit = c->o.send_queue_max + (control ? DCTX__CONN_CONTROL_RESERVE : 0);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
-    if (c->ended)
+    if (c->ended || c->closing)
         rc = DCTX_UNAVAILABLE;
-    else if (c->queued_bytes + f->len > c->o.send_queue_max)
+    else if (c->queued_bytes + f->len > limit)
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         pthread_mutex_unlock(&c->mu);
@@ -309,11 +316,11 @@ int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
     if (f == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     memcpy(f->bytes + DCTX__FRAME_HEADER_BYTES, body, len);
-    return enqueue(c, f);
+    return enqueue(c, f, false);
 }
 
 int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
-                           const void *arg)
+                           const void *arg, bool control)
 {
     if (len == 0 || len > UINT32_MAX)
         return DCTX_INVALID_ARGUMENT;
@@ -321,7 +328,7 @@ int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn 
     if (f == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     pack(arg, f->bytes + DCTX__FRAME_HEADER_BYTES);
-    return enqueue(c, f);
+    return enqueue(c, f, control);
 }
 
 /* ===== Receiving ===== */
@@ -440,6 +447,7 @@ int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dc
     c->resume_below = c->pause_above / 2;
     dctx__frame_reader_init(&c->reader, o->max_body);
     pthread_mutex_init(&c->mu, NULL);
+    dctx__cond_init_monotonic(&c->flushed);
     nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true); /* not for ipc: ignored */
     c->rx_idle = true;
     *out = c;
@@ -497,8 +505,22 @@ void dctx__conn_close(struct dctx__conn *c)
     free(c->coalesce);
     free(c->rbuf);
     dctx__frame_reader_fini(&c->reader);
+    pthread_cond_destroy(&c->flushed);
     pthread_mutex_destroy(&c->mu);
     free(c);
+}
+
+bool dctx__conn_close_after_flush(struct dctx__conn *c, int64_t timeout_ns)
+{
+    int64_t until = dctx__add_sat(dctx_now(), timeout_ns);
+    pthread_mutex_lock(&c->mu);
+    c->closing = true;
+    while (c->writing && !c->ended && dctx_now() < until)
+        dctx__cond_wait_until(&c->flushed, &c->mu, until);
+    bool flushed = !c->writing && c->head == NULL;
+    pthread_mutex_unlock(&c->mu);
+    dctx__conn_close(c);
+    return flushed;
 }
 
 void dctx__conn_stats_get(struct dctx__conn *c, struct dctx__conn_stats *out)

@@ -86,10 +86,15 @@ int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len);
 /* Writes the len bytes of a frame's body at out. */
 typedef void (*dctx__conn_pack_fn)(const void *arg, unsigned char *out);
 
+/* Bytes past send_queue_max that control frames (pongs, cancels, their
+ * answers, a GoAway) may still take: they must get out when data cannot. */
+#define DCTX__CONN_CONTROL_RESERVE (64 * 1024)
+
 /* dctx__conn_send_packed is dctx__conn_send for a body that pack(arg, out)
- * writes straight into the queued frame (a protobuf message: no copy). */
+ * writes straight into the queued frame (a protobuf message: no copy);
+ * control true lets it use DCTX__CONN_CONTROL_RESERVE. */
 int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
-                           const void *arg);
+                           const void *arg, bool control);
 
 /* dctx__conn_shutdown ends the connection from any thread: sends fail from
  * here on, the stream is closed (what is queued is dropped), no frame is
@@ -101,6 +106,12 @@ void dctx__conn_shutdown(struct dctx__conn *c);
  * return, and frees it with every frame still queued (see Threads). NULL
  * is fine. */
 void dctx__conn_close(struct dctx__conn *c);
+
+/* dctx__conn_close_after_flush refuses new frames, waits up to timeout_ns
+ * for those queued to be written (a last GoAway, a draining server's last
+ * replies), then closes as dctx__conn_close. Returns true if all went out
+ * before the close. The rules of dctx__conn_close apply. */
+bool dctx__conn_close_after_flush(struct dctx__conn *c, int64_t timeout_ns);
 
 void dctx__conn_stats_get(struct dctx__conn *c, struct dctx__conn_stats *out);
 

@@ -48,9 +48,14 @@ static void pack_frame(const void *arg, unsigned char *out)
     dctx__wire__frame__pack(arg, out);
 }
 
+/* Calls and replies are data; every other kind is control: it may use the
+ * send queue's reserve, so a cancel or a pong gets out when data cannot. */
 static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
-    return dctx__conn_send_packed(s->conn, dctx__wire__frame__get_packed_size(f), pack_frame, f);
+    bool control = f->body_case != DCTX__WIRE__FRAME__BODY_CALL &&
+                   f->body_case != DCTX__WIRE__FRAME__BODY_REPLY;
+    return dctx__conn_send_packed(s->conn, dctx__wire__frame__get_packed_size(f), pack_frame, f,
+                                  control);
 }
 
 int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
@@ -356,6 +361,14 @@ void dctx__session_start(struct dctx__session *s)
         return;
     }
     dctx__conn_start(s->conn);
+}
+
+bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns)
+{
+    atomic_store(&s->ended, true);
+    bool flushed = dctx__conn_close_after_flush(s->conn, timeout_ns);
+    free(s);
+    return flushed;
 }
 
 void dctx__session_shutdown(struct dctx__session *s)

@@ -94,6 +94,10 @@ void dctx__session_shutdown(struct dctx__session *s);
  * is fine. */
 void dctx__session_close(struct dctx__session *s);
 
+/* dctx__session_close_after_flush is dctx__session_close once what is
+ * queued went out, or after timeout_ns (conn.h); true if it all went. */
+bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns);
+
 /* Protocol errors this session found and answered with a GoAway. */
 uint64_t dctx__session_bad_frames(struct dctx__session *s);
 

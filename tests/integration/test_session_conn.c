@@ -380,6 +380,7 @@ static void too_small_a_send_queue_is_refused(void **state)
  * the paused server, not lost; once it reads, every one arrives in order. */
 struct late_reader {
     nng_stream *s;
+    int want; /* frames to read; 0: 1500 */
     int frames, bad;
 };
 
@@ -394,7 +395,8 @@ static void *read_late(void *arg)
         return NULL;
     unsigned char *buf = malloc(65536);
     int64_t until = dctx_now() + SEC(20);
-    while (r->frames < 1500 && buf != NULL && dctx_now() < until) {
+    int want = r->want != 0 ? r->want : 1500;
+    while (r->frames < want && buf != NULL && dctx_now() < until) {
         nng_iov iov = {.iov_buf = buf, .iov_len = 65536};
         nng_aio_set_iov(aio, 1, &iov);
         nng_aio_set_timeout(aio, 5000);
@@ -492,6 +494,79 @@ static void failed_write_ends_once_and_no_frame_follows(void **state)
     free(buf);
 }
 
+static void pack_copy(const void *arg, unsigned char *out)
+{
+    memset(out, *(const unsigned char *)arg, 1000);
+}
+
+/* With the queue full of data for a peer that never reads, a control frame
+ * still goes in (the reserve), and data is still refused. */
+static void control_frames_pass_a_queue_full_of_data(void **state)
+{
+    (void)state;
+    enum { FRAME = 64 * 1024, MAX_SENDS = 4096 };
+    struct st_place p;
+    st_listen(ST_TCP, &p);
+    nng_stream *cs = st_dial(p.url);
+    nng_stream *raw = st_accept(&p); /* never read */
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    struct dctx__conn *c = open_conn(cs, &seen, 1024);
+    unsigned char *b = pattern(0, FRAME);
+    int rc = 0;
+    for (int i = 0; i < MAX_SENDS && rc == 0; i++) {
+        rc = dctx__conn_send(c, b, FRAME);
+        if (i % 64 == 0)
+            nng_msleep(1);
+    }
+    assert_int_equal(rc, DCTX_RESOURCE_EXHAUSTED);
+    unsigned char fill = 7;
+    int small = 0; /* the room left, in small data frames */
+    while (small < 100 && dctx__conn_send_packed(c, 1000, pack_copy, &fill, false) == 0)
+        small++;
+    assert_true(small < 100);
+    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, false),
+                     DCTX_RESOURCE_EXHAUSTED);
+    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, true), 0);
+    int taken = 1;
+    while (dctx__conn_send_packed(c, 1000, pack_copy, &fill, true) == 0 && taken < 1000)
+        taken++;
+    assert_true(taken < 1000); /* the reserve is bounded too */
+    assert_true((size_t)taken * 1004 <= DCTX__CONN_CONTROL_RESERVE + 1004);
+    free(b);
+    dctx__conn_close(c);
+    st_close(raw);
+    nng_stream_listener_free(p.l);
+}
+
+/* Frames queued behind a slow reader all reach it when the sender closes
+ * after a flush, the last one included; then the stream ends. */
+static void close_after_flush_delivers_every_queued_frame(void **state)
+{
+    (void)state;
+    enum { N = 300, FRAME = 16 * 1024 };
+    struct st_place p;
+    st_listen(ST_TCP, &p);
+    nng_stream *cs = st_dial(p.url);
+    nng_stream *raw = st_accept(&p);
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    struct dctx__conn *c = open_conn(cs, &seen, 1024);
+    for (int i = 0; i < N; i++) {
+        unsigned char *b = pattern(i, FRAME);
+        assert_int_equal(dctx__conn_send(c, b, FRAME), 0);
+        free(b);
+    }
+    struct late_reader r = {.s = raw, .want = N};
+    pthread_t t = start_thread(read_late, &r);
+    assert_true(dctx__conn_close_after_flush(c, SEC(20)));
+    join_thread(t);
+    assert_int_equal(r.frames, N);
+    assert_int_equal(r.bad, 0);
+    st_close(raw);
+    nng_stream_listener_free(p.l);
+}
+
 int main(void)
 {
     st_init("session-conn");
@@ -509,6 +584,8 @@ int main(void)
         cmocka_unit_test(too_small_a_send_queue_is_refused),
         cmocka_unit_test(paused_server_resumes_once_its_client_reads),
         cmocka_unit_test(failed_write_ends_once_and_no_frame_follows),
+        cmocka_unit_test(control_frames_pass_a_queue_full_of_data),
+        cmocka_unit_test(close_after_flush_delivers_every_queued_frame),
     };
     int rc = cmocka_run_group_tests_name("session_conn", tests, NULL, NULL);
     st_fini();
