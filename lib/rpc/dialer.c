@@ -1,0 +1,180 @@
+/*
+ * dialer.c - dial in the background, again after a back-off (dialer.h).
+ *
+ * States, under mu: IDLE (a stream was handed out; wait for redial),
+ * DIALING (the dial aio is out), WAITING (the sleep aio is out; then
+ * DIALING). Only one aio is out at a time, so a redial while DIALING or
+ * WAITING does nothing. The back-off doubles after a failed dial up to
+ * backoff_max_ns and starts over after a dial that worked. Close marks
+ * closing, stops both aios (waiting for their callbacks, which then post
+ * nothing), and frees.
+ */
+#include "dialer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/supplemental/tls/tls.h>
+
+#include "rpc_impl.h"
+
+enum state { IDLE, DIALING, WAITING };
+
+struct dctx__dialer {
+    nng_stream_dialer *d;
+    struct dctx__dialer_options o; /* immutable; the strings are not kept */
+    nng_aio *dial, *wait;
+    pthread_mutex_t mu;
+    enum state state;   /* protected by mu */
+    int64_t backoff_ns; /* the next wait after a failure; protected by mu */
+    bool closing;       /* protected by mu */
+    atomic_uint_fast64_t dials, failures;
+};
+
+static void start_dial(struct dctx__dialer *d)
+{
+    atomic_fetch_add_explicit(&d->dials, 1, memory_order_relaxed);
+    nng_stream_dialer_dial(d->d, d->dial);
+}
+
+/* Sleep ns, then dial; mu held. */
+static void wait_then_dial(struct dctx__dialer *d, int64_t ns)
+{
+    d->state = WAITING;
+    nng_sleep_aio((nng_duration)((ns + 999999) / 1000000), d->wait);
+}
+
+static void dialed(void *arg)
+{
+    struct dctx__dialer *d = arg;
+    int rv = nng_aio_result(d->dial);
+    pthread_mutex_lock(&d->mu);
+    if (d->closing) {
+        pthread_mutex_unlock(&d->mu);
+        if (rv == 0) {
+            nng_stream *s = nng_aio_get_output(d->dial, 0);
+            nng_stream_close(s);
+            nng_stream_free(s);
+        }
+        return;
+    }
+    if (rv == 0) {
+        d->state = IDLE;
+        d->backoff_ns = DCTX__DIAL_BACKOFF_MIN_NS;
+        pthread_mutex_unlock(&d->mu);
+        d->o.on_stream(d->o.owner, nng_aio_get_output(d->dial, 0));
+        return;
+    }
+    atomic_fetch_add_explicit(&d->failures, 1, memory_order_relaxed);
+    int64_t ns = d->backoff_ns;
+    d->backoff_ns = ns * 2 < d->o.backoff_max_ns ? ns * 2 : d->o.backoff_max_ns;
+    wait_then_dial(d, ns);
+    pthread_mutex_unlock(&d->mu);
+    if (d->o.on_fail != NULL)
+        d->o.on_fail(d->o.owner, dctx__status_from_nng(rv), nng_strerror(rv));
+}
+
+static void waited(void *arg)
+{
+    struct dctx__dialer *d = arg;
+    pthread_mutex_lock(&d->mu);
+    bool go = !d->closing && nng_aio_result(d->wait) == 0;
+    if (go)
+        d->state = DIALING;
+    pthread_mutex_unlock(&d->mu);
+    if (go)
+        start_dial(d);
+}
+
+void dctx__dialer_redial(struct dctx__dialer *d)
+{
+    pthread_mutex_lock(&d->mu);
+    bool go = !d->closing && d->state == IDLE;
+    if (go)
+        d->state = DIALING;
+    pthread_mutex_unlock(&d->mu);
+    if (go)
+        start_dial(d);
+}
+
+static int set_tls(nng_stream_dialer *sd, const struct dctx__dialer_options *o)
+{
+    nng_tls_config *cfg;
+    int rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_CLIENT);
+    if (rv != 0)
+        return rv;
+    if (o->tls_ca_file != NULL)
+        rv = nng_tls_config_ca_file(cfg, o->tls_ca_file);
+    if (rv == 0 && o->tls_server_name != NULL)
+        rv = nng_tls_config_server_name(cfg, o->tls_server_name);
+    if (rv == 0)
+        rv = nng_stream_dialer_set_ptr(sd, NNG_OPT_TLS_CONFIG, cfg);
+    nng_tls_config_free(cfg); /* the dialer holds its own reference */
+    return rv;
+}
+
+int dctx__dialer_open(const char *url, const struct dctx__dialer_options *o,
+                      struct dctx__dialer **out)
+{
+    *out = NULL;
+    if (url == NULL || o->on_stream == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    struct dctx__dialer *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    d->o = *o;
+    d->o.tls_ca_file = d->o.tls_server_name = NULL;
+    if (d->o.backoff_max_ns < DCTX__DIAL_BACKOFF_MIN_NS)
+        d->o.backoff_max_ns = DCTX__DIAL_BACKOFF_MIN_NS;
+    d->backoff_ns = DCTX__DIAL_BACKOFF_MIN_NS;
+    int rv = nng_stream_dialer_alloc(&d->d, url);
+    if (rv == 0 && strncmp(url, "tls+", 4) == 0)
+        rv = set_tls(d->d, o);
+    if (rv == 0)
+        rv = nng_aio_alloc(&d->dial, dialed, d);
+    if (rv == 0)
+        rv = nng_aio_alloc(&d->wait, waited, d);
+    if (rv != 0) {
+        if (d->dial != NULL)
+            nng_aio_free(d->dial);
+        if (d->d != NULL)
+            nng_stream_dialer_free(d->d);
+        free(d);
+        return dctx__status_from_nng(rv);
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    d->state = DIALING;
+    *out = d;
+    start_dial(d);
+    return 0;
+}
+
+uint64_t dctx__dialer_dials(const struct dctx__dialer *d)
+{
+    return atomic_load_explicit(&((struct dctx__dialer *)d)->dials, memory_order_relaxed);
+}
+
+uint64_t dctx__dialer_failures(const struct dctx__dialer *d)
+{
+    return atomic_load_explicit(&((struct dctx__dialer *)d)->failures, memory_order_relaxed);
+}
+
+void dctx__dialer_close(struct dctx__dialer *d)
+{
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&d->mu);
+    d->closing = true;
+    pthread_mutex_unlock(&d->mu);
+    nng_stream_dialer_close(d->d);
+    nng_aio_stop(d->dial);
+    nng_aio_stop(d->wait);
+    nng_aio_free(d->dial);
+    nng_aio_free(d->wait);
+    nng_stream_dialer_free(d->d);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
