@@ -146,11 +146,14 @@ static void write_failed(struct dctx__conn *c, int code, const char *why)
     pthread_cond_broadcast(&c->flushed); /* nothing more will go out */
     bool here = c->rx_idle;
     pthread_mutex_unlock(&c->mu);
-    /* Closing the stream fails the read posted (or about to be), and its
-     * callback reports; a write failure leaves nothing worth reading. */
+    /* Closing the stream and canceling the read fail the read posted (one
+     * about to be is canceled by its poster: post_read), and its callback
+     * reports; a write failure leaves nothing worth reading. */
     nng_stream_close(c->s);
     if (here)
         report(c);
+    else
+        nng_aio_cancel(c->rx);
 }
 
 static void post_read(struct dctx__conn *c);
@@ -333,11 +336,18 @@ int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn 
 
 /* ===== Receiving ===== */
 
+/* Post a read. nng 1.5.2 takes a read on a stream closed a moment before
+ * and never completes it (its ipc and tcp streams check for a close when
+ * they read, not when a read is posted), so a write that failed while this
+ * read was on its way (it closes the stream) would leave it waiting for
+ * good: after posting, look again, and cancel the read if so. */
 static void post_read(struct dctx__conn *c)
 {
     nng_iov iov = {.iov_buf = c->rbuf, .iov_len = RBUF_BYTES};
     nng_aio_set_iov(c->rx, 1, &iov);
     nng_stream_recv(c->s, c->rx);
+    if (atomic_load_explicit(&c->ended_flag, memory_order_acquire))
+        nng_aio_cancel(c->rx); /* its callback reports the end */
 }
 
 /* Read on, unless the connection ended (then report it) or its send queue
