@@ -139,8 +139,8 @@ void dctx__acceptor_close(struct dctx__acceptor *a)
     nng_stream_listener_close(a->l);
     nng_aio_stop(a->accept);
     nng_aio_stop(a->pause);
+    nng_stream_listener_free(a->l); /* before the aios: as in dialer.c */
     nng_aio_free(a->accept);
     nng_aio_free(a->pause);
-    nng_stream_listener_free(a->l);
     free(a);
 }

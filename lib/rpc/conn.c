@@ -50,6 +50,7 @@
 #include "conn.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -92,6 +93,7 @@ struct dctx__conn {
     int end_code;                   /* the first failure's; protected by mu */
     char end_why[96];               /* protected by mu */
     atomic_bool ended_flag;         /* ended, for the receive loop's check per frame */
+    atomic_int busy;                /* owner's threads inside a call of ours */
     bool paused;                    /* no read posted: the queue is full; protected by mu */
     size_t pause_above, resume_below; /* immutable: the queue's marks */
 
@@ -146,9 +148,9 @@ static void write_failed(struct dctx__conn *c, int code, const char *why)
     pthread_cond_broadcast(&c->flushed); /* nothing more will go out */
     bool here = c->rx_idle;
     pthread_mutex_unlock(&c->mu);
-    /* Closing the stream and canceling the read fail the read posted (one
-     * about to be is canceled by its poster: post_read), and its callback
-     * reports; a write failure leaves nothing worth reading. */
+    /* Closing the stream and canceling the read fail the read posted (none
+     * is posted after ended: post_read_locked), and its callback reports; a
+     * write failure leaves nothing worth reading. */
     nng_stream_close(c->s);
     if (here)
         report(c);
@@ -156,7 +158,7 @@ static void write_failed(struct dctx__conn *c, int code, const char *why)
         nng_aio_cancel(c->rx);
 }
 
-static void post_read(struct dctx__conn *c);
+static void post_read_locked(struct dctx__conn *c);
 
 /* ===== Sending ===== */
 
@@ -255,16 +257,14 @@ static void written(void *arg)
         c->writing = false;
     if (!c->writing)
         pthread_cond_broadcast(&c->flushed); /* a close after flush waits for this */
-    bool resume = c->paused && !c->ended && c->queued_bytes <= c->resume_below;
-    if (resume) {
+    if (c->paused && !c->ended && c->queued_bytes <= c->resume_below) {
         c->paused = false;
         c->rx_idle = false;
+        post_read_locked(c); /* the receive aio is idle while paused */
     }
     pthread_mutex_unlock(&c->mu);
     if (more)
         start_write(c);
-    if (resume)
-        post_read(c); /* the receive aio is idle while paused */
 }
 
 /* Queue f (made and filled by the caller) and start a write if none is
@@ -311,7 +311,7 @@ static struct out_frame *new_frame(size_t len)
     return f;
 }
 
-int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
+static int send_inner(struct dctx__conn *c, const void *body, size_t len)
 {
     if (len == 0 || len > UINT32_MAX)
         return DCTX_INVALID_ARGUMENT;
@@ -322,8 +322,8 @@ int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
     return enqueue(c, f, false);
 }
 
-int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
-                           const void *arg, bool control)
+static int send_packed_inner(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
+                             const void *arg, bool control)
 {
     if (len == 0 || len > UINT32_MAX)
         return DCTX_INVALID_ARGUMENT;
@@ -334,20 +334,50 @@ int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn 
     return enqueue(c, f, control);
 }
 
+/* The owner's threads in a call of the connection: close waits for them,
+ * since a callback may have the connection closed (the reaper) while the
+ * thread that started it, or sends on it, is still returning. */
+static void enter(struct dctx__conn *c)
+{
+    atomic_fetch_add_explicit(&c->busy, 1, memory_order_acquire);
+}
+
+static void leave(struct dctx__conn *c)
+{
+    atomic_fetch_sub_explicit(&c->busy, 1, memory_order_release);
+}
+
+int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
+{
+    enter(c);
+    int rc = send_inner(c, body, len);
+    leave(c);
+    return rc;
+}
+
+int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
+                           const void *arg, bool control)
+{
+    enter(c);
+    int rc = send_packed_inner(c, len, pack, arg, control);
+    leave(c);
+    return rc;
+}
+
 /* ===== Receiving ===== */
 
-/* Post a read. nng 1.5.2 takes a read on a stream closed a moment before
- * and never completes it (its ipc and tcp streams check for a close when
- * they read, not when a read is posted), so a write that failed while this
- * read was on its way (it closes the stream) would leave it waiting for
- * good: after posting, look again, and cancel the read if so. */
-static void post_read(struct dctx__conn *c)
+/* Post a read; mu held. nng 1.5.2 takes a read on a stream closed a
+ * moment before and never completes it (its ipc and tcp streams check for
+ * a close when they read, not when a read is posted), so reads are posted
+ * only under mu, where ended is decided: a write that fails either comes
+ * before (no read is posted) or after (the read is out, and it cancels
+ * it). nng runs no callback inside nng_stream_recv, so mu is not taken
+ * twice. */
+static void post_read_locked(struct dctx__conn *c)
 {
     nng_iov iov = {.iov_buf = c->rbuf, .iov_len = RBUF_BYTES};
     nng_aio_set_iov(c->rx, 1, &iov);
     nng_stream_recv(c->s, c->rx);
-    if (atomic_load_explicit(&c->ended_flag, memory_order_acquire))
-        nng_aio_cancel(c->rx); /* its callback reports the end */
 }
 
 /* Read on, unless the connection ended (then report it) or its send queue
@@ -362,10 +392,10 @@ static void read_on(struct dctx__conn *c)
         post = false;
     }
     c->rx_idle = !post;
-    pthread_mutex_unlock(&c->mu);
     if (post)
-        post_read(c);
-    else
+        post_read_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (!post)
         report(c);
 }
 
@@ -476,19 +506,25 @@ fail:
     return DCTX_RESOURCE_EXHAUSTED;
 }
 
-void dctx__conn_start(struct dctx__conn *c)
+static void start_inner(struct dctx__conn *c)
 {
     pthread_mutex_lock(&c->mu);
-    bool post = !c->ended;
-    c->rx_idle = !post;
+    c->rx_idle = c->ended;
+    if (!c->ended)
+        post_read_locked(c);
     pthread_mutex_unlock(&c->mu);
-    if (post)
-        post_read(c);
 }
 
 void dctx__conn_set_max_body(struct dctx__conn *c, uint32_t max_body)
 {
     c->reader.max_body = max_body < c->o.max_body ? max_body : c->o.max_body;
+}
+
+void dctx__conn_start(struct dctx__conn *c)
+{
+    enter(c);
+    start_inner(c);
+    leave(c);
 }
 
 void dctx__conn_shutdown(struct dctx__conn *c)
@@ -507,9 +543,11 @@ void dctx__conn_close(struct dctx__conn *c)
     dctx__conn_shutdown(c);
     nng_aio_stop(c->rx); /* first: its callback may start a send */
     nng_aio_stop(c->tx);
+    while (atomic_load_explicit(&c->busy, memory_order_acquire) > 0)
+        sched_yield();     /* an owner's thread returning from a call: no wait, no lock held */
+    nng_stream_free(c->s); /* before the aios: as in dialer.c */
     nng_aio_free(c->rx);
     nng_aio_free(c->tx);
-    nng_stream_free(c->s);
     free_frames(c->batch);
     free_frames(c->head);
     free(c->coalesce);

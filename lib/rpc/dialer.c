@@ -172,9 +172,12 @@ void dctx__dialer_close(struct dctx__dialer *d)
     nng_stream_dialer_close(d->d);
     nng_aio_stop(d->dial);
     nng_aio_stop(d->wait);
+    /* The dialer before the aios: nng reaps both, and in this order its
+     * reap lock orders the aios' last use before their teardown where
+     * ThreadSanitizer can see it (nng's own atomics it cannot). */
+    nng_stream_dialer_free(d->d);
     nng_aio_free(d->dial);
     nng_aio_free(d->wait);
-    nng_stream_dialer_free(d->d);
     pthread_mutex_destroy(&d->mu);
     free(d);
 }

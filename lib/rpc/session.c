@@ -20,6 +20,7 @@
  */
 #include "session.h"
 
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct dctx__session {
     bool hello_seen;                /* the receive callback's */
     struct dctx__session_peer peer; /* written before ready */
     atomic_bool ready, ended;
+    atomic_int busy; /* owner's threads inside a call of ours: close waits for them */
     atomic_uint_fast64_t bad_frames;
 };
 
@@ -58,7 +60,7 @@ static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
                                   control);
 }
 
-int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
+static int session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
     if (!atomic_load_explicit(&s->ready, memory_order_acquire) || atomic_load(&s->ended))
         return DCTX_UNAVAILABLE;
@@ -67,7 +69,7 @@ int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
     return send_frame(s, f);
 }
 
-int dctx__session_ping(struct dctx__session *s, uint64_t data)
+static int session_ping(struct dctx__session *s, uint64_t data)
 {
     Dctx__Wire__Ping p = DCTX__WIRE__PING__INIT;
     p.has_data = 1;
@@ -75,7 +77,7 @@ int dctx__session_ping(struct dctx__session *s, uint64_t data)
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_PING;
     f.ping = &p;
-    return dctx__session_send(s, &f);
+    return session_send(s, &f);
 }
 
 static int send_hello(struct dctx__session *s)
@@ -94,6 +96,39 @@ static int send_hello(struct dctx__session *s)
     f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
     f.hello = &h;
     return send_frame(s, &f);
+}
+
+static void enter(struct dctx__session *s)
+{
+    atomic_fetch_add_explicit(&s->busy, 1, memory_order_acquire);
+}
+
+static void leave(struct dctx__session *s)
+{
+    atomic_fetch_sub_explicit(&s->busy, 1, memory_order_release);
+}
+
+int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    enter(s);
+    int rc = session_send(s, f);
+    leave(s);
+    return rc;
+}
+
+int dctx__session_ping(struct dctx__session *s, uint64_t data)
+{
+    enter(s);
+    int rc = session_ping(s, data);
+    leave(s);
+    return rc;
+}
+
+/* Wait for the owner's threads still returning from a call of ours. */
+static void drain_callers(struct dctx__session *s)
+{
+    while (atomic_load_explicit(&s->busy, memory_order_acquire) > 0)
+        sched_yield();
 }
 
 /* ===== Ending ===== */
@@ -354,7 +389,7 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
     return 0;
 }
 
-void dctx__session_start(struct dctx__session *s)
+static void session_start(struct dctx__session *s)
 {
     if (!s->o.server && send_hello(s) != 0) {
         end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
@@ -367,8 +402,16 @@ bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns
 {
     atomic_store(&s->ended, true);
     bool flushed = dctx__conn_close_after_flush(s->conn, timeout_ns);
+    drain_callers(s);
     free(s);
     return flushed;
+}
+
+void dctx__session_start(struct dctx__session *s)
+{
+    enter(s);
+    session_start(s);
+    leave(s);
 }
 
 void dctx__session_shutdown(struct dctx__session *s)
@@ -393,5 +436,6 @@ void dctx__session_close(struct dctx__session *s)
         return;
     atomic_store(&s->ended, true); /* no on_end for a close of our own */
     dctx__conn_close(s->conn);
+    drain_callers(s);
     free(s);
 }

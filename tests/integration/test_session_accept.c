@@ -148,8 +148,8 @@ static nng_stream *dial_tls(const char *url)
     nng_aio_wait(aio);
     assert_int_equal(nng_aio_result(aio), 0);
     nng_stream *s = nng_aio_get_output(aio, 0);
+    nng_stream_dialer_free(d); /* before the aio: TSan then sees nng's reap lock between */
     nng_aio_free(aio);
-    nng_stream_dialer_free(d);
     return s;
 }
 
@@ -222,8 +222,8 @@ static nng_stream *dial_retrying(const char *url)
         nng_aio_wait(aio);
         int rv = nng_aio_result(aio);
         nng_stream *s = rv == 0 ? nng_aio_get_output(aio, 0) : NULL;
+        nng_stream_dialer_free(d); /* before the aio (TSan: see st_dial) */
         nng_aio_free(aio);
-        nng_stream_dialer_free(d);
         if (rv == 0)
             return s;
         assert_int_equal(rv, NNG_EAGAIN);

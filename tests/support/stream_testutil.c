@@ -71,8 +71,8 @@ nng_stream *st_dial(const char *url)
     nng_aio_wait(aio);
     assert_int_equal(nng_aio_result(aio), 0);
     nng_stream *s = nng_aio_get_output(aio, 0);
+    nng_stream_dialer_free(d); /* before the aio: TSan then sees nng's reap lock between */
     nng_aio_free(aio);
-    nng_stream_dialer_free(d);
     return s;
 }
 
