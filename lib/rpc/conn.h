@@ -10,10 +10,11 @@
  * (on_end from the send side only while nothing is being read), and must
  * not block. dctx__conn_send and dctx__conn_shutdown may be called from
  * any thread, callbacks included. dctx__conn_close waits for the
- * callbacks: never call it from an nng callback (nng's few task threads
- * would wait on themselves) nor while holding a lock a callback takes;
- * and the owner keeps its own threads from sending once it began (a
- * reference count on its per-connection state, say), since close frees.
+ * callbacks and for owner threads still inside a call of the connection
+ * (a callback may have it closed while the thread that started it is
+ * returning): never call it from an nng callback (nng's few task threads
+ * would wait on themselves) nor while holding a lock a callback takes; and
+ * the owner starts no new call once the close began, since close frees.
  */
 #ifndef DCTX_RPC_CONN_H
 #define DCTX_RPC_CONN_H
