@@ -1001,15 +1001,7 @@ static void usage(FILE *to)
 
 static double num_arg(const char *s, double lo, double hi, const char *what)
 {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) {
-        fprintf(stderr, "rpc_bench: bad %s \"%s\"\n", what, s);
-        usage(stderr);
-        exit(2);
-    }
-    return v;
+    return samples_num_arg("rpc_bench", s, lo, hi, what, usage);
 }
 
 int main(int argc, char **argv)

@@ -36,3 +36,17 @@ double samples_pct_us(const int64_t *sorted, size_t n, double p)
         i = n - 1;
     return (double)sorted[i] / 1e3;
 }
+
+double samples_num_arg(const char *prog, const char *s, double lo, double hi, const char *what,
+                       void (*usage)(FILE *to))
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi) {
+        fprintf(stderr, "%s: bad %s \"%s\"\n", prog, what, s);
+        usage(stderr);
+        exit(2);
+    }
+    return v;
+}

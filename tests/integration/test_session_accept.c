@@ -208,31 +208,6 @@ static void listen_failures_name_their_cause(void **state)
     dctx__acceptor_close(a);
 }
 
-/* A dial that the listen backlog refused for now (EAGAIN over ipc, when
- * peers come faster than accepts) is tried again, 100 times at most. */
-static nng_stream *dial_retrying(const char *url)
-{
-    for (int tries = 0; tries < 100; tries++) {
-        nng_stream_dialer *d;
-        nng_aio *aio;
-        assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
-        assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-        nng_aio_set_timeout(aio, 5000);
-        nng_stream_dialer_dial(d, aio);
-        nng_aio_wait(aio);
-        int rv = nng_aio_result(aio);
-        nng_stream *s = rv == 0 ? nng_aio_get_output(aio, 0) : NULL;
-        nng_stream_dialer_free(d); /* before the aio (TSan: see st_dial) */
-        nng_aio_free(aio);
-        if (rv == 0)
-            return s;
-        assert_int_equal(rv, NNG_EAGAIN);
-        nng_msleep(2);
-    }
-    fail_msg("dial to %s refused 100 times", url);
-    return NULL;
-}
-
 /* Peers that connect and leave: each of their sessions ends once and is
  * closed once, by the reaper. */
 static void sessions_of_peers_that_leave_are_each_closed_once(void **state)
@@ -244,7 +219,7 @@ static void sessions_of_peers_that_leave_are_each_closed_once(void **state)
     snprintf(url, sizeof url, "ipc://%s/churn.ipc", ipc_dir);
     struct dctx__acceptor *a = serve(url, &srv);
     for (int i = 0; i < N; i++)
-        st_close(dial_retrying(url));
+        st_close(st_dial(url));
     assert_true(wait_for(&srv.closed, N));
     dctx__reaper_wait();
     assert_int_equal(atomic_load(&srv.accepted), N);

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <nng/supplemental/util/platform.h>
+
 #include "framing.h"
 #include "testutil.h"
 
@@ -62,18 +64,27 @@ nng_stream *st_accept(struct st_place *p)
 
 nng_stream *st_dial(const char *url)
 {
-    nng_stream_dialer *d;
-    nng_aio *aio;
-    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
-    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    nng_aio_set_timeout(aio, WAIT_MS);
-    nng_stream_dialer_dial(d, aio);
-    nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    nng_stream *s = nng_aio_get_output(aio, 0);
-    nng_stream_dialer_free(d); /* before the aio: TSan then sees nng's reap lock between */
-    nng_aio_free(aio);
-    return s;
+    /* The listen backlog refuses a dial for now (EAGAIN over ipc) when
+     * peers come faster than accepts: try again, 100 times at most. */
+    for (int tries = 0; tries < 100; tries++) {
+        nng_stream_dialer *d;
+        nng_aio *aio;
+        assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
+        assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+        nng_aio_set_timeout(aio, WAIT_MS);
+        nng_stream_dialer_dial(d, aio);
+        nng_aio_wait(aio);
+        int rv = nng_aio_result(aio);
+        nng_stream *s = rv == 0 ? nng_aio_get_output(aio, 0) : NULL;
+        nng_stream_dialer_free(d); /* before the aio: TSan then sees nng's reap lock between */
+        nng_aio_free(aio);
+        if (rv == 0)
+            return s;
+        assert_int_equal(rv, NNG_EAGAIN);
+        nng_msleep(2);
+    }
+    fail_msg("dial to %s refused 100 times", url);
+    return NULL;
 }
 
 void st_close(nng_stream *s)

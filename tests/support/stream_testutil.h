@@ -29,7 +29,8 @@ void st_fini(void);
 void st_listen(enum st_transport t, struct st_place *p);
 /* st_accept waits for one connection to p. */
 nng_stream *st_accept(struct st_place *p);
-/* st_dial connects to url. */
+/* st_dial connects to url (a dial the listen backlog refuses for now is
+ * tried again). */
 nng_stream *st_dial(const char *url);
 /* st_close closes and frees a raw stream. */
 void st_close(nng_stream *s);
