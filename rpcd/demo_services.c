@@ -297,7 +297,8 @@ static void write_stats(struct rpcd_json *j, struct rpcd *r)
     rpcd_json_uint(j, "expired_in_queue", s.expired_in_queue);
     outcome_counts(j, s.cancel_outcomes);
     rpcd_json_uint(j, "calls_canceled_by_peer_loss", s.calls_canceled_by_peer_loss);
-    rpcd_json_uint(j, "listeners_restarted", s.listeners_restarted);
+    rpcd_json_uint(j, "connections_accepted", s.connections_accepted);
+    rpcd_json_uint(j, "accept_failures", s.accept_failures);
     rpcd_json_uint(j, "traces_dropped", s.traces_dropped);
     rpcd_json_array(j, "next");
     for (int i = 0; i < r->n_next; i++)

@@ -1,86 +1,111 @@
 /*
- * client.c - channels and calls.
+ * client.c - channels and calls on the session protocol
+ * (proto/PROTOCOL.md).
  *
- * A channel is one REQ socket dialed to one URL, in the background, with
- * resend off (NNG_OPT_REQ_RESENDTIME infinite): a call is sent at most
- * once, and a lost connection fails the calls waiting on it with
- * NNG_ECONNRESET, which is DCTX_UNAVAILABLE here, at once.
+ * Design
+ *   A channel dials its URL in the background (dialer.c) and keeps at most
+ *   one connection, a session (session.c), in use: calls go on it once
+ *   both hellos are exchanged. When it ends, every call on it fails
+ *   UNAVAILABLE and the dialer dials again. A call is sent at most once:
+ *   nothing is resent on another connection.
  *
- * A call borrows a pooled nng context (io.c) and walks SENDING ->
- * RECEIVING -> DONE in its aio callback, or, for a blocking call, on the
- * caller's own thread, which waits on an aio that has no callback: nng
- * then wakes it directly from the thread that read the reply, one wake-up
- * where a callback costs two (the nng task thread, then the caller). The
- * steps are the same function either way (call_step). Its context gets an after-func
- * of the library's own kind, run by the canceling thread itself (no
- * executor hand-off: it is the cancel's latency on every hop):
- * when the context is done first, the after-func marks the call canceled,
- * aborts the aio (the callback then ends the call with the context's
- * error) and pushes a Cancel frame, on a second pooled context of the same
- * socket, that carries the token and the cause; the answer (CancelAck) is
- * the cancel's outcome. Call state is guarded by the call's mutex, which
- * the callback and the after-func both take; nng never runs our callback
- * inside nng_ctx_send, nng_ctx_recv or nng_aio_cancel, so holding the
- * mutex across them is safe.
+ *   A call is named on its connection by a call id. The channel's map
+ *   (call_map.h) holds every id in flight: from the Call frame until its
+ *   Reply has been read and, if a Cancel was sent, until its CancelAck has
+ *   been read too, so a late answer never lands on a new call. The map,
+ *   the connection in use and every call's progress (sent, replied, ack
+ *   due, decided) are guarded by the channel's mutex mu.
  *
- * References to a call: one for the machinery (dropped when it ends), one
- * for the caller's handle, one for a pending after-func, one for a cancel
- * in flight. The channel counts calls and cancels in flight, so close can
- * wait for them after nng_close made them all end.
+ *   One path ends a call: decide() sets its result, once, under mu, on
+ *   whichever thread learned the end first (the reply's reader, the thread
+ *   that canceled its context, the end of its connection, the channel's
+ *   close); then conclude() hands it to its finisher, which runs finish()
+ *   (counters, events, the done callback, the wake of handle waiters):
+ *     - a blocking call (dctx_rpc_call_raw) is finished by its caller's
+ *       own thread, woken from its futex word: one wake per call;
+ *     - an asynchronous call by the deciding thread when that is the
+ *       library's (the reply's reader, a connection's end), and by the
+ *       reaper thread when it is the user's (inside dctx_cancel, or
+ *       dctx_rpc_channel_close): user code never runs inside them.
+ *
+ *   Cancel: the call's context gets an after-func of the library's own
+ *   kind, run by the canceling thread (no executor hand-off: it is the
+ *   cancel's latency on every hop). It sends the Cancel frame straight
+ *   into the connection's send queue (never blocks: conn.h) and decides
+ *   the call with the context's error. The CancelAck, read later, is the
+ *   cancel's outcome.
+ *
+ * Who frees what
+ *   References to a call: one for the machinery (dropped by finish), one
+ *   for the caller's handle, one for a pending after-func, one while its id
+ *   is in the map. The channel counts calls not yet finished (in_flight):
+ *   close waits for it to reach 0. An after-func that finds its call not
+ *   yet finishing (under the call's own mutex) counts itself in too, so
+ *   the channel stays while it uses it.
+ *   Connections are closed, never inside an nng callback, by the reaper
+ *   thread after they end, or by the channel's close (whichever claims
+ *   one first, under mu); close waits until every one is gone.
  */
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "context/clock.h"
 #include "context/futex.h"
 #include "context/hooks.h"
-#include "rpc_impl.h" /* nng.h first: the protocol headers need it */
-
-#include <nng/protocol/reqrep0/req.h>
-#include <nng/supplemental/tls/tls.h>
+#include "rpc_impl.h"
 
 #include <dctx/trace.h>
+
+#include "call_map.h"
+#include "dialer.h"
+#include "frame.h"
+#include "reaper.h"
+#include "session.h"
 #include "text.h"
 #include "wire_impl.h"
 
-/* The aio timeout past the call's deadline: the context's own timer ends
- * the call on time; this only guards against a stalled executor. */
-#define BACKSTOP_NS (1000 * 1000000LL)
 /* How long the callee remembers a cancel for a call without a deadline. */
 #define TOMBSTONE_NO_DEADLINE_US (60 * 1000000ULL)
+/* How long a closing channel lets pushed cancels go out. */
+#define CANCEL_FLUSH_NS (250 * 1000000LL)
+
+struct conn {
+    dctx_rpc_channel *ch;
+    struct dctx__session *s;
+    bool claimed;      /* someone is closing it; protected by ch->mu */
+    struct conn *next; /* ch->conns; protected by ch->mu */
+    struct dctx__reap_item reap;
+};
 
 struct dctx_rpc_channel {
-    nng_socket sock;
-    nng_dialer dialer;
+    struct dctx__dialer *dialer;
     char *url;
     dctx_rpc_channel_options opts;
-    struct dctx__io_pool pool;        /* async calls and cancels: callbacks step them */
-    struct dctx__io_pool waited_pool; /* blocking calls: the caller's thread steps them */
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* pipes came up; in_flight reached 0. CLOCK_MONOTONIC */
-    atomic_int pipes;  /* connected pipes; written under mu */
-    /* Calls and cancels not yet ended. Counted without the mutex: a call
-     * counts itself in, then checks closing; close sets closing, then
-     * waits for the count (both seq_cst, so one sees the other). */
+    pthread_cond_t cv;         /* a connection is ready; in_flight reached 0; a
+                                    connection was freed. CLOCK_MONOTONIC */
+    struct conn *ready;        /* the connection calls go on; protected by mu */
+    struct conn *conns;        /* every connection not yet freed; protected by mu */
+    struct dctx__call_map ids; /* the ready connection's ids in flight; protected by mu */
+    uint32_t last_id;          /* protected by mu */
+    char last_error[128];      /* why the last dial or connection failed; protected by mu */
+    /* Calls not yet finished. Counted without the mutex: a call counts
+     * itself in, then checks closing; close sets closing, then waits for
+     * the count (both seq_cst, so one sees the other). */
     atomic_int in_flight;
-    atomic_bool closing; /* set once, under mu (for wait_connected) */
-    bool socket_closed;  /* nng_close returned; protected by mu */
-    bool abandoned;      /* close gave up waiting for it; protected by mu */
+    atomic_bool closing; /* set once, under mu */
     atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
 
-enum phase { SENDING, RECEIVING, DONE };
-
 struct dctx_rpc_handle {
     atomic_int refs;
     dctx_rpc_channel *ch;
-    dctx *ctx;           /* retained until the call ends */
+    dctx *ctx;           /* retained until the call is finished */
     int64_t deadline_ns; /* the context's, or DCTX_DEADLINE_NONE */
     uint8_t token[DCTX_TOKEN_BYTES];
     dctx_after *after; /* the cancel trigger; NULL if ctx can never be done */
@@ -88,25 +113,34 @@ struct dctx_rpc_handle {
     void *done_arg;
     char *method; /* for events; NULL without an event hook */
     int64_t started_ns;
+    bool waited; /* a blocking call: its caller's thread finishes it */
 
-    pthread_mutex_t mu;
-    enum phase phase;    /* protected by mu */
-    struct dctx__io *io; /* while SENDING or RECEIVING; protected by mu */
-    bool canceled;       /* the context ended first; protected by mu */
+    /* Progress, protected by ch->mu. */
+    uint32_t id;  /* on the connection; 0 until sent */
+    bool in_map;  /* id is in ch->ids */
+    bool replied; /* its Reply was read (or will never come) */
+    bool ack_due; /* a Cancel was sent; its CancelAck not read yet */
+    bool decided; /* result is set */
+    bool pushed;  /* a Cancel was sent: CANCEL_PUSHED is due */
+    /* Calls taken off a connection that ended (or a closing channel): the
+     * list, and whether this call was decided by the taking. */
+    struct dctx_rpc_handle *gone_next;
+    bool gone_decided, gone_ack_due;
 
-    dctx_rpc_result result; /* written once, when the call ends */
-    atomic_int ended;       /* futex word: 1 once done has returned */
-    atomic_int sleepers;    /* threads asleep on ended or outcome */
+    pthread_mutex_t mu; /* guards finishing, for the after-func */
+    bool finishing;
 
-    enum phase cancel_phase; /* touched only by the cancel's own callbacks */
-    /* For the CANCEL_PUSHED event, reported from the send's callback (not
-     * inside the dctx_cancel that pushed it): the cause and a copy of its
-     * message, made only when the channel has an event hook. Written
-     * before the send starts, read and freed by its callback. */
-    int pushed_cause;
-    char *pushed_msg;
-    atomic_int outcome; /* futex word: enum dctx_rpc_cancel_outcome */
+    dctx_rpc_result result;      /* written once, by decide */
+    int pushed_cause;            /* the cancel's cause, for CANCEL_PUSHED */
+    char *pushed_msg;            /* its message; made only with an event hook */
+    atomic_int decided_word;     /* futex word: 1 once decided (a blocking call's wake) */
+    atomic_int ended;            /* futex word: 1 once done has returned */
+    atomic_int sleepers;         /* threads asleep on one of the words */
+    atomic_int outcome;          /* futex word: enum dctx_rpc_cancel_outcome */
+    struct dctx__reap_item reap; /* to be finished on the reaper thread */
 };
+
+static void finish(dctx_rpc_handle *call);
 
 /* ===== Small helpers ===== */
 
@@ -126,19 +160,18 @@ static void call_unref(dctx_rpc_handle *call)
     free(call);
 }
 
-/* Count one call or cancel in; false (not counted) if the channel closes. */
+/* Count one call in; false (not counted) if the channel closes. */
 static bool in_flight_enter(dctx_rpc_channel *ch)
 {
     atomic_fetch_add(&ch->in_flight, 1);
     if (!atomic_load(&ch->closing))
         return true;
-    atomic_fetch_sub(&ch->in_flight, 1); /* close polls: no wake-up owed */
+    atomic_fetch_sub(&ch->in_flight, 1); /* close waits with a timeout: no wake owed */
     return false;
 }
 
 /* Count one out. The last touch of ch: once the count is 0 a closing
- * channel may be freed. While it is not closing nobody waits on the
- * count (close polls it, too, in case it started just after the check). */
+ * channel may be freed. */
 static void in_flight_leave(dctx_rpc_channel *ch)
 {
     if (!atomic_load(&ch->closing)) {
@@ -176,56 +209,363 @@ static void set_word(atomic_int *word, atomic_int *sleepers, int value)
         dctx__futex_wake(word, INT_MAX);
 }
 
-/* ===== Results ===== */
-
-void dctx_rpc_result_free(dctx_rpc_result *res)
+static void set_outcome(dctx_rpc_handle *call, int outcome)
 {
-    if (res == NULL)
+    count(&call->ch->outcomes[outcome]);
+    set_word(&call->outcome, &call->sleepers, outcome);
+}
+
+/* ===== Deciding and finishing a call ===== */
+
+/* Set the call's result, once; ch->mu held. res is moved into the call. */
+static bool decide(dctx_rpc_handle *call, dctx_rpc_result *res)
+{
+    if (call->decided) {
+        dctx_rpc_result_free(res);
+        return false;
+    }
+    call->decided = true;
+    call->result = *res;
+    return true;
+}
+
+/* Free the call's id once nothing more will come for it; ch->mu held.
+ * Returns true if the map's reference is the caller's to drop. */
+static bool release_id(dctx_rpc_handle *call)
+{
+    if (!call->in_map || !call->replied || call->ack_due)
+        return false;
+    dctx__call_map_remove(&call->ch->ids, call->id);
+    call->in_map = false;
+    return true;
+}
+
+static void finish_deferred(void *arg)
+{
+    finish(arg);
+}
+
+/* Hand a decided call to its finisher (see Design); no lock held.
+ * user_thread: the deciding thread is the user's (a cancel, a close). */
+static void conclude(dctx_rpc_handle *call, bool user_thread)
+{
+    if (call->waited)
+        set_word(&call->decided_word, &call->sleepers, 1);
+    else if (!user_thread || !dctx__reaper_defer(&call->reap, finish_deferred, call))
+        finish(call);
+}
+
+/* The CANCEL_PUSHED event, from the finisher's thread. */
+static void report_pushed(dctx_rpc_handle *call)
+{
+    dctx_rpc_channel *ch = call->ch;
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
+                         .method = call->method,
+                         .code = call->pushed_cause,
+                         .message = call->pushed_msg != NULL ? call->pushed_msg : ""};
+    ch->opts.on_event(ch->opts.event_arg, &ev);
+}
+
+static void report_end(dctx_rpc_handle *call)
+{
+    dctx_rpc_channel *ch = call->ch;
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                         .method = call->method,
+                         .code = call->result.code,
+                         .message = call->result.message,
+                         .elapsed_ns = dctx_now() - call->started_ns,
+                         .ctx = call->ctx};
+    dctx_trace t;
+    if (dctx_trace_get(call->ctx, &t)) {
+        ev.trace_id = t.trace_id;
+        ev.span_id = t.span_id;
+        ev.parent_span_id = t.parent_span_id[0] ? t.parent_span_id : NULL;
+    }
+    ch->opts.on_event(ch->opts.event_arg, &ev);
+}
+
+/* Run once per call, with no lock held, after decide. */
+static void finish(dctx_rpc_handle *call)
+{
+    dctx_rpc_channel *ch = call->ch;
+    pthread_mutex_lock(&call->mu);
+    call->finishing = true;
+    pthread_mutex_unlock(&call->mu);
+    /* The after-func's reference: ours to drop if we stopped it; if it ran
+     * or runs, it drops its own. */
+    if (call->after != NULL && dctx_after_stop(call->after))
+        call_unref(call);
+    int code = call->result.code;
+    count(&ch->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
+    call->result.cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
+    if (ch->opts.on_event != NULL) {
+        pthread_mutex_lock(&ch->mu);
+        bool pushed = call->pushed;
+        pthread_mutex_unlock(&ch->mu);
+        if (pushed)
+            report_pushed(call);
+        report_end(call);
+    }
+    if (call->done != NULL)
+        call->done(call->done_arg, &call->result);
+    pthread_mutex_lock(&call->mu);
+    dctx *ctx = call->ctx;
+    call->ctx = NULL;
+    pthread_mutex_unlock(&call->mu);
+    dctx_release(ctx);
+    set_word(&call->ended, &call->sleepers, 1);
+    in_flight_leave(ch);
+    call_unref(call);
+}
+
+/* The status when the context ended first: its error, with its cause. A
+ * context canceled because a deadline passed upstream reports
+ * DEADLINE_EXCEEDED, as gRPC asks of a client that sees CANCELLED. */
+static void result_from_context(dctx *ctx, dctx_rpc_result *res)
+{
+    const char *msg = NULL;
+    int cause = dctx_cause(ctx, &msg);
+    int err = dctx_err(ctx);
+    if (cause == DCTX_DEADLINE_EXCEEDED)
+        err = DCTX_DEADLINE_EXCEEDED;
+    if (cause != 0 && cause != err)
+        dctx__result_setf(res, err, "%s (cause: %s%s%s)", dctx_strerror(err), dctx_code_name(cause),
+                          msg ? ": " : "", msg ? msg : "");
+    else
+        dctx__result_setf(res, err, "%s%s%s", dctx_strerror(err), msg ? ": " : "", msg ? msg : "");
+}
+
+/* ===== Frames from the server ===== */
+
+static void result_from_reply(const Dctx__Wire__Reply *r, dctx_rpc_result *res)
+{
+    int code = r->has_code ? (int)r->code : DCTX_UNKNOWN;
+    if (code < 0 || code > DCTX_CODE_MAX)
+        code = DCTX_UNKNOWN;
+    bool payload = code == DCTX_OK && r->has_payload;
+    dctx__result_set(res, code, r->message, payload ? r->payload.data : NULL,
+                     payload ? r->payload.len : 0);
+}
+
+/* A frame naming an id not in flight: the server broke the protocol. */
+static void unknown_id(struct conn *c, const char *kind, uint32_t id)
+{
+    char why[96];
+    snprintf(why, sizeof why, "a %s for call id %u, which is not in flight", kind, id);
+    dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, why);
+}
+
+static void on_reply(struct conn *c, const Dctx__Wire__Frame *f)
+{
+    dctx_rpc_channel *ch = c->ch;
+    dctx_rpc_result res;
+    result_from_reply(f->reply, &res); /* before the lock: it allocates */
+    pthread_mutex_lock(&ch->mu);
+    dctx_rpc_handle *call = ch->ready == c ? dctx__call_map_find(&ch->ids, f->call_id) : NULL;
+    if (call == NULL || call->replied) {
+        pthread_mutex_unlock(&ch->mu);
+        dctx_rpc_result_free(&res);
+        unknown_id(c, "reply", f->call_id);
         return;
-    free(res->internal);
-    memset(res, 0, sizeof *res);
-    res->message = "";
+    }
+    call->replied = true;
+    bool decided = decide(call, &res);
+    bool unref = release_id(call);
+    pthread_mutex_unlock(&ch->mu);
+    if (decided)
+        conclude(call, false);
+    if (unref)
+        call_unref(call);
 }
 
-/* Fill res with a copy of message (cut to the wire limit) and payload, in
- * one allocation. On no memory: the code stays, the texts go. */
-void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
-                      size_t payload_len)
+static void on_cancel_ack(struct conn *c, const Dctx__Wire__Frame *f)
 {
-    size_t mlen = message != NULL
-                      ? dctx__utf8_prefix(message, strlen(message), DCTX_WIRE_MESSAGE_BYTES_MAX)
-                      : 0;
-    char *block = malloc(mlen + 1 + payload_len);
-    memset(res, 0, sizeof *res);
-    res->code = code;
-    res->message = "";
-    if (block == NULL)
+    dctx_rpc_channel *ch = c->ch;
+    pthread_mutex_lock(&ch->mu);
+    dctx_rpc_handle *call = ch->ready == c ? dctx__call_map_find(&ch->ids, f->call_id) : NULL;
+    if (call == NULL || !call->ack_due) {
+        pthread_mutex_unlock(&ch->mu);
+        unknown_id(c, "cancel_ack", f->call_id);
         return;
-    memcpy(block, message != NULL ? message : "", mlen);
-    block[mlen] = '\0';
-    if (payload_len > 0)
-        memcpy(block + mlen + 1, payload, payload_len);
-    res->internal = block;
-    res->message = block;
-    res->payload = block + mlen + 1;
-    res->payload_len = payload_len;
+    }
+    call->ack_due = false;
+    bool unref = release_id(call);
+    pthread_mutex_unlock(&ch->mu);
+    const Dctx__Wire__CancelAck *a = f->cancel_ack;
+    int outcome = a->has_outcome && (int)a->outcome >= DCTX_RPC_CANCEL_STOPPED &&
+                          (int)a->outcome <= DCTX_RPC_CANCEL_TOO_LATE
+                      ? (int)a->outcome
+                      : DCTX_RPC_CANCEL_UNREACHED;
+    set_outcome(call, outcome);
+    if (unref)
+        call_unref(call);
 }
 
-static void result_setf(dctx_rpc_result *res, int code, const char *fmt, ...)
+static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f)
 {
-    char buf[DCTX_WIRE_MESSAGE_BYTES_MAX * 2]; /* dctx__result_set cuts on a character */
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    dctx__result_set(res, code, buf, NULL, 0);
+    (void)s;
+    if (f->body_case == DCTX__WIRE__FRAME__BODY_REPLY)
+        on_reply(owner, f);
+    else if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK)
+        on_cancel_ack(owner, f);
+    /* Pongs, drains and GoAways need nothing here: the session ends after
+     * a GoAway, and a draining server answers calls it will not run. */
+    return false;
 }
 
-const char *dctx_rpc_cancel_outcome_name(int outcome)
+/* ===== Connections ===== */
+
+static void conn_ready(void *owner, struct dctx__session *s, const struct dctx__session_peer *peer)
 {
-    static const char *const names[] = {"none",     "stopped", "prevented",
-                                        "too_late", "pending", "unreached"};
-    return outcome >= 0 && outcome < DCTX_RPC_CANCEL_OUTCOMES ? names[outcome] : "?";
+    (void)s;
+    (void)peer;
+    struct conn *c = owner;
+    dctx_rpc_channel *ch = c->ch;
+    pthread_mutex_lock(&ch->mu);
+    if (!c->claimed && !atomic_load(&ch->closing)) {
+        ch->ready = c;
+        pthread_cond_broadcast(&ch->cv);
+    }
+    pthread_mutex_unlock(&ch->mu);
+}
+
+static void conn_free(struct conn *c)
+{
+    dctx_rpc_channel *ch = c->ch;
+    pthread_mutex_lock(&ch->mu);
+    for (struct conn **p = &ch->conns; *p != NULL; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+    free(c);
+}
+
+static void conn_close_deferred(void *arg)
+{
+    struct conn *c = arg;
+    dctx__session_close(c->s);
+    conn_free(c);
+}
+
+/* Take every call out of the map, deciding those still waiting with code
+ * and msg; ch->mu held. Returns them as a list (gone_next), each with the
+ * map's reference, for settle_calls. */
+static dctx_rpc_handle *take_calls(dctx_rpc_channel *ch, int code, const char *msg)
+{
+    dctx_rpc_handle *list = NULL;
+    struct dctx__call_map *m = &ch->ids;
+    for (size_t i = 0; i < m->capacity; i++) {
+        if (m->slots[i].id == 0)
+            continue;
+        dctx_rpc_handle *call = m->slots[i].call;
+        call->in_map = false;
+        call->replied = true;
+        call->gone_ack_due = call->ack_due;
+        call->ack_due = false;
+        call->gone_decided = false;
+        if (!call->decided) {
+            dctx_rpc_result res;
+            dctx__result_set(&res, code, msg, NULL, 0);
+            call->gone_decided = decide(call, &res);
+        }
+        call->gone_next = list;
+        list = call;
+    }
+    dctx__call_map_fini(m);
+    return list;
+}
+
+/* Conclude what take_calls decided, settle cancels left unanswered, and
+ * drop the map's references; no lock held. */
+static void settle_calls(dctx_rpc_handle *list, bool user_thread)
+{
+    while (list != NULL) {
+        dctx_rpc_handle *call = list;
+        list = call->gone_next;
+        if (call->gone_ack_due)
+            set_outcome(call, DCTX_RPC_CANCEL_UNREACHED);
+        if (call->gone_decided)
+            conclude(call, user_thread);
+        call_unref(call);
+    }
+}
+
+/* The connection ended (the server went away, a read or write failed, or
+ * a protocol error): its calls fail, it is closed on the reaper thread,
+ * and the dialer dials again. From an nng callback. */
+static void conn_ended(void *owner, struct dctx__session *s, int code, const char *why)
+{
+    (void)s;
+    (void)code;
+    struct conn *c = owner;
+    dctx_rpc_channel *ch = c->ch;
+    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    snprintf(msg, sizeof msg, "connection to %s lost (%s)", ch->url, why);
+    pthread_mutex_lock(&ch->mu);
+    snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
+    dctx_rpc_handle *gone = NULL;
+    if (ch->ready == c) {
+        ch->ready = NULL;
+        gone = take_calls(ch, DCTX_UNAVAILABLE, msg);
+    }
+    bool close_here = !c->claimed;
+    c->claimed = true;
+    /* Under mu: a close that set closing may free the dialer next. */
+    if (!atomic_load(&ch->closing))
+        dctx__dialer_redial(ch->dialer);
+    pthread_mutex_unlock(&ch->mu);
+    settle_calls(gone, false);
+    if (close_here && !dctx__reaper_defer(&c->reap, conn_close_deferred, c)) {
+        /* No reaper thread: leave it to the channel's close. */
+        pthread_mutex_lock(&ch->mu);
+        c->claimed = false;
+        pthread_mutex_unlock(&ch->mu);
+    }
+}
+
+static void dialed(void *owner, nng_stream *st)
+{
+    dctx_rpc_channel *ch = owner;
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        nng_stream_close(st);
+        nng_stream_free(st);
+        dctx__dialer_redial(ch->dialer);
+        return;
+    }
+    c->ch = ch;
+    size_t max = ch->opts.recv_max_bytes + DCTX__FRAME_OVERHEAD_BYTES;
+    struct dctx__session_options so = {
+        .server = false,
+        .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
+        .on_ready = conn_ready,
+        .on_frame = got_frame,
+        .on_end = conn_ended,
+        .owner = c,
+    };
+    if (dctx__session_open(st, &so, &c->s) != 0) {
+        free(c);
+        dctx__dialer_redial(ch->dialer);
+        return;
+    }
+    pthread_mutex_lock(&ch->mu);
+    c->next = ch->conns;
+    ch->conns = c;
+    pthread_mutex_unlock(&ch->mu);
+    dctx__session_start(c->s);
+}
+
+static void dial_failed(void *owner, int code, const char *why)
+{
+    (void)code;
+    dctx_rpc_channel *ch = owner;
+    pthread_mutex_lock(&ch->mu);
+    snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
+    pthread_mutex_unlock(&ch->mu);
 }
 
 /* ===== Channel ===== */
@@ -240,44 +580,13 @@ void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o)
     o->cancel_ack_timeout_ns = DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS;
 }
 
-static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+static void channel_free(dctx_rpc_channel *ch)
 {
-    (void)p;
-    dctx_rpc_channel *ch = arg;
-    pthread_mutex_lock(&ch->mu);
-    atomic_fetch_add_explicit(&ch->pipes, ev == NNG_PIPE_EV_ADD_PRE ? 1 : -1, memory_order_relaxed);
-    pthread_cond_broadcast(&ch->cv);
-    pthread_mutex_unlock(&ch->mu);
-}
-
-static int dial(dctx_rpc_channel *ch)
-{
-    int rv = nng_dialer_create(&ch->dialer, ch->sock, ch->url);
-    if (rv != 0)
-        return rv;
-    /* Redial quickly: a next hop that restarts should be back in ms. nng
-     * waits a random time below its back-off (which doubles up to the
-     * maximum) before each attempt, so the maximum is half the time a call
-     * waits for a connection: a server that comes up late is dialed
-     * before the first call to it gives up. */
-    int64_t max_ms = ch->opts.connect_wait_ns / 2000000;
-    nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMINT, 10);
-    nng_dialer_set_ms(ch->dialer, NNG_OPT_RECONNMAXT,
-                      (nng_duration)(max_ms < 10     ? 10
-                                     : max_ms > 1000 ? 1000
-                                                     : max_ms));
-    nng_dialer_set_size(ch->dialer, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
-    if (strncmp(ch->url, "tls+", 4) == 0) {
-        if (ch->opts.tls_ca_file != NULL &&
-            (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_CA_FILE, ch->opts.tls_ca_file)) !=
-                0)
-            return rv;
-        if (ch->opts.tls_server_name != NULL &&
-            (rv = nng_dialer_set_string(ch->dialer, NNG_OPT_TLS_SERVER_NAME,
-                                        ch->opts.tls_server_name)) != 0)
-            return rv;
-    }
-    return nng_dialer_start(ch->dialer, NNG_FLAG_NONBLOCK);
+    dctx__call_map_fini(&ch->ids);
+    pthread_cond_destroy(&ch->cv);
+    pthread_mutex_destroy(&ch->mu);
+    free(ch->url);
+    free(ch);
 }
 
 int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
@@ -302,112 +611,77 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
         ch->opts.cancel_ack_timeout_ns = DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS;
     pthread_mutex_init(&ch->mu, NULL);
     dctx__cond_init_monotonic(&ch->cv);
-
-    int rv = nng_req0_open(&ch->sock);
-    if (rv == 0) {
-        dctx__io_pool_init(&ch->pool, ch->sock, 0);
-        dctx__io_pool_init(&ch->waited_pool, ch->sock, 0);
-        ch->waited_pool.waited = true;
-        /* At most once: never resend a call by ourselves. */
-        nng_socket_set_ms(ch->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-        nng_socket_set_size(ch->sock, NNG_OPT_RECVMAXSZ, ch->opts.recv_max_bytes);
-        /* ADD_PRE and REM_POST come exactly once each per pipe. */
-        nng_pipe_notify(ch->sock, NNG_PIPE_EV_ADD_PRE, pipe_event, ch);
-        nng_pipe_notify(ch->sock, NNG_PIPE_EV_REM_POST, pipe_event, ch);
-        rv = dial(ch);
-        if (rv != 0) {
-            nng_close(ch->sock);
-            dctx__io_pool_fini(&ch->pool);
-            dctx__io_pool_fini(&ch->waited_pool);
-        }
-    }
-    if (rv != 0) {
-        pthread_cond_destroy(&ch->cv);
-        pthread_mutex_destroy(&ch->mu);
-        free(ch->url);
-        free(ch);
-        return dctx__status_from_nng(rv);
+    dctx__call_map_init(&ch->ids);
+    snprintf(ch->last_error, sizeof ch->last_error, "not connected yet");
+    /* Redial quickly: a next hop that restarts should be back in ms. The
+     * longest back-off is half the time a call waits for a connection, so
+     * a server that comes up late is dialed before the first call to it
+     * gives up. */
+    int64_t backoff_max = ch->opts.connect_wait_ns / 2;
+    struct dctx__dialer_options dopt = {
+        .tls_ca_file = ch->opts.tls_ca_file,
+        .tls_server_name = ch->opts.tls_server_name,
+        .backoff_max_ns = backoff_max < 10000000LL     ? 10000000LL
+                          : backoff_max > 1000000000LL ? 1000000000LL
+                                                       : backoff_max,
+        .on_stream = dialed,
+        .on_fail = dial_failed,
+        .owner = ch,
+    };
+    int rc = dctx__dialer_open(url, &dopt, &ch->dialer);
+    if (rc != 0) {
+        channel_free(ch);
+        return rc;
     }
     *out = ch;
     return 0;
-}
-
-static void channel_free(dctx_rpc_channel *ch)
-{
-    pthread_cond_destroy(&ch->cv);
-    pthread_mutex_destroy(&ch->mu);
-    free(ch->url);
-    free(ch);
-}
-
-/* nng 1.5.2 can hang in nng_close of a REQ socket: its reaper thread waits
- * forever in req0_pipe_stop for the pipe's own receive (nng issues #1543,
- * #1813; seen here about once in ten closes right after a canceled call).
- * So the socket is closed on a thread of its own; close waits a bounded
- * time, and if nng never returns the channel's memory is left to that
- * thread (the pipe callbacks still point at it). */
-#define SOCKET_CLOSE_WAIT_NS (500 * 1000000LL)
-#define CANCEL_FLUSH_NS (250 * 1000000LL)
-#define CLOSE_POLL_NS (10 * 1000000LL) /* how often close re-aborts what is in flight */
-
-static void *close_socket(void *arg)
-{
-    dctx_rpc_channel *ch = arg;
-    nng_close(ch->sock);
-    pthread_mutex_lock(&ch->mu);
-    ch->socket_closed = true;
-    bool abandoned = ch->abandoned;
-    pthread_cond_broadcast(&ch->cv);
-    pthread_mutex_unlock(&ch->mu);
-    if (abandoned)
-        channel_free(ch);
-    return NULL;
 }
 
 void dctx_rpc_channel_close(dctx_rpc_channel *ch)
 {
     if (ch == NULL)
         return;
+    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    snprintf(msg, sizeof msg, "channel to %s closed", ch->url);
     pthread_mutex_lock(&ch->mu);
     atomic_store(&ch->closing, true);
     pthread_cond_broadcast(&ch->cv); /* calls waiting for a connection give up */
+    struct conn *ready = ch->ready;
+    ch->ready = NULL;
+    dctx_rpc_handle *gone = take_calls(ch, DCTX_UNAVAILABLE, msg);
     pthread_mutex_unlock(&ch->mu);
-    /* Quiesce before nng_close: end our own operations and close our
-     * contexts first. (nng 1.5.2's close of a socket whose contexts had
-     * operations ended by the close itself hung here about one time in
-     * ten.) Calls are aborted at once; cancels just pushed get up to
-     * CANCEL_FLUSH_NS to reach the server (a caller whose deadline passed
-     * often closes right after: its callee must still learn the cause).
-     * Aborting repeats until nothing is in flight: an operation may be
-     * started by a callback of the one just aborted. */
-    int64_t flush_until = dctx_now() + CANCEL_FLUSH_NS;
+    settle_calls(gone, false); /* their callbacks run here, before close returns */
+
+    /* Every call is decided; wait until each is finished. */
     pthread_mutex_lock(&ch->mu);
-    while (atomic_load(&ch->in_flight) > 0) {
-        pthread_mutex_unlock(&ch->mu);
-        dctx__io_pool_abort(&ch->pool, dctx_now() >= flush_until);
-        dctx__io_pool_abort(&ch->waited_pool, true);
+    while (atomic_load(&ch->in_flight) > 0)
+        dctx__cond_wait_until(&ch->cv, &ch->mu, dctx_now() + 10000000LL);
+    pthread_mutex_unlock(&ch->mu);
+
+    dctx__dialer_close(ch->dialer); /* no connection comes after this */
+    /* Close what nobody closes yet: the ready connection after its pushed
+     * cancels went out, the others at once; then wait for the reaper's. */
+    for (;;) {
         pthread_mutex_lock(&ch->mu);
-        dctx__cond_wait_until(&ch->cv, &ch->mu, dctx_now() + CLOSE_POLL_NS);
+        struct conn *c = ch->conns;
+        while (c != NULL && c->claimed)
+            c = c->next;
+        if (c != NULL)
+            c->claimed = true;
+        pthread_mutex_unlock(&ch->mu);
+        if (c == NULL)
+            break;
+        if (c == ready)
+            dctx__session_close_after_flush(c->s, CANCEL_FLUSH_NS);
+        else
+            dctx__session_close(c->s);
+        conn_free(c);
     }
-    pthread_mutex_unlock(&ch->mu);
-    dctx__io_pool_fini(&ch->pool);
-    dctx__io_pool_fini(&ch->waited_pool);
-    pthread_t closer;
-    if (pthread_create(&closer, NULL, close_socket, ch) != 0) {
-        close_socket(ch); /* no thread: close here, unbounded */
-        channel_free(ch);
-        return;
-    }
-    pthread_detach(closer);
-    int64_t until = dctx_now() + SOCKET_CLOSE_WAIT_NS;
     pthread_mutex_lock(&ch->mu);
-    while (!ch->socket_closed && dctx_now() < until)
-        dctx__cond_wait_until(&ch->cv, &ch->mu, until);
-    bool closed = ch->socket_closed;
-    ch->abandoned = !closed;
-    pthread_mutex_unlock(&ch->mu);
-    if (closed)
-        channel_free(ch);
+    while (ch->conns != NULL)
+        dctx__cond_wait_until(&ch->cv, &ch->mu, dctx_now() + 10000000LL);
+    pthread_mutex_unlock(&ch->mu); /* the reaper's last unlock is behind us (conn_free) */
+    channel_free(ch);
 }
 
 void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *out)
@@ -420,233 +694,40 @@ void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *ou
         out->by_code[i] = atomic_load(&ch->by_code[i]);
     for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)
         out->cancel_outcomes[i] = atomic_load(&ch->outcomes[i]);
-    int pipes = atomic_load(&ch->pipes);
-    out->connections = pipes > 0 ? (uint32_t)pipes : 0;
+    pthread_mutex_lock(&ch->mu);
+    out->connections = ch->ready != NULL ? 1 : 0;
+    pthread_mutex_unlock(&ch->mu);
 }
 
-/* Wait (bounded by the call's deadline) for a connection. */
-static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns)
+/* Wait (bounded by connect_wait_ns and the call's deadline) for a ready
+ * connection; err names why there is none. */
+static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns, char *err)
 {
-    if (atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0)
-        return 0;
     int64_t until = dctx_now() + ch->opts.connect_wait_ns;
     if (until > deadline_ns)
         until = deadline_ns;
     pthread_mutex_lock(&ch->mu);
-    while (atomic_load_explicit(&ch->pipes, memory_order_relaxed) == 0 &&
-           !atomic_load(&ch->closing) && dctx_now() < until)
+    while (ch->ready == NULL && !atomic_load(&ch->closing) && dctx_now() < until)
         dctx__cond_wait_until(&ch->cv, &ch->mu, until);
-    bool up =
-        atomic_load_explicit(&ch->pipes, memory_order_relaxed) > 0 && !atomic_load(&ch->closing);
+    int rc = 0;
+    if (atomic_load(&ch->closing)) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "channel to %s closed", ch->url);
+        rc = DCTX_UNAVAILABLE;
+    } else if (ch->ready == NULL) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s (%s)", ch->url, ch->last_error);
+        rc = DCTX_UNAVAILABLE;
+    }
     pthread_mutex_unlock(&ch->mu);
-    return up ? 0 : DCTX_UNAVAILABLE;
-}
-
-/* ===== Ending a call ===== */
-
-/* Called without the call's mutex, once, by whoever ended the call. */
-static void finish(dctx_rpc_handle *call)
-{
-    dctx_rpc_channel *ch = call->ch;
-    /* The after-func's reference: ours to drop if we stopped it; if it ran
-     * or runs, it drops its own. */
-    if (call->after != NULL && dctx_after_stop(call->after))
-        call_unref(call);
-    count(&ch->by_code[call->result.code <= DCTX_CODE_MAX ? call->result.code : DCTX_UNKNOWN]);
-    call->result.cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
-    if (ch->opts.on_event != NULL) {
-        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
-                             .method = call->method,
-                             .code = call->result.code,
-                             .message = call->result.message,
-                             .elapsed_ns = dctx_now() - call->started_ns,
-                             .ctx = call->ctx};
-        dctx_trace t;
-        if (dctx_trace_get(call->ctx, &t)) {
-            ev.trace_id = t.trace_id;
-            ev.span_id = t.span_id;
-            ev.parent_span_id = t.parent_span_id[0] ? t.parent_span_id : NULL;
-        }
-        ch->opts.on_event(ch->opts.event_arg, &ev);
-    }
-    if (call->done != NULL)
-        call->done(call->done_arg, &call->result);
-    dctx_release(call->ctx);
-    call->ctx = NULL;
-    set_word(&call->ended, &call->sleepers, 1);
-    in_flight_leave(ch);
-    call_unref(call);
-}
-
-/* The status when the context ended first: its error, with its cause. A
- * context canceled because a deadline passed upstream reports
- * DEADLINE_EXCEEDED, as gRPC asks of a client that sees CANCELLED. */
-static void result_from_context(dctx_rpc_handle *call)
-{
-    const char *msg = NULL;
-    int cause = dctx_cause(call->ctx, &msg);
-    int err = dctx_err(call->ctx);
-    if (cause == DCTX_DEADLINE_EXCEEDED)
-        err = DCTX_DEADLINE_EXCEEDED;
-    if (cause != 0 && cause != err)
-        result_setf(&call->result, err, "%s (cause: %s%s%s)", dctx_strerror(err),
-                    dctx_code_name(cause), msg ? ": " : "", msg ? msg : "");
-    else
-        result_setf(&call->result, err, "%s%s%s", dctx_strerror(err), msg ? ": " : "",
-                    msg ? msg : "");
-}
-
-static void result_from_nng(dctx_rpc_handle *call, int rv)
-{
-    int code = dctx__status_from_nng(rv);
-    if (rv == NNG_ECONNRESET)
-        result_setf(&call->result, code, "connection to %s lost", call->ch->url);
-    else if (rv == NNG_ECLOSED)
-        result_setf(&call->result, code, "channel to %s closed", call->ch->url);
-    else
-        result_setf(&call->result, code, "%s", nng_strerror(rv));
-}
-
-static void result_from_reply(dctx_rpc_handle *call, nng_msg *msg)
-{
-    Dctx__Wire__Frame *f = dctx__frame_unpack(msg);
-    if (f == NULL || f->body_case != DCTX__WIRE__FRAME__BODY_REPLY) {
-        result_setf(&call->result, DCTX_INTERNAL, "malformed reply from %s", call->ch->url);
-    } else {
-        const Dctx__Wire__Reply *r = f->reply;
-        int code = r->has_code ? (int)r->code : DCTX_UNKNOWN;
-        if (code < 0 || code > DCTX_CODE_MAX)
-            code = DCTX_UNKNOWN;
-        bool payload = code == DCTX_OK && r->has_payload;
-        dctx__result_set(&call->result, code, r->message, payload ? r->payload.data : NULL,
-                         payload ? r->payload.len : 0);
-    }
-    dctx__frame_free(f);
-}
-
-static bool closing(dctx_rpc_channel *ch)
-{
-    return atomic_load_explicit(&ch->closing, memory_order_acquire);
-}
-
-/* End the call under its mutex: give the io back and let go. */
-static void end_locked(dctx_rpc_handle *call)
-{
-    struct dctx__io *io = call->io;
-    call->io = NULL;
-    call->phase = DONE;
-    pthread_mutex_unlock(&call->mu);
-    dctx__io_put(io);
-    finish(call);
-}
-
-/* One step of the call, its operation on io having ended with rv: post
- * the receive (true: there is a next step) or end the call (false). */
-static bool call_step(dctx_rpc_handle *call, struct dctx__io *io, int rv)
-{
-    pthread_mutex_lock(&call->mu);
-    if (call->phase == SENDING) {
-        if (rv != 0) {
-            nng_msg_free(nng_aio_get_msg(io->aio));
-            nng_aio_set_msg(io->aio, NULL);
-        }
-        if (rv == 0 && !call->canceled && !closing(call->ch)) {
-            call->phase = RECEIVING;
-            nng_ctx_recv(io->nctx, io->aio);
-            pthread_mutex_unlock(&call->mu);
-            return true;
-        }
-    } else if (rv == 0) {
-        nng_msg *msg = nng_aio_get_msg(io->aio);
-        nng_aio_set_msg(io->aio, NULL);
-        result_from_reply(call, msg);
-        nng_msg_free(msg);
-        end_locked(call);
-        return false;
-    }
-    /* Here the call ends without a reply: its context ended, the channel
-     * is closing (the send may even have gone: rv 0), or nng failed. */
-    if (call->canceled)
-        result_from_context(call);
-    else if (closing(call->ch) && (rv == 0 || rv == NNG_ECANCELED))
-        result_from_nng(call, NNG_ECLOSED);
-    else
-        result_from_nng(call, rv);
-    end_locked(call);
-    return false;
-}
-
-static void call_io_done(void *owner, struct dctx__io *io, int rv)
-{
-    (void)call_step(owner, io, rv);
+    return rc;
 }
 
 /* ===== Pushing a cancel ===== */
 
-static void cancel_end(dctx_rpc_handle *call, struct dctx__io *io, int outcome)
+/* Send the Cancel frame: the call id, the token, the cause, and how long
+ * the callee must remember it in case the call has not arrived yet (a
+ * relay may reorder). ch->mu held; the call is on the ready connection. */
+static bool push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
 {
-    dctx_rpc_channel *ch = call->ch;
-    dctx__io_put(io);
-    count(&ch->outcomes[outcome]);
-    set_word(&call->outcome, &call->sleepers, outcome);
-    in_flight_leave(ch);
-    call_unref(call);
-}
-
-/* The Cancel frame is on its way: tell the event hook, on this nng thread. */
-static void report_pushed(dctx_rpc_handle *call)
-{
-    dctx_rpc_channel *ch = call->ch;
-    if (ch->opts.on_event == NULL)
-        return;
-    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
-                         .method = call->method,
-                         .code = call->pushed_cause,
-                         .message = call->pushed_msg != NULL ? call->pushed_msg : ""};
-    ch->opts.on_event(ch->opts.event_arg, &ev);
-    free(call->pushed_msg);
-    call->pushed_msg = NULL;
-}
-
-static void cancel_io_done(void *owner, struct dctx__io *io, int rv)
-{
-    dctx_rpc_handle *call = owner;
-    if (call->cancel_phase == SENDING) {
-        if (rv == 0)
-            report_pushed(call);
-        if (rv == 0 && !closing(call->ch)) {
-            call->cancel_phase = RECEIVING;
-            nng_ctx_recv(io->nctx, io->aio);
-            return;
-        }
-        nng_msg_free(nng_aio_get_msg(io->aio));
-        nng_aio_set_msg(io->aio, NULL);
-        cancel_end(call, io, DCTX_RPC_CANCEL_UNREACHED);
-        return;
-    }
-    int outcome = DCTX_RPC_CANCEL_UNREACHED;
-    if (rv == 0) {
-        nng_msg *msg = nng_aio_get_msg(io->aio);
-        nng_aio_set_msg(io->aio, NULL);
-        Dctx__Wire__Frame *f = dctx__frame_unpack(msg);
-        if (f != NULL && f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK &&
-            f->cancel_ack->has_outcome && (int)f->cancel_ack->outcome >= DCTX_RPC_CANCEL_STOPPED &&
-            (int)f->cancel_ack->outcome <= DCTX_RPC_CANCEL_TOO_LATE)
-            outcome = (int)f->cancel_ack->outcome;
-        dctx__frame_free(f);
-        nng_msg_free(msg);
-    }
-    cancel_end(call, io, outcome);
-}
-
-/* Send the Cancel frame: the token, the cause, and how long the callee
- * must remember it in case the call has not arrived yet. The caller has
- * counted the cancel in the channel's in_flight (while the call itself
- * was still counted there, so the channel could not be freed meanwhile).
- * cause_msg is already cut to the wire limit. */
-static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
-{
-    dctx_rpc_channel *ch = call->ch;
     Dctx__Wire__Cancel c = DCTX__WIRE__CANCEL__INIT;
     c.has_cancel_token = 1;
     c.cancel_token.data = call->token;
@@ -662,73 +743,69 @@ static void push_cancel(dctx_rpc_handle *call, int cause, const char *cause_msg)
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CANCEL;
     f.cancel = &c;
-
-    nng_msg *m = NULL;
-    struct dctx__io *io = NULL;
-    if (dctx__frame_pack(&f, &m) != 0 || dctx__io_get(&ch->pool, cancel_io_done, call, &io) != 0) {
-        nng_msg_free(m);
-        set_word(&call->outcome, &call->sleepers, DCTX_RPC_CANCEL_UNREACHED);
-        count(&ch->outcomes[DCTX_RPC_CANCEL_UNREACHED]);
-        in_flight_leave(ch);
-        return;
-    }
-    /* a close lets it reach the server first (bounded) */
-    atomic_store_explicit(&io->spare, true, memory_order_relaxed);
-    count(&ch->cancels_pushed);
-    if (ch->opts.on_event != NULL) {
-        call->pushed_cause = cause;
-        call->pushed_msg = strdup(cause_msg); /* NULL: the event goes with "" */
-    }
-    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
-    call->cancel_phase = SENDING;
-    nng_aio_set_timeout(io->aio,
-                        dctx__ms_until(dctx_now() + ch->opts.cancel_ack_timeout_ns, dctx_now()));
-    nng_aio_set_msg(io->aio, m);
-    nng_ctx_send(io->nctx, io->aio);
+    f.has_call_id = 1;
+    f.call_id = call->id;
+    return dctx__session_send(call->ch->ready->s, &f) == 0;
 }
 
 /* The call's context is done: run by the thread that canceled it, after
  * its node locks are released (dctx__after_func_inline). Takes only the
- * call's and the channel's mutexes, and nng's calls here never block. */
+ * call's and the channel's mutexes; sending never blocks. */
 static void context_done(void *arg)
 {
     dctx_rpc_handle *call = arg;
     dctx_rpc_channel *ch = call->ch;
-    pthread_mutex_lock(&call->mu);
-    bool live = call->phase != DONE;
-    bool push = false;
-    if (live) {
-        /* Count the cancel in the channel while the call still is: once the
-         * mutex is let go the call may end, and its owner close the channel. */
-        push = in_flight_enter(ch);
-        call->canceled = true;
-        atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
-    }
-    /* The cause is read now: the call (and its hold on ctx) may end as
-     * soon as the mutex is let go. */
+    /* Hold the channel while the call is not finishing: once finish has
+     * begun, the call may leave, its context go and the channel be freed.
+     * The cause is read while that cannot happen. */
     const char *msg = NULL;
-    int cause = live ? dctx_cause(call->ctx, &msg) : 0;
     char text[DCTX__MESSAGE_SIZE];
-    dctx__message_copy(text, msg);
-    pthread_mutex_unlock(&call->mu);
-    /* The frame first, then our own end: the callee is waiting on the
-     * frame, and aborting the aio costs a wake-up (the caller's thread). */
-    if (push)
-        push_cancel(call, cause, text);
+    int cause = 0;
+    dctx_rpc_result res;
+    pthread_mutex_lock(&call->mu);
+    bool live = !call->finishing;
     if (live) {
-        pthread_mutex_lock(&call->mu);
-        /* Still live: io is still this call's. NULL: start has not sent it
-         * yet; it will see canceled. A reply that came meanwhile stands. */
-        if (call->phase != DONE && call->io != NULL)
-            nng_aio_cancel(call->io->aio);
-        pthread_mutex_unlock(&call->mu);
+        atomic_fetch_add(&ch->in_flight, 1);
+        cause = dctx_cause(call->ctx, &msg);
+        dctx__message_copy(text, msg);
+        result_from_context(call->ctx, &res);
     }
+    pthread_mutex_unlock(&call->mu);
+    if (!live) {
+        call_unref(call);
+        return;
+    }
+
+    pthread_mutex_lock(&ch->mu);
+    bool decided = false;
+    if (!call->decided) {
+        /* Sent and not answered: tell the server. Not sent yet: start
+         * sees the call decided and never sends it. */
+        if (call->in_map && !call->replied && push_cancel(call, cause, text)) {
+            call->ack_due = true;
+            call->pushed = true;
+            call->pushed_cause = cause;
+            atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
+        }
+        decided = decide(call, &res);
+    } else {
+        dctx_rpc_result_free(&res);
+    }
+    pthread_mutex_unlock(&ch->mu);
+    if (call->pushed) {
+        count(&ch->cancels_pushed);
+        if (ch->opts.on_event != NULL)
+            call->pushed_msg = strdup(text); /* NULL: the event goes with "" */
+    }
+    if (decided)
+        conclude(call, true);
+    in_flight_leave(ch);
     call_unref(call); /* the after-func's reference */
 }
 
 /* ===== Starting a call ===== */
 
-static int call_new(dctx_rpc_channel *ch, dctx *ctx, dctx_rpc_done_fn done, void *arg,
+static int call_new(dctx_rpc_channel *ch, dctx *ctx, dctx_rpc_done_fn done, void *arg, bool waited,
                     dctx_rpc_handle **out)
 {
     dctx_rpc_handle *call = calloc(1, sizeof *call);
@@ -741,23 +818,76 @@ static int call_new(dctx_rpc_channel *ch, dctx *ctx, dctx_rpc_done_fn done, void
         call->deadline_ns = DCTX_DEADLINE_NONE;
     call->done = done;
     call->done_arg = arg;
+    call->waited = waited;
     pthread_mutex_init(&call->mu, NULL);
-    call->phase = SENDING;
     call->result.message = "";
     *out = call;
     return 0;
 }
 
-static int pack_call(dctx_rpc_handle *call, const char *method, const void *req, size_t req_len,
-                     nng_msg **msg, char *err)
+/* Put the call on the ready connection: an id, the map, the Call frame in
+ * the send queue. Runs under ch->mu; err names a failure. */
+static int send_call(dctx_rpc_handle *call, Dctx__Wire__Frame *f, char *err)
 {
+    dctx_rpc_channel *ch = call->ch;
+    if (call->decided)
+        return 0; /* canceled before it could go: never sent */
+    struct conn *c = ch->ready;
+    if (c == NULL) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "connection to %s lost (%s)", ch->url, ch->last_error);
+        return DCTX_UNAVAILABLE;
+    }
+    size_t size = dctx__wire__frame__get_packed_size(f);
+    const struct dctx__session_peer *peer = dctx__session_peer_hello(c->s);
+    if (peer != NULL && size > peer->max_frame_bytes) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES,
+                 "call of %zu bytes is over the server's limit of %u bytes", size,
+                 peer->max_frame_bytes);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    do
+        call->id = ++ch->last_id;
+    while (call->id == 0 || dctx__call_map_find(&ch->ids, call->id) != NULL);
+    f->has_call_id = 1;
+    f->call_id = call->id;
+    if (dctx__call_map_insert(&ch->ids, call->id, call) != 0) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "out of memory");
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    int rc = dctx__session_send(c->s, f);
+    if (rc != 0) {
+        dctx__call_map_remove(&ch->ids, call->id);
+        if (rc == DCTX_RESOURCE_EXHAUSTED)
+            snprintf(err, DCTX__WIRE_ERR_BYTES,
+                     "the connection's send queue is full: the server is not reading");
+        else
+            snprintf(err, DCTX__WIRE_ERR_BYTES, "connection to %s lost (%s)", ch->url,
+                     ch->last_error);
+        return rc;
+    }
+    call->in_map = true;
+    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed); /* the map's */
+    return 0;
+}
+
+/* Encode the context and send; the budget on the wire is what is left
+ * when the call leaves, not what was left before waiting for a
+ * connection. */
+static int pack_and_send(dctx_rpc_handle *call, dctx *ctx, const char *method, const void *req,
+                         size_t req_len, char *err)
+{
+    /* ctx is the starter's (call->ctx may be gone: a cancel may have
+     * decided and finished the call already; send_call then sends
+     * nothing). */
     struct dctx__wire_out hdr;
-    int rc = dctx__wire_encode(call->ctx, &call->ch->opts.policy, dctx_now(), &hdr, err);
+    int rc = dctx__wire_encode(ctx, &call->ch->opts.policy, dctx_now(), &hdr, err);
     if (rc != 0)
         return rc;
     memcpy(call->token, hdr.token, sizeof call->token);
     Dctx__Wire__Call c = DCTX__WIRE__CALL__INIT;
-    c.method = (char *)method;
+    c.has_method = 1;
+    c.method.data = (uint8_t *)method;
+    c.method.len = strlen(method);
     c.context = &hdr.hdr;
     c.has_payload = 1;
     c.payload.data = (uint8_t *)req;
@@ -765,10 +895,32 @@ static int pack_call(dctx_rpc_handle *call, const char *method, const void *req,
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
     f.call = &c;
-    return dctx__frame_pack(&f, msg);
+    pthread_mutex_lock(&call->ch->mu);
+    rc = send_call(call, &f, err);
+    pthread_mutex_unlock(&call->ch->mu);
+    return rc;
 }
 
-/* Everything that can fail before the call is on its way; err names it. */
+/* Undo a call that failed before it was on its way. */
+static void abandon(dctx_rpc_handle *call)
+{
+    dctx_release(call->ctx);
+    call_unref(call);
+}
+
+/* A call that could not be sent is the starter's to end (it returns the
+ * code), unless an after-func decided it first; true if it is. */
+static bool claim_unsent(dctx_rpc_handle *call)
+{
+    pthread_mutex_lock(&call->ch->mu);
+    bool ours = !call->decided;
+    call->decided = true;
+    pthread_mutex_unlock(&call->ch->mu);
+    return ours;
+}
+
+/* Everything that can fail before the call is on its way; err names it.
+ * After 0 the call ends through decide and its finisher. */
 static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
                  size_t req_len, dctx_rpc_done_fn done, void *arg, bool waited,
                  dctx_rpc_handle **out, char *err)
@@ -786,61 +938,59 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
         return dctx_err(ctx);
     }
     dctx_rpc_handle *call = NULL;
-    int rc = call_new(ch, ctx, done, arg, &call);
-    nng_msg *msg = NULL;
-    struct dctx__io *io = NULL;
+    int rc = call_new(ch, ctx, done, arg, waited, &call);
     /* The name is kept for events only. */
     if (rc == 0 && ch->opts.on_event != NULL && (call->method = strdup(method)) == NULL)
         rc = DCTX_RESOURCE_EXHAUSTED;
-    if (rc == 0 && (rc = wait_connected(ch, call->deadline_ns)) != 0)
-        snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s", ch->url);
-    /* Packed once connected: the budget on the wire is what is left when
-     * the call leaves, not what was left before waiting for a pipe. */
-    if (rc == 0)
-        rc = pack_call(call, method, req, req_len, &msg, err);
-    if (rc == DCTX_DEADLINE_EXCEEDED)
-        count(&ch->not_sent_budget);
-    if (rc == 0)
-        rc = dctx__io_get(waited ? &ch->waited_pool : &ch->pool, call_io_done, call, &io);
     if (rc == 0 && !in_flight_enter(ch)) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "channel to %s closed", ch->url);
         rc = DCTX_UNAVAILABLE;
-        dctx__io_put(io);
     }
-    /* A context that can never be done needs no cancel trigger. */
+    if (rc != 0) {
+        if (call != NULL)
+            abandon(call);
+        if (err[0] == '\0')
+            snprintf(err, DCTX__WIRE_ERR_BYTES, "%s", dctx_strerror(rc));
+        return rc;
+    }
+    /* From the cancel trigger on, the call may end on another thread at
+     * once: what it and the caller need is in place before. */
+    call->started_ns = dctx_now();
+    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed); /* the caller's */
+    rc = wait_connected(ch, call->deadline_ns, err);
+    /* The cancel trigger before the frame goes: a cancel from here on
+     * either finds the call sent (and pushes) or keeps it from going. A
+     * context that can never be done needs none. */
     if (rc == 0 && dctx__can_be_done(ctx)) {
         atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
         if (dctx__after_func_inline(ctx, context_done, call, &call->after) != 0) {
             atomic_fetch_sub_explicit(&call->refs, 1, memory_order_relaxed);
-            dctx__io_put(io); /* before leaving: a closing channel may then go */
-            in_flight_leave(ch);
             rc = DCTX_RESOURCE_EXHAUSTED;
         }
     }
+    if (rc == 0)
+        rc = pack_and_send(call, ctx, method, req, req_len, err);
+    if (rc == DCTX_DEADLINE_EXCEEDED)
+        count(&ch->not_sent_budget);
+    if (rc != 0 && !claim_unsent(call)) {
+        /* An after-func decided it first: it ends as every call does. */
+        rc = 0;
+    }
     if (rc != 0) {
-        nng_msg_free(msg);
-        if (call != NULL) {
-            dctx_release(call->ctx);
+        if (call->after != NULL && dctx_after_stop(call->after))
             call_unref(call);
-        }
+        in_flight_leave(ch);
+        call_unref(call); /* the caller's */
+        abandon(call);
         if (err[0] == '\0')
             snprintf(err, DCTX__WIRE_ERR_BYTES, "%s", dctx_strerror(rc));
         return rc;
     }
     count(&ch->calls);
-    call->started_ns = dctx_now();
-    if (out != NULL) {
-        atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
+    if (out != NULL)
         *out = call;
-    }
-    pthread_mutex_lock(&call->mu);
-    call->io = io;
-    int64_t now = dctx_now();
-    nng_aio_set_timeout(io->aio, call->deadline_ns == DCTX_DEADLINE_NONE
-                                     ? NNG_DURATION_INFINITE
-                                     : dctx__ms_until(call->deadline_ns + BACKSTOP_NS, now));
-    nng_aio_set_msg(io->aio, msg);
-    nng_ctx_send(io->nctx, io->aio);
-    pthread_mutex_unlock(&call->mu);
+    else
+        call_unref(call);
     return 0;
 }
 
@@ -853,6 +1003,30 @@ int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, con
     return start(ch, ctx, method, req, req_len, done, arg, false, out, err);
 }
 
+int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
+                      size_t req_len, dctx_rpc_result *res)
+{
+    char err[DCTX__WIRE_ERR_BYTES];
+    dctx_rpc_handle *call = NULL;
+    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, &call, err);
+    if (rc != 0) {
+        if (res != NULL)
+            dctx__result_set(res, rc, err, NULL, 0);
+        return rc;
+    }
+    /* This thread is the call's finisher: whoever decides it wakes us. */
+    wait_word(&call->decided_word, &call->sleepers, 0, -1);
+    finish(call);
+    rc = call->result.code;
+    if (res != NULL) {
+        *res = call->result; /* the storage moves to the caller */
+        res->cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
+        memset(&call->result, 0, sizeof call->result);
+    }
+    call_unref(call);
+    return rc;
+}
+
 bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns)
 {
     return call != NULL && wait_word(&call->ended, &call->sleepers, 0, timeout_ns);
@@ -860,8 +1034,11 @@ bool dctx_rpc_handle_wait(dctx_rpc_handle *call, int64_t timeout_ns)
 
 int dctx_rpc_handle_result(dctx_rpc_handle *call, dctx_rpc_result *res)
 {
-    if (call == NULL)
+    if (call == NULL) {
+        if (res != NULL)
+            dctx__result_set(res, DCTX_INVALID_ARGUMENT, "no call", NULL, 0);
         return DCTX_INVALID_ARGUMENT;
+    }
     wait_word(&call->ended, &call->sleepers, 0, -1);
     if (res != NULL) {
         dctx__result_set(res, call->result.code, call->result.message, call->result.payload,
@@ -876,10 +1053,10 @@ int dctx_rpc_handle_cancel_outcome(dctx_rpc_handle *call, int64_t timeout_ns)
     if (call == NULL)
         return DCTX_RPC_CANCEL_NONE;
     /* Right after a cancel the after-func that pushes it may not have run
-     * yet: a live call whose context is done will end through it, with the
-     * outcome PENDING by then, so wait for the end first. */
+     * yet: a call not finishing whose context is done will end through
+     * it, with the outcome PENDING by then, so wait for the end first. */
     pthread_mutex_lock(&call->mu);
-    bool due = call->phase != DONE && call->ctx != NULL && dctx_done(call->ctx);
+    bool due = !call->finishing && call->ctx != NULL && dctx_done(call->ctx);
     pthread_mutex_unlock(&call->mu);
     if (due)
         wait_word(&call->ended, &call->sleepers, 0, timeout_ns);
@@ -891,33 +1068,4 @@ void dctx_rpc_handle_release(dctx_rpc_handle *call)
 {
     if (call != NULL)
         call_unref(call);
-}
-
-int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
-                      size_t req_len, dctx_rpc_result *res)
-{
-    char err[DCTX__WIRE_ERR_BYTES];
-    dctx_rpc_handle *call = NULL;
-    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, &call, err);
-    if (rc != 0) {
-        if (res != NULL)
-            dctx__result_set(res, rc, err, NULL, 0);
-        return rc;
-    }
-    /* This thread steps the call: only its own steps end it (a cancel or a
-     * close only aborts the operation under way), so io stays ours. */
-    pthread_mutex_lock(&call->mu);
-    struct dctx__io *io = call->io;
-    pthread_mutex_unlock(&call->mu);
-    do
-        nng_aio_wait(io->aio);
-    while (call_step(call, io, nng_aio_result(io->aio)));
-    rc = call->result.code;
-    if (res != NULL) {
-        *res = call->result; /* the storage moves to the caller */
-        res->cancel_outcome = atomic_load_explicit(&call->outcome, memory_order_acquire);
-        memset(&call->result, 0, sizeof call->result);
-    }
-    call_unref(call);
-    return rc;
 }

@@ -1,48 +1,67 @@
 /*
- * server.c - a REP socket, a method table and a pool of workers.
+ * server.c - sessions from callers, a method table and a pool of workers
+ * (proto/PROTOCOL.md).
  *
- * Receiving never stops: RECEIVERS pooled nng contexts always have a
- * receive posted. When one gets a message, a fresh context takes over its
- * receive at once and the one that got it (it holds the requester's
- * backtrace) stays with the request until its reply is sent; then it goes
- * back to the pool. So a Cancel is read even while every worker is busy,
- * and a peer that never reads its replies holds only its own contexts:
- * replies are sent asynchronously with a timeout, never waited for.
+ * Design
+ *   Every listen URL has an acceptor (acceptor.c) that accepts without a
+ *   limit of its own; each connection is a session (session.c) whose
+ *   frames are handled on its receive callback, so a Cancel is read even
+ *   while every worker is busy, and a ping is answered at once.
  *
- * A Call is checked and its context rebuilt on the receiving (nng) thread,
- * registered by its token, and queued; workers run handlers. A Cancel
- * looks the token up: a queued call is dropped (PREVENTED), a running
- * one has its context canceled with the caller's cause (STOPPED), a
- * finished one is TOO_LATE, an unknown one is remembered until its budget
- * ends so the call, if it comes, is refused (PREVENTED). A lost pipe
- * cancels every call that came on it; closing cancels the root of all.
+ *   A Call is checked and its context rebuilt on the receiving thread,
+ *   registered by its id on its connection and by its token in the
+ *   server's table, and queued; workers run handlers (DCTX_RPC_INLINE
+ *   ones run on the receiving thread). Every Call gets exactly one Reply,
+ *   unless its connection is gone. A Cancel finds its call by id on its
+ *   connection, or else by its token: a queued call is prevented (it is
+ *   answered CANCELLED at once), a running one has its
+ *   context canceled with the caller's cause (STOPPED), a finished one is
+ *   TOO_LATE, and an unknown token is remembered until its budget ends so
+ *   the call, if it comes (a relay may reorder), is refused (PREVENTED). A
+ *   connection that ends cancels every call that came on it; closing
+ *   cancels the root of all.
  *
- * Call states: QUEUED -> RUNNING -> FINISHED, or QUEUED -> DROPPED by a
- * cancel or a lost caller, decided by compare-and-swap.
+ *   Call states: QUEUED -> RUNNING -> FINISHED, or QUEUED -> DROPPED by a
+ *   cancel or a lost caller, decided by compare-and-swap.
+ *
+ *   A call's id leaves its connection's map just before its Reply is
+ *   queued: the caller may reuse the id as soon as it reads the Reply, and
+ *   its next Call must not find the id still taken. A Cancel read after
+ *   that finds the call by token, finished: TOO_LATE.
+ *
+ * Who frees what
+ *   A connection (struct conn) is counted: one reference while its session
+ *   lives, one per call that came on it. The session's end (on_end, or the
+ *   server's own decision) drops the first, once; the last drop defers the
+ *   close of the session and the free to the reaper thread, never inside
+ *   an nng callback. A call holds its frame (the request lives in it), its
+ *   context and its connection until call_unref.
  */
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "rpc_impl.h" /* nng.h first: the protocol headers need it */
-#include "listen.h"
+#include "rpc_impl.h"
 #include "context/alloc.h"
 #include "context/clock.h"
 #include "context/hooks.h"
 
 #include <dctx/trace.h>
+#include <sodium.h>
 
-#include <nng/protocol/reqrep0/rep.h>
-#include <nng/supplemental/tls/tls.h>
+#include "acceptor.h"
+#include "call_map.h"
+#include "frame.h"
+#include "reaper.h"
+#include "session.h"
 #include "text.h"
 #include "token_table.h"
 #include "wire_impl.h"
 
-#define RECEIVERS 4
 #define METHOD_BUCKETS 256
-#define REPLY_SEND_TIMEOUT_MS 5000
 #define TOMBSTONE_MAX_NS (60 * 1000000000LL)
 #define TOMBSTONES_MAX 65536
 /* Finished tokens remembered, to answer a late cancel TOO_LATE and refuse
@@ -51,8 +70,9 @@
  * at 100k calls/s; each entry is kept memory (16384 were 1.2 MB of the
  * server's resident set under load). */
 #define FINISHED_MAX 4096
-/* Contexts beyond the calls in flight: receivers, cancels, error replies. */
-#define IO_SLACK 1024
+/* How long a closing server lets each connection's last replies and its
+ * GoAway go out. */
+#define CLOSE_FLUSH_NS (100 * 1000000LL)
 
 enum call_state { QUEUED, RUNNING, FINISHED, DROPPED };
 
@@ -65,16 +85,30 @@ struct method {
     struct method *next;
 };
 
-struct server_call {
-    atomic_int refs; /* the work queue/worker, plus lookups in the token table */
+struct conn {
     dctx_rpc_server *srv;
-    struct dctx__io *io; /* holds the caller's backtrace until the reply */
-    dctx *ctx;           /* the rebuilt context, canceled from outside */
+    struct dctx__session *s;
+    uint32_t number;  /* names its calls in the token table, for peer loss */
+    atomic_int refs;  /* one while the session lives, one per call */
+    atomic_bool over; /* the session ended (or the server ended it): once */
+    bool flush;       /* closed by the server: let what is queued go first */
+    bool unstarted;   /* accepted before the server started; protected by srv->mu */
+    pthread_mutex_t mu;
+    struct dctx__call_map ids; /* calls in flight from this peer; protected by mu */
+    struct conn *prev, *next;  /* srv->conns; protected by srv->mu */
+    struct dctx__reap_item reap;
+};
+
+struct server_call {
+    atomic_int refs; /* the work queue/worker, plus lookups (token table, ids) */
+    dctx_rpc_server *srv;
+    struct conn *conn; /* where the reply goes; referenced */
+    uint32_t id;       /* the call id on conn */
+    dctx *ctx;         /* the rebuilt context, canceled from outside */
     uint8_t token[DCTX_TOKEN_BYTES];
     const struct method *method;
     Dctx__Wire__Frame *frame; /* the request; the payload lives here */
     atomic_int state;         /* enum call_state */
-    atomic_bool caller_gone;  /* its caller canceled it or was lost: no reply needed */
     int64_t received_ns;
     struct server_call *next; /* work queue; protected by srv->mu */
 };
@@ -85,28 +119,34 @@ struct dctx_rpc_reply {
     char message[DCTX__MESSAGE_SIZE];
 };
 
+struct acceptor_item {
+    struct dctx__acceptor *a;
+    struct acceptor_item *next;
+};
+
 struct dctx_rpc_server {
-    nng_socket sock;
     dctx_rpc_server_options opts;
     dctx *root;                             /* every call's context descends from it */
     struct method *methods[METHOD_BUCKETS]; /* written before start only */
-    struct dctx__io_pool pool;
-    struct dctx__listeners listeners;
     dctx__token_table *tokens;
     pthread_mutex_t mu;
     pthread_cond_t work_cv;          /* work queued, or stopping */
-    pthread_cond_t idle_cv;          /* in_flight reached 0. CLOCK_MONOTONIC */
+    pthread_cond_t idle_cv;          /* in_flight reached 0; a connection freed. MONOTONIC */
     struct server_call *head, *tail; /* protected by mu */
+    struct acceptor_item *acceptors; /* protected by mu */
+    struct conn *conns;              /* every connection not yet freed; protected by mu */
+    uint32_t conn_number;            /* the last given; protected by mu */
     /* Calls admitted and not yet over, counted without the mutex: admit
      * counts a call in, then checks closing; close sets closing, then
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
-    atomic_bool closing;    /* set once, under mu */
-    bool stopping, started; /* protected by mu */
+    atomic_bool closing; /* set once, under mu */
+    atomic_bool started; /* set once by start; read by the receiving threads */
+    bool stopping;       /* protected by mu */
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
-        expired_in_queue, traces_dropped;
+        expired_in_queue, traces_dropped, connections;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
@@ -115,6 +155,8 @@ static void count(atomic_uint_fast64_t *c)
 {
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
+
+/* ===== Events ===== */
 
 static void emit(dctx_rpc_server *srv, dctx_rpc_event *ev)
 {
@@ -131,16 +173,6 @@ static void emit(dctx_rpc_server *srv, dctx_rpc_event *ev)
     srv->opts.on_event(srv->opts.event_arg, ev);
 }
 
-/* A call answered without running: refused, or ended by its cancel. */
-static void emit_refusal(dctx_rpc_server *srv, const char *method, int code, const char *message)
-{
-    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
-                         .method = method != NULL ? method : "",
-                         .code = code,
-                         .message = message};
-    emit(srv, &ev);
-}
-
 static void emit_call_end(struct server_call *call, int code, const char *message)
 {
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
@@ -152,38 +184,100 @@ static void emit_call_end(struct server_call *call, int code, const char *messag
     emit(call->srv, &ev);
 }
 
-static void emit_refusal(dctx_rpc_server *srv, const char *method, int code, const char *message);
+/* ===== Connections ===== */
+
+static void conn_close_deferred(void *arg)
+{
+    struct conn *c = arg;
+    dctx_rpc_server *srv = c->srv;
+    if (c->flush)
+        dctx__session_close_after_flush(c->s, CLOSE_FLUSH_NS);
+    else
+        dctx__session_close(c->s);
+    dctx__call_map_fini(&c->ids);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_lock(&srv->mu);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    pthread_cond_broadcast(&srv->idle_cv);
+    pthread_mutex_unlock(&srv->mu);
+    free(c);
+}
+
+static void conn_unref(struct conn *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (!dctx__reaper_defer(&c->reap, conn_close_deferred, c))
+        conn_close_deferred(c); /* no reaper thread: here (never from an nng callback
+                                   when the reaper runs) */
+}
+
+static bool call_retain(void *p);
+static void call_unref(struct server_call *call);
+static int call_cancel(struct server_call *call, int cause, const char *msg);
+
+static void cancel_for_lost_peer(void *p, void *arg)
+{
+    struct server_call *call = p;
+    dctx_rpc_server *srv = arg;
+    count(&srv->canceled_by_peer_loss);
+    call_cancel(call, DCTX_CANCELED, "caller lost (connection closed)");
+    call_unref(call);
+}
+
+/* The connection is over, once: its calls are canceled and its session's
+ * reference goes. A peer that left is counted; the server's own closing
+ * is not a loss. */
+static void conn_over(struct conn *c, bool lost)
+{
+    if (atomic_exchange(&c->over, true))
+        return;
+    dctx_rpc_server *srv = c->srv;
+    if (lost && !atomic_load(&srv->closing))
+        count(&srv->peers_lost);
+    dctx__token_each_of_pipe(srv->tokens, c->number, call_retain, cancel_for_lost_peer, srv);
+    conn_unref(c);
+}
+
+/* The session ended: the peer left, the stream failed, or a protocol
+ * error (which the session counted: at most one per session, since it
+ * ends it). */
+static void conn_ended(void *owner, struct dctx__session *s, int code, const char *why)
+{
+    (void)code;
+    (void)why;
+    struct conn *c = owner;
+    atomic_fetch_add_explicit(&c->srv->bad_frames, dctx__session_bad_frames(s),
+                              memory_order_relaxed);
+    conn_over(c, true);
+}
 
 /* ===== Replies ===== */
 
-static void reply_sent(void *owner, struct dctx__io *io, int rv)
+static int send_on(struct conn *c, Dctx__Wire__Frame *f, uint32_t id)
 {
-    (void)owner;
-    if (rv != 0) { /* the peer is gone or does not read: drop it */
-        nng_msg_free(nng_aio_get_msg(io->aio));
-        nng_aio_set_msg(io->aio, NULL);
-    }
-    dctx__io_put(io);
+    f->has_call_id = 1;
+    f->call_id = id;
+    return dctx__session_send(c->s, f);
 }
 
-/* Send f on io (which holds the requester's backtrace), then give io back. */
-static void send_frame(struct dctx__io *io, const Dctx__Wire__Frame *f)
-{
-    nng_msg *m = NULL;
-    if (dctx__frame_pack(f, &m) != 0) {
-        dctx__io_put(io);
-        return;
-    }
-    io->fn = reply_sent;
-    nng_aio_set_timeout(io->aio, REPLY_SEND_TIMEOUT_MS);
-    nng_aio_set_msg(io->aio, m);
-    nng_ctx_send(io->nctx, io->aio);
-}
-
-static void send_reply(dctx_rpc_server *srv, struct dctx__io *io, int code, const char *message,
+/* Answer call id on c: the id leaves the map first (see Design), then the
+ * Reply goes. A reply over the caller's limit goes as RESOURCE_EXHAUSTED;
+ * one that cannot be queued (the caller does not read) ends the
+ * connection: never a call without a reply on a connection that stays. */
+static void send_reply(struct conn *c, uint32_t id, int code, const char *message,
                        const void *payload, size_t len)
 {
+    dctx_rpc_server *srv = c->srv;
     count(&srv->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
+    pthread_mutex_lock(&c->mu);
+    dctx__call_map_remove(&c->ids, id);
+    pthread_mutex_unlock(&c->mu);
     Dctx__Wire__Reply r = DCTX__WIRE__REPLY__INIT;
     r.has_code = 1;
     r.code = (uint32_t)code;
@@ -196,23 +290,42 @@ static void send_reply(dctx_rpc_server *srv, struct dctx__io *io, int code, cons
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
     f.reply = &r;
-    send_frame(io, &f);
+    const struct dctx__session_peer *peer = dctx__session_peer_hello(c->s);
+    if (peer != NULL && dctx__wire__frame__get_packed_size(&f) > peer->max_frame_bytes) {
+        char text[96];
+        snprintf(text, sizeof text, "response of %zu bytes is over the caller's limit of %u bytes",
+                 len, peer->max_frame_bytes);
+        r.code = DCTX_RESOURCE_EXHAUSTED;
+        r.message = text;
+        r.has_payload = 0;
+        if (send_on(c, &f, id) == DCTX_RESOURCE_EXHAUSTED)
+            goto full;
+        return;
+    }
+    if (send_on(c, &f, id) != DCTX_RESOURCE_EXHAUSTED)
+        return; /* sent, or the connection is gone: nobody to answer */
+full:
+    dctx__session_shutdown(c->s);
+    conn_over(c, true);
 }
 
-/* Refuse a call (method may be NULL for a frame that is not one). */
-static void refuse(dctx_rpc_server *srv, struct dctx__io *io, const char *method, int code,
-                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Refuse a call unrun (method may be NULL when none was named). */
+static void refuse(struct conn *c, uint32_t id, const char *method, int code, const char *fmt, ...)
+    DCTX_PRINTF(5, 6);
 
-static void refuse(dctx_rpc_server *srv, struct dctx__io *io, const char *method, int code,
-                   const char *fmt, ...)
+static void refuse(struct conn *c, uint32_t id, const char *method, int code, const char *fmt, ...)
 {
     char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    emit_refusal(srv, method, code, msg);
-    send_reply(srv, io, code, msg, NULL, 0);
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                         .method = method != NULL ? method : "",
+                         .code = code,
+                         .message = msg};
+    emit(c->srv, &ev);
+    send_reply(c, id, code, msg, NULL, 0);
 }
 
 void dctx__reply_take_payload(dctx_rpc_reply *reply, void *data, size_t len)
@@ -260,6 +373,7 @@ static void call_unref(struct server_call *call)
         return;
     dctx_release(call->ctx);
     dctx__frame_free(call->frame);
+    conn_unref(call->conn);
     free(call);
 }
 
@@ -267,8 +381,8 @@ static void call_unref(struct server_call *call)
 static void in_flight_leave(dctx_rpc_server *srv)
 {
     /* Only a closing server waits for the count to reach 0. The server
-     * outlives this: close joins the workers and waits for nng's
-     * callbacks before it frees anything. */
+     * outlives this: close joins the workers and waits for every
+     * connection before it frees anything. */
     if (atomic_fetch_sub(&srv->in_flight, 1) == 1 && atomic_load(&srv->closing)) {
         pthread_mutex_lock(&srv->mu);
         pthread_cond_broadcast(&srv->idle_cv);
@@ -276,7 +390,7 @@ static void in_flight_leave(dctx_rpc_server *srv)
     }
 }
 
-/* The call is over (answered or dropped): forget its token, count it out. */
+/* The call is over (answered): forget its token, count it out. */
 static void call_end(struct server_call *call)
 {
     dctx_rpc_server *srv = call->srv;
@@ -285,16 +399,36 @@ static void call_end(struct server_call *call)
     call_unref(call);
 }
 
+/* Answer a call that will not run: dropped by its cancel, its budget gone
+ * in the queue, or the server closing (the cause says UNAVAILABLE then). */
+static void answer_unrun(struct server_call *call, bool dropped)
+{
+    dctx_rpc_server *srv = call->srv;
+    const char *msg = NULL;
+    int err = dctx_err(call->ctx);
+    int cause = dctx_cause(call->ctx, &msg);
+    int code = dropped || err == DCTX_DEADLINE_EXCEEDED ? err : cause;
+    if (!dropped && err == DCTX_DEADLINE_EXCEEDED)
+        count(&srv->expired_in_queue);
+    char text[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    snprintf(text, sizeof text, "%s %s%s%s", dctx_strerror(err),
+             dropped ? "before it ran" : "while queued", msg ? ": " : "", msg ? msg : "");
+    emit_call_end(call, code, text);
+    send_reply(call->conn, call->id, code, text, NULL, 0);
+}
+
 /* Stop a call from outside: a Cancel frame, a lost caller, shutdown. A
  * cancel caused by a deadline upstream ends the context as a deadline:
  * the caller's deadline passed, whatever the transit did to ours. */
 static int call_cancel(struct server_call *call, int cause, const char *msg)
 {
-    atomic_store(&call->caller_gone, true);
     int err = cause == DCTX_DEADLINE_EXCEEDED ? DCTX_DEADLINE_EXCEEDED : DCTX_CANCELED;
     int expected = QUEUED;
     if (atomic_compare_exchange_strong(&call->state, &expected, DROPPED)) {
+        /* Answered now, not when a worker takes it: its id and its slot
+         * are free at once, however long the workers stay busy. */
         dctx__cancel_err(call->ctx, err, cause, msg);
+        answer_unrun(call, true);
         return DCTX_RPC_CANCEL_PREVENTED;
     }
     if (expected == RUNNING) {
@@ -308,27 +442,13 @@ static int call_cancel(struct server_call *call, int cause, const char *msg)
 
 static void run_call(struct server_call *call)
 {
-    dctx_rpc_server *srv = call->srv;
     int expected = QUEUED;
     if (!atomic_compare_exchange_strong(&call->state, &expected, RUNNING)) {
-        dctx__io_put(call->io); /* dropped: its caller gave up; no reply */
-        call_end(call);
+        call_end(call); /* dropped: call_cancel answered it */
         return;
     }
-    int err = dctx_err(call->ctx);
-    if (err != 0) {
-        /* Refused unrun: the budget ran out in the queue, or the server is
-         * closing (the cause says UNAVAILABLE then). */
-        const char *msg = NULL;
-        int cause = dctx_cause(call->ctx, &msg);
-        int code = err == DCTX_DEADLINE_EXCEEDED ? err : cause;
-        if (err == DCTX_DEADLINE_EXCEEDED)
-            count(&srv->expired_in_queue);
-        char text[DCTX_WIRE_MESSAGE_BYTES_MAX];
-        snprintf(text, sizeof text, "%s while queued%s%s", dctx_strerror(err), msg ? ": " : "",
-                 msg ? msg : "");
-        emit_call_end(call, code, text);
-        send_reply(srv, call->io, code, text, NULL, 0);
+    if (dctx_err(call->ctx) != 0) {
+        answer_unrun(call, false);
     } else {
         dctx_rpc_reply reply = {.payload = NULL};
         const Dctx__Wire__Call *c = call->frame->call;
@@ -339,13 +459,7 @@ static void run_call(struct server_call *call)
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
         emit_call_end(call, code, reply.message);
-        if (atomic_load(&call->caller_gone)) {
-            /* Nobody reads it: the caller's REQ context dropped the call. */
-            count(&srv->by_code[code]);
-            dctx__io_put(call->io);
-        } else {
-            send_reply(srv, call->io, code, reply.message, reply.payload, reply.len);
-        }
+        send_reply(call->conn, call->id, code, reply.message, reply.payload, reply.len);
         free(reply.payload);
     }
     atomic_store(&call->state, FINISHED);
@@ -395,30 +509,30 @@ static const struct method *find_method(const dctx_rpc_server *srv, const char *
     return NULL;
 }
 
-/* Admit a checked Call: count it in, register its token, queue it. */
-static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
+/* Admit a checked Call: count it in, register its token, queue it. The
+ * call's id is already in its connection's map. */
+static void admit(dctx_rpc_server *srv, struct server_call *call)
 {
+    struct conn *c = call->conn;
     bool room = atomic_fetch_add(&srv->in_flight, 1) < srv->opts.max_in_flight;
     bool closing = atomic_load(&srv->closing);
     if (!room || closing)
         in_flight_leave(srv);
-    if (closing) {
-        refuse(srv, call->io, call->method->name, DCTX_UNAVAILABLE, "server shutting down");
+    if (closing || !room) {
+        if (closing)
+            refuse(c, call->id, call->method->name, DCTX_UNAVAILABLE, "server shutting down");
+        else
+            refuse(c, call->id, call->method->name, DCTX_RESOURCE_EXHAUSTED,
+                   "server busy: %d calls in flight", srv->opts.max_in_flight);
         call_unref(call);
         return;
     }
-    if (!room) {
-        refuse(srv, call->io, call->method->name, DCTX_RESOURCE_EXHAUSTED,
-               "server busy: %d calls in flight", srv->opts.max_in_flight);
-        call_unref(call);
-        return;
-    }
-    int rc = dctx__token_insert(srv->tokens, call->token, call, pipe, dctx_now());
+    int rc = dctx__token_insert(srv->tokens, call->token, call, c->number, dctx_now());
     if (rc != 0) {
         if (rc == DCTX_CANCELED) /* its cancel overtook it */
-            refuse(srv, call->io, call->method->name, rc, "canceled before it arrived");
+            refuse(c, call->id, call->method->name, rc, "canceled before it arrived");
         else
-            refuse(srv, call->io, call->method->name, rc, "cancel token refused: %s",
+            refuse(c, call->id, call->method->name, rc, "cancel token refused: %s",
                    dctx_strerror(rc));
         in_flight_leave(srv);
         call_unref(call);
@@ -446,32 +560,64 @@ static void admit(dctx_rpc_server *srv, struct server_call *call, uint32_t pipe)
     pthread_mutex_unlock(&srv->mu);
 }
 
-/* A Call frame. f is ours. */
-static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame *f, uint32_t pipe)
+/* Is id free on c for a new call? A protocol error if it is in flight. */
+static bool id_free(struct conn *c, uint32_t id)
 {
+    pthread_mutex_lock(&c->mu);
+    bool taken = dctx__call_map_find(&c->ids, id) != NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (taken) {
+        char why[64];
+        snprintf(why, sizeof why, "call id %u is already in flight", id);
+        dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, why);
+    }
+    return !taken;
+}
+
+/* A Call frame. f is ours. */
+static void on_call(struct conn *c, Dctx__Wire__Frame *f)
+{
+    dctx_rpc_server *srv = c->srv;
     count(&srv->calls);
-    const Dctx__Wire__Call *c = f->call;
-    char err[DCTX__WIRE_ERR_BYTES];
-    if (!dctx__method_name_valid(c->method) || c->context == NULL) {
-        count(&srv->bad_frames);
-        refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "call without a valid method name or context");
+    uint32_t id = f->call_id;
+    if (!id_free(c, id)) {
         dctx__frame_free(f);
         return;
     }
-    const struct method *m = find_method(srv, c->method);
+    const Dctx__Wire__Call *call_frame = f->call;
+    char err[DCTX__WIRE_ERR_BYTES];
+    /* The name as text: refused, never cut, with a NUL or invalid UTF-8. */
+    char name[DCTX_WIRE_METHOD_BYTES_MAX + 1];
+    const ProtobufCBinaryData *mb = &call_frame->method;
+    bool named =
+        call_frame->has_method && mb->len < sizeof name && memchr(mb->data, '\0', mb->len) == NULL;
+    if (named) {
+        memcpy(name, mb->data, mb->len);
+        name[mb->len] = '\0';
+    }
+    if (!named || !dctx__method_name_valid(name) || call_frame->context == NULL) {
+        count(&srv->bad_frames);
+        refuse(c, id, NULL, DCTX_INVALID_ARGUMENT,
+               "call without a valid method name (UTF-8 without NUL, \"/...\", at most %d "
+               "bytes) or context",
+               DCTX_WIRE_METHOD_BYTES_MAX);
+        dctx__frame_free(f);
+        return;
+    }
+    const struct method *m = find_method(srv, name);
     if (m == NULL) {
-        refuse(srv, io, c->method, DCTX_UNIMPLEMENTED, "unknown method %s", c->method);
+        refuse(c, id, name, DCTX_UNIMPLEMENTED, "unknown method %s", name);
         dctx__frame_free(f);
         return;
     }
     dctx *ctx = NULL;
     bool trace_dropped = false;
-    int rc = dctx__wire_decode(srv->root, c->context, dctx_now(), srv->opts.max_budget_ns, &ctx,
-                               err, &trace_dropped);
+    int rc = dctx__wire_decode(srv->root, call_frame->context, dctx_now(), srv->opts.max_budget_ns,
+                               &ctx, err, &trace_dropped);
     if (trace_dropped) {
         count(&srv->traces_dropped);
         dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_TRACE_DROPPED,
-                             .method = c->method,
+                             .method = name,
                              .message = "malformed traceparent dropped"};
         emit(srv, &ev);
     }
@@ -479,57 +625,86 @@ static void on_call(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame
     if (call == NULL) {
         if (rc == DCTX_INVALID_ARGUMENT)
             count(&srv->bad_frames);
-        refuse(srv, io, c->method, rc ? rc : DCTX_RESOURCE_EXHAUSTED, "%s",
-               rc ? err : "out of memory");
+        refuse(c, id, name, rc ? rc : DCTX_RESOURCE_EXHAUSTED, "%s", rc ? err : "out of memory");
         dctx_release(ctx);
         dctx__frame_free(f);
         return;
     }
     atomic_init(&call->refs, 1);
     call->srv = srv;
-    call->io = io;
+    call->conn = c;
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    call->id = id;
     call->ctx = ctx;
-    memcpy(call->token, c->context->cancel_token.data, DCTX_TOKEN_BYTES);
+    memcpy(call->token, call_frame->context->cancel_token.data, DCTX_TOKEN_BYTES);
     call->method = m;
     call->frame = f;
     atomic_init(&call->state, QUEUED);
     call->received_ns = dctx_now();
-    admit(srv, call, pipe);
+    pthread_mutex_lock(&c->mu);
+    rc = dctx__call_map_insert(&c->ids, id, call);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0) {
+        refuse(c, id, m->name, DCTX_RESOURCE_EXHAUSTED, "out of memory");
+        call_unref(call);
+        return;
+    }
+    admit(srv, call);
+}
+
+/* The call a Cancel names: by id on its connection (its token must match),
+ * else NULL. Retained. */
+static struct server_call *find_by_id(struct conn *c, uint32_t id, const uint8_t *token)
+{
+    pthread_mutex_lock(&c->mu);
+    struct server_call *call = dctx__call_map_find(&c->ids, id);
+    if (call != NULL && sodium_memcmp(call->token, token, DCTX_TOKEN_BYTES) == 0)
+        call_retain(call);
+    else
+        call = NULL;
+    pthread_mutex_unlock(&c->mu);
+    return call;
 }
 
 /* A Cancel frame: act, and answer with what it did. */
-static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Frame *f)
+static void on_cancel(struct conn *c, Dctx__Wire__Frame *f)
 {
+    dctx_rpc_server *srv = c->srv;
     count(&srv->cancels_received);
-    const Dctx__Wire__Cancel *c = f->cancel;
-    if (!c->has_cancel_token || c->cancel_token.len != DCTX_TOKEN_BYTES) {
-        count(&srv->bad_frames);
-        refuse(srv, io, NULL, DCTX_INVALID_ARGUMENT, "cancel token must be %d bytes",
-               DCTX_TOKEN_BYTES);
-        dctx__frame_free(f);
+    const Dctx__Wire__Cancel *cf = f->cancel;
+    if (!cf->has_cancel_token || cf->cancel_token.len != DCTX_TOKEN_BYTES) {
+        char why[64];
+        snprintf(why, sizeof why, "cancel token must be %d bytes", DCTX_TOKEN_BYTES);
+        dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, why);
         return;
     }
     int cause =
-        c->has_code && c->code >= 1 && c->code <= DCTX_CODE_MAX ? (int)c->code : DCTX_CANCELED;
+        cf->has_code && cf->code >= 1 && cf->code <= DCTX_CODE_MAX ? (int)cf->code : DCTX_CANCELED;
     char msg[DCTX__MESSAGE_SIZE];
-    dctx__message_copy(msg, c->message);
+    dctx__message_copy(msg, cf->message);
     int64_t now = dctx_now(); /* also the time it was read, for the event */
-    int64_t keep = c->has_budget_us && c->budget_us < (uint64_t)TOMBSTONE_MAX_NS / 1000
-                       ? (int64_t)c->budget_us * 1000
-                       : TOMBSTONE_MAX_NS;
-    void *found = NULL;
     int outcome;
-    switch (dctx__token_cancel(srv->tokens, c->cancel_token.data, now, now + keep, call_retain,
-                               &found)) {
-    case DCTX__TOKEN_LIVE:
-        outcome = call_cancel(found, cause, msg[0] ? msg : NULL);
-        call_unref(found);
-        break;
-    case DCTX__TOKEN_FINISHED:
-        outcome = DCTX_RPC_CANCEL_TOO_LATE;
-        break;
-    default:
-        outcome = DCTX_RPC_CANCEL_PREVENTED; /* remembered: refused if it comes */
+    struct server_call *call = find_by_id(c, f->call_id, cf->cancel_token.data);
+    if (call != NULL) {
+        outcome = call_cancel(call, cause, msg[0] ? msg : NULL);
+        call_unref(call);
+    } else {
+        int64_t keep = cf->has_budget_us && cf->budget_us < (uint64_t)TOMBSTONE_MAX_NS / 1000
+                           ? (int64_t)cf->budget_us * 1000
+                           : TOMBSTONE_MAX_NS;
+        void *found = NULL;
+        switch (dctx__token_cancel(srv->tokens, cf->cancel_token.data, now, now + keep, call_retain,
+                                   &found)) {
+        case DCTX__TOKEN_LIVE:
+            outcome = call_cancel(found, cause, msg[0] ? msg : NULL);
+            call_unref(found);
+            break;
+        case DCTX__TOKEN_FINISHED:
+            outcome = DCTX_RPC_CANCEL_TOO_LATE;
+            break;
+        default:
+            outcome = DCTX_RPC_CANCEL_PREVENTED; /* remembered: refused if it comes */
+        }
     }
     count(&srv->outcomes[outcome]);
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_RECEIVED,
@@ -538,90 +713,73 @@ static void on_cancel(dctx_rpc_server *srv, struct dctx__io *io, Dctx__Wire__Fra
                          .elapsed_ns = dctx_now() - now,
                          .outcome = outcome};
     emit(srv, &ev);
-    dctx__frame_free(f);
     Dctx__Wire__CancelAck ack = DCTX__WIRE__CANCEL_ACK__INIT;
     ack.has_outcome = 1;
     ack.outcome = (Dctx__Wire__CancelOutcome)outcome;
     Dctx__Wire__Frame out = DCTX__WIRE__FRAME__INIT;
     out.body_case = DCTX__WIRE__FRAME__BODY_CANCEL_ACK;
     out.cancel_ack = &ack;
-    send_frame(io, &out);
+    (void)send_on(c, &out, f->call_id); /* a control frame: fails only if c is gone */
 }
 
-static void on_receive(void *owner, struct dctx__io *io, int rv);
-
-static void post_receive(dctx_rpc_server *srv, struct dctx__io *io)
+static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f)
 {
-    io->fn = on_receive;
-    io->owner = srv;
-    nng_aio_set_timeout(io->aio, NNG_DURATION_INFINITE);
-    nng_ctx_recv(io->nctx, io->aio);
+    (void)s;
+    if (f->body_case == DCTX__WIRE__FRAME__BODY_CALL) {
+        on_call(owner, f);
+        return true; /* on_call owns f */
+    }
+    if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL)
+        on_cancel(owner, f);
+    return false; /* pongs and GoAways: nothing to do (a GoAway ends the session) */
 }
 
-static void on_receive(void *owner, struct dctx__io *io, int rv)
+/* A connection came (an nng callback of an acceptor). */
+static void accepted(void *owner, nng_stream *st)
 {
     dctx_rpc_server *srv = owner;
-    if (rv == NNG_ECLOSED)
-        return; /* the socket is closing; fini frees the io */
-    if (rv != 0) {
-        post_receive(srv, io);
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        nng_stream_close(st);
+        nng_stream_free(st);
         return;
     }
-    nng_msg *msg = nng_aio_get_msg(io->aio);
-    nng_aio_set_msg(io->aio, NULL);
-    /* A fresh context takes over the receive; this one stays with the
-     * request. If none can be had, this message is dropped instead. */
-    struct dctx__io *next = NULL;
-    if (dctx__io_get(&srv->pool, on_receive, srv, &next) != 0) {
-        count(&srv->bad_frames);
-        nng_msg_free(msg);
-        post_receive(srv, io);
+    c->srv = srv;
+    atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->mu, NULL);
+    dctx__call_map_init(&c->ids);
+    size_t max = srv->opts.recv_max_bytes + DCTX__FRAME_OVERHEAD_BYTES;
+    struct dctx__session_options so = {
+        .server = true,
+        .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
+        .max_calls = (uint32_t)srv->opts.max_in_flight,
+        .on_frame = got_frame,
+        .on_end = conn_ended,
+        .owner = c,
+    };
+    if (dctx__session_open(st, &so, &c->s) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        free(c);
         return;
     }
-    post_receive(srv, next);
-
-    uint32_t pipe = (uint32_t)nng_msg_get_pipe(msg).id;
-    Dctx__Wire__Frame *f = dctx__frame_unpack(msg);
-    nng_msg_free(msg);
-    if (f != NULL && f->body_case == DCTX__WIRE__FRAME__BODY_CALL) {
-        on_call(srv, io, f, pipe);
-    } else if (f != NULL && f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL) {
-        on_cancel(srv, io, f);
-    } else {
-        /* Dropped, not answered: a peer sending garbage may not read
-         * either, and every held answer would keep a pooled context. */
-        count(&srv->bad_frames);
-        dctx__frame_free(f);
-        dctx__io_put(io);
+    pthread_mutex_lock(&srv->mu);
+    c->number = ++srv->conn_number;
+    c->next = srv->conns;
+    if (srv->conns != NULL)
+        srv->conns->prev = c;
+    srv->conns = c;
+    bool closing = atomic_load(&srv->closing);
+    /* Frames are read once the server has started: methods are
+     * registered until then. */
+    c->unstarted = !atomic_load(&srv->started);
+    bool go = !closing && !c->unstarted;
+    pthread_mutex_unlock(&srv->mu);
+    if (closing) {
+        dctx__session_shutdown(c->s);
+        conn_over(c, false);
+    } else if (go) {
+        dctx__session_start(c->s);
     }
-}
-
-/* ===== Lost callers ===== */
-
-static void cancel_for_lost_peer(void *p, void *arg)
-{
-    struct server_call *call = p;
-    dctx_rpc_server *srv = arg;
-    count(&srv->canceled_by_peer_loss);
-    call_cancel(call, DCTX_CANCELED, "caller lost (connection closed)");
-    call_unref(call);
-}
-
-static void pipe_added(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-    (void)ev;
-    dctx_rpc_server *srv = arg;
-    dctx__listeners_pipe_added(&srv->listeners, (uint32_t)p.id);
-}
-
-static void pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-    (void)ev;
-    dctx_rpc_server *srv = arg;
-    if (dctx__listeners_is_probe(&srv->listeners, (uint32_t)p.id))
-        return; /* the listener guard's own connection */
-    count(&srv->peers_lost);
-    dctx__token_each_of_pipe(srv->tokens, (uint32_t)p.id, call_retain, cancel_for_lost_peer, srv);
 }
 
 /* ===== Server ===== */
@@ -657,8 +815,6 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
                                     &srv->tokens);
     if (rc == 0 && dctx_with_cancel(dctx_background(), &srv->root) != 0)
         rc = DCTX_RESOURCE_EXHAUSTED;
-    if (rc == 0 && nng_rep0_open(&srv->sock) != 0)
-        rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         dctx_release(srv->root);
         if (srv->tokens != NULL)
@@ -666,13 +822,6 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
         free(srv);
         return rc;
     }
-    nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, srv->opts.recv_max_bytes);
-    dctx__listeners_init(&srv->listeners, srv->sock, srv->opts.recv_max_bytes,
-                         srv->opts.tls_cert_key_file);
-    nng_pipe_notify(srv->sock, NNG_PIPE_EV_ADD_POST, pipe_added, srv);
-    nng_pipe_notify(srv->sock, NNG_PIPE_EV_REM_POST, pipe_removed, srv);
-    dctx__io_pool_init(&srv->pool, srv->sock,
-                       (size_t)srv->opts.max_in_flight + RECEIVERS + IO_SLACK);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->work_cv, NULL);
     dctx__cond_init_monotonic(&srv->idle_cv);
@@ -684,7 +833,21 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
 {
     if (srv == NULL || url == NULL)
         return DCTX_INVALID_ARGUMENT;
-    return dctx__listeners_add(&srv->listeners, url);
+    struct acceptor_item *item = calloc(1, sizeof *item);
+    if (item == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    struct dctx__acceptor_options ao = {
+        .tls_cert_key_file = srv->opts.tls_cert_key_file, .on_stream = accepted, .owner = srv};
+    int rc = dctx__acceptor_open(url, &ao, &item->a);
+    if (rc != 0) {
+        free(item);
+        return rc;
+    }
+    pthread_mutex_lock(&srv->mu);
+    item->next = srv->acceptors;
+    srv->acceptors = item;
+    pthread_mutex_unlock(&srv->mu);
+    return 0;
 }
 
 static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_fn fn, void *arg,
@@ -724,12 +887,12 @@ int dctx_rpc_server_register(dctx_rpc_server *srv, const char *method, dctx_rpc_
 int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
                                 void *arg, unsigned flags, void *owned)
 {
-    if (srv == NULL || fn == NULL || srv->started || (flags & ~DCTX_RPC_INLINE) != 0)
+    if (srv == NULL || fn == NULL || atomic_load(&srv->started) || (flags & ~DCTX_RPC_INLINE) != 0)
         return DCTX_INVALID_ARGUMENT;
     return add_method(srv, method, fn, arg, owned, flags);
 }
 
-/* Stop and join the workers started so far (none has a call yet). */
+/* Stop and join the workers started so far. */
 static void stop_workers(dctx_rpc_server *srv)
 {
     pthread_mutex_lock(&srv->mu);
@@ -737,26 +900,23 @@ static void stop_workers(dctx_rpc_server *srv)
     pthread_cond_broadcast(&srv->work_cv);
     pthread_mutex_unlock(&srv->mu);
     for (int i = 0; i < srv->n_workers; i++)
-        pthread_join(srv->workers[i], NULL);
+        pthread_join(srv->workers[i], NULL); /* a handler past the grace is still waited for */
     srv->stopping = false;
     srv->n_workers = 0;
     free(srv->workers);
     srv->workers = NULL;
 }
 
-/* Every step that can fail comes before the first receive is posted, and
- * each undoes the ones before it: a failed start leaves the server as it
- * was, to be started again or closed. */
+/* Every step that can fail comes first, and a failure undoes the steps
+ * before it: a failed start leaves the server as it was, to be started
+ * again or closed. */
 int dctx_rpc_server_start(dctx_rpc_server *srv)
 {
-    if (srv == NULL || srv->started)
+    if (srv == NULL || atomic_load(&srv->started))
         return DCTX_INVALID_ARGUMENT;
-    struct dctx__io *receivers[RECEIVERS] = {NULL};
     int rc = 0;
-    for (int i = 0; i < RECEIVERS && rc == 0; i++)
-        rc = dctx__io_get(&srv->pool, on_receive, srv, &receivers[i]);
     size_t size = (size_t)srv->opts.workers * sizeof *srv->workers;
-    if (rc == 0 && (srv->workers = dctx__malloc(size)) == NULL)
+    if ((srv->workers = dctx__malloc(size)) == NULL)
         rc = DCTX_RESOURCE_EXHAUSTED;
     while (rc == 0 && srv->n_workers < srv->opts.workers) {
         if (dctx__thread_start(&srv->workers[srv->n_workers], worker_main, srv) != 0)
@@ -764,19 +924,58 @@ int dctx_rpc_server_start(dctx_rpc_server *srv)
         else
             srv->n_workers++;
     }
-    if (rc == 0)
-        rc = dctx__listeners_guard(&srv->listeners);
     if (rc != 0) {
         stop_workers(srv);
-        for (int i = 0; i < RECEIVERS; i++)
-            if (receivers[i] != NULL)
-                dctx__io_put(receivers[i]);
         return rc;
     }
-    for (int i = 0; i < RECEIVERS; i++)
-        post_receive(srv, receivers[i]);
-    srv->started = true;
+    /* Start the sessions accepted so far; later ones start as accepted. A
+     * session is started once, so each is taken off under mu. */
+    pthread_mutex_lock(&srv->mu);
+    atomic_store(&srv->started, true);
+    for (;;) {
+        struct conn *c = srv->conns;
+        while (c != NULL && !c->unstarted)
+            c = c->next;
+        if (c == NULL)
+            break;
+        c->unstarted = false;
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&srv->mu);
+        dctx__session_start(c->s);
+        conn_unref(c);
+        pthread_mutex_lock(&srv->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
     return 0;
+}
+
+/* Tell every connection the server is going, and end it: its last replies
+ * and the GoAway go out (bounded) before the reaper closes it. */
+static void end_connections(dctx_rpc_server *srv)
+{
+    Dctx__Wire__GoAway g = DCTX__WIRE__GO_AWAY__INIT;
+    g.has_code = 1;
+    g.code = DCTX_UNAVAILABLE;
+    g.message = (char *)"server shutting down";
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_GOAWAY;
+    f.goaway = &g;
+    for (;;) {
+        pthread_mutex_lock(&srv->mu);
+        struct conn *c = srv->conns;
+        while (c != NULL && atomic_load(&c->over))
+            c = c->next;
+        if (c != NULL) {
+            c->flush = true; /* read by the reaper after the last reference */
+            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&srv->mu);
+        if (c == NULL)
+            return;
+        (void)dctx__session_send(c->s, &f);
+        conn_over(c, false);
+        conn_unref(c);
+    }
 }
 
 int dctx_rpc_server_close(dctx_rpc_server *srv)
@@ -788,7 +987,8 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     pthread_mutex_unlock(&srv->mu);
     dctx_cancel_cause(srv->root, DCTX_UNAVAILABLE, "server shutting down");
 
-    /* Bounded wait for the canceled handlers. */
+    /* Bounded wait for the canceled handlers; calls that come meanwhile
+     * are refused UNAVAILABLE. */
     int rc = 0;
     int64_t until = dctx_now() + srv->opts.shutdown_grace_ns;
     pthread_mutex_lock(&srv->mu);
@@ -797,16 +997,24 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
         if (atomic_load(&srv->in_flight) > 0 && dctx_now() >= until)
             rc = DCTX_DEADLINE_EXCEEDED;
     }
-    srv->stopping = true;
-    pthread_cond_broadcast(&srv->work_cv);
+    struct acceptor_item *acceptors = srv->acceptors;
+    srv->acceptors = NULL;
     pthread_mutex_unlock(&srv->mu);
 
-    dctx__listeners_fini(&srv->listeners);
-    nng_close(srv->sock); /* receives and unsent replies end; pipe callbacks are over */
-    for (int i = 0; i < srv->n_workers; i++)
-        pthread_join(srv->workers[i], NULL); /* a handler past the grace is still waited for */
-    free(srv->workers);
-    dctx__io_pool_fini(&srv->pool);
+    while (acceptors != NULL) { /* no connection comes after this */
+        struct acceptor_item *next = acceptors->next;
+        dctx__acceptor_close(acceptors->a);
+        free(acceptors);
+        acceptors = next;
+    }
+    end_connections(srv);
+    stop_workers(srv); /* a handler past the grace is still waited for */
+    pthread_mutex_lock(&srv->mu);
+    while (srv->conns != NULL)
+        dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);
+    pthread_mutex_unlock(
+        &srv->mu); /* the reaper's last unlock is behind us (conn_close_deferred) */
+
     dctx__token_table_close(srv->tokens);
     dctx_release(srv->root);
     for (int b = 0; b < METHOD_BUCKETS; b++) {
@@ -833,11 +1041,15 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     out->calls_canceled_by_peer_loss = atomic_load(&srv->canceled_by_peer_loss);
     out->bad_frames = atomic_load(&srv->bad_frames);
     out->expired_in_queue = atomic_load(&srv->expired_in_queue);
-    out->listeners_restarted = atomic_load(&srv->listeners.restarts);
     out->traces_dropped = atomic_load(&srv->traces_dropped);
+    out->connections_accepted = atomic_load(&srv->connections);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&srv->by_code[i]);
     for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)
         out->cancel_outcomes[i] = atomic_load(&srv->outcomes[i]);
     out->in_flight = (uint64_t)atomic_load(&srv->in_flight);
+    pthread_mutex_lock(&srv->mu);
+    for (struct acceptor_item *a = srv->acceptors; a != NULL; a = a->next)
+        out->accept_failures += dctx__acceptor_failures(a->a);
+    pthread_mutex_unlock(&srv->mu);
 }

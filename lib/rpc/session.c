@@ -166,6 +166,11 @@ static void protocol_error(struct dctx__session *s, int code, const char *fmt, .
     end(s, code, why);
 }
 
+void dctx__session_fail(struct dctx__session *s, int code, const char *why)
+{
+    protocol_error(s, code, "%s", why);
+}
+
 static void conn_ended(void *owner, struct dctx__conn *c, int code, const char *why)
 {
     (void)c;

@@ -81,6 +81,13 @@ int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f);
  * on_frame. Returns what dctx__session_send does. */
 int dctx__session_ping(struct dctx__session *s, uint64_t data);
 
+/* dctx__session_fail: the owner found a protocol error in a frame it was
+ * handed (PROTOCOL.md section 7, a call id already in flight, say): a
+ * GoAway with code and why goes to the peer, it is counted in
+ * dctx__session_bad_frames, and the session ends (on_end, once). From
+ * on_frame only. */
+void dctx__session_fail(struct dctx__session *s, int code, const char *why);
+
 /* dctx__session_peer returns the peer's hello once ready, else NULL. */
 const struct dctx__session_peer *dctx__session_peer_hello(struct dctx__session *s);
 

@@ -24,8 +24,12 @@ size_t dctx__utf8_prefix(const char *s, size_t len, size_t max);
  * bytes), cut as the wire cuts messages. */
 void dctx__message_copy(char *dst, const char *src);
 
-/* dctx__method_name_valid: 2..DCTX_WIRE_METHOD_BYTES_MAX bytes starting
- * with '/' ("/package.Service/Method"). */
+/* dctx__method_name_valid: 2..DCTX_WIRE_METHOD_BYTES_MAX bytes of UTF-8
+ * starting with '/' ("/package.Service/Method"). */
 bool dctx__method_name_valid(const char *name);
+
+/* dctx__utf8_valid: len bytes of s are UTF-8 (shortest forms, no
+ * surrogates, nothing past U+10FFFF) without a NUL. */
+bool dctx__utf8_valid(const char *s, size_t len);
 
 #endif /* DCTX_RPC_TEXT_H */

@@ -119,32 +119,13 @@ static void handler_waiting_on_its_context_ends_with_deadline_exceeded(void **st
     rt_ctx_release(ctx);
 }
 
-struct delayed_leg {
-    rt_relay *relay;
-    nng_msg *call;
-    int64_t delay_ns;
-    atomic_int done;
-};
-
-/* Forward the held Call after a delay, then its answer back. */
-static void *delayed_leg_thread(void *arg)
-{
-    struct delayed_leg *d = arg;
-    rt_sleep(d->delay_ns);
-    nng_msg *reply = rt_relay_forward(d->relay, 0, d->call);
-    if (reply != NULL)
-        rt_relay_answer(d->relay, 0, reply);
-    atomic_store(&d->done, 1);
-    return NULL;
-}
-
 /* The budget is re-anchored when the call arrives, so the callee's
  * deadline is the caller's plus the transit less the reserve (500 us by
- * default). On a link slower than the reserve (50 ms here) the caller's
- * own deadline fires first and pushes a Cancel with cause
- * DEADLINE_EXCEEDED. The handler's context still ends with
- * DEADLINE_EXCEEDED, not DCTX_CANCELED: the server (server.c,
- * call_cancel) ends it as a deadline when that is the cause. (On a direct
+ * default). On a link slower than the reserve (50 ms here: a relay holds
+ * the Call) the caller's own deadline fires first and pushes a Cancel with
+ * cause DEADLINE_EXCEEDED, which follows the Call on the connection. The
+ * handler's context still ends with DEADLINE_EXCEEDED, not DCTX_CANCELED:
+ * the server ends it as a deadline when that is the cause. (On a direct
  * link the same race happens whenever the transit exceeds the reserve,
  * e.g. under load.) */
 static void handler_behind_a_slow_link_ends_with_deadline_exceeded(void **state)
@@ -160,21 +141,28 @@ static void handler_behind_a_slow_link_ends_with_deadline_exceeded(void **state)
     dctx *ctx = rt_with_timeout(MS(100));
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Deadline/Wait", NULL, 0, &o);
-    static struct delayed_leg leg;
-    memset(&leg, 0, sizeof leg);
-    leg.relay = r;
-    leg.delay_ns = MS(50);
-    leg.call = rt_relay_take(r, 0);
-    assert_non_null(leg.call);
-    pthread_t t = start_thread(delayed_leg_thread, &leg);
-    /* the caller's deadline passes; its cancel goes straight through */
-    nng_msg *cancel = rt_relay_take(r, 1);
+    rt_frame *call = rt_relay_from_channel(r);
+    assert_non_null(call);
+    assert_non_null(call->f);
+    assert_int_equal(call->f->body_case, DCTX__WIRE__FRAME__BODY_CALL);
+    rt_sleep(MS(50)); /* the slow link: the Call is 50 ms on its way */
+    rt_relay_to_server(r, call);
+    /* the caller's deadline passes; its Cancel goes straight through */
+    int answers = 1;
+    rt_frame *cancel = rt_relay_from_channel(r);
     if (cancel != NULL) {
-        nng_msg *ack = rt_relay_forward(r, 1, cancel);
-        if (ack != NULL)
-            rt_relay_answer(r, 1, ack);
+        assert_non_null(cancel->f);
+        assert_int_equal(cancel->f->body_case, DCTX__WIRE__FRAME__BODY_CANCEL);
+        assert_int_equal(cancel->f->cancel->code, DCTX_DEADLINE_EXCEEDED);
+        rt_relay_to_server(r, cancel);
+        answers = 2;
     }
-    join_thread(t);
+    /* the Reply, and the CancelAck if a Cancel went, in the order they come */
+    for (int i = 0; i < answers; i++) {
+        rt_frame *answer = rt_relay_from_server(r);
+        assert_non_null(answer);
+        rt_relay_to_channel(r, answer);
+    }
     rt_finish(h, SEC(5));
     assert_int_equal(o.code, DCTX_DEADLINE_EXCEEDED);
     assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));

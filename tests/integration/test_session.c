@@ -109,7 +109,9 @@ static void open_pair(struct st_place *p, struct dctx__session **srv, struct dct
 static int send_call(struct dctx__session *s, uint32_t id, size_t payload_len)
 {
     Dctx__Wire__Call c = DCTX__WIRE__CALL__INIT;
-    c.method = (char *)"/t.S/M";
+    c.has_method = 1;
+    c.method.data = (uint8_t *)"/t.S/M";
+    c.method.len = strlen("/t.S/M");
     unsigned char *payload = calloc(1, payload_len + 1);
     c.has_payload = 1;
     c.payload.data = payload;
@@ -312,7 +314,9 @@ static void send_reply(nng_stream *s)
 static void send_call_without_id(nng_stream *s)
 {
     Dctx__Wire__Call c = DCTX__WIRE__CALL__INIT;
-    c.method = (char *)"/t.S/M";
+    c.has_method = 1;
+    c.method.data = (uint8_t *)"/t.S/M";
+    c.method.len = strlen("/t.S/M");
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
     f.call = &c;
@@ -363,7 +367,9 @@ static void call_sent_to_a_client_is_refused(void **state)
     raw_send_hello(raw, 1);
     assert_true(wait_for(&cli_seen.ready, 1));
     Dctx__Wire__Call c = DCTX__WIRE__CALL__INIT;
-    c.method = (char *)"/t.S/M";
+    c.has_method = 1;
+    c.method.data = (uint8_t *)"/t.S/M";
+    c.method.len = strlen("/t.S/M");
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
     f.call = &c;

@@ -144,8 +144,7 @@ void rt_path(const char *name, char *buf, size_t len)
 static struct {
     dctx_rpc_channel *channels[RT_TRACK_MAX];
     dctx_rpc_server *servers[RT_TRACK_MAX];
-    nng_socket socks[RT_TRACK_MAX];
-    bool sock_used[RT_TRACK_MAX];
+    rt_raw *raws[RT_TRACK_MAX];
     rt_relay *relays[RT_TRACK_MAX];
     pid_t children[RT_TRACK_MAX];
     dctx *ctxs[4 * RT_TRACK_MAX];
@@ -198,23 +197,14 @@ void rt_handle_release(dctx_rpc_handle *h)
     dctx_rpc_handle_release(h);
 }
 
-void rt_track_sock(nng_socket s)
+void rt_track_raw(rt_raw *r)
 {
-    for (size_t i = 0; i < RT_TRACK_MAX; i++)
-        if (!rt_tracked.sock_used[i]) {
-            rt_tracked.sock_used[i] = true;
-            rt_tracked.socks[i] = s;
-            return;
-        }
-    fail_msg("too many tracked sockets");
+    RT_TRACK(raws, r);
 }
 
-void rt_sock_close(nng_socket s)
+void rt_untrack_raw(rt_raw *r)
 {
-    for (size_t i = 0; i < RT_TRACK_MAX; i++)
-        if (rt_tracked.sock_used[i] && rt_tracked.socks[i].id == s.id)
-            rt_tracked.sock_used[i] = false;
-    nng_close(s);
+    RT_UNTRACK(raws, r);
 }
 
 void rt_track_server(dctx_rpc_server *s)
@@ -295,10 +285,8 @@ int rt_teardown(void **state)
     (void)state;
     rt_quiesce();
     for (size_t i = 0; i < RT_TRACK_MAX; i++) {
-        if (rt_tracked.sock_used[i]) {
-            rt_tracked.sock_used[i] = false;
-            nng_close(rt_tracked.socks[i]);
-        }
+        if (rt_tracked.raws[i] != NULL)
+            rt_raw_close(rt_tracked.raws[i]);
         if (rt_tracked.relays[i] != NULL)
             rt_relay_close(rt_tracked.relays[i]);
     }

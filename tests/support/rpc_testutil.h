@@ -3,9 +3,10 @@
  * (dctx_rpc_testutil, built once from rpc_testutil*.c): a program's
  * addresses on inproc, ipc and tcp; servers, channels and contexts that a
  * teardown closes even when a test fails half way; handlers that record
- * what they saw; the protobuf-c Echo service; raw nng peers that speak
- * dctx frames; a relay that holds frames so a test can order them; and a
- * server in a re-executed child of the program, to kill.
+ * what they saw; the protobuf-c Echo service; raw client sessions on
+ * nng byte streams that speak dctx frames, well or badly; a relay that
+ * holds frames so a test can order them; and a server in a re-executed
+ * child of the program, to kill.
  *
  * Handlers run on library threads: they never call cmocka's assert_*
  * (that longjmps on the test's thread); they record, and the test checks.
@@ -126,9 +127,9 @@ void rt_path(const char *name, char *buf, size_t len);
 /* ===== Tracked resources =====
  *
  * Everything a test opens through these helpers is recorded, and
- * rt_teardown (a cmocka teardown) closes what the test did not: channels
- * and raw sockets first (so handlers blocked on them wake), then servers,
- * then child processes, then call handles and contexts. A failing test so
+ * rt_teardown (a cmocka teardown) closes what the test did not: raw
+ * sessions, relays and channels first (so handlers blocked on them wake),
+ * then servers, then child processes, then call handles and contexts. A failing test so
  * leaves nothing running, and LeakSanitizer reports only real leaks. */
 
 /* Track c (a context the test holds); returns c. */
@@ -137,18 +138,18 @@ dctx *rt_track_ctx(dctx *c);
 void rt_ctx_release(dctx *c);
 /* Untrack and release a handle from rt_start. */
 void rt_handle_release(dctx_rpc_handle *h);
-/* Track a raw nng socket; rt_sock_close untracks and closes it. */
-void rt_track_sock(nng_socket s);
-void rt_sock_close(nng_socket s);
 /* Track a server the test opened itself; rt_untrack_server hands the
  * closing back to the test (another thread closes it, say). */
 void rt_track_server(dctx_rpc_server *s);
 void rt_untrack_server(dctx_rpc_server *s);
 /* Hand the closing of a tracked channel back to the test. */
 void rt_untrack_channel(dctx_rpc_channel *ch);
-/* The library's own trackings, for rt_relay_open, rt_relay_close and
- * rt_spawn_self. */
+/* The library's own trackings, for rt_raw_open, rt_relay_open, their
+ * closes and rt_spawn_self. */
+typedef struct rt_raw rt_raw;
 typedef struct rt_relay rt_relay;
+void rt_track_raw(rt_raw *r);
+void rt_untrack_raw(rt_raw *r);
 void rt_track_relay(rt_relay *r);
 void rt_untrack_relay(rt_relay *r);
 void rt_track_child(pid_t pid);
@@ -370,71 +371,120 @@ void rt_token(uint8_t token[DCTX_TOKEN_BYTES]);
 /* Pack a frame into a new buffer of *len bytes (free with free). */
 uint8_t *rt_pack(const Dctx__Wire__Frame *f, size_t *len);
 
-/* A Call frame, packed. budget_us 0: no deadline. */
-uint8_t *rt_pack_call(const char *method, const uint8_t token[DCTX_TOKEN_BYTES], uint64_t budget_us,
-                      const void *payload, size_t payload_len, size_t *len);
+/* A Call frame for call_id (0: none, a protocol error), packed. budget_us
+ * 0: no deadline. */
+uint8_t *rt_pack_call(uint32_t call_id, const char *method, const uint8_t token[DCTX_TOKEN_BYTES],
+                      uint64_t budget_us, const void *payload, size_t payload_len, size_t *len);
 
-/* A Cancel frame, packed. */
-uint8_t *rt_pack_cancel(const uint8_t token[DCTX_TOKEN_BYTES], int code, const char *msg,
-                        uint64_t budget_us, size_t *len);
+/* A Cancel frame for call_id, naming the call's token, packed. */
+uint8_t *rt_pack_cancel(uint32_t call_id, const uint8_t token[DCTX_TOKEN_BYTES], int code,
+                        const char *msg, uint64_t budget_us, size_t *len);
 
-/* A tracked REQ socket dialed to url (retried for 5 s), with resend off
- * (as the library's channels) and 2 s send and receive timeouts. */
-nng_socket rt_raw_req(const char *url);
+/* The name of a frame's kind ("call", "goaway", ...), for messages. */
+const char *rt_frame_kind(const Dctx__Wire__Frame *f);
 
-/* Send the len bytes at buf as one message, then free buf. */
-void rt_send_bytes(nng_socket s, uint8_t *buf, size_t len);
+/* ===== Raw sessions =====
+ *
+ * A test's own client end of the session protocol (proto/PROTOCOL.md) on
+ * an nng byte stream: it writes the frames it chooses, well formed or not,
+ * and reads the server's one at a time. Every wait is bounded: 2 s for a
+ * frame, 5 s for a connection. */
 
-/* Receive one frame: NULL if nothing came in the socket's timeout or it
- * does not parse. Free with dctx__wire__frame__free_unpacked. */
-Dctx__Wire__Frame *rt_recv_frame(nng_socket s);
+/* A tracked session with the server at url (an inproc://, ipc:// or
+ * tcp:// dctx URL), dialed (retried for 5 s while the server comes up);
+ * the client's hello (version 1, max_frame_bytes 4 MiB + 4 KiB) is sent
+ * and the server's read: a first frame that is not a hello fails the test. */
+rt_raw *rt_raw_open(const char *url);
 
-/* Receive a Reply: its code (message copied to msg if not NULL), or -1 if
- * none came or the frame is not a Reply. */
-int rt_recv_reply(nng_socket s, char *msg, size_t msg_len);
+/* The same, without the hellos: the test writes the first frame. */
+rt_raw *rt_raw_dial(const char *url);
 
-/* Receive a CancelAck: its outcome, or -1. */
-int rt_recv_cancel_ack(nng_socket s);
+/* What the server's hello said (rt_raw_open). */
+uint32_t rt_raw_peer_max_frame_bytes(const rt_raw *r);
+uint32_t rt_raw_peer_max_calls(const rt_raw *r);
 
-/* Unpack the frame an nng message holds (NULL if it does not parse). */
-Dctx__Wire__Frame *rt_msg_frame(nng_msg *m);
+/* Untrack and close r (NULL is fine). */
+void rt_raw_close(rt_raw *r);
 
-/* The code of the Reply an nng message holds, or -1. */
-int rt_msg_reply_code(nng_msg *m);
+/* Write one frame, its header then the len bytes of buf, and free buf. */
+void rt_raw_send(rt_raw *r, uint8_t *buf, size_t len);
 
-/* The outcome of the CancelAck an nng message holds, or -1. */
-int rt_msg_ack_outcome(nng_msg *m);
+/* Write n bytes as they are (no header added): 0, or nng's error (not in
+ * timeout_ms, say). Never fails the test: for a peer that writes until
+ * the server stops reading it, from any thread. */
+int rt_raw_write(rt_raw *r, const void *bytes, size_t n, int timeout_ms);
+
+/* The next frame (2 s at most): NULL if none came or the stream ended. A
+ * Ping is answered with its Pong and not returned (a peer must; the tests
+ * look at calls). Bytes that do not parse fail the test. Free with
+ * dctx__wire__frame__free_unpacked. */
+Dctx__Wire__Frame *rt_raw_recv_frame(rt_raw *r);
+
+/* The next frame, which must be a Reply: its code, its call id into
+ * *call_id and its message into msg (each if not NULL). -1 if no frame
+ * came (2 s) or the stream ended; a frame of another kind fails the test,
+ * naming it. */
+int rt_raw_recv_reply(rt_raw *r, uint32_t *call_id, char *msg, size_t msg_len);
+
+/* The next frame, which must be a CancelAck: its outcome, its call id into
+ * *call_id; -1 or a failed test as rt_raw_recv_reply. */
+int rt_raw_recv_cancel_ack(rt_raw *r, uint32_t *call_id);
+
+/* The next frame, which must be a GoAway: its code, its message into msg;
+ * -1 or a failed test as rt_raw_recv_reply. */
+int rt_raw_recv_goaway(rt_raw *r, char *msg, size_t msg_len);
+
+/* True if the server closed the stream with nothing more to read (2 s at
+ * most); false if bytes came or it stayed open. */
+bool rt_raw_closed(rt_raw *r);
 
 /* ===== A relay: a channel talks to it, it talks to the server =====
  *
- * Front: a REP socket with two contexts the channel dials (a call and its
- * cancel travel on two REQ contexts). Back: a REQ socket (resend off) with
- * two contexts, dialed to the server. The test takes each frame, forwards
- * it and answers when it chooses: a real network hop whose delays and
- * reorderings the test decides. Every operation is bounded (5 s). */
+ * A man in the middle of one session. It listens at url (an ipc address)
+ * for the channel; a thread of its own accepts the channel's stream (a
+ * channel dials when it is opened, and sends no call before the hellos),
+ * dials the server's and passes the hellos both ways. From then on the
+ * test moves each frame itself: takes the channel's next frame and
+ * forwards it to the server, takes the server's next and answers it to
+ * the channel, when and in the order it chooses: a network hop whose
+ * delays and reorderings the test decides. Pings and pongs go through at
+ * once, by themselves. Each operation first waits (5 s at most) for the
+ * hellos to have passed, and fails the test if they could not. A side's
+ * reads and writes may come from different threads. Every wait is
+ * bounded (5 s). */
+
+/* A frame as it came: its body's bytes, passed on unchanged, and the body
+ * unpacked (NULL if it does not parse), for the test to look at. */
+typedef struct rt_frame {
+    uint8_t *body;
+    size_t len;
+    Dctx__Wire__Frame *f;
+} rt_frame;
+
+void rt_frame_free(rt_frame *fr);
 
 struct rt_relay {
-    nng_socket front, back;
-    nng_ctx fctx[2], bctx[2];
-    nng_aio *faio[2], *baio[2];
     char url[256]; /* where channels dial it */
+    struct rt_relay_impl *impl;
 };
 
 /* A tracked relay in front of the server at server_url. */
 rt_relay *rt_relay_open(const char *server_url);
 
-/* Untrack and close r. */
+/* Untrack and close r: both streams end. */
 void rt_relay_close(rt_relay *r);
 
-/* The next frame from the channel, on front context i (NULL: none in 5 s). */
-nng_msg *rt_relay_take(rt_relay *r, int i);
+/* The channel's next frame (NULL: none in 5 s, or its stream ended). */
+rt_frame *rt_relay_from_channel(rt_relay *r);
 
-/* Send msg (taken over) to the server on back context j and return its
- * answer (NULL: none in 5 s). */
-nng_msg *rt_relay_forward(rt_relay *r, int j, nng_msg *msg);
+/* Send fr (taken over) to the server. */
+void rt_relay_to_server(rt_relay *r, rt_frame *fr);
 
-/* Answer the frame taken on front context i with msg (taken over). */
-void rt_relay_answer(rt_relay *r, int i, nng_msg *msg);
+/* The server's next frame (NULL: none in 5 s, or its stream ended). */
+rt_frame *rt_relay_from_server(rt_relay *r);
+
+/* Send fr (taken over) to the channel. */
+void rt_relay_to_channel(rt_relay *r, rt_frame *fr);
 
 /* ===== A server in a child process =====
  *

@@ -49,7 +49,9 @@ static const char *header_value(const Dctx__Wire__ContextHeader *h, const char *
 static Dctx__Wire__Frame *over_the_wire(Dctx__Wire__ContextHeader *hdr)
 {
     Dctx__Wire__Call call = DCTX__WIRE__CALL__INIT;
-    call.method = (char *)"/t.T/M";
+    call.has_method = 1;
+    call.method.data = (uint8_t *)"/t.T/M";
+    call.method.len = strlen("/t.T/M");
     call.context = hdr;
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
@@ -421,7 +423,9 @@ static void call_frame_bytes_are_stable(void **state)
     h.has_hops = 1;
     h.hops = 2;
     Dctx__Wire__Call call = DCTX__WIRE__CALL__INIT;
-    call.method = (char *)"/dctx.demo.Demo/Echo";
+    call.has_method = 1;
+    call.method.data = (uint8_t *)"/dctx.demo.Demo/Echo";
+    call.method.len = strlen("/dctx.demo.Demo/Echo");
     call.context = &h;
     call.has_payload = 1;
     call.payload.data = (uint8_t *)"hi!";

@@ -1,5 +1,6 @@
 /*
- * rpc.h - gRPC-style unary calls over nng REQ/REP that carry their context.
+ * rpc.h - gRPC-style unary calls that carry their context, over the dctx
+ * session protocol on nng streams (proto/PROTOCOL.md).
  *
  * A call made with a context sends the context along: its deadline as the
  * remaining budget, a fresh cancel token, and the whitelisted values (see
@@ -8,15 +9,24 @@
  * the reply, the call fails at once with the context's error and a Cancel
  * frame carrying the cause is pushed to the server, which cancels the
  * handler's context; a handler that calls onward with that context cancels
- * the next hop in turn. Calls run at most once: nng never resends them.
+ * the next hop in turn. Calls run at most once: nothing is resent.
+ *
+ * A channel keeps one connection to its server and multiplexes every call
+ * on it; a server accepts any number of connections.
  *
  * Methods are named "/package.Service/Method". Results are gRPC status
- * codes (dctx.h). URLs are nng's: inproc://name, ipc:///path,
- * tcp://host:port, tls+tcp://host:port.
+ * codes (dctx.h). URLs are nng's: ipc:///path, tcp://host:port,
+ * tls+tcp://host:port, abstract://name (a Linux abstract socket), and
+ * inproc://name, which is served as an abstract socket named after the
+ * process and the name (nng 1.5.2 has no in-process stream).
  *
  * Threads: every function is thread safe. Completion callbacks, event
  * hooks and handlers run on threads of the library or of nng, never on
  * the caller's thread inside the call that started them (dctx.h's rule).
+ * A completion callback usually runs on the thread that read the reply
+ * from the connection, so a callback that blocks delays the channel's
+ * other replies: keep it short. One ended by a cancel runs on the
+ * library's own deferred-work thread.
  *
  * Results: a dctx_rpc_result the library writes into your struct is
  * yours, to free once with dctx_rpc_result_free; the const one a callback
@@ -141,11 +151,14 @@ typedef struct dctx_rpc_channel_options {
      * (between 10 ms and 1 s), so a server that comes up is reached
      * within one such wait. */
     int64_t connect_wait_ns;
-    /* The largest reply accepted (NNG_OPT_RECVMAXSZ). Default 4 MiB; 0
-     * also means the default. */
+    /* The largest reply payload accepted (the connection's frame limit is
+     * this plus room for the frame's own fields). Default 4 MiB; 0 also
+     * means the default. */
     size_t recv_max_bytes;
-    /* How long a pushed cancel waits for its answer. Default 1 s; 0 or
-     * less also means the default. */
+    /* How long callers such as rpcd wait for a pushed cancel's answer.
+     * The answer comes on the connection the cancel went on; one that
+     * never comes is UNREACHED when that connection ends. Default 1 s; 0
+     * or less also means the default. */
     int64_t cancel_ack_timeout_ns;
     /* tls+tcp: a CA file to verify the server with, and the name it must
      * bear. NULL: the system's defaults. */
@@ -174,13 +187,13 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open(const char *url,
                                                   const dctx_rpc_channel_options *opts,
                                                   dctx_rpc_channel **out);
 
-/* dctx_rpc_channel_close ends every call in flight (DCTX_UNAVAILABLE),
- * waits for their callbacks, and frees the channel. Calls must not be
- * started on it during or after the close. Blocks: for the callbacks, for
- * pushed cancels to reach the server (at most 250 ms) and for nng to
- * close the socket (at most 500 ms more; past that the socket is left to
- * nng, nng #1543). Must not be called from a completion callback or event
- * hook of the same channel. NULL is fine. */
+/* dctx_rpc_channel_close ends every call in flight (DCTX_UNAVAILABLE; the
+ * callbacks of those calls run on this thread), waits for every callback,
+ * and frees the channel. Calls must not be started on it during or after
+ * the close. Blocks: for the callbacks, and for pushed cancels to reach
+ * the server (at most 250 ms). Must not be called from a completion
+ * callback or event hook of any channel (they may run on the thread close
+ * waits for). NULL is fine. */
 DCTX_API void dctx_rpc_channel_close(dctx_rpc_channel *ch);
 
 /* dctx_rpc_call_raw calls method with req_len bytes of req (borrowed for
@@ -265,7 +278,7 @@ typedef struct dctx_rpc_reply dctx_rpc_reply;
 typedef struct dctx_rpc_server_options {
     int workers;                   /* handler threads, >= 1 */
     int max_in_flight;             /* calls queued or running, >= 1; beyond: RESOURCE_EXHAUSTED */
-    size_t recv_max_bytes;         /* largest call accepted (NNG_OPT_RECVMAXSZ); 0: the default */
+    size_t recv_max_bytes;         /* largest request payload accepted; 0: the default */
     int64_t max_budget_ns;         /* cap on a call's deadline; 0: none (the default) */
     int64_t shutdown_grace_ns;     /* how long close waits for canceled handlers */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
@@ -310,7 +323,8 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_open(const dctx_rpc_server_options *
                                                  dctx_rpc_server **out);
 
 /* dctx_rpc_server_listen listens on url; may be called for several URLs,
- * before or after start. Returns 0, DCTX_INVALID_ARGUMENT (s or url NULL,
+ * before or after start. Connections are accepted at once, and their
+ * calls read once the server has started. Returns 0, DCTX_INVALID_ARGUMENT (s or url NULL,
  * a bad URL or scheme, a certificate file that cannot be used),
  * DCTX_UNAVAILABLE (the address is in use), DCTX_NOT_FOUND (an ipc
  * path's directory or the certificate file does not exist),
@@ -348,7 +362,9 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
 /* dctx_rpc_server_close shuts down gracefully: new calls are refused with
  * DCTX_UNAVAILABLE, every handler's context is canceled with cause
  * DCTX_UNAVAILABLE "server shutting down", and close waits up to the grace
- * for them to return; then it closes the sockets, waits for the workers and
+ * for them to return; then it stops listening, sends each connection a
+ * GoAway ("server shutting down") after its last replies and closes it,
+ * waits for the workers and
  * frees everything, the server's started or not. Returns 0, or
  * DCTX_DEADLINE_EXCEEDED if handlers outlived the grace (it still waited
  * for them). Blocks; must not be called from a handler or event hook of the
@@ -363,10 +379,12 @@ typedef struct dctx_rpc_server_stats {
     uint64_t cancel_outcomes[DCTX_RPC_CANCEL_OUTCOMES]; /* by enum dctx_rpc_cancel_outcome */
     uint64_t peers_lost;                                /* connections that went away */
     uint64_t calls_canceled_by_peer_loss;
-    uint64_t bad_frames;          /* malformed input, dropped or refused */
-    uint64_t expired_in_queue;    /* refused: the budget ran out while queued */
-    uint64_t listeners_restarted; /* re-created after they stopped accepting (nng #1518) */
-    uint64_t traces_dropped;      /* malformed traceparents dropped */
+    uint64_t bad_frames;           /* malformed input, dropped or refused */
+    uint64_t expired_in_queue;     /* refused: the budget ran out while queued */
+    uint64_t accept_failures;      /* accepts that failed (out of descriptors, say) and
+                                      were tried again after a pause */
+    uint64_t connections_accepted; /* since the server opened */
+    uint64_t traces_dropped;       /* malformed traceparents dropped */
 } dctx_rpc_server_stats;
 
 /* dctx_rpc_server_stats_get fills *out with s's counters now (each read

@@ -1,0 +1,59 @@
+/*
+ * result.c - the end of a call as the caller gets it (rpc.h, "Results"):
+ * one allocation holding the message and the payload.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc_impl.h"
+#include "text.h"
+
+void dctx_rpc_result_free(dctx_rpc_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->internal);
+    memset(res, 0, sizeof *res);
+    res->message = "";
+}
+
+void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
+                      size_t payload_len)
+{
+    size_t mlen = message != NULL
+                      ? dctx__utf8_prefix(message, strlen(message), DCTX_WIRE_MESSAGE_BYTES_MAX)
+                      : 0;
+    char *block = malloc(mlen + 1 + payload_len);
+    memset(res, 0, sizeof *res);
+    res->code = code;
+    res->message = "";
+    if (block == NULL)
+        return;
+    memcpy(block, message != NULL ? message : "", mlen);
+    block[mlen] = '\0';
+    if (payload_len > 0)
+        memcpy(block + mlen + 1, payload, payload_len);
+    res->internal = block;
+    res->message = block;
+    res->payload = block + mlen + 1;
+    res->payload_len = payload_len;
+}
+
+void dctx__result_setf(dctx_rpc_result *res, int code, const char *fmt, ...)
+{
+    char buf[DCTX_WIRE_MESSAGE_BYTES_MAX * 2]; /* dctx__result_set cuts on a character */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    dctx__result_set(res, code, buf, NULL, 0);
+}
+
+const char *dctx_rpc_cancel_outcome_name(int outcome)
+{
+    static const char *const names[] = {"none",     "stopped", "prevented",
+                                        "too_late", "pending", "unreached"};
+    return outcome >= 0 && outcome < DCTX_RPC_CANCEL_OUTCOMES ? names[outcome] : "?";
+}
