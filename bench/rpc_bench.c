@@ -358,8 +358,8 @@ static void on_server_event(void *arg, const dctx_rpc_event *ev)
 
 static void on_next_event(void *arg, const dctx_rpc_event *ev)
 {
-    if (ev->kind == DCTX_RPC_EVENT_CANCEL_PUSHED)
-        atomic_store(&((struct bsrv *)arg)->cancel_tx_ns, dctx_now());
+    if (ev->kind == DCTX_RPC_EVENT_CANCEL_PUSHED) /* when the frame was queued */
+        atomic_store(&((struct bsrv *)arg)->cancel_tx_ns, dctx_now() - ev->elapsed_ns);
 }
 
 static struct bsrv *bsrv_start(const char *url, int workers, const struct opts *o)
@@ -646,8 +646,8 @@ static int64_t last_push_ns; /* --trace: the caller's channel pushed a Cancel fr
 static void on_caller_event(void *arg, const dctx_rpc_event *ev)
 {
     (void)arg;
-    if (ev->kind == DCTX_RPC_EVENT_CANCEL_PUSHED)
-        __atomic_store_n(&last_push_ns, dctx_now(), __ATOMIC_RELEASE);
+    if (ev->kind == DCTX_RPC_EVENT_CANCEL_PUSHED) /* when the frame was queued */
+        __atomic_store_n(&last_push_ns, dctx_now() - ev->elapsed_ns, __ATOMIC_RELEASE);
 }
 
 /* Copy a reply made of whole records into recs (at most max of them) and

@@ -24,9 +24,10 @@
  *     - a blocking call (dctx_rpc_call_raw) is finished by its caller's
  *       own thread, woken from its futex word: one wake per call;
  *     - an asynchronous call by the deciding thread when that is the
- *       library's (the reply's reader, a connection's end), and by the
- *       reaper thread when it is the user's (inside dctx_cancel, or
- *       dctx_rpc_channel_close): user code never runs inside them.
+ *       library's (the reply's reader, a connection's end, a closing
+ *       channel); when it is the user's, inside dctx_cancel, by the
+ *       reaper thread if finishing runs user code (a done callback or an
+ *       event hook), so none runs inside dctx_cancel, else right there.
  *
  *   Cancel: the call's context gets an after-func of the library's own
  *   kind, run by the canceling thread (no executor hand-off: it is the
@@ -97,7 +98,7 @@ struct dctx_rpc_channel {
      * the count (both seq_cst, so one sees the other). */
     atomic_int in_flight;
     atomic_bool closing; /* set once, under mu */
-    atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed;
+    atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed, bad_frames;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
@@ -132,6 +133,7 @@ struct dctx_rpc_handle {
 
     dctx_rpc_result result;      /* written once, by decide */
     int pushed_cause;            /* the cancel's cause, for CANCEL_PUSHED */
+    int64_t pushed_ns;           /* when the Cancel frame was queued */
     char *pushed_msg;            /* its message; made only with an event hook */
     atomic_int decided_word;     /* futex word: 1 once decided (a blocking call's wake) */
     atomic_int ended;            /* futex word: 1 once done has returned */
@@ -249,9 +251,11 @@ static void finish_deferred(void *arg)
  * user_thread: the deciding thread is the user's (a cancel, a close). */
 static void conclude(dctx_rpc_handle *call, bool user_thread)
 {
+    /* finish runs user code only through done and the event hook. */
+    bool user_code = call->done != NULL || call->ch->opts.on_event != NULL;
     if (call->waited)
         set_word(&call->decided_word, &call->sleepers, 1);
-    else if (!user_thread || !dctx__reaper_defer(&call->reap, finish_deferred, call))
+    else if (!user_thread || !user_code || !dctx__reaper_defer(&call->reap, finish_deferred, call))
         finish(call);
 }
 
@@ -262,7 +266,8 @@ static void report_pushed(dctx_rpc_handle *call)
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_PUSHED,
                          .method = call->method,
                          .code = call->pushed_cause,
-                         .message = call->pushed_msg != NULL ? call->pushed_msg : ""};
+                         .message = call->pushed_msg != NULL ? call->pushed_msg : "",
+                         .elapsed_ns = dctx_now() - call->pushed_ns};
     ch->opts.on_event(ch->opts.event_arg, &ev);
 }
 
@@ -499,10 +504,11 @@ static void settle_calls(dctx_rpc_handle *list, bool user_thread)
  * and the dialer dials again. From an nng callback. */
 static void conn_ended(void *owner, struct dctx__session *s, int code, const char *why)
 {
-    (void)s;
     (void)code;
     struct conn *c = owner;
     dctx_rpc_channel *ch = c->ch;
+    /* At most one per session: a protocol error ends it. */
+    atomic_fetch_add_explicit(&ch->bad_frames, dctx__session_bad_frames(s), memory_order_relaxed);
     char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
     snprintf(msg, sizeof msg, "connection to %s lost (%s)", ch->url, why);
     pthread_mutex_lock(&ch->mu);
@@ -690,6 +696,7 @@ void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *ou
     out->calls = atomic_load(&ch->calls);
     out->not_sent_budget = atomic_load(&ch->not_sent_budget);
     out->cancels_pushed = atomic_load(&ch->cancels_pushed);
+    out->bad_frames = atomic_load(&ch->bad_frames);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&ch->by_code[i]);
     for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)
@@ -785,6 +792,7 @@ static void context_done(void *arg)
             call->ack_due = true;
             call->pushed = true;
             call->pushed_cause = cause;
+            call->pushed_ns = dctx_now();
             atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
         }
         decided = decide(call, &res);

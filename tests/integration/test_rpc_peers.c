@@ -230,6 +230,70 @@ static uint8_t *pack_call_with(uint32_t id, const char *method, size_t method_si
  * Each is counted in bad_frames (per-call errors: a method name that is
  * missing or not text, a call without a context), and the server keeps
  * serving. */
+/* A server that answers a call id the channel has not in flight breaks
+ * the protocol: the channel says so in a GoAway naming the id, counts it,
+ * and fails the call in flight on that connection UNAVAILABLE at once
+ * (never a wrong call's answer); it dials again and a later call is
+ * served by whoever answers properly. */
+static void reply_for_a_call_not_in_flight_ends_the_connection(void **state)
+{
+    (void)state;
+    char url[256];
+    rt_url(RT_IPC, url, sizeof url);
+    nng_stream_listener *l = rt_raw_listen(url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    rt_raw *srv = rt_raw_accept(l);
+
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, rt_with_timeout(SEC(10)), "/it.Raw/Call", "x", 1, &o);
+    Dctx__Wire__Frame *f = rt_raw_recv_frame(srv);
+    assert_non_null(f);
+    assert_int_equal(f->body_case, DCTX__WIRE__FRAME__BODY_CALL);
+    uint32_t id = f->call_id;
+    dctx__wire__frame__free_unpacked(f, NULL);
+
+    Dctx__Wire__Reply r = DCTX__WIRE__REPLY__INIT;
+    r.has_code = 1;
+    r.code = DCTX_OK;
+    Dctx__Wire__Frame reply = DCTX__WIRE__FRAME__INIT;
+    reply.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
+    reply.reply = &r;
+    reply.has_call_id = 1;
+    reply.call_id = id + 1000;
+    size_t len;
+    uint8_t *buf = rt_pack(&reply, &len);
+    rt_raw_send(srv, buf, len);
+
+    char why[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    assert_int_equal(rt_raw_recv_goaway(srv, why, sizeof why), DCTX_INVALID_ARGUMENT);
+    char named[32];
+    snprintf(named, sizeof named, "%u", id + 1000);
+    assert_non_null(strstr(why, named));
+    assert_true(rt_raw_closed(srv));
+    rt_finish(h, SEC(5));
+    assert_int_equal(o.code, DCTX_UNAVAILABLE);
+    assert_int_equal(rt_channel_stats(ch).bad_frames, 1);
+    rt_handle_release(h);
+
+    /* it dials again; this time the server answers the call it was sent */
+    rt_raw *again = rt_raw_accept(l);
+    static rt_outcome o2;
+    h = rt_start(ch, rt_with_timeout(SEC(10)), "/it.Raw/Call", "x", 1, &o2);
+    f = rt_raw_recv_frame(again);
+    assert_non_null(f);
+    reply.call_id = f->call_id;
+    dctx__wire__frame__free_unpacked(f, NULL);
+    buf = rt_pack(&reply, &len);
+    rt_raw_send(again, buf, len);
+    rt_finish(h, SEC(5));
+    assert_int_equal(o2.code, DCTX_OK);
+    rt_handle_release(h);
+    rt_channel_close(ch);
+    rt_raw_close(srv);
+    rt_raw_close(again);
+    nng_stream_listener_free(l);
+}
+
 static void malformed_frames_are_refused_counted_and_the_server_keeps_serving(void **state)
 {
     (void)state;
@@ -594,6 +658,7 @@ int main(int argc, char **argv)
         RT_TEST(call_runs_at_most_once_when_its_connection_drops_and_returns),
         RT_TEST(replayed_call_is_refused_and_runs_once),
         RT_TEST(call_whose_id_is_in_flight_ends_its_connection_only),
+        RT_TEST(reply_for_a_call_not_in_flight_ends_the_connection),
         RT_TEST(malformed_frames_are_refused_counted_and_the_server_keeps_serving),
         RT_TEST(peer_flooding_garbage_without_reading_does_not_stall_the_server),
     };

@@ -398,6 +398,11 @@ rt_raw *rt_raw_open(const char *url);
 
 /* The same, without the hellos: the test writes the first frame. */
 rt_raw *rt_raw_dial(const char *url);
+/* A raw server, for a channel to dial: rt_raw_listen listens on url
+ * (nng_stream_listener_free it at the end); rt_raw_accept waits (5 s) for
+ * one connection, reads the client's hello and answers with a hello. */
+nng_stream_listener *rt_raw_listen(const char *url);
+rt_raw *rt_raw_accept(nng_stream_listener *l);
 
 /* What the server's hello said (rt_raw_open). */
 uint32_t rt_raw_peer_max_frame_bytes(const rt_raw *r);

@@ -363,6 +363,43 @@ rt_raw *rt_raw_open(const char *url)
     return r;
 }
 
+nng_stream_listener *rt_raw_listen(const char *url)
+{
+    char to[DCTX__STREAM_URL_BYTES];
+    assert_int_equal(dctx__stream_url(url, to), 0);
+    nng_stream_listener *l = NULL;
+    assert_int_equal(nng_stream_listener_alloc(&l, to), 0);
+    assert_int_equal(nng_stream_listener_listen(l), 0);
+    return l;
+}
+
+rt_raw *rt_raw_accept(nng_stream_listener *l)
+{
+    nng_aio *aio = NULL;
+    assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
+    nng_aio_set_timeout(aio, WAIT_MS);
+    nng_stream_listener_accept(l, aio);
+    nng_aio_wait(aio);
+    int rv = nng_aio_result(aio);
+    nng_stream *s = rv == 0 ? nng_aio_get_output(aio, 0) : NULL;
+    nng_aio_free(aio);
+    if (s == NULL)
+        fail_msg("no connection came: %s", nng_strerror(rv));
+    rt_raw *r = calloc(1, sizeof *r);
+    assert_non_null(r);
+    end_init(&r->end, s);
+    rt_track_raw(r);
+    Dctx__Wire__Frame *f = rt_raw_recv_frame(r);
+    if (f == NULL || f->body_case != DCTX__WIRE__FRAME__BODY_HELLO)
+        fail_msg("the client's first frame is %s, not a hello", rt_frame_kind(f));
+    r->peer_max_frame_bytes = f->hello->max_frame_bytes;
+    dctx__wire__frame__free_unpacked(f, NULL);
+    size_t len;
+    uint8_t *hello = pack_hello(&len);
+    rt_raw_send(r, hello, len);
+    return r;
+}
+
 uint32_t rt_raw_peer_max_frame_bytes(const rt_raw *r)
 {
     return r->peer_max_frame_bytes;

@@ -95,7 +95,9 @@ typedef struct dctx_rpc_event {
     const char *message;    /* CALL_END: status message; CANCEL_*: cause message; never NULL */
     int64_t elapsed_ns;     /* CALL_END: since the call started (server: was received);
                                CANCEL_RECEIVED: since the frame was read (acting on it,
-                               which includes pushing the cancel onward) */
+                               which includes pushing the cancel onward); CANCEL_PUSHED:
+                               since the frame was handed to the connection (the event
+                               comes later, off the canceling thread) */
     int64_t deadline_in_ns; /* CALL_START: time left to the call's deadline; -1: none */
     int outcome;            /* CANCEL_RECEIVED: enum dctx_rpc_cancel_outcome */
     dctx *ctx;              /* CALL_START/CALL_END: the call's context (borrowed) */
@@ -256,7 +258,8 @@ typedef struct dctx_rpc_channel_stats {
     uint64_t not_sent_budget;            /* refused before sending: budget under the minimum */
     uint64_t cancels_pushed;
     uint64_t cancel_outcomes[DCTX_RPC_CANCEL_OUTCOMES]; /* by enum dctx_rpc_cancel_outcome */
-    uint32_t connections;                               /* connections up now (0: the server is not
+    uint64_t bad_frames;  /* protocol errors of a server (each ended its connection) */
+    uint32_t connections; /* connections up now (0: the server is not
                                                            reached; the channel keeps redialing) */
 } dctx_rpc_channel_stats;
 
