@@ -101,6 +101,8 @@ int dctx__acceptor_open(const char *url, const struct dctx__acceptor_options *o,
         return DCTX_RESOURCE_EXHAUSTED;
     a->o = *o;
     int rv = nng_stream_listener_alloc(&a->l, nurl);
+    if (rv == 0) /* as dialer.c: for the TLS handshake's small writes */
+        (void)nng_stream_listener_set_bool(a->l, NNG_OPT_TCP_NODELAY, true);
     if (rv == 0 && strncmp(url, "tls+", 4) == 0)
         rv = set_tls(a->l, o->tls_cert_key_file);
     if (rv == 0)

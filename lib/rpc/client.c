@@ -117,12 +117,13 @@ struct dctx_rpc_handle {
     bool waited; /* a blocking call: its caller's thread finishes it */
 
     /* Progress, protected by ch->mu. */
-    uint32_t id;  /* on the connection; 0 until sent */
-    bool in_map;  /* id is in ch->ids */
-    bool replied; /* its Reply was read (or will never come) */
-    bool ack_due; /* a Cancel was sent; its CancelAck not read yet */
-    bool decided; /* result is set */
-    bool pushed;  /* a Cancel was sent: CANCEL_PUSHED is due */
+    uint32_t id;    /* on the connection; 0 until sent */
+    bool in_map;    /* id is in ch->ids */
+    bool replied;   /* its Reply was read (or will never come) */
+    bool ack_due;   /* a Cancel was sent; its CancelAck not read yet */
+    bool decided;   /* result is set */
+    bool after_ran; /* decided by the after-func (which then drops its own reference) */
+    bool pushed;    /* a Cancel was sent: CANCEL_PUSHED is due */
     /* Calls taken off a connection that ended (or a closing channel): the
      * list, and whether this call was decided by the taking. */
     struct dctx_rpc_handle *gone_next;
@@ -297,8 +298,9 @@ static void finish(dctx_rpc_handle *call)
     call->finishing = true;
     pthread_mutex_unlock(&call->mu);
     /* The after-func's reference: ours to drop if we stopped it; if it ran
-     * or runs, it drops its own. */
-    if (call->after != NULL && dctx_after_stop(call->after))
+     * or runs, it drops its own. One that decided the call may have run
+     * before start stored call->after: it is not looked at then. */
+    if (!call->after_ran && call->after != NULL && dctx_after_stop(call->after))
         call_unref(call);
     int code = call->result.code;
     count(&ch->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
@@ -395,6 +397,8 @@ static void on_cancel_ack(struct conn *c, const Dctx__Wire__Frame *f)
     }
     call->ack_due = false;
     bool unref = release_id(call);
+    if (!unref) /* the map still holds it, but a close may drop that at once */
+        atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&ch->mu);
     const Dctx__Wire__CancelAck *a = f->cancel_ack;
     int outcome = a->has_outcome && (int)a->outcome >= DCTX_RPC_CANCEL_STOPPED &&
@@ -402,8 +406,7 @@ static void on_cancel_ack(struct conn *c, const Dctx__Wire__Frame *f)
                       ? (int)a->outcome
                       : DCTX_RPC_CANCEL_UNREACHED;
     set_outcome(call, outcome);
-    if (unref)
-        call_unref(call);
+    call_unref(call); /* the map's, or the one taken above */
 }
 
 static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f)
@@ -548,6 +551,7 @@ static void dialed(void *owner, nng_stream *st)
     struct dctx__session_options so = {
         .server = false,
         .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
+        .keepalive_ms = dctx__keepalive_ms(ch->opts.keepalive_ns),
         .on_ready = conn_ready,
         .on_frame = got_frame,
         .on_end = conn_ended,
@@ -584,6 +588,7 @@ void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o)
     o->connect_wait_ns = DCTX_RPC_DEFAULT_CONNECT_WAIT_NS;
     o->recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     o->cancel_ack_timeout_ns = DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS;
+    o->keepalive_ns = DCTX_RPC_DEFAULT_KEEPALIVE_NS;
 }
 
 static void channel_free(dctx_rpc_channel *ch)
@@ -788,14 +793,20 @@ static void context_done(void *arg)
     if (!call->decided) {
         /* Sent and not answered: tell the server. Not sent yet: start
          * sees the call decided and never sends it. */
-        if (call->in_map && !call->replied && push_cancel(call, cause, text)) {
-            call->ack_due = true;
-            call->pushed = true;
-            call->pushed_cause = cause;
-            call->pushed_ns = dctx_now();
-            atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING, memory_order_relaxed);
+        if (call->in_map && !call->replied) {
+            if (push_cancel(call, cause, text)) {
+                call->ack_due = true;
+                call->pushed = true;
+                call->pushed_cause = cause;
+                call->pushed_ns = dctx_now();
+                atomic_store_explicit(&call->outcome, DCTX_RPC_CANCEL_PENDING,
+                                      memory_order_relaxed);
+            } else { /* the connection is gone, or its queue full even for control */
+                set_outcome(call, DCTX_RPC_CANCEL_UNREACHED);
+            }
         }
         decided = decide(call, &res);
+        call->after_ran = decided;
     } else {
         dctx_rpc_result_free(&res);
     }

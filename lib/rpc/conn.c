@@ -6,7 +6,10 @@
  *   much as the stream has into rbuf; the callback feeds it to the frame
  *   reader (framing.c), which hands out every whole frame the read brought
  *   (many per read, or one spread over many reads), each to on_frame, in
- *   order, then posts the next read.
+ *   order, then posts the next read. Reads carry no timeout: nng 1.5.2's
+ *   TLS layer ignores it on a read posted after the peer closed (it never
+ *   completes); the owner watches for silence (session.c's keepalive) and
+ *   aborts, and closing the stream fails that read too.
  *
  *   Send: frames are queued under mu, each one allocation holding its
  *   header and body. Whoever queues a frame and finds no write under way
@@ -139,9 +142,9 @@ static void report(struct dctx__conn *c)
         c->o.on_end(c->o.owner, c, code, why);
 }
 
-/* The send side failed: end, and have the receive side report it (or
- * report here when nothing is being read). */
-static void write_failed(struct dctx__conn *c, int code, const char *why)
+/* End with a reason (a write failed, the owner aborts), and have the
+ * receive side report it (or report here when nothing is being read). */
+static void end_with(struct dctx__conn *c, int code, const char *why)
 {
     pthread_mutex_lock(&c->mu);
     set_ended(c, code, why, false);
@@ -236,7 +239,7 @@ static void written(void *arg)
     struct dctx__conn *c = arg;
     int rv = nng_aio_result(c->tx);
     if (rv != 0) {
-        write_failed(c, DCTX_UNAVAILABLE, "connection lost: a write failed");
+        end_with(c, DCTX_UNAVAILABLE, "connection lost: a write failed");
         return; /* close frees the batch */
     }
     advance(c, nng_aio_count(c->tx));
@@ -525,6 +528,18 @@ void dctx__conn_start(struct dctx__conn *c)
     enter(c);
     start_inner(c);
     leave(c);
+}
+
+void dctx__conn_abort(struct dctx__conn *c, int code, const char *why)
+{
+    enter(c);
+    end_with(c, code, why);
+    leave(c);
+}
+
+uint64_t dctx__conn_reads(struct dctx__conn *c)
+{
+    return atomic_load_explicit(&c->reads, memory_order_relaxed);
 }
 
 void dctx__conn_shutdown(struct dctx__conn *c)

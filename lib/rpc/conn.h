@@ -103,6 +103,14 @@ int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn 
  * stays until dctx__conn_close. */
 void dctx__conn_shutdown(struct dctx__conn *c);
 
+/* dctx__conn_abort ends the connection from any thread with code and why
+ * (a peer that stopped answering): the stream is closed, and on_end
+ * reports it, from the receive side, unless an end came first. */
+void dctx__conn_abort(struct dctx__conn *c, int code, const char *why);
+
+/* Reads that brought bytes so far: a sign of the peer's life. */
+uint64_t dctx__conn_reads(struct dctx__conn *c);
+
 /* dctx__conn_close shuts the connection down, waits for its callbacks to
  * return, and frees it with every frame still queued (see Threads). NULL
  * is fine. */

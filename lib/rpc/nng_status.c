@@ -1,6 +1,6 @@
 /*
  * nng_status.c - nng's errors as dctx status codes, one map for every
- * caller (rpc.h, "Errors"), and nng's relative timeouts.
+ * caller (rpc.h, "Errors"), and durations in nng's milliseconds.
  */
 #include <stdint.h>
 
@@ -56,4 +56,14 @@ nng_duration dctx__ms_until(int64_t deadline_ns, int64_t now_ns)
         return 1; /* NNG_DURATION_ZERO means "poll"; one ms is the least wait */
     int64_t ms = (left + 999999) / 1000000;
     return ms > INT32_MAX ? INT32_MAX : (nng_duration)ms;
+}
+
+int32_t dctx__keepalive_ms(int64_t ns)
+{
+    if (ns < 0)
+        return 0;
+    if (ns == 0)
+        ns = DCTX_RPC_DEFAULT_KEEPALIVE_NS;
+    int64_t ms = (ns + 999999) / 1000000;
+    return ms > INT32_MAX ? INT32_MAX : (int32_t)ms;
 }

@@ -1,9 +1,11 @@
 /*
  * reaper.h - work deferred to one thread of the library's own: closing a
  * session or connection found dead inside an nng callback, where closing
- * it would wait on the callback itself (conn.h). Never installed.
+ * it would wait on the callback itself (conn.h), and finishing a call a
+ * cancel ended, whose callback must not run inside dctx_cancel (client.c).
+ * Never installed.
  *
- * An item is embedded in what it closes, so deferring never allocates and
+ * An item is embedded in what it serves, so deferring never allocates and
  * cannot fail. Items run in the order deferred, each once, on the reaper
  * thread, with no lock held. The thread starts on first use, blocks every
  * signal, and lives until the process exits.

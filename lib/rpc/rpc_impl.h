@@ -46,8 +46,13 @@ int dctx__status_from_nng(int nng_err);
  * NNG_DURATION_INFINITE for DCTX_DEADLINE_NONE. */
 nng_duration dctx__ms_until(int64_t deadline_ns, int64_t now_ns);
 
-/* The largest frame body a side accepts for payloads of max_payload bytes:
- * room for the Frame's own fields (method, context header, message). */
-#define DCTX__FRAME_OVERHEAD_BYTES 4096
+/* A keepalive option (rpc.h) in ms for a session: 0 for never. */
+int32_t dctx__keepalive_ms(int64_t keepalive_ns);
+
+/* What a side's frame limit adds to its payload limit: room for the
+ * Frame's own fields at their largest (a method of 1024 bytes, 8192 bytes
+ * of values, a message of 1024), so any call or reply whose payload is
+ * within the limit fits. */
+#define DCTX__FRAME_OVERHEAD_BYTES (16 * 1024)
 
 #endif /* DCTX_RPC_IMPL_H */

@@ -208,6 +208,19 @@ static void conn_close_deferred(void *arg)
     free(c);
 }
 
+/* A reference for a call or the server's own use, unless the count has
+ * reached 0: the connection is then being closed (its callbacks may still
+ * run until the reaper closes it), and must not come back to life. */
+static bool conn_tryref(struct conn *c)
+{
+    int n = atomic_load_explicit(&c->refs, memory_order_relaxed);
+    while (n > 0)
+        if (atomic_compare_exchange_weak_explicit(&c->refs, &n, n + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    return false;
+}
+
 static void conn_unref(struct conn *c)
 {
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
@@ -225,8 +238,9 @@ static void cancel_for_lost_peer(void *p, void *arg)
 {
     struct server_call *call = p;
     dctx_rpc_server *srv = arg;
-    count(&srv->canceled_by_peer_loss);
-    call_cancel(call, DCTX_CANCELED, "caller lost (connection closed)");
+    if (call_cancel(call, DCTX_CANCELED, "caller lost (connection closed)") !=
+        DCTX_RPC_CANCEL_TOO_LATE)
+        count(&srv->canceled_by_peer_loss);
     call_unref(call);
 }
 
@@ -458,6 +472,9 @@ static void run_call(struct server_call *call)
         int code = m->fn(m->arg, call->ctx, req, len, &reply);
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
+        /* Finished before the reply goes: a cancel read after it is too
+         * late, and the caller's leaving no longer cancels it. */
+        atomic_store(&call->state, FINISHED);
         emit_call_end(call, code, reply.message);
         send_reply(call->conn, call->id, code, reply.message, reply.payload, reply.len);
         free(reply.payload);
@@ -622,6 +639,12 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
         emit(srv, &ev);
     }
     struct server_call *call = rc == 0 ? calloc(1, sizeof *call) : NULL;
+    if (call != NULL && !conn_tryref(c)) { /* the connection is over: nobody to answer */
+        free(call);
+        dctx_release(ctx);
+        dctx__frame_free(f);
+        return;
+    }
     if (call == NULL) {
         if (rc == DCTX_INVALID_ARGUMENT)
             count(&srv->bad_frames);
@@ -632,8 +655,7 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     }
     atomic_init(&call->refs, 1);
     call->srv = srv;
-    call->conn = c;
-    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    call->conn = c; /* with the reference taken above */
     call->id = id;
     call->ctx = ctx;
     memcpy(call->token, call_frame->context->cancel_token.data, DCTX_TOKEN_BYTES);
@@ -753,6 +775,7 @@ static void accepted(void *owner, nng_stream *st)
         .server = true,
         .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
         .max_calls = (uint32_t)srv->opts.max_in_flight,
+        .keepalive_ms = dctx__keepalive_ms(srv->opts.keepalive_ns),
         .on_frame = got_frame,
         .on_end = conn_ended,
         .owner = c,
@@ -774,6 +797,7 @@ static void accepted(void *owner, nng_stream *st)
     c->unstarted = !atomic_load(&srv->started);
     bool go = !closing && !c->unstarted;
     pthread_mutex_unlock(&srv->mu);
+    count(&srv->connections);
     if (closing) {
         dctx__session_shutdown(c->s);
         conn_over(c, false);
@@ -791,6 +815,7 @@ void dctx_rpc_server_options_init(dctx_rpc_server_options *o)
     o->max_in_flight = DCTX_RPC_DEFAULT_MAX_IN_FLIGHT;
     o->recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     o->shutdown_grace_ns = DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS;
+    o->keepalive_ns = DCTX_RPC_DEFAULT_KEEPALIVE_NS;
 }
 
 int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **out)
@@ -939,10 +964,12 @@ int dctx_rpc_server_start(dctx_rpc_server *srv)
         if (c == NULL)
             break;
         c->unstarted = false;
-        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        bool held = conn_tryref(c);
         pthread_mutex_unlock(&srv->mu);
-        dctx__session_start(c->s);
-        conn_unref(c);
+        if (held) {
+            dctx__session_start(c->s);
+            conn_unref(c);
+        }
         pthread_mutex_lock(&srv->mu);
     }
     pthread_mutex_unlock(&srv->mu);
@@ -965,13 +992,14 @@ static void end_connections(dctx_rpc_server *srv)
         struct conn *c = srv->conns;
         while (c != NULL && atomic_load(&c->over))
             c = c->next;
-        if (c != NULL) {
+        bool held = c != NULL && conn_tryref(c);
+        if (held)
             c->flush = true; /* read by the reaper after the last reference */
-            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-        }
         pthread_mutex_unlock(&srv->mu);
         if (c == NULL)
             return;
+        if (!held)
+            continue; /* ended meanwhile: its reaper item is queued */
         (void)dctx__session_send(c->s, &f);
         conn_over(c, false);
         conn_unref(c);

@@ -17,6 +17,14 @@
  *   protocol error: a GoAway naming it goes to the peer, the session ends
  *   (on_end, once), and the frames after it are dropped unread. The
  *   connection stays open until the owner closes the session.
+ *
+ *   Keepalive: a timer (one aio per session, nng's sleep) checks every
+ *   keepalive_ms whether anything was read since its last check; silence
+ *   gets a ping (the peer answers it from its reading side, so any frame
+ *   will do), and silence after the ping, or before the peer's hello,
+ *   aborts the connection, which its receive side then reports. A timer
+ *   and not a read timeout: nng 1.5.2's TLS layer never times out a read
+ *   posted after the peer closed.
  */
 #include "session.h"
 
@@ -37,6 +45,9 @@ struct dctx__session {
     struct dctx__session_options o; /* immutable; o.name points at name */
     char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
     bool hello_seen;                /* the receive callback's */
+    nng_aio *ka;                    /* the keepalive timer; NULL without one */
+    bool ping_out;                  /* a keepalive ping unanswered; the timer's */
+    uint64_t last_reads;            /* the connection's reads at the last tick; the timer's */
     struct dctx__session_peer peer; /* written before ready */
     atomic_bool ready, ended;
     atomic_int busy; /* owner's threads inside a call of ours: close waits for them */
@@ -337,6 +348,33 @@ static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
     return dispatch(s, f);
 }
 
+/* Keepalive: every keepalive_ms, on nng's timer. Reads since the last
+ * tick are a sign of life; silence gets a ping, and silence after it (or
+ * before the peer's hello) ends the connection. The tick is the only
+ * writer of ping_out and last_reads. */
+static void keepalive_tick(void *arg)
+{
+    struct dctx__session *s = arg;
+    if (nng_aio_result(s->ka) != 0 || atomic_load(&s->ended))
+        return; /* stopped, or the session is over */
+    uint64_t reads = dctx__conn_reads(s->conn);
+    bool ready = atomic_load_explicit(&s->ready, memory_order_acquire);
+    if (reads != s->last_reads) {
+        s->last_reads = reads;
+        s->ping_out = false;
+    } else if (!ready || s->ping_out) {
+        char why[128];
+        snprintf(why, sizeof why, "peer stopped answering (nothing read for %d ms%s)",
+                 s->o.keepalive_ms * (ready ? 2 : 1), ready ? ", a ping unanswered" : ", no hello");
+        dctx__conn_abort(s->conn, DCTX_UNAVAILABLE, why);
+        return;
+    } else {
+        s->ping_out = true; /* even if it could not be queued: the peer does not read */
+        (void)session_ping(s, 0);
+    }
+    nng_sleep_aio(s->o.keepalive_ms, s->ka);
+}
+
 static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
 {
     (void)c;
@@ -388,6 +426,11 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
         free(s);
         return rc;
     }
+    if (o->keepalive_ms > 0 && nng_aio_alloc(&s->ka, keepalive_tick, s) != 0) {
+        dctx__conn_close(s->conn);
+        free(s);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
     /* Until the peer's hello, the most a frame may have is a hello's. */
     dctx__conn_set_max_body(s->conn, DCTX__SESSION_HELLO_BYTES_MAX);
     *out = s;
@@ -401,13 +444,25 @@ static void session_start(struct dctx__session *s)
         return;
     }
     dctx__conn_start(s->conn);
+    if (s->ka != NULL)
+        nng_sleep_aio(s->o.keepalive_ms, s->ka);
+}
+
+/* Stop the keepalive timer: its tick may touch the connection. After
+ * nng_aio_stop, a sleep it would post is dropped. */
+static void stop_keepalive(struct dctx__session *s)
+{
+    if (s->ka != NULL)
+        nng_aio_stop(s->ka);
 }
 
 bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns)
 {
     atomic_store(&s->ended, true);
+    stop_keepalive(s);
     bool flushed = dctx__conn_close_after_flush(s->conn, timeout_ns);
     drain_callers(s);
+    nng_aio_free(s->ka);
     free(s);
     return flushed;
 }
@@ -440,7 +495,9 @@ void dctx__session_close(struct dctx__session *s)
     if (s == NULL)
         return;
     atomic_store(&s->ended, true); /* no on_end for a close of our own */
+    stop_keepalive(s);
     dctx__conn_close(s->conn);
     drain_callers(s);
+    nng_aio_free(s->ka);
     free(s);
 }

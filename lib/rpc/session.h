@@ -54,6 +54,12 @@ struct dctx__session_options {
     uint32_t max_calls;       /* a server's calls at once per connection */
     const char *name;         /* this side's name for the peer's logs; NULL: none */
     size_t send_queue_max;    /* 0: 4 * max_frame_bytes, at least conn.h's least */
+    /* Keepalive, checked every keepalive_ms (0: none): a check that finds
+     * nothing read since the one before sends a ping, and the next silent
+     * one ends the session ("peer stopped answering"), so a peer that is
+     * gone without a word is found within three intervals; before the
+     * peer's hello, the first silent check ends it. */
+    int32_t keepalive_ms;
     dctx__session_ready_fn on_ready;
     dctx__session_frame_fn on_frame;
     dctx__session_end_fn on_end;

@@ -263,9 +263,16 @@ static int close_race_child(const char *url, const char *shared_path, int rounds
     atomic_store(&sh->ready, 1);
     for (int i = 0; i < rounds && atomic_load(&sh->gave_up) < 2; i++) {
         dctx_rpc_channel *ch = NULL;
-        if (dctx_rpc_channel_open(url, NULL, &ch) != 0 ||
-            dctx_rpc_call_raw(ch, NULL, "/it.Close/Echo", NULL, 0, NULL) != 0) /* connected */
+        if (dctx_rpc_channel_open(url, NULL, &ch) != 0)
             return 4;
+        dctx_rpc_result res;
+        int rc = dctx_rpc_call_raw(ch, NULL, "/it.Close/Echo", NULL, 0, &res); /* connected */
+        if (rc != 0) {
+            fprintf(stderr, "round %d: the first call: %s: %s\n", i, dctx_code_name(rc),
+                    res.message);
+            return 4;
+        }
+        dctx_rpc_result_free(&res);
         for (int k = 0; k < 4; k++)
             if (dctx_rpc_call_start(ch, NULL, "/it.Close/Echo", NULL, 0, close_race_done, NULL,
                                     NULL) != 0)

@@ -3,7 +3,9 @@
  * or DCTX_WIRE_VALUE_BYTES_MAX refused before they are sent; status and
  * cancel-cause messages cut to DCTX_WIRE_MESSAGE_BYTES_MAX with one rule on
  * client and server: whole at the limit, and past it on the last
- * character boundary at or before the limit, so the text stays UTF-8.
+ * character boundary at or before the limit, so the text stays UTF-8; a
+ * request over the server's frame limit or a reply over the caller's
+ * refused alone, the connection going on.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +234,77 @@ static void cancel_cause_one_byte_over_is_cut_before_the_character_it_splits(voi
     assert_true(rt_utf8_valid(p.cause_msg, n));
 }
 
+/* A request over the server's frame limit (its hello says it: the
+ * payload limit plus room for the frame's own fields) fails alone, before
+ * it is sent, with RESOURCE_EXHAUSTED naming the limit; the call held on
+ * the same connection goes on, and a request of exactly the payload limit
+ * is served. */
+static void request_over_the_servers_limit_fails_alone_before_sending(void **state)
+{
+    (void)state;
+    static rt_probe probes[2];
+    rt_probe_init(&probes[0], RT_PROBE_HOLD, SEC(10));
+    rt_probe_init(&probes[1], RT_PROBE_RETURN, 0);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_IPC, NULL, "/it.Size/Probe", rt_probes_handler, probes, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+
+    static rt_outcome held;
+    uint8_t zero = 0;
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Size/Probe", &zero, 1, &held);
+    assert_true(RT_WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
+
+    size_t limit = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
+    size_t over = limit + 64 * 1024;
+    uint8_t *big = malloc(over);
+    assert_non_null(big);
+    memset(big, 1, over);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Size/Probe", big, over, &res),
+                     DCTX_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(res.message, "over the server's limit"));
+    dctx_rpc_result_free(&res);
+    assert_int_equal(rt_server_stats(srv).calls, 1); /* never sent */
+
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Size/Probe", big, limit, NULL), DCTX_OK);
+    assert_int_equal(atomic_load(&probes[1].runs), 1);
+    free(big);
+
+    atomic_store(&probes[0].release, 1);
+    rt_finish(h, SEC(5));
+    assert_int_equal(held.code, DCTX_OK); /* its connection was never reset */
+    assert_int_equal(rt_server_stats(srv).connections_accepted, 1);
+    assert_int_equal(rt_channel_stats(ch).by_code[DCTX_UNAVAILABLE], 0);
+    rt_handle_release(h);
+}
+
+/* A reply over the caller's limit is not sent: the caller gets
+ * RESOURCE_EXHAUSTED naming it, and the connection goes on. */
+static void reply_over_the_callers_limit_is_resource_exhausted(void **state)
+{
+    (void)state;
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_TCP, NULL, "/it.Echo/Echo", rt_echo_handler, NULL, url);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    co.recv_max_bytes = 64 * 1024;
+    dctx_rpc_channel *ch = rt_channel_open(url, &co);
+    size_t n = 256 * 1024;
+    uint8_t *req = malloc(n);
+    assert_non_null(req);
+    memset(req, 'r', n);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", req, n, &res),
+                     DCTX_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(res.message, "over the caller's limit"));
+    dctx_rpc_result_free(&res);
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", req, 1000, &res), DCTX_OK);
+    assert_int_equal(res.payload_len, 1000);
+    dctx_rpc_result_free(&res);
+    assert_int_equal(rt_server_stats(srv).connections_accepted, 1);
+    free(req);
+}
+
 int main(int argc, char **argv)
 {
     rt_init("rpc_limits", RT_PORTS_LIMITS);
@@ -240,6 +313,8 @@ int main(int argc, char **argv)
         return child;
     const struct CMUnitTest tests[] = {
         RT_TEST(values_over_the_limits_are_refused_before_sending),
+        RT_TEST(request_over_the_servers_limit_fails_alone_before_sending),
+        RT_TEST(reply_over_the_callers_limit_is_resource_exhausted),
         RT_TEST(long_status_message_is_cut_to_valid_utf8),
         RT_TEST(long_cancel_cause_is_cut_to_valid_utf8_at_the_handler),
         RT_TEST(status_message_of_exactly_the_limit_arrives_whole),

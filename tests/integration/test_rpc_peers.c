@@ -46,6 +46,70 @@ static void lost_caller_cancels_the_handler_and_is_counted(void **state)
     assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
 }
 
+/* A server that stops answering without closing (a cut link, a stopped
+ * process: here a raw server that no longer reads) is found by the
+ * channel's keepalive: the call in flight, with no deadline, fails
+ * UNAVAILABLE saying the peer stopped answering, after at least one
+ * interval and long before any deadline would; the channel dials again. */
+static void server_that_stops_answering_is_found_by_keepalive(void **state)
+{
+    (void)state;
+    char url[256];
+    rt_url(RT_IPC, url, sizeof url);
+    nng_stream_listener *l = rt_raw_listen(url);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    co.keepalive_ns = MS(100);
+    dctx_rpc_channel *ch = rt_channel_open(url, &co);
+    rt_raw *srv = rt_raw_accept(l); /* hellos exchanged; it reads nothing more */
+
+    static rt_outcome o;
+    int64_t t0 = dctx_now();
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Silent/Call", NULL, 0, &o);
+    rt_finish(h, SEC(10));
+    int64_t took = dctx_now() - t0;
+    assert_int_equal(o.code, DCTX_UNAVAILABLE);
+    assert_contains(o.message, "stopped answering");
+    assert_true(took >= MS(100));
+    rt_handle_release(h);
+    rt_raw *again = rt_raw_accept(l); /* it dialed again */
+    rt_channel_close(ch);
+    rt_raw_close(srv);
+    rt_raw_close(again);
+    nng_stream_listener_free(l);
+}
+
+/* The server watches its callers the same way: a caller that goes silent
+ * with a call in flight (it neither reads nor closes) is lost; its call's
+ * context is canceled and the connection closed. So is a peer that
+ * connects and never says hello. */
+static void caller_that_stops_answering_is_found_by_keepalive(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.keepalive_ns = MS(100);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_TCP, &so, "/it.Silent/Wait", rt_probe_handler, &p, url);
+    rt_raw *mute = rt_raw_dial(url); /* connects and never says hello */
+    rt_raw *r = rt_raw_open(url);
+    uint8_t token[DCTX_TOKEN_BYTES];
+    rt_token(token);
+    size_t len;
+    uint8_t *buf = rt_pack_call(1, "/it.Silent/Wait", token, 0, NULL, 0, &len);
+    rt_raw_send(r, buf, len); /* then it reads nothing: pings go unanswered */
+    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_int_equal(p.err, DCTX_CANCELED);
+    assert_contains(p.cause_msg, "caller lost");
+    assert_true(RT_WAIT_FOR(rt_server_stats(srv).peers_lost == 2, SEC(5)));
+    assert_int_equal(rt_server_stats(srv).calls_canceled_by_peer_loss, 1);
+    assert_true(rt_raw_closed(mute));
+    rt_raw_close(mute);
+    rt_raw_close(r);
+}
+
 static void server_killed_mid_call_fails_the_call_unavailable_at_once(void **state)
 {
     (void)state;
@@ -655,6 +719,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         RT_TEST(lost_caller_cancels_the_handler_and_is_counted),
         RT_TEST(server_killed_mid_call_fails_the_call_unavailable_at_once),
+        RT_TEST(server_that_stops_answering_is_found_by_keepalive),
+        RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
         RT_TEST(call_runs_at_most_once_when_its_connection_drops_and_returns),
         RT_TEST(replayed_call_is_refused_and_runs_once),
         RT_TEST(call_whose_id_is_in_flight_ends_its_connection_only),

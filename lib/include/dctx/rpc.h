@@ -139,6 +139,7 @@ typedef struct dctx_rpc_handle dctx_rpc_handle;
 #define DCTX_RPC_DEFAULT_CONNECT_WAIT_NS 200000000LL        /* 200 ms */
 #define DCTX_RPC_DEFAULT_RECV_MAX_BYTES ((size_t)4 << 20)   /* 4 MiB, both sides */
 #define DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS 1000000000LL /* 1 s */
+#define DCTX_RPC_DEFAULT_KEEPALIVE_NS 10000000000LL         /* 10 s, both sides */
 
 typedef struct dctx_rpc_channel_options {
     /* Deadline and value policy for this destination (wire.h). The default
@@ -162,6 +163,14 @@ typedef struct dctx_rpc_channel_options {
      * never comes is UNREACHED when that connection ends. Default 1 s; 0
      * or less also means the default. */
     int64_t cancel_ack_timeout_ns;
+    /* Keepalive, checked this often: a connection that read nothing since
+     * the last check sends a ping, and if the next check finds nothing
+     * read either, it is closed and its calls fail DCTX_UNAVAILABLE ("peer
+     * stopped answering"): a server gone without a word (a cut link, a
+     * stopped process) is found within three of these. Default
+     * DCTX_RPC_DEFAULT_KEEPALIVE_NS; 0 also means the default; negative:
+     * never (such a server is then found only by each call's deadline). */
+    int64_t keepalive_ns;
     /* tls+tcp: a CA file to verify the server with, and the name it must
      * bear. NULL: the system's defaults. */
     const char *tls_ca_file;
@@ -285,7 +294,13 @@ typedef struct dctx_rpc_server_options {
     int64_t max_budget_ns;         /* cap on a call's deadline; 0: none (the default) */
     int64_t shutdown_grace_ns;     /* how long close waits for canceled handlers */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
-    dctx_rpc_event_fn on_event;    /* optional event hook (see Events) */
+    /* Keepalive, as the channel's: a caller's connection found silent is
+     * pinged, and closed at the next silent check (its calls are
+     * canceled, the caller lost); one that sends no hello by the first
+     * check is closed. Default DCTX_RPC_DEFAULT_KEEPALIVE_NS; 0 also;
+     * negative: never. */
+    int64_t keepalive_ns;
+    dctx_rpc_event_fn on_event; /* optional event hook (see Events) */
     void *event_arg;
 } dctx_rpc_server_options;
 
