@@ -117,13 +117,12 @@ struct dctx_rpc_handle {
     bool waited; /* a blocking call: its caller's thread finishes it */
 
     /* Progress, protected by ch->mu. */
-    uint32_t id;    /* on the connection; 0 until sent */
-    bool in_map;    /* id is in ch->ids */
-    bool replied;   /* its Reply was read (or will never come) */
-    bool ack_due;   /* a Cancel was sent; its CancelAck not read yet */
-    bool decided;   /* result is set */
-    bool after_ran; /* decided by the after-func (which then drops its own reference) */
-    bool pushed;    /* a Cancel was sent: CANCEL_PUSHED is due */
+    uint32_t id;  /* on the connection; 0 until sent */
+    bool in_map;  /* id is in ch->ids */
+    bool replied; /* its Reply was read (or will never come) */
+    bool ack_due; /* a Cancel was sent; its CancelAck not read yet */
+    bool decided; /* result is set */
+    bool pushed;  /* a Cancel was sent: CANCEL_PUSHED is due */
     /* Calls taken off a connection that ended (or a closing channel): the
      * list, and whether this call was decided by the taking. */
     struct dctx_rpc_handle *gone_next;
@@ -257,7 +256,7 @@ static void conclude(dctx_rpc_handle *call, bool user_thread)
     if (call->waited)
         set_word(&call->decided_word, &call->sleepers, 1);
     else if (!user_thread || !user_code || !dctx__reaper_defer(&call->reap, finish_deferred, call))
-        finish(call);
+        finish(call); /* the reaper runs from open on: the last case does not happen */
 }
 
 /* The CANCEL_PUSHED event, from the finisher's thread. */
@@ -298,9 +297,9 @@ static void finish(dctx_rpc_handle *call)
     call->finishing = true;
     pthread_mutex_unlock(&call->mu);
     /* The after-func's reference: ours to drop if we stopped it; if it ran
-     * or runs, it drops its own. One that decided the call may have run
-     * before start stored call->after: it is not looked at then. */
-    if (!call->after_ran && call->after != NULL && dctx_after_stop(call->after))
+     * or runs, it drops its own. Stopping also frees the handle. (add()
+     * stores call->after before the after-func can run.) */
+    if (call->after != NULL && dctx_after_stop(call->after))
         call_unref(call);
     int code = call->result.code;
     count(&ch->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
@@ -368,7 +367,12 @@ static void on_reply(struct conn *c, const Dctx__Wire__Frame *f)
     dctx_rpc_result res;
     result_from_reply(f->reply, &res); /* before the lock: it allocates */
     pthread_mutex_lock(&ch->mu);
-    dctx_rpc_handle *call = ch->ready == c ? dctx__call_map_find(&ch->ids, f->call_id) : NULL;
+    if (ch->ready != c) { /* the channel is closing: its calls are ended already */
+        pthread_mutex_unlock(&ch->mu);
+        dctx_rpc_result_free(&res);
+        return;
+    }
+    dctx_rpc_handle *call = dctx__call_map_find(&ch->ids, f->call_id);
     if (call == NULL || call->replied) {
         pthread_mutex_unlock(&ch->mu);
         dctx_rpc_result_free(&res);
@@ -389,7 +393,11 @@ static void on_cancel_ack(struct conn *c, const Dctx__Wire__Frame *f)
 {
     dctx_rpc_channel *ch = c->ch;
     pthread_mutex_lock(&ch->mu);
-    dctx_rpc_handle *call = ch->ready == c ? dctx__call_map_find(&ch->ids, f->call_id) : NULL;
+    if (ch->ready != c) { /* the channel is closing: its cancels are settled already */
+        pthread_mutex_unlock(&ch->mu);
+        return;
+    }
+    dctx_rpc_handle *call = dctx__call_map_find(&ch->ids, f->call_id);
     if (call == NULL || !call->ack_due) {
         pthread_mutex_unlock(&ch->mu);
         unknown_id(c, "cancel_ack", f->call_id);
@@ -517,7 +525,8 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
     pthread_mutex_lock(&ch->mu);
     snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
     dctx_rpc_handle *gone = NULL;
-    if (ch->ready == c) {
+    bool worked = ch->ready == c;
+    if (worked) {
         ch->ready = NULL;
         gone = take_calls(ch, DCTX_UNAVAILABLE, msg);
     }
@@ -525,7 +534,7 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
     c->claimed = true;
     /* Under mu: a close that set closing may free the dialer next. */
     if (!atomic_load(&ch->closing))
-        dctx__dialer_redial(ch->dialer);
+        dctx__dialer_redial(ch->dialer, worked);
     pthread_mutex_unlock(&ch->mu);
     settle_calls(gone, false);
     if (close_here && !dctx__reaper_defer(&c->reap, conn_close_deferred, c)) {
@@ -543,7 +552,7 @@ static void dialed(void *owner, nng_stream *st)
     if (c == NULL) {
         nng_stream_close(st);
         nng_stream_free(st);
-        dctx__dialer_redial(ch->dialer);
+        dctx__dialer_redial(ch->dialer, false);
         return;
     }
     c->ch = ch;
@@ -559,7 +568,7 @@ static void dialed(void *owner, nng_stream *st)
     };
     if (dctx__session_open(st, &so, &c->s) != 0) {
         free(c);
-        dctx__dialer_redial(ch->dialer);
+        dctx__dialer_redial(ch->dialer, false);
         return;
     }
     pthread_mutex_lock(&ch->mu);
@@ -639,7 +648,10 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
         .on_fail = dial_failed,
         .owner = ch,
     };
-    int rc = dctx__dialer_open(url, &dopt, &ch->dialer);
+    /* Deferred work must never fail later: finishing a canceled call
+     * there is what keeps user code out of dctx_cancel. */
+    int rc =
+        dctx__reaper_start() ? dctx__dialer_open(url, &dopt, &ch->dialer) : DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         channel_free(ch);
         return rc;
@@ -806,7 +818,6 @@ static void context_done(void *arg)
             }
         }
         decided = decide(call, &res);
-        call->after_ran = decided;
     } else {
         dctx_rpc_result_free(&res);
     }
@@ -996,6 +1007,11 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
         rc = 0;
     }
     if (rc != 0) {
+        /* As finish does: an after-func that runs from here on must not
+         * touch the channel, which may go once the count is left. */
+        pthread_mutex_lock(&call->mu);
+        call->finishing = true;
+        pthread_mutex_unlock(&call->mu);
         if (call->after != NULL && dctx_after_stop(call->after))
             call_unref(call);
         in_flight_leave(ch);

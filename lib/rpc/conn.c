@@ -109,6 +109,7 @@ struct dctx__conn {
     unsigned char *coalesce; /* COALESCE_MAX bytes, made on first need */
 
     atomic_uint_fast64_t reads, frames_read, writes, frames_written, bytes_queued_max, pauses;
+    atomic_uint_fast64_t sends_done; /* write operations that took bytes, short ones too */
 };
 
 static void count(atomic_uint_fast64_t *c, uint64_t n)
@@ -242,6 +243,7 @@ static void written(void *arg)
         end_with(c, DCTX_UNAVAILABLE, "connection lost: a write failed");
         return; /* close frees the batch */
     }
+    count(&c->sends_done, 1); /* whole or short: bytes went out */
     advance(c, nng_aio_count(c->tx));
     if (c->n_iov > 0) {
         start_write(c); /* the rest of a short write */
@@ -540,6 +542,19 @@ void dctx__conn_abort(struct dctx__conn *c, int code, const char *why)
 uint64_t dctx__conn_reads(struct dctx__conn *c)
 {
     return atomic_load_explicit(&c->reads, memory_order_relaxed);
+}
+
+uint64_t dctx__conn_sends(struct dctx__conn *c)
+{
+    return atomic_load_explicit(&c->sends_done, memory_order_relaxed);
+}
+
+bool dctx__conn_paused(struct dctx__conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool paused = c->paused;
+    pthread_mutex_unlock(&c->mu);
+    return paused;
 }
 
 void dctx__conn_shutdown(struct dctx__conn *c)

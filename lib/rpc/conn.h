@@ -108,8 +108,14 @@ void dctx__conn_shutdown(struct dctx__conn *c);
  * reports it, from the receive side, unless an end came first. */
 void dctx__conn_abort(struct dctx__conn *c, int code, const char *why);
 
-/* Reads that brought bytes so far: a sign of the peer's life. */
+/* Signs of the peer's life: reads that brought bytes, and write operations
+ * that took some, so far; and whether reading is paused (the peer does not
+ * read what this side sends: pause_reads_when_full). A write taking bytes
+ * says little by itself (a kernel or TLS buffer takes them for a peer
+ * that is gone) but while reads are paused it is all there is. */
 uint64_t dctx__conn_reads(struct dctx__conn *c);
+uint64_t dctx__conn_sends(struct dctx__conn *c);
+bool dctx__conn_paused(struct dctx__conn *c);
 
 /* dctx__conn_close shuts the connection down, waits for its callbacks to
  * return, and frees it with every frame still queued (see Threads). NULL

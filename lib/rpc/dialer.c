@@ -63,8 +63,7 @@ static void dialed(void *arg)
         return;
     }
     if (rv == 0) {
-        d->state = IDLE;
-        d->backoff_ns = DCTX__DIAL_BACKOFF_MIN_NS;
+        d->state = IDLE; /* the back-off stays until the owner says it worked */
         pthread_mutex_unlock(&d->mu);
         d->o.on_stream(d->o.owner, nng_aio_get_output(d->dial, 0));
         return;
@@ -90,12 +89,19 @@ static void waited(void *arg)
         start_dial(d);
 }
 
-void dctx__dialer_redial(struct dctx__dialer *d)
+void dctx__dialer_redial(struct dctx__dialer *d, bool worked)
 {
     pthread_mutex_lock(&d->mu);
     bool go = !d->closing && d->state == IDLE;
-    if (go)
+    if (go && worked) {
+        d->backoff_ns = DCTX__DIAL_BACKOFF_MIN_NS;
         d->state = DIALING;
+    } else if (go) {
+        int64_t ns = d->backoff_ns;
+        d->backoff_ns = ns * 2 < d->o.backoff_max_ns ? ns * 2 : d->o.backoff_max_ns;
+        wait_then_dial(d, ns);
+        go = false;
+    }
     pthread_mutex_unlock(&d->mu);
     if (go)
         start_dial(d);

@@ -7,6 +7,7 @@
 #ifndef DCTX_RPC_DIALER_H
 #define DCTX_RPC_DIALER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <nng/nng.h>
@@ -41,10 +42,12 @@ struct dctx__dialer_options {
 int dctx__dialer_open(const char *url, const struct dctx__dialer_options *o,
                       struct dctx__dialer **out);
 
-/* dctx__dialer_redial: the connection it handed out ended; dial again
- * (at once after a connection that worked, else after the back-off). From
- * any thread, callbacks included; nothing while a dial is under way. */
-void dctx__dialer_redial(struct dctx__dialer *d);
+/* dctx__dialer_redial: the connection it handed out ended; dial again, at
+ * once if it worked (the protocol's hellos were exchanged), else after the
+ * back-off, which keeps growing: a peer that accepts and drops every
+ * connection is not redialed in a spin. From any thread, callbacks
+ * included; nothing while a dial is under way. */
+void dctx__dialer_redial(struct dctx__dialer *d, bool worked);
 
 /* Dials made, and those that failed. */
 uint64_t dctx__dialer_dials(const struct dctx__dialer *d);

@@ -55,6 +55,14 @@ static bool start(void)
     return ok;
 }
 
+bool dctx__reaper_start(void)
+{
+    pthread_mutex_lock(&mu);
+    bool ok = started || (started = start());
+    pthread_mutex_unlock(&mu);
+    return ok;
+}
+
 bool dctx__reaper_defer(struct dctx__reap_item *item, void (*fn)(void *arg), void *arg)
 {
     item->next = NULL;

@@ -21,6 +21,11 @@ struct dctx__reap_item {
     void *arg;
 };
 
+/* dctx__reaper_start starts the thread if it is not running; false if it
+ * cannot be. Channels and servers call it when they open, so that their
+ * deferring never fails. */
+bool dctx__reaper_start(void);
+
 /* dctx__reaper_defer queues fn(arg) on the reaper thread, using item (which
  * must stay valid until fn runs, and not be queued twice at once). Returns
  * false only if the thread could not be started (it is tried again on the

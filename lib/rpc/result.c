@@ -29,8 +29,12 @@ void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const
     memset(res, 0, sizeof *res);
     res->code = code;
     res->message = "";
-    if (block == NULL)
+    if (block == NULL) {
+        /* Never an OK without its payload. */
+        if (code == DCTX_OK)
+            res->code = DCTX_RESOURCE_EXHAUSTED;
         return;
+    }
     memcpy(block, message != NULL ? message : "", mlen);
     block[mlen] = '\0';
     if (payload_len > 0)

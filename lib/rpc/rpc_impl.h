@@ -13,8 +13,9 @@
 
 /* dctx__result_set fills res (whatever it held before is not freed) with
  * code and copies of message (cut to the wire limit) and payload, in one
- * allocation. Out of memory: the code stays, the texts go; res is always
- * valid to free (result.c). */
+ * allocation. Out of memory: the texts go, and the code stays but for OK,
+ * which becomes RESOURCE_EXHAUSTED; res is always valid to free
+ * (result.c). */
 void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
                       size_t payload_len);
 

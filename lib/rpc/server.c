@@ -225,9 +225,8 @@ static void conn_unref(struct conn *c)
 {
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (!dctx__reaper_defer(&c->reap, conn_close_deferred, c))
-        conn_close_deferred(c); /* no reaper thread: here (never from an nng callback
-                                   when the reaper runs) */
+    /* The reaper runs from the server's open on, so this queues. */
+    (void)dctx__reaper_defer(&c->reap, conn_close_deferred, c);
 }
 
 static bool call_retain(void *p);
@@ -462,6 +461,7 @@ static void run_call(struct server_call *call)
         return;
     }
     if (dctx_err(call->ctx) != 0) {
+        atomic_store(&call->state, FINISHED); /* a cancel from here on is too late */
         answer_unrun(call, false);
     } else {
         dctx_rpc_reply reply = {.payload = NULL};
@@ -555,6 +555,12 @@ static void admit(dctx_rpc_server *srv, struct server_call *call)
         call_unref(call);
         return;
     }
+    /* Its connection may have ended since the frame was read (a worker
+     * found the caller not reading): its loss walked the table without it. */
+    if (atomic_load(&c->over) &&
+        call_cancel(call, DCTX_CANCELED, "caller lost (connection closed)") !=
+            DCTX_RPC_CANCEL_TOO_LATE)
+        count(&srv->canceled_by_peer_loss);
     int64_t deadline;
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_START,
                          .method = call->method->name,
@@ -836,8 +842,12 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
     }
     if (srv->opts.recv_max_bytes == 0)
         srv->opts.recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
-    int rc = dctx__token_table_open((size_t)srv->opts.max_in_flight, TOMBSTONES_MAX, FINISHED_MAX,
-                                    &srv->tokens);
+    /* Connections are closed on the reaper thread, never in nng's
+     * callbacks: it must be running before the first one comes. */
+    int rc = dctx__reaper_start()
+                 ? dctx__token_table_open((size_t)srv->opts.max_in_flight, TOMBSTONES_MAX,
+                                          FINISHED_MAX, &srv->tokens)
+                 : DCTX_RESOURCE_EXHAUSTED;
     if (rc == 0 && dctx_with_cancel(dctx_background(), &srv->root) != 0)
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
@@ -999,9 +1009,9 @@ static void end_connections(dctx_rpc_server *srv)
         if (c == NULL)
             return;
         if (!held)
-            continue; /* ended meanwhile: its reaper item is queued */
+            continue;        /* ended meanwhile: its reaper item is queued */
+        conn_over(c, false); /* its calls are answered first, the GoAway after them */
         (void)dctx__session_send(c->s, &f);
-        conn_over(c, false);
         conn_unref(c);
     }
 }

@@ -19,7 +19,9 @@
  *   connection stays open until the owner closes the session.
  *
  *   Keepalive: a timer (one aio per session, nng's sleep) checks every
- *   keepalive_ms whether anything was read since its last check; silence
+ *   keepalive_ms whether anything was read since its last check (or,
+ *   while reads are paused for a caller that reads slowly, whether its
+ *   replies still go out); silence
  *   gets a ping (the peer answers it from its reading side, so any frame
  *   will do), and silence after the ping, or before the peer's hello,
  *   aborts the connection, which its receive side then reports. A timer
@@ -44,11 +46,11 @@ struct dctx__session {
     struct dctx__conn *conn;
     struct dctx__session_options o; /* immutable; o.name points at name */
     char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
-    bool hello_seen;                /* the receive callback's */
-    nng_aio *ka;                    /* the keepalive timer; NULL without one */
-    bool ping_out;                  /* a keepalive ping unanswered; the timer's */
-    uint64_t last_reads;            /* the connection's reads at the last tick; the timer's */
-    struct dctx__session_peer peer; /* written before ready */
+    bool hello_seen;                 /* the receive callback's */
+    nng_aio *ka;                     /* the keepalive timer; NULL without one */
+    bool ping_out;                   /* a keepalive ping unanswered; the timer's */
+    uint64_t last_reads, last_sends; /* the connection's, at the last tick; the timer's */
+    struct dctx__session_peer peer;  /* written before ready */
     atomic_bool ready, ended;
     atomic_int busy; /* owner's threads inside a call of ours: close waits for them */
     atomic_uint_fast64_t bad_frames;
@@ -357,15 +359,18 @@ static void keepalive_tick(void *arg)
     struct dctx__session *s = arg;
     if (nng_aio_result(s->ka) != 0 || atomic_load(&s->ended))
         return; /* stopped, or the session is over */
-    uint64_t reads = dctx__conn_reads(s->conn);
+    uint64_t reads = dctx__conn_reads(s->conn), sends = dctx__conn_sends(s->conn);
     bool ready = atomic_load_explicit(&s->ready, memory_order_acquire);
-    if (reads != s->last_reads) {
-        s->last_reads = reads;
+    bool alive = reads != s->last_reads || (sends != s->last_sends && dctx__conn_paused(s->conn));
+    s->last_reads = reads;
+    s->last_sends = sends;
+    if (alive) {
         s->ping_out = false;
     } else if (!ready || s->ping_out) {
         char why[128];
-        snprintf(why, sizeof why, "peer stopped answering (nothing read for %d ms%s)",
-                 s->o.keepalive_ms * (ready ? 2 : 1), ready ? ", a ping unanswered" : ", no hello");
+        snprintf(why, sizeof why, "peer stopped answering (nothing read for %lld ms%s)",
+                 (long long)s->o.keepalive_ms * (ready ? 2 : 1),
+                 ready ? ", a ping unanswered" : ", no hello");
         dctx__conn_abort(s->conn, DCTX_UNAVAILABLE, why);
         return;
     } else {

@@ -521,12 +521,11 @@ static void control_frames_pass_a_queue_full_of_data(void **state)
     }
     assert_int_equal(rc, DCTX_RESOURCE_EXHAUSTED);
     unsigned char fill = 7;
-    int small = 0; /* the room left, in small data frames */
+    int small = 0; /* the room left, in small data frames (the kernel may take a
+                      little more meanwhile: filled up again right before) */
     while (small < 100 && dctx__conn_send_packed(c, 1000, pack_copy, &fill, false) == 0)
         small++;
     assert_true(small < 100);
-    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, false),
-                     DCTX_RESOURCE_EXHAUSTED);
     assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, true), 0);
     int taken = 1;
     while (dctx__conn_send_packed(c, 1000, pack_copy, &fill, true) == 0 && taken < 1000)

@@ -128,7 +128,7 @@ static void redial_after_an_ended_connection_connects_again(void **state)
     struct dctx__dialer *d = dial(url, &o, NULL, MS(200));
     for (int i = 1; i <= 5; i++) {
         assert_true(wait_for(&o.streams, i));
-        dctx__dialer_redial(d);
+        dctx__dialer_redial(d, true);
     }
     assert_true(wait_for(&accepted, 6));
     nng_msleep(50);
@@ -243,6 +243,31 @@ static void dialer_open_failures_name_their_cause(void **state)
     assert_null(d);
 }
 
+/* A connection that never worked (the peer dropped it before the hellos)
+ * is redialed after the back-off, which keeps doubling: a peer that
+ * accepts and drops every connection is not redialed in a spin. Four such
+ * redials wait 10 + 20 + 40 + 80 ms at least. */
+static void redial_after_a_connection_that_never_worked_backs_off(void **state)
+{
+    (void)state;
+    char url[128];
+    snprintf(url, sizeof url, "ipc://%s/dropper.ipc", dir);
+    atomic_store(&accepted, 0);
+    struct dctx__acceptor *a = serve(url);
+    static struct owner o;
+    struct dctx__dialer *d = dial(url, &o, NULL, SEC(1));
+    assert_true(wait_for(&o.streams, 1));
+    int64_t t0 = dctx_now();
+    for (int i = 1; i <= 4; i++) {
+        assert_true(wait_for(&o.streams, i));
+        dctx__dialer_redial(d, false);
+    }
+    assert_true(wait_for(&o.streams, 5));
+    assert_true(dctx_now() - t0 >= MS(150));
+    dctx__dialer_close(d);
+    dctx__acceptor_close(a);
+}
+
 /* While it waits out a back-off, a redial does nothing (one dial at a
  * time); close returns promptly all the same. */
 static void close_during_a_long_back_off_returns_at_once(void **state)
@@ -256,7 +281,7 @@ static void close_during_a_long_back_off_returns_at_once(void **state)
     assert_true(wait_for(&o.fails, 6));
     uint64_t dials = dctx__dialer_dials(d);
     for (int i = 0; i < 10; i++)
-        dctx__dialer_redial(d);
+        dctx__dialer_redial(d, true);
     assert_int_equal(dctx__dialer_dials(d), dials);
     int64_t t0 = dctx_now();
     dctx__dialer_close(d);
@@ -271,6 +296,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dialer_backs_off_while_the_server_is_down_then_connects),
         cmocka_unit_test(redial_after_an_ended_connection_connects_again),
+        cmocka_unit_test(redial_after_a_connection_that_never_worked_backs_off),
         cmocka_unit_test(tls_session_with_the_ca_says_hello_and_without_it_ends),
         cmocka_unit_test(dialer_open_failures_name_their_cause),
         cmocka_unit_test(close_during_a_long_back_off_returns_at_once),

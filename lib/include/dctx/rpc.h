@@ -75,10 +75,12 @@ DCTX_API const char *dctx_rpc_cancel_outcome_name(int outcome);
 /* ===== Events =====
  *
  * For logs and metrics: a channel or server can report what happens to its
- * calls. The callback runs on a library or nng thread (never inside a call
- * of yours, dctx_cancel included), must be quick and must not call back
- * into the channel or server; the event and its strings are valid only
- * during it. */
+ * calls. The callback runs on a library or nng thread, never inside a call
+ * of yours (dctx_cancel included), with three exceptions that report on
+ * your thread the calls they end: dctx_rpc_call_raw its own call, and
+ * dctx_rpc_channel_close and dctx_rpc_server_close theirs. It must be
+ * quick and must not call back into the channel or server; the event and
+ * its strings are valid only during it. */
 
 enum dctx_rpc_event_kind {
     DCTX_RPC_EVENT_CALL_START = 1,      /* server: a call was admitted */
