@@ -12,17 +12,25 @@
 
 #define FIRST_BITS 4 /* 16 slots */
 
+/* murmur3's finalizer over the id and the map's seed: every bit of the
+ * id reaches the top bits the slot is taken from, so ids that differ only
+ * in some bits (counted, or a peer's i << 16) spread all the same. */
 static size_t slot_of(const struct dctx__call_map *m, uint32_t id)
 {
-    return (size_t)((uint32_t)(id * m->mult) >> m->shift);
+    uint32_t h = id ^ m->seed;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return (size_t)(h >> m->shift);
 }
 
 void dctx__call_map_init(struct dctx__call_map *m)
 {
     memset(m, 0, sizeof *m);
-    if (!dctx__random(&m->mult, sizeof m->mult))
-        m->mult = 0x9e3779b9u; /* Fibonacci hashing: spreads counted ids well */
-    m->mult |= 1;
+    if (!dctx__random(&m->seed, sizeof m->seed))
+        m->seed = 0x9e3779b9u; /* no libsodium: still spread, just not secret */
 }
 
 void dctx__call_map_fini(struct dctx__call_map *m)

@@ -5,10 +5,11 @@
  *
  * Open addressing with linear probing; a removal shifts the entries after
  * it back, so there are no tombstones and a lookup ends at the first empty
- * slot. The slot is chosen by multiplying the id by a random odd number
- * per map, so a peer that picks its ids cannot aim them at one run of
- * slots. The table doubles when half full and never shrinks: its size
- * follows the most calls a connection had at once.
+ * slot. The slot is a mix of the id with a random seed per map, so a peer
+ * that picks its ids cannot aim them at one run of slots (and a map is
+ * one connection's: a peer could only slow its own). The table doubles
+ * when half full and never shrinks: its size follows the most calls a
+ * connection had at once.
  *
  * Not thread safe: the owner's lock guards it.
  */
@@ -25,7 +26,7 @@ struct dctx__call_slot {
 
 struct dctx__call_map {
     struct dctx__call_slot *slots;
-    uint32_t mult;  /* odd */
+    uint32_t seed;  /* random, per map */
     unsigned shift; /* 32 - log2(capacity) */
     size_t count, capacity;
 };

@@ -70,8 +70,8 @@
  * at 100k calls/s; each entry is kept memory (16384 were 1.2 MB of the
  * server's resident set under load). */
 #define FINISHED_MAX 4096
-/* How long a closing server lets each connection's last replies and its
- * GoAway go out. */
+/* How long a closing server lets its connections' last replies and
+ * GoAways go out, all of them together. */
 #define CLOSE_FLUSH_NS (100 * 1000000LL)
 
 enum call_state { QUEUED, RUNNING, FINISHED, DROPPED };
@@ -140,9 +140,10 @@ struct dctx_rpc_server {
      * counts a call in, then checks closing; close sets closing, then
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
-    atomic_bool closing; /* set once, under mu */
-    atomic_bool started; /* set once by start; read by the receiving threads */
-    bool stopping;       /* protected by mu */
+    atomic_bool closing;      /* set once, under mu */
+    atomic_bool started;      /* set once by start; read by the receiving threads */
+    atomic_llong flush_until; /* closing: when connections stop waiting for their last frames */
+    bool stopping;            /* protected by mu */
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
@@ -190,10 +191,12 @@ static void conn_close_deferred(void *arg)
 {
     struct conn *c = arg;
     dctx_rpc_server *srv = c->srv;
-    if (c->flush)
-        dctx__session_close_after_flush(c->s, CLOSE_FLUSH_NS);
-    else
+    if (c->flush) { /* one deadline for all: K stalled callers cost one flush, not K */
+        int64_t left = atomic_load(&srv->flush_until) - dctx_now();
+        dctx__session_close_after_flush(c->s, left > 0 ? left : 0);
+    } else {
         dctx__session_close(c->s);
+    }
     dctx__call_map_fini(&c->ids);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_lock(&srv->mu);
@@ -1045,6 +1048,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
         free(acceptors);
         acceptors = next;
     }
+    atomic_store(&srv->flush_until, dctx_now() + CLOSE_FLUSH_NS);
     end_connections(srv);
     stop_workers(srv); /* a handler past the grace is still waited for */
     pthread_mutex_lock(&srv->mu);

@@ -133,22 +133,27 @@ static size_t longest_run(const struct dctx__call_map *m)
 }
 
 /* A peer picks ids a multiple of every table size apart, which an
- * identity hash would put in one slot: the map's random multiplier
- * spreads them, so no run of taken slots grows long. */
+ * identity hash would put in one slot: the map's mixing spreads them, so
+ * no run of taken slots grows long, whatever the seed (200 maps). */
 static void ids_a_peer_aims_at_one_slot_stay_spread(void **state)
 {
     (void)state;
-    struct dctx__call_map m;
-    dctx__call_map_init(&m);
-    for (uint32_t i = 1; i <= 4096; i++)
-        assert_int_equal(dctx__call_map_insert(&m, i << 16, tag(i)), 0);
-    for (uint32_t i = 1; i <= 4096; i++)
-        assert_ptr_equal(dctx__call_map_find(&m, i << 16), tag(i));
-    assert_true(m.capacity >= 2 * m.count && m.capacity <= 4 * m.count);
-    size_t run = longest_run(&m);
-    print_message("longest run of taken slots: %zu of %zu\n", run, m.capacity);
-    assert_true(run < 64);
-    dctx__call_map_fini(&m);
+    size_t worst = 0;
+    for (int k = 0; k < 200; k++) {
+        struct dctx__call_map m;
+        dctx__call_map_init(&m);
+        for (uint32_t i = 1; i <= 4096; i++)
+            assert_int_equal(dctx__call_map_insert(&m, i << 16, tag(i)), 0);
+        for (uint32_t i = 1; i <= 4096; i++)
+            assert_ptr_equal(dctx__call_map_find(&m, i << 16), tag(i));
+        assert_true(m.capacity >= 2 * m.count && m.capacity <= 4 * m.count);
+        size_t run = longest_run(&m);
+        worst = run > worst ? run : worst;
+        dctx__call_map_fini(&m);
+    }
+    print_message("longest run of taken slots in 200 maps of 8192: %zu\n", worst);
+    assert_true(worst <
+                128); /* linear probing at half load: tens; aimed ids clustered: thousands */
 }
 
 int main(void)

@@ -388,7 +388,8 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
  * frees everything, the server's started or not. Returns 0, or
  * DCTX_DEADLINE_EXCEEDED if handlers outlived the grace (it still waited
  * for them). Blocks; must not be called from a handler or event hook of the
- * same server. NULL is fine. */
+ * same server, nor from a completion callback or event hook of a channel
+ * (they may run on the thread close waits for). NULL is fine. */
 DCTX_API int dctx_rpc_server_close(dctx_rpc_server *s);
 
 typedef struct dctx_rpc_server_stats {
