@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "duration.h"
+#include "keepalive.h"
 #include "json.h"
 #include "rpcd.h"
 
@@ -23,12 +24,13 @@ static const char bench_usage[] =
     "usage: rpcd bench URL METHOD [--data TEXT] [--concurrency N] "
     "[--duration DURATION | --calls N]\n"
     "                  [--timeout DURATION] [--cancel-fraction F]\n"
+    "                  [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
     "\n"
     "Call METHOD from N concurrent callers on one channel (default 16) for a duration (default\n"
     "10s) or a number of calls. --timeout gives each call a deadline; --cancel-fraction cancels\n"
     "that fraction of the calls (0..1) a random 0-1 ms after they start. Progress on stderr; at\n"
     "the end one JSON object on stdout: calls, calls_per_s, p50_us, p90_us, p99_us, max_us,\n"
-    "by_status (counts per status name).\n";
+    "by_status (counts per status name). --keepalive and --keepalive-timeout: as for rpcd call.\n";
 
 #define MAX_CONCURRENCY 100000
 /* The probe, the first call on the channel, waits for its connection:
@@ -266,6 +268,7 @@ struct bench_args {
     int64_t duration_ns, timeout_ns;
     long long calls;
     double cancel_fraction;
+    struct rpcd_keepalive keepalive;
 };
 
 static int parse(int argc, char **argv, struct bench_args *a)
@@ -273,6 +276,7 @@ static int parse(int argc, char **argv, struct bench_args *a)
     a->data = "";
     a->concurrency = 16;
     a->duration_ns = 10LL * 1000000000;
+    rpcd_keepalive_init(&a->keepalive);
     a->timeout_ns = -1;
     a->calls = -1;
     int positional = 0;
@@ -293,6 +297,11 @@ static int parse(int argc, char **argv, struct bench_args *a)
             return rpcd_usage_error("bench", "%s needs a value", flag);
         i++;
         errno = 0;
+        int k = rpcd_keepalive_flag("bench", flag, val, &a->keepalive);
+        if (k > 1)
+            return k;
+        if (k == 1)
+            continue;
         if (strcmp(flag, "--data") == 0) {
             a->data = val;
         } else if (strcmp(flag, "--concurrency") == 0) {
@@ -344,6 +353,8 @@ int rpcd_bench(int argc, char **argv)
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
     o.connect_wait_ns = CONNECT_WAIT_NS;
+    o.keepalive_ns = a.keepalive.interval_ns;
+    o.keepalive_timeout_ns = a.keepalive.timeout_ns;
     if ((rc = dctx_rpc_channel_open(a.url, &o, &b.ch)) != 0) {
         fprintf(stderr, "rpcd bench: bad URL \"%s\"\n", a.url);
         return rc;

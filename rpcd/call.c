@@ -14,6 +14,7 @@
 #include <dctx/trace.h>
 
 #include "duration.h"
+#include "keepalive.h"
 #include "log.h"
 #include "rpcd.h"
 
@@ -22,6 +23,7 @@
 static const char call_usage[] =
     "usage: rpcd call URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
     "                 [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
+    "                 [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
     "\n"
     "Call METHOD (e.g. /dctx.demo.Demo/Echo) at URL once. Prints the status name, then the\n"
     "response or the status message; exits with the status code (0 for OK).\n"
@@ -30,9 +32,12 @@ static const char call_usage[] =
     "  --value KEY=VALUE        a propagated value (repeatable)\n"
     "  --cancel-after DURATION  cancel the call after that long and report what the cancel did\n"
     "  --trace                  start a W3C trace (traceparent) and print its id\n"
-    "  --log FILE|-             JSON lines (cancel_sent, call_end) to FILE or stderr\n";
+    "  --log FILE|-             JSON lines (cancel_sent, call_end) to FILE or stderr\n"
+    "  --keepalive DURATION     ping the server when the connection is silent this long; 0: never\n"
+    "  --keepalive-timeout DURATION  fail the call if a ping gets no answer in this long\n";
 
 struct call_args {
+    struct rpcd_keepalive keepalive;
     const char *url, *method, *data, *log;
     int64_t timeout_ns, cancel_after_ns;
     dctx_key keys[MAX_VALUES];
@@ -64,6 +69,7 @@ static int parse(int argc, char **argv, struct call_args *a)
     a->timeout_ns = -1;
     a->cancel_after_ns = -1;
     a->data = "";
+    rpcd_keepalive_init(&a->keepalive);
     int positional = 0;
     for (int i = 0; i < argc; i++) {
         const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -88,7 +94,11 @@ static int parse(int argc, char **argv, struct call_args *a)
         if (val == NULL)
             return rpcd_usage_error("call", "%s needs a value", flag);
         i++;
-        int rc = 0;
+        int rc = rpcd_keepalive_flag("call", flag, val, &a->keepalive);
+        if (rc > 1)
+            return rc;
+        if (rc == 1)
+            continue;
         if (strcmp(flag, "--data") == 0)
             a->data = val;
         else if (strcmp(flag, "--log") == 0)
@@ -194,10 +204,13 @@ int rpcd_call(int argc, char **argv)
     }
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
+    o.keepalive_ns = a.keepalive.interval_ns;
+    o.keepalive_timeout_ns = a.keepalive.timeout_ns;
     dctx_rpc_channel *ch = NULL;
     rc = dctx_rpc_channel_open(a.url, &o, &ch);
     if (rc != 0) {
-        fprintf(stderr, "rpcd call: bad URL \"%s\" (inproc://, ipc:///path, tcp://host:port)\n",
+        fprintf(stderr,
+                "rpcd call: bad URL \"%s\" (ipc:///path, tcp://host:port, tls+tcp://, inproc://)\n",
                 a.url);
         return rc;
     }

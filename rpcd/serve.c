@@ -16,6 +16,7 @@
 #include <dctx/rpcd_module.h>
 
 #include "duration.h"
+#include "keepalive.h"
 #include "log.h"
 #include "rpcd.h"
 
@@ -41,6 +42,8 @@ static void print_usage(void)
            "  --shutdown-grace D how long shutdown waits for canceled handlers (default %s)\n",
            DCTX_RPC_DEFAULT_WORKERS, DCTX_RPC_DEFAULT_MAX_IN_FLIGHT,
            rpcd_format_duration(DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS, grace, sizeof grace));
+    fputs("  keepalive, toward the callers and the next hops:\n", stdout);
+    rpcd_keepalive_usage(stdout);
 }
 
 struct serve_args {
@@ -53,6 +56,7 @@ struct serve_args {
     const char *log;
     const char *modules[RPCD_MAX_MODULES];
     int n_modules;
+    struct rpcd_keepalive keepalive; /* for the server and its next hops */
 };
 
 static bool parse_int(const char *s, int lo, int hi, int *out)
@@ -70,6 +74,7 @@ static int parse(int argc, char **argv, struct serve_args *a)
 {
     a->name = "rpcd";
     dctx_rpc_server_options_init(&a->server);
+    rpcd_keepalive_init(&a->keepalive);
     for (int i = 0; i < argc; i++) {
         const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
@@ -81,6 +86,11 @@ static int parse(int argc, char **argv, struct serve_args *a)
         if (val == NULL)
             return rpcd_usage_error("serve", "%s needs a value", flag);
         i++;
+        int k = rpcd_keepalive_flag("serve", flag, val, &a->keepalive);
+        if (k > 1)
+            return k;
+        if (k == 1)
+            continue;
         if (strcmp(flag, "--listen") == 0) {
             if (a->n_listen == RPCD_MAX_LISTEN)
                 return rpcd_usage_error("serve", "too many --listen (at most %d): %s",
@@ -215,6 +225,8 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
     o.on_event = on_next_event;
+    o.keepalive_ns = a->keepalive.interval_ns;
+    o.keepalive_timeout_ns = a->keepalive.timeout_ns;
     for (int i = 0; i < a->n_next; i++) {
         int rc = dctx_rpc_channel_open(a->next[i], &o, &r->next[i]);
         if (rc != 0) {
@@ -264,6 +276,9 @@ static int load_modules(struct rpcd *r, const struct serve_args *a)
 static int start_server(struct rpcd *r, const struct serve_args *a)
 {
     dctx_rpc_server_options o = a->server;
+    o.name = a->name;
+    o.keepalive_ns = a->keepalive.interval_ns;
+    o.keepalive_timeout_ns = a->keepalive.timeout_ns;
     o.on_event = on_event;
     int rc = dctx_rpc_server_open(&o, &r->server);
     if (rc == 0)

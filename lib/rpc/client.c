@@ -560,7 +560,8 @@ static void dialed(void *owner, nng_stream *st)
     struct dctx__session_options so = {
         .server = false,
         .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
-        .keepalive_ms = dctx__keepalive_ms(ch->opts.keepalive_ns),
+        .keepalive_ms = dctx__ns_to_ms(ch->opts.keepalive_ns),
+        .ping_timeout_ms = dctx__ns_to_ms(ch->opts.keepalive_timeout_ns),
         .on_ready = conn_ready,
         .on_frame = got_frame,
         .on_end = conn_ended,
@@ -598,6 +599,7 @@ void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o)
     o->recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     o->cancel_ack_timeout_ns = DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS;
     o->keepalive_ns = DCTX_RPC_DEFAULT_KEEPALIVE_NS;
+    o->keepalive_timeout_ns = DCTX_RPC_DEFAULT_KEEPALIVE_TIMEOUT_NS;
 }
 
 static void channel_free(dctx_rpc_channel *ch)
@@ -614,7 +616,8 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
 {
     if (out != NULL)
         *out = NULL;
-    if (url == NULL || out == NULL)
+    if (url == NULL || out == NULL ||
+        (opts != NULL && (opts->keepalive_ns < 0 || opts->keepalive_timeout_ns < 0)))
         return DCTX_INVALID_ARGUMENT;
     dctx_rpc_channel *ch = calloc(1, sizeof *ch);
     if (ch == NULL || (ch->url = strdup(url)) == NULL) {

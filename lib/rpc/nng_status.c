@@ -58,12 +58,10 @@ nng_duration dctx__ms_until(int64_t deadline_ns, int64_t now_ns)
     return ms > INT32_MAX ? INT32_MAX : (nng_duration)ms;
 }
 
-int32_t dctx__keepalive_ms(int64_t ns)
+int32_t dctx__ns_to_ms(int64_t ns)
 {
-    if (ns < 0)
+    if (ns <= 0)
         return 0;
-    if (ns == 0)
-        ns = DCTX_RPC_DEFAULT_KEEPALIVE_NS;
     int64_t ms = (ns + 999999) / 1000000;
     return ms > INT32_MAX ? INT32_MAX : (int32_t)ms;
 }

@@ -47,8 +47,8 @@ int dctx__status_from_nng(int nng_err);
  * NNG_DURATION_INFINITE for DCTX_DEADLINE_NONE. */
 nng_duration dctx__ms_until(int64_t deadline_ns, int64_t now_ns);
 
-/* A keepalive option (rpc.h) in ms for a session: 0 for never. */
-int32_t dctx__keepalive_ms(int64_t keepalive_ns);
+/* A duration option in ms, rounded up and capped; 0 for 0 or less. */
+int32_t dctx__ns_to_ms(int64_t ns);
 
 /* What a side's frame limit adds to its payload limit: room for the
  * Frame's own fields at their largest (a method of 1024 bytes, 8192 bytes

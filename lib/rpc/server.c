@@ -127,6 +127,7 @@ struct acceptor_item {
 struct dctx_rpc_server {
     dctx_rpc_server_options opts;
     dctx *root;                             /* every call's context descends from it */
+    uint64_t instance_id;                   /* random, not 0: this server in calls' routes */
     struct method *methods[METHOD_BUCKETS]; /* written before start only */
     dctx__token_table *tokens;
     pthread_mutex_t mu;
@@ -604,12 +605,12 @@ static bool id_free(struct conn *c, uint32_t id)
 static void on_call(struct conn *c, Dctx__Wire__Frame *f)
 {
     dctx_rpc_server *srv = c->srv;
-    count(&srv->calls);
     uint32_t id = f->call_id;
-    if (!id_free(c, id)) {
+    if (!id_free(c, id)) { /* a protocol error, not a call: it gets no reply */
         dctx__frame_free(f);
         return;
     }
+    count(&srv->calls); /* and exactly one reply, counted by its status */
     const Dctx__Wire__Call *call_frame = f->call;
     char err[DCTX__WIRE_ERR_BYTES];
     /* The name as text: refused, never cut, with a NUL or invalid UTF-8. */
@@ -639,7 +640,10 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     dctx *ctx = NULL;
     bool trace_dropped = false;
     int rc = dctx__wire_decode(srv->root, call_frame->context, dctx_now(), srv->opts.max_budget_ns,
-                               &ctx, err, &trace_dropped);
+                               srv->instance_id, &ctx, err, &trace_dropped);
+    if (rc == DCTX_FAILED_PRECONDITION) /* the call came back: name this server */
+        snprintf(err, sizeof err, "call loop through %s",
+                 srv->opts.name != NULL ? srv->opts.name : "this server");
     if (trace_dropped) {
         count(&srv->traces_dropped);
         dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_TRACE_DROPPED,
@@ -784,7 +788,10 @@ static void accepted(void *owner, nng_stream *st)
         .server = true,
         .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
         .max_calls = (uint32_t)srv->opts.max_in_flight,
-        .keepalive_ms = dctx__keepalive_ms(srv->opts.keepalive_ns),
+        .name = srv->opts.name,
+        .keepalive_ms = dctx__ns_to_ms(srv->opts.keepalive_ns),
+        .ping_timeout_ms = dctx__ns_to_ms(srv->opts.keepalive_timeout_ns),
+        .min_ping_interval_ms = dctx__ns_to_ms(srv->opts.keepalive_min_interval_ns),
         .on_frame = got_frame,
         .on_end = conn_ended,
         .owner = c,
@@ -825,6 +832,8 @@ void dctx_rpc_server_options_init(dctx_rpc_server_options *o)
     o->recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     o->shutdown_grace_ns = DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS;
     o->keepalive_ns = DCTX_RPC_DEFAULT_KEEPALIVE_NS;
+    o->keepalive_timeout_ns = DCTX_RPC_DEFAULT_KEEPALIVE_TIMEOUT_NS;
+    o->keepalive_min_interval_ns = DCTX_RPC_DEFAULT_KEEPALIVE_MIN_INTERVAL_NS;
 }
 
 int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **out)
@@ -839,7 +848,9 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
         srv->opts = *opts;
     else
         dctx_rpc_server_options_init(&srv->opts);
-    if (srv->opts.workers < 1 || srv->opts.max_in_flight < 1 || srv->opts.max_budget_ns < 0) {
+    if (srv->opts.workers < 1 || srv->opts.max_in_flight < 1 || srv->opts.max_budget_ns < 0 ||
+        srv->opts.keepalive_ns < 0 || srv->opts.keepalive_timeout_ns < 0 ||
+        srv->opts.keepalive_min_interval_ns < 0) {
         free(srv);
         return DCTX_INVALID_ARGUMENT;
     }
@@ -853,6 +864,9 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
                  : DCTX_RESOURCE_EXHAUSTED;
     if (rc == 0 && dctx_with_cancel(dctx_background(), &srv->root) != 0)
         rc = DCTX_RESOURCE_EXHAUSTED;
+    while (rc == 0 && srv->instance_id == 0)
+        if (!dctx__random(&srv->instance_id, sizeof srv->instance_id))
+            rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         dctx_release(srv->root);
         if (srv->tokens != NULL)

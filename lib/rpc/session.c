@@ -48,7 +48,9 @@ struct dctx__session {
     char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
     bool hello_seen;                 /* the receive callback's */
     nng_aio *ka;                     /* the keepalive timer; NULL without one */
-    bool ping_out;                   /* a keepalive ping unanswered; the timer's */
+    int64_t ping_sent_ns;            /* a keepalive ping unanswered since; 0: none; the timer's */
+    int64_t last_ping_rx_ns;         /* when the peer's last ping came; the receive side's */
+    int ping_strikes;                /* its pings under the minimum interval; the receive side's */
     uint64_t last_reads, last_sends; /* the connection's, at the last tick; the timer's */
     struct dctx__session_peer peer;  /* written before ready */
     atomic_bool ready, ended;
@@ -294,13 +296,31 @@ static void answer_ping(struct dctx__session *s, const Dctx__Wire__Ping *p)
     (void)send_frame(s, &f); /* a full queue: the peer is not reading, and will time out */
 }
 
+/* A ping less than min_ping_interval_ms after the one before is a strike;
+ * the third is one too many (gRPC's enforcement policy does the same). */
+static bool too_many_pings(struct dctx__session *s)
+{
+    if (s->o.min_ping_interval_ms <= 0)
+        return false;
+    int64_t now = dctx_now();
+    if (s->last_ping_rx_ns != 0 &&
+        now - s->last_ping_rx_ns < (int64_t)s->o.min_ping_interval_ms * 1000000)
+        s->ping_strikes++;
+    s->last_ping_rx_ns = now;
+    return s->ping_strikes >= 3;
+}
+
 /* One frame of a READY session, of a kind known and checked; true if the
  * owner kept it. */
 static bool dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     switch (f->body_case) {
     case DCTX__WIRE__FRAME__BODY_PING:
-        answer_ping(s, f->ping);
+        if (too_many_pings(s))
+            protocol_error(s, DCTX_RESOURCE_EXHAUSTED, "too many pings (at most one per %d ms)",
+                           s->o.min_ping_interval_ms);
+        else
+            answer_ping(s, f->ping);
         return false;
     case DCTX__WIRE__FRAME__BODY_GOAWAY: {
         char why[DCTX__SESSION_NAME_BYTES_MAX];
@@ -350,10 +370,12 @@ static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
     return dispatch(s, f);
 }
 
-/* Keepalive: every keepalive_ms, on nng's timer. Reads since the last
- * tick are a sign of life; silence gets a ping, and silence after it (or
- * before the peer's hello) ends the connection. The tick is the only
- * writer of ping_out and last_reads. */
+/* Keepalive, on nng's timer: a look every keepalive_ms, and one
+ * ping_timeout_ms after a ping. Reads since the last look are a sign of
+ * life (and, while reads are paused for a caller that reads slowly, its
+ * replies going out); silence gets a ping, and silence after the ping, or
+ * before the peer's hello, aborts the connection. The tick is the only
+ * writer of ping_sent_ns, last_reads and last_sends. */
 static void keepalive_tick(void *arg)
 {
     struct dctx__session *s = arg;
@@ -364,20 +386,25 @@ static void keepalive_tick(void *arg)
     bool alive = reads != s->last_reads || (sends != s->last_sends && dctx__conn_paused(s->conn));
     s->last_reads = reads;
     s->last_sends = sends;
+    int32_t next = s->o.keepalive_ms;
     if (alive) {
-        s->ping_out = false;
-    } else if (!ready || s->ping_out) {
+        s->ping_sent_ns = 0;
+    } else if (!ready || s->ping_sent_ns != 0) {
         char why[128];
-        snprintf(why, sizeof why, "peer stopped answering (nothing read for %lld ms%s)",
-                 (long long)s->o.keepalive_ms * (ready ? 2 : 1),
-                 ready ? ", a ping unanswered" : ", no hello");
+        if (ready)
+            snprintf(why, sizeof why, "peer stopped answering (no frame %d ms after a ping)",
+                     s->o.ping_timeout_ms);
+        else
+            snprintf(why, sizeof why, "peer stopped answering (no hello within %d ms)",
+                     s->o.keepalive_ms);
         dctx__conn_abort(s->conn, DCTX_UNAVAILABLE, why);
         return;
     } else {
-        s->ping_out = true; /* even if it could not be queued: the peer does not read */
+        s->ping_sent_ns = dctx_now(); /* even if it could not be queued: the peer does not read */
         (void)session_ping(s, 0);
+        next = s->o.ping_timeout_ms;
     }
-    nng_sleep_aio(s->o.keepalive_ms, s->ka);
+    nng_sleep_aio(next, s->ka);
 }
 
 static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
@@ -414,6 +441,8 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
         return DCTX_RESOURCE_EXHAUSTED;
     }
     s->o = *o;
+    if (s->o.ping_timeout_ms <= 0)
+        s->o.ping_timeout_ms = s->o.keepalive_ms;
     snprintf(s->name, sizeof s->name, "%s", o->name != NULL ? o->name : "");
     s->o.name = s->name;
     size_t queue = o->send_queue_max != 0 ? o->send_queue_max : 4 * (size_t)o->max_frame_bytes;

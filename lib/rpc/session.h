@@ -54,12 +54,17 @@ struct dctx__session_options {
     uint32_t max_calls;       /* a server's calls at once per connection */
     const char *name;         /* this side's name for the peer's logs; NULL: none */
     size_t send_queue_max;    /* 0: 4 * max_frame_bytes, at least conn.h's least */
-    /* Keepalive, checked every keepalive_ms (0: none): a check that finds
-     * nothing read since the one before sends a ping, and the next silent
-     * one ends the session ("peer stopped answering"), so a peer that is
-     * gone without a word is found within three intervals; before the
-     * peer's hello, the first silent check ends it. */
-    int32_t keepalive_ms;
+    /* Keepalive (0: none). Every keepalive_ms the session looks whether it
+     * read anything since its last look; if not, it pings, and if nothing
+     * is read within ping_timeout_ms of the ping, the session ends ("peer
+     * stopped answering"). So a peer that is gone without a word is found
+     * within 2 * keepalive_ms + ping_timeout_ms. Before the peer's hello,
+     * the first silent look ends it. ping_timeout_ms 0: keepalive_ms. */
+    int32_t keepalive_ms, ping_timeout_ms;
+    /* A server's limit on its callers' pings (0: none): a ping less than
+     * this after the one before is a strike, and the third strike ends the
+     * session with a GoAway RESOURCE_EXHAUSTED "too many pings". */
+    int32_t min_ping_interval_ms;
     dctx__session_ready_fn on_ready;
     dctx__session_frame_fn on_frame;
     dctx__session_end_fn on_end;

@@ -102,16 +102,18 @@ static const dctx_key *registered_key(const char *name, size_t len)
 
 /* ===== The meta value of a rebuilt context =====
  *
- * Its bytes: a meta_head, then n_pass entries, each a name length (u16),
- * the name and a NUL (the header points at it as a C string), a value
- * length (u32) and the value; unaligned, read with memcpy. Written by
- * decode from checked input, read by encode. */
+ * Its bytes: a meta_head, then n_route instance ids (u64, the route calls
+ * from here carry), then n_pass entries, each a name length (u16), the
+ * name and a NUL (the header points at it as a C string), a value length
+ * (u32) and the value; unaligned, read with memcpy. Written by decode
+ * from checked input, read by encode. */
 
 static const dctx_key meta_key = {"dctx.wire.meta", 0};
 
 struct meta_head {
     uint32_t hops_next; /* the hop count calls from here carry */
     uint32_t n_pass;
+    uint32_t n_route;
 };
 
 struct pass_entry {
@@ -210,7 +212,7 @@ static int emit_passthrough(struct encoder *e, const unsigned char *meta)
 {
     struct meta_head head;
     memcpy(&head, meta, sizeof head);
-    size_t pos = sizeof head;
+    size_t pos = sizeof head + head.n_route * sizeof(uint64_t);
     for (uint32_t i = 0; i < head.n_pass; i++) {
         struct pass_entry p = pass_next(meta, &pos);
         int rc = emit(e, p.name, p.name_len, p.value, p.value_len);
@@ -262,6 +264,20 @@ static int encode_values(const dctx *ctx, const dctx_wire_policy *policy,
     return rc;
 }
 
+/* The route calls from ctx carry: what the nearest rebuild stored, copied
+ * out of the (unaligned) meta value. */
+static void encode_route(const dctx *ctx, struct dctx__wire_out *out)
+{
+    const unsigned char *meta = dctx_value(ctx, &meta_key, NULL);
+    if (meta == NULL)
+        return;
+    struct meta_head head;
+    memcpy(&head, meta, sizeof head);
+    memcpy(out->route, meta + sizeof head, head.n_route * sizeof(uint64_t));
+    out->hdr.n_route = head.n_route;
+    out->hdr.route = out->route;
+}
+
 int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t now_ns,
                       struct dctx__wire_out *out, char *err)
 {
@@ -283,6 +299,7 @@ int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t n
     out->hdr.cancel_token.len = sizeof out->token;
     out->hdr.has_hops = 1;
     out->hdr.hops = dctx__wire_hops(ctx);
+    encode_route(ctx, out);
     return 0;
 }
 
@@ -316,6 +333,11 @@ static int check_header(const Dctx__Wire__ContextHeader *hdr, char *err)
     if (hdr->has_hops && hdr->hops >= DCTX_WIRE_HOPS_MAX) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "call made %u hops, the limit is %d", hdr->hops,
                  DCTX_WIRE_HOPS_MAX);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    if (hdr->n_route >= DCTX_WIRE_HOPS_MAX) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "a route of %zu servers, the limit is %d", hdr->n_route,
+                 DCTX_WIRE_HOPS_MAX - 1);
         return DCTX_RESOURCE_EXHAUSTED;
     }
     if (hdr->has_budget_us && hdr->budget_us == 0) {
@@ -401,10 +423,12 @@ static enum destination trace_destination(const Dctx__Wire__ContextHeader *hdr, 
 
 /* The meta value: hop count, then the values nobody here registered. */
 static int push_meta(dctx **parent, const Dctx__Wire__ContextHeader *hdr,
-                     const enum destination *dest)
+                     const enum destination *dest, uint64_t self_id)
 {
-    size_t size = sizeof(struct meta_head);
-    struct meta_head head = {.hops_next = (hdr->has_hops ? hdr->hops : 0) + 1, .n_pass = 0};
+    struct meta_head head = {.hops_next = (hdr->has_hops ? hdr->hops : 0) + 1,
+                             .n_pass = 0,
+                             .n_route = (uint32_t)hdr->n_route + (self_id != 0)};
+    size_t size = sizeof head + head.n_route * sizeof(uint64_t);
     for (size_t i = 0; i < hdr->n_values; i++)
         if (dest[i] == PASS_THROUGH)
             size += sizeof(uint16_t) + strlen(hdr->values[i]->key) + 1 + sizeof(uint32_t) +
@@ -413,6 +437,13 @@ static int push_meta(dctx **parent, const Dctx__Wire__ContextHeader *hdr,
     if (blob == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     size_t pos = sizeof head;
+    if (hdr->n_route > 0)
+        memcpy(blob + pos, hdr->route, hdr->n_route * sizeof(uint64_t));
+    pos += hdr->n_route * sizeof(uint64_t);
+    if (self_id != 0) {
+        memcpy(blob + pos, &self_id, sizeof self_id);
+        pos += sizeof self_id;
+    }
     for (size_t i = 0; i < hdr->n_values; i++) {
         if (dest[i] != PASS_THROUGH)
             continue;
@@ -451,7 +482,8 @@ static int64_t call_deadline(const Dctx__Wire__ContextHeader *hdr, int64_t now_n
 }
 
 int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t now_ns,
-                      int64_t max_budget_ns, dctx **out, char *err, bool *trace_dropped)
+                      int64_t max_budget_ns, uint64_t self_id, dctx **out, char *err,
+                      bool *trace_dropped)
 {
     *out = NULL;
     err[0] = '\0';
@@ -459,6 +491,13 @@ int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t 
     int rc = check_header(hdr, err);
     if (rc != 0)
         return rc;
+    for (size_t i = 0; self_id != 0 && i < hdr->n_route; i++) {
+        if (hdr->route[i] == self_id) {
+            snprintf(err, DCTX__WIRE_ERR_BYTES, "call loop: hop %zu of %zu was this server", i + 1,
+                     hdr->n_route);
+            return DCTX_FAILED_PRECONDITION;
+        }
+    }
 
     /* Registered keys get value nodes of their own; the rest ride in the
      * meta value. The first of a repeated name wins (nearest first). */
@@ -479,7 +518,7 @@ int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t 
             rc = push_value(&top, key, v->value.data, v->has_value ? v->value.len : 0);
     }
     if (rc == 0)
-        rc = push_meta(&top, hdr, dest);
+        rc = push_meta(&top, hdr, dest, self_id);
     for (size_t i = 0; rc == 0 && i < hdr->n_values; i++) {
         if (dest[i] == TRACE) {
             dctx *child = NULL;

@@ -19,6 +19,7 @@ struct dctx__wire_out {
     Dctx__Wire__Value values[DCTX_WIRE_VALUES_MAX];
     Dctx__Wire__Value *value_ptrs[DCTX_WIRE_VALUES_MAX];
     uint8_t token[DCTX_TOKEN_BYTES];
+    uint64_t route[DCTX_WIRE_HOPS_MAX];
 };
 
 /* Room for a message naming what went wrong. */
@@ -40,9 +41,13 @@ int dctx__wire_encode(const dctx *ctx, const dctx_wire_policy *policy, int64_t n
  * DCTX_INVALID_ARGUMENT, DCTX_RESOURCE_EXHAUSTED (limits) or
  * DCTX_DEADLINE_EXCEEDED (a zero budget), with err naming the cause. A
  * valid traceparent continues its trace under a new span (trace.h); a
- * malformed one is dropped, and *trace_dropped (if not NULL) set. */
+ * malformed one is dropped, and *trace_dropped (if not NULL) set. A
+ * server's self_id (not 0) must not be in the header's route: a call
+ * that came back is refused FAILED_PRECONDITION; the rebuilt context
+ * carries the route with self_id added, for the calls made from it. */
 int dctx__wire_decode(dctx *root, const Dctx__Wire__ContextHeader *hdr, int64_t now_ns,
-                      int64_t max_budget_ns, dctx **out, char *err, bool *trace_dropped);
+                      int64_t max_budget_ns, uint64_t self_id, dctx **out, char *err,
+                      bool *trace_dropped);
 
 /* A child of parent that continues the trace of traceparent under a new
  * span (trace.c). */

@@ -316,6 +316,13 @@ static void churn_of_ok_canceled_and_timed_out_calls_loses_nothing(void **state)
     assert_int_equal(ended, started + 1);
     assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(30)));
     assert_int_equal(rt_server_stats(srv).by_code[DCTX_INTERNAL], 0);
+    /* The server's counters add up: every call received answered once,
+     * under one status (those a cancel prevented, CANCELLED). */
+    dctx_rpc_server_stats ss = rt_server_stats(srv);
+    uint64_t answered = 0;
+    for (int i = 0; i <= DCTX_CODE_MAX; i++)
+        answered += ss.by_code[i];
+    assert_int_equal(ss.calls, answered + ss.in_flight);
     assert_true(RT_WAIT_FOR(rt_acks_pending(c.ch) == 0, SEC(30)));
     assert_int_equal(rt_channel_stats(c.ch).cancel_outcomes[DCTX_RPC_CANCEL_UNREACHED], 0);
 

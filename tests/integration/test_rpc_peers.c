@@ -60,6 +60,7 @@ static void server_that_stops_answering_is_found_by_keepalive(void **state)
     dctx_rpc_channel_options co;
     dctx_rpc_channel_options_init(&co);
     co.keepalive_ns = MS(100);
+    co.keepalive_timeout_ns = MS(100);
     dctx_rpc_channel *ch = rt_channel_open(url, &co);
     rt_raw *srv = rt_raw_accept(l); /* hellos exchanged; it reads nothing more */
 
@@ -90,6 +91,7 @@ static void caller_that_stops_answering_is_found_by_keepalive(void **state)
     rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
     dctx_rpc_server_options so = rt_server_options(2);
     so.keepalive_ns = MS(100);
+    so.keepalive_timeout_ns = MS(100);
     char url[256];
     dctx_rpc_server *srv = rt_serve(RT_TCP, &so, "/it.Silent/Wait", rt_probe_handler, &p, url);
     rt_raw *mute = rt_raw_dial(url); /* connects and never says hello */
@@ -107,6 +109,52 @@ static void caller_that_stops_answering_is_found_by_keepalive(void **state)
     assert_int_equal(rt_server_stats(srv).calls_canceled_by_peer_loss, 1);
     assert_true(rt_raw_closed(mute));
     rt_raw_close(mute);
+    rt_raw_close(r);
+}
+
+/* A caller that pings more often than the server's minimum interval is
+ * told so and closed: the third strike gets GoAway RESOURCE_EXHAUSTED "too
+ * many pings", counted as a bad frame. Pings at the pace allowed are
+ * answered. */
+static void caller_pinging_too_often_is_closed(void **state)
+{
+    (void)state;
+    dctx_rpc_server_options so = rt_server_options(1);
+    so.keepalive_min_interval_ns = SEC(1);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_IPC, &so, "/it.Echo/Echo", rt_echo_handler, NULL, url);
+    rt_raw *r = rt_raw_open(url);
+    Dctx__Wire__Ping ping = DCTX__WIRE__PING__INIT;
+    ping.has_data = 1;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_PING;
+    f.ping = &ping;
+    int pongs = 0, goaway = -1;
+    char why[DCTX_WIRE_MESSAGE_BYTES_MAX + 1] = "";
+    for (int i = 0; i < 5; i++) {
+        ping.data = (uint64_t)i;
+        size_t len;
+        uint8_t *buf = rt_pack(&f, &len);
+        if (rt_raw_write_frame(r, buf, len) != 0)
+            break; /* closed already */
+    }
+    for (int i = 0; i < 10 && goaway < 0; i++) {
+        Dctx__Wire__Frame *got = rt_raw_recv_frame(r);
+        if (got == NULL)
+            break;
+        if (got->body_case == DCTX__WIRE__FRAME__BODY_PONG)
+            pongs++;
+        if (got->body_case == DCTX__WIRE__FRAME__BODY_GOAWAY) {
+            goaway = (int)got->goaway->code;
+            snprintf(why, sizeof why, "%s", got->goaway->message ? got->goaway->message : "");
+        }
+        dctx__wire__frame__free_unpacked(got, NULL);
+    }
+    assert_int_equal(goaway, DCTX_RESOURCE_EXHAUSTED);
+    assert_contains(why, "too many pings");
+    assert_int_equal(pongs, 3); /* the first, and two strikes */
+    assert_true(rt_raw_closed(r));
+    assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames == 1, SEC(5)));
     rt_raw_close(r);
 }
 
@@ -721,6 +769,7 @@ int main(int argc, char **argv)
         RT_TEST(server_killed_mid_call_fails_the_call_unavailable_at_once),
         RT_TEST(server_that_stops_answering_is_found_by_keepalive),
         RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
+        RT_TEST(caller_pinging_too_often_is_closed),
         RT_TEST(call_runs_at_most_once_when_its_connection_drops_and_returns),
         RT_TEST(replayed_call_is_refused_and_runs_once),
         RT_TEST(call_whose_id_is_in_flight_ends_its_connection_only),

@@ -608,6 +608,7 @@ static void start_server(enum transport t)
      * that never say hello are closed within about two of it, well inside
      * the wait for descriptors below. Healthy peers answer its pings. */
     o.keepalive_ns = MS(250) * stress_scale();
+    o.keepalive_timeout_ns = o.keepalive_ns;
     assert_int_equal(dctx_rpc_server_open(&o, &run.srv), 0);
     assert_int_equal(dctx_rpc_server_register(run.srv, SLEEP, sleep_echo, NULL), 0);
     assert_int_equal(dctx_rpc_server_register(run.srv, HOLD, hold, NULL), 0);

@@ -109,6 +109,51 @@ check "a bad duration is a usage error (exit 64) with a message" bash -c "test $
 "$rpcd" serve --nonsense >/dev/null 2>&1; rc=$?
 check "an unknown flag is a usage error (exit 64)" test $rc -eq 64
 
+# --- call loops: a server that is its own next hop refuses the call that came back, at
+# once, with 4 workers and no deadline (no worker waits on itself)
+serve L L
+start=$(date +%s%N)
+out=$(call "$(url L)" /dctx.demo.Demo/Chain --data 1ms); rc=$?
+took=$(( ($(date +%s%N) - start) / 1000000 ))
+check "a Chain round a loop fails FAILED_PRECONDITION (exit 9)" test $rc -eq 9
+check "... naming the server the loop went through" grep -q "call loop through L" <<<"$out"
+check "... at once, not at a deadline (took $took ms)" test $took -lt 5000
+
+# --- keepalive: a server that stops answering (SIGSTOP) fails a call that has no
+# deadline, and a caller that stops is lost to the server; bad values are usage errors
+out=$(call "$(url C)" /dctx.demo.Demo/Echo --keepalive 10s --keepalive-timeout 5s); rc=$?
+check "--keepalive and --keepalive-timeout take durations" test $rc -eq 0
+out=$(call "$(url C)" /dctx.demo.Demo/Echo --keepalive 0); rc=$?
+check "--keepalive 0 turns it off" test $rc -eq 0
+out=$(call "$(url C)" /dctx.demo.Demo/Echo --keepalive soon 2>&1); rc=$?
+check "--keepalive with a bad value is a usage error (exit 64)" test $rc -eq 64
+out=$("$rpcd" serve --listen "$(url K)" --keepalive-timeout 0 2>&1); rc=$?
+check "serve --keepalive-timeout 0 is a usage error (exit 64)" test $rc -eq 64
+"$rpcd" serve --listen "$(url S)" --name S --keepalive 100ms --keepalive-timeout 100ms \
+    --log "$dir/S.log" &
+stopped=$!
+pids+=("$stopped")
+for _ in $(seq 100); do call "$(url S)" /dctx.Admin/Stats --timeout 200ms >/dev/null 2>&1 && break; sleep 0.05; done
+call "$(url S)" /dctx.demo.Demo/Sleep --data 30s --keepalive 100ms --keepalive-timeout 100ms \
+    >"$dir/stopped.out" 2>&1 &
+caller=$!
+sleep 0.3
+kill -STOP "$stopped"
+start=$(date +%s%N)
+wait "$caller"; rc=$?
+took=$(( ($(date +%s%N) - start) / 1000000 ))
+kill -CONT "$stopped"
+check "a call to a stopped server with no deadline fails UNAVAILABLE (exit 14)" test $rc -eq 14
+check "... saying the server stopped answering" grep -q "stopped answering" "$dir/stopped.out"
+check "... within the keepalive's bound, not 30 s (took $took ms)" test $took -lt 10000
+"$rpcd" call "$(url S)" /dctx.demo.Demo/Sleep --data 30s --keepalive 0 >/dev/null 2>&1 &
+quiet=$!
+sleep 0.3
+kill -STOP "$quiet"
+for _ in $(seq 100); do grep -q "caller lost" "$dir/S.log" && break; sleep 0.05; done
+check "a caller that stops is lost to the server: its call is canceled" grep -q "caller lost" "$dir/S.log"
+kill -KILL "$quiet"; kill -CONT "$quiet" 2>/dev/null; wait "$quiet" 2>/dev/null
+
 # --- graceful shutdown: SIGTERM cancels in-flight calls with a cause and exits 0
 call "$(url C)" /dctx.demo.Demo/Sleep --data 30s >"$dir/sleep.out" 2>&1 &
 caller=$!

@@ -414,6 +414,10 @@ void rt_raw_close(rt_raw *r);
 /* Write one frame, its header then the len bytes of buf, and free buf. */
 void rt_raw_send(rt_raw *r, uint8_t *buf, size_t len);
 
+/* rt_raw_write_frame is rt_raw_send that returns nng's error (0: sent)
+ * instead of failing the test: for a peer the server may have closed. */
+int rt_raw_write_frame(rt_raw *r, uint8_t *buf, size_t len);
+
 /* Write n bytes as they are (no header added): 0, or nng's error (not in
  * timeout_ms, say). Never fails the test: for a peer that writes until
  * the server stops reading it, from any thread. */

@@ -427,6 +427,13 @@ void rt_raw_send(rt_raw *r, uint8_t *buf, size_t len)
         fail_msg("could not send a frame of %zu bytes: %s", len, nng_strerror(rv));
 }
 
+int rt_raw_write_frame(rt_raw *r, uint8_t *buf, size_t len)
+{
+    int rv = end_write_frame(&r->end, buf, len, WAIT_MS);
+    free(buf);
+    return rv;
+}
+
 int rt_raw_write(rt_raw *r, const void *bytes, size_t n, int timeout_ms)
 {
     return end_write(&r->end, bytes, n, timeout_ms);

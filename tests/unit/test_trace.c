@@ -89,7 +89,7 @@ static dctx *arrive(const char *traceparent, const char *tracestate, bool *dropp
     h.n_values = n;
     char err[DCTX__WIRE_ERR_BYTES];
     dctx *ctx = NULL;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, dctx_now(), 0, &ctx, err, dropped),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, dctx_now(), 0, 0, &ctx, err, dropped),
                      0);
     return ctx;
 }

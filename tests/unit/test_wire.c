@@ -195,7 +195,7 @@ static void callee_rebuilds_deadline_values_and_hops(void **state)
     assert_int_equal(dctx_with_cancel(dctx_background(), &root), 0);
     dctx *hop = NULL;
     int64_t now = dctx_now();
-    assert_int_equal(dctx__wire_decode(root, f->call->context, now, 0, &hop, err, NULL), 0);
+    assert_int_equal(dctx__wire_decode(root, f->call->context, now, 0, 0, &hop, err, NULL), 0);
     dctx__wire__frame__free_unpacked(f, NULL);
 
     /* the deadline is now + budget: never later than the caller's */
@@ -247,18 +247,18 @@ static void callee_caps_the_budget(void **state)
     int64_t now = dctx_now();
     h.has_budget_us = 1;
     h.budget_us = UINT64_MAX; /* absurd budgets do not overflow */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, MS(250), &hop, err, NULL), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, MS(250), 0, &hop, err, NULL), 0);
     int64_t d = 0;
     assert_true(dctx_deadline(hop, &d));
     assert_int_equal(d, now + MS(250));
     dctx_release(hop);
     /* no cap and no budget: no deadline */
     h.has_budget_us = 0;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, 0, &hop, err, NULL), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, 0, 0, &hop, err, NULL), 0);
     assert_false(dctx_deadline(hop, NULL));
     dctx_release(hop);
     /* a cap bounds a call without a deadline too */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, SEC(1), &hop, err, NULL), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, now, SEC(1), 0, &hop, err, NULL), 0);
     assert_true(dctx_deadline(hop, &d));
     assert_int_equal(d, now + SEC(1));
     dctx_release(hop);
@@ -283,29 +283,29 @@ static void callee_refuses_malformed_headers(void **state)
     Dctx__Wire__ContextHeader h = DCTX__WIRE__CONTEXT_HEADER__INIT;
 
     /* no token, short token, long token */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     assert_null(hop);
     assert_non_null(strstr(err, "token"));
     h.has_cancel_token = 1;
     h.cancel_token.data = token;
     h.cancel_token.len = DCTX_TOKEN_BYTES - 1;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     h.cancel_token.len = DCTX_TOKEN_BYTES + 1;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     h.cancel_token.len = DCTX_TOKEN_BYTES;
 
     /* a zero budget, too many hops */
     h.has_budget_us = 1;
     h.budget_us = 0;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_DEADLINE_EXCEEDED);
     h.has_budget_us = 0;
     h.has_hops = 1;
     h.hops = DCTX_WIRE_HOPS_MAX;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(err, "hops"));
     h.hops = 3;
@@ -313,30 +313,30 @@ static void callee_refuses_malformed_headers(void **state)
     /* too many values, too many bytes, bad names */
     h.values = vp;
     h.n_values = DCTX_WIRE_VALUES_MAX + 1;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_RESOURCE_EXHAUSTED);
     h.n_values = 1;
     v[0].has_value = 1;
     v[0].value.data = big;
     v[0].value.len = sizeof big;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(err, "8192"));
     v[0].value.len = 1;
     const char *bad_names[] = {"", "has space", "tab\there", "\x7f", NULL};
     for (int i = 0; bad_names[i]; i++) {
         v[0].key = (char *)bad_names[i];
-        assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+        assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                          DCTX_INVALID_ARGUMENT);
     }
     char long_name[DCTX_WIRE_KEY_BYTES_MAX + 2];
     memset(long_name, 'k', sizeof long_name - 1);
     long_name[sizeof long_name - 1] = '\0';
     v[0].key = long_name;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL),
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL),
                      DCTX_INVALID_ARGUMENT);
     long_name[DCTX_WIRE_KEY_BYTES_MAX] = '\0'; /* exactly the limit is fine */
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL), 0);
     dctx_release(hop);
 }
 
@@ -362,7 +362,7 @@ static void repeated_names_keep_the_first(void **state)
     h.n_values = 2;
     char err[DCTX__WIRE_ERR_BYTES];
     dctx *hop = NULL;
-    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, &hop, err, NULL), 0);
+    assert_int_equal(dctx__wire_decode(dctx_background(), &h, 0, 0, 0, &hop, err, NULL), 0);
     size_t len = 0;
     const char *t = dctx_value(hop, &tenant, &len);
     assert_int_equal(len, 5);
@@ -470,6 +470,65 @@ static void registry_full_refuses_new_keys_with_resource_exhausted(void **state)
     assert_int_equal(dctx_wire_register_key(&tenant), 0);
 }
 
+/* Each server that rebuilds a call adds its instance id to the route the
+ * calls it makes carry; a call that comes back to a server on its route
+ * is refused FAILED_PRECONDITION, and a route at the hop limit is refused
+ * as too long. */
+static void route_grows_hop_by_hop_and_a_loop_is_refused(void **state)
+{
+    (void)state;
+    char err[DCTX__WIRE_ERR_BYTES];
+    struct dctx__wire_out out;
+    const uint64_t a = 0xa1, b = 0xb2, c = 0xc3;
+    /* the edge: no route */
+    assert_int_equal(dctx__wire_encode(dctx_background(), NULL, dctx_now(), &out, err), 0);
+    assert_int_equal(out.hdr.n_route, 0);
+    Dctx__Wire__Frame *f = over_the_wire(&out.hdr);
+    dctx *at_a = NULL, *at_b = NULL, *again = NULL;
+    assert_int_equal(
+        dctx__wire_decode(dctx_background(), f->call->context, dctx_now(), 0, a, &at_a, err, NULL),
+        0);
+    dctx__wire__frame__free_unpacked(f, NULL);
+    /* A calls on: the route is [A] */
+    assert_int_equal(dctx__wire_encode(at_a, NULL, dctx_now(), &out, err), 0);
+    assert_int_equal(out.hdr.n_route, 1);
+    assert_true(out.hdr.route[0] == a);
+    f = over_the_wire(&out.hdr);
+    assert_int_equal(
+        dctx__wire_decode(dctx_background(), f->call->context, dctx_now(), 0, b, &at_b, err, NULL),
+        0);
+    dctx__wire__frame__free_unpacked(f, NULL);
+    /* B calls on: [A, B]; arriving at C is fine, arriving at A is a loop */
+    assert_int_equal(dctx__wire_encode(at_b, NULL, dctx_now(), &out, err), 0);
+    assert_int_equal(out.hdr.n_route, 2);
+    assert_true(out.hdr.route[0] == a && out.hdr.route[1] == b);
+    f = over_the_wire(&out.hdr);
+    assert_int_equal(
+        dctx__wire_decode(dctx_background(), f->call->context, dctx_now(), 0, c, &again, err, NULL),
+        0);
+    dctx_release(again);
+    again = NULL;
+    assert_int_equal(
+        dctx__wire_decode(dctx_background(), f->call->context, dctx_now(), 0, a, &again, err, NULL),
+        DCTX_FAILED_PRECONDITION);
+    assert_null(again);
+    assert_non_null(strstr(err, "loop"));
+    dctx__wire__frame__free_unpacked(f, NULL);
+    /* a route of DCTX_WIRE_HOPS_MAX servers is over the limit */
+    uint64_t long_route[DCTX_WIRE_HOPS_MAX];
+    for (int i = 0; i < DCTX_WIRE_HOPS_MAX; i++)
+        long_route[i] = (uint64_t)i + 100;
+    out.hdr.route = long_route;
+    out.hdr.n_route = DCTX_WIRE_HOPS_MAX;
+    f = over_the_wire(&out.hdr);
+    assert_int_equal(
+        dctx__wire_decode(dctx_background(), f->call->context, dctx_now(), 0, c, &again, err, NULL),
+        DCTX_RESOURCE_EXHAUSTED);
+    dctx__wire__frame__free_unpacked(f, NULL);
+    dctx_release(at_a);
+    dctx_release(at_b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +542,7 @@ int main(void)
         cmocka_unit_test(repeated_names_keep_the_first),
         cmocka_unit_test(registry_refuses_bad_and_clashing_keys),
         cmocka_unit_test(call_frame_bytes_are_stable),
+        cmocka_unit_test(route_grows_hop_by_hop_and_a_loop_is_refused),
         /* last: it fills the process's registry */
         cmocka_unit_test(registry_full_refuses_new_keys_with_resource_exhausted),
     };

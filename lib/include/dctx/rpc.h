@@ -142,6 +142,7 @@ typedef struct dctx_rpc_handle dctx_rpc_handle;
 #define DCTX_RPC_DEFAULT_RECV_MAX_BYTES ((size_t)4 << 20)   /* 4 MiB, both sides */
 #define DCTX_RPC_DEFAULT_CANCEL_ACK_TIMEOUT_NS 1000000000LL /* 1 s */
 #define DCTX_RPC_DEFAULT_KEEPALIVE_NS 10000000000LL         /* 10 s, both sides */
+#define DCTX_RPC_DEFAULT_KEEPALIVE_TIMEOUT_NS 10000000000LL /* 10 s, both sides */
 
 typedef struct dctx_rpc_channel_options {
     /* Deadline and value policy for this destination (wire.h). The default
@@ -165,14 +166,18 @@ typedef struct dctx_rpc_channel_options {
      * never comes is UNREACHED when that connection ends. Default 1 s; 0
      * or less also means the default. */
     int64_t cancel_ack_timeout_ns;
-    /* Keepalive, checked this often: a connection that read nothing since
-     * the last check sends a ping, and if the next check finds nothing
-     * read either, it is closed and its calls fail DCTX_UNAVAILABLE ("peer
-     * stopped answering"): a server gone without a word (a cut link, a
-     * stopped process) is found within three of these. Default
-     * DCTX_RPC_DEFAULT_KEEPALIVE_NS; 0 also means the default; negative:
-     * never (such a server is then found only by each call's deadline). */
-    int64_t keepalive_ns;
+    /* Keepalive: every keepalive_ns the connection looks whether it read
+     * anything since its last look; if not, it pings the server, and if
+     * nothing comes within keepalive_timeout_ns, it is closed and its
+     * calls fail DCTX_UNAVAILABLE ("peer stopped answering"); the channel
+     * dials again. A server gone without a word (a cut link, a stopped
+     * process) is so found within 2 * keepalive_ns + keepalive_timeout_ns:
+     * 30 s with the defaults, DCTX_RPC_DEFAULT_KEEPALIVE_NS and
+     * DCTX_RPC_DEFAULT_KEEPALIVE_TIMEOUT_NS. keepalive_ns 0 turns it off
+     * (such a server is then found only by each call's deadline);
+     * keepalive_timeout_ns 0 means keepalive_ns. A server refuses pings
+     * that come more often than its keepalive_min_interval_ns. */
+    int64_t keepalive_ns, keepalive_timeout_ns;
     /* tls+tcp: a CA file to verify the server with, and the name it must
      * bear. NULL: the system's defaults. */
     const char *tls_ca_file;
@@ -194,7 +199,7 @@ DCTX_API void dctx_rpc_channel_options_init(dctx_rpc_channel_options *o);
  * DCTX_UNAVAILABLE after connect_wait_ns. On success *out is the channel,
  * to close with dctx_rpc_channel_close. Returns 0, or with *out NULL:
  * DCTX_INVALID_ARGUMENT (url or out NULL, a bad URL or scheme, a TLS CA
- * file that cannot be used), DCTX_NOT_FOUND (the CA file does not exist)
+ * file that cannot be used, a negative keepalive), DCTX_NOT_FOUND (the CA file does not exist)
  * or DCTX_RESOURCE_EXHAUSTED (no memory). Never blocks on the network. */
 DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open(const char *url,
                                                   const dctx_rpc_channel_options *opts,
@@ -287,7 +292,8 @@ typedef struct dctx_rpc_reply dctx_rpc_reply;
 /* The defaults dctx_rpc_server_options_init sets. */
 #define DCTX_RPC_DEFAULT_WORKERS 4
 #define DCTX_RPC_DEFAULT_MAX_IN_FLIGHT 10000
-#define DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS 5000000000LL /* 5 s */
+#define DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS 5000000000LL         /* 5 s */
+#define DCTX_RPC_DEFAULT_KEEPALIVE_MIN_INTERVAL_NS 1000000000LL /* 1 s */
 
 typedef struct dctx_rpc_server_options {
     int workers;                   /* handler threads, >= 1 */
@@ -296,12 +302,22 @@ typedef struct dctx_rpc_server_options {
     int64_t max_budget_ns;         /* cap on a call's deadline; 0: none (the default) */
     int64_t shutdown_grace_ns;     /* how long close waits for canceled handlers */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
-    /* Keepalive, as the channel's: a caller's connection found silent is
-     * pinged, and closed at the next silent check (its calls are
-     * canceled, the caller lost); one that sends no hello by the first
-     * check is closed. Default DCTX_RPC_DEFAULT_KEEPALIVE_NS; 0 also;
-     * negative: never. */
-    int64_t keepalive_ns;
+    /* The server's name, for its callers' logs (in its hello) and for the
+     * error a call loop gets: a call that comes back to a server it
+     * passed through is refused DCTX_FAILED_PRECONDITION "call loop
+     * through NAME", so no cycle of servers can hold workers waiting on
+     * themselves. NULL: "this server". */
+    const char *name;
+    /* Keepalive, as the channel's, toward each caller: a connection
+     * silent for keepalive_ns is pinged and closed if nothing comes within
+     * keepalive_timeout_ns; its calls' contexts are canceled ("caller
+     * lost"), which goes on downstream as any cancel. A connection that
+     * sends no hello by the first look is closed. keepalive_ns 0 turns it
+     * off. Callers' pings that come less than keepalive_min_interval_ns
+     * apart are strikes; the third closes the connection with a GoAway
+     * RESOURCE_EXHAUSTED "too many pings" (0: no limit; default
+     * DCTX_RPC_DEFAULT_KEEPALIVE_MIN_INTERVAL_NS). */
+    int64_t keepalive_ns, keepalive_timeout_ns, keepalive_min_interval_ns;
     dctx_rpc_event_fn on_event; /* optional event hook (see Events) */
     void *event_arg;
 } dctx_rpc_server_options;
@@ -338,7 +354,7 @@ DCTX_API void dctx_rpc_reply_set_message(dctx_rpc_reply *reply, const char *fmt,
  * must outlive the server). On success *out is the server, to close with
  * dctx_rpc_server_close. Returns 0, DCTX_INVALID_ARGUMENT (out NULL, or an
  * option out of range: workers or max_in_flight under 1, a negative
- * max_budget_ns) or DCTX_RESOURCE_EXHAUSTED, with *out NULL. Never blocks. */
+ * max_budget_ns or keepalive) or DCTX_RESOURCE_EXHAUSTED, with *out NULL. Never blocks. */
 DCTX_API DCTX_NODISCARD int dctx_rpc_server_open(const dctx_rpc_server_options *opts,
                                                  dctx_rpc_server **out);
 
