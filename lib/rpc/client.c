@@ -77,6 +77,7 @@ struct conn {
     dctx_rpc_channel *ch;
     struct dctx__session *s;
     bool claimed;      /* someone is closing it; protected by ch->mu */
+    bool draining;     /* the server drains: no new calls on it; protected by ch->mu */
     struct conn *next; /* ch->conns; protected by ch->mu */
     struct dctx__reap_item reap;
 };
@@ -420,12 +421,18 @@ static void on_cancel_ack(struct conn *c, const Dctx__Wire__Frame *f)
 static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     (void)s;
-    if (f->body_case == DCTX__WIRE__FRAME__BODY_REPLY)
+    if (f->body_case == DCTX__WIRE__FRAME__BODY_REPLY) {
         on_reply(owner, f);
-    else if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK)
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK) {
         on_cancel_ack(owner, f);
-    /* Pongs, drains and GoAways need nothing here: the session ends after
-     * a GoAway, and a draining server answers calls it will not run. */
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_DRAIN) {
+        struct conn *c = owner;
+        pthread_mutex_lock(&c->ch->mu);
+        c->draining = true; /* calls in flight go on; new ones fail at once */
+        pthread_mutex_unlock(&c->ch->mu);
+    }
+    /* Pongs and GoAways need nothing here: the session ends after a
+     * GoAway. */
     return false;
 }
 
@@ -868,6 +875,10 @@ static int send_call(dctx_rpc_handle *call, Dctx__Wire__Frame *f, char *err)
     struct conn *c = ch->ready;
     if (c == NULL) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "connection to %s lost (%s)", ch->url, ch->last_error);
+        return DCTX_UNAVAILABLE;
+    }
+    if (c->draining) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "%s is draining: it takes no new calls", ch->url);
         return DCTX_UNAVAILABLE;
     }
     size_t size = dctx__wire__frame__get_packed_size(f);

@@ -541,7 +541,8 @@ static void admit(dctx_rpc_server *srv, struct server_call *call)
         in_flight_leave(srv);
     if (closing || !room) {
         if (closing)
-            refuse(c, call->id, call->method->name, DCTX_UNAVAILABLE, "server shutting down");
+            refuse(c, call->id, call->method->name, DCTX_UNAVAILABLE,
+                   "server draining: it takes no new calls");
         else
             refuse(c, call->id, call->method->name, DCTX_RESOURCE_EXHAUSTED,
                    "server busy: %d calls in flight", srv->opts.max_in_flight);
@@ -1033,35 +1034,66 @@ static void end_connections(dctx_rpc_server *srv)
     }
 }
 
+/* Tell every caller the server drains (PROTOCOL.md, "Drain"): it takes no
+ * new calls, and those in flight have grace_ms to finish. Sending never
+ * blocks, so it is done under mu, which keeps the list still. */
+static void drain_connections(dctx_rpc_server *srv, int64_t grace_ns)
+{
+    Dctx__Wire__Drain d = DCTX__WIRE__DRAIN__INIT;
+    d.has_grace_ms = 1;
+    d.grace_ms = (uint32_t)dctx__ns_to_ms(grace_ns);
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_DRAIN;
+    f.drain = &d;
+    pthread_mutex_lock(&srv->mu);
+    for (struct conn *c = srv->conns; c != NULL; c = c->next)
+        if (!atomic_load(&c->over))
+            (void)dctx__session_send(c->s, &f); /* a control frame; fails only if c ended */
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* The grace ran out: what still runs is stopped, as by a deadline, with a
+ * cause that says why. */
+static void force_close(dctx_rpc_server *srv)
+{
+    char why[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    snprintf(why, sizeof why, "server shut down: its drain's grace of %lld ms ran out",
+             (long long)(srv->opts.shutdown_grace_ns / 1000000));
+    dctx__cancel_err(srv->root, DCTX_DEADLINE_EXCEEDED, DCTX_UNAVAILABLE, why);
+}
+
 int dctx_rpc_server_close(dctx_rpc_server *srv)
 {
     if (srv == NULL)
         return 0;
     pthread_mutex_lock(&srv->mu);
-    atomic_store(&srv->closing, true);
-    pthread_mutex_unlock(&srv->mu);
-    dctx_cancel_cause(srv->root, DCTX_UNAVAILABLE, "server shutting down");
-
-    /* Bounded wait for the canceled handlers; calls that come meanwhile
-     * are refused UNAVAILABLE. */
-    int rc = 0;
-    int64_t until = dctx_now() + srv->opts.shutdown_grace_ns;
-    pthread_mutex_lock(&srv->mu);
-    while (atomic_load(&srv->in_flight) > 0 && rc == 0) {
-        dctx__cond_wait_until(&srv->idle_cv, &srv->mu, until);
-        if (atomic_load(&srv->in_flight) > 0 && dctx_now() >= until)
-            rc = DCTX_DEADLINE_EXCEEDED;
-    }
+    atomic_store(&srv->closing, true); /* calls from here on are refused "draining" */
     struct acceptor_item *acceptors = srv->acceptors;
     srv->acceptors = NULL;
     pthread_mutex_unlock(&srv->mu);
-
     while (acceptors != NULL) { /* no connection comes after this */
         struct acceptor_item *next = acceptors->next;
         dctx__acceptor_close(acceptors->a);
         free(acceptors);
         acceptors = next;
     }
+
+    /* The drain: calls in flight finish within the grace; then the rest
+     * are stopped. */
+    int rc = 0;
+    int64_t until = dctx_now() + srv->opts.shutdown_grace_ns;
+    drain_connections(srv, srv->opts.shutdown_grace_ns);
+    pthread_mutex_lock(&srv->mu);
+    while (atomic_load(&srv->in_flight) > 0 && dctx_now() < until)
+        dctx__cond_wait_until(&srv->idle_cv, &srv->mu, until);
+    bool late = atomic_load(&srv->in_flight) > 0;
+    pthread_mutex_unlock(&srv->mu);
+    if (late) {
+        force_close(srv);
+        rc = DCTX_DEADLINE_EXCEEDED;
+    }
+    dctx_cancel_cause(srv->root, DCTX_UNAVAILABLE, "server shut down");
+
     atomic_store(&srv->flush_until, dctx_now() + CLOSE_FLUSH_NS);
     end_connections(srv);
     stop_workers(srv); /* a handler past the grace is still waited for */

@@ -395,17 +395,20 @@ DCTX_API int dctx_rpc_server_register_flags(dctx_rpc_server *s, const char *meth
  * blocks on the network. */
 DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
 
-/* dctx_rpc_server_close shuts down gracefully: new calls are refused with
- * DCTX_UNAVAILABLE, every handler's context is canceled with cause
- * DCTX_UNAVAILABLE "server shutting down", and close waits up to the grace
- * for them to return; then it stops listening, sends each connection a
- * GoAway ("server shutting down") after its last replies and closes it,
- * waits for the workers and
- * frees everything, the server's started or not. Returns 0, or
- * DCTX_DEADLINE_EXCEEDED if handlers outlived the grace (it still waited
- * for them). Blocks; must not be called from a handler or event hook of the
- * same server, nor from a completion callback or event hook of a channel
- * (they may run on the thread close waits for). NULL is fine. */
+/* dctx_rpc_server_close drains, then closes: it stops listening, tells
+ * every caller it drains (their new calls then fail at once with
+ * DCTX_UNAVAILABLE "draining"; calls that still reach it are refused so),
+ * and lets the calls in flight finish within shutdown_grace_ns. Handlers
+ * still running then have their context ended as by a deadline
+ * (DCTX_DEADLINE_EXCEEDED, cause DCTX_UNAVAILABLE "server shut down: its
+ * drain's grace of N ms ran out"), which goes on downstream as any cancel.
+ * Then it sends each connection a GoAway after its last replies and closes
+ * it, waits for the workers and frees everything, the server's started or
+ * not. Returns 0, or DCTX_DEADLINE_EXCEEDED if handlers outlived the grace
+ * (it still waited for them). Blocks; must not be called from a handler or
+ * event hook of the same server, nor from a completion callback or event
+ * hook of a channel (they may run on the thread close waits for). NULL is
+ * fine. */
 DCTX_API int dctx_rpc_server_close(dctx_rpc_server *s);
 
 typedef struct dctx_rpc_server_stats {
