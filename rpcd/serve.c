@@ -39,7 +39,8 @@ static void print_usage(void)
            "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
            "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
            "                     (see <dctx/rpcd_module.h>)\n"
-           "  --shutdown-grace D how long shutdown waits for canceled handlers (default %s)\n",
+           "  --shutdown-grace D on SIGTERM the server drains: how long calls in flight get to\n"
+           "                     finish before they are stopped (default %s)\n",
            DCTX_RPC_DEFAULT_WORKERS, DCTX_RPC_DEFAULT_MAX_IN_FLIGHT,
            rpcd_format_duration(DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS, grace, sizeof grace));
     fputs("  keepalive, toward the callers and the next hops:\n", stdout);

@@ -1094,9 +1094,9 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     }
     dctx_cancel_cause(srv->root, DCTX_UNAVAILABLE, "server shut down");
 
+    stop_workers(srv); /* a handler past the grace is still waited for; its reply is queued */
     atomic_store(&srv->flush_until, dctx_now() + CLOSE_FLUSH_NS);
-    end_connections(srv);
-    stop_workers(srv); /* a handler past the grace is still waited for */
+    end_connections(srv); /* a GoAway after every reply */
     pthread_mutex_lock(&srv->mu);
     while (srv->conns != NULL)
         dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);

@@ -11,7 +11,8 @@ test_name=cli
 url() { echo "ipc://$dir/$1.ipc"; }
 
 serve() { # name [next...]
-    local name=$1 args=(serve --listen "$(url "$1")" --name "$1" --log "$dir/$1.log")
+    local name=$1 args=(serve --listen "$(url "$1")" --name "$1" --log "$dir/$1.log"
+        --shutdown-grace 500ms)
     shift
     for n in "$@"; do args+=(--next "$(url "$n")"); done
     "$rpcd" "${args[@]}" &
@@ -154,7 +155,8 @@ for _ in $(seq 100); do grep -q "caller lost" "$dir/S.log" && break; sleep 0.05;
 check "a caller that stops is lost to the server: its call is canceled" grep -q "caller lost" "$dir/S.log"
 kill -KILL "$quiet"; kill -CONT "$quiet" 2>/dev/null; wait "$quiet" 2>/dev/null
 
-# --- graceful shutdown: SIGTERM cancels in-flight calls with a cause and exits 0
+# --- graceful shutdown: SIGTERM drains: a call in flight past the grace is stopped
+# with a cause, rpcd exits 0
 call "$(url C)" /dctx.demo.Demo/Sleep --data 30s >"$dir/sleep.out" 2>&1 &
 caller=$!
 sleep 0.3
@@ -162,7 +164,8 @@ kill -TERM "${pids[0]}"
 wait "${pids[0]}"; rc=$?
 check "SIGTERM: rpcd exits 0" test $rc -eq 0
 wait "$caller"
-check "... the in-flight call ended UNAVAILABLE (server shutting down)" grep -q '^UNAVAILABLE' "$dir/sleep.out"
+check "... the in-flight call, past the 500 ms grace, ended UNAVAILABLE" grep -q '^UNAVAILABLE' "$dir/sleep.out"
+check "... saying the drain's grace ran out" grep -q "grace" "$dir/sleep.out"
 check "... and the log says so" grep -q '"event":"stopped"' "$dir/C.log"
 
 echo "$failures failure(s)"
