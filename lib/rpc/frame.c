@@ -106,3 +106,29 @@ void dctx__frame_free(Dctx__Wire__Frame *f)
         frame_block_free(
             (struct frame_block *)((unsigned char *)f - offsetof(struct frame_block, space)));
 }
+
+const char *dctx__frame_kind_name(Dctx__Wire__Frame__BodyCase k)
+{
+    switch (k) {
+    case DCTX__WIRE__FRAME__BODY_CALL:
+        return "call";
+    case DCTX__WIRE__FRAME__BODY_REPLY:
+        return "reply";
+    case DCTX__WIRE__FRAME__BODY_CANCEL:
+        return "cancel";
+    case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
+        return "cancel_ack";
+    case DCTX__WIRE__FRAME__BODY_HELLO:
+        return "hello";
+    case DCTX__WIRE__FRAME__BODY_PING:
+        return "ping";
+    case DCTX__WIRE__FRAME__BODY_PONG:
+        return "pong";
+    case DCTX__WIRE__FRAME__BODY_DRAIN:
+        return "drain";
+    case DCTX__WIRE__FRAME__BODY_GOAWAY:
+        return "goaway";
+    default:
+        return "?";
+    }
+}

@@ -14,4 +14,8 @@
 Dctx__Wire__Frame *dctx__frame_unpack_bytes(const void *body, size_t len);
 void dctx__frame_free(Dctx__Wire__Frame *f);
 
+/* The name of a frame kind as PROTOCOL.md writes it ("call", "cancel_ack",
+ * ...); "?" for one this side does not know. A static string. */
+const char *dctx__frame_kind_name(Dctx__Wire__Frame__BodyCase k);
+
 #endif /* DCTX_RPC_FRAME_H */

@@ -236,32 +236,6 @@ static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
     return true;
 }
 
-static const char *kind_name(Dctx__Wire__Frame__BodyCase k)
-{
-    switch (k) {
-    case DCTX__WIRE__FRAME__BODY_CALL:
-        return "call";
-    case DCTX__WIRE__FRAME__BODY_REPLY:
-        return "reply";
-    case DCTX__WIRE__FRAME__BODY_CANCEL:
-        return "cancel";
-    case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
-        return "cancel_ack";
-    case DCTX__WIRE__FRAME__BODY_HELLO:
-        return "hello";
-    case DCTX__WIRE__FRAME__BODY_PING:
-        return "ping";
-    case DCTX__WIRE__FRAME__BODY_PONG:
-        return "pong";
-    case DCTX__WIRE__FRAME__BODY_DRAIN:
-        return "drain";
-    case DCTX__WIRE__FRAME__BODY_GOAWAY:
-        return "goaway";
-    default:
-        return "?";
-    }
-}
-
 /* May this side receive kind k? (call and cancel go to a server; reply,
  * cancel_ack and drain to a client; the rest both ways.) */
 static bool for_this_side(const struct dctx__session *s, Dctx__Wire__Frame__BodyCase k)
@@ -355,16 +329,18 @@ static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
         return false;
     }
     if (!s->hello_seen) {
-        protocol_error(s, DCTX_INVALID_ARGUMENT, "first frame is a %s, not a hello", kind_name(k));
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "first frame is a %s, not a hello",
+                       dctx__frame_kind_name(k));
         return false;
     }
     if (!for_this_side(s, k)) {
-        protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s sent to the %s", kind_name(k),
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s sent to the %s", dctx__frame_kind_name(k),
                        s->o.server ? "server" : "client");
         return false;
     }
     if (needs_call_id(k) && (!f->has_call_id || f->call_id == 0)) {
-        protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s without a call id", kind_name(k));
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "a %s without a call id",
+                       dctx__frame_kind_name(k));
         return false;
     }
     return dispatch(s, f);

@@ -8,6 +8,7 @@
  * library should not share its code.
  */
 #include "rpc_testutil.h"
+#include "frame.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -95,28 +96,9 @@ const char *rt_frame_kind(const Dctx__Wire__Frame *f)
 {
     if (f == NULL)
         return "(nothing)";
-    switch (f->body_case) {
-    case DCTX__WIRE__FRAME__BODY_CALL:
-        return "call";
-    case DCTX__WIRE__FRAME__BODY_REPLY:
-        return "reply";
-    case DCTX__WIRE__FRAME__BODY_CANCEL:
-        return "cancel";
-    case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
-        return "cancel_ack";
-    case DCTX__WIRE__FRAME__BODY_HELLO:
-        return "hello";
-    case DCTX__WIRE__FRAME__BODY_PING:
-        return "ping";
-    case DCTX__WIRE__FRAME__BODY_PONG:
-        return "pong";
-    case DCTX__WIRE__FRAME__BODY_DRAIN:
-        return "drain";
-    case DCTX__WIRE__FRAME__BODY_GOAWAY:
-        return "goaway";
-    default:
+    if (f->body_case == DCTX__WIRE__FRAME__BODY__NOT_SET)
         return "a frame of no kind";
-    }
+    return dctx__frame_kind_name(f->body_case);
 }
 
 /* ===== One end of a stream: whole frames in, whole writes out ===== */
