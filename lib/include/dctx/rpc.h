@@ -18,7 +18,9 @@
  * codes (dctx.h). URLs are nng's: ipc:///path, tcp://host:port,
  * tls+tcp://host:port, abstract://name (a Linux abstract socket), and
  * inproc://name, which is served as an abstract socket named after the
- * process and the name (nng 1.5.2 has no in-process stream).
+ * process, a random number of its own and the name (nng 1.5.2 has no
+ * in-process stream; another process could reach it only by reading the
+ * name from /proc/net/unix).
  *
  * Threads: every function is thread safe. Completion callbacks, event
  * hooks and handlers run on threads of the library or of nng, never on
