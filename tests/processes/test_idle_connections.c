@@ -11,16 +11,28 @@
  *    connection, and must be at most IDLE_KIB_MAX. The peers are plain
  *    sockets (socket(2)): their user-space cost is nil, so the growth is
  *    the server's and nng's (the kernel's socket buffers are not in
- *    VmRSS). Measured on x86_64 Linux, glibc 2.36, nng 1.5.2, a plain
- *    build: some 5 KiB per idle connection (4.9 to 5.3 over runs); the
- *    bound, IDLE_KIB_MAX, is 24 KiB: a wide margin for allocators and
- *    kernels, and still far below the connection's 64 KiB read buffer
- *    (section 8), so a server that came to touch that buffer whole, or to
- *    hold a frame block or a send batch per idle connection, fails it.
- *    Virtual memory (VmData) is printed too: the read buffer is there,
- *    reserved but untouched. The 2,000 connections must all stay up
- *    (none read from, none lost), and once the peers close, the server
- *    reaps them all and the descriptors come back to their count.
+ *    VmRSS).
+ *
+ *    Measured on x86_64 Linux 6.18, glibc 2.36, nng 1.5.2, a plain build:
+ *    7.2 to 7.3 KiB resident per idle connection. The heap has 67.2 KiB
+ *    in use per connection (glibc's mallinfo2): its 64 KiB read buffer
+ *    (section 8), of which only the pages the hellos and the allocator
+ *    touched are resident, and 3.2 KiB of structures (the server's, the
+ *    session's, nng's stream and aios). The bound, IDLE_KIB_MAX, is
+ *    32 KiB (8 pages of 4 KiB; scaled with a larger page): over 4 times
+ *    the figure, for other allocators and kernels, and still half the
+ *    read buffer, so a server that came to touch that buffer whole (67
+ *    KiB), or to keep a frame's worth per connection, fails it. The heap
+ *    in use must also stay under IDLE_HEAP_KIB_MAX, 80 KiB: one read
+ *    buffer and the structures, with room (a second 64 KiB buffer per
+ *    connection fails it). Transparent huge pages are turned off for the
+ *    process (prctl): where they are "always", the heap's 2 MiB pages
+ *    could make the read buffers resident whole, which says what the
+ *    kernel does, not what the server touches.
+ *
+ *    The 2,000 connections must all stay up (none read from, none lost),
+ *    and once the peers close, the server reaps them all and the
+ *    descriptors come back to their count.
  *
  * 2. A peer that sends half a frame and stalls holds nothing beyond its
  *    connection and is dropped after a timeout. On a server with a
@@ -28,20 +40,28 @@
  *    finish the hellos, send the 4-byte length of a 4 MiB frame (under
  *    the server's max_frame_bytes) and STALL_SENT bytes of its body, and
  *    stall. Each must be pinged and then dropped (it reads EOF) no sooner
- *    than one keepalive and within STALL_DROP_MAX_NS (it comes after
- *    about 400 to 600 ms), without counting a protocol error; and while
- *    they stalled, the process's resident memory and its virtual data
- *    (VmData) both grew by less than STALL_GROWTH_MAX_KIB (1 MiB) in all,
- *    where a server that reserved the frames from their length would take
- *    STALLED * 4 MiB = 32 MiB (VmData catches a reservation that is never
- *    touched, which VmRSS would not).
+ *    than one keepalive and within STALL_DROP_MAX_NS (measured: 600 ms, three
+ *    looks of the keepalive), without counting a protocol error; and
+ *    while they stalled, the process's resident memory and its heap in
+ *    use both grew by less than STALL_GROWTH_MAX_KIB (1 MiB) in all
+ *    (measured: some 32 KiB each, a 4 KiB block per peer), where a
+ *    server that reserved the frames from their length would take
+ *    STALLED * 4 MiB = 32 MiB. The heap catches a reservation that is
+ *    never touched, which VmRSS would not, nor VmData once test 1 has
+ *    left the allocator 130 MiB of free memory to carve it from.
  *
  * Descriptors: RLIMIT_NOFILE is raised to the hard limit (both ends of
  * every connection are in this process: 2 * 2,000 and a margin); a hard
- * limit under that skips test 1 with a message that says so. Sanitizer
- * builds open a quarter of the connections (stress_scale) and inflate
- * every allocation (redzones, quarantine, shadow): there the idle figure
- * is printed but not checked; the stall's bounds are checked everywhere.
+ * limit under that skips test 1 with a message that says so. nng closes
+ * a stream's descriptor on its own thread, after the server's close has
+ * returned: the counts after a close wait for it (5 s at most).
+ *
+ * Sanitizer builds open a quarter of the connections (stress_scale) and
+ * inflate every allocation (redzones, shadow): there the resident figure
+ * per idle connection is printed but not checked (the heap's, their
+ * allocator's count, is). The stall's bounds are checked everywhere, but
+ * its resident growth under ThreadSanitizer, whose shadow and traces grow
+ * some 2 MiB in the 600 ms.
  *
  * tcp ports come from this program's own block (31000..31999), so ctest
  * -j runs it beside the other programs.
@@ -49,6 +69,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +77,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -70,10 +92,22 @@
 #include "framing.h"
 #include "testutil.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* Sanitizer builds: SANITIZED under either, THREAD_SANITIZED under
+ * ThreadSanitizer. */
+#if defined(__SANITIZE_THREAD__)
+#define THREAD_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define THREAD_SANITIZED 1
+#endif
+#endif
+#ifndef THREAD_SANITIZED
+#define THREAD_SANITIZED 0
+#endif
+#if THREAD_SANITIZED || defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#if __has_feature(address_sanitizer)
 #define SANITIZED 1
 #endif
 #endif
@@ -87,7 +121,8 @@ enum {
     IDLE = 2000,                 /* idle connections (a quarter under sanitizers) */
     WARM = 16,                   /* connections open before the first count, kept to the end */
     FD_MARGIN = 256,             /* descriptors beyond both ends of every connection */
-    IDLE_KIB_MAX = 24,           /* the bound: resident KiB the server holds per idle connection */
+    IDLE_KIB_MAX = 32,           /* resident KiB per idle connection, at most (4 KiB pages) */
+    IDLE_HEAP_KIB_MAX = 80,      /* heap KiB in use per idle connection, at most */
     STALLED = 8,                 /* peers that stall in a frame */
     STALL_SENT = 300,            /* the bytes of its body each sends */
     STALL_GROWTH_MAX_KIB = 1024, /* the bound on the growth while they stall, all of them */
@@ -102,24 +137,60 @@ enum {
 /* ===== The process: memory and descriptors ===== */
 
 struct mem {
-    long rss_kib, data_kib; /* VmRSS, VmData */
+    long rss_kib;  /* VmRSS */
+    long heap_kib; /* bytes allocated and not freed; -1: not known here */
 };
 
+/* The value of the "name: N kB" line of status text; -1 if none. */
+static long status_kib(const char *text, const char *name)
+{
+    const char *p = strstr(text, name);
+    return p != NULL ? strtol(p + strlen(name), NULL, 10) : -1;
+}
+
+#if SANITIZED
+size_t __sanitizer_get_current_allocated_bytes(void); /* the sanitizer's allocator */
+#endif
+
+/* The heap's bytes in use, in KiB: glibc's count (mallinfo2), or the
+ * sanitizer's allocator's. Unlike VmData, it sees a block carved out of
+ * memory the process already had (test 1 leaves 130 MiB of it). */
+static long heap_kib(void)
+{
+#if SANITIZED
+    return (long)(__sanitizer_get_current_allocated_bytes() / 1024);
+#elif defined(__GLIBC__)
+#if __GLIBC_PREREQ(2, 33)
+    struct mallinfo2 mi = mallinfo2();
+    return (long)((mi.uordblks + mi.hblkhd) / 1024);
+#else
+    return -1;
+#endif
+#else
+    return -1;
+#endif
+}
+
+/* VmRSS and the heap now. Nothing here allocates (a sanitizer's
+ * quarantine would keep what it freed): the samples taken while peers
+ * stall must not grow what they measure. */
 static struct mem mem_now(void)
 {
-    struct mem m = {-1, -1};
-    FILE *f = fopen("/proc/self/status", "r");
-    assert_non_null(f);
-    char line[256];
-    while (fgets(line, sizeof line, f) != NULL) {
-        long v;
-        if (sscanf(line, "VmRSS: %ld kB", &v) == 1)
-            m.rss_kib = v;
-        else if (sscanf(line, "VmData: %ld kB", &v) == 1)
-            m.data_kib = v;
+    static char text[8192];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    size_t got = 0;
+    for (ssize_t r;
+         got < sizeof text - 1 && (r = read(fd, text + got, sizeof text - 1 - got)) != 0;) {
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r > 0);
+        got += (size_t)r;
     }
-    fclose(f);
-    assert_true(m.rss_kib >= 0 && m.data_kib >= 0);
+    close(fd);
+    text[got] = '\0';
+    struct mem m = {status_kib(text, "\nVmRSS:"), heap_kib()};
+    assert_true(m.rss_kib >= 0);
     return m;
 }
 
@@ -158,6 +229,17 @@ static bool raise_nofile(rlim_t need, rlim_t *got)
         ok_;                                                                                       \
     })
 
+/* Wait (5 s at most) for the process's descriptors to be want, and check
+ * that they are. nng 1.5.2 closes a stream's descriptor on its own reaper
+ * thread, after nng_stream_free: it may still be open when
+ * dctx_rpc_server_close returns. */
+static void fds_back_to(int want, const char *when)
+{
+    int got = 0;
+    if (!WAIT_FOR((got = open_fds()) == want, SEC(5)))
+        fail_msg("%s: %d descriptors open, %d expected", when, got, want);
+}
+
 /* ===== The server ===== */
 
 static int echo(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
@@ -174,11 +256,13 @@ static struct run {
     struct sockaddr_in sa;
     char url[64];
     int idle[IDLE], warm[WARM], stalled[STALLED];
+    int fds0; /* the descriptors before the server opened; -1: not counted */
 } run;
 
 static void reset_run(void)
 {
     memset(&run, 0, sizeof run);
+    run.fds0 = -1;
     for (int i = 0; i < IDLE; i++)
         run.idle[i] = -1;
     for (int i = 0; i < WARM; i++)
@@ -233,6 +317,14 @@ static int end_run(void **state)
     close_fds(run.warm, WARM);
     close_fds(run.stalled, STALLED);
     int rc = dctx_rpc_server_close(run.srv);
+    /* After a failure half way, the next test counts from here: nng
+     * closes what the server left on its own thread. */
+    if (run.fds0 >= 0 && !WAIT_FOR(open_fds() == run.fds0, SEC(10))) {
+        print_message("teardown: %d descriptors open 10 s after the server closed, %d before it "
+                      "opened\n",
+                      open_fds(), run.fds0);
+        rc = -1;
+    }
     reset_run();
     return rc;
 }
@@ -338,7 +430,7 @@ static void idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back(v
                       n, (unsigned long long)need, (unsigned long long)got);
         skip();
     }
-    const int fds0 = open_fds();
+    const int fds0 = run.fds0 = open_fds();
     start_server(IDLE_KEEPALIVE_NS);
     const dctx_rpc_server_stats st0 = server_stats();
     const int fds_server = open_fds();
@@ -364,19 +456,22 @@ static void idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back(v
     const struct mem m1 = mem_now();
     const int fds_open = open_fds();
 
+    const long page = sysconf(_SC_PAGESIZE);
+    const double bound = IDLE_KIB_MAX * (page > 4096 ? page / 4096.0 : 1.0);
     const double rss_per = (double)(m1.rss_kib - m0.rss_kib) / n;
-    const double data_per = (double)(m1.data_kib - m0.data_kib) / n;
+    const double heap_per = (double)(m1.heap_kib - m0.heap_kib) / n;
     print_message("%d idle connections over tcp (after %d warm ones): opened with their hellos in "
                   "%.2f s, all counted by the server after %.2f s\n",
                   n, WARM, opened / 1e9, counted / 1e9);
     print_message("  resident (VmRSS): %ld KiB before, %ld KiB after: %.1f KiB per idle "
-                  "connection (the server's and nng's: the peers are plain sockets); bound %d "
+                  "connection (the server's and nng's: the peers are plain sockets); bound %.0f "
                   "KiB%s\n",
-                  m0.rss_kib, m1.rss_kib, rss_per, IDLE_KIB_MAX,
+                  m0.rss_kib, m1.rss_kib, rss_per, bound,
                   SANITIZED ? " (not checked: a sanitizer build inflates every allocation)" : "");
-    print_message("  virtual (VmData): %ld KiB before, %ld KiB after: %.1f KiB per idle "
-                  "connection (its 64 KiB read buffer reserved, mostly untouched)\n",
-                  m0.data_kib, m1.data_kib, data_per);
+    if (m0.heap_kib >= 0)
+        print_message("  heap in use: %ld KiB before, %ld KiB after: %.1f KiB per idle connection "
+                      "(its 64 KiB read buffer, mostly untouched, and the rest); bound %d KiB\n",
+                      m0.heap_kib, m1.heap_kib, heap_per, IDLE_HEAP_KIB_MAX);
     print_message("  descriptors: %d with the server listening, %d with the connections open\n",
                   fds_server, fds_open);
 
@@ -393,10 +488,14 @@ static void idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back(v
     int ready = poll(pfd, (nfds_t)n, 0);
     assert_int_equal(ready, 0);
 
-    if (!SANITIZED && rss_per > IDLE_KIB_MAX)
+    if (!SANITIZED && rss_per > bound)
         fail_msg("an idle connection costs the server %.1f KiB of resident memory, over the "
-                 "bound of %d KiB (%d connections: %ld KiB to %ld KiB)",
-                 rss_per, IDLE_KIB_MAX, n, m0.rss_kib, m1.rss_kib);
+                 "bound of %.0f KiB (%d connections: %ld KiB to %ld KiB)",
+                 rss_per, bound, n, m0.rss_kib, m1.rss_kib);
+    if (m0.heap_kib >= 0 && heap_per > IDLE_HEAP_KIB_MAX)
+        fail_msg("an idle connection holds %.1f KiB of the heap, over the bound of %d KiB: one "
+                 "64 KiB read buffer and the connection's structures (PROTOCOL.md, section 8)",
+                 heap_per, IDLE_HEAP_KIB_MAX);
 
     /* Every peer leaves: the server sees each go and reaps it, and the
      * descriptors come back, then the server's own with its close. */
@@ -417,7 +516,7 @@ static void idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back(v
     assert_int_equal(now.bad_frames, st0.bad_frames);
     assert_int_equal(dctx_rpc_server_close(run.srv), 0);
     run.srv = NULL;
-    assert_int_equal(open_fds(), fds0);
+    fds_back_to(fds0, "the server closed");
 }
 
 /* ===== 2. Peers that stall in a frame ===== */
@@ -432,11 +531,11 @@ static struct stall {
 } stall;
 
 /* The kinds of the whole frames in a stalled peer's bytes: how many pings,
- * how many others (the first of them in *other_kind). */
-static void kinds_read(int peer, int *pings, int *others, int *other_kind)
+ * how many others (the kind of the first of them in *other_kind). */
+static void kinds_read(int peer, int *pings, int *others, const char **other_kind)
 {
     *pings = *others = 0;
-    *other_kind = 0;
+    *other_kind = "none";
     const unsigned char *p = stall.got[peer];
     size_t left = stall.got_len[peer];
     while (left >= DCTX__FRAME_HEADER_BYTES) {
@@ -448,7 +547,7 @@ static void kinds_read(int peer, int *pings, int *others, int *other_kind)
         if (f->body_case == DCTX__WIRE__FRAME__BODY_PING) {
             (*pings)++;
         } else if ((*others)++ == 0) {
-            *other_kind = (int)f->body_case;
+            *other_kind = dctx__frame_kind_name(f->body_case);
         }
         dctx__frame_free(f);
         p += DCTX__FRAME_HEADER_BYTES + len;
@@ -459,7 +558,7 @@ static void kinds_read(int peer, int *pings, int *others, int *other_kind)
 static void stalled_peer_holds_no_frame_memory_and_is_dropped_after_the_keepalive(void **state)
 {
     (void)state;
-    const int fds0 = open_fds();
+    const int fds0 = run.fds0 = open_fds();
     start_server(STALL_KEEPALIVE_NS);
     const int fds_server = open_fds();
     memset(&stall, 0, sizeof stall);
@@ -511,8 +610,8 @@ static void stalled_peer_holds_no_frame_memory_and_is_dropped_after_the_keepaliv
         struct mem m = mem_now();
         if (m.rss_kib > peak.rss_kib)
             peak.rss_kib = m.rss_kib;
-        if (m.data_kib > peak.data_kib)
-            peak.data_kib = m.data_kib;
+        if (m.heap_kib > peak.heap_kib)
+            peak.heap_kib = m.heap_kib;
     }
     const dctx_rpc_server_stats after = server_stats();
 
@@ -521,7 +620,8 @@ static void stalled_peer_holds_no_frame_memory_and_is_dropped_after_the_keepaliv
                   STALLED, STALL_FRAME_BYTES, STALL_SENT, (long long)(STALL_KEEPALIVE_NS / MS(1)),
                   (long long)(STALL_KEEPALIVE_NS / MS(1)));
     for (int i = 0; i < STALLED; i++) {
-        int pings, others, kind;
+        int pings, others;
+        const char *kind;
         kinds_read(i, &pings, &others, &kind);
         if (stall.ended_ns[i] < 0)
             print_message("  peer %d: %d pings, still connected after %lld ms\n", i, pings,
@@ -532,11 +632,12 @@ static void stalled_peer_holds_no_frame_memory_and_is_dropped_after_the_keepaliv
                           stall.end_errno[i] == 0 ? "EOF" : strerror(stall.end_errno[i]),
                           (long long)(stall.ended_ns[i] / MS(1)));
     }
-    print_message("  growth while they stalled, at its peak: resident %ld KiB (%ld to %ld), "
-                  "virtual data %ld KiB (%ld to %ld); bound %d KiB each, where the frames "
+    print_message("  growth while they stalled, at its peak: resident %ld KiB (%ld to %ld)%s, "
+                  "heap in use %ld KiB (%ld to %ld); bound %d KiB in all, where the frames "
                   "reserved from their length would take %u KiB\n",
-                  peak.rss_kib - m0.rss_kib, m0.rss_kib, peak.rss_kib, peak.data_kib - m0.data_kib,
-                  m0.data_kib, peak.data_kib, STALL_GROWTH_MAX_KIB,
+                  peak.rss_kib - m0.rss_kib, m0.rss_kib, peak.rss_kib,
+                  THREAD_SANITIZED ? " (not checked under ThreadSanitizer)" : "",
+                  peak.heap_kib - m0.heap_kib, m0.heap_kib, peak.heap_kib, STALL_GROWTH_MAX_KIB,
                   STALLED * (STALL_FRAME_BYTES / 1024));
     print_message("  server: +%llu peers lost, +%llu bad frames\n",
                   (unsigned long long)(after.peers_lost - before.peers_lost),
@@ -546,7 +647,8 @@ static void stalled_peer_holds_no_frame_memory_and_is_dropped_after_the_keepaliv
      * one interval (the 4 MiB length is within the server's limit, no
      * protocol error), within the bound; a clean close, read as EOF. */
     for (int i = 0; i < STALLED; i++) {
-        int pings, others, kind;
+        int pings, others;
+        const char *kind;
         kinds_read(i, &pings, &others, &kind);
         if (stall.ended_ns[i] < 0)
             fail_msg("stalled peer %d still connected %lld ms after it stalled", i,
@@ -555,42 +657,58 @@ static void stalled_peer_holds_no_frame_memory_and_is_dropped_after_the_keepaliv
             fail_msg("stalled peer %d: %s, not EOF", i, strerror(stall.end_errno[i]));
         assert_true(stall.ended_ns[i] >= STALL_KEEPALIVE_NS);
         if (pings < 1 || others > 0)
-            fail_msg("stalled peer %d read %d pings and %d other frames (the first of kind %d) "
+            fail_msg("stalled peer %d read %d pings and %d other frames (the first a %s) "
                      "before its end: one ping or more, nothing else, expected",
                      i, pings, others, kind);
     }
     assert_int_equal(after.bad_frames, before.bad_frames);
     assert_true(WAIT_FOR(server_stats().peers_lost - before.peers_lost == STALLED, SEC(5)));
-    if (peak.rss_kib - m0.rss_kib >= STALL_GROWTH_MAX_KIB ||
-        peak.data_kib - m0.data_kib >= STALL_GROWTH_MAX_KIB)
+    /* ThreadSanitizer's shadow and traces grow with the time threads run
+     * (some 2 MiB resident in these 600 ms): there the heap, which a
+     * reservation would show, is checked, not the resident memory. */
+    const long rss_growth = peak.rss_kib - m0.rss_kib, heap_growth = peak.heap_kib - m0.heap_kib;
+    if ((!THREAD_SANITIZED && rss_growth >= STALL_GROWTH_MAX_KIB) ||
+        heap_growth >= STALL_GROWTH_MAX_KIB)
         fail_msg("%d peers stalled in a %u-byte frame after %d bytes of it grew the process by "
-                 "%ld KiB resident and %ld KiB of virtual data: the bound is %d KiB",
-                 STALLED, STALL_FRAME_BYTES, STALL_SENT, peak.rss_kib - m0.rss_kib,
-                 peak.data_kib - m0.data_kib, STALL_GROWTH_MAX_KIB);
+                 "%ld KiB resident and its heap by %ld KiB: the bound is %d KiB",
+                 STALLED, STALL_FRAME_BYTES, STALL_SENT, rss_growth, heap_growth,
+                 STALL_GROWTH_MAX_KIB);
 
     /* Descriptors: the server's ends were closed with the drops; ours
      * now, then the server. */
     close_fds(run.stalled, STALLED);
-    assert_true(WAIT_FOR(open_fds() == fds_server, SEC(5)));
+    fds_back_to(fds_server, "the peers closed");
     assert_int_equal(dctx_rpc_server_close(run.srv), 0);
     run.srv = NULL;
-    assert_int_equal(open_fds(), fds0);
+    fds_back_to(fds0, "the server closed");
 }
 
-/* Open, listen and close a server once: what nng makes on first use and
- * keeps (its poller's descriptors) is made before any count. */
+/* Open, listen, connect and close a server once: what nng makes on first
+ * use and keeps (its poller's descriptors) is made before any count, and
+ * the warm-up's own descriptors are gone (but the listener's, all closed
+ * on nng's reaper thread) before the first. */
 static int warm_up(void **state)
 {
     (void)state;
     reset_run();
     start_server(IDLE_KEEPALIVE_NS);
+    const int listening = open_fds();
     run.warm[0] = peer_open();
-    return end_run(NULL);
+    int rc = end_run(NULL);
+    if (!WAIT_FOR(open_fds() == listening - 1, SEC(5))) {
+        print_message("warm-up: %d descriptors open 5 s after its server closed, %d expected\n",
+                      open_fds(), listening - 1);
+        return -1;
+    }
+    return rc;
 }
 
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
+    /* Base pages only: what the server touches, not the kernel's huge
+     * pages over a heap it barely touches. */
+    (void)prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
     pack_hello();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
