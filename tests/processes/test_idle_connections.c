@@ -395,6 +395,10 @@ static int peer_open(void)
     struct timeval tv = {.tv_sec = WAIT_MS / 1000};
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+    /* From 127.0.0.2: the 2,000 local ports the peers take are then not
+     * 127.0.0.1's, where other tests (ctest -j) listen on fixed ports. */
+    struct sockaddr_in src = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1)};
+    assert_int_equal(bind(fd, (const struct sockaddr *)&src, sizeof src), 0);
     if (connect(fd, (const struct sockaddr *)&run.sa, sizeof run.sa) != 0) {
         int err = errno;
         close(fd);
