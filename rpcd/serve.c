@@ -280,6 +280,9 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
     o.name = a->name;
     o.keepalive_ns = a->keepalive.interval_ns;
     o.keepalive_timeout_ns = a->keepalive.timeout_ns;
+    /* Callers may ping as often as this server pings them. */
+    if (a->keepalive.interval_ns > 0 && a->keepalive.interval_ns < o.keepalive_min_interval_ns)
+        o.keepalive_min_interval_ns = a->keepalive.interval_ns;
     o.on_event = on_event;
     int rc = dctx_rpc_server_open(&o, &r->server);
     if (rc == 0)

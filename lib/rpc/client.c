@@ -100,6 +100,10 @@ struct dctx_rpc_channel {
     atomic_int in_flight;
     atomic_bool closing; /* set once, under mu */
     atomic_uint_fast64_t calls, not_sent_budget, cancels_pushed, bad_frames;
+    /* The keepalive interval new connections use: the option's, doubled
+     * each time a server says the pings come too often (as gRPC's clients
+     * do), so a channel set below a server's minimum does not flap. */
+    atomic_int keepalive_ms;
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
@@ -425,6 +429,15 @@ static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f
         on_reply(owner, f);
     } else if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK) {
         on_cancel_ack(owner, f);
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_GOAWAY) {
+        const Dctx__Wire__GoAway *g = f->goaway;
+        struct conn *c = owner;
+        if (g->has_code && g->code == DCTX_RESOURCE_EXHAUSTED && g->message != NULL &&
+            strncmp(g->message, "too many pings", 14) == 0) {
+            int ms = atomic_load_explicit(&c->ch->keepalive_ms, memory_order_relaxed);
+            if (ms > 0 && ms < INT32_MAX / 2)
+                atomic_store_explicit(&c->ch->keepalive_ms, ms * 2, memory_order_relaxed);
+        }
     } else if (f->body_case == DCTX__WIRE__FRAME__BODY_DRAIN) {
         struct conn *c = owner;
         pthread_mutex_lock(&c->ch->mu);
@@ -567,7 +580,7 @@ static void dialed(void *owner, nng_stream *st)
     struct dctx__session_options so = {
         .server = false,
         .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
-        .keepalive_ms = dctx__ns_to_ms(ch->opts.keepalive_ns),
+        .keepalive_ms = atomic_load_explicit(&ch->keepalive_ms, memory_order_relaxed),
         .ping_timeout_ms = dctx__ns_to_ms(ch->opts.keepalive_timeout_ns),
         .on_ready = conn_ready,
         .on_frame = got_frame,
@@ -642,6 +655,7 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     pthread_mutex_init(&ch->mu, NULL);
     dctx__cond_init_monotonic(&ch->cv);
     dctx__call_map_init(&ch->ids);
+    atomic_init(&ch->keepalive_ms, dctx__ns_to_ms(ch->opts.keepalive_ns));
     snprintf(ch->last_error, sizeof ch->last_error, "not connected yet");
     /* Redial quickly: a next hop that restarts should be back in ms. The
      * longest back-off is half the time a call waits for a connection, so

@@ -158,6 +158,31 @@ static void caller_pinging_too_often_is_closed(void **state)
     rt_raw_close(r);
 }
 
+/* A channel whose keepalive is below the server's minimum is told "too
+ * many pings" and doubles its interval for its next connection, until the
+ * server is content: the GoAways stop, and calls go through. */
+static void channel_told_too_many_pings_slows_down(void **state)
+{
+    (void)state;
+    dctx_rpc_server_options so = rt_server_options(1);
+    so.keepalive_min_interval_ns = MS(200);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_IPC, &so, "/it.Echo/Echo", rt_echo_handler, NULL, url);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    /* A ping every interval + timeout: 70, 90, 130 ms apart, too often;
+     * then 210 ms, fine. */
+    co.keepalive_ns = MS(20);
+    co.keepalive_timeout_ns = MS(50);
+    dctx_rpc_channel *ch = rt_channel_open(url, &co);
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", "x", 1, NULL), DCTX_OK);
+    assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames >= 3, SEC(10)));
+    uint64_t told = rt_server_stats(srv).bad_frames;
+    rt_sleep(MS(1500)); /* some seven pings, each far enough apart */
+    assert_int_equal(rt_server_stats(srv).bad_frames, told);
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", "x", 1, NULL), DCTX_OK);
+}
+
 static void server_killed_mid_call_fails_the_call_unavailable_at_once(void **state)
 {
     (void)state;
@@ -770,6 +795,7 @@ int main(int argc, char **argv)
         RT_TEST(server_that_stops_answering_is_found_by_keepalive),
         RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
         RT_TEST(caller_pinging_too_often_is_closed),
+        RT_TEST(channel_told_too_many_pings_slows_down),
         RT_TEST(call_runs_at_most_once_when_its_connection_drops_and_returns),
         RT_TEST(replayed_call_is_refused_and_runs_once),
         RT_TEST(call_whose_id_is_in_flight_ends_its_connection_only),

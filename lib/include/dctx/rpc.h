@@ -178,7 +178,8 @@ typedef struct dctx_rpc_channel_options {
      * DCTX_RPC_DEFAULT_KEEPALIVE_TIMEOUT_NS. keepalive_ns 0 turns it off
      * (such a server is then found only by each call's deadline);
      * keepalive_timeout_ns 0 means keepalive_ns. A server refuses pings
-     * that come more often than its keepalive_min_interval_ns. */
+     * that come more often than its keepalive_min_interval_ns: told so,
+     * the channel doubles its interval for its next connections. */
     int64_t keepalive_ns, keepalive_timeout_ns;
     /* tls+tcp: a CA file to verify the server with, and the name it must
      * bear. NULL: the system's defaults. */
