@@ -16,7 +16,12 @@
  *
  * Options of the client modes: --reserve-us R sets the channels' reply
  * reserve (dctx_wire_policy.reserve_ns; default: the library's,
- * DCTX_RPC_DEFAULT_RESERVE_NS).
+ * DCTX_RPC_DEFAULT_RESERVE_NS). --keepalive D (server and client modes:
+ * the servers and channels they open) sets keepalive_ns: D is 0 (off) or a
+ * number with ms or s, e.g. 100ms, 10s; default: the library's,
+ * DCTX_RPC_DEFAULT_KEEPALIVE_NS. A server given an interval shorter than
+ * the library's keepalive_min_interval_ns takes the interval as that too,
+ * so that callers pinging as often as itself are not refused.
  *
  * Output: one line per figure, "NAME key=value ..." (times in us), and
  * comments starting with '#'. bench/README.md describes them.
@@ -104,13 +109,14 @@ static long proc_status_kb(const char *path, const char *field)
 
 /* Options shared by the modes (set from the command line). */
 struct opts {
-    const char *next;   /* server: the next hop */
-    const char *name;   /* server: its name in logs */
-    const char *admin;  /* server: a second server for Stats; inflight: where it is */
-    int64_t delay_ns;   /* cancel: between starting the call and canceling it */
-    int64_t reserve_ns; /* channels: dctx_wire_policy.reserve_ns; < 0: the library's */
-    int max_in_flight;  /* server: 0 for the library's default */
-    bool trace;         /* server: time cancel frames with the event hooks */
+    const char *next;     /* server: the next hop */
+    const char *name;     /* server: its name in logs */
+    const char *admin;    /* server: a second server for Stats; inflight: where it is */
+    int64_t delay_ns;     /* cancel: between starting the call and canceling it */
+    int64_t reserve_ns;   /* channels: dctx_wire_policy.reserve_ns; < 0: the library's */
+    int64_t keepalive_ns; /* servers and channels: keepalive_ns; < 0: the library's */
+    int max_in_flight;    /* server: 0 for the library's default */
+    bool trace;           /* server: time cancel frames with the event hooks */
 };
 
 static dctx_rpc_channel *open_channel_ev(const char *url, const struct opts *o,
@@ -120,6 +126,8 @@ static dctx_rpc_channel *open_channel_ev(const char *url, const struct opts *o,
     dctx_rpc_channel_options_init(&co);
     if (o->reserve_ns >= 0)
         co.policy.reserve_ns = o->reserve_ns;
+    if (o->keepalive_ns >= 0)
+        co.keepalive_ns = o->keepalive_ns;
     co.on_event = on_event;
     co.event_arg = event_arg;
     dctx_rpc_channel *ch = NULL;
@@ -362,6 +370,16 @@ static void on_next_event(void *arg, const dctx_rpc_event *ev)
         atomic_store(&((struct bsrv *)arg)->cancel_tx_ns, dctx_now() - ev->elapsed_ns);
 }
 
+/* --keepalive on a server's options (see the header comment). */
+static void server_keepalive(dctx_rpc_server_options *so, const struct opts *o)
+{
+    if (o->keepalive_ns < 0)
+        return;
+    so->keepalive_ns = o->keepalive_ns;
+    if (o->keepalive_ns > 0 && o->keepalive_ns < so->keepalive_min_interval_ns)
+        so->keepalive_min_interval_ns = o->keepalive_ns;
+}
+
 static struct bsrv *bsrv_start(const char *url, int workers, const struct opts *o)
 {
     struct bsrv *b = calloc(1, sizeof *b);
@@ -383,6 +401,7 @@ static struct bsrv *bsrv_start(const char *url, int workers, const struct opts *
         so.workers = workers;
     if (o->max_in_flight > 0)
         so.max_in_flight = o->max_in_flight;
+    server_keepalive(&so, o);
     if (o->trace) {
         so.on_event = on_server_event;
         so.event_arg = b;
@@ -401,6 +420,7 @@ static struct bsrv *bsrv_start(const char *url, int workers, const struct opts *
         dctx_rpc_server_options ao;
         dctx_rpc_server_options_init(&ao);
         ao.workers = 1;
+        server_keepalive(&ao, o);
         must(dctx_rpc_server_open(&ao, &b->admin), "dctx_rpc_server_open (admin)");
         must(dctx_rpc_server_register(b->admin, M_STATS, h_stats, b), "register Stats");
         if (dctx_rpc_server_listen(b->admin, o->admin) != 0)
@@ -954,7 +974,7 @@ static int run_smoke(void)
     snprintf(url_a, sizeof url_a, "ipc:///tmp/rpc_bench_smoke_%d_a.ipc", (int)getpid());
     snprintf(url_b, sizeof url_b, "ipc:///tmp/rpc_bench_smoke_%d_b.ipc", (int)getpid());
     snprintf(url_c, sizeof url_c, "ipc:///tmp/rpc_bench_smoke_%d_c.ipc", (int)getpid());
-    struct opts o = {.delay_ns = 2 * MS_NS, .reserve_ns = -1, .trace = true};
+    struct opts o = {.delay_ns = 2 * MS_NS, .reserve_ns = -1, .keepalive_ns = -1, .trace = true};
     struct opts oc = o, ob = o, oa = o;
     oc.name = "C";
     oc.admin = url_admin;
@@ -995,6 +1015,9 @@ static void usage(FILE *to)
         "       rpc_bench inflight URL N --admin URL\n"
         "       rpc_bench smoke\n"
         "client options: --reserve-us R  the channels' reply reserve (default 500, the library's)\n"
+        "server and client modes: --keepalive D  the keepalive interval of the servers and\n"
+        "                         channels they open: 0 (off), or e.g. 100ms, 10s\n"
+        "                         (default 10s, the library's)\n"
         "bench/README.md describes every mode and output line.\n",
         to);
 }
@@ -1004,9 +1027,26 @@ static double num_arg(const char *s, double lo, double hi, const char *what)
     return samples_num_arg("rpc_bench", s, lo, hi, what, usage);
 }
 
+/* A duration in ns: "0", or a number with ms or s (e.g. 100ms, 10s), 1 ms to 1 h. */
+static int64_t dur_arg(const char *s, const char *what)
+{
+    if (strcmp(s, "0") == 0)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    double ns = v * (strcmp(end, "ms") == 0 ? 1e6 : strcmp(end, "s") == 0 ? 1e9 : 0);
+    if (end == s || errno != 0 || !(ns >= 1e6 && ns <= 3600e9)) {
+        fprintf(stderr, "rpc_bench: bad %s \"%s\" (0, or e.g. 100ms, 10s)\n", what, s);
+        usage(stderr);
+        exit(2);
+    }
+    return (int64_t)ns;
+}
+
 int main(int argc, char **argv)
 {
-    struct opts o = {.delay_ns = 5 * MS_NS, .reserve_ns = -1};
+    struct opts o = {.delay_ns = 5 * MS_NS, .reserve_ns = -1, .keepalive_ns = -1};
     const char *pos[8];
     int npos = 0;
     for (int i = 1; i < argc; i++) {
@@ -1043,6 +1083,8 @@ int main(int argc, char **argv)
             o.delay_ns = (int64_t)(num_arg(v, 0, 10000, "--delay-ms") * 1e6);
         else if (strcmp(a, "--reserve-us") == 0)
             o.reserve_ns = (int64_t)(num_arg(v, 0, 1e9, "--reserve-us") * 1e3);
+        else if (strcmp(a, "--keepalive") == 0)
+            o.keepalive_ns = dur_arg(v, "--keepalive");
         else if (strcmp(a, "--max-inflight") == 0)
             o.max_in_flight = (int)num_arg(v, 1, 1e7, "--max-inflight");
         else {
