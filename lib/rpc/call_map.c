@@ -124,16 +124,14 @@ void *dctx__call_map_remove(struct dctx__call_map *m, uint32_t id)
     return call;
 }
 
-size_t dctx__call_map_take_all(struct dctx__call_map *m, void **out)
+size_t dctx__call_map_clear(struct dctx__call_map *m, void (*fn)(void *call, void *arg), void *arg)
 {
     size_t n = 0;
-    for (size_t i = 0; i < m->capacity; i++) {
+    for (size_t i = 0; i < m->capacity; i++)
         if (m->slots[i].id != 0) {
-            out[n++] = m->slots[i].call;
-            m->slots[i].id = 0;
-            m->slots[i].call = NULL;
+            fn(m->slots[i].call, arg);
+            n++;
         }
-    }
-    m->count = 0;
+    dctx__call_map_fini(m);
     return n;
 }

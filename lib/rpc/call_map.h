@@ -47,8 +47,9 @@ void *dctx__call_map_find(const struct dctx__call_map *m, uint32_t id);
 /* dctx__call_map_remove unmaps id and returns its call, or NULL. */
 void *dctx__call_map_remove(struct dctx__call_map *m, uint32_t id);
 
-/* dctx__call_map_take_all moves every call into out (room for m->count)
- * and empties the map; returns how many. */
-size_t dctx__call_map_take_all(struct dctx__call_map *m, void **out);
+/* dctx__call_map_clear hands every call to fn(call, arg), once each, and
+ * empties the map (its table is freed); returns how many. fn must not use
+ * the map. */
+size_t dctx__call_map_clear(struct dctx__call_map *m, void (*fn)(void *call, void *arg), void *arg);
 
 #endif /* DCTX_RPC_CALL_MAP_H */

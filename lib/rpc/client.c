@@ -319,11 +319,10 @@ static void finish(dctx_rpc_handle *call)
     }
     if (call->done != NULL)
         call->done(call->done_arg, &call->result);
-    pthread_mutex_lock(&call->mu);
-    dctx *ctx = call->ctx;
+    /* No lock: past finishing, nobody reads ctx (context_done and
+     * dctx_rpc_handle_cancel_outcome look at finishing first). */
+    dctx_release(call->ctx);
     call->ctx = NULL;
-    pthread_mutex_unlock(&call->mu);
-    dctx_release(ctx);
     set_word(&call->ended, &call->sleepers, 1);
     in_flight_leave(ch);
     call_unref(call);
@@ -432,12 +431,9 @@ static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f
     } else if (f->body_case == DCTX__WIRE__FRAME__BODY_GOAWAY) {
         const Dctx__Wire__GoAway *g = f->goaway;
         struct conn *c = owner;
-        if (g->has_code && g->code == DCTX_RESOURCE_EXHAUSTED && g->message != NULL &&
-            strncmp(g->message, "too many pings", 14) == 0) {
-            int ms = atomic_load_explicit(&c->ch->keepalive_ms, memory_order_relaxed);
-            if (ms > 0 && ms < INT32_MAX / 2)
-                atomic_store_explicit(&c->ch->keepalive_ms, ms * 2, memory_order_relaxed);
-        }
+        int ms = atomic_load_explicit(&c->ch->keepalive_ms, memory_order_relaxed);
+        if (g->has_min_ping_interval_ms && ms > 0 && ms < INT32_MAX / 2) /* pinged too often */
+            atomic_store_explicit(&c->ch->keepalive_ms, ms * 2, memory_order_relaxed);
     } else if (f->body_case == DCTX__WIRE__FRAME__BODY_DRAIN) {
         struct conn *c = owner;
         pthread_mutex_lock(&c->ch->mu);
@@ -487,32 +483,39 @@ static void conn_close_deferred(void *arg)
     conn_free(c);
 }
 
+/* What take_calls does to each call, and the list it builds. */
+struct taking {
+    int code;
+    const char *msg;
+    dctx_rpc_handle *list;
+};
+
+static void take_one(void *p, void *arg)
+{
+    dctx_rpc_handle *call = p;
+    struct taking *t = arg;
+    call->in_map = false;
+    call->replied = true;
+    call->gone_ack_due = call->ack_due;
+    call->ack_due = false;
+    call->gone_decided = false;
+    if (!call->decided) {
+        dctx_rpc_result res;
+        dctx__result_set(&res, t->code, t->msg, NULL, 0);
+        call->gone_decided = decide(call, &res);
+    }
+    call->gone_next = t->list;
+    t->list = call;
+}
+
 /* Take every call out of the map, deciding those still waiting with code
  * and msg; ch->mu held. Returns them as a list (gone_next), each with the
  * map's reference, for settle_calls. */
 static dctx_rpc_handle *take_calls(dctx_rpc_channel *ch, int code, const char *msg)
 {
-    dctx_rpc_handle *list = NULL;
-    struct dctx__call_map *m = &ch->ids;
-    for (size_t i = 0; i < m->capacity; i++) {
-        if (m->slots[i].id == 0)
-            continue;
-        dctx_rpc_handle *call = m->slots[i].call;
-        call->in_map = false;
-        call->replied = true;
-        call->gone_ack_due = call->ack_due;
-        call->ack_due = false;
-        call->gone_decided = false;
-        if (!call->decided) {
-            dctx_rpc_result res;
-            dctx__result_set(&res, code, msg, NULL, 0);
-            call->gone_decided = decide(call, &res);
-        }
-        call->gone_next = list;
-        list = call;
-    }
-    dctx__call_map_fini(m);
-    return list;
+    struct taking t = {.code = code, .msg = msg, .list = NULL};
+    dctx__call_map_clear(&ch->ids, take_one, &t);
+    return t.list;
 }
 
 /* Conclude what take_calls decided, settle cancels left unanswered, and

@@ -32,7 +32,7 @@ struct dctx__dialer {
     enum state state;   /* protected by mu */
     int64_t backoff_ns; /* the next wait after a failure; protected by mu */
     bool closing;       /* protected by mu */
-    atomic_uint_fast64_t dials, failures;
+    atomic_uint_fast64_t dials;
 };
 
 static void start_dial(struct dctx__dialer *d)
@@ -68,7 +68,6 @@ static void dialed(void *arg)
         d->o.on_stream(d->o.owner, nng_aio_get_output(d->dial, 0));
         return;
     }
-    atomic_fetch_add_explicit(&d->failures, 1, memory_order_relaxed);
     int64_t ns = d->backoff_ns;
     d->backoff_ns = ns * 2 < d->o.backoff_max_ns ? ns * 2 : d->o.backoff_max_ns;
     wait_then_dial(d, ns);
@@ -168,11 +167,6 @@ int dctx__dialer_open(const char *url, const struct dctx__dialer_options *o,
 uint64_t dctx__dialer_dials(const struct dctx__dialer *d)
 {
     return atomic_load_explicit(&((struct dctx__dialer *)d)->dials, memory_order_relaxed);
-}
-
-uint64_t dctx__dialer_failures(const struct dctx__dialer *d)
-{
-    return atomic_load_explicit(&((struct dctx__dialer *)d)->failures, memory_order_relaxed);
 }
 
 /* nng's part of the close. Not inlined, and not ended by a tail call, so

@@ -49,9 +49,8 @@ int dctx__dialer_open(const char *url, const struct dctx__dialer_options *o,
  * included; nothing while a dial is under way. */
 void dctx__dialer_redial(struct dctx__dialer *d, bool worked);
 
-/* Dials made, and those that failed. */
+/* Dials made (the owner's on_fail sees those that failed). */
 uint64_t dctx__dialer_dials(const struct dctx__dialer *d);
-uint64_t dctx__dialer_failures(const struct dctx__dialer *d);
 
 /* dctx__dialer_close stops dialing and waits for its callbacks. Not from
  * an nng callback. NULL is fine. */

@@ -1,6 +1,6 @@
 /*
  * nng_status.c - nng's errors as dctx status codes, one map for every
- * caller (rpc.h, "Errors"), and durations in nng's milliseconds.
+ * caller (rpc.h, "Errors"), and duration options in milliseconds.
  */
 #include <stdint.h>
 
@@ -45,17 +45,6 @@ int dctx__status_from_nng(int e)
     default:
         return DCTX_INTERNAL;
     }
-}
-
-nng_duration dctx__ms_until(int64_t deadline_ns, int64_t now_ns)
-{
-    if (deadline_ns == DCTX_DEADLINE_NONE)
-        return NNG_DURATION_INFINITE;
-    int64_t left = deadline_ns - now_ns;
-    if (left <= 0)
-        return 1; /* NNG_DURATION_ZERO means "poll"; one ms is the least wait */
-    int64_t ms = (left + 999999) / 1000000;
-    return ms > INT32_MAX ? INT32_MAX : (nng_duration)ms;
 }
 
 int32_t dctx__ns_to_ms(int64_t ns)

@@ -43,10 +43,6 @@ int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_r
  * authentication UNAUTHENTICATED; ECANCELED CANCELLED; the rest INTERNAL. */
 int dctx__status_from_nng(int nng_err);
 
-/* Relative aio timeout (nng's ms) until an absolute deadline, rounded up;
- * NNG_DURATION_INFINITE for DCTX_DEADLINE_NONE. */
-nng_duration dctx__ms_until(int64_t deadline_ns, int64_t now_ns);
-
 /* A duration option in ms, rounded up and capped; 0 for 0 or less. */
 int32_t dctx__ns_to_ms(int64_t ns);
 

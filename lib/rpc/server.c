@@ -588,18 +588,23 @@ static void admit(dctx_rpc_server *srv, struct server_call *call)
     pthread_mutex_unlock(&srv->mu);
 }
 
-/* Is id free on c for a new call? A protocol error if it is in flight. */
-static bool id_free(struct conn *c, uint32_t id)
+/* Enter call under id on c, in one look at the map: an id in flight is a
+ * protocol error (the session ends; false), no memory a refusal (false).
+ * The entry goes with the call's reply (send_reply). */
+static bool take_id(struct conn *c, uint32_t id, struct server_call *call)
 {
     pthread_mutex_lock(&c->mu);
-    bool taken = dctx__call_map_find(&c->ids, id) != NULL;
+    int rc = dctx__call_map_insert(&c->ids, id, call);
     pthread_mutex_unlock(&c->mu);
-    if (taken) {
+    if (rc == DCTX_ALREADY_EXISTS) {
         char why[64];
         snprintf(why, sizeof why, "call id %u is already in flight", id);
         dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, why);
+    } else if (rc != 0) {
+        count(&c->srv->calls);
+        refuse(c, id, NULL, DCTX_RESOURCE_EXHAUSTED, "out of memory");
     }
-    return !taken;
+    return rc == 0;
 }
 
 /* A Call frame. f is ours. */
@@ -607,7 +612,17 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
 {
     dctx_rpc_server *srv = c->srv;
     uint32_t id = f->call_id;
-    if (!id_free(c, id)) { /* a protocol error, not a call: it gets no reply */
+    /* Made first, so that one look at the map both checks the id and
+     * enters the call; until admitted it is only this thread's. */
+    struct server_call *call = calloc(1, sizeof *call);
+    if (call == NULL) {
+        count(&srv->calls);
+        refuse(c, id, NULL, DCTX_RESOURCE_EXHAUSTED, "out of memory");
+        dctx__frame_free(f);
+        return;
+    }
+    if (!take_id(c, id, call)) { /* a protocol error is not a call: no reply */
+        free(call);
         dctx__frame_free(f);
         return;
     }
@@ -629,12 +644,14 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
                "call without a valid method name (UTF-8 without NUL, \"/...\", at most %d "
                "bytes) or context",
                DCTX_WIRE_METHOD_BYTES_MAX);
+        free(call);
         dctx__frame_free(f);
         return;
     }
     const struct method *m = find_method(srv, name);
     if (m == NULL) {
         refuse(c, id, name, DCTX_UNIMPLEMENTED, "unknown method %s", name);
+        free(call);
         dctx__frame_free(f);
         return;
     }
@@ -652,17 +669,19 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
                              .message = "malformed traceparent dropped"};
         emit(srv, &ev);
     }
-    struct server_call *call = rc == 0 ? calloc(1, sizeof *call) : NULL;
-    if (call != NULL && !conn_tryref(c)) { /* the connection is over: nobody to answer */
+    if (rc != 0) {
+        if (rc == DCTX_INVALID_ARGUMENT)
+            count(&srv->bad_frames);
+        refuse(c, id, name, rc, "%s", err);
         free(call);
-        dctx_release(ctx);
         dctx__frame_free(f);
         return;
     }
-    if (call == NULL) {
-        if (rc == DCTX_INVALID_ARGUMENT)
-            count(&srv->bad_frames);
-        refuse(c, id, name, rc ? rc : DCTX_RESOURCE_EXHAUSTED, "%s", rc ? err : "out of memory");
+    if (!conn_tryref(c)) { /* the connection is over: nobody to answer */
+        pthread_mutex_lock(&c->mu);
+        dctx__call_map_remove(&c->ids, id);
+        pthread_mutex_unlock(&c->mu);
+        free(call);
         dctx_release(ctx);
         dctx__frame_free(f);
         return;
@@ -677,14 +696,6 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     call->frame = f;
     atomic_init(&call->state, QUEUED);
     call->received_ns = dctx_now();
-    pthread_mutex_lock(&c->mu);
-    rc = dctx__call_map_insert(&c->ids, id, call);
-    pthread_mutex_unlock(&c->mu);
-    if (rc != 0) {
-        refuse(c, id, m->name, DCTX_RESOURCE_EXHAUSTED, "out of memory");
-        call_unref(call);
-        return;
-    }
     admit(srv, call);
 }
 

@@ -160,6 +160,19 @@ static void end(struct dctx__session *s, int code, const char *why)
 static void protocol_error(struct dctx__session *s, int code, const char *fmt, ...)
     DCTX_PRINTF(3, 4);
 
+/* Send g (best effort: the peer may be gone), count a bad frame, end. */
+static void goaway_and_end(struct dctx__session *s, Dctx__Wire__GoAway *g)
+{
+    atomic_fetch_add_explicit(&s->bad_frames, 1, memory_order_relaxed);
+    if (!atomic_load(&s->ended)) {
+        Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+        f.body_case = DCTX__WIRE__FRAME__BODY_GOAWAY;
+        f.goaway = g;
+        (void)send_frame(s, &f);
+    }
+    end(s, (int)g->code, g->message);
+}
+
 static void protocol_error(struct dctx__session *s, int code, const char *fmt, ...)
 {
     char why[192];
@@ -167,18 +180,11 @@ static void protocol_error(struct dctx__session *s, int code, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    atomic_fetch_add_explicit(&s->bad_frames, 1, memory_order_relaxed);
-    if (!atomic_load(&s->ended)) {
-        Dctx__Wire__GoAway g = DCTX__WIRE__GO_AWAY__INIT;
-        g.has_code = 1;
-        g.code = (uint32_t)code;
-        g.message = why;
-        Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-        f.body_case = DCTX__WIRE__FRAME__BODY_GOAWAY;
-        f.goaway = &g;
-        (void)send_frame(s, &f); /* best effort: the peer may be gone */
-    }
-    end(s, code, why);
+    Dctx__Wire__GoAway g = DCTX__WIRE__GO_AWAY__INIT;
+    g.has_code = 1;
+    g.code = (uint32_t)code;
+    g.message = why;
+    goaway_and_end(s, &g);
 }
 
 void dctx__session_fail(struct dctx__session *s, int code, const char *why)
@@ -270,6 +276,20 @@ static void answer_ping(struct dctx__session *s, const Dctx__Wire__Ping *p)
     (void)send_frame(s, &f); /* a full queue: the peer is not reading, and will time out */
 }
 
+/* The peer pinged too often: a GoAway that says how often it may. */
+static void refuse_pings(struct dctx__session *s)
+{
+    char why[64];
+    snprintf(why, sizeof why, "too many pings (at most one per %d ms)", s->o.min_ping_interval_ms);
+    Dctx__Wire__GoAway g = DCTX__WIRE__GO_AWAY__INIT;
+    g.has_code = 1;
+    g.code = DCTX_RESOURCE_EXHAUSTED;
+    g.message = why;
+    g.has_min_ping_interval_ms = 1;
+    g.min_ping_interval_ms = (uint32_t)s->o.min_ping_interval_ms;
+    goaway_and_end(s, &g);
+}
+
 /* A ping less than min_ping_interval_ms after the one before is a strike;
  * the third is one too many (gRPC's enforcement policy does the same). */
 static bool too_many_pings(struct dctx__session *s)
@@ -291,8 +311,7 @@ static bool dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
     switch (f->body_case) {
     case DCTX__WIRE__FRAME__BODY_PING:
         if (too_many_pings(s))
-            protocol_error(s, DCTX_RESOURCE_EXHAUSTED, "too many pings (at most one per %d ms)",
-                           s->o.min_ping_interval_ms);
+            refuse_pings(s);
         else
             answer_ping(s, f->ping);
         return false;

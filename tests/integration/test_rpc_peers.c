@@ -131,6 +131,7 @@ static void caller_pinging_too_often_is_closed(void **state)
     f.body_case = DCTX__WIRE__FRAME__BODY_PING;
     f.ping = &ping;
     int pongs = 0, goaway = -1;
+    int64_t min_ms = -1;
     char why[DCTX_WIRE_MESSAGE_BYTES_MAX + 1] = "";
     for (int i = 0; i < 5; i++) {
         ping.data = (uint64_t)i;
@@ -147,13 +148,17 @@ static void caller_pinging_too_often_is_closed(void **state)
             pongs++;
         if (got->body_case == DCTX__WIRE__FRAME__BODY_GOAWAY) {
             goaway = (int)got->goaway->code;
+            min_ms = got->goaway->has_min_ping_interval_ms
+                         ? (int64_t)got->goaway->min_ping_interval_ms
+                         : -1;
             snprintf(why, sizeof why, "%s", got->goaway->message ? got->goaway->message : "");
         }
         dctx__wire__frame__free_unpacked(got, NULL);
     }
     assert_int_equal(goaway, DCTX_RESOURCE_EXHAUSTED);
     assert_contains(why, "too many pings");
-    assert_int_equal(pongs, 3); /* the first, and two strikes */
+    assert_int_equal(min_ms, 1000); /* how often it may: the channel's cue to slow down */
+    assert_int_equal(pongs, 3);     /* the first, and two strikes */
     assert_true(rt_raw_closed(r));
     assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames == 1, SEC(5)));
     rt_raw_close(r);
@@ -182,6 +187,63 @@ static void channel_told_too_many_pings_slows_down(void **state)
     rt_sleep(MS(1500)); /* some seven pings, each far enough apart */
     assert_int_equal(rt_server_stats(srv).bad_frames, told);
     assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", "x", 1, NULL), DCTX_OK);
+}
+
+/* A server that drains tells its callers so: a call in flight still gets
+ * its reply, and a new call fails at once UNAVAILABLE "draining" without
+ * reaching the server (a raw server here, so only the channel decides). */
+static void drained_channel_fails_new_calls_at_once_and_finishes_the_rest(void **state)
+{
+    (void)state;
+    char url[256];
+    rt_url(RT_IPC, url, sizeof url);
+    nng_stream_listener *l = rt_raw_listen(url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    rt_raw *srv = rt_raw_accept(l);
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Drain/Call", "x", 1, &o);
+    Dctx__Wire__Frame *f = rt_raw_recv_frame(srv);
+    assert_non_null(f);
+    uint32_t id = f->call_id;
+    dctx__wire__frame__free_unpacked(f, NULL);
+
+    /* The Drain, then the reply: read in that order, so the call ending
+     * means the channel knows it drains. */
+    Dctx__Wire__Drain d = DCTX__WIRE__DRAIN__INIT;
+    d.has_grace_ms = 1;
+    d.grace_ms = 5000;
+    Dctx__Wire__Frame drain = DCTX__WIRE__FRAME__INIT;
+    drain.body_case = DCTX__WIRE__FRAME__BODY_DRAIN;
+    drain.drain = &d;
+    size_t len;
+    uint8_t *buf = rt_pack(&drain, &len);
+    rt_raw_send(srv, buf, len);
+    Dctx__Wire__Reply r = DCTX__WIRE__REPLY__INIT;
+    r.has_code = 1;
+    r.code = DCTX_OK;
+    Dctx__Wire__Frame reply = DCTX__WIRE__FRAME__INIT;
+    reply.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
+    reply.reply = &r;
+    reply.has_call_id = 1;
+    reply.call_id = id;
+    buf = rt_pack(&reply, &len);
+    rt_raw_send(srv, buf, len);
+    rt_finish(h, SEC(5));
+    assert_int_equal(o.code, DCTX_OK); /* in flight: it finished */
+    rt_handle_release(h);
+
+    dctx_rpc_result res;
+    int64_t t0 = dctx_now();
+    /* a deadline, so that a channel that sent it anyway fails here, not hangs */
+    dctx *ctx = rt_with_timeout(SEC(2));
+    assert_int_equal(dctx_rpc_call_raw(ch, ctx, "/it.Drain/Call", "y", 1, &res), DCTX_UNAVAILABLE);
+    assert_ns_in(dctx_now() - t0, 0, SEC(1)); /* at once, no connection wait */
+    assert_contains(res.message, "is draining");
+    dctx_rpc_result_free(&res);
+    assert_null(rt_raw_recv_frame(srv)); /* it never went out */
+    rt_channel_close(ch);
+    rt_raw_close(srv);
+    nng_stream_listener_free(l);
 }
 
 static void server_killed_mid_call_fails_the_call_unavailable_at_once(void **state)
@@ -797,6 +859,7 @@ int main(int argc, char **argv)
         RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
         RT_TEST(caller_pinging_too_often_is_closed),
         RT_TEST(channel_told_too_many_pings_slows_down),
+        RT_TEST(drained_channel_fails_new_calls_at_once_and_finishes_the_rest),
         RT_TEST(call_runs_at_most_once_when_its_connection_drops_and_returns),
         RT_TEST(replayed_call_is_refused_and_runs_once),
         RT_TEST(call_whose_id_is_in_flight_ends_its_connection_only),
