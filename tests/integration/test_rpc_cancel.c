@@ -24,7 +24,7 @@ static void cancel_cause_reaches_the_running_handler_which_reports_stopped(void 
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
     int64_t t_cancel = dctx_now();
     dctx_cancel_cause(ctx, DCTX_ABORTED, "user pressed stop");
 
@@ -35,7 +35,7 @@ static void cancel_cause_reaches_the_running_handler_which_reports_stopped(void 
     assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_STOPPED);
 
     /* what the handler saw, measured there */
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.err, DCTX_CANCELED);
     assert_int_equal(p.cause, DCTX_ABORTED);
     assert_true(p.has_cause_msg);
@@ -88,7 +88,7 @@ static void cancel_is_pushed_by_the_canceling_thread_before_cancel_returns(void 
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
     dctx_cancel(ctx);
     /* no wait: the frame is on its way when dctx_cancel returns */
     assert_int_equal(rt_channel_stats(ch).cancels_pushed, 1);
@@ -96,7 +96,7 @@ static void cancel_is_pushed_by_the_canceling_thread_before_cancel_returns(void 
     rt_finish(h, SEC(5));
     assert_int_equal(o.code, DCTX_CANCELED);
     assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_STOPPED);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.err, DCTX_CANCELED);
     assert_int_equal(rt_server_stats(srv).cancel_outcomes[DCTX_RPC_CANCEL_STOPPED], 1);
     rt_handle_release(h);
@@ -124,16 +124,16 @@ static void cancel_pushed_event_comes_once_from_another_thread_with_the_cause(vo
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
     dctx_cancel_cause(ctx, DCTX_ABORTED, "stop now");
-    assert_true(RT_WAIT_FOR(atomic_load(&seen.pushes) == 1, SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen.pushes) == 1, SEC(5)));
     assert_false(pthread_equal(seen.thread, pthread_self()));
     assert_int_equal(seen.code, DCTX_ABORTED);
     assert_string_equal(seen.message, "stop now");
 
     rt_finish(h, SEC(5));
     assert_int_equal(o.code, DCTX_CANCELED);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(atomic_load(&seen.pushes), 1);
     rt_handle_release(h);
     rt_ctx_release(ctx);
@@ -160,7 +160,7 @@ static void cancel_outcome_asked_right_after_the_cancel_waits_for_the_answer(voi
         dctx *ctx = rt_with_cancel();
         static rt_outcome o;
         dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
-        assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+        assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
         dctx_cancel(ctx);
         int outcome = dctx_rpc_handle_cancel_outcome(h, SEC(5));
         if (outcome == DCTX_RPC_CANCEL_NONE)
@@ -171,7 +171,7 @@ static void cancel_outcome_asked_right_after_the_cancel_waits_for_the_answer(voi
         assert_int_equal(o.code, DCTX_CANCELED);
         /* asked again once the call has ended, the answer is there */
         assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_STOPPED);
-        assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+        assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
         rt_handle_release(h);
         rt_ctx_release(ctx);
     }
@@ -198,16 +198,16 @@ static void cancel_crosses_two_hops_with_its_cause(void **state)
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.A/Forward", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&at_b.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&at_b.started), SEC(5)));
     dctx_cancel_cause(ctx, DCTX_ABORTED, "stop the chain");
     rt_finish(h, SEC(5));
     assert_int_equal(o.code, DCTX_CANCELED);
 
-    assert_true(RT_WAIT_FOR(atomic_load(&at_b.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&at_b.finished), SEC(5)));
     assert_int_equal(at_b.err, DCTX_CANCELED);
     assert_int_equal(at_b.cause, DCTX_ABORTED);
     assert_string_equal(at_b.cause_msg, "stop the chain");
-    assert_true(RT_WAIT_FOR(atomic_load(&a.done), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&a.done), SEC(5)));
     assert_int_equal(a.onward_rc, DCTX_CANCELED);
     rt_handle_release(h);
     rt_ctx_release(ctx);
@@ -253,7 +253,7 @@ static void cancel_that_overtakes_its_call_refuses_the_call_unrun(void **state)
     assert_int_equal(st.cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED], 1);
     assert_int_equal(st.calls, 1);
     assert_int_equal(st.by_code[DCTX_CANCELED], 1);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
 
     /* and both connections still serve calls of their own (the first
      * reuses id 7: its cancel left nothing in flight) */
@@ -289,7 +289,7 @@ static void cancel_of_a_finished_call_is_too_late(void **state)
     rt_raw_send(r, buf, len);
     assert_int_equal(rt_raw_recv_reply(r, &id, NULL, 0), DCTX_OK);
     assert_int_equal(id, 3);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
 
     buf = rt_pack_cancel(3, token, DCTX_CANCELED, "", 1000000, &len);
     rt_raw_send(r, buf, len);
@@ -352,11 +352,11 @@ static void cancel_names_its_call_by_id_and_is_acked_with_it(void **state)
     uint8_t which = 0;
     uint8_t *buf = rt_pack_call(5, "/it.Raw/Probes", t5, 0, &which, 1, &len);
     rt_raw_send(r, buf, len);
-    assert_true(RT_WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
     which = 1;
     buf = rt_pack_call(6, "/it.Raw/Probes", t6, 0, &which, 1, &len);
     rt_raw_send(r, buf, len);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls == 2, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).calls == 2, SEC(5)));
 
     struct answers a = {{-1, -1}, {-1, -1}, {"", ""}};
     buf = rt_pack_cancel(6, t6, DCTX_ABORTED, "not that one", 5000000, &len);
@@ -373,7 +373,7 @@ static void cancel_names_its_call_by_id_and_is_acked_with_it(void **state)
     read_answers_until(r, &a, &a.code[1]);
     assert_int_equal(a.code[1], DCTX_CANCELED);
     assert_int_equal(atomic_load(&probes[1].runs), 0);
-    assert_true(RT_WAIT_FOR(atomic_load(&probes[0].finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&probes[0].finished), SEC(5)));
     assert_int_equal(probes[0].cause, DCTX_ABORTED);
     assert_string_equal(probes[0].cause_msg, "nor this one");
     assert_int_equal(a.code[0], DCTX_ABORTED); /* the handler answers with its context's cause */
@@ -400,10 +400,10 @@ static void cancel_of_a_queued_call_is_prevented_and_counted_on_both_sides(void 
     static rt_outcome o0, o1;
     uint8_t r0 = 0, r1 = 1;
     dctx_rpc_handle *h0 = rt_start(ch, NULL, "/it.Queue/Probe", &r0, 1, &o0);
-    assert_true(RT_WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
     dctx *ctx = rt_with_cancel();
     dctx_rpc_handle *h1 = rt_start(ch, ctx, "/it.Queue/Probe", &r1, 1, &o1);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls == 2, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).calls == 2, SEC(5)));
     dctx_cancel(ctx);
     rt_finish(h1, SEC(5));
     assert_int_equal(o1.code, DCTX_CANCELED);
@@ -412,7 +412,7 @@ static void cancel_of_a_queued_call_is_prevented_and_counted_on_both_sides(void 
     atomic_store(&probes[0].release, 1);
     rt_finish(h0, SEC(5));
     assert_int_equal(o0.code, DCTX_OK);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
     assert_int_equal(atomic_load(&probes[1].runs), 0);
     assert_int_equal(rt_server_stats(srv).cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED], 1);
     assert_int_equal(rt_channel_stats(ch).cancel_outcomes[DCTX_RPC_CANCEL_PREVENTED], 1);
@@ -527,7 +527,7 @@ static void cancel_after_the_server_finished_is_too_late_on_both_sides(void **st
     assert_int_equal(reply->f->body_case, DCTX__WIRE__FRAME__BODY_REPLY);
     assert_int_equal(reply->f->call_id, id);
     assert_int_equal(reply->f->reply->code, DCTX_OK);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
 
     dctx_cancel_cause(ctx, DCTX_ABORTED, "too slow");
     rt_frame *cancel = rt_relay_from_channel(r);

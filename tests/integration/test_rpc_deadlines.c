@@ -28,7 +28,7 @@ static void callee_sees_a_100_ms_timeout_as_a_deadline_at_most_100_ms_away(void 
     assert_true(dctx_deadline(ctx, &caller_deadline));
     int64_t t_send = dctx_now();
     assert_int_equal(dctx_rpc_call_raw(ch, ctx, "/it.Deadline/Probe", NULL, 0, NULL), DCTX_OK);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(atomic_load(&p.runs), 1);
     assert_true(p.had_deadline);
     /* measured at the handler: no more than 100 ms away, and still ahead */
@@ -105,7 +105,7 @@ static void handler_waiting_on_its_context_ends_with_deadline_exceeded(void **st
     assert_ns_in(dctx_now() - t0, MS(100) - DCTX_RPC_DEFAULT_RESERVE_NS - US(1), MS(100) + SEC(1));
     dctx_rpc_result_free(&res);
 
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     /* Its context ended because of the deadline, and it answers so. Its
      * error (dctx_err) is asserted on a slow link in the next test: here
      * the caller's own deadline and the callee's race (see there). */
@@ -165,7 +165,7 @@ static void handler_behind_a_slow_link_ends_with_deadline_exceeded(void **state)
     }
     rt_finish(h, SEC(5));
     assert_int_equal(o.code, DCTX_DEADLINE_EXCEEDED);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.cause, DCTX_DEADLINE_EXCEEDED);
     if (p.err != DCTX_DEADLINE_EXCEEDED)
         fail_msg("the handler's context ended with %s (cause %s: \"%s\"), not DEADLINE_EXCEEDED",
@@ -214,7 +214,7 @@ static void reserve_is_taken_off_the_callees_budget(void **state)
     assert_true(dctx_deadline(ctx, &caller_deadline));
     int64_t t_send = dctx_now();
     assert_int_equal(dctx_rpc_call_raw(ch, ctx, "/it.Policy/Probe", NULL, 0, NULL), DCTX_OK);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_true(p.had_deadline);
     /* the callee's deadline is the caller's minus the reserve (budgets are
      * whole us, rounded down), re-anchored on arrival: plus the transit */
@@ -277,10 +277,10 @@ static void call_whose_budget_ran_out_in_the_queue_is_refused_unrun(void **state
     static rt_outcome o0, o1;
     uint8_t r0 = 0, r1 = 1;
     dctx_rpc_handle *h0 = rt_start(ch, NULL, "/it.Queue/Probe", &r0, 1, &o0);
-    assert_true(RT_WAIT_FOR(atomic_load(&probes[0].started), SEC(5))); /* the one worker is busy */
-    dctx *ctx = rt_with_timeout(SEC(1) + MS(100));                     /* budget: 100 ms */
+    assert_true(WAIT_FOR(atomic_load(&probes[0].started), SEC(5))); /* the one worker is busy */
+    dctx *ctx = rt_with_timeout(SEC(1) + MS(100));                  /* budget: 100 ms */
     dctx_rpc_handle *h1 = rt_start(ch, ctx, "/it.Queue/Probe", &r1, 1, &o1);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls == 2, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).calls == 2, SEC(5)));
     rt_sleep(MS(150)); /* its budget runs out in the queue */
     atomic_store(&probes[0].release, 1);
 

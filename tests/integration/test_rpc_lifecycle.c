@@ -65,7 +65,7 @@ static void a_failed_server_start_leaves_the_server_as_it_was(void **state)
             if (rc != DCTX_RESOURCE_EXHAUSTED)
                 fail_msg("start with %ld steps allowed: %s", k, dctx_code_name(rc));
             /* a joined thread leaves /proc/self/task a moment after its join */
-            if (!RT_WAIT_FOR(thread_count() == threads, SEC(5)))
+            if (!WAIT_FOR(thread_count() == threads, SEC(5)))
                 fail_msg("start with %ld steps allowed left %d threads behind", k,
                          thread_count() - threads);
             assert_int_equal(dctx_rpc_server_start(srv), 0);
@@ -104,7 +104,7 @@ static void close_stops_handlers_that_outlive_the_drains_grace(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Close/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
 
     int64_t t0 = dctx_now();
     assert_int_equal(rt_server_close(srv), DCTX_DEADLINE_EXCEEDED);
@@ -132,7 +132,7 @@ static void close_reports_a_handler_that_outlives_the_grace(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Close/Sleep", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
 
     int64_t t0 = dctx_now();
     assert_int_equal(rt_server_close(srv), DCTX_DEADLINE_EXCEEDED);
@@ -169,14 +169,14 @@ static void close_refuses_new_calls_while_it_waits(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Close/Sleep", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
 
     static struct closer c;
     memset(&c, 0, sizeof c);
     c.srv = srv;
     rt_untrack_server(srv); /* the thread closes it */
     pthread_t t = start_thread(close_thread, &c);
-    assert_true(RT_WAIT_FOR(atomic_load(&c.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&c.started), SEC(5)));
     rt_sleep(MS(50));
     dctx_rpc_result res;
     int64_t t0 = dctx_now();
@@ -211,7 +211,7 @@ static void closing_a_channel_ends_a_blocking_call_in_flight_unavailable(void **
     c.ch = ch;
     c.method = "/it.Close/Wait";
     pthread_t t = start_thread(rt_thread_call_main, &c);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
     rt_untrack_channel(ch);
     int64_t t_close = dctx_now();
     dctx_rpc_channel_close(ch);
@@ -221,9 +221,9 @@ static void closing_a_channel_ends_a_blocking_call_in_flight_unavailable(void **
     assert_ns_in(c.returned_ns - t_close, 0, SEC(1)); /* not the handler's 10 s */
     dctx_rpc_result_free(&c.res);
     /* the handler saw its caller go */
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.err, DCTX_CANCELED);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
 }
 
 static int close_race_echo(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
@@ -384,7 +384,7 @@ static void closing_a_channel_while_replies_arrive_returns(void **state)
             atomic_store(&sh->ready, 0);
             atomic_store(&sh->failed, 0);
             pid = rt_spawn_self(args);
-            if (!RT_WAIT_FOR(atomic_load(&sh->ready), SEC(30))) {
+            if (!WAIT_FOR(atomic_load(&sh->ready), SEC(30))) {
                 rt_child_kill(pid);
                 pid = 0;
             }

@@ -121,12 +121,12 @@ static void long_cancel_cause_is_cut_to_valid_utf8_at_the_handler(void **state)
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
     dctx_cancel_cause(ctx, DCTX_ABORTED, cause);
     rt_finish(h, SEC(5));
     rt_handle_release(h);
     rt_ctx_release(ctx);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.cause, DCTX_ABORTED);
     size_t n = p.cause_msg_len;
     assert_true(n > 0 && n <= DCTX_WIRE_MESSAGE_BYTES_MAX);
@@ -199,12 +199,12 @@ static void cancel_with_cause_text(rt_probe *p, const char *text)
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Cancel/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p->started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p->started), SEC(5)));
     dctx_cancel_cause(ctx, DCTX_ABORTED, text);
     rt_finish(h, SEC(5));
     rt_handle_release(h);
     rt_ctx_release(ctx);
-    assert_true(RT_WAIT_FOR(atomic_load(&p->finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p->finished), SEC(5)));
     assert_int_equal(p->err, DCTX_CANCELED);
     assert_int_equal(p->cause, DCTX_ABORTED);
     assert_true(p->has_cause_msg);
@@ -252,7 +252,7 @@ static void request_over_the_servers_limit_fails_alone_before_sending(void **sta
     static rt_outcome held;
     uint8_t zero = 0;
     dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Size/Probe", &zero, 1, &held);
-    assert_true(RT_WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&probes[0].started), SEC(5)));
 
     size_t limit = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     size_t over = limit + 64 * 1024;

@@ -93,7 +93,7 @@ static void ten_thousand_calls_in_flight_half_canceled_each_end_once_with_its_st
     }
     /* all arrived; both workers sit on calls that wait for their cancel,
      * so nearly all 10,000 are in flight at the server at once */
-    if (!RT_WAIT_FOR(rt_server_stats(srv).calls == LOAD_CALLS, SEC(60)))
+    if (!WAIT_FOR(rt_server_stats(srv).calls == LOAD_CALLS, SEC(60)))
         fail_msg("only %llu of %d calls reached the server",
                  (unsigned long long)rt_server_stats(srv).calls, LOAD_CALLS);
     uint64_t peak = rt_server_stats(srv).in_flight;
@@ -106,7 +106,7 @@ static void ten_thousand_calls_in_flight_half_canceled_each_end_once_with_its_st
         if (n % 100 == 99)
             rt_sleep(MS(1));
     }
-    if (!RT_WAIT_FOR(atomic_load(&load_ended) == LOAD_CALLS, SEC(120)))
+    if (!WAIT_FOR(atomic_load(&load_ended) == LOAD_CALLS, SEC(120)))
         fail_msg("only %d of %d calls ended", atomic_load(&load_ended), LOAD_CALLS);
     int wrong = 0;
     for (int i = 0; i < LOAD_CALLS; i++) {
@@ -120,8 +120,8 @@ static void ten_thousand_calls_in_flight_half_canceled_each_end_once_with_its_st
     }
     assert_int_equal(wrong, 0);
 
-    bool idle = RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(30));
-    bool answered = RT_WAIT_FOR(rt_acks_pending(ch) == 0, SEC(30));
+    bool idle = WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(30));
+    bool answered = WAIT_FOR(rt_acks_pending(ch) == 0, SEC(30));
     dctx_rpc_server_stats ss = rt_server_stats(srv);
     dctx_rpc_channel_stats cs = rt_channel_stats(ch);
     print_message(
@@ -314,7 +314,7 @@ static void churn_of_ok_canceled_and_timed_out_calls_loses_nothing(void **state)
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         ended += cs.by_code[i];
     assert_int_equal(ended, started + 1);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(30)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(30)));
     assert_int_equal(rt_server_stats(srv).by_code[DCTX_INTERNAL], 0);
     /* The server's counters add up: every call received answered once,
      * under one status (those a cancel prevented, CANCELLED). */
@@ -323,7 +323,7 @@ static void churn_of_ok_canceled_and_timed_out_calls_loses_nothing(void **state)
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         answered += ss.by_code[i];
     assert_int_equal(ss.calls, answered + ss.in_flight);
-    assert_true(RT_WAIT_FOR(rt_acks_pending(c.ch) == 0, SEC(30)));
+    assert_true(WAIT_FOR(rt_acks_pending(c.ch) == 0, SEC(30)));
     assert_int_equal(rt_channel_stats(c.ch).cancel_outcomes[DCTX_RPC_CANCEL_UNREACHED], 0);
 
     rt_channel_close(c.ch);

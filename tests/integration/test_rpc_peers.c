@@ -28,7 +28,7 @@ static void lost_caller_cancels_the_handler_and_is_counted(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Loss/Wait", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
 
     rt_channel_close(ch); /* ends the call and waits for its callback */
     assert_int_equal(atomic_load(&o.callbacks), 1);
@@ -36,14 +36,14 @@ static void lost_caller_cancels_the_handler_and_is_counted(void **state)
     assert_true(dctx_rpc_handle_wait(h, 0));
     rt_handle_release(h);
 
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.err, DCTX_CANCELED);
     assert_contains(p.cause_msg, "caller lost");
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
     dctx_rpc_server_stats st = rt_server_stats(srv);
     assert_int_equal(st.peers_lost, 1);
     assert_int_equal(st.calls_canceled_by_peer_loss, 1);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
 }
 
 /* A server that stops answering without closing (a cut link, a stopped
@@ -101,13 +101,13 @@ static void caller_that_stops_answering_is_found_by_keepalive(void **state)
     size_t len;
     uint8_t *buf = rt_pack_call(1, "/it.Silent/Wait", token, 0, NULL, 0, &len);
     rt_raw_send(r, buf, len); /* then it reads nothing: pings go unanswered */
-    assert_true(RT_WAIT_FOR(atomic_load(&p.started), SEC(5)));
-    assert_true(RT_WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
     assert_int_equal(p.err, DCTX_CANCELED);
     assert_contains(p.cause_msg, "caller lost");
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).peers_lost == 2, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).peers_lost == 2, SEC(5)));
     /* counted once call_cancel returned, which may be after the handler woke */
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).calls_canceled_by_peer_loss == 1, SEC(5)));
     assert_true(rt_raw_closed(mute));
     rt_raw_close(mute);
     rt_raw_close(r);
@@ -160,7 +160,7 @@ static void caller_pinging_too_often_is_closed(void **state)
     assert_int_equal(min_ms, 1000); /* how often it may: the channel's cue to slow down */
     assert_int_equal(pongs, 3);     /* the first, and two strikes */
     assert_true(rt_raw_closed(r));
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames == 1, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).bad_frames == 1, SEC(5)));
     rt_raw_close(r);
 }
 
@@ -182,7 +182,7 @@ static void channel_told_too_many_pings_slows_down(void **state)
     co.keepalive_timeout_ns = MS(50);
     dctx_rpc_channel *ch = rt_channel_open(url, &co);
     assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", "x", 1, NULL), DCTX_OK);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames >= 3, SEC(10)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).bad_frames >= 3, SEC(10)));
     uint64_t told = rt_server_stats(srv).bad_frames;
     rt_sleep(MS(1500)); /* some seven pings, each far enough apart */
     assert_int_equal(rt_server_stats(srv).bad_frames, told);
@@ -257,7 +257,7 @@ static void server_killed_mid_call_fails_the_call_unavailable_at_once(void **sta
     dctx *ctx = rt_with_timeout(SEC(10));
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/rt.Child/Block", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&sh->block_runs) == 1, SEC(10)));
+    assert_true(WAIT_FOR(atomic_load(&sh->block_runs) == 1, SEC(10)));
     int64_t t_kill = dctx_now();
     rt_child_kill(pid);
 
@@ -280,7 +280,7 @@ static void call_runs_at_most_once_when_its_connection_drops_and_returns(void **
     dctx *ctx = rt_with_timeout(SEC(10));
     static rt_outcome o;
     dctx_rpc_handle *h = rt_start(ch, ctx, "/rt.Child/Block", NULL, 0, &o);
-    assert_true(RT_WAIT_FOR(atomic_load(&sh->block_runs) == 1, SEC(10)));
+    assert_true(WAIT_FOR(atomic_load(&sh->block_runs) == 1, SEC(10)));
     rt_child_kill(pid);
 
     /* the server comes back on the same address, the channel redials */
@@ -349,7 +349,7 @@ static void replayed_call_is_refused_and_runs_once(void **state)
     rt_token(token);
     buf = rt_pack_call(2, "/it.Raw/Hold", token, 0, NULL, 0, &len);
     rt_raw_send(r, buf, len);
-    assert_true(RT_WAIT_FOR(atomic_load(&hold.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&hold.started), SEC(5)));
     buf = rt_pack_call(2, "/it.Raw/Hold", token, 0, NULL, 0, &len);
     rt_raw_send(other, buf, len);
     assert_int_equal(rt_raw_recv_reply(other, &id, NULL, 0), DCTX_ALREADY_EXISTS);
@@ -381,7 +381,7 @@ static void call_whose_id_is_in_flight_ends_its_connection_only(void **state)
     rt_token(token);
     uint8_t *buf = rt_pack_call(4242, "/it.Raw/Wait", token, 0, NULL, 0, &len);
     rt_raw_send(r, buf, len);
-    assert_true(RT_WAIT_FOR(atomic_load(&wait.started), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&wait.started), SEC(5)));
 
     uint64_t before = rt_server_stats(srv).bad_frames;
     rt_token(token);
@@ -391,8 +391,8 @@ static void call_whose_id_is_in_flight_ends_its_connection_only(void **state)
     assert_int_equal(rt_raw_recv_goaway(r, msg, sizeof msg), DCTX_INVALID_ARGUMENT);
     assert_contains(msg, "4242");
     assert_true(rt_raw_closed(r));
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames == before + 1, SEC(2)));
-    assert_true(RT_WAIT_FOR(atomic_load(&wait.finished), SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).bad_frames == before + 1, SEC(2)));
+    assert_true(WAIT_FOR(atomic_load(&wait.finished), SEC(5)));
     assert_int_equal(wait.err, DCTX_CANCELED);
     assert_contains(wait.cause_msg, "caller lost");
     assert_int_equal(atomic_load(&quick.runs), 0);
@@ -562,8 +562,7 @@ static void malformed_frames_are_refused_counted_and_the_server_keeps_serving(vo
             fail_msg("%s: answered %s \"%s\" for call %u, not %s for call %u", per_call[i].name,
                      code < 0 ? "nothing" : dctx_code_name(code), msg, got_id,
                      dctx_code_name(per_call[i].code), id);
-        if (per_call[i].counted &&
-            !RT_WAIT_FOR(rt_server_stats(srv).bad_frames == before + 1, SEC(2)))
+        if (per_call[i].counted && !WAIT_FOR(rt_server_stats(srv).bad_frames == before + 1, SEC(2)))
             fail_msg("%s: bad_frames went from %llu to %llu", per_call[i].name,
                      (unsigned long long)before,
                      (unsigned long long)rt_server_stats(srv).bad_frames);
@@ -683,7 +682,7 @@ static void malformed_frames_are_refused_counted_and_the_server_keeps_serving(vo
                      dctx_code_name(bad[i].code));
         if (!rt_raw_closed(x))
             fail_msg("%s: the connection stayed open after the goaway", bad[i].name);
-        if (!RT_WAIT_FOR(rt_server_stats(srv).bad_frames == before + 1, SEC(2)))
+        if (!WAIT_FOR(rt_server_stats(srv).bad_frames == before + 1, SEC(2)))
             fail_msg("%s: bad_frames went from %llu to %llu", bad[i].name,
                      (unsigned long long)before,
                      (unsigned long long)rt_server_stats(srv).bad_frames);
@@ -835,7 +834,7 @@ static void peer_flooding_garbage_without_reading_does_not_stall_the_server(void
         fail_msg("%d calls of 64 KiB went to a peer that reads nothing, and the server never "
                  "stopped reading it",
                  sent);
-    assert_true(RT_WAIT_FOR(rt_server_stats(srv).bad_frames >= bad_before + GARBAGE_PEERS, SEC(5)));
+    assert_true(WAIT_FOR(rt_server_stats(srv).bad_frames >= bad_before + GARBAGE_PEERS, SEC(5)));
     for (int p = 0; p < GARBAGE_PEERS; p++) {
         char msg[DCTX_WIRE_MESSAGE_BYTES_MAX + 1] = "";
         assert_int_equal(rt_raw_recv_goaway(f.garbage[p], msg, sizeof msg),

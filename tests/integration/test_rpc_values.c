@@ -22,7 +22,7 @@ static void registered_value_arrives_under_its_key_and_unpropagated_never(void *
     ctx = rt_with_value(ctx, &rt_key_secret, "hunter2");
     ctx = rt_with_value(ctx, &rt_key_trace, "00-abc");
     assert_int_equal(dctx_rpc_call_raw(ch, ctx, "/it.Values/Record", NULL, 0, NULL), DCTX_OK);
-    assert_true(RT_WAIT_FOR(atomic_load(&seen.done), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen.done), SEC(5)));
     assert_true(seen.tenant);
     assert_string_equal(seen.tenant_v, "acme");
     assert_true(seen.trace);
@@ -60,7 +60,7 @@ static void unregistered_value_is_hidden_but_passes_through_to_the_next_hop(void
     if (rc != DCTX_OK)
         fail_msg("chain call: %s %s", dctx_code_name(rc), res.message);
     dctx_rpc_result_free(&res);
-    assert_true(RT_WAIT_FOR(atomic_load(&a.done) && atomic_load(&at_b.done), SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&a.done) && atomic_load(&at_b.done), SEC(5)));
     assert_int_equal(a.register_rc, 0);
 
     /* A: registered keys only; the unregistered one is not visible */
@@ -110,7 +110,7 @@ static void send_none_sends_no_values_and_send_listed_only_the_listed(void **sta
         memset(&seen, 0, sizeof seen);
         assert_int_equal(dctx_rpc_call_raw(chs[i], ctx, "/it.Values/Record", NULL, 0, NULL),
                          DCTX_OK);
-        assert_true(RT_WAIT_FOR(atomic_load(&seen.done), SEC(5)));
+        assert_true(WAIT_FOR(atomic_load(&seen.done), SEC(5)));
         assert_int_equal(seen.tenant, want_tenant[i]);
         assert_int_equal(seen.trace, want_trace[i]);
     }

@@ -195,14 +195,9 @@ static void raw_send_frame(nng_stream *s, const Dctx__Wire__Frame *f)
 
 static void raw_send_hello(nng_stream *s, uint32_t version)
 {
-    Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
-    h.has_version = 1;
-    h.version = version;
-    h.has_max_frame_bytes = 1;
-    h.max_frame_bytes = 65536;
-    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-    f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
-    f.hello = &h;
+    Dctx__Wire__Hello h;
+    Dctx__Wire__Frame f;
+    st_hello(&f, &h, version, 65536, NULL);
     raw_send_frame(s, &f);
 }
 

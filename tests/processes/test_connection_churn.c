@@ -45,6 +45,7 @@
 #include "dctx.pb-c.h"
 #include "frame.h"
 #include "framing.h"
+#include "stream_testutil.h"
 #include "testutil.h"
 
 #ifndef TLS_DIR
@@ -350,28 +351,12 @@ static void peer_close(struct peer *p, bool reset)
 static unsigned char hello[64]; /* this client's hello, header included */
 static size_t hello_len;
 
-/* Pack f with its header into out (cap bytes); its length. */
-static size_t pack_frame(const Dctx__Wire__Frame *f, unsigned char *out, size_t cap)
-{
-    size_t n = dctx__wire__frame__get_packed_size(f);
-    assert_true(n + DCTX__FRAME_HEADER_BYTES <= cap);
-    dctx__frame_header((uint32_t)n, out);
-    dctx__wire__frame__pack(f, out + DCTX__FRAME_HEADER_BYTES);
-    return n + DCTX__FRAME_HEADER_BYTES;
-}
-
 static void pack_hello(void)
 {
-    Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
-    h.has_version = 1;
-    h.version = 1;
-    h.has_max_frame_bytes = 1;
-    h.max_frame_bytes = 65536;
-    h.name = (char *)"churn";
-    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-    f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
-    f.hello = &h;
-    hello_len = pack_frame(&f, hello, sizeof hello);
+    Dctx__Wire__Hello h;
+    Dctx__Wire__Frame f;
+    st_hello(&f, &h, 1, 65536, "churn");
+    hello_len = st_frame(&f, hello, sizeof hello);
 }
 
 /* Peer number peer's Call of HOLD (call id 1), with a token of its own. */
@@ -403,7 +388,7 @@ static size_t pack_hold_call(uint32_t peer, unsigned char *out, size_t cap)
     f.call = &c;
     f.has_call_id = 1;
     f.call_id = 1;
-    return pack_frame(&f, out, cap);
+    return st_frame(&f, out, cap);
 }
 
 /* Read the server's answer to our hello: its hello, version 1. */
@@ -653,27 +638,6 @@ static int end_run(void **state)
     memset(&run, 0, sizeof run);
     return rc;
 }
-
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n - 1; /* not opendir's own */
-}
-
-/* Poll cond every ms until it holds or timeout_ns pass; whether it held. */
-#define WAIT_FOR(cond, timeout_ns)                                                                 \
-    __extension__({                                                                                \
-        int64_t until_ = dctx_now() + (timeout_ns);                                                \
-        bool ok_;                                                                                  \
-        while (!(ok_ = (cond)) && dctx_now() < until_)                                             \
-            nng_msleep(1);                                                                         \
-        ok_;                                                                                       \
-    })
 
 static dctx_rpc_server_stats server_stats(void)
 {

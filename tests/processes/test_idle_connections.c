@@ -90,30 +90,8 @@
 #include "dctx.pb-c.h"
 #include "frame.h"
 #include "framing.h"
+#include "stream_testutil.h"
 #include "testutil.h"
-
-/* Sanitizer builds: SANITIZED under either, THREAD_SANITIZED under
- * ThreadSanitizer. */
-#if defined(__SANITIZE_THREAD__)
-#define THREAD_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define THREAD_SANITIZED 1
-#endif
-#endif
-#ifndef THREAD_SANITIZED
-#define THREAD_SANITIZED 0
-#endif
-#if THREAD_SANITIZED || defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 enum { PORT_BASE = 31000, PORT_SPAN = 1000 };
 
@@ -194,17 +172,6 @@ static struct mem mem_now(void)
     return m;
 }
 
-static int open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n - 1; /* not opendir's own */
-}
-
 /* Raise the soft descriptor limit to the hard one; whether need fit. */
 static bool raise_nofile(rlim_t need, rlim_t *got)
 {
@@ -218,16 +185,6 @@ static bool raise_nofile(rlim_t need, rlim_t *got)
     *got = rl.rlim_cur;
     return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need;
 }
-
-/* Poll cond every ms until it holds or timeout_ns pass; whether it held. */
-#define WAIT_FOR(cond, timeout_ns)                                                                 \
-    __extension__({                                                                                \
-        int64_t until_ = dctx_now() + (timeout_ns);                                                \
-        bool ok_;                                                                                  \
-        while (!(ok_ = (cond)) && dctx_now() < until_)                                             \
-            nng_msleep(1);                                                                         \
-        ok_;                                                                                       \
-    })
 
 /* Wait (5 s at most) for the process's descriptors to be want, and check
  * that they are. nng 1.5.2 closes a stream's descriptor on its own reaper
@@ -336,20 +293,10 @@ static size_t hello_len;
 
 static void pack_hello(void)
 {
-    Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
-    h.has_version = 1;
-    h.version = 1;
-    h.has_max_frame_bytes = 1;
-    h.max_frame_bytes = 65536;
-    h.name = (char *)"idle";
-    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-    f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
-    f.hello = &h;
-    size_t n = dctx__wire__frame__get_packed_size(&f);
-    assert_true(n + DCTX__FRAME_HEADER_BYTES <= sizeof hello);
-    dctx__frame_header((uint32_t)n, hello);
-    dctx__wire__frame__pack(&f, hello + DCTX__FRAME_HEADER_BYTES);
-    hello_len = n + DCTX__FRAME_HEADER_BYTES;
+    Dctx__Wire__Hello h;
+    Dctx__Wire__Frame f;
+    st_hello(&f, &h, 1, 65536, "idle");
+    hello_len = st_frame(&f, hello, sizeof hello);
 }
 
 static void send_all(int fd, const void *buf, size_t n)

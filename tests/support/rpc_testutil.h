@@ -74,25 +74,11 @@ extern const dctx_key rt_key_tenant, rt_key_trace, rt_key_secret, rt_key_pass;
 /* Sleep ns nanoseconds (nothing for ns <= 0), resuming after signals. */
 void rt_sleep(int64_t ns);
 
-/* Poll cond every 200 us until it holds (true) or timeout_ns pass (false). */
-#define RT_WAIT_FOR(cond, timeout_ns)                                                              \
-    __extension__({                                                                                \
-        int64_t rt_until_ = dctx_now() + (timeout_ns);                                             \
-        bool rt_ok_;                                                                               \
-        while (!(rt_ok_ = (cond)) && dctx_now() < rt_until_)                                       \
-            rt_sleep(US(200));                                                                     \
-        rt_ok_;                                                                                    \
-    })
-
 /* Whether this is a ThreadSanitizer build (loops that only add
  * confidence run fewer rounds there). */
 static inline bool rt_under_tsan(void)
 {
-#if defined(__SANITIZE_THREAD__)
-    return true;
-#else
-    return false;
-#endif
+    return THREAD_SANITIZED;
 }
 
 /* 64 random bits from the kernel (the clock and pid if it has none). */

@@ -102,9 +102,9 @@ bool rt_child_start(const char *url, const char *shared_path, rt_child_shared *s
     atomic_store(&sh->failed, 0);
     const char *args[] = {"--rt-child-server", url, shared_path, NULL};
     pid_t pid = rt_spawn_self(args);
-    bool up = RT_WAIT_FOR(atomic_load(&sh->ready) || atomic_load(&sh->failed) ||
-                              waitpid(pid, NULL, WNOHANG) == pid,
-                          SEC(30));
+    bool up = WAIT_FOR(atomic_load(&sh->ready) || atomic_load(&sh->failed) ||
+                           waitpid(pid, NULL, WNOHANG) == pid,
+                       SEC(30));
     if (!up || !atomic_load(&sh->ready)) {
         rt_child_kill(pid);
         return false;

@@ -8,6 +8,7 @@
  * library should not share its code.
  */
 #include "rpc_testutil.h"
+#include "stream_testutil.h"
 #include "frame.h"
 
 #include <errno.h>
@@ -293,15 +294,9 @@ static nng_stream *dial_stream(const char *url, char *err, size_t n)
 
 static uint8_t *pack_hello(size_t *len)
 {
-    Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
-    h.has_version = 1;
-    h.version = 1;
-    h.has_max_frame_bytes = 1;
-    h.max_frame_bytes = RAW_MAX_FRAME_BYTES;
-    h.name = (char *)"rt_raw";
-    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-    f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
-    f.hello = &h;
+    Dctx__Wire__Hello h;
+    Dctx__Wire__Frame f;
+    st_hello(&f, &h, 1, RAW_MAX_FRAME_BYTES, "rt_raw");
     return rt_pack(&f, len);
 }
 

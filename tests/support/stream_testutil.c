@@ -117,3 +117,26 @@ void st_send_body(nng_stream *s, const void *body, size_t n)
     st_send(s, h, sizeof h);
     st_send(s, body, n);
 }
+
+void st_hello(Dctx__Wire__Frame *f, Dctx__Wire__Hello *h, uint32_t version,
+              uint32_t max_frame_bytes, const char *name)
+{
+    dctx__wire__hello__init(h);
+    h->has_version = 1;
+    h->version = version;
+    h->has_max_frame_bytes = 1;
+    h->max_frame_bytes = max_frame_bytes;
+    h->name = (char *)name;
+    dctx__wire__frame__init(f);
+    f->body_case = DCTX__WIRE__FRAME__BODY_HELLO;
+    f->hello = h;
+}
+
+size_t st_frame(const Dctx__Wire__Frame *f, unsigned char *out, size_t cap)
+{
+    size_t n = dctx__wire__frame__get_packed_size(f);
+    assert_true(n + DCTX__FRAME_HEADER_BYTES <= cap);
+    dctx__frame_header((uint32_t)n, out);
+    dctx__wire__frame__pack(f, out + DCTX__FRAME_HEADER_BYTES);
+    return n + DCTX__FRAME_HEADER_BYTES;
+}

@@ -9,8 +9,11 @@
 #define DCTX_STREAM_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <nng/nng.h>
+
+#include "dctx.pb-c.h"
 
 enum st_transport { ST_IPC, ST_TCP };
 
@@ -39,5 +42,13 @@ void st_close(nng_stream *s);
 void st_send(nng_stream *s, const void *buf, size_t n);
 /* st_send_body writes one frame: the header for n bytes, then body. */
 void st_send_body(nng_stream *s, const void *body, size_t n);
+
+/* st_hello makes f a hello (h its body) of version, max_frame_bytes and
+ * name (NULL: none), as a raw peer sends one. */
+void st_hello(Dctx__Wire__Frame *f, Dctx__Wire__Hello *h, uint32_t version,
+              uint32_t max_frame_bytes, const char *name);
+/* st_frame writes f, after its 4-byte length, into out (cap bytes: the
+ * test fails if it does not fit); returns the bytes written. */
+size_t st_frame(const Dctx__Wire__Frame *f, unsigned char *out, size_t cap);
 
 #endif /* DCTX_STREAM_TESTUTIL_H */
