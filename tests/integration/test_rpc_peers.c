@@ -218,15 +218,7 @@ static void drained_channel_fails_new_calls_at_once_and_finishes_the_rest(void *
     size_t len;
     uint8_t *buf = rt_pack(&drain, &len);
     rt_raw_send(srv, buf, len);
-    Dctx__Wire__Reply r = DCTX__WIRE__REPLY__INIT;
-    r.has_code = 1;
-    r.code = DCTX_OK;
-    Dctx__Wire__Frame reply = DCTX__WIRE__FRAME__INIT;
-    reply.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
-    reply.reply = &r;
-    reply.has_call_id = 1;
-    reply.call_id = id;
-    buf = rt_pack(&reply, &len);
+    buf = rt_pack_reply(id, DCTX_OK, &len);
     rt_raw_send(srv, buf, len);
     rt_finish(h, SEC(5));
     assert_int_equal(o.code, DCTX_OK); /* in flight: it finished */
@@ -452,16 +444,8 @@ static void reply_for_a_call_not_in_flight_ends_the_connection(void **state)
     uint32_t id = f->call_id;
     dctx__wire__frame__free_unpacked(f, NULL);
 
-    Dctx__Wire__Reply r = DCTX__WIRE__REPLY__INIT;
-    r.has_code = 1;
-    r.code = DCTX_OK;
-    Dctx__Wire__Frame reply = DCTX__WIRE__FRAME__INIT;
-    reply.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
-    reply.reply = &r;
-    reply.has_call_id = 1;
-    reply.call_id = id + 1000;
     size_t len;
-    uint8_t *buf = rt_pack(&reply, &len);
+    uint8_t *buf = rt_pack_reply(id + 1000, DCTX_OK, &len);
     rt_raw_send(srv, buf, len);
 
     char why[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
@@ -481,9 +465,8 @@ static void reply_for_a_call_not_in_flight_ends_the_connection(void **state)
     h = rt_start(ch, rt_with_timeout(SEC(10)), "/it.Raw/Call", "x", 1, &o2);
     f = rt_raw_recv_frame(again);
     assert_non_null(f);
-    reply.call_id = f->call_id;
+    buf = rt_pack_reply(f->call_id, DCTX_OK, &len);
     dctx__wire__frame__free_unpacked(f, NULL);
-    buf = rt_pack(&reply, &len);
     rt_raw_send(again, buf, len);
     rt_finish(h, SEC(5));
     assert_int_equal(o2.code, DCTX_OK);

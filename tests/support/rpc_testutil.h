@@ -366,6 +366,9 @@ uint8_t *rt_pack_call(uint32_t call_id, const char *method, const uint8_t token[
 uint8_t *rt_pack_cancel(uint32_t call_id, const uint8_t token[DCTX_TOKEN_BYTES], int code,
                         const char *msg, uint64_t budget_us, size_t *len);
 
+/* A Reply frame for call_id with code and no payload, packed. */
+uint8_t *rt_pack_reply(uint32_t call_id, int code, size_t *len);
+
 /* The name of a frame's kind ("call", "goaway", ...), for messages. */
 const char *rt_frame_kind(const Dctx__Wire__Frame *f);
 

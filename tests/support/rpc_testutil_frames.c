@@ -93,6 +93,19 @@ uint8_t *rt_pack_cancel(uint32_t call_id, const uint8_t token[DCTX_TOKEN_BYTES],
     return rt_pack(&f, len);
 }
 
+uint8_t *rt_pack_reply(uint32_t call_id, int code, size_t *len)
+{
+    Dctx__Wire__Reply r = DCTX__WIRE__REPLY__INIT;
+    r.has_code = 1;
+    r.code = (uint32_t)code;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
+    f.reply = &r;
+    f.has_call_id = 1;
+    f.call_id = call_id;
+    return rt_pack(&f, len);
+}
+
 const char *rt_frame_kind(const Dctx__Wire__Frame *f)
 {
     if (f == NULL)
