@@ -102,6 +102,9 @@ static void cancel_at_the_caller_reaches_the_third_hop(void **state)
     procs_log(&P, "C", log, sizeof log);
     /* the call reached C */
     assert_true(procs_log_has(log, "\"call_start\",\"method\":\"/dctx.demo.Demo/", 5000));
+    /* counted from here: a start-up probe that ran out of its deadline on
+     * a slow (sanitizer) build pushed a cancel of its own */
+    int64_t cancels_before = stat_of("C", "cancels_received");
     int64_t t0 = dctx_now();
     dctx_cancel_cause(ctx, DCTX_ABORTED, "the user left");
     assert_int_equal(dctx_rpc_handle_result(h, NULL), DCTX_CANCELED);
@@ -111,7 +114,7 @@ static void cancel_at_the_caller_reaches_the_third_hop(void **state)
         5000));
     assert_true(procs_log_has(log, "\"status\":\"ABORTED\"", 5000));
     assert_true(dctx_now() - t0 < SEC(5));
-    assert_int_equal(stat_of("C", "cancels_received"), 1);
+    assert_int_equal(stat_of("C", "cancels_received"), cancels_before + 1);
     assert_int_equal(dctx_rpc_handle_cancel_outcome(h, SEC(5)), DCTX_RPC_CANCEL_STOPPED);
     dctx_rpc_handle_release(h);
     dctx_release(ctx);
