@@ -27,6 +27,14 @@
  *   not read is then not read from either, and this side's memory for it
  *   stays under send_queue_max.
  *
+ *   Lingering: an owner done with the connection while the peer may still
+ *   be reading (a GoAway, a draining server's last replies) has it read
+ *   and drop everything until the peer closes, so the stream is never
+ *   closed with the peer's bytes unread. Closing so makes the peer's
+ *   kernel reset the connection, and nng 1.5.2's reader fails a read armed
+ *   at that moment (EPOLLERR) without the bytes that came before the reset:
+ *   the GoAway itself would be lost.
+ *
  *   Ending: the first failure (a read, a write, the peer's close) sets
  *   ended and keeps its reason, under mu; sends fail from then on and no
  *   frame is handed out after the one under way. on_end is reported once,
@@ -96,6 +104,7 @@ struct dctx__conn {
     int end_code;                   /* the first failure's; protected by mu */
     char end_why[96];               /* protected by mu */
     atomic_bool ended_flag;         /* ended, for the receive loop's check per frame */
+    atomic_bool discarding;         /* lingering: what is read is dropped unread */
     atomic_int busy;                /* owner's threads inside a call of ours */
     bool paused;                    /* no read posted: the queue is full; protected by mu */
     size_t pause_above, resume_below; /* immutable: the queue's marks */
@@ -391,7 +400,8 @@ static void read_on(struct dctx__conn *c)
 {
     pthread_mutex_lock(&c->mu);
     bool post = !c->ended;
-    if (post && c->o.pause_reads_when_full && c->queued_bytes > c->pause_above) {
+    if (post && c->o.pause_reads_when_full && c->queued_bytes > c->pause_above &&
+        !atomic_load_explicit(&c->discarding, memory_order_relaxed)) {
         c->paused = true;
         count(&c->pauses, 1);
         post = false;
@@ -424,6 +434,8 @@ static bool take_frames(struct dctx__conn *c, size_t n)
     for (;;) {
         if (atomic_load_explicit(&c->ended_flag, memory_order_acquire))
             return true; /* read_on reports it */
+        if (atomic_load_explicit(&c->discarding, memory_order_relaxed))
+            return true; /* lingering: the owner wants no more frames */
         const unsigned char *body;
         size_t len;
         switch (dctx__frame_reader_next(&c->reader, &p, &n, &body, &len)) {
@@ -529,6 +541,20 @@ void dctx__conn_start(struct dctx__conn *c)
 {
     enter(c);
     start_inner(c);
+    leave(c);
+}
+
+void dctx__conn_linger(struct dctx__conn *c)
+{
+    enter(c);
+    pthread_mutex_lock(&c->mu);
+    atomic_store_explicit(&c->discarding, true, memory_order_relaxed);
+    if (c->rx_idle && !c->ended) { /* paused, or stopped by bad framing */
+        c->paused = false;
+        c->rx_idle = false;
+        post_read_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
     leave(c);
 }
 

@@ -103,6 +103,13 @@ int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn 
  * stays until dctx__conn_close. */
 void dctx__conn_shutdown(struct dctx__conn *c);
 
+/* dctx__conn_linger: the owner wants no more frames but the peer may still
+ * be reading what it was sent. From here on what arrives is read and
+ * dropped (reading resumes if it was paused or stopped by bad framing), so
+ * that the peer's close reaches on_end and the stream is not closed with
+ * the peer's bytes unread (conn.c, Lingering). Any thread. */
+void dctx__conn_linger(struct dctx__conn *c);
+
 /* dctx__conn_abort ends the connection from any thread with code and why
  * (a peer that stopped answering): the stream is closed, and on_end
  * reports it, from the receive side, unless an end came first. */

@@ -71,8 +71,11 @@
  * server's resident set under load). */
 #define FINISHED_MAX 4096
 /* How long a closing server lets its connections' last replies and
- * GoAways go out, all of them together. */
+ * GoAways go out, and their callers close, all of them together. */
 #define CLOSE_FLUSH_NS (100 * 1000000LL)
+/* How long a connection ended by a protocol error waits for its peer to
+ * read the GoAway and close. */
+#define LINGER_NS (500 * 1000000LL)
 
 enum call_state { QUEUED, RUNNING, FINISHED, DROPPED };
 
@@ -91,7 +94,7 @@ struct conn {
     uint32_t number;  /* names its calls in the token table, for peer loss */
     atomic_int refs;  /* one while the session lives, one per call */
     atomic_bool over; /* the session ended (or the server ended it): once */
-    bool flush;       /* closed by the server: let what is queued go first */
+    bool lingered;    /* the reaper let the peer close first, or found no need */
     bool unstarted;   /* accepted before the server started; protected by srv->mu */
     pthread_mutex_t mu;
     struct dctx__call_map ids; /* calls in flight from this peer; protected by mu */
@@ -141,10 +144,11 @@ struct dctx_rpc_server {
      * counts a call in, then checks closing; close sets closing, then
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
-    atomic_bool closing;      /* set once, under mu */
-    atomic_bool started;      /* set once by start; read by the receiving threads */
-    atomic_llong flush_until; /* closing: when connections stop waiting for their last frames */
-    bool stopping;            /* protected by mu */
+    atomic_bool closing; /* set once, under mu */
+    atomic_bool started; /* set once by start; read by the receiving threads */
+    atomic_llong
+        flush_until; /* closing: when connections stop waiting for their peers; 0 till then */
+    bool stopping;   /* protected by mu */
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
@@ -188,16 +192,31 @@ static void emit_call_end(struct server_call *call, int code, const char *messag
 
 /* ===== Connections ===== */
 
+static void conn_close_deferred(void *arg);
+
+static void conn_lingered(void *arg)
+{
+    struct conn *c = arg;
+    (void)dctx__reaper_defer(&c->reap, conn_close_deferred, c);
+}
+
+/* On the reaper, after the last reference. A peer that may still be
+ * reading (its GoAway, a drain's last replies) is given until the drain's
+ * deadline, or LINGER_NS after a protocol error, to close its end first
+ * (session.h); one that closed already is closed at once. */
 static void conn_close_deferred(void *arg)
 {
     struct conn *c = arg;
     dctx_rpc_server *srv = c->srv;
-    if (c->flush) { /* one deadline for all: K stalled callers cost one flush, not K */
-        int64_t left = atomic_load(&srv->flush_until) - dctx_now();
-        dctx__session_close_after_flush(c->s, left > 0 ? left : 0);
-    } else {
-        dctx__session_close(c->s);
+    if (!c->lingered) {
+        c->lingered = true;
+        int64_t until = dctx_now() + LINGER_NS, flush_until = atomic_load(&srv->flush_until);
+        if (flush_until != 0 && flush_until < until)
+            until = flush_until;
+        if (dctx__session_linger(c->s, until, conn_lingered, c))
+            return;
     }
+    dctx__session_close(c->s);
     dctx__call_map_fini(&c->ids);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_lock(&srv->mu);
@@ -1032,8 +1051,6 @@ static void end_connections(dctx_rpc_server *srv)
         while (c != NULL && atomic_load(&c->over))
             c = c->next;
         bool held = c != NULL && conn_tryref(c);
-        if (held)
-            c->flush = true; /* read by the reaper after the last reference */
         pthread_mutex_unlock(&srv->mu);
         if (c == NULL)
             return;

@@ -18,6 +18,12 @@
  *   (on_end, once), and the frames after it are dropped unread. The
  *   connection stays open until the owner closes the session.
  *
+ *   Lingering: an owner done with a session whose peer may still be
+ *   reading (it was sent a GoAway) closes it once the peer has closed its
+ *   end, or at a deadline: the connection reads and drops until then
+ *   (conn.c, Lingering), and the first of the peer's close (conn_ended)
+ *   and the timer claims the linger and calls the owner back.
+ *
  *   Keepalive: a timer (one aio per session, nng's sleep) checks every
  *   keepalive_ms whether anything was read since its last check (or,
  *   while reads are paused for a caller that reads slowly, whether its
@@ -54,7 +60,12 @@ struct dctx__session {
     uint64_t last_reads, last_sends; /* the connection's, at the last tick; the timer's */
     struct dctx__session_peer peer;  /* written before ready */
     atomic_bool ready, ended;
-    atomic_int busy; /* owner's threads inside a call of ours: close waits for them */
+    atomic_int busy;       /* owner's threads inside a call of ours: close waits for them */
+    atomic_bool conn_over; /* the connection reported its end */
+    nng_aio *lt;           /* the linger's timer; NULL until it lingers */
+    atomic_int linger;     /* LINGER_* */
+    void (*linger_done)(void *arg); /* written before linger is LINGER_WAITING */
+    void *linger_arg;
     atomic_uint_fast64_t bad_frames;
 };
 
@@ -192,10 +203,31 @@ void dctx__session_fail(struct dctx__session *s, int code, const char *why)
     protocol_error(s, code, "%s", why);
 }
 
+enum { LINGER_NONE, LINGER_WAITING, LINGER_OVER };
+
+/* The linger ends once, by whichever comes first: the peer's close or the
+ * timer. True for the one that ends it. */
+static bool linger_claim(struct dctx__session *s)
+{
+    int waiting = LINGER_WAITING;
+    return atomic_compare_exchange_strong(&s->linger, &waiting, LINGER_OVER);
+}
+
+static void linger_tick(void *arg)
+{
+    struct dctx__session *s = arg;
+    if (linger_claim(s)) /* also when close stops the timer: by then it was claimed */
+        s->linger_done(s->linger_arg);
+}
+
 static void conn_ended(void *owner, struct dctx__conn *c, int code, const char *why)
 {
     (void)c;
-    end(owner, code, why);
+    struct dctx__session *s = owner;
+    end(s, code, why);
+    atomic_store(&s->conn_over, true);
+    if (linger_claim(s))
+        s->linger_done(s->linger_arg);
 }
 
 /* A length of 0 or over the limit: a protocol error, answered while the
@@ -477,21 +509,29 @@ static void session_start(struct dctx__session *s)
         nng_sleep_aio(s->o.keepalive_ms, s->ka);
 }
 
-/* Stop the keepalive timer: its tick may touch the connection. After
- * nng_aio_stop, a sleep it would post is dropped. */
-static void stop_keepalive(struct dctx__session *s)
+/* Stop the timers: a keepalive tick may touch the connection, a linger's
+ * calls the owner back. After nng_aio_stop, a sleep posted is dropped. */
+static void stop_timers(struct dctx__session *s)
 {
     if (s->ka != NULL)
         nng_aio_stop(s->ka);
+    if (s->lt != NULL)
+        nng_aio_stop(s->lt);
+}
+
+static void free_timers(struct dctx__session *s)
+{
+    nng_aio_free(s->ka);
+    nng_aio_free(s->lt);
 }
 
 bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns)
 {
     atomic_store(&s->ended, true);
-    stop_keepalive(s);
+    stop_timers(s);
     bool flushed = dctx__conn_close_after_flush(s->conn, timeout_ns);
     drain_callers(s);
-    nng_aio_free(s->ka);
+    free_timers(s);
     free(s);
     return flushed;
 }
@@ -519,14 +559,32 @@ uint64_t dctx__session_bad_frames(struct dctx__session *s)
     return atomic_load_explicit(&s->bad_frames, memory_order_relaxed);
 }
 
+bool dctx__session_linger(struct dctx__session *s, int64_t until_ns, void (*done)(void *arg),
+                          void *arg)
+{
+    if (atomic_load(&s->conn_over) || nng_aio_alloc(&s->lt, linger_tick, s) != 0)
+        return false;
+    atomic_store(&s->ended, true); /* nothing more for the owner, keepalive included */
+    s->linger_done = done;
+    s->linger_arg = arg;
+    atomic_store(&s->linger, LINGER_WAITING);
+    dctx__conn_linger(s->conn);
+    if (atomic_load(&s->conn_over)) /* it ended before the linger began */
+        return !linger_claim(s);
+    int64_t left_ms = (until_ns - dctx_now()) / 1000000;
+    nng_sleep_aio(left_ms > 0 ? (nng_duration)(left_ms < INT32_MAX ? left_ms : INT32_MAX) : 0,
+                  s->lt);
+    return true;
+}
+
 void dctx__session_close(struct dctx__session *s)
 {
     if (s == NULL)
         return;
     atomic_store(&s->ended, true); /* no on_end for a close of our own */
-    stop_keepalive(s);
+    stop_timers(s);
     dctx__conn_close(s->conn);
     drain_callers(s);
-    nng_aio_free(s->ka);
+    free_timers(s);
     free(s);
 }

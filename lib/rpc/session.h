@@ -112,6 +112,19 @@ void dctx__session_shutdown(struct dctx__session *s);
  * is fine. */
 void dctx__session_close(struct dctx__session *s);
 
+/* dctx__session_linger: the owner is done with s, but the peer may still
+ * be reading what it was sent (a GoAway: the last frame of a protocol
+ * error or of a drain). Everything read from here on is dropped, and
+ * done(arg) is called once, from an nng thread, when the peer has closed
+ * its end or at until_ns, whichever comes first: the owner closes s then
+ * (from another thread: done runs in a callback). Closing before the peer
+ * does would make nng 1.5.2 lose the GoAway on the peer's side (conn.c).
+ * Returns false, and done is not called, when there is nothing to wait
+ * for (the connection ended already, or no memory for a timer): close
+ * now. From the thread that closes s, once. */
+bool dctx__session_linger(struct dctx__session *s, int64_t until_ns, void (*done)(void *arg),
+                          void *arg);
+
 /* dctx__session_close_after_flush is dctx__session_close once what is
  * queued went out, or after timeout_ns (conn.h); true if it all went. */
 bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns);
