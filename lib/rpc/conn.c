@@ -3,7 +3,9 @@
  *
  * Design
  *   Receive: ONE aio, always posted while the connection lives, reads as
- *   much as the stream has into rbuf; the callback feeds it to the frame
+ *   much as the stream has into rbuf (4 KiB, grown to 64 KiB the first
+ *   time a read fills it: idle connections stay small); the callback
+ *   feeds it to the frame
  *   reader (framing.c), which hands out every whole frame the read brought
  *   (many per read, or one spread over many reads), each to on_frame, in
  *   order, then posts the next read. Reads carry no timeout: nng 1.5.2's
@@ -89,7 +91,10 @@
 #include "framing.h"
 #include "rpc_impl.h"
 
-#define RBUF_BYTES (64 * 1024)
+/* The read buffer starts small (an idle connection reads hellos and
+ * pings) and grows to RBUF_MAX the first time a read fills it. */
+#define RBUF_FIRST (4 * 1024)
+#define RBUF_MAX (64 * 1024)
 #define AIO_IOVS 8 /* nng 1.5.2: an aio takes at most 8 iovs */
 #define COALESCE_MAX (64 * 1024)
 #define BUSY_GAP_NS 50000
@@ -111,6 +116,7 @@ struct dctx__conn {
     /* The receive side: touched only by the receive callback. */
     struct dctx__frame_reader reader;
     unsigned char *rbuf;
+    size_t rbuf_len; /* RBUF_FIRST, then RBUF_MAX; read under mu when a read is posted */
 
     pthread_mutex_t mu;
     pthread_cond_t flushed;         /* the queue emptied or the connection ended; CLOCK_MONOTONIC */
@@ -450,16 +456,26 @@ int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn 
  * twice. */
 static void post_read_locked(struct dctx__conn *c)
 {
-    nng_iov iov = {.iov_buf = c->rbuf, .iov_len = RBUF_BYTES};
+    nng_iov iov = {.iov_buf = c->rbuf, .iov_len = c->rbuf_len};
     nng_aio_set_iov(c->rx, 1, &iov);
     nng_stream_recv(c->s, c->rx);
 }
 
 /* Read on, unless the connection ended (then report it) or its send queue
- * is over the pause mark (the send callback then resumes reading). */
-static void read_on(struct dctx__conn *c)
+ * is over the pause mark (the send callback then resumes reading). filled:
+ * the last read filled the buffer, so a larger one may pay (no frame
+ * points into the old one once take_frames returned). */
+static void read_on(struct dctx__conn *c, bool filled)
 {
     pthread_mutex_lock(&c->mu);
+    if (filled && c->rbuf_len < RBUF_MAX) {
+        unsigned char *b = malloc(RBUF_MAX);
+        if (b != NULL) { /* no memory: read on with the small one */
+            free(c->rbuf);
+            c->rbuf = b;
+            c->rbuf_len = RBUF_MAX;
+        }
+    }
     bool post = !c->ended;
     if (post && c->o.pause_reads_when_full && c->queued_bytes > c->pause_above &&
         !atomic_load_explicit(&c->discarding, memory_order_relaxed)) {
@@ -538,8 +554,9 @@ static void got_bytes(void *arg)
         return;
     }
     count(&c->reads, 1);
-    if (take_frames(c, nng_aio_count(c->rx)))
-        read_on(c);
+    size_t n = nng_aio_count(c->rx);
+    if (take_frames(c, n))
+        read_on(c, n == c->rbuf_len);
 }
 
 /* ===== The connection ===== */
@@ -553,7 +570,7 @@ int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dc
         return DCTX_INVALID_ARGUMENT;
     }
     struct dctx__conn *c = calloc(1, sizeof *c);
-    if (c == NULL || (c->rbuf = malloc(RBUF_BYTES)) == NULL)
+    if (c == NULL || (c->rbuf = malloc(RBUF_FIRST)) == NULL)
         goto fail;
     if (nng_aio_alloc(&c->rx, got_bytes, c) != 0 || nng_aio_alloc(&c->tx, tx_done, c) != 0 ||
         nng_aio_alloc(&c->txi, NULL, NULL) != 0)
@@ -561,6 +578,7 @@ int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dc
     c->s = s;
     c->o = *o;
     c->tail = &c->head;
+    c->rbuf_len = RBUF_FIRST;
     /* Over pause_above, one more read's frames still fit (QUEUE_MIN). */
     c->pause_above = o->send_queue_max - DCTX__CONN_QUEUE_MIN(o->max_body) / 2;
     c->resume_below = c->pause_above / 2;

@@ -14,21 +14,20 @@
  *    VmRSS).
  *
  *    Measured on x86_64 Linux 6.18, glibc 2.36, nng 1.5.2, a plain build:
- *    7.2 to 7.3 KiB resident per idle connection. The heap has 67.2 KiB
- *    in use per connection (glibc's mallinfo2): its 64 KiB read buffer
- *    (section 8), of which only the pages the hellos and the allocator
- *    touched are resident, and 3.2 KiB of structures (the server's, the
- *    session's, nng's stream and aios). The bound, IDLE_KIB_MAX, is
- *    32 KiB (8 pages of 4 KiB; scaled with a larger page): over 4 times
- *    the figure, for other allocators and kernels, and still half the
- *    read buffer, so a server that came to touch that buffer whole (67
- *    KiB), or to keep a frame's worth per connection, fails it. The heap
- *    in use must also stay under IDLE_HEAP_KIB_MAX, 80 KiB: one read
- *    buffer and the structures, with room (a second 64 KiB buffer per
+ *    7.2 to 7.8 KiB resident per idle connection, and as much heap in use
+ *    (glibc's mallinfo2): its 4 KiB read buffer (section 8: it grows to
+ *    64 KiB only once a read fills it) and 3.2 KiB of structures (the
+ *    server's, the session's, nng's stream and aios). The bound,
+ *    IDLE_KIB_MAX, is 32 KiB (8 pages of 4 KiB; scaled with a larger
+ *    page): over 4 times the figure, for other allocators and kernels,
+ *    and still half a grown read buffer, so a server that came to touch
+ *    one per idle connection, or to keep a frame's worth, fails it. The
+ *    heap in use must also stay under IDLE_HEAP_KIB_MAX, 24 KiB: the
+ *    small buffer and the structures, with room (a 64 KiB buffer per idle
  *    connection fails it). Transparent huge pages are turned off for the
  *    process (prctl): where they are "always", the heap's 2 MiB pages
- *    could make the read buffers resident whole, which says what the
- *    kernel does, not what the server touches.
+ *    could make memory resident that the server never touched, which says
+ *    what the kernel does, not what the server does.
  *
  *    The 2,000 connections must all stay up (none read from, none lost),
  *    and once the peers close, the server reaps them all and the
@@ -100,7 +99,7 @@ enum {
     WARM = 16,                   /* connections open before the first count, kept to the end */
     FD_MARGIN = 256,             /* descriptors beyond both ends of every connection */
     IDLE_KIB_MAX = 32,           /* resident KiB per idle connection, at most (4 KiB pages) */
-    IDLE_HEAP_KIB_MAX = 80,      /* heap KiB in use per idle connection, at most */
+    IDLE_HEAP_KIB_MAX = 24,      /* heap KiB in use per idle connection, at most */
     STALLED = 8,                 /* peers that stall in a frame */
     STALL_SENT = 300,            /* the bytes of its body each sends */
     STALL_GROWTH_MAX_KIB = 1024, /* the bound on the growth while they stall, all of them */
@@ -421,7 +420,7 @@ static void idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back(v
                   SANITIZED ? " (not checked: a sanitizer build inflates every allocation)" : "");
     if (m0.heap_kib >= 0)
         print_message("  heap in use: %ld KiB before, %ld KiB after: %.1f KiB per idle connection "
-                      "(its 64 KiB read buffer, mostly untouched, and the rest); bound %d KiB\n",
+                      "(its 4 KiB read buffer and the rest); bound %d KiB\n",
                       m0.heap_kib, m1.heap_kib, heap_per, IDLE_HEAP_KIB_MAX);
     print_message("  descriptors: %d with the server listening, %d with the connections open\n",
                   fds_server, fds_open);
@@ -444,8 +443,8 @@ static void idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back(v
                  "bound of %.0f KiB (%d connections: %ld KiB to %ld KiB)",
                  rss_per, bound, n, m0.rss_kib, m1.rss_kib);
     if (m0.heap_kib >= 0 && heap_per > IDLE_HEAP_KIB_MAX)
-        fail_msg("an idle connection holds %.1f KiB of the heap, over the bound of %d KiB: one "
-                 "64 KiB read buffer and the connection's structures (PROTOCOL.md, section 8)",
+        fail_msg("an idle connection holds %.1f KiB of the heap, over the bound of %d KiB: a "
+                 "4 KiB read buffer and the connection's structures (PROTOCOL.md, section 8)",
                  heap_per, IDLE_HEAP_KIB_MAX);
 
     /* Every peer leaves: the server sees each go and reaps it, and the
