@@ -54,6 +54,8 @@
 #define S_NS INT64_C(1000000000)
 
 #define M_ECHO "/bench.Bench/Echo"
+/* The method lat and tput call: M_ECHO, or --method (rpcd's Echo, say). */
+static const char *echo_method = M_ECHO;
 #define M_BLOCK "/bench.Bench/Block"
 #define M_SEEN "/bench.Bench/Seen"
 #define M_DEADLINE "/bench.Bench/Deadline"
@@ -152,7 +154,7 @@ static dctx_rpc_channel *open_ready_ev(const char *url, const struct opts *o,
     memset(buf, 'x', sizeof buf);
     int rc = DCTX_UNAVAILABLE;
     for (int tries = 0; tries < 25 && rc != DCTX_OK; tries++) {
-        rc = dctx_rpc_call_raw(ch, NULL, M_ECHO, buf, sizeof buf, NULL);
+        rc = dctx_rpc_call_raw(ch, NULL, echo_method, buf, sizeof buf, NULL);
         if (rc == DCTX_UNAVAILABLE)
             continue; /* the call itself waited connect_wait_ns (200 ms) */
         if (rc != DCTX_OK)
@@ -492,7 +494,7 @@ static int run_lat(const char *url, size_t n, size_t warm, const struct opts *o)
             int64_t t0 = dctx_now();
             if (variant == 1)
                 must(dctx_with_timeout(dctx_background(), 10 * S_NS, &ctx), "dctx_with_timeout");
-            int rc = dctx_rpc_call_raw(ch, ctx, M_ECHO, buf, sizeof buf, &res);
+            int rc = dctx_rpc_call_raw(ch, ctx, echo_method, buf, sizeof buf, &res);
             size_t got = res.payload_len;
             dctx_rpc_result_free(&res);
             if (ctx != NULL) {
@@ -550,7 +552,8 @@ static void caller_done(void *arg, const dctx_rpc_result *res);
 static void caller_send(struct caller *w)
 {
     w->t_send = dctx_now();
-    int rc = dctx_rpc_call_start(w->ch, NULL, M_ECHO, w->buf, sizeof w->buf, caller_done, w, NULL);
+    int rc =
+        dctx_rpc_call_start(w->ch, NULL, echo_method, w->buf, sizeof w->buf, caller_done, w, NULL);
     if (rc != 0) {
         w->errors++;
         caller_finish();
@@ -1015,6 +1018,8 @@ static void usage(FILE *to)
         "       rpc_bench inflight URL N --admin URL\n"
         "       rpc_bench smoke\n"
         "client options: --reserve-us R  the channels' reply reserve (default 500, the library's)\n"
+        "                --method M      lat and tput call M (default " M_ECHO ";\n"
+        "                                rpcd serve's is /dctx.demo.Demo/Echo)\n"
         "server and client modes: --keepalive D  the keepalive interval of the servers and\n"
         "                         channels they open: 0 (off), or e.g. 100ms, 10s\n"
         "                         (default 10s, the library's)\n"
@@ -1085,6 +1090,8 @@ int main(int argc, char **argv)
             o.reserve_ns = (int64_t)(num_arg(v, 0, 1e9, "--reserve-us") * 1e3);
         else if (strcmp(a, "--keepalive") == 0)
             o.keepalive_ns = dur_arg(v, "--keepalive");
+        else if (strcmp(a, "--method") == 0)
+            echo_method = v;
         else if (strcmp(a, "--max-inflight") == 0)
             o.max_in_flight = (int)num_arg(v, 1, 1e7, "--max-inflight");
         else {

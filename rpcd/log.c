@@ -1,40 +1,146 @@
 /*
- * log.c - JSON lines (see log.h). Each line is built in a buffer and
- * written with one fwrite under a lock, then flushed, so lines from
- * concurrent handlers never interleave and a killed process loses none.
+ * log.c - JSON lines (see log.h), written off the call path.
+ *
+ * A line is built on its caller's stack, then copied whole into a byte
+ * queue under a lock held only for that copy: no I/O on a handler's
+ * thread. One writer thread takes the whole queue (swapping it for an
+ * empty buffer) and writes it with one write(2), so a reader of the file
+ * sees whole batches. It writes as soon as there are lines; while it
+ * writes, the lines that come meanwhile queue up and go in its next
+ * write, so the busier the server, the larger the batches and the fewer
+ * the writes. When the disk or the terminal is slower than the calls, the
+ * queue (QUEUE_BYTES) fills and a line that does not fit is dropped and
+ * counted, never waited for. Lines never interleave: each is copied in
+ * one piece. Close writes what is queued, waiting CLOSE_WAIT_S at most
+ * (rpcd exits after it, so a writer stuck on a pipe nobody reads must not
+ * keep the process).
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "log.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The instance name is cut to this in lines, so that the fields after it
  * always fit (a name may be as long as a command line). */
 #define NAME_BYTES 256
+#define QUEUE_BYTES (4 * 1024 * 1024)
+#define CLOSE_WAIT_S 2 /* how long close waits for the writer's last write */
 
 static FILE *out;
 static const char *instance = "rpcd";
 static size_t instance_len = 4;
-static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER; /* the writer's: lines, or closing */
+static char *queue;                                    /* QUEUE_BYTES; protected by lock */
+static size_t queued;                                  /* protected by lock */
+static char *spare;                                    /* the writer's other buffer */
+static bool closing;                                   /* protected by lock */
+static pthread_t writer;
+static bool writer_running; /* protected by lock */
+static atomic_uint_fast64_t dropped;
+
+/* Write n bytes whole, with as few write(2)s as the file takes: one
+ * normally, so that a reader of the file sees whole batches of lines. */
+static void write_all(const char *p, size_t n)
+{
+    int fd = fileno(out);
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return; /* a full disk, a closed terminal: nothing to tell but the log */
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void *write_lines(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&lock);
+    for (;;) {
+        while (queued == 0 && !closing)
+            pthread_cond_wait(&wake, &lock);
+        char *batch = queue;
+        size_t n = queued;
+        bool last = closing;
+        queue = spare;
+        queued = 0;
+        pthread_mutex_unlock(&lock);
+        write_all(batch, n);
+        spare = batch;
+        if (last)
+            return NULL; /* close waited for its lines to be queued */
+        pthread_mutex_lock(&lock);
+    }
+}
+
+static void start_writer(void)
+{
+    queue = malloc(QUEUE_BYTES);
+    spare = malloc(QUEUE_BYTES);
+    /* The writer takes no signal: they are rpcd's main thread's. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    bool running =
+        queue != NULL && spare != NULL && pthread_create(&writer, NULL, write_lines, NULL) == 0;
+    pthread_mutex_lock(&lock);
+    writer_running = running;
+    pthread_mutex_unlock(&lock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
 
 int rpcd_log_open(const char *path, const char *name)
 {
     instance = name != NULL ? name : "rpcd";
     instance_len = rpcd_json_cut(instance, strlen(instance), NAME_BYTES);
-    if (path == NULL || strcmp(path, "-") == 0) {
+    if (path == NULL || strcmp(path, "-") == 0)
         out = stderr;
-        return 0;
-    }
-    out = fopen(path, "a");
-    return out != NULL ? 0 : -1;
+    else if ((out = fopen(path, "a")) == NULL)
+        return -1;
+    start_writer(); /* without it (no memory, no thread), lines are written inline */
+    return 0;
 }
 
 void rpcd_log_close(void)
 {
+    if (writer_running) {
+        pthread_mutex_lock(&lock);
+        closing = true;
+        pthread_cond_signal(&wake);
+        pthread_mutex_unlock(&lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += CLOSE_WAIT_S;
+        if (pthread_timedjoin_np(writer, NULL, &until) != 0)
+            return; /* a write that never returns (a pipe nobody reads): leave it to the exit */
+        pthread_mutex_lock(&lock);
+        writer_running = false;
+        closing = false;
+        pthread_mutex_unlock(&lock);
+    }
     if (out != NULL && out != stderr)
         fclose(out);
     out = NULL;
+    free(queue);
+    free(spare);
+    queue = spare = NULL;
+}
+
+uint64_t rpcd_log_dropped(void)
+{
+    return atomic_load_explicit(&dropped, memory_order_relaxed);
 }
 
 void rpcd_log_begin(struct rpcd_log_line *l, const char *event)
@@ -70,10 +176,23 @@ void rpcd_log_end(struct rpcd_log_line *l)
     l->buf[len++] = '\n';
     if (out == NULL)
         return;
-    pthread_mutex_lock(&out_lock);
-    fwrite(l->buf, 1, len, out);
-    fflush(out);
-    pthread_mutex_unlock(&out_lock);
+    pthread_mutex_lock(&lock);
+    if (!writer_running || closing) { /* no writer (now): written here, whole */
+        write_all(l->buf, len);
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    bool fits = queued + len <= QUEUE_BYTES;
+    if (fits) {
+        memcpy(queue + queued, l->buf, len);
+        bool kick = queued == 0; /* the writer may be waiting for lines */
+        queued += len;
+        if (kick)
+            pthread_cond_signal(&wake);
+    }
+    pthread_mutex_unlock(&lock);
+    if (!fits)
+        atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
 }
 
 void rpcd_log_message(const char *event, const char *fmt, ...)

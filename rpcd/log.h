@@ -8,6 +8,7 @@
 #define RPCD_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <dctx/dctx.h>
@@ -17,10 +18,16 @@
 #define RPCD_LOG_LINE_BYTES 4096
 
 /* Open the log: "-" or NULL is stderr, anything else a file appended to.
- * name (kept, not copied) goes into every line. Returns 0 or -1 (errno
- * set). */
+ * name (kept, not copied) goes into every line. Lines are written by a
+ * thread of the log's own, in batches, as soon as it can; a line that
+ * finds the log's queue full (the file or terminal is slower than the
+ * calls) is dropped and counted. Returns 0 or -1 (errno set). */
 int rpcd_log_open(const char *path, const char *name);
+/* Write every line queued, stop the writer, close the file; at most 2 s:
+ * a writer stuck in a write that never returns is left to the exit. */
 void rpcd_log_close(void);
+/* Lines dropped so far because the queue was full. */
+uint64_t rpcd_log_dropped(void);
 
 /* A line buffer: fields are appended, then rpcd_log_end writes the line
  * whole. */

@@ -22,7 +22,8 @@
 
 static const char serve_usage[] =
     "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]...\n"
-    "                  [--workers N] [--log FILE|-] [--max-inflight N] [--module PATH.so]...\n"
+    "                  [--workers N] [--log FILE|-] [--log-calls all|errors|none]\n"
+    "                  [--max-inflight N] [--module PATH.so]...\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
     "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
@@ -37,6 +38,9 @@ static void print_usage(void)
     printf("  --workers N        handler threads (default %d)\n"
            "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default %d)\n"
            "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
+           "  --log-calls WHICH  the calls logged: all (call_start and call_end, the default),\n"
+           "                     errors (call_end of those not OK) or none; cancels, dropped\n"
+           "                     traces and rpcd's own events are always logged\n"
            "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
            "                     (see <dctx/rpcd_module.h>)\n"
            "  --shutdown-grace D on SIGTERM the server drains: how long calls in flight get to\n"
@@ -55,6 +59,7 @@ struct serve_args {
     int n_next;
     dctx_rpc_server_options server; /* workers, in-flight limit, grace; the rest default */
     const char *log;
+    enum log_calls { LOG_CALLS_ALL, LOG_CALLS_ERRORS, LOG_CALLS_NONE } log_calls;
     const char *modules[RPCD_MAX_MODULES];
     int n_modules;
     struct rpcd_keepalive keepalive; /* for the server and its next hops */
@@ -106,6 +111,16 @@ static int parse(int argc, char **argv, struct serve_args *a)
             a->name = val;
         } else if (strcmp(flag, "--log") == 0) {
             a->log = val;
+        } else if (strcmp(flag, "--log-calls") == 0) {
+            if (strcmp(val, "all") == 0)
+                a->log_calls = LOG_CALLS_ALL;
+            else if (strcmp(val, "errors") == 0)
+                a->log_calls = LOG_CALLS_ERRORS;
+            else if (strcmp(val, "none") == 0)
+                a->log_calls = LOG_CALLS_NONE;
+            else
+                return rpcd_usage_error("serve",
+                                        "--log-calls takes all, errors or none, not \"%s\"", val);
         } else if (strcmp(flag, "--workers") == 0) {
             if (!parse_int(val, 1, 1024, &a->server.workers))
                 return rpcd_usage_error("serve", "--workers takes 1..1024, not \"%s\"", val);
@@ -141,13 +156,21 @@ static void log_trace(struct rpcd_log_line *l, const dctx_rpc_event *ev)
         rpcd_log_str(l, "parent_span_id", ev->parent_span_id);
 }
 
-/* Library events become log lines. */
+/* Is a call that ended with code logged under --log-calls (arg)? */
+static bool call_logged(const void *arg, int code)
+{
+    enum log_calls which = *(const enum log_calls *)arg;
+    return which == LOG_CALLS_ALL || (which == LOG_CALLS_ERRORS && code != DCTX_OK);
+}
+
+/* Library events become log lines; arg is the --log-calls choice. */
 static void on_event(void *arg, const dctx_rpc_event *ev)
 {
-    (void)arg;
     struct rpcd_log_line l;
     switch (ev->kind) {
     case DCTX_RPC_EVENT_CALL_START:
+        if (*(const enum log_calls *)arg != LOG_CALLS_ALL)
+            return;
         rpcd_log_begin(&l, "call_start");
         rpcd_log_str(&l, "method", ev->method);
         if (ev->deadline_in_ns >= 0)
@@ -155,6 +178,8 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
         log_trace(&l, ev);
         break;
     case DCTX_RPC_EVENT_CALL_END:
+        if (!call_logged(arg, ev->code))
+            return;
         rpcd_log_begin(&l, "call_end");
         rpcd_log_str(&l, "method", ev->method);
         rpcd_log_str(&l, "status", dctx_code_name(ev->code));
@@ -194,6 +219,8 @@ static void on_next_event(void *arg, const dctx_rpc_event *ev)
         on_event(arg, ev);
         return;
     }
+    if (!call_logged(arg, ev->code))
+        return;
     struct rpcd_log_line l;
     rpcd_log_begin(&l, "next_call_end");
     rpcd_log_str(&l, "method", ev->method);
@@ -226,6 +253,7 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
     dctx_rpc_channel_options o;
     dctx_rpc_channel_options_init(&o);
     o.on_event = on_next_event;
+    o.event_arg = (void *)&a->log_calls;
     o.keepalive_ns = a->keepalive.interval_ns;
     o.keepalive_timeout_ns = a->keepalive.timeout_ns;
     for (int i = 0; i < a->n_next; i++) {
@@ -284,6 +312,7 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
     if (a->keepalive.interval_ns > 0 && a->keepalive.interval_ns < o.keepalive_min_interval_ns)
         o.keepalive_min_interval_ns = a->keepalive.interval_ns;
     o.on_event = on_event;
+    o.event_arg = (void *)&a->log_calls;
     int rc = dctx_rpc_server_open(&o, &r->server);
     if (rc == 0)
         rc = rpcd_demo_services_register(r);

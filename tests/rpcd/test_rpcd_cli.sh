@@ -155,6 +155,60 @@ for _ in $(seq 100); do grep -q "caller lost" "$dir/S.log" && break; sleep 0.05;
 check "a caller that stops is lost to the server: its call is canceled" grep -q "caller lost" "$dir/S.log"
 kill -KILL "$quiet"; kill -CONT "$quiet" 2>/dev/null; wait "$quiet" 2>/dev/null
 
+# --- the log: --log-calls chooses the calls logged (cancels always are); a log
+# nobody reads never slows the calls: its lines are dropped and counted
+start_logged() { # name, then rpcd serve's flags after --listen and --name
+    local name=$1
+    shift
+    "$rpcd" serve --listen "$(url "$name")" --name "$name" "$@" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        call "$(url "$name")" /dctx.demo.Demo/Echo --timeout 200ms >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    fail "rpcd $name did not come up"
+}
+wait_line() { # file, pattern: up to 5 s for a line to be written
+    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
+}
+start_logged LE --log "$dir/LE.log" --log-calls errors
+call "$(url LE)" /dctx.demo.Demo/Echo --data fine >/dev/null
+call "$(url LE)" /dctx.demo.Demo/Fail --data "NOT_FOUND gone" >/dev/null
+call "$(url LE)" /dctx.demo.Demo/Sleep --data 10s --cancel-after 100ms >/dev/null
+check "--log-calls errors: a failed call's call_end is logged" \
+    wait_line "$dir/LE.log" '"event":"call_end".*"status":"NOT_FOUND"'
+check "... the cancel too" wait_line "$dir/LE.log" '"event":"cancel_received"'
+check "... and no line for the calls that were OK" \
+    bash -c "! grep '\"event\":\"call_' '$dir/LE.log' | grep -q '\"status\":\"OK\"\|call_start'"
+start_logged LN --log "$dir/LN.log" --log-calls none
+call "$(url LN)" /dctx.demo.Demo/Fail --data "NOT_FOUND gone" >/dev/null
+call "$(url LN)" /dctx.demo.Demo/Sleep --data 10s --cancel-after 100ms >/dev/null
+check "--log-calls none: the cancel is logged" wait_line "$dir/LN.log" '"event":"cancel_received"'
+check "... and no call line at all" bash -c "! grep -q '\"event\":\"call_' '$dir/LN.log'"
+out=$("$rpcd" serve --listen "$(url LX)" --log-calls some 2>&1); rc=$?
+check "--log-calls with another value is a usage error (exit 64)" test $rc -eq 64
+mkfifo "$dir/unread.fifo"
+exec 7<>"$dir/unread.fifo" # held open, never read: the pipe fills, the writer blocks
+start_logged LF --log "$dir/unread.fifo"
+start=$(date +%s%N)
+timeout 60 "$rpcd" bench "$(url LF)" /dctx.demo.Demo/Echo --concurrency 8 --calls 40000 \
+    >"$dir/unread-bench.json" 2>/dev/null; rc=$?
+took=$(( ($(date +%s%N) - start) / 1000000 ))
+check "a log nobody reads: 40,000 calls still go through (took $took ms)" \
+    grep -q '"by_status":{"OK":40000}' "$dir/unread-bench.json"
+dropped=$(call "$(url LF)" /dctx.Admin/Stats | grep -o '"log_lines_dropped":[0-9]*' | cut -d: -f2)
+check "... the lines that did not fit are dropped and counted (Stats: ${dropped:-none})" \
+    test "${dropped:-0}" -gt 0
+kill -TERM "${pids[-1]}"
+start=$(date +%s%N)
+for _ in $(seq 100); do kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+took=$(( ($(date +%s%N) - start) / 1000000 ))
+check "... and SIGTERM still stops it, its writer stuck on the pipe (took $took ms)" \
+    bash -c "! kill -0 ${pids[-1]} 2>/dev/null"
+kill -KILL "${pids[-1]}" 2>/dev/null; wait "${pids[-1]}" 2>/dev/null
+exec 7<&-
+
 # --- graceful shutdown: SIGTERM drains: a call in flight past the grace is stopped
 # with a cause, rpcd exits 0
 call "$(url C)" /dctx.demo.Demo/Sleep --data 30s >"$dir/sleep.out" 2>&1 &
