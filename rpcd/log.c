@@ -5,13 +5,15 @@
  * queue under a lock held only for that copy: no I/O on a handler's
  * thread. One writer thread takes the whole queue (swapping it for an
  * empty buffer) and writes it with one write(2), so a reader of the file
- * sees whole batches. It writes as soon as there are lines; while it
- * writes, the lines that come meanwhile queue up and go in its next
- * write, so the busier the server, the larger the batches and the fewer
- * the writes. When the disk or the terminal is slower than the calls, the
- * queue (QUEUE_BYTES) fills and a line that does not fit is dropped and
- * counted, never waited for. Lines never interleave: each is copied in
- * one piece. Close writes what is queued, waiting CLOSE_WAIT_S at most
+ * sees whole batches. Woken by the first line after a write, the writer
+ * lets lines gather for BATCH_MS (or until KICK_BYTES are queued) before
+ * it takes them: a line reaches the file within about BATCH_MS, and a
+ * busy server pays one wake and one write per batch, not per line
+ * (measured: waking the writer for every line cost a quarter of rpcd's
+ * throughput). When the disk or the terminal is slower than the calls,
+ * the queue (QUEUE_BYTES) fills and a line that does not fit is dropped
+ * and counted, never waited for. Lines never interleave: each is copied
+ * in one piece. Close writes what is queued, waiting CLOSE_WAIT_S at most
  * (rpcd exits after it, so a writer stuck on a pipe nobody reads must not
  * keep the process).
  */
@@ -32,6 +34,8 @@
  * always fit (a name may be as long as a command line). */
 #define NAME_BYTES 256
 #define QUEUE_BYTES (4 * 1024 * 1024)
+#define BATCH_MS 5
+#define KICK_BYTES (64 * 1024)
 #define CLOSE_WAIT_S 2 /* how long close waits for the writer's last write */
 
 static FILE *out;
@@ -39,11 +43,11 @@ static const char *instance = "rpcd";
 static size_t instance_len = 4;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wake = PTHREAD_COND_INITIALIZER; /* the writer's: lines, or closing */
-static char *queue;                                    /* QUEUE_BYTES; protected by lock */
-static size_t queued;                                  /* protected by lock */
-static char *spare;                                    /* the writer's other buffer */
-static bool closing;                                   /* protected by lock */
+static pthread_cond_t wake; /* the writer's: a first line, a batch, closing; CLOCK_MONOTONIC */
+static char *queue;         /* QUEUE_BYTES; protected by lock */
+static size_t queued;       /* protected by lock */
+static char *spare;         /* the writer's other buffer */
+static bool closing;        /* protected by lock */
 static pthread_t writer;
 static bool writer_running; /* protected by lock */
 static atomic_uint_fast64_t dropped;
@@ -71,6 +75,16 @@ static void *write_lines(void *unused)
     for (;;) {
         while (queued == 0 && !closing)
             pthread_cond_wait(&wake, &lock);
+        if (queued < KICK_BYTES && !closing) { /* let a batch gather */
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += BATCH_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&wake, &lock, &until);
+        }
         char *batch = queue;
         size_t n = queued;
         bool last = closing;
@@ -89,6 +103,11 @@ static void start_writer(void)
 {
     queue = malloc(QUEUE_BYTES);
     spare = malloc(QUEUE_BYTES);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&wake, &ca);
+    pthread_condattr_destroy(&ca);
     /* The writer takes no signal: they are rpcd's main thread's. */
     sigset_t all, old;
     sigfillset(&all);
@@ -185,7 +204,8 @@ void rpcd_log_end(struct rpcd_log_line *l)
     bool fits = queued + len <= QUEUE_BYTES;
     if (fits) {
         memcpy(queue + queued, l->buf, len);
-        bool kick = queued == 0; /* the writer may be waiting for lines */
+        /* The writer waits for a first line, then for a batch. */
+        bool kick = queued == 0 || (queued < KICK_BYTES && queued + len >= KICK_BYTES);
         queued += len;
         if (kick)
             pthread_cond_signal(&wake);

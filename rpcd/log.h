@@ -19,7 +19,7 @@
 
 /* Open the log: "-" or NULL is stderr, anything else a file appended to.
  * name (kept, not copied) goes into every line. Lines are written by a
- * thread of the log's own, in batches, as soon as it can; a line that
+ * thread of the log's own, in batches, within about 5 ms; a line that
  * finds the log's queue full (the file or terminal is slower than the
  * calls) is dropped and counted. Returns 0 or -1 (errno set). */
 int rpcd_log_open(const char *path, const char *name);

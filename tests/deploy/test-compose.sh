@@ -102,6 +102,7 @@ d="$dir"
 n=\$((\$(cat "\$d/calls/count" 2>/dev/null || echo 0) + 1))
 echo "\$n" >"\$d/calls/count"
 printf '%s\n' "\$@" >"\$d/calls/\$n.args"
+sleep 0.05 # the hops' lines of the call before land (rpcd writes its log in batches)
 for log in "\$d"/logs/*.log; do echo "\$(basename "\$log" .log) \$(wc -l <"\$log")"; done >"\$d/calls/\$n.marks"
 case " \$* " in *" --log "*) ;; *) set -- "\$@" --log "\$d/calls/\$n.log" ;; esac
 t0=\$(date +%s%N)

@@ -24,6 +24,7 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 [ $up = 1 ] || fail "rpcd with the module did not come up"
+for _ in $(seq 100); do grep -q '"event":"module_loaded"' "$dir/greeter.log" && break; sleep 0.05; done
 grep -q '"event":"module_loaded"' "$dir/greeter.log" || fail "no module_loaded in the log"
 
 # call EXPECTED_EXIT ARGS...: one `rpcd call`, its output in $got. A hang
@@ -46,7 +47,12 @@ call 0 --data world --value tenant=acme
 call 4 --data world --timeout 30ms
 [ "$(echo "$got" | head -n 1)" = DEADLINE_EXCEEDED ] || fail "no DEADLINE_EXCEEDED"
 # The module's handler stopped at the deadline, well before its 100 ms lookup.
-end=$(grep '"event":"call_end","method":"/acme.Greeter/Hello","status":"DEADLINE_EXCEEDED"' "$dir/greeter.log" | tail -n 1)
+# rpcd writes its log in batches, within milliseconds: wait for the line.
+for _ in $(seq 100); do
+    end=$(grep '"event":"call_end","method":"/acme.Greeter/Hello","status":"DEADLINE_EXCEEDED"' "$dir/greeter.log" | tail -n 1)
+    [ -z "$end" ] || break
+    sleep 0.05
+done
 [ -n "$end" ] || fail "the handler did not end with DEADLINE_EXCEEDED"
 us=$(echo "$end" | sed 's/.*"elapsed_us":\([0-9]*\).*/\1/')
 echo "the module's handler stopped after $us us"

@@ -10,6 +10,13 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+# stop_servers: SIGTERM every server started so far and wait for it: its
+# log is then whole (rpcd writes its lines in batches, and at exit).
+stop_servers() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    pids=()
+}
 
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 check() { # description, then a command that must succeed

@@ -24,6 +24,13 @@ serve() { # name [next...]
     fail "rpcd $name did not come up"
 }
 
+# rpcd writes its log lines in batches, within milliseconds: a line an
+# action caused is waited for (bounded), never expected at once.
+wait_line() { # file, pattern: up to 5 s for a line to be written
+    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
+}
+
 serve C
 serve B C
 
@@ -70,7 +77,7 @@ check "Chain through B answers with C's name first" bash -c "sed -n 2p <<<'$out'
 trace=$(sed -n 's/^trace: //p' <<<"$out")
 check "--trace prints the trace id" test ${#trace} -eq 32
 check "every hop logged call_end with that trace id" \
-    bash -c "grep -q '\"trace_id\":\"$trace\"' '$dir/B.log' && grep -q '\"trace_id\":\"$trace\"' '$dir/C.log'"
+    bash -c "$(declare -f wait_line); wait_line '$dir/B.log' '\"trace_id\":\"$trace\"' && wait_line '$dir/C.log' '\"trace_id\":\"$trace\"'"
 check "call_end lines carry ts, method, status, elapsed_us" \
     bash -c "grep '\"event\":\"call_end\"' '$dir/C.log' | grep -v Admin | head -1 | grep -q '\"ts\":[0-9]*,.*\"method\":\"/dctx.demo.Demo/.*\"status\":\"[A-Z_]*\",\"elapsed_us\":[0-9]'"
 wf=$("$rpcd" trace "$dir/edge.log" "$dir/B.log" "$dir/C.log" --trace-id "$trace")
@@ -167,10 +174,6 @@ start_logged() { # name, then rpcd serve's flags after --listen and --name
         sleep 0.05
     done
     fail "rpcd $name did not come up"
-}
-wait_line() { # file, pattern: up to 5 s for a line to be written
-    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    return 1
 }
 start_logged LE --log "$dir/LE.log" --log-calls errors
 call "$(url LE)" /dctx.demo.Demo/Echo --data fine >/dev/null

@@ -104,6 +104,7 @@ call "$leaf" /dctx.Admin/Stats | tail -n +2 >"$dir/leaf-stats.json"
 timeout 60 "$rpcd" bench "$h1" /dctx.demo.Demo/Echo --concurrency 4 --calls 200 \
     >"$dir/bench.json" 2>/dev/null
 check "rpcd bench ran" test -s "$dir/bench.json"
+stop_servers # their logs whole: rpcd writes its lines in batches, and at exit
 
 # ---- every JSON text parses, strictly --------------------------------------------------
 for f in h.log leaf.log edge.log; do
@@ -217,6 +218,7 @@ long="ipc://$dir/long.ipc"
 start "$long" --listen "$long" --name "$long_name" --log "$dir/long.log"
 call "$long" /dctx.demo.Demo/Fail --data "ABORTED $long_message" >/dev/null
 call "$long" /dctx.Admin/Stats | tail -n +2 >"$dir/long-stats.json"
+stop_servers
 check "lines with strings too long for them are strict JSON, cut, and keep their event" py '
 ends = 0
 for line in lines(sys.argv[1]):
