@@ -84,3 +84,24 @@ cmake -S "$tmp/pbproj" -B "$tmp/pbproj/build" -DCMAKE_PREFIX_PATH="$prefix" >/de
 cmake --build "$tmp/pbproj/build" >/dev/null
 LD_LIBRARY_PATH="$libdir" "$tmp/pbproj/build/pb" | grep -q '^INVALID_ARGUMENT '
 echo "find_package dctx::dctx_pb: ok"
+
+# rpcd as installed: it finds libdctx in its own prefix (its RPATH), with
+# no LD_LIBRARY_PATH: --help, then a serve / call round trip.
+rpcd="$prefix/bin/rpcd"
+env -u LD_LIBRARY_PATH "$rpcd" --help >/dev/null
+url="ipc://$tmp/rpcd.ipc"
+env -u LD_LIBRARY_PATH "$rpcd" serve --listen "$url" --log "$tmp/rpcd.log" &
+served=$!
+ok=0
+for _ in $(seq 100); do
+    out=$(env -u LD_LIBRARY_PATH timeout 10 "$rpcd" call "$url" /dctx.demo.Demo/Echo --data installed 2>/dev/null) &&
+        ok=1 && break
+    sleep 0.05
+done
+kill -TERM "$served"
+wait "$served" || true
+[ "$ok" = 1 ] && [ "$out" = "$(printf 'OK\ninstalled')" ] || {
+    echo "the installed rpcd: no serve / call round trip (got: $out)" >&2
+    exit 1
+}
+echo "installed rpcd: ok (--help, serve and call, no LD_LIBRARY_PATH)"
