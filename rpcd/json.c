@@ -88,8 +88,9 @@ static size_t utf8_sequence(const unsigned char *s, size_t n, size_t *bad)
     return follow + 1;
 }
 
-/* The character at s (n > 0 bytes left) as it goes inside a JSON string,
- * into out; returns its length and sets *used to the bytes it stands for. */
+/* The character at s (n > 0 bytes left), one that plain_run stopped at,
+ * as it goes inside a JSON string, into out; returns its length and sets
+ * *used to the bytes it stands for. */
 static size_t escape_char(const unsigned char *s, size_t n, char out[8], size_t *used)
 {
     static const char controls[] = "\b\f\n\r\t", short_forms[] = "bfnrt";
@@ -99,10 +100,6 @@ static size_t escape_char(const unsigned char *s, size_t n, char out[8], size_t 
         out[0] = '\\';
         out[1] = (char)c;
         return 2;
-    }
-    if (c >= 0x20 && c < 0x7f) {
-        out[0] = (char)c;
-        return 1;
     }
     if (c < 0x20 || c == 0x7f) {
         const char *at = c != 0 ? strchr(controls, c) : NULL;

@@ -12,8 +12,11 @@
  * (measured: waking the writer for every line cost a quarter of rpcd's
  * throughput). When the disk or the terminal is slower than the calls,
  * the queue (QUEUE_BYTES) fills and a line that does not fit is dropped
- * and counted, never waited for. Lines never interleave: each is copied
- * in one piece. Close writes what is queued, waiting CLOSE_WAIT_S at most
+ * and counted, never waited for (so are lines a write refuses). Lines
+ * never interleave: each is copied in one piece, and the writer writes
+ * until the queue is empty before close lets anyone write directly. A
+ * process killed (SIGKILL, a crash) loses the lines of its last BATCH_MS.
+ * Close writes what is queued, waiting CLOSE_WAIT_S at most
  * (rpcd exits after it, so a writer stuck on a pipe nobody reads must not
  * keep the process).
  */
@@ -54,6 +57,9 @@ static atomic_uint_fast64_t dropped;
 
 /* Write n bytes whole, with as few write(2)s as the file takes: one
  * normally, so that a reader of the file sees whole batches of lines. */
+/* Write n bytes whole, with as few write(2)s as the file takes: one
+ * normally, so that a reader of the file sees whole batches of lines.
+ * What a full disk or a closed terminal refuses is counted as dropped. */
 static void write_all(const char *p, size_t n)
 {
     int fd = fileno(out);
@@ -62,10 +68,14 @@ static void write_all(const char *p, size_t n)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            return; /* a full disk, a closed terminal: nothing to tell but the log */
+            break;
         p += k;
         n -= (size_t)k;
     }
+    uint64_t lost = 0;
+    for (size_t i = 0; i < n; i++)
+        lost += p[i] == '\n';
+    atomic_fetch_add_explicit(&dropped, lost, memory_order_relaxed);
 }
 
 static void *write_lines(void *unused)
@@ -75,6 +85,8 @@ static void *write_lines(void *unused)
     for (;;) {
         while (queued == 0 && !closing)
             pthread_cond_wait(&wake, &lock);
+        if (queued == 0)
+            break;                             /* closing, and every line queued is written */
         if (queued < KICK_BYTES && !closing) { /* let a batch gather */
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
@@ -87,16 +99,15 @@ static void *write_lines(void *unused)
         }
         char *batch = queue;
         size_t n = queued;
-        bool last = closing;
         queue = spare;
         queued = 0;
         pthread_mutex_unlock(&lock);
         write_all(batch, n);
         spare = batch;
-        if (last)
-            return NULL; /* close waited for its lines to be queued */
         pthread_mutex_lock(&lock);
     }
+    pthread_mutex_unlock(&lock);
+    return NULL;
 }
 
 static void start_writer(void)
@@ -134,7 +145,7 @@ int rpcd_log_open(const char *path, const char *name)
 
 void rpcd_log_close(void)
 {
-    if (writer_running) {
+    if (writer_running) { /* only open and close write it: no lock to read it here */
         pthread_mutex_lock(&lock);
         closing = true;
         pthread_cond_signal(&wake);
@@ -144,17 +155,18 @@ void rpcd_log_close(void)
         until.tv_sec += CLOSE_WAIT_S;
         if (pthread_timedjoin_np(writer, NULL, &until) != 0)
             return; /* a write that never returns (a pipe nobody reads): leave it to the exit */
-        pthread_mutex_lock(&lock);
-        writer_running = false;
-        closing = false;
-        pthread_mutex_unlock(&lock);
     }
-    if (out != NULL && out != stderr)
-        fclose(out);
-    out = NULL;
+    pthread_mutex_lock(&lock);
+    writer_running = false;
+    closing = false;
+    FILE *f = out;
+    out = NULL; /* a late line is dropped from here on, not written to a closed file */
     free(queue);
     free(spare);
     queue = spare = NULL;
+    pthread_mutex_unlock(&lock);
+    if (f != NULL && f != stderr)
+        fclose(f);
 }
 
 uint64_t rpcd_log_dropped(void)
@@ -193,11 +205,10 @@ void rpcd_log_end(struct rpcd_log_line *l)
 {
     size_t len = rpcd_json_finish(&l->json);
     l->buf[len++] = '\n';
-    if (out == NULL)
-        return;
     pthread_mutex_lock(&lock);
-    if (!writer_running || closing) { /* no writer (now): written here, whole */
-        write_all(l->buf, len);
+    if (out == NULL || !writer_running) { /* closed; or no writer: written here, whole */
+        if (out != NULL)
+            write_all(l->buf, len);
         pthread_mutex_unlock(&lock);
         return;
     }

@@ -21,7 +21,8 @@
  * name (kept, not copied) goes into every line. Lines are written by a
  * thread of the log's own, in batches, within about 5 ms; a line that
  * finds the log's queue full (the file or terminal is slower than the
- * calls) is dropped and counted. Returns 0 or -1 (errno set). */
+ * calls) is dropped and counted. A process killed outright loses the lines
+ * of its last few milliseconds. Returns 0 or -1 (errno set). */
 int rpcd_log_open(const char *path, const char *name);
 /* Write every line queued, stop the writer, close the file; at most 2 s:
  * a writer stuck in a write that never returns is left to the exit. */

@@ -250,7 +250,7 @@ static void churn_of_ok_canceled_and_timed_out_calls_loses_nothing(void **state)
 {
     (void)state;
     /* 100,000 calls; under TSan 50,000 (the floor is 20,000) */
-    const int n = rt_under_tsan() ? 50000 : 100000;
+    const int n = THREAD_SANITIZED ? 50000 : 100000;
     dctx_rpc_server_options so = rt_server_options(16);
     char url[256];
     /* ipc, not inproc: with the system's uninstrumented nng, inproc's

@@ -19,7 +19,6 @@
 #include <nng/nng.h>
 
 #include "rpc_testutil.h"
-#include "stream_testutil.h"
 
 static void lost_caller_cancels_the_handler_and_is_counted(void **state)
 {
@@ -128,18 +127,12 @@ static void caller_pinging_too_often_is_closed(void **state)
     char url[256];
     dctx_rpc_server *srv = rt_serve(RT_IPC, &so, "/it.Echo/Echo", rt_echo_handler, NULL, url);
     rt_raw *r = rt_raw_open(url);
-    Dctx__Wire__Ping ping = DCTX__WIRE__PING__INIT;
-    ping.has_data = 1;
-    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-    f.body_case = DCTX__WIRE__FRAME__BODY_PING;
-    f.ping = &ping;
     int pongs = 0, goaway = -1;
     int64_t min_ms = -1;
     char why[DCTX_WIRE_MESSAGE_BYTES_MAX + 1] = "";
     for (int i = 0; i < 5; i++) {
-        ping.data = (uint64_t)i;
         size_t len;
-        uint8_t *buf = rt_pack(&f, &len);
+        uint8_t *buf = rt_pack_ping((uint64_t)i, &len);
         if (rt_raw_write_frame(r, buf, len) != 0)
             break; /* closed already */
     }
@@ -177,8 +170,6 @@ static void caller_pinging_too_often_is_closed(void **state)
  * while the test reads; the pings still go in 100 ms after the GoAway. */
 struct pinger {
     rt_raw *r;
-    unsigned char ping[64]; /* a framed Ping */
-    size_t ping_len;
     atomic_bool stop;
     atomic_long sent;
     atomic_int failed; /* nng's error of the write that failed; 0: none */
@@ -188,7 +179,9 @@ static void *ping_without_pause(void *arg)
 {
     struct pinger *p = arg;
     while (!atomic_load(&p->stop)) {
-        int rv = rt_raw_write(p->r, p->ping, p->ping_len, 1000);
+        size_t len;
+        uint8_t *ping = rt_pack_ping(0, &len);
+        int rv = rt_raw_write_frame(p->r, ping, len); /* frees ping */
         if (rv != 0) {
             atomic_store(&p->failed, rv);
             break;
@@ -206,16 +199,11 @@ static void goaway_reaches_a_peer_that_goes_on_sending(void **state)
         char url[256];
         dctx_rpc_server *srv =
             rt_serve(transports[t], NULL, "/it.Echo/Echo", rt_echo_handler, NULL, url);
-        Dctx__Wire__Ping ping = DCTX__WIRE__PING__INIT;
-        Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
-        f.body_case = DCTX__WIRE__FRAME__BODY_PING;
-        f.ping = &ping;
         int rounds = 10;
         for (int i = 0; i < rounds; i++) {
             static struct pinger p;
             memset(&p, 0, sizeof p);
             p.r = rt_raw_open(url);
-            p.ping_len = st_frame(&f, p.ping, sizeof p.ping);
             pthread_t th;
             assert_int_equal(pthread_create(&th, NULL, ping_without_pause, &p), 0);
             int code = -1;

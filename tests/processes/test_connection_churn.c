@@ -351,14 +351,6 @@ static void peer_close(struct peer *p, bool reset)
 static unsigned char hello[64]; /* this client's hello, header included */
 static size_t hello_len;
 
-static void pack_hello(void)
-{
-    Dctx__Wire__Hello h;
-    Dctx__Wire__Frame f;
-    st_hello(&f, &h, 1, 65536, "churn");
-    hello_len = st_frame(&f, hello, sizeof hello);
-}
-
 /* Peer number peer's Call of HOLD (call id 1), with a token of its own. */
 static size_t pack_hold_call(uint32_t peer, unsigned char *out, size_t cap)
 {
@@ -789,7 +781,7 @@ int main(void)
     snprintf(scratch, sizeof scratch, "/tmp/dctx-churn-XXXXXX");
     if (mkdtemp(scratch) == NULL)
         return 1;
-    pack_hello();
+    hello_len = st_client_hello("churn", hello, sizeof hello);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(ipc_peers_leaving_at_every_stage_cost_no_call_and_no_descriptor,
                                   end_run),

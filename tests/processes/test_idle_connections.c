@@ -290,14 +290,6 @@ static int end_run(void **state)
 static unsigned char hello[64]; /* a client's hello, header included */
 static size_t hello_len;
 
-static void pack_hello(void)
-{
-    Dctx__Wire__Hello h;
-    Dctx__Wire__Frame f;
-    st_hello(&f, &h, 1, 65536, "idle");
-    hello_len = st_frame(&f, hello, sizeof hello);
-}
-
 static void send_all(int fd, const void *buf, size_t n)
 {
     while (n > 0) {
@@ -659,7 +651,7 @@ int main(void)
     /* Base pages only: what the server touches, not the kernel's huge
      * pages over a heap it barely touches. */
     (void)prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    pack_hello();
+    hello_len = st_client_hello("idle", hello, sizeof hello);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
             idle_connections_cost_a_bounded_amount_of_memory_and_all_come_back, end_run),

@@ -4,18 +4,24 @@
 dir=$(mktemp -d "/tmp/dctx-$test_name-XXXXXX")
 pids=()
 failures=0
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-    rm -rf "$dir"
-}
-trap cleanup EXIT
 # stop_servers: SIGTERM every server started so far and wait for it: its
 # log is then whole (rpcd writes its lines in batches, and at exit).
 stop_servers() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
     pids=()
+}
+cleanup() {
+    stop_servers
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+# wait_line FILE ERE: up to 5 s for a line matching ERE to be written
+# (rpcd writes its log in batches, within milliseconds: a line an action
+# caused is waited for, never expected at once).
+wait_line() {
+    for _ in $(seq 100); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
 }
 
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }

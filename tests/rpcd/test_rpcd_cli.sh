@@ -24,13 +24,6 @@ serve() { # name [next...]
     fail "rpcd $name did not come up"
 }
 
-# rpcd writes its log lines in batches, within milliseconds: a line an
-# action caused is waited for (bounded), never expected at once.
-wait_line() { # file, pattern: up to 5 s for a line to be written
-    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    return 1
-}
-
 serve C
 serve B C
 
@@ -76,8 +69,8 @@ out=$(call "$(url B)" /dctx.demo.Demo/Chain --data 10ms --trace --log "$dir/edge
 check "Chain through B answers with C's name first" bash -c "sed -n 2p <<<'$out' | grep -qx C"
 trace=$(sed -n 's/^trace: //p' <<<"$out")
 check "--trace prints the trace id" test ${#trace} -eq 32
-check "every hop logged call_end with that trace id" \
-    bash -c "$(declare -f wait_line); wait_line '$dir/B.log' '\"trace_id\":\"$trace\"' && wait_line '$dir/C.log' '\"trace_id\":\"$trace\"'"
+check "B logged call_end with that trace id" wait_line "$dir/B.log" "\"trace_id\":\"$trace\""
+check "... and C too" wait_line "$dir/C.log" "\"trace_id\":\"$trace\""
 check "call_end lines carry ts, method, status, elapsed_us" \
     bash -c "grep '\"event\":\"call_end\"' '$dir/C.log' | grep -v Admin | head -1 | grep -q '\"ts\":[0-9]*,.*\"method\":\"/dctx.demo.Demo/.*\"status\":\"[A-Z_]*\",\"elapsed_us\":[0-9]'"
 wf=$("$rpcd" trace "$dir/edge.log" "$dir/B.log" "$dir/C.log" --trace-id "$trace")
@@ -158,8 +151,8 @@ check "... within the keepalive's bound, not 30 s (took $took ms)" test $took -l
 quiet=$!
 sleep 0.3
 kill -STOP "$quiet"
-for _ in $(seq 100); do grep -q "caller lost" "$dir/S.log" && break; sleep 0.05; done
-check "a caller that stops is lost to the server: its call is canceled" grep -q "caller lost" "$dir/S.log"
+check "a caller that stops is lost to the server: its call is canceled" \
+    wait_line "$dir/S.log" "caller lost"
 kill -KILL "$quiet"; kill -CONT "$quiet" 2>/dev/null; wait "$quiet" 2>/dev/null
 
 # --- the log: --log-calls chooses the calls logged (cancels always are); a log

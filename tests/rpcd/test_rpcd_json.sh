@@ -101,10 +101,13 @@ stats=$(call "$h1" /dctx.Admin/Stats); rc=$?
 check "Stats is OK" test $rc -eq 0 -a "$(head -n 1 <<<"$stats")" = OK
 tail -n +2 <<<"$stats" >"$dir/stats.json"
 call "$leaf" /dctx.Admin/Stats | tail -n +2 >"$dir/leaf-stats.json"
-timeout 60 "$rpcd" bench "$h1" /dctx.demo.Demo/Echo --concurrency 4 --calls 200 \
+timeout 60 "$rpcd" bench "$h1" /dctx.demo.Demo/Echo --concurrency 8 --calls 200 \
     >"$dir/bench.json" 2>/dev/null
 check "rpcd bench ran" test -s "$dir/bench.json"
 stop_servers # their logs whole: rpcd writes its lines in batches, and at exit
+echo_ends=$(grep -c '"event":"call_end","method":"/dctx.demo.Demo/Echo","status":"OK"' "$dir/h.log")
+check "no line lost to the batches or the exit: 202 Echo call_end lines, the hostile one, bench's probe and its 200 (got $echo_ends)" \
+    test "$echo_ends" -eq 202
 
 # ---- every JSON text parses, strictly --------------------------------------------------
 for f in h.log leaf.log edge.log; do

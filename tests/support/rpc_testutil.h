@@ -74,13 +74,6 @@ extern const dctx_key rt_key_tenant, rt_key_trace, rt_key_secret, rt_key_pass;
 /* Sleep ns nanoseconds (nothing for ns <= 0), resuming after signals. */
 void rt_sleep(int64_t ns);
 
-/* Whether this is a ThreadSanitizer build (loops that only add
- * confidence run fewer rounds there). */
-static inline bool rt_under_tsan(void)
-{
-    return THREAD_SANITIZED;
-}
-
 /* 64 random bits from the kernel (the clock and pid if it has none). */
 uint64_t rt_random64(void);
 
@@ -368,6 +361,9 @@ uint8_t *rt_pack_cancel(uint32_t call_id, const uint8_t token[DCTX_TOKEN_BYTES],
 
 /* A Reply frame for call_id with code and no payload, packed. */
 uint8_t *rt_pack_reply(uint32_t call_id, int code, size_t *len);
+
+/* A Ping frame carrying data, packed. */
+uint8_t *rt_pack_ping(uint64_t data, size_t *len);
 
 /* The name of a frame's kind ("call", "goaway", ...), for messages. */
 const char *rt_frame_kind(const Dctx__Wire__Frame *f);

@@ -106,6 +106,17 @@ uint8_t *rt_pack_reply(uint32_t call_id, int code, size_t *len)
     return rt_pack(&f, len);
 }
 
+uint8_t *rt_pack_ping(uint64_t data, size_t *len)
+{
+    Dctx__Wire__Ping p = DCTX__WIRE__PING__INIT;
+    p.has_data = 1;
+    p.data = data;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_PING;
+    f.ping = &p;
+    return rt_pack(&f, len);
+}
+
 const char *rt_frame_kind(const Dctx__Wire__Frame *f)
 {
     if (f == NULL)

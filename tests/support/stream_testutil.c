@@ -140,3 +140,11 @@ size_t st_frame(const Dctx__Wire__Frame *f, unsigned char *out, size_t cap)
     dctx__wire__frame__pack(f, out + DCTX__FRAME_HEADER_BYTES);
     return n + DCTX__FRAME_HEADER_BYTES;
 }
+
+size_t st_client_hello(const char *name, unsigned char *out, size_t cap)
+{
+    Dctx__Wire__Hello h;
+    Dctx__Wire__Frame f;
+    st_hello(&f, &h, 1, 65536, name);
+    return st_frame(&f, out, cap);
+}

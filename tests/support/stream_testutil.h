@@ -50,5 +50,8 @@ void st_hello(Dctx__Wire__Frame *f, Dctx__Wire__Hello *h, uint32_t version,
 /* st_frame writes f, after its 4-byte length, into out (cap bytes: the
  * test fails if it does not fit); returns the bytes written. */
 size_t st_frame(const Dctx__Wire__Frame *f, unsigned char *out, size_t cap);
+/* st_client_hello writes a raw client's hello (version 1, 64 KiB frames,
+ * name), framed, into out; returns the bytes written. */
+size_t st_client_hello(const char *name, unsigned char *out, size_t cap);
 
 #endif /* DCTX_STREAM_TESTUTIL_H */
