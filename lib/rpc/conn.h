@@ -107,8 +107,9 @@ void dctx__conn_shutdown(struct dctx__conn *c);
  * be reading what it was sent. From here on what arrives is read and
  * dropped (reading resumes if it was paused or stopped by bad framing), so
  * that the peer's close reaches on_end and the stream is not closed with
- * the peer's bytes unread (conn.c, Lingering). Any thread. */
-void dctx__conn_linger(struct dctx__conn *c);
+ * the peer's bytes unread (conn.c, Lingering). Returns false if the
+ * connection ended already (nothing to wait for). Any thread. */
+bool dctx__conn_linger(struct dctx__conn *c);
 
 /* dctx__conn_abort ends the connection from any thread with code and why
  * (a peer that stopped answering): the stream is closed, and on_end

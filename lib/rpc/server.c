@@ -1064,7 +1064,8 @@ static void end_connections(dctx_rpc_server *srv)
 
 /* Tell every caller the server drains (PROTOCOL.md, "Drain"): it takes no
  * new calls, and those in flight have grace_ms to finish. Sending never
- * blocks, so it is done under mu, which keeps the list still. */
+ * waits on the peer (a write the socket cannot take goes on nng's thread),
+ * so it is done under mu, which keeps the list still. */
 static void drain_connections(dctx_rpc_server *srv, int64_t grace_ns)
 {
     Dctx__Wire__Drain d = DCTX__WIRE__DRAIN__INIT;

@@ -47,6 +47,7 @@
 
 #include "conn.h"
 #include "frame.h"
+#include "rpc_impl.h"
 
 struct dctx__session {
     struct dctx__conn *conn;
@@ -60,10 +61,9 @@ struct dctx__session {
     uint64_t last_reads, last_sends; /* the connection's, at the last tick; the timer's */
     struct dctx__session_peer peer;  /* written before ready */
     atomic_bool ready, ended;
-    atomic_int busy;       /* owner's threads inside a call of ours: close waits for them */
-    atomic_bool conn_over; /* the connection reported its end */
-    nng_aio *lt;           /* the linger's timer; NULL until it lingers */
-    atomic_int linger;     /* LINGER_* */
+    atomic_int busy;   /* owner's threads inside a call of ours: close waits for them */
+    nng_aio *lt;       /* the linger's timer; NULL until it lingers */
+    atomic_int linger; /* LINGER_* */
     void (*linger_done)(void *arg); /* written before linger is LINGER_WAITING */
     void *linger_arg;
     atomic_uint_fast64_t bad_frames;
@@ -216,7 +216,7 @@ static bool linger_claim(struct dctx__session *s)
 static void linger_tick(void *arg)
 {
     struct dctx__session *s = arg;
-    if (linger_claim(s)) /* also when close stops the timer: by then it was claimed */
+    if (nng_aio_result(s->lt) == 0 && linger_claim(s)) /* not when close stops it */
         s->linger_done(s->linger_arg);
 }
 
@@ -225,7 +225,6 @@ static void conn_ended(void *owner, struct dctx__conn *c, int code, const char *
     (void)c;
     struct dctx__session *s = owner;
     end(s, code, why);
-    atomic_store(&s->conn_over, true);
     if (linger_claim(s))
         s->linger_done(s->linger_arg);
 }
@@ -562,18 +561,17 @@ uint64_t dctx__session_bad_frames(struct dctx__session *s)
 bool dctx__session_linger(struct dctx__session *s, int64_t until_ns, void (*done)(void *arg),
                           void *arg)
 {
-    if (atomic_load(&s->conn_over) || nng_aio_alloc(&s->lt, linger_tick, s) != 0)
+    if (nng_aio_alloc(&s->lt, linger_tick, s) != 0)
         return false;
     atomic_store(&s->ended, true); /* nothing more for the owner, keepalive included */
     s->linger_done = done;
     s->linger_arg = arg;
     atomic_store(&s->linger, LINGER_WAITING);
-    dctx__conn_linger(s->conn);
-    if (atomic_load(&s->conn_over)) /* it ended before the linger began */
+    /* Ended already (the peer closed, or this side shut it down): close
+     * now, unless its end is being reported and claims the linger first. */
+    if (!dctx__conn_linger(s->conn))
         return !linger_claim(s);
-    int64_t left_ms = (until_ns - dctx_now()) / 1000000;
-    nng_sleep_aio(left_ms > 0 ? (nng_duration)(left_ms < INT32_MAX ? left_ms : INT32_MAX) : 0,
-                  s->lt);
+    nng_sleep_aio(dctx__ns_to_ms(until_ns - dctx_now()), s->lt);
     return true;
 }
 
