@@ -18,12 +18,14 @@
 #include "duration.h"
 #include "keepalive.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "rpcd.h"
 
 static const char serve_usage[] =
     "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]...\n"
     "                  [--workers N] [--log FILE|-] [--log-calls all|errors|none]\n"
-    "                  [--max-inflight N] [--module PATH.so]...\n"
+    "                  [--max-inflight N] [--module PATH.so]... [--metrics-listen HOST:PORT]\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
     "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
@@ -43,6 +45,9 @@ static void print_usage(void)
            "                     traces and rpcd's own events are always logged\n"
            "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
            "                     (see <dctx/rpcd_module.h>)\n"
+           "  --metrics-listen HOST:PORT\n"
+           "                     serve GET /metrics (Prometheus' text format) and GET /healthz\n"
+           "                     (200 serving, 503 draining) over HTTP; port 0: any free one\n"
            "  --shutdown-grace D on SIGTERM the server drains: how long calls in flight get to\n"
            "                     finish before they are stopped (default %s)\n",
            DCTX_RPC_DEFAULT_WORKERS, DCTX_RPC_DEFAULT_MAX_IN_FLIGHT,
@@ -59,6 +64,7 @@ struct serve_args {
     int n_next;
     dctx_rpc_server_options server; /* workers, in-flight limit, grace; the rest default */
     const char *log;
+    const char *metrics_listen; /* HOST:PORT, or NULL */
     enum log_calls { LOG_CALLS_ALL, LOG_CALLS_ERRORS, LOG_CALLS_NONE } log_calls;
     const char *modules[RPCD_MAX_MODULES];
     int n_modules;
@@ -109,6 +115,8 @@ static int parse(int argc, char **argv, struct serve_args *a)
             a->next[a->n_next++] = val;
         } else if (strcmp(flag, "--name") == 0) {
             a->name = val;
+        } else if (strcmp(flag, "--metrics-listen") == 0) {
+            a->metrics_listen = val;
         } else if (strcmp(flag, "--log") == 0) {
             a->log = val;
         } else if (strcmp(flag, "--log-calls") == 0) {
@@ -178,6 +186,7 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
         log_trace(&l, ev);
         break;
     case DCTX_RPC_EVENT_CALL_END:
+        rpcd_metrics_call_end(ev->method, ev->code, ev->elapsed_ns);
         if (!call_logged(arg, ev->code))
             return;
         rpcd_log_begin(&l, "call_end");
@@ -230,8 +239,9 @@ static void on_next_event(void *arg, const dctx_rpc_event *ev)
     rpcd_log_end(&l);
 }
 
-/* The line that says the instance is up: where it listens, its next hops. */
-static void log_serving(const struct serve_args *a)
+/* The line that says the instance is up: where it listens, its next hops,
+ * and where its metrics are served (the port in use). */
+static void log_serving(const struct serve_args *a, const char *metrics)
 {
     struct rpcd_log_line l;
     rpcd_log_begin(&l, "serving");
@@ -245,6 +255,8 @@ static void log_serving(const struct serve_args *a)
         rpcd_json_str(j, NULL, a->next[i]);
     rpcd_json_end(j);
     rpcd_log_int(&l, "workers", a->server.workers);
+    if (metrics[0] != '\0')
+        rpcd_log_str(&l, "metrics", metrics);
     rpcd_log_end(&l);
 }
 
@@ -318,6 +330,8 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
         rc = rpcd_demo_services_register(r);
     if (rc == 0)
         rc = load_modules(r, a);
+    if (rc == 0 && a->metrics_listen != NULL && rpcd_metrics_init(r) != 0)
+        rc = DCTX_RESOURCE_EXHAUSTED;
     for (int i = 0; rc == 0 && i < a->n_listen; i++) {
         rc = dctx_rpc_server_listen(r->server, a->listen[i]);
         if (rc != 0)
@@ -351,17 +365,26 @@ int rpcd_serve(int argc, char **argv)
     rc = open_next_hops(&r, &a);
     if (rc == 0)
         rc = start_server(&r, &a);
+    char metrics[300] = "";
+    if (rc == 0 && a.metrics_listen != NULL)
+        rc = rpcd_metrics_http_start(&r, a.metrics_listen, metrics, sizeof metrics);
     if (rc == 0) {
-        log_serving(&a);
+        log_serving(&a, metrics);
         int sig = 0;
         sigwait(&stop, &sig);
         rpcd_log_message("shutdown", "signal %d: canceling in-flight calls", sig);
     }
-    int closed = dctx_rpc_server_close(r.server);
+    /* The metrics answer through the drain (/healthz: 503), and stop
+     * before the server and channels they read are freed. */
+    rpcd_metrics_set_draining();
+    int closed = dctx_rpc_server_shutdown(r.server);
     if (closed != 0)
         rpcd_log_message("shutdown", "handlers outlived the shutdown grace");
+    rpcd_metrics_http_stop();
+    dctx_rpc_server_close(r.server);
     for (int i = 0; i < r.n_next; i++)
         dctx_rpc_channel_close(r.next[i]);
+    rpcd_metrics_free();
     rpcd_log_message("stopped", "%s", rc == 0 ? "clean" : dctx_strerror(rc));
     rpcd_log_close();
     return rc == 0 ? 0 : rc;

@@ -145,6 +145,9 @@ struct dctx_rpc_server {
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
     atomic_bool closing; /* set once, under mu */
+    bool shut_down;      /* dctx_rpc_server_shutdown ran; its result: */
+    int shutdown_rc;
+    atomic_uint_fast64_t accept_failures_closed; /* of the listeners shutdown closed */
     atomic_bool started; /* set once by start; read by the receiving threads */
     atomic_llong
         flush_until; /* closing: when connections stop waiting for their peers; 0 till then */
@@ -927,9 +930,17 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
         return rc;
     }
     pthread_mutex_lock(&srv->mu);
-    item->next = srv->acceptors;
-    srv->acceptors = item;
+    bool closing = atomic_load(&srv->closing);
+    if (!closing) {
+        item->next = srv->acceptors;
+        srv->acceptors = item;
+    }
     pthread_mutex_unlock(&srv->mu);
+    if (closing) { /* shut down: it would never be closed */
+        dctx__acceptor_close(item->a);
+        free(item);
+        return DCTX_INVALID_ARGUMENT;
+    }
     return 0;
 }
 
@@ -967,6 +978,16 @@ int dctx_rpc_server_register(dctx_rpc_server *srv, const char *method, dctx_rpc_
     return dctx_rpc_server_register_flags(srv, method, fn, arg, 0);
 }
 
+size_t dctx_rpc_server_methods(const dctx_rpc_server *srv, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t b = 0; srv != NULL && b < METHOD_BUCKETS; b++)
+        for (const struct method *m = srv->methods[b]; m != NULL; m = m->next, n++)
+            if (n < max)
+                names[n] = m->name;
+    return n;
+}
+
 int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
                                 void *arg, unsigned flags, void *owned)
 {
@@ -995,7 +1016,7 @@ static void stop_workers(dctx_rpc_server *srv)
  * again or closed. */
 int dctx_rpc_server_start(dctx_rpc_server *srv)
 {
-    if (srv == NULL || atomic_load(&srv->started))
+    if (srv == NULL || atomic_load(&srv->started) || srv->shut_down)
         return DCTX_INVALID_ARGUMENT;
     int rc = 0;
     size_t size = (size_t)srv->opts.workers * sizeof *srv->workers;
@@ -1091,10 +1112,13 @@ static void force_close(dctx_rpc_server *srv)
     dctx__cancel_err(srv->root, DCTX_DEADLINE_EXCEEDED, DCTX_UNAVAILABLE, why);
 }
 
-int dctx_rpc_server_close(dctx_rpc_server *srv)
+int dctx_rpc_server_shutdown(dctx_rpc_server *srv)
 {
     if (srv == NULL)
         return 0;
+    if (srv->shut_down)
+        return srv->shutdown_rc;
+    srv->shut_down = true;
     pthread_mutex_lock(&srv->mu);
     atomic_store(&srv->closing, true); /* calls from here on are refused "draining" */
     struct acceptor_item *acceptors = srv->acceptors;
@@ -1102,6 +1126,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     pthread_mutex_unlock(&srv->mu);
     while (acceptors != NULL) { /* no connection comes after this */
         struct acceptor_item *next = acceptors->next;
+        atomic_fetch_add(&srv->accept_failures_closed, dctx__acceptor_failures(acceptors->a));
         dctx__acceptor_close(acceptors->a);
         free(acceptors);
         acceptors = next;
@@ -1131,7 +1156,15 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
         dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);
     pthread_mutex_unlock(
         &srv->mu); /* the reaper's last unlock is behind us (conn_close_deferred) */
+    srv->shutdown_rc = rc;
+    return rc;
+}
 
+int dctx_rpc_server_close(dctx_rpc_server *srv)
+{
+    if (srv == NULL)
+        return 0;
+    int rc = dctx_rpc_server_shutdown(srv);
     dctx__token_table_close(srv->tokens);
     dctx_release(srv->root);
     for (int b = 0; b < METHOD_BUCKETS; b++) {
@@ -1165,6 +1198,7 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)
         out->cancel_outcomes[i] = atomic_load(&srv->outcomes[i]);
     out->in_flight = (uint64_t)atomic_load(&srv->in_flight);
+    out->accept_failures = atomic_load(&srv->accept_failures_closed);
     pthread_mutex_lock(&srv->mu);
     for (struct acceptor_item *a = srv->acceptors; a != NULL; a = a->next)
         out->accept_failures += dctx__acceptor_failures(a->a);

@@ -1,11 +1,12 @@
 # setup.sh - sourced by scripts/test and scripts/demo: installs the Debian
 # packages dctx builds with, when any is missing (apt-get update first).
 # Needs root, or sudo. libcmocka-dev, iproute2 (`ip`, for scripts/netns-test),
-# python3 (its json module parses rpcd's JSON in tests/rpcd) and clang-format
-# (tests/layout checks the formatting) are for the tests only; the rest builds
-# dctx (the Dockerfile installs those).
+# python3 (its json module parses rpcd's JSON in tests/rpcd), clang-format
+# (tests/layout checks the formatting) and prometheus (its server and promtool
+# check rpcd's /metrics) are for the tests only; the rest builds dctx (the
+# Dockerfile installs those).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3 clang-format"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3 clang-format prometheus"
 
 dctx_install_packages() {
     local missing=()

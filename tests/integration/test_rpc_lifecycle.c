@@ -195,6 +195,41 @@ static void close_refuses_new_calls_while_it_waits(void **state)
     rt_handle_release(h);
 }
 
+/* Shutdown drains and stops as close does but frees nothing: the stats
+ * stay readable with the calls counted, the method names listed; the
+ * server takes no listener, start or call any more, and a second shutdown
+ * answers at once with the first one's result. */
+static void shutdown_leaves_the_stats_readable_until_close(void **state)
+{
+    (void)state;
+    const struct rt_method methods[] = {{"/it.Shut/Echo", rt_echo_handler, NULL},
+                                        {"/it.Shut/Other", rt_echo_handler, NULL}};
+    char url[256];
+    dctx_rpc_server *srv = rt_server_open(RT_IPC, NULL, methods, 2, url, sizeof url);
+    const char *names[4] = {NULL};
+    assert_int_equal(dctx_rpc_server_methods(srv, names, 4), 2);
+    assert_int_equal(dctx_rpc_server_methods(srv, names, 1), 2); /* counts past max */
+    assert_true(strcmp(names[0], "/it.Shut/Echo") == 0 || strcmp(names[0], "/it.Shut/Other") == 0);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Shut/Echo", "x", 1, &res), DCTX_OK);
+    dctx_rpc_result_free(&res);
+
+    assert_int_equal(dctx_rpc_server_shutdown(srv), 0);
+    dctx_rpc_server_stats st = rt_server_stats(srv);
+    assert_int_equal(st.calls, 1);
+    assert_int_equal(st.by_code[DCTX_OK], 1);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(dctx_rpc_server_shutdown(srv), 0);
+    char url2[256];
+    rt_url(RT_IPC, url2, sizeof url2);
+    assert_int_equal(dctx_rpc_server_listen(srv, url2), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_server_start(srv), DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Shut/Echo", "x", 1, &res), DCTX_UNAVAILABLE);
+    dctx_rpc_result_free(&res);
+    assert_int_equal(rt_server_close(srv), 0);
+}
+
 /* A blocking call waits on its own thread (no callback steps it): closing
  * its channel must still end it at once, and the server, losing its
  * caller, cancels the handler. */
@@ -442,6 +477,7 @@ int main(int argc, char **argv)
         RT_TEST(close_stops_handlers_that_outlive_the_drains_grace),
         RT_TEST(close_reports_a_handler_that_outlives_the_grace),
         RT_TEST(close_refuses_new_calls_while_it_waits),
+        RT_TEST(shutdown_leaves_the_stats_readable_until_close),
         RT_TEST(closing_a_channel_ends_a_blocking_call_in_flight_unavailable),
         RT_TEST(closing_a_channel_while_replies_arrive_returns),
     };

@@ -364,7 +364,8 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_open(const dctx_rpc_server_options *
 /* dctx_rpc_server_listen listens on url; may be called for several URLs,
  * before or after start. Connections are accepted at once, and their
  * calls read once the server has started. Returns 0, DCTX_INVALID_ARGUMENT (s or url NULL,
- * a bad URL or scheme, a certificate file that cannot be used),
+ * a bad URL or scheme, a certificate file that cannot be used, a server
+ * shut down),
  * DCTX_UNAVAILABLE (the address is in use), DCTX_NOT_FOUND (an ipc
  * path's directory or the certificate file does not exist),
  * DCTX_PERMISSION_DENIED or DCTX_RESOURCE_EXHAUSTED. Never blocks. */
@@ -390,6 +391,11 @@ DCTX_API int dctx_rpc_server_register(dctx_rpc_server *s, const char *method,
 DCTX_API int dctx_rpc_server_register_flags(dctx_rpc_server *s, const char *method,
                                             dctx_rpc_handler_fn fn, void *arg, unsigned flags);
 
+/* dctx_rpc_server_methods stores up to max of s's method names in names
+ * (each valid until the server is closed) and returns how many it has: a
+ * fixed set for metrics and listings. Not thread safe against register. */
+DCTX_API size_t dctx_rpc_server_methods(const dctx_rpc_server *s, const char **names, size_t max);
+
 /* dctx_rpc_server_start starts the workers and begins receiving on every
  * listener (those added later too). Returns 0, DCTX_INVALID_ARGUMENT (s
  * NULL or already started) or DCTX_RESOURCE_EXHAUSTED (no memory or
@@ -397,6 +403,14 @@ DCTX_API int dctx_rpc_server_register_flags(dctx_rpc_server *s, const char *meth
  * is as before: start may be tried again, or the server closed. Never
  * blocks on the network. */
 DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
+
+/* dctx_rpc_server_shutdown drains and stops the server as close does, but
+ * frees nothing: its stats can still be read (a final count, or a metrics
+ * endpoint that answers through the drain). Returns what close would; a
+ * second call returns the first one's result at once. Afterwards the
+ * server can only be closed. Blocks, with close's restrictions; not
+ * concurrently with itself or close. */
+DCTX_API int dctx_rpc_server_shutdown(dctx_rpc_server *s);
 
 /* dctx_rpc_server_close drains, then closes: it stops listening, tells
  * every caller it drains (their new calls then fail at once with
@@ -406,7 +420,8 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
  * (DCTX_DEADLINE_EXCEEDED, cause DCTX_UNAVAILABLE "server shut down: its
  * drain's grace of N ms ran out"), which goes on downstream as any cancel.
  * Then it sends each connection a GoAway after its last replies and closes
- * it, waits for the workers and frees everything, the server's started or
+ * it, waits for the workers (all of that is dctx_rpc_server_shutdown, done
+ * here unless it ran before) and frees everything, the server's started or
  * not. Returns 0, or DCTX_DEADLINE_EXCEEDED if handlers outlived the grace
  * (it still waited for them). Blocks; must not be called from a handler or
  * event hook of the same server, nor from a completion callback or event
