@@ -1,12 +1,13 @@
 # setup.sh - sourced by scripts/test and scripts/demo: installs the Debian
 # packages dctx builds with, when any is missing (apt-get update first).
-# Needs root, or sudo. libcmocka-dev, iproute2 (`ip`, for scripts/netns-test),
-# python3 (its json module parses rpcd's JSON in tests/rpcd), clang-format
-# (tests/layout checks the formatting) and prometheus (its server and promtool
-# check rpcd's /metrics) are for the tests only; the rest builds dctx (the
-# Dockerfile installs those).
+# Needs root, or sudo. For the tests only: libcmocka-dev, iproute2 (`ip`, for
+# scripts/netns-test), python3 (its json module parses rpcd's JSON in
+# tests/rpcd), clang-format (tests/layout checks the formatting), prometheus
+# (its server and promtool check rpcd's /metrics) and chromium (renders the
+# pages of `rpcd trace --html`); the rest builds dctx (the Dockerfile
+# installs those).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3 clang-format prometheus"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3 clang-format prometheus chromium"
 
 dctx_install_packages() {
     local missing=()
