@@ -3,13 +3,18 @@
 # and run programs against it: one on dctx.h and rpc.h with pkg-config (cc
 # app.c $(pkg-config --cflags --libs dctx)) and with CMake's
 # find_package(dctx), and one on rpc_pb.h with pkg-config dctx-pb and
-# dctx::dctx_pb, the two that add protobuf-c.
+# dctx::dctx_pb, the two that add protobuf-c; then the installed rpcd.
+# check-install.sh --prefix PREFIX - the same checks of dctx installed
+# there already (the Debian package, unpacked: tests/install/check-deb.sh).
 set -eu
-build=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-prefix="$tmp/prefix"
-cmake --install "$build" --prefix "$prefix" >/dev/null
+if [ "$1" = --prefix ]; then
+    prefix=$2
+else
+    prefix="$tmp/prefix"
+    cmake --install "$1" --prefix "$prefix" >/dev/null
+fi
 
 cat >"$tmp/app.c" <<'C'
 #include <dctx/dctx.h>
