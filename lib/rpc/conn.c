@@ -150,7 +150,8 @@ struct dctx__conn {
     unsigned char *coalesce; /* COALESCE_MAX bytes, made on first need */
     bool tx_is_fence;        /* tx waits for a write on txi, not one of its own */
 
-    atomic_uint_fast64_t reads, frames_read, writes, frames_written, bytes_queued_max, pauses;
+    atomic_uint_fast64_t reads, frames_read, bytes_read, writes, frames_written, bytes_queued_max,
+        pauses;
     atomic_uint_fast64_t sends_done; /* write operations that took bytes, short ones too */
 };
 
@@ -566,6 +567,7 @@ static void got_bytes(void *arg)
     }
     count(&c->reads, 1);
     size_t n = nng_aio_count(c->rx);
+    count(&c->bytes_read, n);
     if (take_frames(c, n))
         read_on(c, n == c->rbuf_len);
 }
@@ -660,9 +662,14 @@ void dctx__conn_abort(struct dctx__conn *c, int code, const char *why)
     leave(c);
 }
 
-uint64_t dctx__conn_reads(struct dctx__conn *c)
+uint64_t dctx__conn_frames_read(struct dctx__conn *c)
 {
-    return atomic_load_explicit(&c->reads, memory_order_relaxed);
+    return atomic_load_explicit(&c->frames_read, memory_order_relaxed);
+}
+
+uint64_t dctx__conn_bytes_read(struct dctx__conn *c)
+{
+    return atomic_load_explicit(&c->bytes_read, memory_order_relaxed);
 }
 
 uint64_t dctx__conn_sends(struct dctx__conn *c)

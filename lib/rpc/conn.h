@@ -116,12 +116,13 @@ bool dctx__conn_linger(struct dctx__conn *c);
  * reports it, from the receive side, unless an end came first. */
 void dctx__conn_abort(struct dctx__conn *c, int code, const char *why);
 
-/* Signs of the peer's life: reads that brought bytes, and write operations
- * that took some, so far; and whether reading is paused (the peer does not
- * read what this side sends: pause_reads_when_full). A write taking bytes
- * says little by itself (a kernel or TLS buffer takes them for a peer
- * that is gone) but while reads are paused it is all there is. */
-uint64_t dctx__conn_reads(struct dctx__conn *c);
+/* Signs of the peer's life: whole frames and bytes read, and write
+ * operations that took some, so far; and whether reading is paused (the
+ * peer does not read what this side sends: pause_reads_when_full). A write
+ * taking bytes says little by itself (a kernel or TLS buffer takes them for
+ * a peer that is gone) but while reads are paused it is all there is. */
+uint64_t dctx__conn_frames_read(struct dctx__conn *c);
+uint64_t dctx__conn_bytes_read(struct dctx__conn *c);
 uint64_t dctx__conn_sends(struct dctx__conn *c);
 bool dctx__conn_paused(struct dctx__conn *c);
 

@@ -53,13 +53,15 @@ struct dctx__session {
     struct dctx__conn *conn;
     struct dctx__session_options o; /* immutable; o.name points at name */
     char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
-    bool hello_seen;                 /* the receive callback's */
-    nng_aio *ka;                     /* the keepalive timer; NULL without one */
-    int64_t ping_sent_ns;            /* a keepalive ping unanswered since; 0: none; the timer's */
-    int64_t last_ping_rx_ns;         /* when the peer's last ping came; the receive side's */
-    int ping_strikes;                /* its pings under the minimum interval; the receive side's */
-    uint64_t last_reads, last_sends; /* the connection's, at the last tick; the timer's */
-    struct dctx__session_peer peer;  /* written before ready */
+    bool hello_seen;         /* the receive callback's */
+    nng_aio *ka;             /* the keepalive timer; NULL without one */
+    int64_t ping_sent_ns;    /* a keepalive ping unanswered since; 0: none; the timer's */
+    int64_t last_ping_rx_ns; /* when the peer's last ping came; the receive side's */
+    int ping_strikes;        /* its pings under the minimum interval; the receive side's */
+    uint64_t last_frames, last_bytes,
+        last_sends;                 /* the connection's at the last tick; the timer's */
+    int32_t window_ms;              /* since the last tick; the timer's */
+    struct dctx__session_peer peer; /* written before ready */
     atomic_bool ready, ended;
     atomic_int busy;   /* owner's threads inside a call of ours: close waits for them */
     nng_aio *lt;       /* the linger's timer; NULL until it lingers */
@@ -397,27 +399,42 @@ static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
 }
 
 /* Keepalive, on nng's timer: a look every keepalive_ms, and one
- * ping_timeout_ms after a ping. Reads since the last look are a sign of
- * life (and, while reads are paused for a caller that reads slowly, its
- * replies going out); silence gets a ping, and silence after the ping, or
- * before the peer's hello, aborts the connection. The tick is the only
- * writer of ping_sent_ns, last_reads and last_sends. */
+ * ping_timeout_ms after a ping. A whole frame read since the last look is
+ * a sign of life, and so is part of one coming at DCTX__SESSION_MIN_RATE
+ * or faster (a large frame on a slow link); a peer that trickles a frame
+ * slower than that cannot answer a ping (its pong would land inside the
+ * frame), so it is dropped as a silent one is, holding nothing but its
+ * connection meanwhile. While reads are paused for a caller that reads
+ * slowly, its replies going out are the sign instead. Silence gets a
+ * ping, and silence after the ping, or before the peer's hello, aborts the
+ * connection. The tick is the only writer of ping_sent_ns, window_ms and
+ * the last_* counts. */
 static void keepalive_tick(void *arg)
 {
     struct dctx__session *s = arg;
     if (nng_aio_result(s->ka) != 0 || atomic_load(&s->ended))
         return; /* stopped, or the session is over */
-    uint64_t reads = dctx__conn_reads(s->conn), sends = dctx__conn_sends(s->conn);
+    uint64_t frames = dctx__conn_frames_read(s->conn), bytes = dctx__conn_bytes_read(s->conn);
+    uint64_t sends = dctx__conn_sends(s->conn);
+    uint64_t trickled = bytes - s->last_bytes;
     bool ready = atomic_load_explicit(&s->ready, memory_order_acquire);
-    bool alive = reads != s->last_reads || (sends != s->last_sends && dctx__conn_paused(s->conn));
-    s->last_reads = reads;
+    bool alive = frames != s->last_frames ||
+                 trickled >= (uint64_t)s->window_ms * DCTX__SESSION_MIN_RATE / 1000 + 1 ||
+                 (sends != s->last_sends && dctx__conn_paused(s->conn));
+    s->last_frames = frames;
+    s->last_bytes = bytes;
     s->last_sends = sends;
     int32_t next = s->o.keepalive_ms;
     if (alive) {
         s->ping_sent_ns = 0;
     } else if (!ready || s->ping_sent_ns != 0) {
-        char why[128];
-        if (ready)
+        char why[160];
+        if (ready && trickled > 0)
+            snprintf(why, sizeof why,
+                     "peer stalled inside a frame (%llu bytes in %d ms after a ping, under %d "
+                     "bytes/s)",
+                     (unsigned long long)trickled, s->window_ms, DCTX__SESSION_MIN_RATE);
+        else if (ready)
             snprintf(why, sizeof why, "peer stopped answering (no frame %d ms after a ping)",
                      s->o.ping_timeout_ms);
         else
@@ -430,6 +447,7 @@ static void keepalive_tick(void *arg)
         (void)session_ping(s, 0);
         next = s->o.ping_timeout_ms;
     }
+    s->window_ms = next;
     nng_sleep_aio(next, s->ka);
 }
 
@@ -504,8 +522,10 @@ static void session_start(struct dctx__session *s)
         return;
     }
     dctx__conn_start(s->conn);
-    if (s->ka != NULL)
+    if (s->ka != NULL) {
+        s->window_ms = s->o.keepalive_ms;
         nng_sleep_aio(s->o.keepalive_ms, s->ka);
+    }
 }
 
 /* Stop the timers: a keepalive tick may touch the connection, a linger's

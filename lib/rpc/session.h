@@ -26,6 +26,9 @@
  * frame (the hello) may have before the sender knows the receiver's. */
 #define DCTX__SESSION_HELLO_BYTES_MAX 4096
 #define DCTX__SESSION_NAME_BYTES_MAX 256
+/* Bytes per second: a frame arriving slower than this is no sign of life
+ * to the keepalive (a peer trickling a frame to hold a connection). */
+#define DCTX__SESSION_MIN_RATE 256
 
 struct dctx__session;
 
@@ -57,9 +60,11 @@ struct dctx__session_options {
     /* Keepalive (0: none). Every keepalive_ms the session looks whether it
      * read anything since its last look; if not, it pings, and if nothing
      * is read within ping_timeout_ms of the ping, the session ends ("peer
-     * stopped answering"). So a peer that is gone without a word is found
-     * within 2 * keepalive_ms + ping_timeout_ms. Before the peer's hello,
-     * the first silent look ends it. ping_timeout_ms 0: keepalive_ms. */
+     * stopped answering"). A frame trickling in under
+     * DCTX__SESSION_MIN_RATE counts as nothing. So a peer that is gone
+     * without a word, or stalls inside a frame, is found within
+     * 2 * keepalive_ms + ping_timeout_ms. Before the peer's hello, the
+     * first silent look ends it. ping_timeout_ms 0: keepalive_ms. */
     int32_t keepalive_ms, ping_timeout_ms;
     /* A server's limit on its callers' pings (0: none): a ping less than
      * this after the one before is a strike, and the third strike ends the

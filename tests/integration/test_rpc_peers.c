@@ -115,6 +115,58 @@ static void caller_that_stops_answering_is_found_by_keepalive(void **state)
     rt_raw_close(r);
 }
 
+/* A peer that sends part of a frame and trickles the rest (a byte every
+ * 20 ms, far under the 256 bytes/s a frame in progress must keep) cannot
+ * answer a ping, and is dropped as a silent one is; a peer that sends a
+ * large call slowly but steadily (64 bytes every 10 ms, over several
+ * keepalive looks) is not: its call is answered. */
+static void peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not(void **state)
+{
+    (void)state;
+    dctx_rpc_server_options so = rt_server_options(1);
+    so.keepalive_ns = MS(100);
+    so.keepalive_timeout_ns = MS(100);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_TCP, &so, "/it.Echo/Echo", rt_echo_handler, NULL, url);
+
+    rt_raw *steady = rt_raw_open(url);
+    enum { PAYLOAD = 3000, CHUNK = 64 };
+    static uint8_t payload[PAYLOAD];
+    memset(payload, 'p', sizeof payload);
+    uint8_t token[DCTX_TOKEN_BYTES];
+    rt_token(token);
+    size_t len;
+    uint8_t *body = rt_pack_call(1, "/it.Echo/Echo", token, 0, payload, sizeof payload, &len);
+    uint8_t header[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                         (uint8_t)len};
+    assert_int_equal(rt_raw_write(steady, header, sizeof header, 1000), 0);
+    for (size_t at = 0; at < len; at += CHUNK) {
+        assert_int_equal(rt_raw_write(steady, body + at, len - at < CHUNK ? len - at : CHUNK, 1000),
+                         0);
+        rt_sleep(MS(10));
+    }
+    free(body);
+    uint32_t id = 0;
+    assert_int_equal(rt_raw_recv_reply(steady, &id, NULL, 0), DCTX_OK);
+    assert_int_equal(id, 1);
+    assert_int_equal(rt_server_stats(srv).peers_lost, 0);
+
+    rt_raw *trickler = rt_raw_open(url);
+    uint8_t announce[4] = {0, 0, 4, 0}; /* a 1024-byte frame, of which it sends a byte at a time */
+    assert_int_equal(rt_raw_write(trickler, announce, sizeof announce, 1000), 0);
+    int writes = 0;
+    uint8_t byte = 0x0a;
+    while (writes < 250 && rt_raw_write(trickler, &byte, 1, 1000) == 0) { /* 5 s at most */
+        writes++;
+        rt_sleep(MS(20));
+    }
+    assert_in_range(writes, 1, 249); /* the server closed it: a write failed */
+    /* counted lost (the steady one, reading nothing since, may be too) */
+    assert_true(WAIT_FOR(rt_server_stats(srv).peers_lost >= 1, SEC(5)));
+    rt_raw_close(trickler);
+    rt_raw_close(steady);
+}
+
 /* A caller that pings more often than the server's minimum interval is
  * told so and closed: the third strike gets GoAway RESOURCE_EXHAUSTED "too
  * many pings", counted as a bad frame. Pings at the pace allowed are
@@ -912,6 +964,7 @@ int main(int argc, char **argv)
         RT_TEST(server_killed_mid_call_fails_the_call_unavailable_at_once),
         RT_TEST(server_that_stops_answering_is_found_by_keepalive),
         RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
+        RT_TEST(peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not),
         RT_TEST(caller_pinging_too_often_is_closed),
         RT_TEST(goaway_reaches_a_peer_that_goes_on_sending),
         RT_TEST(channel_told_too_many_pings_slows_down),
