@@ -266,6 +266,7 @@ static void hop_stats(struct rpcd_json *j, const char *url, const dctx_rpc_chann
     rpcd_json_uint(j, "failed", failed);
     rpcd_json_uint(j, "unavailable", cs->by_code[DCTX_UNAVAILABLE]);
     rpcd_json_uint(j, "connections", cs->connections);
+    rpcd_json_uint(j, "draining", cs->draining);
     code_counts(j, "by_status", cs->by_code);
     rpcd_json_uint(j, "not_sent_budget", cs->not_sent_budget);
     rpcd_json_uint(j, "cancels_pushed", cs->cancels_pushed);

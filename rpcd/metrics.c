@@ -285,6 +285,13 @@ static void next_hop_metrics(FILE *f, const struct rpcd *r, const dctx_rpc_chann
         label_value(f, r->next_url[i]);
         fprintf(f, "} %d\n", hops[i].connections > 0);
     }
+    family(f, "dctx_next_draining", "gauge",
+           "Connections to the next hop whose server drains (it takes no new calls).");
+    for (int i = 0; i < r->n_next; i++) {
+        fputs("dctx_next_draining{next=", f);
+        label_value(f, r->next_url[i]);
+        fprintf(f, "} %u\n", (unsigned)hops[i].draining);
+    }
     family(f, "dctx_next_connections", "gauge", "Connections up to the next hop.");
     for (int i = 0; i < r->n_next; i++) {
         fputs("dctx_next_connections{next=", f);

@@ -13,6 +13,7 @@
 
 #define RPCD_VERSION DCTX_VERSION_STRING
 #define RPCD_MAX_NEXT 16
+#define RPCD_MAX_NEXT_URLS 16 /* in one --next */
 #define RPCD_MAX_LISTEN 16
 #define RPCD_MAX_MODULES 16
 

@@ -30,7 +30,10 @@ static const char serve_usage[] =
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
     "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
     "  --name NAME        the instance name in logs and Chain answers (default: rpcd)\n"
-    "  --next URL         a next hop for Chain; dialed in the background, may be down\n";
+    "  --next URL[,URL]...  a next hop for Chain (repeat for several hops, called in\n"
+    "                     parallel); dialed in the background, may be down. Several URLs\n"
+    "                     for one hop: each call goes to one of them, round robin among\n"
+    "                     those up and not draining\n";
 
 /* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
 static void print_usage(void)
@@ -260,6 +263,26 @@ static void log_serving(const struct serve_args *a, const char *metrics)
     rpcd_log_end(&l);
 }
 
+/* Split a --next value at its commas into urls (at most max; the copy in
+ * buf, of size len); the count, or 0 if any URL is empty or there are too
+ * many. */
+static size_t split_urls(const char *list, char *buf, size_t len, const char **urls, size_t max)
+{
+    if (snprintf(buf, len, "%s", list) >= (int)len)
+        return 0;
+    size_t n = 0;
+    for (char *p = buf, *comma;; p = comma + 1) {
+        comma = strchr(p, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        if (*p == '\0' || n == max)
+            return 0;
+        urls[n++] = p;
+        if (comma == NULL)
+            return n;
+    }
+}
+
 static int open_next_hops(struct rpcd *r, const struct serve_args *a)
 {
     dctx_rpc_channel_options o;
@@ -269,7 +292,15 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
     o.keepalive_ns = a->keepalive.interval_ns;
     o.keepalive_timeout_ns = a->keepalive.timeout_ns;
     for (int i = 0; i < a->n_next; i++) {
-        int rc = dctx_rpc_channel_open(a->next[i], &o, &r->next[i]);
+        char buf[4096];
+        const char *urls[RPCD_MAX_NEXT_URLS];
+        size_t n = split_urls(a->next[i], buf, sizeof buf, urls, RPCD_MAX_NEXT_URLS);
+        if (n == 0)
+            return rpcd_usage_error("serve",
+                                    "--next takes URL[,URL]... (at most %d URLs, none empty), "
+                                    "not \"%s\"",
+                                    RPCD_MAX_NEXT_URLS, a->next[i]);
+        int rc = dctx_rpc_channel_open_urls(urls, n, &o, &r->next[i]);
         if (rc != 0) {
             fprintf(stderr, "rpcd serve: cannot use --next %s: %s\n", a->next[i],
                     dctx_strerror(rc));
@@ -385,7 +416,10 @@ int rpcd_serve(int argc, char **argv)
     for (int i = 0; i < r.n_next; i++)
         dctx_rpc_channel_close(r.next[i]);
     rpcd_metrics_free();
-    rpcd_log_message("stopped", "%s", rc == 0 ? "clean" : dctx_strerror(rc));
+    rpcd_log_message("stopped", "%s",
+                     rc == 0                 ? "clean"
+                     : rc == RPCD_EXIT_USAGE ? "bad arguments"
+                                             : dctx_strerror(rc));
     rpcd_log_close();
     return rc == 0 ? 0 : rc;
 }

@@ -61,6 +61,7 @@
 #include <dctx/trace.h>
 
 #include "call_map.h"
+#include "channel_set.h"
 #include "dialer.h"
 #include "frame.h"
 #include "reaper.h"
@@ -83,6 +84,9 @@ struct conn {
 };
 
 struct dctx_rpc_channel {
+    /* A channel over several URLs is a set of channels of one URL each,
+     * and nothing else of this is used (channel_set.h); NULL otherwise. */
+    struct dctx__channel_set *set;
     struct dctx__dialer *dialer;
     char *url;
     dctx_rpc_channel_options opts;
@@ -687,10 +691,46 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     return 0;
 }
 
+int dctx_rpc_channel_open_urls(const char *const *urls, size_t n,
+                               const dctx_rpc_channel_options *opts, dctx_rpc_channel **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (urls == NULL || out == NULL || n == 0)
+        return DCTX_INVALID_ARGUMENT;
+    if (n == 1)
+        return dctx_rpc_channel_open(urls[0], opts, out);
+    dctx_rpc_channel *ch = calloc(1, sizeof *ch);
+    if (ch == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    int rc = dctx__channel_set_open(urls, n, opts, &ch->set);
+    if (rc != 0) {
+        free(ch);
+        return rc;
+    }
+    *out = ch;
+    return 0;
+}
+
+enum dctx__channel_state dctx__channel_state(dctx_rpc_channel *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    enum dctx__channel_state st = ch->ready == NULL     ? DCTX__CHANNEL_DIALING
+                                  : ch->ready->draining ? DCTX__CHANNEL_DRAINING
+                                                        : DCTX__CHANNEL_READY;
+    pthread_mutex_unlock(&ch->mu);
+    return st;
+}
+
 void dctx_rpc_channel_close(dctx_rpc_channel *ch)
 {
     if (ch == NULL)
         return;
+    if (ch->set != NULL) {
+        dctx__channel_set_close(ch->set);
+        free(ch);
+        return;
+    }
     char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
     snprintf(msg, sizeof msg, "channel to %s closed", ch->url);
     pthread_mutex_lock(&ch->mu);
@@ -736,6 +776,10 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
 
 void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *out)
 {
+    if (ch->set != NULL) {
+        dctx__channel_set_stats(ch->set, out);
+        return;
+    }
     memset(out, 0, sizeof *out);
     out->calls = atomic_load(&ch->calls);
     out->not_sent_budget = atomic_load(&ch->not_sent_budget);
@@ -747,6 +791,7 @@ void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *ou
         out->cancel_outcomes[i] = atomic_load(&ch->outcomes[i]);
     pthread_mutex_lock(&ch->mu);
     out->connections = ch->ready != NULL ? 1 : 0;
+    out->draining = ch->ready != NULL && ch->ready->draining ? 1 : 0;
     pthread_mutex_unlock(&ch->mu);
 }
 
@@ -1066,6 +1111,8 @@ int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, con
     char err[DCTX__WIRE_ERR_BYTES];
     if (out != NULL)
         *out = NULL;
+    if (ch != NULL && ch->set != NULL)
+        ch = dctx__channel_set_pick(ch->set);
     return start(ch, ctx, method, req, req_len, done, arg, false, out, err);
 }
 
@@ -1074,6 +1121,8 @@ int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const
 {
     char err[DCTX__WIRE_ERR_BYTES];
     dctx_rpc_handle *call = NULL;
+    if (ch != NULL && ch->set != NULL)
+        ch = dctx__channel_set_pick(ch->set);
     int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, &call, err);
     if (rc != 0) {
         if (res != NULL)

@@ -33,6 +33,13 @@ void dctx__reply_take_payload(dctx_rpc_reply *reply, void *data, size_t len);
 int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_rpc_handler_fn fn,
                                 void *arg, unsigned flags, void *owned);
 
+/* ===== Channels ===== */
+
+/* What a channel can do with a new call now: send it on a connection;
+ * wait for one (it dials); or nothing (its server drains). */
+enum dctx__channel_state { DCTX__CHANNEL_READY, DCTX__CHANNEL_DIALING, DCTX__CHANNEL_DRAINING };
+enum dctx__channel_state dctx__channel_state(dctx_rpc_channel *ch);
+
 /* ===== Status ===== */
 
 /* dctx__status_from_nng is the one map from nng errors to status codes

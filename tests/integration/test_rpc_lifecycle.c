@@ -230,6 +230,134 @@ static void shutdown_leaves_the_stats_readable_until_close(void **state)
     assert_int_equal(rt_server_close(srv), 0);
 }
 
+/* ===== A channel over several URLs ===== */
+
+static char name_a[] = "A", name_b[] = "B";
+
+/* Answers with its arg, a server's name. */
+static int name_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)ctx;
+    (void)req;
+    (void)len;
+    return dctx_rpc_reply_set_payload(reply, arg, strlen(arg));
+}
+
+/* Which server answered n Name calls on ch: counts into *a and *b; fails
+ * on any call not OK. */
+static void count_names(dctx_rpc_channel *ch, int n, int *a, int *b)
+{
+    *a = *b = 0;
+    for (int i = 0; i < n; i++) {
+        dctx_rpc_result res;
+        int rc = dctx_rpc_call_raw(ch, NULL, "/it.Set/Name", NULL, 0, &res);
+        if (rc != DCTX_OK)
+            fail_msg("call %d: %s %s", i, dctx_code_name(rc), res.message);
+        if (res.payload_len == 1 && ((const char *)res.payload)[0] == 'A')
+            (*a)++;
+        else if (res.payload_len == 1 && ((const char *)res.payload)[0] == 'B')
+            (*b)++;
+        dctx_rpc_result_free(&res);
+    }
+}
+
+struct shutter {
+    dctx_rpc_server *srv;
+    int rc;
+};
+
+static void *shutdown_thread(void *arg)
+{
+    struct shutter *sh = arg;
+    sh->rc = dctx_rpc_server_shutdown(sh->srv);
+    return NULL;
+}
+
+/* Calls on a channel over two servers go round robin to both; while one
+ * drains (a call of its own in flight), every new call goes to the other
+ * and succeeds, and the call in flight finishes where it was. */
+static void channel_over_two_urls_shares_calls_and_goes_around_a_drain(void **state)
+{
+    (void)state;
+    static rt_probe hold[2];
+    dctx_rpc_server *srv[2];
+    char url[2][256];
+    for (int i = 0; i < 2; i++) {
+        rt_probe_init(&hold[i], RT_PROBE_HOLD, SEC(10));
+        const struct rt_method m[] = {{"/it.Set/Name", name_handler, i == 0 ? name_a : name_b},
+                                      {"/it.Set/Hold", rt_probe_handler, &hold[i]}};
+        srv[i] = rt_server_open(RT_IPC, NULL, m, 2, url[i], sizeof url[i]);
+    }
+    const char *urls[] = {url[0], url[1]};
+    dctx_rpc_channel *ch = NULL;
+    assert_int_equal(dctx_rpc_channel_open_urls(urls, 2, NULL, &ch), 0);
+    assert_true(WAIT_FOR(rt_channel_stats(ch).connections == 2, SEC(5)));
+    int a, b;
+    count_names(ch, 20, &a, &b);
+    assert_int_equal(a, 10); /* round robin: each in turn */
+    assert_int_equal(b, 10);
+
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, NULL, "/it.Set/Hold", NULL, 0, &o);
+    assert_true(
+        WAIT_FOR(atomic_load(&hold[0].started) + atomic_load(&hold[1].started) == 1, SEC(5)));
+    int holder = atomic_load(&hold[0].started) ? 0 : 1;
+    rt_untrack_server(srv[holder]);
+    static struct shutter sh;
+    sh = (struct shutter){.srv = srv[holder]};
+    pthread_t t = start_thread(shutdown_thread, &sh);
+    assert_true(WAIT_FOR(rt_channel_stats(ch).draining == 1, SEC(5)));
+    count_names(ch, 10, &a, &b);
+    assert_int_equal(holder == 0 ? a : b, 0); /* none to the one draining */
+    assert_int_equal(holder == 0 ? b : a, 10);
+    assert_int_equal(atomic_load(&hold[holder].finished), 0); /* it drained all along */
+
+    atomic_store(&hold[holder].release, 1);
+    join_thread(t);
+    assert_int_equal(sh.rc, 0);
+    rt_finish(h, SEC(5));
+    assert_int_equal(o.code, DCTX_OK); /* finished where it was */
+    rt_handle_release(h);
+    assert_true(WAIT_FOR(rt_channel_stats(ch).connections == 1, SEC(5)));
+    count_names(ch, 5, &a, &b);
+    assert_int_equal(holder == 0 ? b : a, 5);
+    dctx_rpc_channel_stats st = rt_channel_stats(ch);
+    assert_int_equal(st.calls, 36); /* the stats add up both URLs' */
+    assert_int_equal(st.by_code[DCTX_OK], 36);
+    dctx_rpc_channel_close(ch);
+    assert_int_equal(dctx_rpc_server_close(srv[holder]), 0);
+}
+
+/* A URL nobody listens on is passed over while another is up; bad lists
+ * are refused with nothing left open. */
+static void channel_over_urls_passes_over_one_that_is_down(void **state)
+{
+    (void)state;
+    const struct rt_method m[] = {{"/it.Set/Name", name_handler, name_b}};
+    char up[256], down[256];
+    rt_server_open(RT_IPC, NULL, m, 1, up, sizeof up);
+    rt_url(RT_IPC, down, sizeof down); /* nobody listens there */
+    const char *urls[] = {down, up};
+    dctx_rpc_channel *ch = NULL;
+    assert_int_equal(dctx_rpc_channel_open_urls(urls, 2, NULL, &ch), 0);
+    assert_true(WAIT_FOR(rt_channel_stats(ch).connections == 1, SEC(5)));
+    int a, b;
+    count_names(ch, 10, &a, &b);
+    assert_int_equal(b, 10);
+    dctx_rpc_channel_close(ch);
+
+    assert_int_equal(dctx_rpc_channel_open_urls(urls, 0, NULL, &ch), DCTX_INVALID_ARGUMENT);
+    assert_null(ch);
+    const char *bad[] = {up, "bogus://nowhere"};
+    assert_int_equal(dctx_rpc_channel_open_urls(bad, 2, NULL, &ch), DCTX_INVALID_ARGUMENT);
+    assert_null(ch);
+    const char *one[] = {up};
+    assert_int_equal(dctx_rpc_channel_open_urls(one, 1, NULL, &ch), 0);
+    count_names(ch, 2, &a, &b);
+    assert_int_equal(b, 2);
+    dctx_rpc_channel_close(ch);
+}
+
 /* A blocking call waits on its own thread (no callback steps it): closing
  * its channel must still end it at once, and the server, losing its
  * caller, cancels the handler. */
@@ -478,6 +606,8 @@ int main(int argc, char **argv)
         RT_TEST(close_reports_a_handler_that_outlives_the_grace),
         RT_TEST(close_refuses_new_calls_while_it_waits),
         RT_TEST(shutdown_leaves_the_stats_readable_until_close),
+        RT_TEST(channel_over_two_urls_shares_calls_and_goes_around_a_drain),
+        RT_TEST(channel_over_urls_passes_over_one_that_is_down),
         RT_TEST(closing_a_channel_ends_a_blocking_call_in_flight_unavailable),
         RT_TEST(closing_a_channel_while_replies_arrive_returns),
     };

@@ -205,6 +205,28 @@ check "... and SIGTERM still stops it, its writer stuck on the pipe (took $took 
 kill -KILL "${pids[-1]}" 2>/dev/null; wait "${pids[-1]}" 2>/dev/null
 exec 7<&-
 
+# --- one hop over several URLs: --next URL1,URL2 shares calls between them, and
+# goes around one that stops
+serve L1
+serve L2
+"$rpcd" serve --listen "$(url M)" --name M --log "$dir/M.log" --next "$(url L1),$(url L2)" &
+pids+=($!)
+for _ in $(seq 100); do call "$(url M)" /dctx.Admin/Stats --timeout 200ms 2>/dev/null |
+    grep -q '"connections":2' && break; sleep 0.05; done
+for i in 1 2 3 4; do call "$(url M)" /dctx.demo.Demo/Chain --data 1ms; done >"$dir/multi.out"
+check "--next URL1,URL2: 4 Chain calls answered by L1 and L2 in turn" \
+    test "$(grep -c '^L1$' "$dir/multi.out") $(grep -c '^L2$' "$dir/multi.out")" = "2 2"
+check "... one hop in Stats, its URL as given, connected" \
+    bash -c "call() { timeout 20 '$rpcd' call \"\$@\"; }; call '$(url M)' /dctx.Admin/Stats |
+        grep -q '\"url\":\"$(url L1),$(url L2)\",\"connected\":true'"
+kill -TERM "${pids[-3]}" # L1
+wait "${pids[-3]}"
+for i in 1 2 3 4; do call "$(url M)" /dctx.demo.Demo/Chain --data 1ms; done >"$dir/multi.out"
+check "... L1 stopped: every call OK, answered by L2" \
+    test "$(grep -c '^OK$' "$dir/multi.out") $(grep -c '^L2$' "$dir/multi.out")" = "4 4"
+"$rpcd" serve --listen "$(url N)" --next "$(url L1),,x" >/dev/null 2>"$dir/err.txt"
+check "--next with an empty URL in its list: exit 64" test $? -eq 64
+
 # --- graceful shutdown: SIGTERM drains: a call in flight past the grace is stopped
 # with a cause, rpcd exits 0
 call "$(url C)" /dctx.demo.Demo/Sleep --data 30s >"$dir/sleep.out" 2>&1 &

@@ -208,6 +208,21 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open(const char *url,
                                                   const dctx_rpc_channel_options *opts,
                                                   dctx_rpc_channel **out);
 
+/* dctx_rpc_channel_open_urls makes one channel over n URLs (1 to 64):
+ * a channel to each, dialing and redialing as dctx_rpc_channel_open's
+ * does, with the same options. Each new call goes to the next URL, round
+ * robin, among those connected whose server does not drain; when none is,
+ * to one still dialing (the call waits for it, as on one URL); when every
+ * server drains, it fails UNAVAILABLE "draining". A call stays where it
+ * went: its cancel, reply and failure are that URL's, and it is never
+ * resent elsewhere (at most once). The stats add up the URLs' (connections
+ * and draining: those up now). Returns what dctx_rpc_channel_open returns
+ * for the first URL that fails (then nothing is left open), or
+ * DCTX_INVALID_ARGUMENT for n 0 or over 64. */
+DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open_urls(const char *const *urls, size_t n,
+                                                       const dctx_rpc_channel_options *opts,
+                                                       dctx_rpc_channel **out);
+
 /* dctx_rpc_channel_close ends every call in flight (DCTX_UNAVAILABLE; the
  * callbacks of those calls run on this thread), waits for every callback,
  * and frees the channel. Calls must not be started on it during or after
@@ -280,6 +295,7 @@ typedef struct dctx_rpc_channel_stats {
     uint64_t bad_frames;  /* protocol errors of a server (each ended its connection) */
     uint32_t connections; /* connections up now (0: the server is not
                                                            reached; the channel keeps redialing) */
+    uint32_t draining;    /* of those, the ones whose server drains (it takes no new call) */
 } dctx_rpc_channel_stats;
 
 /* dctx_rpc_channel_stats_get fills *out with ch's counters now (each read
