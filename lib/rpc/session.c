@@ -57,10 +57,10 @@ struct dctx__session {
     nng_aio *ka;             /* the keepalive timer; NULL without one */
     int64_t ping_sent_ns;    /* a keepalive ping unanswered since; 0: none; the timer's */
     int64_t last_ping_rx_ns; /* when the peer's last ping came; the receive side's */
-    int ping_strikes;        /* its pings under the minimum interval; the receive side's */
-    uint64_t last_frames, last_bytes,
-        last_sends;                 /* the connection's at the last tick; the timer's */
-    int32_t window_ms;              /* since the last tick; the timer's */
+    int ping_strikes;        /* its pings in a row under the minimum interval; the receive side's */
+    /* The connection's counts at the last tick, and the time since: the timer's. */
+    uint64_t last_frames, last_bytes, last_sends;
+    int32_t window_ms;
     struct dctx__session_peer peer; /* written before ready */
     atomic_bool ready, ended;
     atomic_int busy;   /* owner's threads inside a call of ours: close waits for them */
@@ -333,6 +333,8 @@ static bool too_many_pings(struct dctx__session *s)
     if (s->last_ping_rx_ns != 0 &&
         now - s->last_ping_rx_ns < (int64_t)s->o.min_ping_interval_ms * 1000000)
         s->ping_strikes++;
+    else /* strikes count in a row: a timer's jitter now and then is no flood */
+        s->ping_strikes = 0;
     s->last_ping_rx_ns = now;
     return s->ping_strikes >= 3;
 }

@@ -67,8 +67,9 @@ struct dctx__session_options {
      * first silent look ends it. ping_timeout_ms 0: keepalive_ms. */
     int32_t keepalive_ms, ping_timeout_ms;
     /* A server's limit on its callers' pings (0: none): a ping less than
-     * this after the one before is a strike, and the third strike ends the
-     * session with a GoAway RESOURCE_EXHAUSTED "too many pings". */
+     * this after the one before is a strike, and the third strike in a row
+     * (a ping at the pace allowed clears them) ends the session with a
+     * GoAway RESOURCE_EXHAUSTED "too many pings". */
     int32_t min_ping_interval_ms;
     dctx__session_ready_fn on_ready;
     dctx__session_frame_fn on_frame;

@@ -212,6 +212,41 @@ static void caller_pinging_too_often_is_closed(void **state)
     rt_raw_close(r);
 }
 
+/* Strikes count in a row: a caller whose pings now and then come too soon
+ * (a timer's jitter), each pair followed by one at the pace allowed, is
+ * never closed, though it earns more than three strikes in all. */
+static void caller_pinging_too_soon_now_and_then_is_not_closed(void **state)
+{
+    (void)state;
+    dctx_rpc_server_options so = rt_server_options(1);
+    so.keepalive_min_interval_ns = MS(200);
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_IPC, &so, "/it.Echo/Echo", rt_echo_handler, NULL, url);
+    rt_raw *r = rt_raw_open(url);
+    enum { ROUNDS = 4 };
+    int pongs = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        if (round > 0)
+            rt_sleep(MS(250));        /* the first ping of a round comes at the pace allowed */
+        for (int i = 0; i < 2; i++) { /* the second too soon: a strike */
+            size_t len;
+            uint8_t *buf = rt_pack_ping((uint64_t)(round * 2 + i), &len);
+            assert_int_equal(rt_raw_write_frame(r, buf, len), 0);
+        }
+        for (int i = 0; i < 2; i++) {
+            Dctx__Wire__Frame *got = rt_raw_recv_frame(r);
+            assert_non_null(got);
+            if (got->body_case == DCTX__WIRE__FRAME__BODY_GOAWAY)
+                fail_msg("round %d: GoAway \"%s\"", round, got->goaway->message);
+            pongs += got->body_case == DCTX__WIRE__FRAME__BODY_PONG;
+            dctx__wire__frame__free_unpacked(got, NULL);
+        }
+    }
+    assert_int_equal(pongs, 2 * ROUNDS);
+    assert_int_equal(rt_server_stats(srv).bad_frames, 0);
+    rt_raw_close(r);
+}
+
 /* A GoAway is read before the close behind it, also by a peer that goes
  * on sending: closing with its bytes unread would make the peer's kernel
  * reset the connection, and nng 1.5.2 then fails the peer's read without
@@ -966,6 +1001,7 @@ int main(int argc, char **argv)
         RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
         RT_TEST(peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not),
         RT_TEST(caller_pinging_too_often_is_closed),
+        RT_TEST(caller_pinging_too_soon_now_and_then_is_not_closed),
         RT_TEST(goaway_reaches_a_peer_that_goes_on_sending),
         RT_TEST(channel_told_too_many_pings_slows_down),
         RT_TEST(drained_channel_fails_new_calls_at_once_and_finishes_the_rest),
