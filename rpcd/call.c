@@ -124,12 +124,16 @@ static int parse(int argc, char **argv, struct call_args *a)
     return 0;
 }
 
-/* The call's context: the timeout, the trace, then the values. */
-static int make_context(struct call_args *a, dctx **out)
+/* The call's context: the timeout, the trace, then the values; and, in
+ * *cancel (a reference of its own), the context under them that
+ * --cancel-after cancels: a trace's or a value's context cannot be
+ * canceled itself. */
+static int make_context(struct call_args *a, dctx **out, dctx **cancel)
 {
     dctx *ctx = NULL;
     int rc = a->timeout_ns >= 0 ? dctx_with_timeout(dctx_background(), a->timeout_ns, &ctx)
                                 : dctx_with_cancel(dctx_background(), &ctx);
+    *cancel = ctx != NULL ? dctx_retain(ctx) : NULL;
     if (rc == 0 && a->trace) {
         dctx *traced = NULL;
         rc = dctx_trace_start(ctx, DCTX_TRACE_SAMPLED, &traced);
@@ -216,8 +220,8 @@ int rpcd_call(int argc, char **argv)
     }
     /* The cancel is the caller's own: one context, canceled by hand (or by
      * its deadline); the call is never canceled any other way. */
-    dctx *ctx = NULL;
-    rc = make_context(&a, &ctx);
+    dctx *ctx = NULL, *cancelable = NULL;
+    rc = make_context(&a, &ctx, &cancelable);
     dctx_rpc_handle *h = NULL;
     int64_t t0 = dctx_now();
     if (rc == 0)
@@ -231,7 +235,7 @@ int rpcd_call(int argc, char **argv)
             if (a.log != NULL)
                 rpcd_log_message("cancel_sent", "after %lld us",
                                  (long long)(dctx_now() - t0) / 1000);
-            dctx_cancel(ctx);
+            dctx_cancel(cancelable);
             canceled = true;
         }
         rc = dctx_rpc_handle_result(h, &res);
@@ -252,6 +256,7 @@ int rpcd_call(int argc, char **argv)
     dctx_rpc_result_free(&res);
     dctx_rpc_handle_release(h);
     dctx_release(ctx);
+    dctx_release(cancelable);
     dctx_rpc_channel_close(ch);
     for (int i = 0; i < a.n_values; i++)
         free((char *)a.keys[i].name);

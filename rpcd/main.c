@@ -15,7 +15,7 @@ static const char usage[] =
     "       rpcd bench URL METHOD [--data TEXT] [--concurrency N] "
     "[--duration DURATION | --calls N]\n"
     "                  [--timeout DURATION] [--cancel-fraction F]\n"
-    "       rpcd trace LOGFILE... [--trace-id ID]\n"
+    "       rpcd trace LOGFILE... [--trace-id ID] [--html FILE]\n"
     "       rpcd --help | --version\n"
     "\n"
     "rpcd hosts dctx services: calls carry their deadline, cancel and values across hops.\n"

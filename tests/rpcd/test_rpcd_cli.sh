@@ -64,6 +64,11 @@ check "... the edge logged cancel_sent with ts" grep -q '"event":"cancel_sent"' 
 check "... C, two hops down, saw the cancel" \
     bash -c "for i in \$(seq 50); do grep -q '\"cancel_received\"' '$dir/C.log' && exit 0; sleep 0.1; done; exit 1"
 
+out=$(call "$(url B)" /dctx.demo.Demo/Chain --data 10s --trace --value tenant=acme \
+    --cancel-after 200ms); rc=$?
+check "--cancel-after cancels a traced call with values too: CANCELLED, stopped" \
+    test "$rc $(grep -c '^cancel: stopped$' <<<"$out")" = "1 1"
+
 # --- Chain through B to C, with a trace
 out=$(call "$(url B)" /dctx.demo.Demo/Chain --data 10ms --trace --log "$dir/edge.log"); rc=$?
 check "Chain through B answers with C's name first" bash -c "sed -n 2p <<<'$out' | grep -qx C"

@@ -53,7 +53,8 @@ h1="ipc://$dir/h.ipc"
 h2="ipc://$dir/h\"quote\\back.ipc"
 h3="ipc://$dir/h3.ipc"
 leaf="ipc://$dir/leaf.ipc"
-injected="ipc://$dir/nobody\",\"injected\":true,\"x\":\".ipc"
+# (no comma: --next takes a comma-separated list of URLs)
+injected="ipc://$dir/nobody\"}{\"injected\":true}{\"x\":\".ipc"
 fail_message=$'bad "quote"\nsecond line\\ \xff\xc3( \x02 end'
 evil_method=$'/evil.Svc/M\xc3\xa9"x\n\\\x01'
 bad_utf8_method=$'/evil.Svc/M\xff\xfe'
