@@ -16,10 +16,10 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || {
 # http URL: the response's status line and body, via python3 (no curl
 # needed); "000" when nothing answers.
 http() {
-    python3 - "$1" <<'PY'
+    python3 - "$1" 2>/dev/null <<'PY'
 import sys, urllib.request, urllib.error
 try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
+    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
         print(r.status); sys.stdout.write(r.read().decode())
 except urllib.error.HTTPError as e:
     print(e.code); sys.stdout.write(e.read().decode())
@@ -114,11 +114,14 @@ check "Prometheus sees the target up" test "$up" = 1
 kill -TERM "$ppid_"
 wait "$ppid_" 2>/dev/null
 
-# The drain: a call in flight holds it; /healthz answers 503 through it.
-call "$a" /dctx.demo.Demo/Sleep --data 1500ms >"$dir/sleep.out" &
+# The drain: a call in flight holds it (4 s: room for the checks on a
+# loaded machine); /healthz answers 503 through it.
+sleeps() { grep -c '"event":"call_start","method":"/dctx.demo.Demo/Sleep"' "$dir/a.log"; }
+before=$(sleeps)
+call "$a" /dctx.demo.Demo/Sleep --data 4s >"$dir/sleep.out" &
 sleeper=$!
-wait_line "$dir/a.log" '"event":"call_start","method":"/dctx.demo.Demo/Sleep"[^}]*' || true
-sleep 0.2
+for _ in $(seq 100); do [ "$(sleeps)" -gt "$before" ] && break; sleep 0.05; done
+check "the Sleep call started" test "$(sleeps)" -gt "$before"
 kill -TERM "$apid"
 status=""
 for _ in $(seq 50); do # 5 s at most
