@@ -278,34 +278,29 @@ static void hop_stats(struct rpcd_json *j, const char *url, const dctx_rpc_chann
  * that take the first "key": of a name get the server's own counter. */
 static void write_stats(struct rpcd_json *j, struct rpcd *r)
 {
-    dctx_rpc_server_stats s;
-    dctx_rpc_server_stats_get(r->server, &s);
-    dctx_rpc_channel_stats hops[RPCD_MAX_NEXT];
-    uint64_t pushed = 0;
-    for (int i = 0; i < r->n_next; i++) {
-        dctx_rpc_channel_stats_get(r->next[i], &hops[i]);
-        pushed += hops[i].cancels_pushed;
-    }
+    struct rpcd_stats st;
+    rpcd_stats_get(r, &st);
+    const dctx_rpc_server_stats *s = &st.server;
     rpcd_json_object(j, NULL);
     rpcd_json_str(j, "name", r->name);
-    code_counts(j, "calls", s.by_code);
-    rpcd_json_uint(j, "in_flight", s.in_flight);
-    rpcd_json_uint(j, "cancels_received", s.cancels_received);
-    rpcd_json_uint(j, "cancels_pushed", pushed);
-    rpcd_json_uint(j, "peers_lost", s.peers_lost);
-    rpcd_json_uint(j, "bad_frames", s.bad_frames);
+    code_counts(j, "calls", s->by_code);
+    rpcd_json_uint(j, "in_flight", s->in_flight);
+    rpcd_json_uint(j, "cancels_received", s->cancels_received);
+    rpcd_json_uint(j, "cancels_pushed", st.cancels_pushed);
+    rpcd_json_uint(j, "peers_lost", s->peers_lost);
+    rpcd_json_uint(j, "bad_frames", s->bad_frames);
     rpcd_json_fixed(j, "uptime_s", (dctx_now() - r->started_ns) / 1e9, 3);
-    rpcd_json_uint(j, "calls_received", s.calls);
-    rpcd_json_uint(j, "expired_in_queue", s.expired_in_queue);
-    outcome_counts(j, s.cancel_outcomes);
-    rpcd_json_uint(j, "calls_canceled_by_peer_loss", s.calls_canceled_by_peer_loss);
-    rpcd_json_uint(j, "connections_accepted", s.connections_accepted);
-    rpcd_json_uint(j, "accept_failures", s.accept_failures);
-    rpcd_json_uint(j, "traces_dropped", s.traces_dropped);
+    rpcd_json_uint(j, "calls_received", s->calls);
+    rpcd_json_uint(j, "expired_in_queue", s->expired_in_queue);
+    outcome_counts(j, s->cancel_outcomes);
+    rpcd_json_uint(j, "calls_canceled_by_peer_loss", s->calls_canceled_by_peer_loss);
+    rpcd_json_uint(j, "connections_accepted", s->connections_accepted);
+    rpcd_json_uint(j, "accept_failures", s->accept_failures);
+    rpcd_json_uint(j, "traces_dropped", s->traces_dropped);
     rpcd_json_uint(j, "log_lines_dropped", rpcd_log_dropped());
     rpcd_json_array(j, "next");
     for (int i = 0; i < r->n_next; i++)
-        hop_stats(j, r->next_url[i], &hops[i]);
+        hop_stats(j, r->next_url[i], &st.hops[i]);
     rpcd_json_end(j);
     rpcd_json_end(j);
 }
@@ -324,6 +319,16 @@ static int stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
     int rc = dctx_rpc_reply_set_payload(reply, buf, rpcd_json_finish(&j));
     free(buf);
     return rc;
+}
+
+void rpcd_stats_get(const struct rpcd *r, struct rpcd_stats *out)
+{
+    dctx_rpc_server_stats_get(r->server, &out->server);
+    out->cancels_pushed = 0;
+    for (int i = 0; i < r->n_next; i++) {
+        dctx_rpc_channel_stats_get(r->next[i], &out->hops[i]);
+        out->cancels_pushed += out->hops[i].cancels_pushed;
+    }
 }
 
 int rpcd_demo_services_register(struct rpcd *r)

@@ -262,6 +262,14 @@ static void server_metrics(FILE *f, const dctx_rpc_server_stats *s)
            "1 while the server drains (it refuses new calls), else 0.", rpcd_metrics_draining());
 }
 
+/* The start of a next hop's series: NAME{next="URL" (the caller adds any
+ * other label, the closing brace and the value). */
+static void hop_series(FILE *f, const char *name, const char *url)
+{
+    fprintf(f, "%s{next=", name);
+    label_value(f, url);
+}
+
 /* A counter of the channel stats (at offset) per next hop: one line for
  * each, labeled with its URL. */
 static void per_hop(FILE *f, const struct rpcd *r, const dctx_rpc_channel_stats *hops,
@@ -270,8 +278,7 @@ static void per_hop(FILE *f, const struct rpcd *r, const dctx_rpc_channel_stats 
     family(f, name, "counter", help);
     for (int i = 0; i < r->n_next; i++) {
         uint64_t v = *(const uint64_t *)((const char *)&hops[i] + offset);
-        fprintf(f, "%s{next=", name);
-        label_value(f, r->next_url[i]);
+        hop_series(f, name, r->next_url[i]);
         fprintf(f, "} %llu\n", (unsigned long long)v);
     }
 }
@@ -281,21 +288,18 @@ static void next_hop_metrics(FILE *f, const struct rpcd *r, const dctx_rpc_chann
     family(f, "dctx_next_up", "gauge",
            "1 while at least one connection to the next hop is up, else 0.");
     for (int i = 0; i < r->n_next; i++) {
-        fputs("dctx_next_up{next=", f);
-        label_value(f, r->next_url[i]);
+        hop_series(f, "dctx_next_up", r->next_url[i]);
         fprintf(f, "} %d\n", hops[i].connections > 0);
     }
     family(f, "dctx_next_draining", "gauge",
            "Connections to the next hop whose server drains (it takes no new calls).");
     for (int i = 0; i < r->n_next; i++) {
-        fputs("dctx_next_draining{next=", f);
-        label_value(f, r->next_url[i]);
+        hop_series(f, "dctx_next_draining", r->next_url[i]);
         fprintf(f, "} %u\n", (unsigned)hops[i].draining);
     }
     family(f, "dctx_next_connections", "gauge", "Connections up to the next hop.");
     for (int i = 0; i < r->n_next; i++) {
-        fputs("dctx_next_connections{next=", f);
-        label_value(f, r->next_url[i]);
+        hop_series(f, "dctx_next_connections", r->next_url[i]);
         fprintf(f, "} %u\n", (unsigned)hops[i].connections);
     }
     per_hop(f, r, hops, "dctx_next_calls_started_total", "Calls started toward the next hop.",
@@ -306,8 +310,7 @@ static void next_hop_metrics(FILE *f, const struct rpcd *r, const dctx_rpc_chann
         for (int c = 0; c <= DCTX_CODE_MAX; c++) {
             if (hops[i].by_code[c] == 0 && c != DCTX_OK)
                 continue;
-            fputs("dctx_next_calls_total{next=", f);
-            label_value(f, r->next_url[i]);
+            hop_series(f, "dctx_next_calls_total", r->next_url[i]);
             fprintf(f, ",code=\"%s\"} %llu\n", dctx_code_name(c),
                     (unsigned long long)hops[i].by_code[c]);
         }
@@ -322,8 +325,7 @@ static void next_hop_metrics(FILE *f, const struct rpcd *r, const dctx_rpc_chann
         for (int o = DCTX_RPC_CANCEL_STOPPED; o < DCTX_RPC_CANCEL_OUTCOMES; o++) {
             if (o == DCTX_RPC_CANCEL_PENDING) /* a state on the way, not an outcome */
                 continue;
-            fputs("dctx_next_cancel_outcomes_total{next=", f);
-            label_value(f, r->next_url[i]);
+            hop_series(f, "dctx_next_cancel_outcomes_total", r->next_url[i]);
             fprintf(f, ",outcome=\"%s\"} %llu\n", dctx_rpc_cancel_outcome_name(o),
                     (unsigned long long)hops[i].cancel_outcomes[o]);
         }
@@ -338,14 +340,8 @@ char *rpcd_metrics_render(const struct rpcd *r, size_t *len)
     FILE *f = open_memstream(&text, len);
     if (f == NULL)
         return NULL;
-    dctx_rpc_server_stats s;
-    dctx_rpc_server_stats_get(r->server, &s);
-    dctx_rpc_channel_stats hops[RPCD_MAX_NEXT];
-    uint64_t pushed = 0;
-    for (int i = 0; i < r->n_next; i++) {
-        dctx_rpc_channel_stats_get(r->next[i], &hops[i]);
-        pushed += hops[i].cancels_pushed;
-    }
+    struct rpcd_stats st;
+    rpcd_stats_get(r, &st);
     family(f, "dctx_build_info", "gauge", "The version and instance name; always 1.");
     fprintf(f, "dctx_build_info{version=\"%s\",name=", RPCD_VERSION);
     label_value(f, r->name);
@@ -354,12 +350,12 @@ char *rpcd_metrics_render(const struct rpcd *r, size_t *len)
     fprintf(f, "dctx_start_time_seconds %.3f\n", m.started_unix_s);
     method_calls(f);
     method_latency(f);
-    server_metrics(f, &s);
+    server_metrics(f, &st.server);
     single(f, "dctx_cancels_pushed_total", "counter",
-           "Cancels pushed onward to next hops, all hops together.", pushed);
+           "Cancels pushed onward to next hops, all hops together.", st.cancels_pushed);
     single(f, "dctx_log_lines_dropped_total", "counter",
            "Log lines dropped because the log's queue was full.", rpcd_log_dropped());
-    next_hop_metrics(f, r, hops);
+    next_hop_metrics(f, r, st.hops);
     if (fclose(f) != 0) {
         free(text);
         return NULL;

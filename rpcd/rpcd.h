@@ -36,6 +36,15 @@ int rpcd_trace(int argc, char **argv);
 /* demo_services.c: register the demo and admin methods on r->server. */
 int rpcd_demo_services_register(struct rpcd *r);
 
+/* The counters of a serving instance now: its server's, each next hop's,
+ * and the cancels pushed to all of them (Stats and the metrics). */
+struct rpcd_stats {
+    dctx_rpc_server_stats server;
+    dctx_rpc_channel_stats hops[RPCD_MAX_NEXT];
+    uint64_t cancels_pushed;
+};
+void rpcd_stats_get(const struct rpcd *r, struct rpcd_stats *out);
+
 /* rpcd_usage_error reports a usage error of `rpcd COMMAND` on stderr (the
  * message, then where to find the usage) and returns RPCD_EXIT_USAGE. */
 int rpcd_usage_error(const char *command, const char *fmt, ...) DCTX_PRINTF(2, 3);

@@ -916,7 +916,7 @@ static int call_new(dctx_rpc_channel *ch, dctx *ctx, dctx_rpc_done_fn done, void
     atomic_init(&call->refs, 1);
     call->ch = ch;
     call->ctx = dctx_retain(ctx);
-    if (!dctx_deadline(ctx, &call->deadline_ns))
+    if (!dctx_rpc_deadline(ctx, &call->deadline_ns))
         call->deadline_ns = DCTX_DEADLINE_NONE;
     call->done = done;
     call->done_arg = arg;

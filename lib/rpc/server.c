@@ -54,6 +54,7 @@
 
 #include "acceptor.h"
 #include "call_map.h"
+#include "drain_deadline.h"
 #include "frame.h"
 #include "reaper.h"
 #include "session.h"
@@ -129,8 +130,9 @@ struct acceptor_item {
 
 struct dctx_rpc_server {
     dctx_rpc_server_options opts;
-    dctx *root;                             /* every call's context descends from it */
-    uint64_t instance_id;                   /* random, not 0: this server in calls' routes */
+    dctx *root;           /* cancels every call: they descend from it */
+    dctx *call_root;      /* root with instance_id (drain_deadline.h): every call's parent */
+    uint64_t instance_id; /* random, not 0: this server in calls' routes */
     struct method *methods[METHOD_BUCKETS]; /* written before start only */
     dctx__token_table *tokens;
     pthread_mutex_t mu;
@@ -679,8 +681,9 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     }
     dctx *ctx = NULL;
     bool trace_dropped = false;
-    int rc = dctx__wire_decode(srv->root, call_frame->context, dctx_now(), srv->opts.max_budget_ns,
-                               srv->instance_id, &ctx, err, &trace_dropped);
+    int rc =
+        dctx__wire_decode(srv->call_root, call_frame->context, dctx_now(), srv->opts.max_budget_ns,
+                          srv->instance_id, &ctx, err, &trace_dropped);
     if (rc == DCTX_FAILED_PRECONDITION) /* the call came back: name this server */
         snprintf(err, sizeof err, "call loop through %s",
                  srv->opts.name != NULL ? srv->opts.name : "this server");
@@ -901,6 +904,9 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
     while (rc == 0 && srv->instance_id == 0)
         if (!dctx__random(&srv->instance_id, sizeof srv->instance_id))
             rc = DCTX_RESOURCE_EXHAUSTED;
+    if (rc == 0 && dctx_with_value(srv->root, &dctx__drain_key, &srv->instance_id,
+                                   sizeof srv->instance_id, &srv->call_root) != 0)
+        rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         dctx_release(srv->root);
         if (srv->tokens != NULL)
@@ -1136,6 +1142,9 @@ int dctx_rpc_server_shutdown(dctx_rpc_server *srv)
      * are stopped. */
     int rc = 0;
     int64_t until = dctx_now() + srv->opts.shutdown_grace_ns;
+    /* The drain's end is every call's deadline from now on, for
+     * dctx_rpc_deadline and the budgets of their calls onward. */
+    (void)dctx__drain_begin(srv->instance_id, until);
     drain_connections(srv, srv->opts.shutdown_grace_ns);
     pthread_mutex_lock(&srv->mu);
     while (atomic_load(&srv->in_flight) > 0 && dctx_now() < until)
@@ -1165,7 +1174,9 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     if (srv == NULL)
         return 0;
     int rc = dctx_rpc_server_shutdown(srv);
+    dctx__drain_end(srv->instance_id);
     dctx__token_table_close(srv->tokens);
+    dctx_release(srv->call_root);
     dctx_release(srv->root);
     for (int b = 0; b < METHOD_BUCKETS; b++) {
         for (struct method *m = srv->methods[b], *next; m != NULL; m = next) {

@@ -25,6 +25,7 @@
 #include "context/hooks.h"
 #include "wire_impl.h"
 
+#include <dctx/rpc.h> /* dctx_rpc_deadline */
 #include <dctx/trace.h>
 
 /* ===== Key registry ===== */
@@ -226,7 +227,7 @@ static int encode_budget(const dctx *ctx, const dctx_wire_policy *policy, int64_
                          Dctx__Wire__ContextHeader *hdr, char *err)
 {
     int64_t deadline;
-    if (!dctx_deadline(ctx, &deadline))
+    if (!dctx_rpc_deadline(ctx, &deadline)) /* a drain's end, too */
         return 0;
     int64_t reserve = policy ? policy->reserve_ns : 0;
     int64_t floor = policy && policy->min_budget_ns > 1000 ? policy->min_budget_ns : 1000;

@@ -358,6 +358,84 @@ static void channel_over_urls_passes_over_one_that_is_down(void **state)
     dctx_rpc_channel_close(ch);
 }
 
+/* ===== A drain's deadline ===== */
+
+/* The relay's view of its call, once the test lets it go on. */
+static struct {
+    dctx_rpc_channel *onward;
+    atomic_int started, go;
+    bool had_own, had_seen;
+    int64_t own, seen; /* dctx_deadline; dctx_rpc_deadline */
+} relay;
+
+/* Waits (10 s at most) for the test's go, reads its deadlines, and calls
+ * onward with its context. */
+static int relay_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)req;
+    (void)len;
+    (void)reply;
+    atomic_store(&relay.started, 1);
+    for (int i = 0; i < 10000 && !atomic_load(&relay.go); i++)
+        dctx_wait(ctx, MS(1));
+    relay.had_own = dctx_deadline(ctx, &relay.own);
+    relay.had_seen = dctx_rpc_deadline(ctx, &relay.seen);
+    return dctx_rpc_call_raw(relay.onward, ctx, "/it.Drain/Probe", NULL, 0, NULL);
+}
+
+/* A handler of a server that drains sees the drain's end as its deadline
+ * through dctx_rpc_deadline (dctx_deadline keeps the call's own 60 s),
+ * and its call onward carries what is left of it as its budget. */
+static void drain_is_the_deadline_handlers_and_their_calls_onward_see(void **state)
+{
+    (void)state;
+    static rt_probe leaf;
+    rt_probe_init(&leaf, RT_PROBE_RETURN, 0);
+    char leaf_url[256], url[256];
+    rt_serve(RT_IPC, NULL, "/it.Drain/Probe", rt_probe_handler, &leaf, leaf_url);
+    memset(&relay, 0, sizeof relay);
+    relay.onward = rt_channel_open(leaf_url, NULL);
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.shutdown_grace_ns = SEC(3);
+    dctx_rpc_server *srv = rt_serve(RT_IPC, &so, "/it.Drain/Relay", relay_handler, NULL, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx *ctx;
+    assert_int_equal(dctx_with_timeout(dctx_background(), SEC(60), &ctx), 0);
+    rt_track_ctx(ctx);
+    int64_t own = 0, seen = 0;
+    assert_true(dctx_rpc_deadline(ctx, &seen)); /* under no server: its own */
+    assert_true(dctx_deadline(ctx, &own));
+    assert_int_equal(seen, own);
+
+    static rt_outcome o;
+    dctx_rpc_handle *h = rt_start(ch, ctx, "/it.Drain/Relay", NULL, 0, &o);
+    assert_true(WAIT_FOR(atomic_load(&relay.started), SEC(5)));
+    rt_untrack_server(srv);
+    static struct shutter sh;
+    sh = (struct shutter){.srv = srv};
+    int64_t before = dctx_now();
+    pthread_t t = start_thread(shutdown_thread, &sh);
+    assert_true(WAIT_FOR(rt_channel_stats(ch).draining == 1, SEC(5)));
+    int64_t after = dctx_now(); /* the drain began between before and after */
+    atomic_store(&relay.go, 1);
+    rt_finish(h, SEC(5));
+    assert_int_equal(o.code, DCTX_OK);
+    rt_handle_release(h);
+    join_thread(t);
+    assert_int_equal(sh.rc, 0);
+
+    assert_true(relay.had_own);
+    assert_true(relay.own > after + SEC(50)); /* the call's own deadline, unchanged */
+    assert_true(relay.had_seen);
+    assert_ns_in(relay.seen - before, SEC(3), SEC(3) + (after - before));
+    assert_true(leaf.had_deadline); /* the budget onward: what was left of the drain */
+    assert_true(leaf.deadline_ns <= relay.seen);
+    assert_true(leaf.deadline_ns > before);
+    assert_int_equal(dctx_rpc_server_close(srv), 0);
+    rt_ctx_release(ctx);
+}
+
 /* A blocking call waits on its own thread (no callback steps it): closing
  * its channel must still end it at once, and the server, losing its
  * caller, cancels the handler. */
@@ -608,6 +686,7 @@ int main(int argc, char **argv)
         RT_TEST(shutdown_leaves_the_stats_readable_until_close),
         RT_TEST(channel_over_two_urls_shares_calls_and_goes_around_a_drain),
         RT_TEST(channel_over_urls_passes_over_one_that_is_down),
+        RT_TEST(drain_is_the_deadline_handlers_and_their_calls_onward_see),
         RT_TEST(closing_a_channel_ends_a_blocking_call_in_flight_unavailable),
         RT_TEST(closing_a_channel_while_replies_arrive_returns),
     };

@@ -420,6 +420,15 @@ DCTX_API size_t dctx_rpc_server_methods(const dctx_rpc_server *s, const char **n
  * blocks on the network. */
 DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
 
+/* dctx_rpc_deadline is dctx_deadline as a handler should see it: the
+ * earlier of ctx's own deadline and, when ctx descends from a call of a
+ * server that drains, the end of the drain's grace (when what still runs
+ * is stopped, as by a deadline). A context's deadline never changes, so a
+ * drain is not seen by dctx_deadline; calls made with ctx send what is
+ * left of this one as their budget. Returns false when there is neither.
+ * No lock unless a server of the process drains. */
+DCTX_API bool dctx_rpc_deadline(const dctx *ctx, int64_t *deadline_ns);
+
 /* dctx_rpc_server_shutdown drains and stops the server as close does, but
  * frees nothing: its stats can still be read (a final count, or a metrics
  * endpoint that answers through the drain). Returns what close would; a
