@@ -768,7 +768,13 @@ static void on_cancel(struct conn *c, Dctx__Wire__Frame *f)
         switch (dctx__token_cancel(srv->tokens, cf->cancel_token.data, now, now + keep, call_retain,
                                    &found)) {
         case DCTX__TOKEN_LIVE:
-            outcome = call_cancel(found, cause, msg[0] ? msg : NULL);
+            /* Only the connection a call came on may cancel it: a token
+             * read off the wire and sent from elsewhere is answered as an
+             * unknown one (nothing is said of the call) and does nothing. */
+            if (((struct server_call *)found)->conn == c)
+                outcome = call_cancel(found, cause, msg[0] ? msg : NULL);
+            else
+                outcome = DCTX_RPC_CANCEL_PREVENTED;
             call_unref(found);
             break;
         case DCTX__TOKEN_FINISHED:

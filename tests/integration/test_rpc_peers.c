@@ -167,6 +167,56 @@ static void peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not(void **st
     rt_raw_close(steady);
 }
 
+/* A cancel is honoured only from the connection its call came on: a peer
+ * that learned a call's token (it crosses tcp in the clear) and sends a
+ * Cancel naming it from another connection is answered as for an unknown
+ * token and stops nothing; the caller's own cancel then stops it. */
+static void cancel_from_another_connection_stops_nothing(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_TCP, NULL, "/it.Wait/Wait", rt_probe_handler, &p, url);
+    rt_raw *caller = rt_raw_open(url), *thief = rt_raw_open(url);
+    uint8_t token[DCTX_TOKEN_BYTES];
+    rt_token(token);
+    size_t len;
+    uint8_t *buf = rt_pack_call(1, "/it.Wait/Wait", token, 0, NULL, 0, &len);
+    rt_raw_send(caller, buf, len);
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    for (uint32_t id = 1; id <= 2; id++) { /* its own call id 1, or any other */
+        buf = rt_pack_cancel(id, token, DCTX_CANCELED, "stolen", 0, &len);
+        rt_raw_send(thief, buf, len);
+    }
+    uint32_t acked = 0;
+    assert_int_equal(rt_raw_recv_cancel_ack(thief, &acked), DCTX_RPC_CANCEL_PREVENTED);
+    assert_int_equal(rt_raw_recv_cancel_ack(thief, &acked), DCTX_RPC_CANCEL_PREVENTED);
+    rt_sleep(MS(100));
+    assert_int_equal(atomic_load(&p.finished), 0); /* still running */
+    buf = rt_pack_cancel(1, token, DCTX_CANCELED, "mine", 0, &len);
+    rt_raw_send(caller, buf, len);
+    int outcome = -1, replied = -1; /* its CancelAck and its Reply, in either order */
+    for (int i = 0; i < 2; i++) {
+        Dctx__Wire__Frame *got = rt_raw_recv_frame(caller);
+        assert_non_null(got);
+        assert_int_equal(got->call_id, 1);
+        if (got->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK)
+            outcome = (int)got->cancel_ack->outcome;
+        else if (got->body_case == DCTX__WIRE__FRAME__BODY_REPLY)
+            replied = (int)got->reply->code;
+        dctx__wire__frame__free_unpacked(got, NULL);
+    }
+    assert_int_equal(outcome, DCTX_RPC_CANCEL_STOPPED);
+    assert_int_equal(replied, DCTX_CANCELED); /* the caller gets its call's end */
+    assert_true(WAIT_FOR(atomic_load(&p.finished), SEC(5)));
+    assert_int_equal(p.err, DCTX_CANCELED);
+    assert_contains(p.cause_msg, "mine");
+    assert_int_equal(rt_server_stats(srv).cancel_outcomes[DCTX_RPC_CANCEL_STOPPED], 1);
+    rt_raw_close(thief);
+    rt_raw_close(caller);
+}
+
 /* A caller that pings more often than the server's minimum interval is
  * told so and closed: the third strike gets GoAway RESOURCE_EXHAUSTED "too
  * many pings", counted as a bad frame. Pings at the pace allowed are
@@ -1000,6 +1050,7 @@ int main(int argc, char **argv)
         RT_TEST(server_that_stops_answering_is_found_by_keepalive),
         RT_TEST(caller_that_stops_answering_is_found_by_keepalive),
         RT_TEST(peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not),
+        RT_TEST(cancel_from_another_connection_stops_nothing),
         RT_TEST(caller_pinging_too_often_is_closed),
         RT_TEST(caller_pinging_too_soon_now_and_then_is_not_closed),
         RT_TEST(goaway_reaches_a_peer_that_goes_on_sending),
