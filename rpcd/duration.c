@@ -15,11 +15,20 @@ static const struct {
 
 bool rpcd_parse_duration(const char *text, int64_t *ns)
 {
-    if (text == NULL || *text == '\0' || *text == '-' || *text == '+')
+    if (text == NULL)
+        return false;
+    /* Digits, then a fraction if any: strtod alone would also take leading
+     * space, a sign, hex, an exponent, inf and nan. */
+    size_t whole = strspn(text, "0123456789"), len = whole, fraction = 0;
+    if (text[len] == '.') {
+        fraction = strspn(text + len + 1, "0123456789");
+        len += 1 + fraction;
+    }
+    if (whole + fraction == 0)
         return false;
     char *end = NULL;
     double value = strtod(text, &end);
-    if (end == text || !isfinite(value))
+    if (end != text + len || !isfinite(value))
         return false;
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(end, units[i].unit) == 0) {

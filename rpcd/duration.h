@@ -9,9 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Parse text into nanoseconds. Units: ns, us, ms, s, m, h; the number may
- * have a fraction ("1.5s"). False on anything else, a negative number or
- * an overflow. */
+/* Parse text into nanoseconds: decimal digits, a fraction if any ("1.5s"),
+ * then a unit: ns, us, ms, s, m, h. False on anything else (space, a
+ * sign, hex, an exponent) or an overflow. */
 bool rpcd_parse_duration(const char *text, int64_t *ns);
 
 /* ns as text rpcd_parse_duration reads back: a whole number of the largest

@@ -23,6 +23,12 @@ static bool lower_hex(const char *s, size_t n)
     return true;
 }
 
+/* A lowercase hex digit's value (checked by lower_hex before). */
+static int hex_digit(char c)
+{
+    return c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
 static bool all_zero(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -54,9 +60,9 @@ bool dctx_trace_parse(const char *text, size_t len, dctx_trace *t)
         memcpy(t->span_id, span, 16);
         t->span_id[16] = '\0';
         t->parent_span_id[0] = '\0';
-        unsigned f = 0;
-        sscanf(flags, "%2x", &f);
-        t->flags = f;
+        /* By hand: text need not end in a NUL, and sscanf reads to one
+         * (fuzz_traceparent found it reading past a value off the wire). */
+        t->flags = (unsigned)(hex_digit(flags[0]) << 4 | hex_digit(flags[1]));
     }
     return true;
 }

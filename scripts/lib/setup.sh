@@ -1,6 +1,7 @@
 # setup.sh - sourced by scripts/test and scripts/demo: installs the Debian
 # packages dctx builds with, when any is missing (apt-get update first).
-# Needs root, or sudo. For the tests only: libcmocka-dev, iproute2 (`ip`, for
+# Needs root, or sudo. For the tests only: clang and libclang-rt-14-dev (the
+# fuzzers: libFuzzer), libcmocka-dev, iproute2 (`ip`, for
 # scripts/netns-test), python3 (its json module parses rpcd's JSON in
 # tests/rpcd), clang-format (tests/layout checks the formatting), prometheus
 # (its server and promtool check rpcd's /metrics), chromium (renders the
@@ -8,7 +9,7 @@
 # install the package in); the rest builds dctx (the Dockerfile installs
 # those).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libcmocka-dev iproute2 python3 clang-format prometheus chromium debootstrap"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus chromium debootstrap"
 
 dctx_install_packages() {
     local missing=()

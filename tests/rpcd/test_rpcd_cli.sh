@@ -112,6 +112,11 @@ call "$(url nobody)" /dctx.demo.Demo/Echo >/dev/null 2>&1; rc=$?
 check "an unreachable server is UNAVAILABLE (exit 14)" test $rc -eq 14
 call "$(url C)" /dctx.demo.Demo/Echo --timeout soon >/dev/null 2>"$dir/err"; rc=$?
 check "a bad duration is a usage error (exit 64) with a message" bash -c "test $rc -eq 64 && grep -q 'duration' '$dir/err'"
+for bad in $'\v-3s' ' 5s' '0x10s' '1e3ms' 'infs' '-0s' '.s'; do
+    call "$(url C)" /dctx.demo.Demo/Echo --timeout "$bad" >/dev/null 2>&1; rc=$?
+    check "--timeout '$bad' is a usage error (exit 64; fuzz_duration found a space then a minus)" \
+        test $rc -eq 64
+done
 "$rpcd" serve --nonsense >/dev/null 2>&1; rc=$?
 check "an unknown flag is a usage error (exit 64)" test $rc -eq 64
 

@@ -4,6 +4,8 @@
  * wire codec): continue it under a new span, or drop it with tracestate.
  */
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <dctx/trace.h>
 
@@ -39,6 +41,36 @@ static void parser_accepts_and_refuses_as_w3c_says(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (dctx_trace_parse(bad[i], strlen(bad[i]), NULL))
             fail_msg("accepted %s", bad[i]);
+}
+
+/* A traceparent off the wire has no NUL after it: the parser reads only
+ * its len bytes. Each text ends where a page no one may read begins, so a
+ * read past it faults (fuzz_traceparent found one: sscanf on the flags
+ * read on to a NUL). */
+static void parser_reads_no_byte_past_the_text(void **state)
+{
+    (void)state;
+    static const char *texts[] = {
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds",
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"};
+    long page = sysconf(_SC_PAGESIZE);
+    char *pages =
+        mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(pages != MAP_FAILED);
+    assert_int_equal(mprotect(pages + page, (size_t)page, PROT_NONE), 0);
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        size_t len = strlen(texts[i]);
+        char *at = pages + page - len; /* the last byte of the text is the page's */
+        memcpy(at, texts[i], len);
+        dctx_trace t;
+        assert_true(dctx_trace_parse(at, len, &t));
+        assert_int_equal(t.flags, 1);
+        dctx *ctx = NULL;
+        assert_int_equal(dctx__trace_continue(dctx_background(), at, len, &ctx), 0);
+        dctx_release(ctx);
+    }
+    munmap(pages, 2 * (size_t)page);
 }
 
 static void new_traces_and_spans_chain_by_parent(void **state)
@@ -153,6 +185,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parser_accepts_and_refuses_as_w3c_says),
+        cmocka_unit_test(parser_reads_no_byte_past_the_text),
         cmocka_unit_test(new_traces_and_spans_chain_by_parent),
         cmocka_unit_test(a_hop_continues_the_trace_under_a_new_span),
         cmocka_unit_test(a_malformed_traceparent_is_dropped_with_tracestate),
