@@ -17,20 +17,13 @@
 #include <dctx/dctx.h>
 
 #include "wire_impl.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_check.h"
 
 #define MAX_BUDGET_NS (60 * 1000000000LL)
 
 /* A key the server knows (its values are filed under it) beside the
  * unknown ones, which pass through. */
 static const dctx_key tenant = {.name = "tenant", .flags = DCTX_KEY_PROPAGATE};
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -16,12 +16,7 @@
 #include <dctx/trace.h>
 
 #include "wire_impl.h"
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_check.h"
 
 static bool lower_hex(const char *s, size_t n)
 {
@@ -33,8 +28,6 @@ static bool lower_hex(const char *s, size_t n)
     }
     return nonzero && s[n] == '\0';
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
