@@ -17,6 +17,7 @@
 
 #include "duration.h"
 #include "keepalive.h"
+#include "tls_flags.h"
 #include "json.h"
 #include "rpcd.h"
 
@@ -25,12 +26,14 @@ static const char bench_usage[] =
     "[--duration DURATION | --calls N]\n"
     "                  [--timeout DURATION] [--cancel-fraction F]\n"
     "                  [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
+    "                  [--tls-ca FILE] [--tls-server-name NAME] [--tls-cert FILE]\n"
     "\n"
     "Call METHOD from N concurrent callers on one channel (default 16) for a duration (default\n"
     "10s) or a number of calls. --timeout gives each call a deadline; --cancel-fraction cancels\n"
     "that fraction of the calls (0..1) a random 0-1 ms after they start. Progress on stderr; at\n"
     "the end one JSON object on stdout: calls, calls_per_s, p50_us, p90_us, p99_us, max_us,\n"
-    "by_status (counts per status name). --keepalive and --keepalive-timeout: as for rpcd call.\n";
+    "by_status (counts per status name). --keepalive, --keepalive-timeout and the --tls-* flags:\n"
+    "as for rpcd call.\n";
 
 #define MAX_CONCURRENCY 100000
 /* The probe, the first call on the channel, waits for its connection:
@@ -269,6 +272,7 @@ struct bench_args {
     long long calls;
     double cancel_fraction;
     struct rpcd_keepalive keepalive;
+    struct rpcd_tls tls;
 };
 
 static int parse(int argc, char **argv, struct bench_args *a)
@@ -300,7 +304,7 @@ static int parse(int argc, char **argv, struct bench_args *a)
         int k = rpcd_keepalive_flag("bench", flag, val, &a->keepalive);
         if (k > 1)
             return k;
-        if (k == 1)
+        if (k == 1 || rpcd_tls_flag(flag, val, false, &a->tls))
             continue;
         if (strcmp(flag, "--data") == 0) {
             a->data = val;
@@ -355,6 +359,7 @@ int rpcd_bench(int argc, char **argv)
     o.connect_wait_ns = CONNECT_WAIT_NS;
     o.keepalive_ns = a.keepalive.interval_ns;
     o.keepalive_timeout_ns = a.keepalive.timeout_ns;
+    rpcd_tls_channel(&a.tls, &o);
     if ((rc = dctx_rpc_channel_open(a.url, &o, &b.ch)) != 0) {
         fprintf(stderr, "rpcd bench: bad URL \"%s\"\n", a.url);
         return rc;

@@ -15,6 +15,7 @@
 
 #include "duration.h"
 #include "keepalive.h"
+#include "tls_flags.h"
 #include "log.h"
 #include "rpcd.h"
 
@@ -24,6 +25,7 @@ static const char call_usage[] =
     "usage: rpcd call URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
     "                 [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
     "                 [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
+    "                 [--tls-ca FILE] [--tls-server-name NAME] [--tls-cert FILE]\n"
     "\n"
     "Call METHOD (e.g. /dctx.demo.Demo/Echo) at URL once. Prints the status name, then the\n"
     "response or the status message; exits with the status code (0 for OK).\n"
@@ -36,8 +38,13 @@ static const char call_usage[] =
     "  --keepalive DURATION     ping the server when the connection is silent this long; 0: never\n"
     "  --keepalive-timeout DURATION  fail the call if a ping gets no answer in this long\n";
 
+/* A TLS handshake costs round trips and the CPU of both ends (far more
+ * under a sanitizer): a call waits this long for its connection. */
+#define TLS_CONNECT_WAIT_NS 1000000000LL
+
 struct call_args {
     struct rpcd_keepalive keepalive;
+    struct rpcd_tls tls;
     const char *url, *method, *data, *log;
     int64_t timeout_ns, cancel_after_ns;
     dctx_key keys[MAX_VALUES];
@@ -75,6 +82,7 @@ static int parse(int argc, char **argv, struct call_args *a)
         const char *flag = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
             fputs(call_usage, stdout);
+            rpcd_tls_usage(stdout, false);
             return -1;
         }
         if (strcmp(flag, "--trace") == 0) {
@@ -97,7 +105,7 @@ static int parse(int argc, char **argv, struct call_args *a)
         int rc = rpcd_keepalive_flag("call", flag, val, &a->keepalive);
         if (rc > 1)
             return rc;
-        if (rc == 1)
+        if (rc == 1 || rpcd_tls_flag(flag, val, false, &a->tls))
             continue;
         if (strcmp(flag, "--data") == 0)
             a->data = val;
@@ -177,8 +185,10 @@ static void describe_not_sent(int code, dctx_rpc_channel *ch, const char *url,
     dctx_rpc_channel_stats_get(ch, &cs);
     char wait[32];
     if (code == DCTX_UNAVAILABLE && cs.connections == 0)
-        snprintf(out, n, "no connection to %s within %s", url,
-                 rpcd_format_duration(o->connect_wait_ns, wait, sizeof wait));
+        snprintf(out, n, "no connection to %s within %s%s%s%s", url,
+                 rpcd_format_duration(o->connect_wait_ns, wait, sizeof wait),
+                 cs.last_error[0] != '\0' ? " (" : "", cs.last_error,
+                 cs.last_error[0] != '\0' ? ")" : "");
     else
         snprintf(out, n, "the call was not sent to %s: %s", url, dctx_strerror(code));
 }
@@ -210,6 +220,9 @@ int rpcd_call(int argc, char **argv)
     dctx_rpc_channel_options_init(&o);
     o.keepalive_ns = a.keepalive.interval_ns;
     o.keepalive_timeout_ns = a.keepalive.timeout_ns;
+    rpcd_tls_channel(&a.tls, &o);
+    if (strncmp(a.url, "tls+", 4) == 0 && o.connect_wait_ns < TLS_CONNECT_WAIT_NS)
+        o.connect_wait_ns = TLS_CONNECT_WAIT_NS;
     dctx_rpc_channel *ch = NULL;
     rc = dctx_rpc_channel_open(a.url, &o, &ch);
     if (rc != 0) {

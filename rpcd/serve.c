@@ -20,12 +20,15 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "tls_flags.h"
 #include "rpcd.h"
 
 static const char serve_usage[] =
     "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]...\n"
     "                  [--workers N] [--log FILE|-] [--log-calls all|errors|none]\n"
     "                  [--max-inflight N] [--module PATH.so]... [--metrics-listen HOST:PORT]\n"
+    "                  [--tls-cert FILE] [--tls-client-ca FILE] [--tls-ca FILE]\n"
+    "                  [--tls-server-name NAME]\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
     "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
@@ -57,6 +60,7 @@ static void print_usage(void)
            rpcd_format_duration(DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS, grace, sizeof grace));
     fputs("  keepalive, toward the callers and the next hops:\n", stdout);
     rpcd_keepalive_usage(stdout);
+    rpcd_tls_usage(stdout, true);
 }
 
 struct serve_args {
@@ -72,6 +76,7 @@ struct serve_args {
     const char *modules[RPCD_MAX_MODULES];
     int n_modules;
     struct rpcd_keepalive keepalive; /* for the server and its next hops */
+    struct rpcd_tls tls;             /* its certificate, its callers', its next hops' */
 };
 
 static bool parse_int(const char *s, int lo, int hi, int *out)
@@ -104,7 +109,7 @@ static int parse(int argc, char **argv, struct serve_args *a)
         int k = rpcd_keepalive_flag("serve", flag, val, &a->keepalive);
         if (k > 1)
             return k;
-        if (k == 1)
+        if (k == 1 || rpcd_tls_flag(flag, val, true, &a->tls))
             continue;
         if (strcmp(flag, "--listen") == 0) {
             if (a->n_listen == RPCD_MAX_LISTEN)
@@ -154,6 +159,9 @@ static int parse(int argc, char **argv, struct serve_args *a)
     }
     if (a->n_listen == 0)
         return rpcd_usage_error("serve", "%s", "--listen URL is required");
+    for (int i = 0; i < a->n_listen; i++)
+        if (strncmp(a->listen[i], "tls+", 4) == 0 && a->tls.cert == NULL)
+            return rpcd_usage_error("serve", "--listen %s needs --tls-cert FILE", a->listen[i]);
     return 0;
 }
 
@@ -291,6 +299,7 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
     o.event_arg = (void *)&a->log_calls;
     o.keepalive_ns = a->keepalive.interval_ns;
     o.keepalive_timeout_ns = a->keepalive.timeout_ns;
+    rpcd_tls_channel(&a->tls, &o);
     for (int i = 0; i < a->n_next; i++) {
         char buf[4096];
         const char *urls[RPCD_MAX_NEXT_URLS];
@@ -349,6 +358,8 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
 {
     dctx_rpc_server_options o = a->server;
     o.name = a->name;
+    o.tls_cert_key_file = a->tls.cert;
+    o.tls_client_ca_file = a->tls.client_ca;
     o.keepalive_ns = a->keepalive.interval_ns;
     o.keepalive_timeout_ns = a->keepalive.timeout_ns;
     /* Callers may ping as often as this server pings them. */
@@ -367,7 +378,11 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
         rc = dctx_rpc_server_listen(r->server, a->listen[i]);
         if (rc != 0)
             fprintf(stderr, "rpcd serve: cannot listen on %s: %s\n", a->listen[i],
-                    rc == DCTX_INVALID_ARGUMENT ? "not a valid URL" : "address unavailable");
+                    rc == DCTX_INVALID_ARGUMENT    ? "not a valid URL, or a TLS file it cannot use"
+                    : rc == DCTX_NOT_FOUND         ? "a file it needs does not exist (an ipc "
+                                                     "path's directory, a TLS file)"
+                    : rc == DCTX_PERMISSION_DENIED ? "permission denied"
+                                                   : "address unavailable");
     }
     if (rc == 0)
         rc = dctx_rpc_server_start(r->server);

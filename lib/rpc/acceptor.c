@@ -63,7 +63,7 @@ static void paused(void *arg)
     post_accept(arg);
 }
 
-static int set_tls(nng_stream_listener *l, const char *cert_key_file)
+static int set_tls(nng_stream_listener *l, const char *cert_key_file, const char *client_ca_file)
 {
     nng_tls_config *cfg;
     int rv = nng_tls_config_alloc(&cfg, NNG_TLS_MODE_SERVER);
@@ -71,6 +71,11 @@ static int set_tls(nng_stream_listener *l, const char *cert_key_file)
         return rv;
     if (cert_key_file != NULL)
         rv = nng_tls_config_cert_key_file(cfg, cert_key_file, NULL);
+    if (rv == 0 && client_ca_file != NULL) { /* mutual TLS */
+        rv = nng_tls_config_ca_file(cfg, client_ca_file);
+        if (rv == 0)
+            rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
+    }
     if (rv == 0)
         rv = nng_stream_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
     nng_tls_config_free(cfg); /* the listener holds its own reference */
@@ -104,7 +109,7 @@ int dctx__acceptor_open(const char *url, const struct dctx__acceptor_options *o,
     if (rv == 0) /* as dialer.c: for the TLS handshake's small writes */
         (void)nng_stream_listener_set_bool(a->l, NNG_OPT_TCP_NODELAY, true);
     if (rv == 0 && strncmp(url, "tls+", 4) == 0)
-        rv = set_tls(a->l, o->tls_cert_key_file);
+        rv = set_tls(a->l, o->tls_cert_key_file, o->tls_client_ca_file);
     if (rv == 0)
         rv = nng_stream_listener_listen(a->l);
     if (rv == 0)

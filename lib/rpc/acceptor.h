@@ -19,7 +19,8 @@ struct dctx__acceptor;
 typedef void (*dctx__acceptor_fn)(void *owner, nng_stream *s);
 
 struct dctx__acceptor_options {
-    const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
+    const char *tls_cert_key_file;  /* tls+tcp: PEM with the certificate and key */
+    const char *tls_client_ca_file; /* tls+tcp: require client certificates of this CA */
     dctx__acceptor_fn on_stream;
     void *owner;
 };

@@ -11,6 +11,7 @@
 #include "channel_set.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,6 +79,8 @@ void dctx__channel_set_stats(struct dctx__channel_set *set, dctx_rpc_channel_sta
         out->bad_frames += s.bad_frames;
         out->connections += s.connections;
         out->draining += s.draining;
+        if (s.last_error[0] != '\0') /* the last URL's that failed, named */
+            snprintf(out->last_error, sizeof out->last_error, "%s", s.last_error);
     }
 }
 

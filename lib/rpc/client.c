@@ -550,9 +550,16 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
     char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
     snprintf(msg, sizeof msg, "connection to %s lost (%s)", ch->url, why);
     pthread_mutex_lock(&ch->mu);
-    snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
-    dctx_rpc_handle *gone = NULL;
     bool worked = ch->ready == c;
+    /* Over TLS, a connection that ends before the hellos is almost always
+     * its handshake refused (this side's checks of the server's certificate,
+     * or the server's of ours): say so, nng's words alone ("Connection
+     * shutdown") do not. */
+    if (!worked && strncmp(ch->url, "tls+", 4) == 0)
+        snprintf(ch->last_error, sizeof ch->last_error, "TLS handshake failed: %s", why);
+    else
+        snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
+    dctx_rpc_handle *gone = NULL;
     if (worked) {
         ch->ready = NULL;
         gone = take_calls(ch, DCTX_UNAVAILABLE, msg);
@@ -672,6 +679,7 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     struct dctx__dialer_options dopt = {
         .tls_ca_file = ch->opts.tls_ca_file,
         .tls_server_name = ch->opts.tls_server_name,
+        .tls_cert_key_file = ch->opts.tls_cert_key_file,
         .backoff_max_ns = backoff_max < 10000000LL     ? 10000000LL
                           : backoff_max > 1000000000LL ? 1000000000LL
                                                        : backoff_max,
@@ -792,6 +800,7 @@ void dctx_rpc_channel_stats_get(dctx_rpc_channel *ch, dctx_rpc_channel_stats *ou
     pthread_mutex_lock(&ch->mu);
     out->connections = ch->ready != NULL ? 1 : 0;
     out->draining = ch->ready != NULL && ch->ready->draining ? 1 : 0;
+    snprintf(out->last_error, sizeof out->last_error, "%s", ch->last_error);
     pthread_mutex_unlock(&ch->mu);
 }
 

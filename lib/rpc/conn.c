@@ -134,7 +134,7 @@ struct dctx__conn {
     bool reported;                  /* on_end was called or is not owed; protected by mu */
     bool rx_idle;                   /* no read posted nor being handled; protected by mu */
     int end_code;                   /* the first failure's; protected by mu */
-    char end_why[96];               /* protected by mu */
+    char end_why[128];               /* protected by mu */
     atomic_bool ended_flag;         /* ended, for the receive loop's check per frame */
     atomic_bool discarding;         /* lingering: what is read is dropped unread */
     atomic_int busy;                /* owner's threads inside a call of ours */
@@ -277,8 +277,11 @@ static void advance(struct dctx__conn *c, size_t n)
  * is kept); false if the token was given back or the connection ended. */
 static bool wrote(struct dctx__conn *c, nng_aio *aio)
 {
-    if (nng_aio_result(aio) != 0) {
-        end_with(c, DCTX_UNAVAILABLE, "connection lost: a write failed");
+    int rv = nng_aio_result(aio);
+    if (rv != 0) { /* nng's words say why: a TLS handshake refused, say */
+        char why[128];
+        snprintf(why, sizeof why, "connection lost: a write failed (%s)", nng_strerror(rv));
+        end_with(c, DCTX_UNAVAILABLE, why);
         return false; /* close frees the batch */
     }
     count(&c->sends_done, 1); /* whole or short: bytes went out */
@@ -557,9 +560,13 @@ static void got_bytes(void *arg)
          * stream failed; or a failed write canceled this read, and its
          * reason, kept first, stands. */
         bool clean = dctx__frame_reader_idle(&c->reader);
+        bool closed = rv == NNG_ECLOSED || rv == NNG_ECONNSHUT || rv == NNG_ECONNRESET;
+        char why[128];
+        snprintf(why, sizeof why, "%s%s%s%s",
+                 clean ? "connection closed by the peer" : "connection closed mid-frame",
+                 closed ? "" : " (", closed ? "" : nng_strerror(rv), closed ? "" : ")");
         pthread_mutex_lock(&c->mu);
-        set_ended(c, DCTX_UNAVAILABLE,
-                  clean ? "connection closed by the peer" : "connection closed mid-frame", false);
+        set_ended(c, DCTX_UNAVAILABLE, why, false);
         c->rx_idle = true;
         pthread_mutex_unlock(&c->mu);
         report(c);

@@ -116,6 +116,8 @@ static int set_tls(nng_stream_dialer *sd, const struct dctx__dialer_options *o)
         rv = nng_tls_config_ca_file(cfg, o->tls_ca_file);
     if (rv == 0 && o->tls_server_name != NULL)
         rv = nng_tls_config_server_name(cfg, o->tls_server_name);
+    if (rv == 0 && o->tls_cert_key_file != NULL)
+        rv = nng_tls_config_cert_key_file(cfg, o->tls_cert_key_file, NULL);
     if (rv == 0)
         rv = nng_stream_dialer_set_ptr(sd, NNG_OPT_TLS_CONFIG, cfg);
     nng_tls_config_free(cfg); /* the dialer holds its own reference */
@@ -133,7 +135,7 @@ int dctx__dialer_open(const char *url, const struct dctx__dialer_options *o,
     if (d == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     d->o = *o;
-    d->o.tls_ca_file = d->o.tls_server_name = NULL;
+    d->o.tls_ca_file = d->o.tls_server_name = d->o.tls_cert_key_file = NULL;
     if (d->o.backoff_max_ns < DCTX__DIAL_BACKOFF_MIN_NS)
         d->o.backoff_max_ns = DCTX__DIAL_BACKOFF_MIN_NS;
     d->backoff_ns = DCTX__DIAL_BACKOFF_MIN_NS;

@@ -27,9 +27,10 @@ typedef void (*dctx__dialer_fail_fn)(void *owner, int code, const char *why);
 #define DCTX__DIAL_BACKOFF_MIN_NS 10000000LL /* 10 ms */
 
 struct dctx__dialer_options {
-    const char *tls_ca_file;     /* tls+tcp: the CA to verify the server with */
-    const char *tls_server_name; /* tls+tcp: the name the server must bear */
-    int64_t backoff_max_ns;      /* the longest wait between dials; at least the minimum */
+    const char *tls_ca_file;       /* tls+tcp: the CA to verify the server with */
+    const char *tls_server_name;   /* tls+tcp: the name the server must bear */
+    const char *tls_cert_key_file; /* tls+tcp: a certificate to present (mutual TLS) */
+    int64_t backoff_max_ns;        /* the longest wait between dials; at least the minimum */
     dctx__dialer_fn on_stream;
     dctx__dialer_fail_fn on_fail; /* may be NULL */
     void *owner;

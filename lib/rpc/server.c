@@ -934,8 +934,10 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
     struct acceptor_item *item = calloc(1, sizeof *item);
     if (item == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
-    struct dctx__acceptor_options ao = {
-        .tls_cert_key_file = srv->opts.tls_cert_key_file, .on_stream = accepted, .owner = srv};
+    struct dctx__acceptor_options ao = {.tls_cert_key_file = srv->opts.tls_cert_key_file,
+                                        .tls_client_ca_file = srv->opts.tls_client_ca_file,
+                                        .on_stream = accepted,
+                                        .owner = srv};
     int rc = dctx__acceptor_open(url, &ao, &item->a);
     if (rc != 0) {
         free(item);

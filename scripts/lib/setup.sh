@@ -4,12 +4,13 @@
 # fuzzers: libFuzzer), libcmocka-dev, iproute2 (`ip`, for
 # scripts/netns-test), python3 (its json module parses rpcd's JSON in
 # tests/rpcd), clang-format (tests/layout checks the formatting), prometheus
-# (its server and promtool check rpcd's /metrics), chromium (renders the
+# (its server and promtool check rpcd's /metrics), openssl (certificates
+# for the TLS tests, made at test time), chromium (renders the
 # pages of `rpcd trace --html`) and debootstrap (a fresh Debian root to
 # install the package in); the rest builds dctx (the Dockerfile installs
 # those).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus chromium debootstrap"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus openssl chromium debootstrap"
 
 dctx_install_packages() {
     local missing=()

@@ -21,7 +21,7 @@ rpcd=${2:?usage: test-dockerfile.sh SOURCE_DIR RPCD LIBDCTX}
 libdctx=${3:?usage: test-dockerfile.sh SOURCE_DIR RPCD LIBDCTX}
 dockerfile=$src/Dockerfile
 # Installed by setup.sh for the tests only, not needed to build rpcd.
-test_only="clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus chromium debootstrap"
+test_only="clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus openssl chromium debootstrap"
 failures=0
 bad() {
     echo "test-dockerfile: FAIL: $*" >&2

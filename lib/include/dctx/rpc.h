@@ -185,6 +185,9 @@ typedef struct dctx_rpc_channel_options {
      * bear. NULL: the system's defaults. */
     const char *tls_ca_file;
     const char *tls_server_name;
+    /* tls+tcp: a certificate and its key (PEM, one file) to present to a
+     * server that asks for one (mutual TLS). NULL: none. */
+    const char *tls_cert_key_file;
     /* Optional event hook (see Events). */
     dctx_rpc_event_fn on_event;
     void *event_arg;
@@ -296,6 +299,7 @@ typedef struct dctx_rpc_channel_stats {
     uint32_t connections; /* connections up now (0: the server is not
                                                            reached; the channel keeps redialing) */
     uint32_t draining;    /* of those, the ones whose server drains (it takes no new call) */
+    char last_error[128]; /* why the last dial or connection failed ("not connected yet") */
 } dctx_rpc_channel_stats;
 
 /* dctx_rpc_channel_stats_get fills *out with ch's counters now (each read
@@ -321,6 +325,10 @@ typedef struct dctx_rpc_server_options {
     int64_t max_budget_ns;         /* cap on a call's deadline; 0: none (the default) */
     int64_t shutdown_grace_ns;     /* how long close waits for canceled handlers */
     const char *tls_cert_key_file; /* tls+tcp: PEM with the certificate and key */
+    /* tls+tcp: mutual TLS: every caller must present a certificate signed
+     * by a CA of this file (PEM), or its connection fails in the
+     * handshake. NULL: no certificate asked. */
+    const char *tls_client_ca_file;
     /* The server's name, for its callers' logs (in its hello) and for the
      * error a call loop gets: a call that comes back to a server it
      * passed through is refused DCTX_FAILED_PRECONDITION "call loop

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# test_rpcd_tls.sh RPCD - rpcd over tls+tcp:// with certificates the test
+# makes itself (openssl, now; nothing committed): a server with
+# --tls-cert and --tls-client-ca (mutual TLS), callers with --tls-ca,
+# --tls-server-name and --tls-cert. A caller with a good certificate gets
+# through, and so does a hop calling onward over mutual TLS; no client
+# certificate, one from another CA, a wrong server name, no CA and an
+# expired server certificate are each refused UNAVAILABLE with a message
+# that says the TLS handshake failed. 77: openssl is missing.
+set -u
+rpcd=$(realpath "$1") # the test works in its scratch directory
+test_name=rpcd-tls
+command -v openssl >/dev/null || {
+    echo "skip: openssl is needed"
+    exit 77
+}
+. "$(dirname "$0")/../rpcd/lib.sh"
+cd "$dir" || exit 1
+
+# ca NAME: a CA valid for a day. cert NAME CA DAYS [SAN]: a certificate
+# signed by CA, with its key in NAME.pem (as nng wants it); DAYS -1 makes
+# one that expired yesterday.
+ca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj "/CN=$1" -keyout "$1.key" -out "$1.crt" 2>/dev/null
+}
+cert() {
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
+        -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    printf 'subjectAltName=%s\n' "${4:-DNS:$1}" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -days "$3" \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    cat "$1.crt" "$1.key" >"$1.pem"
+}
+ca ca1
+ca ca2
+cert server ca1 1 "DNS:localhost,IP:127.0.0.1"
+cert client ca1 1
+cert rogue ca2 1
+cert expired ca1 -1 "DNS:localhost,IP:127.0.0.1"
+for f in ca1.crt server.pem client.pem rogue.pem expired.pem; do
+    [ -s "$f" ] || { echo "FAIL: openssl did not make $f"; exit 1; }
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+serve() { # name, then rpcd serve's arguments; waits for its serving line
+    local name=$1
+    shift
+    "$rpcd" serve --name "$name" --log "$dir/$name.log" "$@" &
+    pids+=($!)
+    wait_line "$dir/$name.log" '"event":"serving"' || fail "$name did not start"
+}
+a="tls+tcp://127.0.0.1:$(free_port)"
+serve A --listen "$a" --tls-cert server.pem --tls-client-ca ca1.crt
+good=(--tls-ca ca1.crt --tls-server-name localhost --tls-cert client.pem)
+
+out=$(call "$a" /dctx.demo.Demo/Echo --data hi --timeout 5s "${good[@]}")
+check "a caller with a certificate of the CA the server asks for gets through" \
+    test "$out" = "$(printf 'OK\nhi')"
+
+refused() { # what, then rpcd call's arguments: UNAVAILABLE, the handshake named
+    local what=$1 out rc
+    shift
+    out=$(call "$@" --timeout 5s 2>&1)
+    rc=$?
+    check "$what: refused UNAVAILABLE (exit $rc)" test "$rc" -eq 14
+    check "... saying the TLS handshake failed ($(tail -n 1 <<<"$out"))" \
+        grep -q "TLS handshake failed" <<<"$out"
+}
+refused "no client certificate" "$a" /dctx.demo.Demo/Echo --tls-ca ca1.crt --tls-server-name localhost
+refused "a client certificate of another CA" "$a" /dctx.demo.Demo/Echo \
+    --tls-ca ca1.crt --tls-server-name localhost --tls-cert rogue.pem
+refused "a wrong server name" "$a" /dctx.demo.Demo/Echo \
+    --tls-ca ca1.crt --tls-server-name elsewhere.example --tls-cert client.pem
+refused "no CA to check the server with" "$a" /dctx.demo.Demo/Echo \
+    --tls-server-name localhost --tls-cert client.pem
+
+b="tls+tcp://127.0.0.1:$(free_port)"
+serve B --listen "$b" --tls-cert expired.pem
+refused "an expired server certificate" "$b" /dctx.demo.Demo/Echo \
+    --tls-ca ca1.crt --tls-server-name localhost
+
+# A hop calls onward over mutual TLS with its own certificate.
+m="ipc://$dir/m.ipc"
+serve M --listen "$m" --next "$a" --tls-cert client.pem --tls-ca ca1.crt --tls-server-name localhost
+for _ in $(seq 100); do # its channel to A connected (5 s at most)
+    call "$m" /dctx.Admin/Stats 2>/dev/null | grep -q '"connected":true' && break
+    sleep 0.05
+done
+out=$(call "$m" /dctx.demo.Demo/Chain --data 1ms --timeout 5s)
+check "a hop calls onward over mutual TLS (Chain through M answered by A)" \
+    test "$(sed -n 2p <<<"$out")" = A
+
+"$rpcd" serve --listen "tls+tcp://127.0.0.1:$(free_port)" >/dev/null 2>err.txt
+check "tls+tcp:// with no --tls-cert: exit 64" test $? -eq 64
+check "... naming the flag" grep -q -- "--tls-cert" err.txt
+"$rpcd" serve --listen "tls+tcp://127.0.0.1:$(free_port)" --tls-cert nothing.pem >/dev/null 2>err.txt
+check "a --tls-cert that does not exist: refused at start" test $? -ne 0
+check "... naming the file's trouble" grep -q "does not exist" err.txt
+
+[ "$failures" -eq 0 ] && echo "all TLS checks passed"
+exit $((failures > 0))
