@@ -16,6 +16,7 @@ static const char usage[] =
     "[--duration DURATION | --calls N]\n"
     "                  [--timeout DURATION] [--cancel-fraction F]\n"
     "       rpcd trace LOGFILE... [--trace-id ID] [--html FILE]\n"
+    "       rpcd keygen FILE\n"
     "       rpcd --help | --version\n"
     "\n"
     "rpcd hosts dctx services: calls carry their deadline, cancel and values across hops.\n"
@@ -50,6 +51,8 @@ int main(int argc, char **argv)
         return rpcd_bench(argc - 2, argv + 2);
     if (strcmp(argv[1], "trace") == 0)
         return rpcd_trace(argc - 2, argv + 2);
+    if (strcmp(argv[1], "keygen") == 0)
+        return rpcd_keygen(argc - 2, argv + 2);
     fprintf(stderr, "rpcd: unknown command \"%s\"\n%s", argv[1], usage);
     return RPCD_EXIT_USAGE;
 }

@@ -32,6 +32,7 @@ int rpcd_serve(int argc, char **argv);
 int rpcd_call(int argc, char **argv);
 int rpcd_bench(int argc, char **argv);
 int rpcd_trace(int argc, char **argv);
+int rpcd_keygen(int argc, char **argv);
 
 /* demo_services.c: register the demo and admin methods on r->server. */
 int rpcd_demo_services_register(struct rpcd *r);

@@ -134,7 +134,7 @@ struct dctx__conn {
     bool reported;                  /* on_end was called or is not owed; protected by mu */
     bool rx_idle;                   /* no read posted nor being handled; protected by mu */
     int end_code;                   /* the first failure's; protected by mu */
-    char end_why[128];               /* protected by mu */
+    char end_why[128];              /* protected by mu */
     atomic_bool ended_flag;         /* ended, for the receive loop's check per frame */
     atomic_bool discarding;         /* lingering: what is read is dropped unread */
     atomic_int busy;                /* owner's threads inside a call of ours */

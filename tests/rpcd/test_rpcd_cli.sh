@@ -29,7 +29,7 @@ serve B C
 
 # --- version and help
 check "--version names the version" bash -c "'$rpcd' --version | grep -q '^rpcd [0-9]'"
-for sub in "" serve call bench trace; do
+for sub in "" serve call bench trace keygen; do
     check "rpcd $sub --help exits 0 with usage" bash -c "'$rpcd' $sub --help | grep -q usage"
 done
 
@@ -104,6 +104,18 @@ done
 check "bench made exactly 2000 OK calls" bash -c "grep -q '\"calls\":2000,' <<<'$json' && grep -q '\"OK\":2000' <<<'$json'"
 json=$(timeout 60 "$rpcd" bench "$(url C)" /dctx.demo.Demo/Sleep --data 20ms --concurrency 16 --calls 400 --cancel-fraction 0.5 2>/dev/null)
 check "bench --cancel-fraction cancels some calls" bash -c "grep -q '\"CANCELLED\":[1-9]' <<<'$json'"
+
+# --- keygen: a secret key file its owner's alone, a public key line to paste
+pub=$("$rpcd" keygen "$dir/id.key"); rc=$?
+check "keygen exits 0 and prints one dctx-ed25519: line of 43 base64 characters" \
+    bash -c "test $rc -eq 0 && grep -Eqx 'dctx-ed25519:[A-Za-z0-9_-]{43}' <<<'$pub'"
+check "... its key file has mode 600" test "$(stat -c %a "$dir/id.key")" = 600
+check "... and names the public key it printed" grep -qF "$pub" "$dir/id.key"
+"$rpcd" keygen "$dir/id.key" >/dev/null 2>"$dir/err"; rc=$?
+check "keygen never overwrites a key file (exit $rc, ALREADY_EXISTS)" \
+    bash -c "test $rc -eq 6 && grep -q 'exists' '$dir/err'"
+"$rpcd" keygen >/dev/null 2>&1; rc=$?
+check "keygen without FILE is a usage error (exit 64)" test $rc -eq 64
 
 # --- bad input: clear message and exit code
 call "not a url" /a/b >/dev/null 2>"$dir/err"; rc=$?
