@@ -186,21 +186,30 @@ int dctx_identity_load(const char *path, dctx_identity **out, char *err, size_t 
                     n < 0 ? strerror(errno) : "too long for a key file");
     }
     text[n] = '\0';
+    int rc = dctx__identity_from_text(text, out);
+    sodium_memzero(text, sizeof text);
+    if (rc == DCTX_INVALID_ARGUMENT)
+        return fail(rc, err, err_len,
+                    "%s is not a dctx secret key file (a line " SECRET_PREFIX "...)", path);
+    if (rc != 0)
+        return fail(rc, err, err_len, "no memory for the key");
+    return 0;
+}
+
+int dctx__identity_from_text(const char *text, dctx_identity **out)
+{
+    *out = NULL;
     size_t len = 0;
     const char *line = secret_line(text, &len);
     unsigned char seed[crypto_sign_SEEDBYTES];
-    bool ok = line != NULL && decode(line, len, SECRET_PREFIX, seed, sizeof seed);
-    sodium_memzero(text, sizeof text);
-    if (!ok)
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len,
-                    "%s is not a dctx secret key file (a line " SECRET_PREFIX "...)", path);
+    if (line == NULL || !decode(line, len, SECRET_PREFIX, seed, sizeof seed))
+        return DCTX_INVALID_ARGUMENT;
     dctx_identity *id = sodium_malloc(sizeof *id);
-    if (id == NULL) {
-        sodium_memzero(seed, sizeof seed);
-        return fail(DCTX_RESOURCE_EXHAUSTED, err, err_len, "no memory for the key");
-    }
-    crypto_sign_seed_keypair(id->pk, id->sk, seed);
+    if (id != NULL)
+        crypto_sign_seed_keypair(id->pk, id->sk, seed);
     sodium_memzero(seed, sizeof seed);
+    if (id == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
     *out = id;
     return 0;
 }

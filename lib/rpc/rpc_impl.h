@@ -7,6 +7,7 @@
 
 #include <nng/nng.h>
 
+#include <dctx/identity.h>
 #include <dctx/rpc.h>
 
 /* ===== Results, replies, methods ===== */
@@ -39,6 +40,14 @@ int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_r
  * wait for one (it dials); or nothing (its server drains). */
 enum dctx__channel_state { DCTX__CHANNEL_READY, DCTX__CHANNEL_DIALING, DCTX__CHANNEL_DRAINING };
 enum dctx__channel_state dctx__channel_state(dctx_rpc_channel *ch);
+
+/* ===== Identities ===== */
+
+/* dctx__identity_from_text reads a key file's text (NUL-terminated: its
+ * secret line, comments and blank lines around it) into *out, as
+ * dctx_identity_load does once it has read and checked the file. Returns
+ * 0, DCTX_INVALID_ARGUMENT or DCTX_RESOURCE_EXHAUSTED. */
+int dctx__identity_from_text(const char *text, dctx_identity **out);
 
 /* ===== Status ===== */
 
