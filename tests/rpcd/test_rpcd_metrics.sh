@@ -51,6 +51,7 @@ call "$a" /dctx.demo.Demo/Fail --data NOT_FOUND >/dev/null
 call "$a" /no.Such/Method >/dev/null
 call "$a" /dctx.demo.Demo/Chain --data 1ms >/dev/null
 call "$a" /dctx.demo.Demo/Sleep --data 10s --timeout 50ms >/dev/null
+call "$a" /dctx.demo.Demo/Sleep --data 150ms >/dev/null # at least 150 ms in the handler
 
 http "$base/metrics" >"$dir/resp.txt"
 check "GET /metrics answers 200" test "$(head -n 1 "$dir/resp.txt")" = 200
@@ -67,9 +68,13 @@ check "Echo's histogram counts its 5 calls" \
     test "$(metric 'dctx_server_call_duration_seconds_count{method="/dctx.demo.Demo/Echo"}')" = 5
 check "Echo's +Inf bucket equals its count" \
     test "$(metric 'dctx_server_call_duration_seconds_bucket{method="/dctx.demo.Demo/Echo",le="+Inf"}')" = 5
-check "the Sleep's latency is in the 50 ms bucket or above, not under 25 ms" \
-    test "$(metric 'dctx_server_call_duration_seconds_bucket{method="/dctx.demo.Demo/Sleep",le="0.025"}')" = 0
-check "calls received: 9" test "$(metric dctx_server_calls_received_total)" = 9
+check "the 150 ms Sleep is counted above the 0.1 s bucket: le=0.1 holds at most the other" \
+    test "$(metric 'dctx_server_call_duration_seconds_bucket{method="/dctx.demo.Demo/Sleep",le="0.1"}')" -le 1 -a \
+    "$(metric 'dctx_server_call_duration_seconds_bucket{method="/dctx.demo.Demo/Sleep",le="+Inf"}')" = 2
+check "... and its sum is at least 0.15 s" \
+    python3 -c "import sys; sys.exit(not float(sys.argv[1]) >= 0.15)" \
+    "$(metric 'dctx_server_call_duration_seconds_sum{method="/dctx.demo.Demo/Sleep"}')"
+check "calls received: 10" test "$(metric dctx_server_calls_received_total)" = 10
 check "nothing in flight" test "$(metric dctx_server_calls_in_flight)" = 0
 check "the next hop is up" test "$(metric "dctx_next_up{next=\"$b\"}")" = 1
 check "the Chain's onward call counted for the next hop" \
