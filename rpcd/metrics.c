@@ -262,58 +262,50 @@ static void server_metrics(FILE *f, const dctx_rpc_server_stats *s)
            "1 while the server drains (it refuses new calls), else 0.", rpcd_metrics_draining());
 }
 
-/* The start of a next hop's series: NAME{next="URL" (the caller adds any
- * other label, the closing brace and the value). */
-static void hop_series(FILE *f, const char *name, const char *url)
+/* One series of a next hop: NAME{next="URL"} V, or with one more label
+ * NAME{next="URL",LABEL="VALUE"} V when label is not NULL. */
+static void hop_line(FILE *f, const char *name, const char *url, const char *label,
+                     const char *value, uint64_t v)
 {
     fprintf(f, "%s{next=", name);
     label_value(f, url);
+    if (label != NULL)
+        fprintf(f, ",%s=\"%s\"", label, value);
+    fprintf(f, "} %llu\n", (unsigned long long)v);
 }
 
-/* A counter of the channel stats (at offset) per next hop: one line for
- * each, labeled with its URL. */
+/* A field of the channel stats (a uint64_t at offset) per next hop. */
 static void per_hop(FILE *f, const struct rpcd *r, const dctx_rpc_channel_stats *hops,
                     const char *name, const char *help, size_t offset)
 {
     family(f, name, "counter", help);
-    for (int i = 0; i < r->n_next; i++) {
-        uint64_t v = *(const uint64_t *)((const char *)&hops[i] + offset);
-        hop_series(f, name, r->next_url[i]);
-        fprintf(f, "} %llu\n", (unsigned long long)v);
-    }
+    for (int i = 0; i < r->n_next; i++)
+        hop_line(f, name, r->next_url[i], NULL, NULL,
+                 *(const uint64_t *)((const char *)&hops[i] + offset));
 }
 
 static void next_hop_metrics(FILE *f, const struct rpcd *r, const dctx_rpc_channel_stats *hops)
 {
     family(f, "dctx_next_up", "gauge",
            "1 while at least one connection to the next hop is up, else 0.");
-    for (int i = 0; i < r->n_next; i++) {
-        hop_series(f, "dctx_next_up", r->next_url[i]);
-        fprintf(f, "} %d\n", hops[i].connections > 0);
-    }
+    for (int i = 0; i < r->n_next; i++)
+        hop_line(f, "dctx_next_up", r->next_url[i], NULL, NULL, hops[i].connections > 0);
     family(f, "dctx_next_draining", "gauge",
            "Connections to the next hop whose server drains (it takes no new calls).");
-    for (int i = 0; i < r->n_next; i++) {
-        hop_series(f, "dctx_next_draining", r->next_url[i]);
-        fprintf(f, "} %u\n", (unsigned)hops[i].draining);
-    }
+    for (int i = 0; i < r->n_next; i++)
+        hop_line(f, "dctx_next_draining", r->next_url[i], NULL, NULL, hops[i].draining);
     family(f, "dctx_next_connections", "gauge", "Connections up to the next hop.");
-    for (int i = 0; i < r->n_next; i++) {
-        hop_series(f, "dctx_next_connections", r->next_url[i]);
-        fprintf(f, "} %u\n", (unsigned)hops[i].connections);
-    }
+    for (int i = 0; i < r->n_next; i++)
+        hop_line(f, "dctx_next_connections", r->next_url[i], NULL, NULL, hops[i].connections);
     per_hop(f, r, hops, "dctx_next_calls_started_total", "Calls started toward the next hop.",
             offsetof(dctx_rpc_channel_stats, calls));
     family(f, "dctx_next_calls_total", "counter",
            "Calls to the next hop that ended, by status code.");
     for (int i = 0; i < r->n_next; i++)
-        for (int c = 0; c <= DCTX_CODE_MAX; c++) {
-            if (hops[i].by_code[c] == 0 && c != DCTX_OK)
-                continue;
-            hop_series(f, "dctx_next_calls_total", r->next_url[i]);
-            fprintf(f, ",code=\"%s\"} %llu\n", dctx_code_name(c),
-                    (unsigned long long)hops[i].by_code[c]);
-        }
+        for (int c = 0; c <= DCTX_CODE_MAX; c++)
+            if (hops[i].by_code[c] != 0 || c == DCTX_OK) /* OK always, as for the server */
+                hop_line(f, "dctx_next_calls_total", r->next_url[i], "code", dctx_code_name(c),
+                         hops[i].by_code[c]);
     per_hop(f, r, hops, "dctx_next_calls_not_sent_total",
             "Calls refused before sending: their budget was under the minimum.",
             offsetof(dctx_rpc_channel_stats, not_sent_budget));
@@ -322,13 +314,10 @@ static void next_hop_metrics(FILE *f, const struct rpcd *r, const dctx_rpc_chann
     family(f, "dctx_next_cancel_outcomes_total", "counter",
            "Cancels pushed to the next hop, by what they did there.");
     for (int i = 0; i < r->n_next; i++)
-        for (int o = DCTX_RPC_CANCEL_STOPPED; o < DCTX_RPC_CANCEL_OUTCOMES; o++) {
-            if (o == DCTX_RPC_CANCEL_PENDING) /* a state on the way, not an outcome */
-                continue;
-            hop_series(f, "dctx_next_cancel_outcomes_total", r->next_url[i]);
-            fprintf(f, ",outcome=\"%s\"} %llu\n", dctx_rpc_cancel_outcome_name(o),
-                    (unsigned long long)hops[i].cancel_outcomes[o]);
-        }
+        for (int o = DCTX_RPC_CANCEL_STOPPED; o < DCTX_RPC_CANCEL_OUTCOMES; o++)
+            if (o != DCTX_RPC_CANCEL_PENDING) /* a state on the way, not an outcome */
+                hop_line(f, "dctx_next_cancel_outcomes_total", r->next_url[i], "outcome",
+                         dctx_rpc_cancel_outcome_name(o), hops[i].cancel_outcomes[o]);
     per_hop(f, r, hops, "dctx_next_bad_frames_total",
             "Protocol errors of the next hop (each ended its connection).",
             offsetof(dctx_rpc_channel_stats, bad_frames));

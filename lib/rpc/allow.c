@@ -2,17 +2,18 @@
  * allow.c - allow files: which peers a server lets in, and which methods
  * each may call (see identity.h).
  *
- * Parsed once at start-up into an array of keys sorted by their bytes, so
- * a lookup is a binary search; each key holds its methods, exact names
- * and services ("/pkg.Service/" and a star, kept without the star), or
- * none for "every method". Everything is bounded (ALLOW_*), and a file
- * that breaks a rule is refused whole: a server must never run with half
- * of the list its operator wrote.
+ * Each line with a key becomes an entry; once the file is read, the
+ * entries are sorted by key and the lines of one key merged into one
+ * entry (O(n log n): 65536 keys load in milliseconds), so a lookup is a
+ * binary search. An entry holds its methods, exact names and services
+ * (kept as "/pkg.Service/", the star dropped), or none for "every
+ * method". Everything is bounded (ALLOW_*), and a file that breaks a rule
+ * is refused whole: a server must never run with half of the list its
+ * operator wrote.
  */
 #include <dctx/identity.h>
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,51 +22,46 @@
 #include "text.h"
 
 #define ALLOW_LINE_MAX 4096
-#define ALLOW_KEYS_MAX 65536
-#define ALLOW_METHODS_MAX 256
+#define ALLOW_KEYS_MAX 65536  /* lines with a key */
+#define ALLOW_METHODS_MAX 256 /* for one key, all its lines together */
 #define ALLOW_FILE_MAX (64u << 20)
+
+struct method {
+    char *name;  /* a method, or a service's prefix ending in "/" */
+    bool prefix; /* name is a service's prefix */
+};
 
 struct peer {
     unsigned char key[DCTX_PUBLIC_KEY_BYTES];
     bool every_method; /* a line with the key alone */
+    size_t line;       /* its first line, for errors */
     size_t n;
-    char **methods; /* exact names, or a service's prefix ending in "/" with is_prefix */
-    bool *is_prefix;
+    struct method *methods;
 };
 
 struct dctx_allow {
-    struct peer *peers; /* sorted by key */
+    struct peer *peers; /* sorted by key, one per key, once parsed */
     size_t n;
 };
 
-static int fail(int code, char *err, size_t err_len, const char *fmt, ...) DCTX_PRINTF(4, 5);
-
-static int fail(int code, char *err, size_t err_len, const char *fmt, ...)
+static void peer_free(struct peer *p)
 {
-    if (err != NULL && err_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
+    for (size_t m = 0; m < p->n; m++)
+        free(p->methods[m].name);
+    free(p->methods);
 }
 
 void dctx_allow_free(dctx_allow *a)
 {
     if (a == NULL)
         return;
-    for (size_t i = 0; i < a->n; i++) {
-        for (size_t m = 0; m < a->peers[i].n; m++)
-            free(a->peers[i].methods[m]);
-        free(a->peers[i].methods);
-        free(a->peers[i].is_prefix);
-    }
+    for (size_t i = 0; i < a->n; i++)
+        peer_free(&a->peers[i]);
     free(a->peers);
     free(a);
 }
 
-static struct peer *find(const dctx_allow *a, const unsigned char key[DCTX_PUBLIC_KEY_BYTES])
+static const struct peer *find(const dctx_allow *a, const unsigned char key[DCTX_PUBLIC_KEY_BYTES])
 {
     size_t lo = 0, hi = a != NULL ? a->n : 0;
     while (lo < hi) {
@@ -81,36 +77,17 @@ static struct peer *find(const dctx_allow *a, const unsigned char key[DCTX_PUBLI
     return NULL;
 }
 
-/* The peer for key, added (unsorted, at the end) if new; NULL when out of
- * memory or past ALLOW_KEYS_MAX. */
-static struct peer *peer_for(dctx_allow *a, const unsigned char key[DCTX_PUBLIC_KEY_BYTES])
-{
-    for (size_t i = 0; i < a->n; i++) /* the file is read once: linear is fine */
-        if (memcmp(a->peers[i].key, key, DCTX_PUBLIC_KEY_BYTES) == 0)
-            return &a->peers[i];
-    if (a->n == ALLOW_KEYS_MAX)
-        return NULL;
-    struct peer *p = realloc(a->peers, (a->n + 1) * sizeof *p);
-    if (p == NULL)
-        return NULL;
-    a->peers = p;
-    p = &a->peers[a->n++];
-    memset(p, 0, sizeof *p);
-    memcpy(p->key, key, DCTX_PUBLIC_KEY_BYTES);
-    return p;
-}
-
-/* A method name, or a service ("/pkg.Service/" and a star): the text to keep and whether it is a
- * prefix; false if it is neither. */
-static bool method_word(const char *w, size_t len, char **out, bool *prefix)
+/* A method name, or a service ("/pkg.Service/" and a star): what to keep;
+ * false if it is neither (or no memory: *out stays NULL then too). */
+static bool method_word(const char *w, size_t len, struct method *out)
 {
     char name[DCTX_WIRE_METHOD_BYTES_MAX + 1];
     if (len == 0 || len > DCTX_WIRE_METHOD_BYTES_MAX)
         return false;
     memcpy(name, w, len);
     name[len] = '\0';
-    *prefix = len >= 4 && memcmp(name + len - 2, "/*", 2) == 0;
-    if (*prefix) { /* check the service as a method named "x" */
+    out->prefix = len >= 4 && memcmp(name + len - 2, "/*", 2) == 0;
+    if (out->prefix) { /* check the service as a method named "x" */
         name[len - 1] = 'x';
         if (!dctx__method_name_valid(name) || strchr(name + 1, '/') != name + len - 2)
             return false;
@@ -118,30 +95,23 @@ static bool method_word(const char *w, size_t len, char **out, bool *prefix)
     } else if (!dctx__method_name_valid(name) || strchr(name, '*') != NULL) {
         return false;
     }
-    return (*out = strdup(name)) != NULL;
+    return (out->name = strdup(name)) != NULL;
 }
 
-static int add_method(struct peer *p, char *m, bool prefix)
+/* Room for more methods in p; false past ALLOW_METHODS_MAX or no memory. */
+static bool methods_room(struct peer *p, size_t more)
 {
-    if (p->n == ALLOW_METHODS_MAX) {
-        free(m);
-        return DCTX_RESOURCE_EXHAUSTED;
-    }
-    char **ms = realloc(p->methods, (p->n + 1) * sizeof *ms);
-    if (ms != NULL)
-        p->methods = ms;
-    bool *ps = ms != NULL ? realloc(p->is_prefix, (p->n + 1) * sizeof *ps) : NULL;
-    if (ps == NULL) {
-        free(m);
-        return DCTX_RESOURCE_EXHAUSTED;
-    }
-    p->is_prefix = ps;
-    p->methods[p->n] = m;
-    p->is_prefix[p->n++] = prefix;
-    return 0;
+    if (p->n + more > ALLOW_METHODS_MAX)
+        return false;
+    struct method *m = realloc(p->methods, (p->n + more) * sizeof *m);
+    if (m == NULL && p->n + more > 0)
+        return false;
+    p->methods = m;
+    return true;
 }
 
-/* One line (without its newline); number for errors. */
+/* One line (without its newline), number for errors: an entry for its
+ * key, if it has one. */
 static int parse_line(dctx_allow *a, const char *line, size_t len, size_t number, char *err,
                       size_t err_len)
 {
@@ -157,40 +127,85 @@ static int parse_line(dctx_allow *a, const char *line, size_t len, size_t number
         while (p < end && *p != ' ' && *p != '\t' && *p != '\r')
             p++;
         size_t wlen = (size_t)(p - w);
+        int shown = (int)(wlen > 64 ? 64 : wlen);
         if (wlen == 0)
             break;
         if (peer == NULL) {
             unsigned char key[DCTX_PUBLIC_KEY_BYTES];
             if (!dctx_public_key_parse(w, wlen, key))
-                return fail(DCTX_INVALID_ARGUMENT, err, err_len,
-                            "line %zu: \"%.*s\" is not a public key (dctx-ed25519:...)", number,
-                            (int)(wlen > 64 ? 64 : wlen), w);
-            if ((peer = peer_for(a, key)) == NULL)
-                return fail(DCTX_RESOURCE_EXHAUSTED, err, err_len,
-                            "line %zu: more than %d keys, or no memory", number, ALLOW_KEYS_MAX);
+                return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len,
+                                   "line %zu: \"%.*s\" is not a public key (dctx-ed25519:...)",
+                                   number, shown, w);
+            struct peer *more =
+                a->n < ALLOW_KEYS_MAX ? realloc(a->peers, (a->n + 1) * sizeof *a->peers) : NULL;
+            if (more == NULL)
+                return dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len,
+                                   "line %zu: more than %d keys, or no memory", number,
+                                   ALLOW_KEYS_MAX);
+            a->peers = more;
+            peer = &a->peers[a->n++];
+            *peer = (struct peer){.line = number};
+            memcpy(peer->key, key, sizeof key);
             continue;
         }
-        char *m = NULL;
-        bool prefix = false;
-        if (!method_word(w, wlen, &m, &prefix))
-            return fail(DCTX_INVALID_ARGUMENT, err, err_len,
-                        "line %zu: \"%.*s\" is not a method (/package.Service/Method) or a "
-                        "service (/package.Service/*)",
-                        number, (int)(wlen > 64 ? 64 : wlen), w);
-        if (add_method(peer, m, prefix) != 0)
-            return fail(DCTX_RESOURCE_EXHAUSTED, err, err_len,
-                        "line %zu: more than %d methods for one key, or no memory", number,
-                        ALLOW_METHODS_MAX);
+        struct method m = {NULL, false};
+        if (!method_word(w, wlen, &m))
+            return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len,
+                               "line %zu: \"%.*s\" is not a method (/package.Service/Method) or "
+                               "a service (/package.Service/*)",
+                               number, shown, w);
+        if (!methods_room(peer, 1)) {
+            free(m.name);
+            return dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len,
+                               "line %zu: more than %d methods for one key, or no memory", number,
+                               ALLOW_METHODS_MAX);
+        }
+        peer->methods[peer->n++] = m;
     }
     if (peer != NULL && peer->n == 0)
         peer->every_method = true;
     return 0;
 }
 
+/* By key, then by line: the first line of a key leads its merged entry. */
 static int by_key(const void *x, const void *y)
 {
-    return memcmp(((const struct peer *)x)->key, ((const struct peer *)y)->key,
-                  DCTX_PUBLIC_KEY_BYTES);
+    const struct peer *a = x, *b = y;
+    int c = memcmp(a->key, b->key, DCTX_PUBLIC_KEY_BYTES);
+    return c != 0 ? c : (a->line > b->line) - (a->line < b->line);
+}
+
+/* Sort the entries and fold the lines of one key into its first. */
+static int merge(dctx_allow *a, char *err, size_t err_len)
+{
+    if (a->n > 1) /* qsort takes no NULL, even for nothing */
+        qsort(a->peers, a->n, sizeof *a->peers, by_key);
+    size_t kept = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        struct peer *into = kept > 0 ? &a->peers[kept - 1] : NULL;
+        struct peer *p = &a->peers[i];
+        if (into == NULL || memcmp(into->key, p->key, DCTX_PUBLIC_KEY_BYTES) != 0) {
+            a->peers[kept++] = *p;
+            continue;
+        }
+        if (!methods_room(into, p->n)) {
+            int rc = dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len,
+                                 "line %zu: more than %d methods for the key of line %zu, or no "
+                                 "memory",
+                                 p->line, ALLOW_METHODS_MAX, into->line);
+            for (size_t j = i; j < a->n; j++) /* not folded yet: still their own */
+                peer_free(&a->peers[j]);
+            a->n = kept;
+            return rc;
+        }
+        if (p->n > 0) /* a key alone has no array to copy */
+            memcpy(into->methods + into->n, p->methods, p->n * sizeof *p->methods);
+        into->n += p->n;
+        into->every_method |= p->every_method;
+        free(p->methods); /* the names moved */
+    }
+    a->n = kept;
+    return 0;
 }
 
 int dctx_allow_parse(const char *text, size_t len, dctx_allow **out, char *err, size_t err_len)
@@ -198,31 +213,31 @@ int dctx_allow_parse(const char *text, size_t len, dctx_allow **out, char *err, 
     if (out != NULL)
         *out = NULL;
     if ((text == NULL && len > 0) || out == NULL)
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len, "no text or no out");
+        return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "no text or no out");
     dctx_allow *a = calloc(1, sizeof *a);
     if (a == NULL)
-        return fail(DCTX_RESOURCE_EXHAUSTED, err, err_len, "no memory");
+        return dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len, "no memory");
     size_t number = 0;
-    for (size_t at = 0; at < len;) {
+    int rc = 0;
+    for (size_t at = 0; rc == 0 && at < len;) {
         const char *nl = memchr(text + at, '\n', len - at);
         size_t n = nl != NULL ? (size_t)(nl - (text + at)) : len - at;
         number++;
-        int rc = 0;
         if (n > ALLOW_LINE_MAX)
-            rc = fail(DCTX_RESOURCE_EXHAUSTED, err, err_len, "line %zu: longer than %d bytes",
-                      number, ALLOW_LINE_MAX);
+            rc = dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len,
+                             "line %zu: longer than %d bytes", number, ALLOW_LINE_MAX);
         else if (memchr(text + at, '\0', n) != NULL)
-            rc = fail(DCTX_INVALID_ARGUMENT, err, err_len, "line %zu: a NUL byte", number);
+            rc = dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "line %zu: a NUL byte", number);
         else
             rc = parse_line(a, text + at, n, number, err, err_len);
-        if (rc != 0) {
-            dctx_allow_free(a);
-            return rc;
-        }
         at += n + 1;
     }
-    if (a->n > 1) /* qsort takes no NULL, even for nothing */
-        qsort(a->peers, a->n, sizeof *a->peers, by_key);
+    if (rc == 0)
+        rc = merge(a, err, err_len);
+    if (rc != 0) {
+        dctx_allow_free(a);
+        return rc;
+    }
     *out = a;
     return 0;
 }
@@ -232,11 +247,11 @@ int dctx_allow_load(const char *path, dctx_allow **out, char *err, size_t err_le
     if (out != NULL)
         *out = NULL;
     if (path == NULL || out == NULL)
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len, "no path or no out");
+        return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "no path or no out");
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return fail(errno == ENOENT ? DCTX_NOT_FOUND : DCTX_PERMISSION_DENIED, err, err_len,
-                    "cannot read allow file %s: %s", path, strerror(errno));
+        return dctx__error(errno == ENOENT ? DCTX_NOT_FOUND : DCTX_PERMISSION_DENIED, err, err_len,
+                           "cannot read allow file %s: %s", path, strerror(errno));
     char *text = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;
@@ -245,8 +260,8 @@ int dctx_allow_load(const char *path, dctx_allow **out, char *err, size_t err_le
             size_t grown = cap ? 2 * cap : 65536;
             char *t = grown <= ALLOW_FILE_MAX ? realloc(text, grown) : NULL;
             if (t == NULL) {
-                rc = fail(DCTX_RESOURCE_EXHAUSTED, err, err_len, "allow file %s: over %u bytes",
-                          path, ALLOW_FILE_MAX);
+                rc = dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len,
+                                 "allow file %s: over %u bytes", path, ALLOW_FILE_MAX);
                 break;
             }
             text = t;
@@ -258,13 +273,13 @@ int dctx_allow_load(const char *path, dctx_allow **out, char *err, size_t err_le
             break;
     }
     if (rc == 0 && ferror(f))
-        rc = fail(DCTX_PERMISSION_DENIED, err, err_len, "cannot read allow file %s", path);
+        rc = dctx__error(DCTX_PERMISSION_DENIED, err, err_len, "cannot read allow file %s", path);
     fclose(f);
     if (rc == 0) {
         char why[200] = "";
         rc = dctx_allow_parse(text, len, out, why, sizeof why);
         if (rc != 0)
-            fail(rc, err, err_len, "allow file %s: %s", path, why);
+            dctx__error(rc, err, err_len, "allow file %s: %s", path, why);
     }
     free(text);
     return rc;
@@ -273,6 +288,15 @@ int dctx_allow_load(const char *path, dctx_allow **out, char *err, size_t err_le
 bool dctx_allow_knows(const dctx_allow *a, const unsigned char key[DCTX_PUBLIC_KEY_BYTES])
 {
     return find(a, key) != NULL;
+}
+
+/* Does one method of the list cover name? */
+static bool covers(const struct method *m, const char *name)
+{
+    if (!m->prefix)
+        return strcmp(name, m->name) == 0;
+    size_t n = strlen(m->name);
+    return strncmp(name, m->name, n) == 0 && strchr(name + n, '/') == NULL;
 }
 
 bool dctx_allow_permits(const dctx_allow *a, const unsigned char key[DCTX_PUBLIC_KEY_BYTES],
@@ -284,9 +308,7 @@ bool dctx_allow_permits(const dctx_allow *a, const unsigned char key[DCTX_PUBLIC
     if (p->every_method)
         return true;
     for (size_t i = 0; i < p->n; i++)
-        if (p->is_prefix[i] ? strncmp(method, p->methods[i], strlen(p->methods[i])) == 0 &&
-                                  strchr(method + strlen(p->methods[i]), '/') == NULL
-                            : strcmp(method, p->methods[i]) == 0)
+        if (covers(&p->methods[i], method))
             return true;
     return false;
 }

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -36,19 +35,6 @@ _Static_assert(DCTX_PUBLIC_KEY_BYTES == crypto_sign_PUBLICKEYBYTES, "an Ed25519 
 _Static_assert(DCTX_PUBLIC_KEY_TEXT_BYTES ==
                    sizeof PUBLIC_PREFIX - 1 + sodium_base64_ENCODED_LEN(DCTX_PUBLIC_KEY_BYTES, B64),
                "the text of a public key, with its NUL");
-
-static int fail(int code, char *err, size_t err_len, const char *fmt, ...) DCTX_PRINTF(4, 5);
-
-static int fail(int code, char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err != NULL && err_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
 
 static int from_errno(int e)
 {
@@ -96,9 +82,9 @@ int dctx_identity_generate(const char *path, char public_text[DCTX_PUBLIC_KEY_TE
                            char *err, size_t err_len)
 {
     if (path == NULL || public_text == NULL)
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len, "no path or no room for the key");
+        return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "no path or no room for the key");
     if (sodium_init() < 0)
-        return fail(DCTX_RESOURCE_EXHAUSTED, err, err_len, "libsodium cannot start");
+        return dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len, "libsodium cannot start");
     unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
     unsigned char seed[crypto_sign_SEEDBYTES];
     char line[KEY_FILE_MAX];
@@ -119,12 +105,13 @@ int dctx_identity_generate(const char *path, char public_text[DCTX_PUBLIC_KEY_TE
     int rc = 0;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        rc = fail(from_errno(errno), err, err_len, "cannot create %s: %s", path, strerror(errno));
+        rc = dctx__error(from_errno(errno), err, err_len, "cannot create %s: %s", path,
+                         strerror(errno));
     } else {
         ssize_t w = write(fd, line, (size_t)n);
         if (w != n || fsync(fd) != 0)
-            rc = fail(DCTX_INTERNAL, err, err_len, "cannot write %s: %s", path,
-                      w < 0 ? strerror(errno) : "short write");
+            rc = dctx__error(DCTX_INTERNAL, err, err_len, "cannot write %s: %s", path,
+                             w < 0 ? strerror(errno) : "short write");
         close(fd);
         if (rc != 0)
             unlink(path);
@@ -158,41 +145,42 @@ int dctx_identity_load(const char *path, dctx_identity **out, char *err, size_t 
     if (out != NULL)
         *out = NULL;
     if (path == NULL || out == NULL)
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len, "no path or no out");
+        return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "no path or no out");
     if (sodium_init() < 0)
-        return fail(DCTX_RESOURCE_EXHAUSTED, err, err_len, "libsodium cannot start");
+        return dctx__error(DCTX_RESOURCE_EXHAUSTED, err, err_len, "libsodium cannot start");
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return fail(from_errno(errno), err, err_len, "cannot read key file %s: %s", path,
-                    strerror(errno));
+        return dctx__error(from_errno(errno), err, err_len, "cannot read key file %s: %s", path,
+                           strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len, "%s is not a regular file", path);
+        return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "%s is not a regular file", path);
     }
     if ((st.st_mode & 077) != 0) {
         close(fd);
-        return fail(DCTX_PERMISSION_DENIED, err, err_len,
-                    "key file %s can be read by group or others (mode %03o): a secret key must "
-                    "be its owner's alone (chmod 600 %s)",
-                    path, (unsigned)(st.st_mode & 0777), path);
+        return dctx__error(
+            DCTX_PERMISSION_DENIED, err, err_len,
+            "key file %s can be read by group or others (mode %03o): a secret key must "
+            "be its owner's alone (chmod 600 %s)",
+            path, (unsigned)(st.st_mode & 0777), path);
     }
     char text[KEY_FILE_MAX + 1];
     ssize_t n = read(fd, text, KEY_FILE_MAX + 1);
     close(fd);
     if (n < 0 || n > KEY_FILE_MAX) {
         sodium_memzero(text, sizeof text);
-        return fail(DCTX_INVALID_ARGUMENT, err, err_len, "%s: %s", path,
-                    n < 0 ? strerror(errno) : "too long for a key file");
+        return dctx__error(DCTX_INVALID_ARGUMENT, err, err_len, "%s: %s", path,
+                           n < 0 ? strerror(errno) : "too long for a key file");
     }
     text[n] = '\0';
     int rc = dctx__identity_from_text(text, out);
     sodium_memzero(text, sizeof text);
     if (rc == DCTX_INVALID_ARGUMENT)
-        return fail(rc, err, err_len,
-                    "%s is not a dctx secret key file (a line " SECRET_PREFIX "...)", path);
+        return dctx__error(rc, err, err_len,
+                           "%s is not a dctx secret key file (a line " SECRET_PREFIX "...)", path);
     if (rc != 0)
-        return fail(rc, err, err_len, "no memory for the key");
+        return dctx__error(rc, err, err_len, "no memory for the key");
     return 0;
 }
 

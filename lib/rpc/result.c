@@ -45,6 +45,17 @@ void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const
     res->payload_len = payload_len;
 }
 
+int dctx__error(int code, char *err, size_t err_len, const char *fmt, ...)
+{
+    if (err != NULL && err_len > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
 void dctx__result_setf(dctx_rpc_result *res, int code, const char *fmt, ...)
 {
     char buf[DCTX_WIRE_MESSAGE_BYTES_MAX * 2]; /* dctx__result_set cuts on a character */

@@ -24,6 +24,11 @@ void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const
  * no payload. */
 void dctx__result_setf(dctx_rpc_result *res, int code, const char *fmt, ...) DCTX_PRINTF(3, 4);
 
+/* dctx__error writes a message into err (err_len bytes; nothing when err
+ * is NULL) and returns code: `return dctx__error(...)` for the functions
+ * that report why into a caller's buffer. */
+int dctx__error(int code, char *err, size_t err_len, const char *fmt, ...) DCTX_PRINTF(4, 5);
+
 /* dctx__reply_take_payload sets reply's payload to data (malloc'ed; the
  * reply frees it), without the copy dctx_rpc_reply_set_payload makes. */
 void dctx__reply_take_payload(dctx_rpc_reply *reply, void *data, size_t len);

@@ -18,6 +18,7 @@
 
 #include <nng/nng.h>
 
+#include "framing.h"
 #include "rpc_testutil.h"
 
 static void lost_caller_cancels_the_handler_and_is_counted(void **state)
@@ -137,8 +138,8 @@ static void peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not(void **st
     rt_token(token);
     size_t len;
     uint8_t *body = rt_pack_call(1, "/it.Echo/Echo", token, 0, payload, sizeof payload, &len);
-    uint8_t header[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-                         (uint8_t)len};
+    uint8_t header[DCTX__FRAME_HEADER_BYTES];
+    dctx__frame_header((uint32_t)len, header);
     assert_int_equal(rt_raw_write(steady, header, sizeof header, 1000), 0);
     for (size_t at = 0; at < len; at += CHUNK) {
         assert_int_equal(rt_raw_write(steady, body + at, len - at < CHUNK ? len - at : CHUNK, 1000),
@@ -152,7 +153,8 @@ static void peer_trickling_a_frame_is_dropped_a_slow_steady_one_is_not(void **st
     assert_int_equal(rt_server_stats(srv).peers_lost, 0);
 
     rt_raw *trickler = rt_raw_open(url);
-    uint8_t announce[4] = {0, 0, 4, 0}; /* a 1024-byte frame, of which it sends a byte at a time */
+    uint8_t announce[DCTX__FRAME_HEADER_BYTES]; /* a 1024-byte frame, sent a byte at a time */
+    dctx__frame_header(1024, announce);
     assert_int_equal(rt_raw_write(trickler, announce, sizeof announce, 1000), 0);
     int writes = 0;
     uint8_t byte = 0x0a;

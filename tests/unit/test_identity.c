@@ -183,6 +183,21 @@ static void malformed_allow_line_is_refused_by_its_number(void **state)
     assert_non_null(strstr(err, "line 1"));
     free(long_line);
 
+    /* one key's lines together may name at most 256 methods: 2 x 200 */
+    char *many = malloc(2 * (DCTX_PUBLIC_KEY_TEXT_BYTES + 200 * 12) + 8);
+    assert_non_null(many);
+    size_t at = 0;
+    for (int line = 0; line < 2; line++) {
+        at += (size_t)sprintf(many + at, "%s", ta);
+        for (int i = 0; i < 200; i++)
+            at += (size_t)sprintf(many + at, " /a.B/M%03d", i);
+        many[at++] = '\n';
+    }
+    assert_int_equal(dctx_allow_parse(many, at, &al, err, sizeof err), DCTX_RESOURCE_EXHAUSTED);
+    assert_null(al);
+    assert_non_null(strstr(err, "line 2: more than 256 methods for the key of line 1"));
+    free(many);
+
     char path[256];
     path_in_dir(path, sizeof path, "allow");
     assert_int_equal(dctx_allow_load(path, &al, err, sizeof err), DCTX_NOT_FOUND);

@@ -71,8 +71,8 @@ DCTX_API void dctx_identity_free(dctx_identity *id);
  * dctx_allow_load reads the file at path. Returns 0, or with err saying
  * why (a malformed line by its number): DCTX_INVALID_ARGUMENT, or for
  * load DCTX_NOT_FOUND or DCTX_PERMISSION_DENIED; DCTX_RESOURCE_EXHAUSTED
- * past the limits (a line over 4096 bytes, 65536 keys, 256 methods for
- * one key) or out of memory. */
+ * past the limits (a line over 4096 bytes, 65536 lines with keys, 256
+ * methods for one key) or out of memory. */
 DCTX_API int dctx_allow_parse(const char *text, size_t len, dctx_allow **out, char *err,
                               size_t err_len);
 DCTX_API int dctx_allow_load(const char *path, dctx_allow **out, char *err, size_t err_len);
