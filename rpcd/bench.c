@@ -17,6 +17,7 @@
 
 #include "duration.h"
 #include "keepalive.h"
+#include "key_flags.h"
 #include "tls_flags.h"
 #include "json.h"
 #include "rpcd.h"
@@ -27,13 +28,14 @@ static const char bench_usage[] =
     "                  [--timeout DURATION] [--cancel-fraction F]\n"
     "                  [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
     "                  [--tls-ca FILE] [--tls-server-name NAME] [--tls-cert FILE]\n"
+    "                  [--key FILE --server-key PUB]\n"
     "\n"
     "Call METHOD from N concurrent callers on one channel (default 16) for a duration (default\n"
     "10s) or a number of calls. --timeout gives each call a deadline; --cancel-fraction cancels\n"
     "that fraction of the calls (0..1) a random 0-1 ms after they start. Progress on stderr; at\n"
     "the end one JSON object on stdout: calls, calls_per_s, p50_us, p90_us, p99_us, max_us,\n"
-    "by_status (counts per status name). --keepalive, --keepalive-timeout and the --tls-* flags:\n"
-    "as for rpcd call.\n";
+    "by_status (counts per status name). --keepalive, --keepalive-timeout, the --tls-* flags,\n"
+    "--key and --server-key: as for rpcd call.\n";
 
 #define MAX_CONCURRENCY 100000
 /* The probe, the first call on the channel, waits for its connection:
@@ -273,6 +275,7 @@ struct bench_args {
     double cancel_fraction;
     struct rpcd_keepalive keepalive;
     struct rpcd_tls tls;
+    struct rpcd_keys *ident; /* --key, --server-key */
 };
 
 static int parse(int argc, char **argv, struct bench_args *a)
@@ -302,6 +305,8 @@ static int parse(int argc, char **argv, struct bench_args *a)
         i++;
         errno = 0;
         int k = rpcd_keepalive_flag("bench", flag, val, &a->keepalive);
+        if (k == 0)
+            k = rpcd_keys_flag("bench", flag, val, 0, a->ident);
         if (k > 1)
             return k;
         if (k == 1 || rpcd_tls_flag(flag, val, false, &a->tls))
@@ -336,12 +341,12 @@ static int parse(int argc, char **argv, struct bench_args *a)
     }
     if (a->url == NULL || a->method == NULL)
         return rpcd_usage_error("bench", "%s", "URL and METHOD are required");
-    return 0;
+    return rpcd_keys_load("bench", a->ident, 0);
 }
 
-int rpcd_bench(int argc, char **argv)
+static int bench_command(int argc, char **argv, struct rpcd_keys *ident)
 {
-    struct bench_args a = {0};
+    struct bench_args a = {.ident = ident};
     int rc = parse(argc, argv, &a);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
@@ -360,6 +365,7 @@ int rpcd_bench(int argc, char **argv)
     o.keepalive_ns = a.keepalive.interval_ns;
     o.keepalive_timeout_ns = a.keepalive.timeout_ns;
     rpcd_tls_channel(&a.tls, &o);
+    rpcd_keys_channel(a.ident, &o);
     if ((rc = dctx_rpc_channel_open(a.url, &o, &b.ch)) != 0) {
         fprintf(stderr, "rpcd bench: bad URL \"%s\"\n", a.url);
         return rc;
@@ -429,4 +435,12 @@ int rpcd_bench(int argc, char **argv)
     pthread_mutex_destroy(&b.mu);
     long long ended = atomic_load(&b.ended);
     return ended > 0 && b.by_code[DCTX_UNAVAILABLE] == ended ? DCTX_UNAVAILABLE : 0;
+}
+
+int rpcd_bench(int argc, char **argv)
+{
+    struct rpcd_keys ident = {0};
+    int rc = bench_command(argc, argv, &ident);
+    rpcd_keys_free(&ident);
+    return rc;
 }

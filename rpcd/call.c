@@ -15,6 +15,7 @@
 
 #include "duration.h"
 #include "keepalive.h"
+#include "key_flags.h"
 #include "tls_flags.h"
 #include "log.h"
 #include "rpcd.h"
@@ -26,6 +27,7 @@ static const char call_usage[] =
     "                 [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
     "                 [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
     "                 [--tls-ca FILE] [--tls-server-name NAME] [--tls-cert FILE]\n"
+    "                 [--key FILE --server-key PUB]\n"
     "\n"
     "Call METHOD (e.g. /dctx.demo.Demo/Echo) at URL once. Prints the status name, then the\n"
     "response or the status message; exits with the status code (0 for OK).\n"
@@ -45,6 +47,7 @@ static const char call_usage[] =
 struct call_args {
     struct rpcd_keepalive keepalive;
     struct rpcd_tls tls;
+    struct rpcd_keys *ident; /* --key, --server-key */
     const char *url, *method, *data, *log;
     int64_t timeout_ns, cancel_after_ns;
     dctx_key keys[MAX_VALUES];
@@ -83,6 +86,7 @@ static int parse(int argc, char **argv, struct call_args *a)
         if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
             fputs(call_usage, stdout);
             rpcd_tls_usage(stdout, false);
+            rpcd_keys_usage(stdout, false);
             return -1;
         }
         if (strcmp(flag, "--trace") == 0) {
@@ -103,6 +107,8 @@ static int parse(int argc, char **argv, struct call_args *a)
             return rpcd_usage_error("call", "%s needs a value", flag);
         i++;
         int rc = rpcd_keepalive_flag("call", flag, val, &a->keepalive);
+        if (rc == 0)
+            rc = rpcd_keys_flag("call", flag, val, 0, a->ident);
         if (rc > 1)
             return rc;
         if (rc == 1 || rpcd_tls_flag(flag, val, false, &a->tls))
@@ -129,7 +135,7 @@ static int parse(int argc, char **argv, struct call_args *a)
         return rpcd_usage_error("call", "%s", "URL and METHOD are required");
     if (a->method[0] != '/')
         return rpcd_usage_error("call", "METHOD is /package.Service/Method, not \"%s\"", a->method);
-    return 0;
+    return rpcd_keys_load("call", a->ident, 0);
 }
 
 /* The call's context: the timeout, the trace, then the values; and, in
@@ -189,6 +195,8 @@ static void describe_not_sent(int code, dctx_rpc_channel *ch, const char *url,
                  rpcd_format_duration(o->connect_wait_ns, wait, sizeof wait),
                  cs.last_error[0] != '\0' ? " (" : "", cs.last_error,
                  cs.last_error[0] != '\0' ? ")" : "");
+    else if (code == DCTX_UNAUTHENTICATED)
+        snprintf(out, n, "no authenticated connection to %s: %s", url, cs.last_error);
     else
         snprintf(out, n, "the call was not sent to %s: %s", url, dctx_strerror(code));
 }
@@ -206,9 +214,9 @@ static void print_result(int code, const dctx_rpc_result *res, const char *not_s
     printf("\n");
 }
 
-int rpcd_call(int argc, char **argv)
+static int call_command(int argc, char **argv, struct rpcd_keys *ident)
 {
-    struct call_args a = {0};
+    struct call_args a = {.ident = ident};
     int rc = parse(argc, argv, &a);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
@@ -221,6 +229,7 @@ int rpcd_call(int argc, char **argv)
     o.keepalive_ns = a.keepalive.interval_ns;
     o.keepalive_timeout_ns = a.keepalive.timeout_ns;
     rpcd_tls_channel(&a.tls, &o);
+    rpcd_keys_channel(a.ident, &o);
     if (strncmp(a.url, "tls+", 4) == 0 && o.connect_wait_ns < TLS_CONNECT_WAIT_NS)
         o.connect_wait_ns = TLS_CONNECT_WAIT_NS;
     dctx_rpc_channel *ch = NULL;
@@ -274,5 +283,13 @@ int rpcd_call(int argc, char **argv)
     for (int i = 0; i < a.n_values; i++)
         free((char *)a.keys[i].name);
     rpcd_log_close();
+    return rc;
+}
+
+int rpcd_call(int argc, char **argv)
+{
+    struct rpcd_keys ident = {0};
+    int rc = call_command(argc, argv, &ident);
+    rpcd_keys_free(&ident);
     return rc;
 }

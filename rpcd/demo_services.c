@@ -174,7 +174,13 @@ static int chain(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
                                      &fans[i].handle);
         if (rc != 0 && code == DCTX_OK) {
             code = rc;
-            dctx_rpc_reply_set_message(reply, "%s: %s", r->next_url[i], dctx_strerror(rc));
+            /* Not sent for want of a connection: why the last one failed. */
+            dctx_rpc_channel_stats cs = {.last_error = ""};
+            if (rc == DCTX_UNAVAILABLE || rc == DCTX_UNAUTHENTICATED)
+                dctx_rpc_channel_stats_get(r->next[i], &cs);
+            dctx_rpc_reply_set_message(reply, "%s: %s%s%s%s", r->next_url[i], dctx_strerror(rc),
+                                       cs.last_error[0] ? " (" : "", cs.last_error,
+                                       cs.last_error[0] ? ")" : "");
         }
     }
     struct text out = {0};

@@ -258,6 +258,12 @@ static void server_metrics(FILE *f, const dctx_rpc_server_stats *s)
            s->accept_failures);
     single(f, "dctx_server_traces_dropped_total", "counter",
            "Malformed traceparent values dropped from calls.", s->traces_dropped);
+    single(f, "dctx_server_unauthenticated_total", "counter",
+           "Connections refused in the handshake: no keys, a failed proof, a frame that did "
+           "not open.",
+           s->unauthenticated);
+    single(f, "dctx_server_calls_denied_total", "counter", "Calls refused by the allow list.",
+           s->denied);
     single(f, "dctx_server_draining", "gauge",
            "1 while the server drains (it refuses new calls), else 0.", rpcd_metrics_draining());
 }

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_http.h"
+#include "key_flags.h"
 #include "tls_flags.h"
 #include "rpcd.h"
 
@@ -28,7 +29,7 @@ static const char serve_usage[] =
     "                  [--workers N] [--log FILE|-] [--log-calls all|errors|none]\n"
     "                  [--max-inflight N] [--module PATH.so]... [--metrics-listen HOST:PORT]\n"
     "                  [--tls-cert FILE] [--tls-client-ca FILE] [--tls-ca FILE]\n"
-    "                  [--tls-server-name NAME]\n"
+    "                  [--tls-server-name NAME] [--key FILE] [--allow FILE] [--next-key PUB]\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
     "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
@@ -61,6 +62,7 @@ static void print_usage(void)
     fputs("  keepalive, toward the callers and the next hops:\n", stdout);
     rpcd_keepalive_usage(stdout);
     rpcd_tls_usage(stdout, true);
+    rpcd_keys_usage(stdout, true);
 }
 
 struct serve_args {
@@ -77,6 +79,7 @@ struct serve_args {
     int n_modules;
     struct rpcd_keepalive keepalive; /* for the server and its next hops */
     struct rpcd_tls tls;             /* its certificate, its callers', its next hops' */
+    struct rpcd_keys keys;           /* its identity, its allow list, its next hops' keys */
 };
 
 static bool parse_int(const char *s, int lo, int hi, int *out)
@@ -107,6 +110,10 @@ static int parse(int argc, char **argv, struct serve_args *a)
             return rpcd_usage_error("serve", "%s needs a value", flag);
         i++;
         int k = rpcd_keepalive_flag("serve", flag, val, &a->keepalive);
+        if (k > 1)
+            return k;
+        if (k == 0)
+            k = rpcd_keys_flag("serve", flag, val, a->n_next, &a->keys);
         if (k > 1)
             return k;
         if (k == 1 || rpcd_tls_flag(flag, val, true, &a->tls))
@@ -162,7 +169,7 @@ static int parse(int argc, char **argv, struct serve_args *a)
     for (int i = 0; i < a->n_listen; i++)
         if (strncmp(a->listen[i], "tls+", 4) == 0 && a->tls.cert == NULL)
             return rpcd_usage_error("serve", "--listen %s needs --tls-cert FILE", a->listen[i]);
-    return 0;
+    return rpcd_keys_load("serve", &a->keys, a->n_next);
 }
 
 static void log_trace(struct rpcd_log_line *l, const dctx_rpc_event *ev)
@@ -220,6 +227,16 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
         rpcd_log_str(&l, "method", ev->method);
         rpcd_log_str(&l, "message", ev->message);
         break;
+    case DCTX_RPC_EVENT_DENIED:
+    case DCTX_RPC_EVENT_UNAUTHENTICATED:
+        rpcd_log_begin(&l, ev->kind == DCTX_RPC_EVENT_DENIED ? "denied" : "unauthenticated");
+        rpcd_log_str(&l, "peer", ev->peer);
+        if (ev->method != NULL)
+            rpcd_log_str(&l, "method", ev->method);
+        rpcd_log_str(&l, "status", dctx_code_name(ev->code));
+        rpcd_log_int(&l, "suppressed", (int64_t)ev->suppressed);
+        rpcd_log_str(&l, "message", ev->message);
+        break;
     case DCTX_RPC_EVENT_CANCEL_PUSHED:
         rpcd_log_begin(&l, "cancel_pushed");
         rpcd_log_str(&l, "method", ev->method);
@@ -268,7 +285,14 @@ static void log_serving(const struct serve_args *a, const char *metrics)
     rpcd_log_int(&l, "workers", a->server.workers);
     if (metrics[0] != '\0')
         rpcd_log_str(&l, "metrics", metrics);
+    char key[DCTX_PUBLIC_KEY_TEXT_BYTES];
+    if (rpcd_keys_public_text(&a->keys, key))
+        rpcd_log_str(&l, "key", key);
     rpcd_log_end(&l);
+    if (a->keys.id == NULL)
+        rpcd_log_message("peers_not_authenticated",
+                         "without --key, any process that reaches a --listen address may call "
+                         "every method, and frames cross the wire in the clear (SECURITY.md)");
 }
 
 /* Split a --next value at its commas into urls (at most max; the copy in
@@ -301,6 +325,7 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
     o.keepalive_timeout_ns = a->keepalive.timeout_ns;
     rpcd_tls_channel(&a->tls, &o);
     for (int i = 0; i < a->n_next; i++) {
+        rpcd_keys_next_hop(&a->keys, i, &o);
         char buf[4096];
         const char *urls[RPCD_MAX_NEXT_URLS];
         size_t n = split_urls(a->next[i], buf, sizeof buf, urls, RPCD_MAX_NEXT_URLS);
@@ -367,6 +392,8 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
         o.keepalive_min_interval_ns = a->keepalive.interval_ns;
     o.on_event = on_event;
     o.event_arg = (void *)&a->log_calls;
+    o.identity = a->keys.id;
+    o.allow = a->keys.allow;
     int rc = dctx_rpc_server_open(&o, &r->server);
     if (rc == 0)
         rc = rpcd_demo_services_register(r);
@@ -393,10 +420,13 @@ int rpcd_serve(int argc, char **argv)
 {
     struct serve_args a = {0};
     int rc = parse(argc, argv, &a);
-    if (rc != 0)
+    if (rc != 0) {
+        rpcd_keys_free(&a.keys);
         return rc < 0 ? 0 : rc;
+    }
     if (rpcd_log_open(a.log, a.name) != 0) {
         fprintf(stderr, "rpcd serve: cannot open log %s: %s\n", a.log, strerror(errno));
+        rpcd_keys_free(&a.keys);
         return RPCD_EXIT_USAGE;
     }
     /* Block the shutdown signals before any thread exists: every thread
@@ -436,5 +466,6 @@ int rpcd_serve(int argc, char **argv)
                      : rc == RPCD_EXIT_USAGE ? "bad arguments"
                                              : dctx_strerror(rc));
     rpcd_log_close();
+    rpcd_keys_free(&a.keys);
     return rc == 0 ? 0 : rc;
 }

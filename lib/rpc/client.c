@@ -98,6 +98,11 @@ struct dctx_rpc_channel {
     struct dctx__call_map ids; /* the ready connection's ids in flight; protected by mu */
     uint32_t last_id;          /* protected by mu */
     char last_error[128];      /* why the last dial or connection failed; protected by mu */
+    /* DCTX_UNAUTHENTICATED while the last connection failed its handshake
+     * (calls fail at once then: waiting would not change the keys), else
+     * 0; protected by mu. */
+    int refused;
+    unsigned char server_key[DCTX_PUBLIC_KEY_BYTES]; /* opts.server_key points here */
     /* Calls not yet finished. Counted without the mutex: a call counts
      * itself in, then checks closing; close sets closing, then waits for
      * the count (both seq_cst, so one sees the other). */
@@ -460,6 +465,7 @@ static void conn_ready(void *owner, struct dctx__session *s, const struct dctx__
     pthread_mutex_lock(&ch->mu);
     if (!c->claimed && !atomic_load(&ch->closing)) {
         ch->ready = c;
+        ch->refused = 0;
         pthread_cond_broadcast(&ch->cv);
     }
     pthread_mutex_unlock(&ch->mu);
@@ -542,7 +548,6 @@ static void settle_calls(dctx_rpc_handle *list, bool user_thread)
  * and the dialer dials again. From an nng callback. */
 static void conn_ended(void *owner, struct dctx__session *s, int code, const char *why)
 {
-    (void)code;
     struct conn *c = owner;
     dctx_rpc_channel *ch = c->ch;
     /* At most one per session: a protocol error ends it. */
@@ -555,10 +560,14 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
      * its handshake refused (this side's checks of the server's certificate,
      * or the server's of ours): say so, nng's words alone ("Connection
      * shutdown") do not. */
-    if (!worked && strncmp(ch->url, "tls+", 4) == 0)
+    if (!worked && code != DCTX_UNAUTHENTICATED && strncmp(ch->url, "tls+", 4) == 0)
         snprintf(ch->last_error, sizeof ch->last_error, "TLS handshake failed: %s", why);
     else
         snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
+    if (!worked && code == DCTX_UNAUTHENTICATED) {
+        ch->refused = code;
+        pthread_cond_broadcast(&ch->cv); /* calls waiting for it fail now */
+    }
     dctx_rpc_handle *gone = NULL;
     if (worked) {
         ch->ready = NULL;
@@ -596,6 +605,8 @@ static void dialed(void *owner, nng_stream *st)
         .max_frame_bytes = max > UINT32_MAX ? UINT32_MAX : (uint32_t)max,
         .keepalive_ms = atomic_load_explicit(&ch->keepalive_ms, memory_order_relaxed),
         .ping_timeout_ms = dctx__ns_to_ms(ch->opts.keepalive_timeout_ns),
+        .identity = ch->opts.identity,
+        .server_key = ch->opts.server_key,
         .on_ready = conn_ready,
         .on_frame = got_frame,
         .on_end = conn_ended,
@@ -651,7 +662,8 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
     if (out != NULL)
         *out = NULL;
     if (url == NULL || out == NULL ||
-        (opts != NULL && (opts->keepalive_ns < 0 || opts->keepalive_timeout_ns < 0)))
+        (opts != NULL && (opts->keepalive_ns < 0 || opts->keepalive_timeout_ns < 0 ||
+                          (opts->identity == NULL) != (opts->server_key == NULL))))
         return DCTX_INVALID_ARGUMENT;
     dctx_rpc_channel *ch = calloc(1, sizeof *ch);
     if (ch == NULL || (ch->url = strdup(url)) == NULL) {
@@ -662,6 +674,10 @@ int dctx_rpc_channel_open(const char *url, const dctx_rpc_channel_options *opts,
         ch->opts = *opts;
     else
         dctx_rpc_channel_options_init(&ch->opts);
+    if (ch->opts.server_key != NULL) {
+        memcpy(ch->server_key, ch->opts.server_key, sizeof ch->server_key);
+        ch->opts.server_key = ch->server_key;
+    }
     if (ch->opts.recv_max_bytes == 0)
         ch->opts.recv_max_bytes = DCTX_RPC_DEFAULT_RECV_MAX_BYTES;
     if (ch->opts.cancel_ack_timeout_ns <= 0)
@@ -812,12 +828,17 @@ static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns, char *err)
     if (until > deadline_ns)
         until = deadline_ns;
     pthread_mutex_lock(&ch->mu);
-    while (ch->ready == NULL && !atomic_load(&ch->closing) && dctx_now() < until)
+    while (ch->ready == NULL && ch->refused == 0 && !atomic_load(&ch->closing) &&
+           dctx_now() < until)
         dctx__cond_wait_until(&ch->cv, &ch->mu, until);
     int rc = 0;
     if (atomic_load(&ch->closing)) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "channel to %s closed", ch->url);
         rc = DCTX_UNAVAILABLE;
+    } else if (ch->ready == NULL && ch->refused != 0) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "no authenticated connection to %s: %.120s", ch->url,
+                 ch->last_error);
+        rc = ch->refused;
     } else if (ch->ready == NULL) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s (%s)", ch->url, ch->last_error);
         rc = DCTX_UNAVAILABLE;

@@ -363,9 +363,10 @@ static void tx_done(void *arg)
 
 /* Queue f (made and filled by the caller) and start a write if none is
  * under way; f is freed when refused. */
-static int enqueue(struct dctx__conn *c, struct out_frame *f, bool control)
+static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
 {
-    size_t limit = c->o.send_queue_max + (control ? DCTX__CONN_CONTROL_RESERVE : 0);
+    size_t limit =
+        c->o.send_queue_max + (flags & DCTX__CONN_CONTROL ? DCTX__CONN_CONTROL_RESERVE : 0);
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     if (c->ended || c->closing)
@@ -377,6 +378,11 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, bool control)
         free(f);
         return rc;
     }
+    /* Sealed here, under mu, once it is sure to be queued: frames are
+     * numbered in the order they go, and no number is skipped. */
+    if (flags & DCTX__CONN_SEAL)
+        c->o.seal(c->o.owner, f->bytes + DCTX__FRAME_HEADER_BYTES,
+                  f->len - DCTX__FRAME_HEADER_BYTES);
     *c->tail = f;
     c->tail = &f->next;
     c->queued_bytes += f->len;
@@ -415,11 +421,11 @@ static int send_inner(struct dctx__conn *c, const void *body, size_t len)
     if (f == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     memcpy(f->bytes + DCTX__FRAME_HEADER_BYTES, body, len);
-    return enqueue(c, f, false);
+    return enqueue(c, f, 0);
 }
 
 static int send_packed_inner(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
-                             const void *arg, bool control)
+                             const void *arg, unsigned flags)
 {
     if (len == 0 || len > UINT32_MAX)
         return DCTX_INVALID_ARGUMENT;
@@ -427,7 +433,7 @@ static int send_packed_inner(struct dctx__conn *c, size_t len, dctx__conn_pack_f
     if (f == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     pack(arg, f->bytes + DCTX__FRAME_HEADER_BYTES);
-    return enqueue(c, f, control);
+    return enqueue(c, f, flags);
 }
 
 /* The owner's threads in a call of the connection: close waits for them,
@@ -452,10 +458,10 @@ int dctx__conn_send(struct dctx__conn *c, const void *body, size_t len)
 }
 
 int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
-                           const void *arg, bool control)
+                           const void *arg, unsigned flags)
 {
     enter(c);
-    int rc = send_packed_inner(c, len, pack, arg, control);
+    int rc = send_packed_inner(c, len, pack, arg, flags);
     leave(c);
     return rc;
 }

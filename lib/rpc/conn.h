@@ -35,6 +35,10 @@ typedef void (*dctx__conn_frame_fn)(void *owner, struct dctx__conn *c, const uns
  * the peer broke the framing: a status code and a message naming why. */
 typedef void (*dctx__conn_end_fn)(void *owner, struct dctx__conn *c, int code, const char *why);
 
+/* Seals a frame's body of len bytes in place, as the frame that goes
+ * next: called under the queue's lock, in the order frames are queued. */
+typedef void (*dctx__conn_seal_fn)(void *owner, unsigned char *body, size_t len);
+
 struct dctx__conn_options {
     uint32_t max_body;     /* the largest frame body accepted from the peer */
     size_t send_queue_max; /* bytes of frames queued, unsent, at most; at least
@@ -52,6 +56,8 @@ struct dctx__conn_options {
      * the connection can still send (a last frame saying why) until the
      * owner shuts it down. NULL: such a peer ends it through on_end. */
     dctx__conn_end_fn on_bad_framing;
+    /* Seals the frames sent with DCTX__CONN_SEAL (NULL: none are). */
+    dctx__conn_seal_fn seal;
     void *owner;
 };
 
@@ -91,11 +97,14 @@ typedef void (*dctx__conn_pack_fn)(const void *arg, unsigned char *out);
  * answers, a GoAway) may still take: they must get out when data cannot. */
 #define DCTX__CONN_CONTROL_RESERVE (64 * 1024)
 
+/* dctx__conn_send_packed's flags. */
+#define DCTX__CONN_CONTROL 1u /* a control frame: it may use DCTX__CONN_CONTROL_RESERVE */
+#define DCTX__CONN_SEAL 2u    /* seal the body (the options' seal) once it is sure to go */
+
 /* dctx__conn_send_packed is dctx__conn_send for a body that pack(arg, out)
- * writes straight into the queued frame (a protobuf message: no copy);
- * control true lets it use DCTX__CONN_CONTROL_RESERVE. */
+ * writes straight into the queued frame (a protobuf message: no copy). */
 int dctx__conn_send_packed(struct dctx__conn *c, size_t len, dctx__conn_pack_fn pack,
-                           const void *arg, bool control);
+                           const void *arg, unsigned flags);
 
 /* dctx__conn_shutdown ends the connection from any thread: sends fail from
  * here on, the stream is closed (what is queued is dropped), no frame is

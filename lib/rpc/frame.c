@@ -128,6 +128,8 @@ const char *dctx__frame_kind_name(Dctx__Wire__Frame__BodyCase k)
         return "drain";
     case DCTX__WIRE__FRAME__BODY_GOAWAY:
         return "goaway";
+    case DCTX__WIRE__FRAME__BODY_AUTH:
+        return "auth";
     default:
         return "?";
     }

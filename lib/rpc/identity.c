@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "handshake.h"
 #include "rpc_impl.h"
 
 #define PUBLIC_PREFIX "dctx-ed25519:"
@@ -211,4 +212,10 @@ void dctx_identity_free(dctx_identity *id)
 {
     if (id != NULL)
         sodium_free(id); /* wipes it */
+}
+
+void dctx__identity_sign(const dctx_identity *id, const unsigned char *m, size_t len,
+                         unsigned char sig[DCTX__SIGNATURE_BYTES])
+{
+    crypto_sign_detached(sig, NULL, m, len, id->sk);
 }

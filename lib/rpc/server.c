@@ -37,6 +37,7 @@
  *   an nng callback. A call holds its frame (the request lives in it), its
  *   context and its connection until call_unref.
  */
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -53,6 +54,7 @@
 #include <sodium.h>
 
 #include "acceptor.h"
+#include "authorize.h"
 #include "call_map.h"
 #include "drain_deadline.h"
 #include "frame.h"
@@ -100,6 +102,13 @@ struct conn {
     pthread_mutex_t mu;
     struct dctx__call_map ids; /* calls in flight from this peer; protected by mu */
     struct conn *prev, *next;  /* srv->conns; protected by srv->mu */
+    /* Written by the session's ready callback, before any call is read:
+     * the caller's proven key, and the parent of its calls' contexts,
+     * which holds the key (NULL: srv->call_root, a caller without keys). */
+    bool authenticated;
+    unsigned char key[DCTX_PUBLIC_KEY_BYTES];
+    dctx *root;
+    char addr[64]; /* the peer's address, for reports; "" if the transport has none */
     struct dctx__reap_item reap;
 };
 
@@ -157,7 +166,8 @@ struct dctx_rpc_server {
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
-        expired_in_queue, traces_dropped, connections;
+        expired_in_queue, traces_dropped, connections, unauthenticated, denied;
+    struct dctx__report_limit *reports; /* DENIED and UNAUTHENTICATED events */
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
 };
@@ -222,6 +232,7 @@ static void conn_close_deferred(void *arg)
             return;
     }
     dctx__session_close(c->s);
+    dctx_release(c->root);
     dctx__call_map_fini(&c->ids);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_lock(&srv->mu);
@@ -290,12 +301,36 @@ static void conn_over(struct conn *c, bool lost)
  * ends it). */
 static void conn_ended(void *owner, struct dctx__session *s, int code, const char *why)
 {
-    (void)code;
-    (void)why;
     struct conn *c = owner;
     atomic_fetch_add_explicit(&c->srv->bad_frames, dctx__session_bad_frames(s),
                               memory_order_relaxed);
+    if (code == DCTX_UNAUTHENTICATED) {
+        count(&c->srv->unauthenticated);
+        const char *peer = c->addr[0] != '\0' ? c->addr : "a local peer";
+        dctx_rpc_event ev = {
+            .kind = DCTX_RPC_EVENT_UNAUTHENTICATED, .code = code, .message = why, .peer = peer};
+        /* By address without its port: one host's connections are one peer. */
+        const char *colon = strrchr(peer, ':');
+        size_t host_len = colon != NULL ? (size_t)(colon - peer) : strlen(peer);
+        if (dctx__report_limit_take(c->srv->reports, peer, host_len, dctx_now(), &ev.suppressed))
+            emit(c->srv, &ev);
+    }
     conn_over(c, true);
+}
+
+/* The hellos are exchanged; with keys, the caller proved its key: its
+ * calls' contexts will hold it. From the receive callback, before any
+ * call is read. */
+static void conn_ready(void *owner, struct dctx__session *s, const struct dctx__session_peer *peer)
+{
+    struct conn *c = owner;
+    if (!peer->authenticated)
+        return;
+    memcpy(c->key, peer->key, DCTX_PUBLIC_KEY_BYTES);
+    c->authenticated = true;
+    if (dctx_with_value(c->srv->call_root, &dctx_rpc_caller_key, c->key, sizeof c->key, &c->root) !=
+        0)
+        dctx__session_fail(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the caller's context");
 }
 
 /* ===== Replies ===== */
@@ -632,6 +667,34 @@ static bool take_id(struct conn *c, uint32_t id, struct server_call *call)
 }
 
 /* A Call frame. f is ours. */
+/* A call the allow list or the authorize hook refuses: answered, counted,
+ * reported at most once per caller per second. True if refused. */
+static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
+{
+    dctx_rpc_server *srv = c->srv;
+    if (srv->opts.allow == NULL && srv->opts.authorize == NULL)
+        return false;
+    char why[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    int code = dctx__authorize(&srv->opts, c->authenticated ? c->key : NULL, name, why, sizeof why);
+    if (code == DCTX_OK)
+        return false;
+    count(&srv->denied);
+    refuse(c, id, name, code, "%s", why);
+    char peer[sizeof c->addr > DCTX_PUBLIC_KEY_TEXT_BYTES ? sizeof c->addr
+                                                          : DCTX_PUBLIC_KEY_TEXT_BYTES];
+    if (c->authenticated)
+        dctx_public_key_text(c->key, peer);
+    else
+        snprintf(peer, sizeof peer, "%s", c->addr[0] != '\0' ? c->addr : "a local peer");
+    dctx_rpc_event ev = {
+        .kind = DCTX_RPC_EVENT_DENIED, .method = name, .code = code, .message = why, .peer = peer};
+    if (dctx__report_limit_take(srv->reports, c->authenticated ? (const char *)c->key : peer,
+                                c->authenticated ? sizeof c->key : strlen(peer), dctx_now(),
+                                &ev.suppressed))
+        emit(srv, &ev);
+    return true;
+}
+
 static void on_call(struct conn *c, Dctx__Wire__Frame *f)
 {
     dctx_rpc_server *srv = c->srv;
@@ -672,6 +735,13 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
         dctx__frame_free(f);
         return;
     }
+    /* Before the method is looked up: a caller refused learns nothing of
+     * what the server has. */
+    if (refused_by_policy(c, id, name)) {
+        free(call);
+        dctx__frame_free(f);
+        return;
+    }
     const struct method *m = find_method(srv, name);
     if (m == NULL) {
         refuse(c, id, name, DCTX_UNIMPLEMENTED, "unknown method %s", name);
@@ -681,9 +751,9 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     }
     dctx *ctx = NULL;
     bool trace_dropped = false;
-    int rc =
-        dctx__wire_decode(srv->call_root, call_frame->context, dctx_now(), srv->opts.max_budget_ns,
-                          srv->instance_id, &ctx, err, &trace_dropped);
+    int rc = dctx__wire_decode(c->root != NULL ? c->root : srv->call_root, call_frame->context,
+                               dctx_now(), srv->opts.max_budget_ns, srv->instance_id, &ctx, err,
+                               &trace_dropped);
     if (rc == DCTX_FAILED_PRECONDITION) /* the call came back: name this server */
         snprintf(err, sizeof err, "call loop through %s",
                  srv->opts.name != NULL ? srv->opts.name : "this server");
@@ -738,6 +808,15 @@ static struct server_call *find_by_id(struct conn *c, uint32_t id, const uint8_t
     return call;
 }
 
+/* Did the calls of a and b come from one caller? */
+static bool same_caller(const struct conn *a, const struct conn *b)
+{
+    if (a == b)
+        return true;
+    return a->authenticated && b->authenticated &&
+           sodium_memcmp(a->key, b->key, DCTX_PUBLIC_KEY_BYTES) == 0;
+}
+
 /* A Cancel frame: act, and answer with what it did. */
 static void on_cancel(struct conn *c, Dctx__Wire__Frame *f)
 {
@@ -768,10 +847,11 @@ static void on_cancel(struct conn *c, Dctx__Wire__Frame *f)
         switch (dctx__token_cancel(srv->tokens, cf->cancel_token.data, now, now + keep, call_retain,
                                    &found)) {
         case DCTX__TOKEN_LIVE:
-            /* Only the connection a call came on may cancel it: a token
+            /* Only the caller that made a call may cancel it: the same
+             * proven key, or without keys the same connection. A token
              * read off the wire and sent from elsewhere is answered as an
              * unknown one (nothing is said of the call) and does nothing. */
-            if (((struct server_call *)found)->conn == c)
+            if (same_caller(((struct server_call *)found)->conn, c))
                 outcome = call_cancel(found, cause, msg[0] ? msg : NULL);
             else
                 outcome = DCTX_RPC_CANCEL_PREVENTED;
@@ -812,6 +892,22 @@ static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f
     return false; /* pongs and GoAways: nothing to do (a GoAway ends the session) */
 }
 
+/* The peer's address as text ("" for ipc and abstract sockets). */
+static void peer_address(nng_stream *st, char *out, size_t len)
+{
+    out[0] = '\0';
+    nng_sockaddr sa;
+    if (nng_stream_get_addr(st, NNG_OPT_REMADDR, &sa) != 0)
+        return;
+    char host[INET6_ADDRSTRLEN];
+    if (sa.s_family == NNG_AF_INET &&
+        inet_ntop(AF_INET, &sa.s_in.sa_addr, host, sizeof host) != NULL)
+        snprintf(out, len, "%s:%u", host, ntohs(sa.s_in.sa_port));
+    else if (sa.s_family == NNG_AF_INET6 &&
+             inet_ntop(AF_INET6, sa.s_in6.sa_addr, host, sizeof host) != NULL)
+        snprintf(out, len, "[%s]:%u", host, ntohs(sa.s_in6.sa_port));
+}
+
 /* A connection came (an nng callback of an acceptor). */
 static void accepted(void *owner, nng_stream *st)
 {
@@ -824,6 +920,7 @@ static void accepted(void *owner, nng_stream *st)
     }
     c->srv = srv;
     atomic_init(&c->refs, 1);
+    peer_address(st, c->addr, sizeof c->addr);
     pthread_mutex_init(&c->mu, NULL);
     dctx__call_map_init(&c->ids);
     size_t max = srv->opts.recv_max_bytes + DCTX__FRAME_OVERHEAD_BYTES;
@@ -835,6 +932,8 @@ static void accepted(void *owner, nng_stream *st)
         .keepalive_ms = dctx__ns_to_ms(srv->opts.keepalive_ns),
         .ping_timeout_ms = dctx__ns_to_ms(srv->opts.keepalive_timeout_ns),
         .min_ping_interval_ms = dctx__ns_to_ms(srv->opts.keepalive_min_interval_ns),
+        .identity = srv->opts.identity,
+        .on_ready = conn_ready,
         .on_frame = got_frame,
         .on_end = conn_ended,
         .owner = c,
@@ -893,7 +992,8 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
         dctx_rpc_server_options_init(&srv->opts);
     if (srv->opts.workers < 1 || srv->opts.max_in_flight < 1 || srv->opts.max_budget_ns < 0 ||
         srv->opts.keepalive_ns < 0 || srv->opts.keepalive_timeout_ns < 0 ||
-        srv->opts.keepalive_min_interval_ns < 0) {
+        srv->opts.keepalive_min_interval_ns < 0 ||
+        (srv->opts.allow != NULL && srv->opts.identity == NULL)) {
         free(srv);
         return DCTX_INVALID_ARGUMENT;
     }
@@ -907,6 +1007,8 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
                  : DCTX_RESOURCE_EXHAUSTED;
     if (rc == 0 && dctx_with_cancel(dctx_background(), &srv->root) != 0)
         rc = DCTX_RESOURCE_EXHAUSTED;
+    if (rc == 0 && (srv->reports = dctx__report_limit_open()) == NULL)
+        rc = DCTX_RESOURCE_EXHAUSTED;
     while (rc == 0 && srv->instance_id == 0)
         if (!dctx__random(&srv->instance_id, sizeof srv->instance_id))
             rc = DCTX_RESOURCE_EXHAUSTED;
@@ -915,6 +1017,7 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         dctx_release(srv->root);
+        dctx__report_limit_close(srv->reports);
         if (srv->tokens != NULL)
             dctx__token_table_close(srv->tokens);
         free(srv);
@@ -1186,6 +1289,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     dctx__token_table_close(srv->tokens);
     dctx_release(srv->call_root);
     dctx_release(srv->root);
+    dctx__report_limit_close(srv->reports);
     for (int b = 0; b < METHOD_BUCKETS; b++) {
         for (struct method *m = srv->methods[b], *next; m != NULL; m = next) {
             next = m->next;
@@ -1212,6 +1316,8 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     out->expired_in_queue = atomic_load(&srv->expired_in_queue);
     out->traces_dropped = atomic_load(&srv->traces_dropped);
     out->connections_accepted = atomic_load(&srv->connections);
+    out->unauthenticated = atomic_load(&srv->unauthenticated);
+    out->denied = atomic_load(&srv->denied);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&srv->by_code[i]);
     for (int i = 0; i < DCTX_RPC_CANCEL_OUTCOMES; i++)

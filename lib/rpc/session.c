@@ -45,9 +45,16 @@
 
 #include <dctx/dctx.h>
 
+#include <sodium.h>
+
 #include "conn.h"
 #include "frame.h"
+#include "handshake.h"
 #include "rpc_impl.h"
+
+/* An opened frame's buffer above this is freed once the frame is handed
+ * on, as the reader's (framing.c). */
+#define PLAIN_KEEP (64 * 1024)
 
 struct dctx__session {
     struct dctx__conn *conn;
@@ -69,6 +76,18 @@ struct dctx__session {
     void (*linger_done)(void *arg); /* written before linger is LINGER_WAITING */
     void *linger_arg;
     atomic_uint_fast64_t bad_frames;
+    /* Keys. hs lives from the first hello to the last proof checked, on
+     * the receive side (a client makes it before its hello). sealing is
+     * set on the receive side before any other thread sends (before
+     * ready): every frame queued after it is sealed. tx is used under the
+     * connection's queue lock (seal_frame), rx and plain on the receive
+     * side only. */
+    struct dctx__handshake *hs;
+    bool sealing;
+    bool awaiting_auth; /* a server: the client's proof is the next frame */
+    struct dctx__seal_key tx, rx;
+    unsigned char *plain; /* the frame last opened */
+    size_t plain_cap;
 };
 
 /* ===== Sending ===== */
@@ -78,21 +97,33 @@ static void pack_frame(const void *arg, unsigned char *out)
     dctx__wire__frame__pack(arg, out);
 }
 
+static void seal_frame(void *owner, unsigned char *body, size_t len)
+{
+    struct dctx__session *s = owner;
+    dctx__seal(&s->tx, body, len - DCTX__SEAL_TAG_BYTES);
+}
+
+/* f's body on the wire: sealed frames carry a tag. */
+static size_t wire_size(const struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    return dctx__wire__frame__get_packed_size(f) + (s->sealing ? DCTX__SEAL_TAG_BYTES : 0);
+}
+
 /* Calls and replies are data; every other kind is control: it may use the
  * send queue's reserve, so a cancel or a pong gets out when data cannot. */
 static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
     bool control = f->body_case != DCTX__WIRE__FRAME__BODY_CALL &&
                    f->body_case != DCTX__WIRE__FRAME__BODY_REPLY;
-    return dctx__conn_send_packed(s->conn, dctx__wire__frame__get_packed_size(f), pack_frame, f,
-                                  control);
+    unsigned flags = (control ? DCTX__CONN_CONTROL : 0) | (s->sealing ? DCTX__CONN_SEAL : 0);
+    return dctx__conn_send_packed(s->conn, wire_size(s, f), pack_frame, f, flags);
 }
 
 static int session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
     if (!atomic_load_explicit(&s->ready, memory_order_acquire) || atomic_load(&s->ended))
         return DCTX_UNAVAILABLE;
-    if (dctx__wire__frame__get_packed_size(f) > s->peer.max_frame_bytes)
+    if (wire_size(s, f) > s->peer.max_frame_bytes)
         return DCTX_RESOURCE_EXHAUSTED;
     return send_frame(s, f);
 }
@@ -108,7 +139,31 @@ static int session_ping(struct dctx__session *s, uint64_t data)
     return session_send(s, &f);
 }
 
-static int send_hello(struct dctx__session *s)
+/* This side's hello as the transcript sees it: what send_hello sends. */
+static struct dctx__hello_view own_view(const struct dctx__session *s)
+{
+    return (struct dctx__hello_view){.version = DCTX__SESSION_VERSION,
+                                     .max_frame_bytes = s->o.max_frame_bytes,
+                                     .max_calls = s->o.server ? s->o.max_calls : 0,
+                                     .name = s->name,
+                                     .name_len = strlen(s->name),
+                                     .kx_public = s->hs->kx_public};
+}
+
+/* The peer's hello as the transcript sees it (its kx_public checked). */
+static struct dctx__hello_view peer_view(const Dctx__Wire__Hello *h)
+{
+    const char *name = h->name != NULL ? h->name : "";
+    return (struct dctx__hello_view){.version = h->version,
+                                     .max_frame_bytes = h->max_frame_bytes,
+                                     .max_calls = h->has_max_calls ? h->max_calls : 0,
+                                     .name = name,
+                                     .name_len = strlen(name),
+                                     .kx_public = h->kx_public.data};
+}
+
+/* sealed_identity: a server's hello's proof, or NULL. */
+static int send_hello(struct dctx__session *s, const unsigned char *sealed_identity)
 {
     Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
     h.has_version = 1;
@@ -120,6 +175,16 @@ static int send_hello(struct dctx__session *s)
         h.max_calls = s->o.max_calls;
     }
     h.name = s->name[0] != '\0' ? s->name : NULL;
+    if (s->hs != NULL) {
+        h.has_kx_public = 1;
+        h.kx_public.data = s->hs->kx_public;
+        h.kx_public.len = DCTX__KX_BYTES;
+    }
+    if (sealed_identity != NULL) {
+        h.has_sealed_identity = 1;
+        h.sealed_identity.data = (uint8_t *)sealed_identity;
+        h.sealed_identity.len = DCTX__SEALED_IDENTITY_BYTES;
+    }
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
     f.hello = &h;
@@ -244,6 +309,138 @@ static void bad_framing(void *owner, struct dctx__conn *c, int code, const char 
         protocol_error(s, code, "%s", why);
 }
 
+/* ===== The handshake (PROTOCOL.md, section 9) ===== */
+
+static void handshake_over(struct dctx__session *s)
+{
+    if (s->hs != NULL) {
+        dctx__handshake_wipe(s->hs);
+        free(s->hs);
+        s->hs = NULL;
+    }
+}
+
+static bool kx_given(const Dctx__Wire__Hello *h)
+{
+    return h->has_kx_public && h->kx_public.len == DCTX__KX_BYTES;
+}
+
+/* A server with an identity, at the client's hello: exchange keys and
+ * seal its proof (its key and its signature of the transcript) into
+ * sealed (DCTX__SEALED_IDENTITY_BYTES). */
+static bool server_prove(struct dctx__session *s, const Dctx__Wire__Hello *h, unsigned char *sealed)
+{
+    if (!kx_given(h)) {
+        protocol_error(s, DCTX_UNAUTHENTICATED,
+                       "this server admits only peers with keys: give the channel its own key "
+                       "and the server's public key");
+        return false;
+    }
+    s->hs = malloc(sizeof *s->hs);
+    if (s->hs == NULL) {
+        end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the handshake");
+        return false;
+    }
+    dctx__handshake_begin(s->hs);
+    struct dctx__hello_view client = peer_view(h), server = own_view(s);
+    dctx__handshake_transcript(s->hs, &client, &server);
+    if (!dctx__handshake_keys(s->hs, true, h->kx_public.data, &s->tx, &s->rx)) {
+        protocol_error(s, DCTX_UNAUTHENTICATED, "the client's kx_public is not a usable key");
+        return false;
+    }
+    dctx_identity_public_key(s->o.identity, sealed);
+    dctx__handshake_sign(s->hs, true, s->o.identity, sealed + DCTX_PUBLIC_KEY_BYTES);
+    dctx__seal(&s->tx, sealed, DCTX_PUBLIC_KEY_BYTES + DCTX__SIGNATURE_BYTES);
+    return true;
+}
+
+/* A client with keys, at the server's hello: check the server's proof and
+ * send its own, the first sealed frame. */
+static bool client_check_and_prove(struct dctx__session *s, const Dctx__Wire__Hello *h)
+{
+    char want[DCTX_PUBLIC_KEY_TEXT_BYTES];
+    dctx_public_key_text(s->o.server_key, want);
+    if (!kx_given(h) || !h->has_sealed_identity ||
+        h->sealed_identity.len != DCTX__SEALED_IDENTITY_BYTES) {
+        protocol_error(s, DCTX_UNAUTHENTICATED,
+                       "the server proved no identity (it has no key), not %s", want);
+        return false;
+    }
+    struct dctx__hello_view client = own_view(s), server = peer_view(h);
+    dctx__handshake_transcript(s->hs, &client, &server);
+    unsigned char proof[DCTX_PUBLIC_KEY_BYTES + DCTX__SIGNATURE_BYTES];
+    if (!dctx__handshake_keys(s->hs, false, h->kx_public.data, &s->tx, &s->rx) ||
+        !dctx__open(&s->rx, h->sealed_identity.data, h->sealed_identity.len, proof)) {
+        protocol_error(s, DCTX_UNAUTHENTICATED, "the server's proof of identity does not open");
+        return false;
+    }
+    if (sodium_memcmp(proof, s->o.server_key, DCTX_PUBLIC_KEY_BYTES) != 0) {
+        char got[DCTX_PUBLIC_KEY_TEXT_BYTES];
+        dctx_public_key_text(proof, got);
+        protocol_error(s, DCTX_UNAUTHENTICATED, "the server is %s, not the key expected", got);
+        return false;
+    }
+    if (!dctx__handshake_verify(s->hs, true, proof, proof + DCTX_PUBLIC_KEY_BYTES)) {
+        protocol_error(s, DCTX_UNAUTHENTICATED, "the server's signature does not verify");
+        return false;
+    }
+    s->peer.authenticated = true;
+    memcpy(s->peer.key, proof, DCTX_PUBLIC_KEY_BYTES);
+    s->sealing = true;
+    Dctx__Wire__Auth a = DCTX__WIRE__AUTH__INIT;
+    unsigned char key[DCTX_PUBLIC_KEY_BYTES], sig[DCTX__SIGNATURE_BYTES];
+    dctx_identity_public_key(s->o.identity, key);
+    dctx__handshake_sign(s->hs, false, s->o.identity, sig);
+    handshake_over(s);
+    a.has_public_key = 1;
+    a.public_key.data = key;
+    a.public_key.len = sizeof key;
+    a.has_signature = 1;
+    a.signature.data = sig;
+    a.signature.len = sizeof sig;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_AUTH;
+    f.auth = &a;
+    if (send_frame(s, &f) != 0) {
+        end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the proof of identity");
+        return false;
+    }
+    return true;
+}
+
+static void become_ready(struct dctx__session *s)
+{
+    atomic_store_explicit(&s->ready, true, memory_order_release);
+    if (s->o.on_ready != NULL)
+        s->o.on_ready(s->o.owner, s, &s->peer);
+}
+
+/* A server, at the first sealed frame: the client's proof. */
+static void take_auth(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    const Dctx__Wire__Auth *a = f->auth;
+    if (f->body_case != DCTX__WIRE__FRAME__BODY_AUTH || !a->has_public_key ||
+        a->public_key.len != DCTX_PUBLIC_KEY_BYTES || !a->has_signature ||
+        a->signature.len != DCTX__SIGNATURE_BYTES) {
+        protocol_error(s, DCTX_UNAUTHENTICATED,
+                       "the first sealed frame is a %s, not a well-formed auth",
+                       dctx__frame_kind_name(f->body_case));
+        return;
+    }
+    if (!dctx__handshake_verify(s->hs, false, a->public_key.data, a->signature.data)) {
+        char key[DCTX_PUBLIC_KEY_TEXT_BYTES];
+        dctx_public_key_text(a->public_key.data, key);
+        protocol_error(s, DCTX_UNAUTHENTICATED, "the client's signature does not verify for %s",
+                       key);
+        return;
+    }
+    handshake_over(s);
+    s->awaiting_auth = false;
+    s->peer.authenticated = true;
+    memcpy(s->peer.key, a->public_key.data, DCTX_PUBLIC_KEY_BYTES);
+    become_ready(s);
+}
+
 /* ===== Receiving ===== */
 
 static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
@@ -259,19 +456,28 @@ static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
                        h->max_frame_bytes, DCTX__SESSION_HELLO_BYTES_MAX);
         return false;
     }
+    unsigned char sealed[DCTX__SEALED_IDENTITY_BYTES];
+    bool keyed_server = s->o.server && s->o.identity != NULL;
+    if (keyed_server && !server_prove(s, h, sealed))
+        return false;
     s->peer.version = h->version;
     s->peer.max_frame_bytes = h->max_frame_bytes;
     s->peer.max_calls = !s->o.server && h->has_max_calls ? h->max_calls : 0;
     snprintf(s->peer.name, sizeof s->peer.name, "%s", h->name != NULL ? h->name : "");
     s->hello_seen = true;
     dctx__conn_set_max_body(s->conn, s->o.max_frame_bytes);
-    if (s->o.server && send_hello(s) != 0) {
+    if (!s->o.server && s->hs != NULL && !client_check_and_prove(s, h))
+        return false;
+    if (s->o.server && send_hello(s, keyed_server ? sealed : NULL) != 0) {
         end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
         return false;
     }
-    atomic_store_explicit(&s->ready, true, memory_order_release);
-    if (s->o.on_ready != NULL)
-        s->o.on_ready(s->o.owner, s, &s->peer);
+    if (keyed_server) { /* ready once the client's proof is checked */
+        s->sealing = true;
+        s->awaiting_auth = true;
+        return true;
+    }
+    become_ready(s);
     return true;
 }
 
@@ -282,6 +488,7 @@ static bool for_this_side(const struct dctx__session *s, Dctx__Wire__Frame__Body
     switch (k) {
     case DCTX__WIRE__FRAME__BODY_CALL:
     case DCTX__WIRE__FRAME__BODY_CANCEL:
+    case DCTX__WIRE__FRAME__BODY_AUTH:
         return s->o.server;
     case DCTX__WIRE__FRAME__BODY_REPLY:
     case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
@@ -382,9 +589,31 @@ static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
             take_hello(s, f->hello);
         return false;
     }
+    if (!s->hello_seen && k == DCTX__WIRE__FRAME__BODY_GOAWAY && !s->o.server) {
+        /* The server refused the connection (a client without keys, say):
+         * its code and words are the session's end. */
+        const Dctx__Wire__GoAway *g = f->goaway;
+        char why[DCTX__SESSION_NAME_BYTES_MAX];
+        snprintf(why, sizeof why, "server refused the connection: %s",
+                 g->message != NULL ? g->message : "");
+        end(s,
+            g->has_code && g->code >= 1 && g->code <= DCTX_CODE_MAX ? (int)g->code
+                                                                    : DCTX_UNAVAILABLE,
+            why);
+        return false;
+    }
     if (!s->hello_seen) {
         protocol_error(s, DCTX_INVALID_ARGUMENT, "first frame is a %s, not a hello",
                        dctx__frame_kind_name(k));
+        return false;
+    }
+    if (s->awaiting_auth) {
+        take_auth(s, f);
+        return false;
+    }
+    if (k == DCTX__WIRE__FRAME__BODY_AUTH) {
+        protocol_error(s, DCTX_INVALID_ARGUMENT, "an auth frame %s",
+                       s->o.server ? "after the first, or without keys" : "sent to the client");
         return false;
     }
     if (!for_this_side(s, k)) {
@@ -453,13 +682,59 @@ static void keepalive_tick(void *arg)
     nng_sleep_aio(next, s->ka);
 }
 
+/* Open a sealed frame into s->plain; false if it does not open (or no
+ * memory: the session ends either way). */
+static bool open_frame(struct dctx__session *s, const unsigned char *in, size_t len,
+                       size_t *plain_len)
+{
+    if (len <= DCTX__SEAL_TAG_BYTES) {
+        protocol_error(s, DCTX_UNAUTHENTICATED, "a sealed frame of %zu bytes: too short", len);
+        return false;
+    }
+    size_t need = len - DCTX__SEAL_TAG_BYTES;
+    if (need > s->plain_cap) {
+        free(s->plain);
+        s->plain_cap = 0;
+        s->plain = malloc(need < 4096 ? 4096 : need);
+        if (s->plain == NULL) {
+            end(s, DCTX_RESOURCE_EXHAUSTED, "no memory to open a frame");
+            dctx__conn_abort(s->conn, DCTX_RESOURCE_EXHAUSTED, "no memory to open a frame");
+            return false;
+        }
+        s->plain_cap = need < 4096 ? 4096 : need;
+    }
+    if (!dctx__open(&s->rx, in, len, s->plain)) {
+        protocol_error(s, DCTX_UNAUTHENTICATED,
+                       "frame %llu failed authentication (forged, altered, replayed or "
+                       "reordered)",
+                       (unsigned long long)s->rx.next);
+        return false;
+    }
+    *plain_len = need;
+    return true;
+}
+
 static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
 {
     (void)c;
     struct dctx__session *s = owner;
     if (atomic_load(&s->ended))
         return; /* after a protocol error, nothing more is read for the owner */
+    /* Sealed frames come after the hellos: the server's hello is the
+     * client's last frame in the clear, the client's the server's. */
+    bool sealed = s->o.server ? s->sealing : s->hello_seen && s->sealing;
+    if (sealed) {
+        if (!open_frame(s, body, len, &len))
+            return;
+        body = s->plain;
+    }
     Dctx__Wire__Frame *f = dctx__frame_unpack_bytes(body, len);
+    if (sealed && s->plain_cap > PLAIN_KEEP) {
+        sodium_memzero(s->plain, s->plain_cap);
+        free(s->plain);
+        s->plain = NULL;
+        s->plain_cap = 0;
+    }
     if (f == NULL) {
         protocol_error(s, DCTX_INVALID_ARGUMENT,
                        "a frame of %zu bytes that does not parse (or unpacks too large)", len);
@@ -500,6 +775,7 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
                                     .on_frame = got_frame,
                                     .on_end = conn_ended,
                                     .on_bad_framing = bad_framing,
+                                    .seal = seal_frame,
                                     .owner = s};
     int rc = dctx__conn_open(st, &co, &s->conn);
     if (rc != 0) {
@@ -519,7 +795,15 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
 
 static void session_start(struct dctx__session *s)
 {
-    if (!s->o.server && send_hello(s) != 0) {
+    if (!s->o.server && s->o.server_key != NULL) {
+        s->hs = malloc(sizeof *s->hs);
+        if (s->hs == NULL) {
+            end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the handshake");
+            return;
+        }
+        dctx__handshake_begin(s->hs);
+    }
+    if (!s->o.server && send_hello(s, NULL) != 0) {
         end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
         return;
     }
@@ -546,6 +830,18 @@ static void free_timers(struct dctx__session *s)
     nng_aio_free(s->lt);
 }
 
+/* The session's memory, its keys wiped. */
+static void session_free(struct dctx__session *s)
+{
+    handshake_over(s);
+    sodium_memzero(&s->tx, sizeof s->tx);
+    sodium_memzero(&s->rx, sizeof s->rx);
+    if (s->plain != NULL)
+        sodium_memzero(s->plain, s->plain_cap);
+    free(s->plain);
+    free(s);
+}
+
 bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns)
 {
     atomic_store(&s->ended, true);
@@ -553,7 +849,7 @@ bool dctx__session_close_after_flush(struct dctx__session *s, int64_t timeout_ns
     bool flushed = dctx__conn_close_after_flush(s->conn, timeout_ns);
     drain_callers(s);
     free_timers(s);
-    free(s);
+    session_free(s);
     return flushed;
 }
 
@@ -606,5 +902,5 @@ void dctx__session_close(struct dctx__session *s)
     dctx__conn_close(s->conn);
     drain_callers(s);
     free_timers(s);
-    free(s);
+    session_free(s);
 }

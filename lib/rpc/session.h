@@ -19,6 +19,8 @@
 
 #include <nng/nng.h>
 
+#include <dctx/identity.h>
+
 #include "dctx.pb-c.h"
 
 #define DCTX__SESSION_VERSION 1
@@ -36,9 +38,12 @@ struct dctx__session;
 struct dctx__session_peer {
     uint32_t version, max_frame_bytes, max_calls;
     char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
+    bool authenticated; /* it proved key (a session with keys) */
+    unsigned char key[DCTX_PUBLIC_KEY_BYTES];
 };
 
-/* The hellos are exchanged: calls may go. */
+/* The hellos are exchanged (and, with keys, the proofs checked): calls
+ * may go. */
 typedef void (*dctx__session_ready_fn)(void *owner, struct dctx__session *s,
                                        const struct dctx__session_peer *peer);
 /* A call-level frame (its kind checked for this side, its call id set where
@@ -71,6 +76,14 @@ struct dctx__session_options {
      * (a ping at the pace allowed clears them) ends the session with a
      * GoAway RESOURCE_EXHAUSTED "too many pings". */
     int32_t min_ping_interval_ms;
+    /* Keys (proto/PROTOCOL.md, section 9): a server with an identity
+     * admits only peers that prove one; a client with server_key proves
+     * its identity (required then) and requires the server to prove that
+     * key (DCTX_PUBLIC_KEY_BYTES). Every frame after the hellos is then
+     * sealed. A failed handshake ends the session with
+     * DCTX_UNAUTHENTICATED. NULL: no keys. Both must outlive the session. */
+    const dctx_identity *identity;
+    const unsigned char *server_key;
     dctx__session_ready_fn on_ready;
     dctx__session_frame_fn on_frame;
     dctx__session_end_fn on_end;

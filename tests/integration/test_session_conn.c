@@ -533,14 +533,14 @@ static void control_frames_pass_a_queue_full_of_data(void **state)
     for (int round = 0, added = 1; round < 100 && added > 0; round++) {
         nng_msleep(20);
         added = 0;
-        while (added < 100000 && dctx__conn_send_packed(c, 1000, pack_copy, &fill, false) == 0)
+        while (added < 100000 && dctx__conn_send_packed(c, 1000, pack_copy, &fill, 0) == 0)
             added++;
     }
-    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, false),
-                     DCTX_RESOURCE_EXHAUSTED);
-    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, true), 0);
+    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, 0), DCTX_RESOURCE_EXHAUSTED);
+    assert_int_equal(dctx__conn_send_packed(c, 1000, pack_copy, &fill, DCTX__CONN_CONTROL), 0);
     int taken = 1;
-    while (dctx__conn_send_packed(c, 1000, pack_copy, &fill, true) == 0 && taken < 1000)
+    while (dctx__conn_send_packed(c, 1000, pack_copy, &fill, DCTX__CONN_CONTROL) == 0 &&
+           taken < 1000)
         taken++;
     assert_true(taken < 1000); /* the reserve is bounded too */
     assert_true((size_t)taken * 1004 <= DCTX__CONN_CONTROL_RESERVE + 1004);

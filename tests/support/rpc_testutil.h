@@ -48,7 +48,8 @@ enum rt_port_base {
     RT_PORTS_LIMITS = 25000,
     RT_PORTS_PEERS = 26000,
     RT_PORTS_LOAD = 27000,
-    RT_PORTS_LIFECYCLE = 28000
+    RT_PORTS_LIFECYCLE = 28000,
+    RT_PORTS_KEYS = 30000
 };
 
 /* rt_init names the program (for its ipc directory and inproc names) and

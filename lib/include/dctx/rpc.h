@@ -43,12 +43,22 @@
  * DCTX_NOT_FOUND; no permission: DCTX_PERMISSION_DENIED; a peer that fails
  * TLS authentication: DCTX_UNAUTHENTICATED; anything else DCTX_INTERNAL.
  *
+ * Keys: a channel given its identity and the server's public key, and a
+ * server given its identity, prove who they are on every connection and
+ * seal every frame after the hellos (encrypted and authenticated; a frame
+ * replayed, reordered or moved to another connection is refused), so no
+ * token, value or payload crosses the wire in the clear. A server can
+ * limit who calls what (an allow list, identity.h, and an authorize hook)
+ * and a handler can see who called (dctx_rpc_caller). SECURITY.md says
+ * what this protects against and what it does not.
+ *
  * protobuf-c messages: <dctx/rpc_pb.h>.
  */
 #ifndef DCTX_RPC_H
 #define DCTX_RPC_H
 
 #include <dctx/dctx.h>
+#include <dctx/identity.h>
 #include <dctx/wire.h>
 
 #ifdef __cplusplus
@@ -89,7 +99,9 @@ enum dctx_rpc_event_kind {
     DCTX_RPC_EVENT_CALL_END = 2,        /* server: answered; client: ended */
     DCTX_RPC_EVENT_CANCEL_PUSHED = 3,   /* client: a Cancel frame was handed to the connection */
     DCTX_RPC_EVENT_CANCEL_RECEIVED = 4, /* server: a Cancel frame was handled */
-    DCTX_RPC_EVENT_TRACE_DROPPED = 5    /* server: a malformed traceparent was dropped */
+    DCTX_RPC_EVENT_TRACE_DROPPED = 5,   /* server: a malformed traceparent was dropped */
+    DCTX_RPC_EVENT_DENIED = 6,          /* server: a call refused by the allow list or authorize */
+    DCTX_RPC_EVENT_UNAUTHENTICATED = 7  /* server: a connection failed its handshake */
 };
 
 typedef struct dctx_rpc_event {
@@ -108,6 +120,12 @@ typedef struct dctx_rpc_event {
     /* CALL_START/CALL_END of a traced call (trace.h), else NULL: the trace,
      * the span of this call's work, and the caller's span. */
     const char *trace_id, *span_id, *parent_span_id;
+    /* DENIED and UNAUTHENTICATED: the peer, as its key's text (identity.h)
+     * or, unproven, its address; these two kinds come at most once per
+     * peer per second, and suppressed says how many of that peer's were
+     * left out since its last. */
+    const char *peer;
+    uint64_t suppressed;
 } dctx_rpc_event;
 
 typedef void (*dctx_rpc_event_fn)(void *arg, const dctx_rpc_event *ev);
@@ -188,6 +206,13 @@ typedef struct dctx_rpc_channel_options {
     /* tls+tcp: a certificate and its key (PEM, one file) to present to a
      * server that asks for one (mutual TLS). NULL: none. */
     const char *tls_cert_key_file;
+    /* Keys: this channel's identity and the public key its server must
+     * prove (DCTX_PUBLIC_KEY_BYTES, copied); both or neither. With them a
+     * server that proves another key, or none, is refused: calls fail
+     * DCTX_UNAUTHENTICATED at once, naming the key it proved, until a
+     * connection succeeds. identity must outlive the channel. */
+    const dctx_identity *identity;
+    const unsigned char *server_key;
     /* Optional event hook (see Events). */
     dctx_rpc_event_fn on_event;
     void *event_arg;
@@ -318,6 +343,15 @@ typedef struct dctx_rpc_reply dctx_rpc_reply;
 #define DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS 5000000000LL         /* 5 s */
 #define DCTX_RPC_DEFAULT_KEEPALIVE_MIN_INTERVAL_NS 1000000000LL /* 1 s */
 
+/* An application's decision on a call, made on the thread that read it,
+ * before it is queued (so it must be quick): the caller's proven key
+ * (NULL on a server without an identity) and the method. Return DCTX_OK
+ * to let it run, or the status to refuse it with (DCTX_PERMISSION_DENIED,
+ * say), having written why into why (why_len bytes, a NUL-terminated
+ * message for the caller; left empty, the library writes one). */
+typedef int (*dctx_rpc_authorize_fn)(void *arg, const unsigned char *caller_key, const char *method,
+                                     char *why, size_t why_len);
+
 typedef struct dctx_rpc_server_options {
     int workers;                   /* handler threads, >= 1 */
     int max_in_flight;             /* calls queued or running, >= 1; beyond: RESOURCE_EXHAUSTED */
@@ -347,7 +381,26 @@ typedef struct dctx_rpc_server_options {
     int64_t keepalive_ns, keepalive_timeout_ns, keepalive_min_interval_ns;
     dctx_rpc_event_fn on_event; /* optional event hook (see Events) */
     void *event_arg;
+    /* Keys. identity: the server proves it to every caller and admits only
+     * callers that prove one of their own (a caller without keys is
+     * refused: its calls fail DCTX_UNAUTHENTICATED). allow (needs
+     * identity): the callers let in and what each may call; any other
+     * call is answered DCTX_PERMISSION_DENIED. authorize: the
+     * application's decision per call, after the allow list (both must
+     * let it in). Refusals are counted in the stats and reported as
+     * events. NULL: none. All three must outlive the server. */
+    const dctx_identity *identity;
+    const dctx_allow *allow;
+    dctx_rpc_authorize_fn authorize;
+    void *authorize_arg;
 } dctx_rpc_server_options;
+
+/* On a server with an identity, a handler's context holds its caller's
+ * proven public key (DCTX_PUBLIC_KEY_BYTES bytes) under dctx_rpc_caller_key,
+ * a key that never crosses the wire. dctx_rpc_caller copies it into key;
+ * false if ctx has none (a server without keys). */
+DCTX_API extern const dctx_key dctx_rpc_caller_key;
+DCTX_API bool dctx_rpc_caller(const dctx *ctx, unsigned char key[DCTX_PUBLIC_KEY_BYTES]);
 
 /* dctx_rpc_server_options_init fills o with the defaults: the
  * DCTX_RPC_DEFAULT_* above, DCTX_RPC_DEFAULT_RECV_MAX_BYTES, no budget cap,
@@ -476,6 +529,9 @@ typedef struct dctx_rpc_server_stats {
                                       were tried again after a pause */
     uint64_t connections_accepted; /* since the server opened */
     uint64_t traces_dropped;       /* malformed traceparents dropped */
+    uint64_t unauthenticated;      /* connections refused in the handshake: no keys, a proof
+                                      that failed, or a frame that did not open */
+    uint64_t denied;               /* calls refused by the allow list or authorize */
 } dctx_rpc_server_stats;
 
 /* dctx_rpc_server_stats_get fills *out with s's counters now (each read
