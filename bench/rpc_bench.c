@@ -21,7 +21,10 @@
  * number with ms or s, e.g. 100ms, 10s; default: the library's,
  * DCTX_RPC_DEFAULT_KEEPALIVE_NS. A server given an interval shorter than
  * the library's keepalive_min_interval_ns takes the interval as that too,
- * so that callers pinging as often as itself are not refused.
+ * so that callers pinging as often as itself are not refused. --keys DIR
+ * (server and client modes) gives the servers DIR/server.key and the
+ * channels DIR/client.key and the server's key to require: every frame
+ * sealed (SECURITY.md).
  *
  * Output: one line per figure, "NAME key=value ..." (times in us), and
  * comments starting with '#'. bench/README.md describes them.
@@ -119,7 +122,45 @@ struct opts {
     int64_t keepalive_ns; /* servers and channels: keepalive_ns; < 0: the library's */
     int max_in_flight;    /* server: 0 for the library's default */
     bool trace;           /* server: time cancel frames with the event hooks */
+    const char *keys;     /* servers and channels: DIR with server.key and client.key */
 };
+
+/* --keys DIR: the server's identity (DIR/server.key) and the callers'
+ * (DIR/client.key), loaded once; the callers require the server's key. */
+static dctx_identity *key_load(const char *dir, const char *name)
+{
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    dctx_identity *id = NULL;
+    if (dctx_identity_load(path, &id, err, sizeof err) != 0)
+        fail("--keys: %s", err);
+    return id;
+}
+
+static void server_keys(dctx_rpc_server_options *so, const struct opts *o)
+{
+    static dctx_identity *id;
+    if (o->keys == NULL)
+        return;
+    if (id == NULL)
+        id = key_load(o->keys, "server.key");
+    so->identity = id;
+}
+
+static void channel_keys(dctx_rpc_channel_options *co, const struct opts *o)
+{
+    static dctx_identity *id, *server;
+    static unsigned char server_key[DCTX_PUBLIC_KEY_BYTES];
+    if (o->keys == NULL)
+        return;
+    if (id == NULL) {
+        id = key_load(o->keys, "client.key");
+        server = key_load(o->keys, "server.key");
+        dctx_identity_public_key(server, server_key);
+    }
+    co->identity = id;
+    co->server_key = server_key;
+}
 
 static dctx_rpc_channel *open_channel_ev(const char *url, const struct opts *o,
                                          dctx_rpc_event_fn on_event, void *event_arg)
@@ -132,6 +173,7 @@ static dctx_rpc_channel *open_channel_ev(const char *url, const struct opts *o,
         co.keepalive_ns = o->keepalive_ns;
     co.on_event = on_event;
     co.event_arg = event_arg;
+    channel_keys(&co, o);
     dctx_rpc_channel *ch = NULL;
     int rc = dctx_rpc_channel_open(url, &co, &ch);
     if (rc != 0)
@@ -404,6 +446,7 @@ static struct bsrv *bsrv_start(const char *url, int workers, const struct opts *
     if (o->max_in_flight > 0)
         so.max_in_flight = o->max_in_flight;
     server_keepalive(&so, o);
+    server_keys(&so, o);
     if (o->trace) {
         so.on_event = on_server_event;
         so.event_arg = b;
@@ -1023,6 +1066,8 @@ static void usage(FILE *to)
         "server and client modes: --keepalive D  the keepalive interval of the servers and\n"
         "                         channels they open: 0 (off), or e.g. 100ms, 10s\n"
         "                         (default 10s, the library's)\n"
+        "                         --keys DIR  keys on every connection: DIR/server.key,\n"
+        "                         DIR/client.key (rpcd keygen)\n"
         "bench/README.md describes every mode and output line.\n",
         to);
 }
@@ -1092,6 +1137,8 @@ int main(int argc, char **argv)
             o.keepalive_ns = dur_arg(v, "--keepalive");
         else if (strcmp(a, "--method") == 0)
             echo_method = v;
+        else if (strcmp(a, "--keys") == 0)
+            o.keys = v;
         else if (strcmp(a, "--max-inflight") == 0)
             o.max_in_flight = (int)num_arg(v, 1, 1e7, "--max-inflight");
         else {

@@ -365,7 +365,6 @@ static void authorize_hook_decides_per_call(void **state)
 /* ===== Callers of the test's own, with keys ===== */
 
 struct keyed {
-    nng_stream_dialer *d;
     struct dctx__session *s;
     pthread_mutex_t mu;
     Dctx__Wire__Frame *frames[16];
@@ -407,14 +406,17 @@ static struct keyed *keyed_open(const char *url, const struct ident *me, const s
     assert_non_null(k);
     pthread_mutex_init(&k->mu, NULL);
     nng_aio *aio;
+    nng_stream_dialer *d;
     assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
-    assert_int_equal(nng_stream_dialer_alloc(&k->d, url), 0);
+    assert_int_equal(nng_stream_dialer_alloc(&d, url), 0);
     nng_aio_set_timeout(aio, 5000);
-    nng_stream_dialer_dial(k->d, aio);
+    nng_stream_dialer_dial(d, aio);
     nng_aio_wait(aio);
-    assert_int_equal(nng_aio_result(aio), 0);
-    nng_stream *st = nng_aio_get_output(aio, 0);
+    int rv = nng_aio_result(aio);
+    nng_stream *st = rv == 0 ? nng_aio_get_output(aio, 0) : NULL;
+    nng_stream_dialer_free(d); /* before the aio, as rpc_testutil does (tests/tsan.supp) */
     nng_aio_free(aio);
+    assert_int_equal(rv, 0);
     struct dctx__session_options o = {.max_frame_bytes = 1 << 20,
                                       .identity = me->id,
                                       .server_key = server->pub,
@@ -462,7 +464,6 @@ static Dctx__Wire__Frame *keyed_next(struct keyed *k, Dctx__Wire__Frame__BodyCas
 static void keyed_close(struct keyed *k)
 {
     dctx__session_close(k->s);
-    nng_stream_dialer_free(k->d);
     for (int i = 0; i < k->n; i++)
         dctx__frame_free(k->frames[i]);
     pthread_mutex_destroy(&k->mu);
@@ -796,6 +797,213 @@ static void duplicated_or_altered_frame_is_refused(void **state)
     dctx_identity_free(server.id);
 }
 
+/* ===== Floods beside a caller (SECURITY.md, "Measured") ===== */
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
+/* A steady caller on its own thread: calls until told to stop, keeping
+ * its failures and its worst round trip. */
+struct steady {
+    dctx_rpc_channel *ch;
+    atomic_bool stop;
+    int calls, failed;
+    int64_t worst_ns;
+};
+
+static void *steady_main(void *arg)
+{
+    struct steady *st = arg;
+    while (!atomic_load(&st->stop) && st->calls < 100000) {
+        int64_t t0 = dctx_now();
+        dctx_rpc_result res;
+        dctx *ctx = NULL;
+        if (dctx_with_timeout(dctx_background(), SEC(5), &ctx) != 0)
+            break;
+        int rc = dctx_rpc_call_raw(st->ch, ctx, ECHO, "steady", 6, &res);
+        dctx_release(ctx);
+        dctx_rpc_result_free(&res);
+        int64_t took = dctx_now() - t0;
+        st->calls++;
+        st->failed += rc != DCTX_OK;
+        if (took > st->worst_ns)
+            st->worst_ns = took;
+        rt_sleep(MS(1));
+    }
+    return NULL;
+}
+
+/* A hello with keys, packed with its frame header: what a peer that does
+ * not hold a key, or floods handshakes, sends first. */
+static size_t hostile_hello(unsigned char *out, size_t cap)
+{
+    unsigned char kx[32];
+    for (int i = 0; i < 4; i++) {
+        uint64_t r = rt_random64();
+        memcpy(kx + 8 * i, &r, 8);
+    }
+    Dctx__Wire__Hello h = DCTX__WIRE__HELLO__INIT;
+    h.has_version = h.has_max_frame_bytes = h.has_kx_public = 1;
+    h.version = 1;
+    h.max_frame_bytes = 1 << 20;
+    h.kx_public.data = kx;
+    h.kx_public.len = sizeof kx;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
+    f.hello = &h;
+    size_t len = dctx__wire__frame__get_packed_size(&f);
+    assert_true(len + 4 <= cap);
+    out[0] = (unsigned char)(len >> 24);
+    out[1] = (unsigned char)(len >> 16);
+    out[2] = (unsigned char)(len >> 8);
+    out[3] = (unsigned char)len;
+    dctx__wire__frame__pack(&f, out + 4);
+    return len + 4;
+}
+
+/* Handshake churn and forged frames: peers that send a hello with keys
+ * then a frame sealed under no key they share with the server, one after
+ * another, each closing its end and waiting for the server to close. Every one is refused
+ * and counted; a keyed caller beside them loses no call; the server's
+ * memory comes back. The figures are printed for SECURITY.md. */
+static void forged_handshakes_beside_a_caller_are_refused(void **state)
+{
+    (void)state;
+    const int peers = SANITIZED ? 200 : 1000;
+    struct ident server = make_identity("server"), client = make_identity("client");
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.identity = server.id;
+    char url[256];
+    dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+    int port = atoi(strrchr(url, ':') + 1);
+    dctx_rpc_channel_options co = keyed_channel(&client, &server);
+    static struct steady st;
+    memset(&st, 0, sizeof st);
+    st.ch = rt_channel_open(url, &co);
+    dctx_rpc_result res;
+    assert_int_equal(call(st.ch, ECHO, "warm", &res), DCTX_OK);
+    dctx_rpc_result_free(&res);
+    long rss_before = rss_kib();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, steady_main, &st), 0);
+    int64_t t0 = dctx_now();
+    int closed = 0;
+    for (int i = 0; i < peers; i++) {
+        unsigned char buf[512];
+        size_t n = hostile_hello(buf, sizeof buf);
+        unsigned char forged[4 + 100] = {0, 0, 0, 100};
+        for (size_t j = 4; j < sizeof forged; j++)
+            forged[j] = (unsigned char)rt_random64();
+        int fd = tcp_connect(port);
+        assert_true(fd >= 0);
+        /* then it closes its end, as a peer told GoAway does: the server
+         * closes once it sees that (it lingers for a peer that does not) */
+        if (write_all(fd, buf, n) && write_all(fd, forged, sizeof forged) &&
+            shutdown(fd, SHUT_WR) == 0) {
+            struct pollfd pf = {.fd = fd, .events = POLLIN};
+            int64_t until = dctx_now() + SEC(5);
+            bool over = false;
+            while (!over && dctx_now() < until)
+                if (poll(&pf, 1, 50) > 0)
+                    over = read(fd, buf, sizeof buf) <= 0;
+            closed += over;
+        }
+        close(fd);
+    }
+    int64_t took = dctx_now() - t0;
+    atomic_store(&st.stop, true);
+    pthread_join(t, NULL);
+    assert_int_equal(closed, peers);
+    assert_true(WAIT_FOR(rt_server_stats(srv).unauthenticated == (uint64_t)peers, SEC(10)));
+    assert_int_equal(st.failed, 0);
+    assert_true(st.calls > 0);
+    long rss_after = rss_kib();
+    printf("# measured: %d forged handshakes refused one after another in %.2f s (%.0f us "
+           "each, the server's key exchange, signature and refusal included); a keyed caller "
+           "beside them: %d calls, %d failed, worst %.1f ms; process RSS %ld KiB before, %ld "
+           "KiB after\n",
+           peers, took / 1e9, took / 1e3 / peers, st.calls, st.failed, st.worst_ns / 1e6,
+           rss_before, rss_after);
+    rt_channel_close(st.ch);
+    rt_server_close(srv);
+    dctx_identity_free(client.id);
+    dctx_identity_free(server.id);
+}
+
+/* A keyed peer floods cancels of tokens nobody called with: each answered
+ * PREVENTED (remembered in the bounded tombstone table), the caller
+ * beside it unaffected. */
+static void flood_of_unknown_cancels_with_keys_is_bounded(void **state)
+{
+    (void)state;
+    const int cancels = SANITIZED ? 5000 : 20000;
+    struct ident server = make_identity("server"), client = make_identity("client"),
+                 flooder_id = make_identity("flooder");
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    dctx_rpc_server_options so = rt_server_options(2);
+    so.identity = server.id;
+    char url[256];
+    dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+    dctx_rpc_channel_options co = keyed_channel(&client, &server);
+    static struct steady st;
+    memset(&st, 0, sizeof st);
+    st.ch = rt_channel_open(url, &co);
+    dctx_rpc_result res;
+    assert_int_equal(call(st.ch, ECHO, "warm", &res), DCTX_OK);
+    dctx_rpc_result_free(&res);
+    struct keyed *flooder = keyed_open(url, &flooder_id, &server);
+    long rss_before = rss_kib();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, steady_main, &st), 0);
+    int64_t t0 = dctx_now();
+    int acked = 0;
+    for (int i = 0; i < cancels; i++) {
+        uint8_t token[DCTX_TOKEN_BYTES];
+        rt_token(token);
+        size_t len;
+        uint8_t *buf =
+            rt_pack_cancel((uint32_t)i + 1, token, DCTX_CANCELED, "flood", 1000000, &len);
+        keyed_send(flooder, buf, len);
+        if (i % 8 ==
+            7) { /* read the answers as they come: the server stops reading a peer that does not */
+            for (int j = 0; j < 8; j++) {
+                Dctx__Wire__Frame *ack = keyed_next(flooder, DCTX__WIRE__FRAME__BODY_CANCEL_ACK);
+                assert_non_null(ack);
+                acked += (int)ack->cancel_ack->outcome == DCTX_RPC_CANCEL_PREVENTED;
+                dctx__frame_free(ack);
+            }
+        }
+    }
+    int64_t took = dctx_now() - t0;
+    atomic_store(&st.stop, true);
+    pthread_join(t, NULL);
+    assert_int_equal(acked, cancels / 8 * 8);
+    assert_int_equal(st.failed, 0);
+    printf("# measured: %d cancels of unknown tokens from a keyed peer in %.2f s, each "
+           "answered PREVENTED; a keyed caller beside them: %d calls, %d failed, worst %.1f ms; "
+           "process RSS %ld KiB before, %ld KiB after\n",
+           cancels, took / 1e9, st.calls, st.failed, st.worst_ns / 1e6, rss_before, rss_kib());
+    keyed_close(flooder);
+    rt_channel_close(st.ch);
+    rt_server_close(srv);
+    dctx_identity_free(flooder_id.id);
+    dctx_identity_free(client.id);
+    dctx_identity_free(server.id);
+}
+
 int main(void)
 {
     rt_init("rpc_keys", RT_PORTS_KEYS);
@@ -809,6 +1017,8 @@ int main(void)
         RT_TEST(frames_cross_the_wire_sealed),
         RT_TEST(recorded_connection_replayed_is_refused),
         RT_TEST(duplicated_or_altered_frame_is_refused),
+        RT_TEST(forged_handshakes_beside_a_caller_are_refused),
+        RT_TEST(flood_of_unknown_cancels_with_keys_is_bounded),
     };
     return cmocka_run_group_tests_name("rpc_keys", tests, rt_group_setup, NULL);
 }
