@@ -12,13 +12,16 @@
  *   label: SIGMA's shape, with the signature proving the identity holds
  *   its key on this very connection.
  *
- *   Frames are sealed with ChaCha20-Poly1305 (IETF) under the direction's
- *   key; the nonce is the frame's number in that direction, never sent:
- *   both sides count. A frame replayed, dropped, reordered or moved to
- *   another connection is opened under the wrong number or key and fails
- *   its tag. ChaCha20 needs no hardware support to be fast and
- *   constant-time, and a 96-bit counter nonce cannot repeat within a
- *   connection (2^64 frames).
+ *   Frames are sealed with an AEAD under the direction's key; the nonce is
+ *   the frame's number in that direction, never sent: both sides count. A
+ *   frame replayed, dropped, reordered or moved to another connection is
+ *   opened under the wrong number or key and fails its tag, and a counter
+ *   nonce cannot repeat within a connection (2^64 frames). The AEAD is
+ *   AES-256-GCM when both peers' CPUs have AES-NI and PCLMUL (a 120-byte
+ *   frame: 0.22 us here, against 0.68 us for ChaCha20-Poly1305, four of
+ *   them per call), else ChaCha20-Poly1305 (IETF), which needs no hardware
+ *   to be fast and constant-time. Each hello says which it can do, inside
+ *   the transcript, so a peer in the middle cannot change the choice.
  */
 #include "handshake.h"
 
@@ -38,6 +41,43 @@ _Static_assert(sizeof(((struct dctx__seal_key *)0)->key) ==
 #define CLIENT_LABEL "dctx-client-proof"
 #define LABEL_BYTES (sizeof SERVER_LABEL - 1)
 _Static_assert(sizeof SERVER_LABEL == sizeof CLIENT_LABEL, "labels of one length");
+
+_Static_assert(crypto_aead_aes256gcm_NPUBBYTES == crypto_aead_chacha20poly1305_ietf_NPUBBYTES &&
+                   crypto_aead_aes256gcm_ABYTES == DCTX__SEAL_TAG_BYTES &&
+                   crypto_aead_aes256gcm_KEYBYTES == crypto_kx_SESSIONKEYBYTES,
+               "one nonce, tag and key size for both AEADs");
+
+static _Atomic uint32_t ciphers_allowed = ~0u;
+
+void dctx__test_ciphers(uint32_t mask)
+{
+    ciphers_allowed = mask;
+}
+
+uint32_t dctx__ciphers_supported(void)
+{
+    return (DCTX__CIPHER_CHACHA20_POLY1305 |
+            (crypto_aead_aes256gcm_is_available() ? DCTX__CIPHER_AES256_GCM : 0)) &
+           ciphers_allowed;
+}
+
+unsigned dctx__cipher_choose(uint32_t a, uint32_t b)
+{
+    uint32_t both = a & b;
+    return both & DCTX__CIPHER_AES256_GCM          ? DCTX__CIPHER_AES256_GCM
+           : both & DCTX__CIPHER_CHACHA20_POLY1305 ? DCTX__CIPHER_CHACHA20_POLY1305
+                                                   : 0;
+}
+
+void dctx__seal_key_set(struct dctx__seal_key *k, unsigned cipher, const unsigned char key[32],
+                        uint64_t next)
+{
+    memcpy(k->key, key, sizeof k->key);
+    k->cipher = cipher;
+    k->next = next;
+    if (cipher == DCTX__CIPHER_AES256_GCM)
+        crypto_aead_aes256gcm_beforenm(&k->aes, k->key);
+}
 
 void dctx__handshake_begin(struct dctx__handshake *h)
 {
@@ -60,6 +100,7 @@ static void hash_hello(crypto_generichash_state *st, const struct dctx__hello_vi
     hash_u32(st, (uint32_t)v->name_len);
     crypto_generichash_update(st, (const unsigned char *)v->name, v->name_len);
     crypto_generichash_update(st, v->kx_public, DCTX__KX_BYTES);
+    hash_u32(st, v->ciphers);
 }
 
 void dctx__handshake_transcript(struct dctx__handshake *h, const struct dctx__hello_view *client,
@@ -75,15 +116,18 @@ void dctx__handshake_transcript(struct dctx__handshake *h, const struct dctx__he
 }
 
 bool dctx__handshake_keys(const struct dctx__handshake *h, bool server,
-                          const unsigned char peer_kx[DCTX__KX_BYTES], struct dctx__seal_key *tx,
-                          struct dctx__seal_key *rx)
+                          const unsigned char peer_kx[DCTX__KX_BYTES], unsigned cipher,
+                          struct dctx__seal_key *tx, struct dctx__seal_key *rx)
 {
-    int rc =
-        server
-            ? crypto_kx_server_session_keys(rx->key, tx->key, h->kx_public, h->kx_secret, peer_kx)
-            : crypto_kx_client_session_keys(rx->key, tx->key, h->kx_public, h->kx_secret, peer_kx);
-    tx->next = 0;
-    rx->next = 0;
+    unsigned char rk[crypto_kx_SESSIONKEYBYTES], tk[crypto_kx_SESSIONKEYBYTES];
+    int rc = server ? crypto_kx_server_session_keys(rk, tk, h->kx_public, h->kx_secret, peer_kx)
+                    : crypto_kx_client_session_keys(rk, tk, h->kx_public, h->kx_secret, peer_kx);
+    if (rc == 0) {
+        dctx__seal_key_set(tx, cipher, tk, 0);
+        dctx__seal_key_set(rx, cipher, rk, 0);
+    }
+    sodium_memzero(rk, sizeof rk);
+    sodium_memzero(tk, sizeof tk);
     return rc == 0;
 }
 
@@ -128,8 +172,12 @@ void dctx__seal(struct dctx__seal_key *k, unsigned char *body, size_t len)
 {
     unsigned char nonce[crypto_aead_chacha20poly1305_ietf_NPUBBYTES];
     nonce_of(k->next++, nonce);
-    crypto_aead_chacha20poly1305_ietf_encrypt_detached(body, body + len, NULL, body, len, NULL, 0,
-                                                       NULL, nonce, k->key);
+    if (k->cipher == DCTX__CIPHER_AES256_GCM)
+        crypto_aead_aes256gcm_encrypt_detached_afternm(body, body + len, NULL, body, len, NULL, 0,
+                                                       NULL, nonce, &k->aes);
+    else
+        crypto_aead_chacha20poly1305_ietf_encrypt_detached(body, body + len, NULL, body, len, NULL,
+                                                           0, NULL, nonce, k->key);
 }
 
 bool dctx__open(struct dctx__seal_key *k, const unsigned char *in, size_t len, unsigned char *out)
@@ -139,8 +187,12 @@ bool dctx__open(struct dctx__seal_key *k, const unsigned char *in, size_t len, u
     unsigned char nonce[crypto_aead_chacha20poly1305_ietf_NPUBBYTES];
     nonce_of(k->next, nonce);
     size_t plain = len - DCTX__SEAL_TAG_BYTES;
-    if (crypto_aead_chacha20poly1305_ietf_decrypt_detached(out, NULL, in, plain, in + plain, NULL,
-                                                           0, nonce, k->key) != 0)
+    int rc = k->cipher == DCTX__CIPHER_AES256_GCM
+                 ? crypto_aead_aes256gcm_decrypt_detached_afternm(out, NULL, in, plain, in + plain,
+                                                                  NULL, 0, nonce, &k->aes)
+                 : crypto_aead_chacha20poly1305_ietf_decrypt_detached(
+                       out, NULL, in, plain, in + plain, NULL, 0, nonce, k->key);
+    if (rc != 0)
         return false;
     k->next++;
     return true;

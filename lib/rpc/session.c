@@ -84,9 +84,9 @@ struct dctx__session {
      * side only. */
     struct dctx__handshake *hs;
     bool sealing;
-    bool awaiting_auth; /* a server: the client's proof is the next frame */
-    struct dctx__seal_key tx, rx;
-    unsigned char *plain; /* the frame last opened */
+    bool awaiting_auth;             /* a server: the client's proof is the next frame */
+    struct dctx__seal_key *tx, *rx; /* one block, made with hs */
+    unsigned char *plain;           /* the frame last opened */
     size_t plain_cap;
 };
 
@@ -100,7 +100,7 @@ static void pack_frame(const void *arg, unsigned char *out)
 static void seal_frame(void *owner, unsigned char *body, size_t len)
 {
     struct dctx__session *s = owner;
-    dctx__seal(&s->tx, body, len - DCTX__SEAL_TAG_BYTES);
+    dctx__seal(s->tx, body, len - DCTX__SEAL_TAG_BYTES);
 }
 
 /* f's body on the wire: sealed frames carry a tag. */
@@ -147,7 +147,8 @@ static struct dctx__hello_view own_view(const struct dctx__session *s)
                                      .max_calls = s->o.server ? s->o.max_calls : 0,
                                      .name = s->name,
                                      .name_len = strlen(s->name),
-                                     .kx_public = s->hs->kx_public};
+                                     .kx_public = s->hs->kx_public,
+                                     .ciphers = dctx__ciphers_supported()};
 }
 
 /* The peer's hello as the transcript sees it (its kx_public checked). */
@@ -159,7 +160,8 @@ static struct dctx__hello_view peer_view(const Dctx__Wire__Hello *h)
                                      .max_calls = h->has_max_calls ? h->max_calls : 0,
                                      .name = name,
                                      .name_len = strlen(name),
-                                     .kx_public = h->kx_public.data};
+                                     .kx_public = h->kx_public.data,
+                                     .ciphers = h->has_ciphers ? h->ciphers : 0};
 }
 
 /* sealed_identity: a server's hello's proof, or NULL. */
@@ -179,6 +181,8 @@ static int send_hello(struct dctx__session *s, const unsigned char *sealed_ident
         h.has_kx_public = 1;
         h.kx_public.data = s->hs->kx_public;
         h.kx_public.len = DCTX__KX_BYTES;
+        h.has_ciphers = 1;
+        h.ciphers = dctx__ciphers_supported();
     }
     if (sealed_identity != NULL) {
         h.has_sealed_identity = 1;
@@ -320,6 +324,33 @@ static void handshake_over(struct dctx__session *s)
     }
 }
 
+/* The handshake's state and the two directions' keys; false: no memory
+ * (the session ends). */
+static bool handshake_alloc(struct dctx__session *s)
+{
+    s->hs = malloc(sizeof *s->hs);
+    s->tx = aligned_alloc(_Alignof(struct dctx__seal_key), 2 * sizeof *s->tx);
+    if (s->hs == NULL || s->tx == NULL) {
+        end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the handshake");
+        return false;
+    }
+    s->rx = s->tx + 1;
+    dctx__handshake_begin(s->hs);
+    return true;
+}
+
+/* The AEAD for a peer's hello: the fastest both offer (a hello that names
+ * none offers ChaCha20-Poly1305); 0, and the session ends, if none. */
+static unsigned choose_cipher(struct dctx__session *s, const Dctx__Wire__Hello *h)
+{
+    unsigned c = dctx__cipher_choose(dctx__ciphers_supported(),
+                                     h->has_ciphers ? h->ciphers : DCTX__CIPHER_CHACHA20_POLY1305);
+    if (c == 0)
+        protocol_error(s, DCTX_UNAUTHENTICATED, "no cipher in common (the peer offers 0x%x)",
+                       h->ciphers);
+    return c;
+}
+
 static bool kx_given(const Dctx__Wire__Hello *h)
 {
     return h->has_kx_public && h->kx_public.len == DCTX__KX_BYTES;
@@ -336,21 +367,18 @@ static bool server_prove(struct dctx__session *s, const Dctx__Wire__Hello *h, un
                        "and the server's public key");
         return false;
     }
-    s->hs = malloc(sizeof *s->hs);
-    if (s->hs == NULL) {
-        end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the handshake");
+    unsigned cipher = choose_cipher(s, h);
+    if (cipher == 0 || !handshake_alloc(s))
         return false;
-    }
-    dctx__handshake_begin(s->hs);
     struct dctx__hello_view client = peer_view(h), server = own_view(s);
     dctx__handshake_transcript(s->hs, &client, &server);
-    if (!dctx__handshake_keys(s->hs, true, h->kx_public.data, &s->tx, &s->rx)) {
+    if (!dctx__handshake_keys(s->hs, true, h->kx_public.data, cipher, s->tx, s->rx)) {
         protocol_error(s, DCTX_UNAUTHENTICATED, "the client's kx_public is not a usable key");
         return false;
     }
     dctx_identity_public_key(s->o.identity, sealed);
     dctx__handshake_sign(s->hs, true, s->o.identity, sealed + DCTX_PUBLIC_KEY_BYTES);
-    dctx__seal(&s->tx, sealed, DCTX_PUBLIC_KEY_BYTES + DCTX__SIGNATURE_BYTES);
+    dctx__seal(s->tx, sealed, DCTX_PUBLIC_KEY_BYTES + DCTX__SIGNATURE_BYTES);
     return true;
 }
 
@@ -366,11 +394,14 @@ static bool client_check_and_prove(struct dctx__session *s, const Dctx__Wire__He
                        "the server proved no identity (it has no key), not %s", want);
         return false;
     }
+    unsigned cipher = choose_cipher(s, h);
+    if (cipher == 0)
+        return false;
     struct dctx__hello_view client = own_view(s), server = peer_view(h);
     dctx__handshake_transcript(s->hs, &client, &server);
     unsigned char proof[DCTX_PUBLIC_KEY_BYTES + DCTX__SIGNATURE_BYTES];
-    if (!dctx__handshake_keys(s->hs, false, h->kx_public.data, &s->tx, &s->rx) ||
-        !dctx__open(&s->rx, h->sealed_identity.data, h->sealed_identity.len, proof)) {
+    if (!dctx__handshake_keys(s->hs, false, h->kx_public.data, cipher, s->tx, s->rx) ||
+        !dctx__open(s->rx, h->sealed_identity.data, h->sealed_identity.len, proof)) {
         protocol_error(s, DCTX_UNAUTHENTICATED, "the server's proof of identity does not open");
         return false;
     }
@@ -703,11 +734,11 @@ static bool open_frame(struct dctx__session *s, const unsigned char *in, size_t 
         }
         s->plain_cap = need < 4096 ? 4096 : need;
     }
-    if (!dctx__open(&s->rx, in, len, s->plain)) {
+    if (!dctx__open(s->rx, in, len, s->plain)) {
         protocol_error(s, DCTX_UNAUTHENTICATED,
                        "frame %llu failed authentication (forged, altered, replayed or "
                        "reordered)",
-                       (unsigned long long)s->rx.next);
+                       (unsigned long long)s->rx->next);
         return false;
     }
     *plain_len = need;
@@ -795,14 +826,8 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
 
 static void session_start(struct dctx__session *s)
 {
-    if (!s->o.server && s->o.server_key != NULL) {
-        s->hs = malloc(sizeof *s->hs);
-        if (s->hs == NULL) {
-            end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the handshake");
-            return;
-        }
-        dctx__handshake_begin(s->hs);
-    }
+    if (!s->o.server && s->o.server_key != NULL && !handshake_alloc(s))
+        return;
     if (!s->o.server && send_hello(s, NULL) != 0) {
         end(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the hello");
         return;
@@ -834,8 +859,9 @@ static void free_timers(struct dctx__session *s)
 static void session_free(struct dctx__session *s)
 {
     handshake_over(s);
-    sodium_memzero(&s->tx, sizeof s->tx);
-    sodium_memzero(&s->rx, sizeof s->rx);
+    if (s->tx != NULL)
+        sodium_memzero(s->tx, 2 * sizeof *s->tx);
+    free(s->tx);
     if (s->plain != NULL)
         sodium_memzero(s->plain, s->plain_cap);
     free(s->plain);

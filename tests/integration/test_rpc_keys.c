@@ -30,6 +30,7 @@
 #include <dctx/identity.h>
 
 #include "frame.h"
+#include "handshake.h"
 #include "rpc_testutil.h"
 #include "session.h"
 
@@ -156,6 +157,39 @@ static void keyed_call_works_and_the_handler_knows_its_caller(void **state)
         rt_channel_close(ch);
         rt_server_close(srv);
     }
+    dctx_identity_free(client.id);
+    dctx_identity_free(server.id);
+}
+
+/* Both AEADs carry calls: ChaCha20-Poly1305 when a peer cannot do
+ * AES-256-GCM (here: neither may), AES-256-GCM when both can (where the
+ * CPU has it); a 100 kB call each way. */
+static void each_cipher_carries_calls(void **state)
+{
+    (void)state;
+    struct ident server = make_identity("server"), client = make_identity("client");
+    uint32_t masks[] = {DCTX__CIPHER_CHACHA20_POLY1305, ~0u};
+    for (size_t i = 0; i < 2; i++) {
+        dctx__test_ciphers(masks[i]);
+        static struct seen seen;
+        memset(&seen, 0, sizeof seen);
+        dctx_rpc_server_options so = rt_server_options(1);
+        so.identity = server.id;
+        char url[256];
+        dctx_rpc_server *srv = keyed_server(RT_IPC, &so, &seen, url);
+        dctx_rpc_channel_options co = keyed_channel(&client, &server);
+        dctx_rpc_channel *ch = rt_channel_open(url, &co);
+        char big[100000];
+        memset(big, 'x', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        dctx_rpc_result res;
+        assert_int_equal(call(ch, ECHO, big, &res), DCTX_OK);
+        assert_int_equal(res.payload_len, sizeof big - 1);
+        dctx_rpc_result_free(&res);
+        rt_channel_close(ch);
+        rt_server_close(srv);
+    }
+    dctx__test_ciphers(~0u);
     dctx_identity_free(client.id);
     dctx_identity_free(server.id);
 }
@@ -1009,6 +1043,7 @@ int main(void)
     rt_init("rpc_keys", RT_PORTS_KEYS);
     const struct CMUnitTest tests[] = {
         RT_TEST(keyed_call_works_and_the_handler_knows_its_caller),
+        RT_TEST(each_cipher_carries_calls),
         RT_TEST(caller_without_keys_is_refused_unauthenticated),
         RT_TEST(server_with_another_key_or_none_is_refused),
         RT_TEST(allow_list_decides_who_calls_what),
