@@ -4,11 +4,13 @@
  *
  * The report limit is a fixed table of slots, a peer's slot chosen by
  * SipHash of its name under a key random per process (a peer cannot aim
- * at another's slot). Two peers in one slot share it: the later takes it
- * over, so either may be reported again sooner, never more often than
- * one report per slot per peer change. The table's size bounds the
- * memory whatever the number of peers, and the reports per second
- * whatever they do.
+ * at another's slot). A slot reports at most once per second, for the
+ * peer that refused there first; peers that share a slot share its
+ * second, and what it leaves out is counted in the slot and given with
+ * its next report, so no refusal goes unreported and uncounted. The
+ * table's size bounds the memory whatever the number of peers, and the
+ * reports per second (SLOTS) whatever they do: a peer that makes new keys
+ * to be reported more often only fills slots.
  */
 #include "authorize.h"
 
@@ -92,9 +94,9 @@ bool dctx__report_limit_take(struct dctx__report_limit *l, const void *peer, siz
     id |= 1ULL << 63; /* never 0, the free mark */
     struct slot *s = &l->slots[(id >> 1) % SLOTS];
     pthread_mutex_lock(&l->mu);
-    bool take = s->peer != id || now_ns - s->last_ns >= REPORT_GAP_NS;
+    bool take = s->peer == 0 || now_ns - s->last_ns >= REPORT_GAP_NS;
     if (take) {
-        *suppressed = s->peer == id ? s->suppressed : 0;
+        *suppressed = s->suppressed;
         s->peer = id;
         s->last_ns = now_ns;
         s->suppressed = 0;

@@ -26,8 +26,9 @@ struct dctx__report_limit *dctx__report_limit_open(void);
 void dctx__report_limit_close(struct dctx__report_limit *l);
 
 /* dctx__report_limit_take: may the peer's refusal at now_ns be reported?
- * True at most once per peer per second, with *suppressed the peer's
- * refusals not reported since its last. Any thread. */
+ * True at most once per second for the peer (and the few that share its
+ * slot), with *suppressed the refusals of that slot not reported since
+ * its last report. Any thread. */
 bool dctx__report_limit_take(struct dctx__report_limit *l, const void *peer, size_t len,
                              int64_t now_ns, uint64_t *suppressed);
 

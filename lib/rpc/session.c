@@ -324,6 +324,25 @@ static void handshake_over(struct dctx__session *s)
     }
 }
 
+/* A handshake that fails ends the session UNAUTHENTICATED. A server says
+ * why in a GoAway (sealed once it seals); a client only closes: the
+ * server awaits a sealed frame, and would take a GoAway in the clear for
+ * a forged one. */
+static void handshake_fail(struct dctx__session *s, const char *fmt, ...) DCTX_PRINTF(2, 3);
+
+static void handshake_fail(struct dctx__session *s, const char *fmt, ...)
+{
+    char why[192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (s->o.server)
+        protocol_error(s, DCTX_UNAUTHENTICATED, "%s", why);
+    else
+        end(s, DCTX_UNAUTHENTICATED, why);
+}
+
 /* The handshake's state and the two directions' keys; false: no memory
  * (the session ends). */
 static bool handshake_alloc(struct dctx__session *s)
@@ -346,8 +365,7 @@ static unsigned choose_cipher(struct dctx__session *s, const Dctx__Wire__Hello *
     unsigned c = dctx__cipher_choose(dctx__ciphers_supported(),
                                      h->has_ciphers ? h->ciphers : DCTX__CIPHER_CHACHA20_POLY1305);
     if (c == 0)
-        protocol_error(s, DCTX_UNAUTHENTICATED, "no cipher in common (the peer offers 0x%x)",
-                       h->ciphers);
+        handshake_fail(s, "no cipher in common (the peer offers 0x%x)", h->ciphers);
     return c;
 }
 
@@ -362,9 +380,8 @@ static bool kx_given(const Dctx__Wire__Hello *h)
 static bool server_prove(struct dctx__session *s, const Dctx__Wire__Hello *h, unsigned char *sealed)
 {
     if (!kx_given(h)) {
-        protocol_error(s, DCTX_UNAUTHENTICATED,
-                       "this server admits only peers with keys: give the channel its own key "
-                       "and the server's public key");
+        handshake_fail(s, "this server admits only peers with keys: give the channel its own key "
+                          "and the server's public key");
         return false;
     }
     unsigned cipher = choose_cipher(s, h);
@@ -373,7 +390,7 @@ static bool server_prove(struct dctx__session *s, const Dctx__Wire__Hello *h, un
     struct dctx__hello_view client = peer_view(h), server = own_view(s);
     dctx__handshake_transcript(s->hs, &client, &server);
     if (!dctx__handshake_keys(s->hs, true, h->kx_public.data, cipher, s->tx, s->rx)) {
-        protocol_error(s, DCTX_UNAUTHENTICATED, "the client's kx_public is not a usable key");
+        handshake_fail(s, "the client's kx_public is not a usable key");
         return false;
     }
     dctx_identity_public_key(s->o.identity, sealed);
@@ -390,8 +407,7 @@ static bool client_check_and_prove(struct dctx__session *s, const Dctx__Wire__He
     dctx_public_key_text(s->o.server_key, want);
     if (!kx_given(h) || !h->has_sealed_identity ||
         h->sealed_identity.len != DCTX__SEALED_IDENTITY_BYTES) {
-        protocol_error(s, DCTX_UNAUTHENTICATED,
-                       "the server proved no identity (it has no key), not %s", want);
+        handshake_fail(s, "the server proved no identity (it has no key), not %s", want);
         return false;
     }
     unsigned cipher = choose_cipher(s, h);
@@ -402,17 +418,17 @@ static bool client_check_and_prove(struct dctx__session *s, const Dctx__Wire__He
     unsigned char proof[DCTX_PUBLIC_KEY_BYTES + DCTX__SIGNATURE_BYTES];
     if (!dctx__handshake_keys(s->hs, false, h->kx_public.data, cipher, s->tx, s->rx) ||
         !dctx__open(s->rx, h->sealed_identity.data, h->sealed_identity.len, proof)) {
-        protocol_error(s, DCTX_UNAUTHENTICATED, "the server's proof of identity does not open");
+        handshake_fail(s, "the server's proof of identity does not open");
         return false;
     }
     if (sodium_memcmp(proof, s->o.server_key, DCTX_PUBLIC_KEY_BYTES) != 0) {
         char got[DCTX_PUBLIC_KEY_TEXT_BYTES];
         dctx_public_key_text(proof, got);
-        protocol_error(s, DCTX_UNAUTHENTICATED, "the server is %s, not the key expected", got);
+        handshake_fail(s, "the server is %s, not the key expected", got);
         return false;
     }
     if (!dctx__handshake_verify(s->hs, true, proof, proof + DCTX_PUBLIC_KEY_BYTES)) {
-        protocol_error(s, DCTX_UNAUTHENTICATED, "the server's signature does not verify");
+        handshake_fail(s, "the server's signature does not verify");
         return false;
     }
     s->peer.authenticated = true;
@@ -453,20 +469,19 @@ static void take_auth(struct dctx__session *s, const Dctx__Wire__Frame *f)
     if (f->body_case != DCTX__WIRE__FRAME__BODY_AUTH || !a->has_public_key ||
         a->public_key.len != DCTX_PUBLIC_KEY_BYTES || !a->has_signature ||
         a->signature.len != DCTX__SIGNATURE_BYTES) {
-        protocol_error(s, DCTX_UNAUTHENTICATED,
-                       "the first sealed frame is a %s, not a well-formed auth",
+        handshake_fail(s, "the first sealed frame is a %s, not a well-formed auth",
                        dctx__frame_kind_name(f->body_case));
         return;
     }
     if (!dctx__handshake_verify(s->hs, false, a->public_key.data, a->signature.data)) {
         char key[DCTX_PUBLIC_KEY_TEXT_BYTES];
         dctx_public_key_text(a->public_key.data, key);
-        protocol_error(s, DCTX_UNAUTHENTICATED, "the client's signature does not verify for %s",
-                       key);
+        handshake_fail(s, "the client's signature does not verify for %s", key);
         return;
     }
     handshake_over(s);
     s->awaiting_auth = false;
+    dctx__conn_set_max_body(s->conn, s->o.max_frame_bytes);
     s->peer.authenticated = true;
     memcpy(s->peer.key, a->public_key.data, DCTX_PUBLIC_KEY_BYTES);
     become_ready(s);
@@ -506,6 +521,8 @@ static bool take_hello(struct dctx__session *s, const Dctx__Wire__Hello *h)
     if (keyed_server) { /* ready once the client's proof is checked */
         s->sealing = true;
         s->awaiting_auth = true;
+        /* An unproven peer sends nothing larger than its proof. */
+        dctx__conn_set_max_body(s->conn, DCTX__SESSION_HELLO_BYTES_MAX);
         return true;
     }
     become_ready(s);
@@ -605,6 +622,10 @@ static bool dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
 static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     Dctx__Wire__Frame__BodyCase k = f->body_case;
+    if (s->awaiting_auth) { /* whatever it is: the client's proof, or a failed one */
+        take_auth(s, f);
+        return false;
+    }
     if (k == DCTX__WIRE__FRAME__BODY__NOT_SET) {
         if (f->base.n_unknown_fields > 0)
             protocol_error(s, DCTX_UNIMPLEMENTED, "frame kind %u not understood",
@@ -622,24 +643,21 @@ static bool check_and_dispatch(struct dctx__session *s, Dctx__Wire__Frame *f)
     }
     if (!s->hello_seen && k == DCTX__WIRE__FRAME__BODY_GOAWAY && !s->o.server) {
         /* The server refused the connection (a client without keys, say):
-         * its code and words are the session's end. */
+         * its code and words are the session's end. A client with keys
+         * takes nothing unproven from the server: its words are shown,
+         * but the end is UNAVAILABLE (anyone on the path could send it). */
         const Dctx__Wire__GoAway *g = f->goaway;
         char why[DCTX__SESSION_NAME_BYTES_MAX];
-        snprintf(why, sizeof why, "server refused the connection: %s",
+        snprintf(why, sizeof why, "server refused the connection%s: %s",
+                 s->hs != NULL ? " (an unauthenticated goaway)" : "",
                  g->message != NULL ? g->message : "");
-        end(s,
-            g->has_code && g->code >= 1 && g->code <= DCTX_CODE_MAX ? (int)g->code
-                                                                    : DCTX_UNAVAILABLE,
-            why);
+        bool code_ok = g->has_code && g->code >= 1 && g->code <= DCTX_CODE_MAX;
+        end(s, code_ok && s->hs == NULL ? (int)g->code : DCTX_UNAVAILABLE, why);
         return false;
     }
     if (!s->hello_seen) {
         protocol_error(s, DCTX_INVALID_ARGUMENT, "first frame is a %s, not a hello",
                        dctx__frame_kind_name(k));
-        return false;
-    }
-    if (s->awaiting_auth) {
-        take_auth(s, f);
         return false;
     }
     if (k == DCTX__WIRE__FRAME__BODY_AUTH) {
@@ -724,6 +742,8 @@ static bool open_frame(struct dctx__session *s, const unsigned char *in, size_t 
     }
     size_t need = len - DCTX__SEAL_TAG_BYTES;
     if (need > s->plain_cap) {
+        if (s->plain != NULL)
+            sodium_memzero(s->plain, s->plain_cap);
         free(s->plain);
         s->plain_cap = 0;
         s->plain = malloc(need < 4096 ? 4096 : need);
@@ -767,7 +787,7 @@ static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *bo
         s->plain_cap = 0;
     }
     if (f == NULL) {
-        protocol_error(s, DCTX_INVALID_ARGUMENT,
+        protocol_error(s, s->awaiting_auth ? DCTX_UNAUTHENTICATED : DCTX_INVALID_ARGUMENT,
                        "a frame of %zu bytes that does not parse (or unpacks too large)", len);
         return;
     }

@@ -122,8 +122,9 @@ typedef struct dctx_rpc_event {
     const char *trace_id, *span_id, *parent_span_id;
     /* DENIED and UNAUTHENTICATED: the peer, as its key's text (identity.h)
      * or, unproven, its address; these two kinds come at most once per
-     * peer per second, and suppressed says how many of that peer's were
-     * left out since its last. */
+     * peer per second (and 1,024 per second in all), and suppressed says
+     * how many refusals were left out since the last report of this peer
+     * (or of a peer that shares its slot of the limit's table). */
     const char *peer;
     uint64_t suppressed;
 } dctx_rpc_event;
