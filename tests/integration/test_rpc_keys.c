@@ -108,6 +108,15 @@ static dctx_rpc_server *keyed_server(enum rt_transport t, dctx_rpc_server_option
     return rt_server_open(t, o, m, 2, url, 256);
 }
 
+/* keyed_server with the identity of server and nothing else set. */
+static dctx_rpc_server *server_with_key(enum rt_transport t, const struct ident *server,
+                                        int workers, struct seen *seen, char *url)
+{
+    dctx_rpc_server_options so = rt_server_options(workers);
+    so.identity = server->id;
+    return keyed_server(t, &so, seen, url);
+}
+
 static int call(dctx_rpc_channel *ch, const char *method, const char *req, dctx_rpc_result *res)
 {
     dctx *ctx = rt_with_timeout(SEC(5));
@@ -173,10 +182,8 @@ static void each_cipher_carries_calls(void **state)
         dctx__test_ciphers(masks[i]);
         static struct seen seen;
         memset(&seen, 0, sizeof seen);
-        dctx_rpc_server_options so = rt_server_options(1);
-        so.identity = server.id;
         char url[256];
-        dctx_rpc_server *srv = keyed_server(RT_IPC, &so, &seen, url);
+        dctx_rpc_server *srv = server_with_key(RT_IPC, &server, 1, &seen, url);
         dctx_rpc_channel_options co = keyed_channel(&client, &server);
         dctx_rpc_channel *ch = rt_channel_open(url, &co);
         char big[100000];
@@ -608,6 +615,19 @@ static bool write_all(int fd, const unsigned char *b, size_t n)
     return true;
 }
 
+/* Read and drop what the server sends until it closes: true if it did
+ * within 5 s. */
+static bool server_closes(int fd)
+{
+    unsigned char sink[4096];
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    int64_t until = dctx_now() + SEC(5);
+    while (dctx_now() < until)
+        if (poll(&pf, 1, 50) > 0 && read(fd, sink, sizeof sink) <= 0)
+            return true;
+    return false;
+}
+
 static void record(struct proxy *p, const unsigned char *b, size_t n)
 {
     pthread_mutex_lock(&p->mu);
@@ -764,10 +784,8 @@ static void recorded_connection_replayed_is_refused(void **state)
     struct ident server = make_identity("server"), client = make_identity("client");
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
-    dctx_rpc_server_options so = rt_server_options(1);
-    so.identity = server.id;
     char url[256], via[256];
-    dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+    dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 1, &seen, url);
     struct proxy *p = proxy_open(url, PASS, -1, via);
     dctx_rpc_channel_options co = keyed_channel(&client, &server);
     dctx_rpc_channel *ch = rt_channel_open(via, &co);
@@ -783,15 +801,8 @@ static void recorded_connection_replayed_is_refused(void **state)
     pthread_mutex_lock(&p->mu);
     assert_true(write_all(fd, p->recorded, p->recorded_len));
     pthread_mutex_unlock(&p->mu);
-    unsigned char sink[4096];
-    struct pollfd pf = {.fd = fd, .events = POLLIN};
-    int64_t until = dctx_now() + SEC(5);
-    bool closed = false;
-    while (!closed && dctx_now() < until) /* the server answers, then closes */
-        if (poll(&pf, 1, 50) > 0)
-            closed = read(fd, sink, sizeof sink) <= 0;
+    assert_true(server_closes(fd)); /* it answers, then closes */
     close(fd);
-    assert_true(closed);
     assert_true(WAIT_FOR(rt_server_stats(srv).unauthenticated == 1, SEC(5)));
     assert_int_equal(atomic_load(&seen.calls), 1);
     rt_server_close(srv);
@@ -813,10 +824,8 @@ static void duplicated_or_altered_frame_is_refused(void **state)
     for (size_t i = 0; i < 2; i++) {
         static struct seen seen;
         memset(&seen, 0, sizeof seen);
-        dctx_rpc_server_options so = rt_server_options(1);
-        so.identity = server.id;
         char url[256], via[256];
-        dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+        dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 1, &seen, url);
         struct proxy *p = proxy_open(url, modes[i], 2, via);
         dctx_rpc_channel_options co = keyed_channel(&client, &server);
         co.keepalive_ns = 0; /* no ping among the client's first frames */
@@ -927,10 +936,8 @@ static void forged_handshakes_beside_a_caller_are_refused(void **state)
     struct ident server = make_identity("server"), client = make_identity("client");
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
-    dctx_rpc_server_options so = rt_server_options(2);
-    so.identity = server.id;
     char url[256];
-    dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+    dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 2, &seen, url);
     int port = atoi(strrchr(url, ':') + 1);
     dctx_rpc_channel_options co = keyed_channel(&client, &server);
     static struct steady st;
@@ -956,13 +963,7 @@ static void forged_handshakes_beside_a_caller_are_refused(void **state)
          * closes once it sees that (it lingers for a peer that does not) */
         if (write_all(fd, buf, n) && write_all(fd, forged, sizeof forged) &&
             shutdown(fd, SHUT_WR) == 0) {
-            struct pollfd pf = {.fd = fd, .events = POLLIN};
-            int64_t until = dctx_now() + SEC(5);
-            bool over = false;
-            while (!over && dctx_now() < until)
-                if (poll(&pf, 1, 50) > 0)
-                    over = read(fd, buf, sizeof buf) <= 0;
-            closed += over;
+            closed += server_closes(fd);
         }
         close(fd);
     }
@@ -995,10 +996,8 @@ static void unproven_peer_cannot_send_a_large_frame(void **state)
     struct ident server = make_identity("server");
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
-    dctx_rpc_server_options so = rt_server_options(1);
-    so.identity = server.id;
     char url[256];
-    dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+    dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 1, &seen, url);
     unsigned char buf[512];
     size_t n = hostile_hello(buf, sizeof buf);
     const unsigned char big[4 + 64] = {0, 0x10, 0, 0}; /* 1 MiB announced, 64 bytes sent */
@@ -1007,14 +1006,8 @@ static void unproven_peer_cannot_send_a_large_frame(void **state)
     assert_true(write_all(fd, buf, n) && write_all(fd, big, sizeof big));
     assert_true(WAIT_FOR(rt_server_stats(srv).bad_frames == 1, SEC(5)));
     shutdown(fd, SHUT_WR);
-    struct pollfd pf = {.fd = fd, .events = POLLIN};
-    int64_t until = dctx_now() + SEC(5);
-    bool closed = false;
-    while (!closed && dctx_now() < until)
-        if (poll(&pf, 1, 50) > 0)
-            closed = read(fd, buf, sizeof buf) <= 0;
+    assert_true(server_closes(fd));
     close(fd);
-    assert_true(closed);
     rt_server_close(srv);
     dctx_identity_free(server.id);
 }
@@ -1030,10 +1023,8 @@ static void flood_of_unknown_cancels_with_keys_is_bounded(void **state)
                  flooder_id = make_identity("flooder");
     static struct seen seen;
     memset(&seen, 0, sizeof seen);
-    dctx_rpc_server_options so = rt_server_options(2);
-    so.identity = server.id;
     char url[256];
-    dctx_rpc_server *srv = keyed_server(RT_TCP, &so, &seen, url);
+    dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 2, &seen, url);
     dctx_rpc_channel_options co = keyed_channel(&client, &server);
     static struct steady st;
     memset(&st, 0, sizeof st);
