@@ -66,6 +66,7 @@
 #include "frame.h"
 #include "reaper.h"
 #include "session.h"
+#include "stream_impl.h"
 #include "text.h"
 #include "wire_impl.h"
 
@@ -129,6 +130,11 @@ struct dctx_rpc_handle {
     char *method; /* for events; NULL without an event hook */
     int64_t started_ns;
     bool waited; /* a blocking call: its caller's thread finishes it */
+    /* A stream's messages both ways (NULL for a unary call), and the
+     * context it made to cancel the stream on release; both kept until
+     * the handle is freed. */
+    dctx_rpc_stream *stream;
+    dctx *stream_ctx;
 
     /* Progress, protected by ch->mu. */
     uint32_t id;  /* on the connection; 0 until sent */
@@ -172,6 +178,11 @@ static void call_unref(dctx_rpc_handle *call)
     dctx_rpc_result_free(&call->result);
     free(call->pushed_msg);
     free(call->method);
+    if (call->stream != NULL) {
+        dctx__stream_half_fini(&call->stream->half);
+        free(call->stream);
+    }
+    dctx_release(call->stream_ctx);
     pthread_mutex_destroy(&call->mu);
     free(call);
 }
@@ -242,6 +253,8 @@ static bool decide(dctx_rpc_handle *call, dctx_rpc_result *res)
     }
     call->decided = true;
     call->result = *res;
+    if (call->stream != NULL) /* its waits end; messages read already stay to be taken */
+        dctx__stream_half_end(&call->stream->half);
     return true;
 }
 
@@ -430,10 +443,40 @@ static void on_cancel_ack(struct conn *c, const Dctx__Wire__Frame *f)
     call_unref(call); /* the map's, or the one taken above */
 }
 
+/* A stream's message or credit from the server. One for a call no longer
+ * in flight is dropped; one for a unary call, or a message past the
+ * credit granted, is a protocol error. */
+static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
+{
+    dctx_rpc_channel *ch = c->ch;
+    pthread_mutex_lock(&ch->mu);
+    dctx_rpc_handle *call = ch->ready == c ? dctx__call_map_find(&ch->ids, f->call_id) : NULL;
+    if (call != NULL)
+        atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&ch->mu);
+    if (call == NULL)
+        return;
+    if (call->stream == NULL) {
+        dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, "a stream frame for a unary call");
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
+        const Dctx__Wire__StreamMessage *m = f->message;
+        if (!dctx__stream_half_push(&call->stream->half, m->has_payload ? m->payload.data : NULL,
+                                    m->has_payload ? m->payload.len : 0))
+            dctx__session_fail(c->s, DCTX_RESOURCE_EXHAUSTED,
+                               "a stream message past the credit granted");
+    } else {
+        dctx__stream_half_credit(&call->stream->half, f->credit->messages, f->credit->bytes);
+    }
+    call_unref(call);
+}
+
 static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f)
 {
     (void)s;
-    if (f->body_case == DCTX__WIRE__FRAME__BODY_REPLY) {
+    if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE ||
+        f->body_case == DCTX__WIRE__FRAME__BODY_CREDIT) {
+        on_stream_frame(owner, f);
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_REPLY) {
         on_reply(owner, f);
     } else if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL_ACK) {
         on_cancel_ack(owner, f);
@@ -1010,7 +1053,7 @@ static int send_call(dctx_rpc_handle *call, Dctx__Wire__Frame *f, char *err)
  * when the call leaves, not what was left before waiting for a
  * connection. */
 static int pack_and_send(dctx_rpc_handle *call, dctx *ctx, const char *method, const void *req,
-                         size_t req_len, char *err)
+                         size_t req_len, bool stream, char *err)
 {
     /* ctx is the starter's (call->ctx may be gone: a cancel may have
      * decided and finished the call already; send_call then sends
@@ -1025,9 +1068,11 @@ static int pack_and_send(dctx_rpc_handle *call, dctx *ctx, const char *method, c
     c.method.data = (uint8_t *)method;
     c.method.len = strlen(method);
     c.context = &hdr.hdr;
-    c.has_payload = 1;
+    c.has_payload = !stream;
     c.payload.data = (uint8_t *)req;
     c.payload.len = req_len;
+    c.has_stream = stream;
+    c.stream = stream;
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
     f.call = &c;
@@ -1057,8 +1102,10 @@ static bool claim_unsent(dctx_rpc_handle *call)
 
 /* Everything that can fail before the call is on its way; err names it.
  * After 0 the call ends through decide and its finisher. */
+static int stream_attach(dctx_rpc_handle *call, dctx *ctx);
+
 static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
-                 size_t req_len, dctx_rpc_done_fn done, void *arg, bool waited,
+                 size_t req_len, dctx_rpc_done_fn done, void *arg, bool waited, bool stream,
                  dctx_rpc_handle **out, char *err)
 {
     err[0] = '\0';
@@ -1078,6 +1125,8 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     /* The name is kept for events only. */
     if (rc == 0 && ch->opts.on_event != NULL && (call->method = strdup(method)) == NULL)
         rc = DCTX_RESOURCE_EXHAUSTED;
+    if (rc == 0 && stream)
+        rc = stream_attach(call, ctx);
     if (rc == 0 && !in_flight_enter(ch)) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "channel to %s closed", ch->url);
         rc = DCTX_UNAVAILABLE;
@@ -1105,7 +1154,7 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
         }
     }
     if (rc == 0)
-        rc = pack_and_send(call, ctx, method, req, req_len, err);
+        rc = pack_and_send(call, ctx, method, req, req_len, stream, err);
     if (rc == DCTX_DEADLINE_EXCEEDED)
         count(&ch->not_sent_budget);
     if (rc != 0 && !claim_unsent(call)) {
@@ -1143,7 +1192,7 @@ int dctx_rpc_call_start(dctx_rpc_channel *ch, dctx *ctx, const char *method, con
         *out = NULL;
     if (ch != NULL && ch->set != NULL)
         ch = dctx__channel_set_pick(ch->set);
-    return start(ch, ctx, method, req, req_len, done, arg, false, out, err);
+    return start(ch, ctx, method, req, req_len, done, arg, false, false, out, err);
 }
 
 int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
@@ -1153,7 +1202,7 @@ int dctx_rpc_call_raw(dctx_rpc_channel *ch, dctx *ctx, const char *method, const
     dctx_rpc_handle *call = NULL;
     if (ch != NULL && ch->set != NULL)
         ch = dctx__channel_set_pick(ch->set);
-    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, &call, err);
+    int rc = start(ch, ctx, method, req, req_len, NULL, NULL, true, false, &call, err);
     if (rc != 0) {
         if (res != NULL)
             dctx__result_set(res, rc, err, NULL, 0);
@@ -1213,4 +1262,120 @@ void dctx_rpc_handle_release(dctx_rpc_handle *call)
 {
     if (call != NULL)
         call_unref(call);
+}
+
+/* ===== Streams (stream.h) ===== */
+
+/* A stream's frame goes on the connection its Call went on: while the
+ * call is not decided it is the ready one (a connection that ends
+ * decides every call on it). */
+static int stream_send(void *owner, Dctx__Wire__Frame *f)
+{
+    dctx_rpc_handle *call = owner;
+    dctx_rpc_channel *ch = call->ch;
+    pthread_mutex_lock(&ch->mu);
+    int rc;
+    if (call->decided)
+        rc = call->result.code != DCTX_OK ? call->result.code : DCTX_FAILED_PRECONDITION;
+    else if (ch->ready == NULL || !call->in_map)
+        rc = DCTX_UNAVAILABLE;
+    else {
+        f->has_call_id = 1;
+        f->call_id = call->id;
+        rc = dctx__session_send(ch->ready->s, f);
+    }
+    pthread_mutex_unlock(&ch->mu);
+    return rc;
+}
+
+static int stream_end_code(void *owner)
+{
+    dctx_rpc_handle *call = owner;
+    pthread_mutex_lock(&call->ch->mu);
+    int rc = call->decided ? call->result.code : 0;
+    pthread_mutex_unlock(&call->ch->mu);
+    if (rc == 0)
+        rc = dctx_err(call->stream_ctx) != 0 ? dctx_err(call->stream_ctx) : DCTX_CANCELED;
+    return rc;
+}
+
+static const struct dctx__stream_ops client_stream_ops = {.send = stream_send,
+                                                          .end_code = stream_end_code};
+
+/* A stream's half, before its Call goes (the server may answer at once),
+ * waking on the end of ctx, the stream's own context. */
+static int stream_attach(dctx_rpc_handle *call, dctx *ctx)
+{
+    dctx_rpc_stream *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    int rc = dctx__stream_half_init(&st->half, ctx);
+    if (rc != 0) {
+        free(st);
+        return rc;
+    }
+    st->ops = &client_stream_ops;
+    st->owner = call;
+    call->stream = st;
+    return 0;
+}
+
+int dctx_rpc_stream_open(dctx_rpc_channel *ch, dctx *ctx, const char *method, dctx_rpc_stream **out)
+{
+    char err[DCTX__WIRE_ERR_BYTES];
+    if (out == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    *out = NULL;
+    if (ch != NULL && ch->set != NULL)
+        ch = dctx__channel_set_pick(ch->set);
+    /* A context of the stream's own: release cancels it. */
+    dctx *own = NULL;
+    if (dctx_with_cancel(ctx != NULL ? ctx : dctx_background(), &own) != 0)
+        return DCTX_RESOURCE_EXHAUSTED;
+    dctx_rpc_handle *call = NULL;
+    int rc = start(ch, own, method, NULL, 0, NULL, NULL, false, true, &call, err);
+    if (rc != 0) {
+        dctx_release(own);
+        return rc;
+    }
+    call->stream_ctx = own;
+    *out = call->stream;
+    return 0;
+}
+
+int dctx_rpc_stream_close_send(dctx_rpc_stream *st)
+{
+    if (st == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    if (st->send_closed)
+        return 0;
+    st->send_closed = true;
+    Dctx__Wire__HalfClose h = DCTX__WIRE__HALF_CLOSE__INIT;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_HALF_CLOSE;
+    f.half_close = &h;
+    return st->ops->send(st->owner, &f);
+}
+
+int dctx_rpc_stream_finish(dctx_rpc_stream *st, dctx_rpc_result *res)
+{
+    if (st == NULL || st->ops != &client_stream_ops) {
+        if (res != NULL)
+            dctx__result_set(res, DCTX_INVALID_ARGUMENT, "not a client's stream", NULL, 0);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    return dctx_rpc_handle_result(st->owner, res);
+}
+
+void dctx_rpc_stream_release(dctx_rpc_stream *st)
+{
+    if (st == NULL || st->ops != &client_stream_ops)
+        return;
+    dctx_rpc_handle *call = st->owner;
+    pthread_mutex_lock(&call->ch->mu);
+    bool live = !call->decided;
+    pthread_mutex_unlock(&call->ch->mu);
+    if (live)
+        dctx_cancel_cause(call->stream_ctx, DCTX_CANCELED, "stream released before its end");
+    call_unref(call);
 }

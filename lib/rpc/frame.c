@@ -130,6 +130,12 @@ const char *dctx__frame_kind_name(Dctx__Wire__Frame__BodyCase k)
         return "goaway";
     case DCTX__WIRE__FRAME__BODY_AUTH:
         return "auth";
+    case DCTX__WIRE__FRAME__BODY_MESSAGE:
+        return "message";
+    case DCTX__WIRE__FRAME__BODY_HALF_CLOSE:
+        return "half_close";
+    case DCTX__WIRE__FRAME__BODY_CREDIT:
+        return "credit";
     default:
         return "?";
     }

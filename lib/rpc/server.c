@@ -60,6 +60,7 @@
 #include "frame.h"
 #include "reaper.h"
 #include "session.h"
+#include "stream_impl.h"
 #include "text.h"
 #include "token_table.h"
 #include "wire_impl.h"
@@ -85,6 +86,7 @@ enum call_state { QUEUED, RUNNING, FINISHED, DROPPED };
 struct method {
     char *name;
     dctx_rpc_handler_fn fn;
+    dctx_rpc_stream_handler_fn stream_fn; /* a stream method: fn is NULL */
     void *arg;
     void *owned;    /* freed with the method: what a wrapper (pb.c) made for arg */
     unsigned flags; /* DCTX_RPC_INLINE */
@@ -121,6 +123,7 @@ struct server_call {
     uint8_t token[DCTX_TOKEN_BYTES];
     const struct method *method;
     Dctx__Wire__Frame *frame; /* the request; the payload lives here */
+    dctx_rpc_stream *stream;  /* a stream's messages both ways; NULL for a unary call */
     atomic_int state;         /* enum call_state */
     int64_t received_ns;
     struct server_call *next; /* work queue; protected by srv->mu */
@@ -447,6 +450,10 @@ static void call_unref(struct server_call *call)
 {
     if (atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (call->stream != NULL) {
+        dctx__stream_half_fini(&call->stream->half);
+        free(call->stream);
+    }
     dctx_release(call->ctx);
     dctx__frame_free(call->frame);
     conn_unref(call->conn);
@@ -532,9 +539,15 @@ static void run_call(struct server_call *call)
         const void *req = c->has_payload ? c->payload.data : NULL;
         size_t len = c->has_payload ? c->payload.len : 0;
         const struct method *m = call->method;
-        int code = m->fn(m->arg, call->ctx, req, len, &reply);
+        int code = m->stream_fn != NULL ? m->stream_fn(m->arg, call->ctx, call->stream, &reply)
+                                        : m->fn(m->arg, call->ctx, req, len, &reply);
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
+        if (call->stream != NULL) { /* its status is all a stream ends with */
+            dctx__stream_half_end(&call->stream->half);
+            free(reply.payload);
+            reply.payload = NULL;
+        }
         /* Finished before the reply goes: a cancel read after it is too
          * late, and the caller's leaving no longer cancels it. */
         atomic_store(&call->state, FINISHED);
@@ -667,6 +680,67 @@ static bool take_id(struct conn *c, uint32_t id, struct server_call *call)
 }
 
 /* A Call frame. f is ours. */
+/* ===== Streams ===== */
+
+static int stream_send(void *owner, Dctx__Wire__Frame *f)
+{
+    struct server_call *call = owner;
+    return send_on(call->conn, f, call->id);
+}
+
+static int stream_end_code(void *owner)
+{
+    struct server_call *call = owner;
+    int err = dctx_err(call->ctx);
+    return err != 0 ? err : DCTX_CANCELED;
+}
+
+static const struct dctx__stream_ops server_stream_ops = {.send = stream_send,
+                                                          .end_code = stream_end_code};
+
+/* A stream call's messages, from its Call on (they may come before a
+ * worker takes it); false: no memory. */
+static bool stream_new(struct server_call *call, dctx *ctx)
+{
+    dctx_rpc_stream *st = calloc(1, sizeof *st);
+    if (st == NULL || dctx__stream_half_init(&st->half, ctx) != 0) {
+        free(st);
+        return false;
+    }
+    st->ops = &server_stream_ops;
+    st->owner = call;
+    call->stream = st;
+    return true;
+}
+
+/* A stream frame (message, half-close, credit) for a call on c. One for a
+ * call that ended is dropped (the caller may not know yet); one for a
+ * unary call, or a message past the credit granted, is a protocol error. */
+static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
+{
+    pthread_mutex_lock(&c->mu);
+    struct server_call *call = dctx__call_map_find(&c->ids, f->call_id);
+    if (call != NULL)
+        call_retain(call);
+    pthread_mutex_unlock(&c->mu);
+    if (call == NULL)
+        return;
+    if (call->stream == NULL) {
+        dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, "a stream frame for a unary call");
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
+        const Dctx__Wire__StreamMessage *m = f->message;
+        if (!dctx__stream_half_push(&call->stream->half, m->has_payload ? m->payload.data : NULL,
+                                    m->has_payload ? m->payload.len : 0))
+            dctx__session_fail(c->s, DCTX_RESOURCE_EXHAUSTED,
+                               "a stream message past the credit granted");
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_HALF_CLOSE) {
+        dctx__stream_half_peer_done(&call->stream->half);
+    } else {
+        dctx__stream_half_credit(&call->stream->half, f->credit->messages, f->credit->bytes);
+    }
+    call_unref(call);
+}
+
 /* A call the allow list or the authorize hook refuses: answered, counted,
  * reported at most once per caller per second. True if refused. */
 static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
@@ -743,8 +817,13 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
         return;
     }
     const struct method *m = find_method(srv, name);
-    if (m == NULL) {
-        refuse(c, id, name, DCTX_UNIMPLEMENTED, "unknown method %s", name);
+    bool stream = call_frame->has_stream && call_frame->stream;
+    if (m == NULL || (m->stream_fn != NULL) != stream) {
+        refuse(c, id, name, DCTX_UNIMPLEMENTED,
+               m == NULL ? "unknown method %s"
+               : stream  ? "%s is not a stream method"
+                         : "%s is a stream method: open a stream",
+               name);
         free(call);
         dctx__frame_free(f);
         return;
@@ -776,6 +855,17 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
         pthread_mutex_lock(&c->mu);
         dctx__call_map_remove(&c->ids, id);
         pthread_mutex_unlock(&c->mu);
+        free(call);
+        dctx_release(ctx);
+        dctx__frame_free(f);
+        return;
+    }
+    if (stream && !stream_new(call, ctx)) {
+        conn_unref(c);
+        pthread_mutex_lock(&c->mu);
+        dctx__call_map_remove(&c->ids, id);
+        pthread_mutex_unlock(&c->mu);
+        refuse(c, id, name, DCTX_RESOURCE_EXHAUSTED, "no memory for the stream");
         free(call);
         dctx_release(ctx);
         dctx__frame_free(f);
@@ -889,6 +979,10 @@ static bool got_frame(void *owner, struct dctx__session *s, Dctx__Wire__Frame *f
     }
     if (f->body_case == DCTX__WIRE__FRAME__BODY_CANCEL)
         on_cancel(owner, f);
+    else if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE ||
+             f->body_case == DCTX__WIRE__FRAME__BODY_HALF_CLOSE ||
+             f->body_case == DCTX__WIRE__FRAME__BODY_CREDIT)
+        on_stream_frame(owner, f);
     return false; /* pongs and GoAways: nothing to do (a GoAway ends the session) */
 }
 
@@ -1061,8 +1155,8 @@ int dctx_rpc_server_listen(dctx_rpc_server *srv, const char *url)
     return 0;
 }
 
-static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_fn fn, void *arg,
-                      void *owned, unsigned flags)
+static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_fn fn,
+                      dctx_rpc_stream_handler_fn stream_fn, void *arg, void *owned, unsigned flags)
 {
     if (!dctx__method_name_valid(name))
         return DCTX_INVALID_ARGUMENT;
@@ -1074,6 +1168,7 @@ static int add_method(dctx_rpc_server *srv, const char *name, dctx_rpc_handler_f
         return DCTX_RESOURCE_EXHAUSTED;
     }
     m->fn = fn;
+    m->stream_fn = stream_fn;
     m->arg = arg;
     m->owned = owned;
     m->flags = flags;
@@ -1095,6 +1190,14 @@ int dctx_rpc_server_register(dctx_rpc_server *srv, const char *method, dctx_rpc_
     return dctx_rpc_server_register_flags(srv, method, fn, arg, 0);
 }
 
+int dctx_rpc_server_register_stream(dctx_rpc_server *srv, const char *method,
+                                    dctx_rpc_stream_handler_fn fn, void *arg)
+{
+    if (srv == NULL || method == NULL || fn == NULL || atomic_load(&srv->started))
+        return DCTX_INVALID_ARGUMENT;
+    return add_method(srv, method, NULL, fn, arg, NULL, 0);
+}
+
 size_t dctx_rpc_server_methods(const dctx_rpc_server *srv, const char **names, size_t max)
 {
     size_t n = 0;
@@ -1110,7 +1213,7 @@ int dctx__server_register_owned(dctx_rpc_server *srv, const char *method, dctx_r
 {
     if (srv == NULL || fn == NULL || atomic_load(&srv->started) || (flags & ~DCTX_RPC_INLINE) != 0)
         return DCTX_INVALID_ARGUMENT;
-    return add_method(srv, method, fn, arg, owned, flags);
+    return add_method(srv, method, fn, NULL, arg, owned, flags);
 }
 
 /* Stop and join the workers started so far. */

@@ -114,7 +114,8 @@ static size_t wire_size(const struct dctx__session *s, const Dctx__Wire__Frame *
 static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
     bool control = f->body_case != DCTX__WIRE__FRAME__BODY_CALL &&
-                   f->body_case != DCTX__WIRE__FRAME__BODY_REPLY;
+                   f->body_case != DCTX__WIRE__FRAME__BODY_REPLY &&
+                   f->body_case != DCTX__WIRE__FRAME__BODY_MESSAGE;
     unsigned flags = (control ? DCTX__CONN_CONTROL : 0) | (s->sealing ? DCTX__CONN_SEAL : 0);
     return dctx__conn_send_packed(s->conn, wire_size(s, f), pack_frame, f, flags);
 }
@@ -537,6 +538,7 @@ static bool for_this_side(const struct dctx__session *s, Dctx__Wire__Frame__Body
     case DCTX__WIRE__FRAME__BODY_CALL:
     case DCTX__WIRE__FRAME__BODY_CANCEL:
     case DCTX__WIRE__FRAME__BODY_AUTH:
+    case DCTX__WIRE__FRAME__BODY_HALF_CLOSE:
         return s->o.server;
     case DCTX__WIRE__FRAME__BODY_REPLY:
     case DCTX__WIRE__FRAME__BODY_CANCEL_ACK:
@@ -550,7 +552,9 @@ static bool for_this_side(const struct dctx__session *s, Dctx__Wire__Frame__Body
 static bool needs_call_id(Dctx__Wire__Frame__BodyCase k)
 {
     return k == DCTX__WIRE__FRAME__BODY_CALL || k == DCTX__WIRE__FRAME__BODY_REPLY ||
-           k == DCTX__WIRE__FRAME__BODY_CANCEL || k == DCTX__WIRE__FRAME__BODY_CANCEL_ACK;
+           k == DCTX__WIRE__FRAME__BODY_CANCEL || k == DCTX__WIRE__FRAME__BODY_CANCEL_ACK ||
+           k == DCTX__WIRE__FRAME__BODY_MESSAGE || k == DCTX__WIRE__FRAME__BODY_HALF_CLOSE ||
+           k == DCTX__WIRE__FRAME__BODY_CREDIT;
 }
 
 static void answer_ping(struct dctx__session *s, const Dctx__Wire__Ping *p)

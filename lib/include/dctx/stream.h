@@ -1,0 +1,104 @@
+/*
+ * stream.h - streaming calls: server streaming (one request, many
+ * responses), client streaming (many requests, one response) and
+ * bidirectional, each a call whose context covers the whole stream
+ * (proto/PROTOCOL.md section 10).
+ *
+ * A stream is opened on a channel with a context and a method; both sides
+ * send messages in order, each delivered once; the client says when it
+ * has sent everything (dctx_rpc_stream_close_send); the server's handler
+ * returns a status, which ends the stream on both sides as a unary call's
+ * reply does. The context's deadline bounds the stream, its values travel
+ * once at the start, and its cancel ends the stream on both sides and
+ * goes on through every hop that streams further. Ending a stream by any
+ * path (status, cancel, deadline, a lost peer, a closed channel) frees
+ * what it held: no side must read to the end to avoid a leak.
+ *
+ * Flow control: each side may have DCTX_RPC_STREAM_WINDOW_MESSAGES
+ * messages and DCTX_RPC_STREAM_WINDOW_BYTES bytes sent and not yet taken
+ * by the other (a message may pass the bytes once); a sender with no
+ * credit blocks until the receiver takes some, or the stream ends. So a
+ * stream holds at most a window and one message of each side's
+ * (DCTX_RPC_STREAM_WINDOW_BYTES plus the largest message), and a
+ * connection its streams' windows.
+ *
+ * Threads: one thread sends and one receives on a stream at a time (they
+ * may be two threads); release from any thread once both are done.
+ */
+#ifndef DCTX_STREAM_H
+#define DCTX_STREAM_H
+
+#include <dctx/rpc.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DCTX_RPC_STREAM_WINDOW_MESSAGES 64
+#define DCTX_RPC_STREAM_WINDOW_BYTES (256 * 1024)
+
+typedef struct dctx_rpc_stream dctx_rpc_stream;
+
+/* A message received: yours, free it with dctx_rpc_message_free. */
+typedef struct dctx_rpc_message {
+    void *data;
+    size_t len;
+} dctx_rpc_message;
+
+DCTX_API void dctx_rpc_message_free(dctx_rpc_message *m);
+
+/* dctx_rpc_stream_send sends len bytes (copied) on the stream, blocking
+ * while the receiver has granted no room, until the stream ends (its
+ * context done included). Returns 0, or the stream's end: its status
+ * (the server's, or the context's error), DCTX_FAILED_PRECONDITION after
+ * close_send, DCTX_RESOURCE_EXHAUSTED for a message over the
+ * connection's limit. */
+DCTX_API int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len);
+
+/* dctx_rpc_stream_recv blocks for the peer's next message: true with *m;
+ * false once the peer sends no more (the client half-closed, or the
+ * server ended the stream: dctx_rpc_stream_finish gives its status), or
+ * the stream ended. */
+DCTX_API bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *m);
+
+/* ===== The client's side ===== */
+
+/* dctx_rpc_stream_open opens a stream of method on ch with ctx (NULL:
+ * Background; retained for the stream's life). Returns 0 with *out, or a
+ * status (as dctx_rpc_call_start's: not sent). Never blocks beyond the
+ * channel's connect wait. */
+DCTX_API int dctx_rpc_stream_open(dctx_rpc_channel *ch, dctx *ctx, const char *method,
+                                  dctx_rpc_stream **out);
+
+/* dctx_rpc_stream_close_send: the client has sent every message. Returns
+ * 0 or the stream's end status. Never blocks. */
+DCTX_API int dctx_rpc_stream_close_send(dctx_rpc_stream *st);
+
+/* dctx_rpc_stream_finish waits for the stream's end and returns its
+ * status, its message in res (if not NULL; free with
+ * dctx_rpc_result_free). Messages not received are dropped. */
+DCTX_API int dctx_rpc_stream_finish(dctx_rpc_stream *st, dctx_rpc_result *res);
+
+/* dctx_rpc_stream_release cancels the stream if it has not ended and
+ * frees it. NULL is fine. */
+DCTX_API void dctx_rpc_stream_release(dctx_rpc_stream *st);
+
+/* ===== The server's side ===== */
+
+/* A stream handler runs on a worker with the rebuilt context and the
+ * stream (valid during the call), receives and sends, and returns the
+ * status that ends it (with reply's message; a payload is ignored). */
+typedef int (*dctx_rpc_stream_handler_fn)(void *arg, dctx *ctx, dctx_rpc_stream *st,
+                                          dctx_rpc_reply *reply);
+
+/* dctx_rpc_server_register_stream registers a stream handler for method,
+ * before start (as dctx_rpc_server_register). A unary call of it, or a
+ * stream of a unary method, is refused DCTX_UNIMPLEMENTED. */
+DCTX_API int dctx_rpc_server_register_stream(dctx_rpc_server *s, const char *method,
+                                             dctx_rpc_stream_handler_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DCTX_STREAM_H */

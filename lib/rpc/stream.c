@@ -1,0 +1,68 @@
+/*
+ * stream.c - sending and receiving on a stream, the same on both sides
+ * (stream.h): credit first, then the frame; a message taken gives back
+ * credit once half a window was taken (stream_half.c).
+ */
+#include "stream_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void dctx_rpc_message_free(dctx_rpc_message *m)
+{
+    if (m == NULL)
+        return;
+    free(m->data);
+    m->data = NULL;
+    m->len = 0;
+}
+
+void dctx__stream_grant(dctx_rpc_stream *st, uint32_t messages, uint32_t bytes)
+{
+    if (messages == 0 && bytes == 0)
+        return;
+    Dctx__Wire__Credit c = DCTX__WIRE__CREDIT__INIT;
+    c.has_messages = messages > 0;
+    c.messages = messages;
+    c.has_bytes = bytes > 0;
+    c.bytes = bytes;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_CREDIT;
+    f.credit = &c;
+    (void)st->ops->send(st->owner, &f); /* a stream that ended needs none */
+}
+
+int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len)
+{
+    if (st == NULL || (data == NULL && len > 0))
+        return DCTX_INVALID_ARGUMENT;
+    if (st->send_closed)
+        return DCTX_FAILED_PRECONDITION;
+    if (!dctx__stream_half_reserve(&st->half, len))
+        return st->ops->end_code(st->owner);
+    Dctx__Wire__StreamMessage m = DCTX__WIRE__STREAM_MESSAGE__INIT;
+    m.has_payload = 1;
+    m.payload.data = (uint8_t *)data;
+    m.payload.len = len;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_MESSAGE;
+    f.message = &m;
+    return st->ops->send(st->owner, &f);
+}
+
+bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
+{
+    out->data = NULL;
+    out->len = 0;
+    struct dctx__stream_msg *m = NULL;
+    uint32_t grant = 0, grant_bytes = 0;
+    int rc = dctx__stream_half_take(&st->half, &m, &grant, &grant_bytes);
+    dctx__stream_grant(st, grant, grant_bytes);
+    if (rc != 1)
+        return false;
+    /* The message's block becomes the caller's buffer: no copy. */
+    out->len = m->len;
+    memmove(m, m->data, m->len);
+    out->data = m;
+    return true;
+}

@@ -1,0 +1,139 @@
+/*
+ * stream_half.c - a stream's messages and credit on one side
+ * (stream_half.h).
+ */
+#include "stream_half.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "context/clock.h"
+#include "context/hooks.h"
+
+static void wake_all(void *arg)
+{
+    struct dctx__stream_half *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->ended = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    dctx__cond_init_monotonic(&h->cv);
+    h->tail = &h->head;
+    h->allow = h->credit = DCTX_RPC_STREAM_WINDOW_MESSAGES;
+    h->allow_bytes = h->credit_bytes = DCTX_RPC_STREAM_WINDOW_BYTES;
+    if (ctx != NULL && dctx__can_be_done(ctx) &&
+        dctx__after_func_inline(ctx, wake_all, h, &h->wake) != 0) {
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    return 0;
+}
+
+void dctx__stream_half_fini(struct dctx__stream_half *h)
+{
+    /* A wake already running holds the lock: taking it waits it out. */
+    if (h->wake != NULL && !dctx_after_stop(h->wake)) {
+        pthread_mutex_lock(&h->mu);
+        pthread_mutex_unlock(&h->mu);
+    }
+    for (struct dctx__stream_msg *m = h->head, *next; m != NULL; m = next) {
+        next = m->next;
+        free(m);
+    }
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
+}
+
+bool dctx__stream_half_push(struct dctx__stream_half *h, const void *data, size_t len)
+{
+    pthread_mutex_lock(&h->mu);
+    bool ok = h->allow > 0 && h->allow_bytes > 0;
+    struct dctx__stream_msg *m = ok ? malloc(sizeof *m + len) : NULL;
+    if (m != NULL) {
+        m->next = NULL;
+        m->len = len;
+        if (len > 0)
+            memcpy(m->data, data, len);
+        *h->tail = m;
+        h->tail = &m->next;
+        h->allow--;
+        h->allow_bytes -= (int64_t)len;
+        h->received++;
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return m != NULL;
+}
+
+void dctx__stream_half_peer_done(struct dctx__stream_half *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->peer_done = true;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void dctx__stream_half_credit(struct dctx__stream_half *h, uint32_t messages, uint32_t bytes)
+{
+    pthread_mutex_lock(&h->mu);
+    h->credit += messages;
+    h->credit_bytes += bytes;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void dctx__stream_half_end(struct dctx__stream_half *h)
+{
+    wake_all(h);
+}
+
+int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg **m,
+                           uint32_t *grant_messages, uint32_t *grant_bytes)
+{
+    *grant_messages = *grant_bytes = 0;
+    pthread_mutex_lock(&h->mu);
+    while (h->head == NULL && !h->peer_done && !h->ended)
+        pthread_cond_wait(&h->cv, &h->mu);
+    int rc = h->head != NULL ? 1 : h->peer_done ? 0 : -1;
+    if (rc == 1) {
+        *m = h->head;
+        h->head = h->head->next;
+        if (h->head == NULL)
+            h->tail = &h->head;
+        h->taken++;
+        h->taken_bytes += (uint32_t)(*m)->len;
+        /* Half a window taken: give it back. */
+        if (h->taken >= DCTX_RPC_STREAM_WINDOW_MESSAGES / 2 ||
+            h->taken_bytes >= DCTX_RPC_STREAM_WINDOW_BYTES / 2) {
+            *grant_messages = h->taken;
+            *grant_bytes = h->taken_bytes;
+            h->allow += h->taken;
+            h->allow_bytes += h->taken_bytes;
+            h->taken = h->taken_bytes = 0;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
+bool dctx__stream_half_reserve(struct dctx__stream_half *h, size_t len)
+{
+    pthread_mutex_lock(&h->mu);
+    while ((h->credit <= 0 || h->credit_bytes <= 0) && !h->ended)
+        pthread_cond_wait(&h->cv, &h->mu);
+    bool ok = !h->ended;
+    if (ok) {
+        h->credit--;
+        h->credit_bytes -= (int64_t)len;
+        h->sent++;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return ok;
+}
