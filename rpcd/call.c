@@ -24,7 +24,7 @@
 
 static const char call_usage[] =
     "usage: rpcd call URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...\n"
-    "                 [--cancel-after DURATION] [--trace] [--log FILE|-]\n"
+    "                 [--cancel-after DURATION] [--trace] [--log FILE|-] [--stream]\n"
     "                 [--keepalive DURATION] [--keepalive-timeout DURATION]\n"
     "                 [--tls-ca FILE] [--tls-server-name NAME] [--tls-cert FILE]\n"
     "                 [--key FILE --server-key PUB]\n"
@@ -36,6 +36,9 @@ static const char call_usage[] =
     "  --value KEY=VALUE        a propagated value (repeatable)\n"
     "  --cancel-after DURATION  cancel the call after that long and report what the cancel did\n"
     "  --trace                  start a W3C trace (traceparent) and print its id\n"
+    "  --stream                 a streaming call: --data is the first message, then each line of\n"
+    "                           standard input until its end; every message back is printed on\n"
+    "                           its own line as it comes, then the status name and message\n"
     "  --log FILE|-             JSON lines (cancel_sent, call_end) to FILE or stderr\n"
     "  --keepalive DURATION     ping the server when the connection is silent this long; 0: never\n"
     "  --keepalive-timeout DURATION  fail the call if a ping gets no answer in this long\n";
@@ -54,6 +57,8 @@ struct call_args {
     const char *values[MAX_VALUES];
     int n_values;
     bool trace;
+    bool stream;
+    bool has_data;
 };
 
 static int add_value(struct call_args *a, const char *kv)
@@ -93,6 +98,10 @@ static int parse(int argc, char **argv, struct call_args *a)
             a->trace = true;
             continue;
         }
+        if (strcmp(flag, "--stream") == 0) {
+            a->stream = true;
+            continue;
+        }
         if (strncmp(flag, "--", 2) != 0) {
             if (positional == 0)
                 a->url = flag;
@@ -113,9 +122,10 @@ static int parse(int argc, char **argv, struct call_args *a)
             return rc;
         if (rc == 1 || rpcd_tls_flag(flag, val, false, &a->tls))
             continue;
-        if (strcmp(flag, "--data") == 0)
+        if (strcmp(flag, "--data") == 0) {
             a->data = val;
-        else if (strcmp(flag, "--log") == 0)
+            a->has_data = true;
+        } else if (strcmp(flag, "--log") == 0)
             a->log = val;
         else if (strcmp(flag, "--value") == 0)
             rc = add_value(a, val);
@@ -244,6 +254,17 @@ static int call_command(int argc, char **argv, struct rpcd_keys *ident)
      * its deadline); the call is never canceled any other way. */
     dctx *ctx = NULL, *cancelable = NULL;
     rc = make_context(&a, &ctx, &cancelable);
+    if (rc == 0 && a.stream) {
+        rc = rpcd_call_stream(ch, ctx, cancelable, a.method, a.has_data ? a.data : NULL,
+                              a.cancel_after_ns);
+        dctx_release(ctx);
+        dctx_release(cancelable);
+        dctx_rpc_channel_close(ch);
+        for (int i = 0; i < a.n_values; i++)
+            free((char *)a.keys[i].name);
+        rpcd_log_close();
+        return rc;
+    }
     dctx_rpc_handle *h = NULL;
     int64_t t0 = dctx_now();
     if (rc == 0)

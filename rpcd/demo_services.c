@@ -357,5 +357,5 @@ int rpcd_demo_services_register(struct rpcd *r)
         if (rc != 0)
             return rc;
     }
-    return 0;
+    return rpcd_demo_streams_register(r);
 }

@@ -34,8 +34,16 @@ int rpcd_bench(int argc, char **argv);
 int rpcd_trace(int argc, char **argv);
 int rpcd_keygen(int argc, char **argv);
 
-/* demo_services.c: register the demo and admin methods on r->server. */
+/* demo_services.c: register the demo and admin methods on r->server;
+ * demo_streams.c: the demo stream methods (Count, Sum, EchoStream). */
 int rpcd_demo_services_register(struct rpcd *r);
+int rpcd_demo_streams_register(struct rpcd *r);
+
+/* call_stream.c: `rpcd call --stream` on ch with ctx (cancelable is the
+ * context under it that --cancel-after cancels; -1: never); prints as it
+ * goes and returns the status code. */
+int rpcd_call_stream(dctx_rpc_channel *ch, dctx *ctx, dctx *cancelable, const char *method,
+                     const char *data, int64_t cancel_after_ns);
 
 /* The counters of a serving instance now: its server's, each next hop's,
  * and the cancels pushed to all of them (Stats and the metrics). */
