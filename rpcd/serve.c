@@ -31,13 +31,14 @@ static const char serve_usage[] =
     "                  [--tls-cert FILE] [--tls-client-ca FILE] [--tls-ca FILE]\n"
     "                  [--tls-server-name NAME] [--key FILE] [--allow FILE] [--next-key PUB]\n"
     "\n"
-    "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail) and /dctx.Admin/Stats\n"
-    "on every --listen URL (inproc://, ipc://, tcp://, tls+tcp://) until SIGTERM or SIGINT.\n"
+    "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail; the streams Count,\n"
+    "Sum, EchoStream) and /dctx.Admin/Stats on every --listen URL (inproc://, ipc://, tcp://,\n"
+    "tls+tcp://) until SIGTERM or SIGINT.\n"
     "  --name NAME        the instance name in logs and Chain answers (default: rpcd)\n"
     "  --next URL[,URL]...  a next hop for Chain (repeat for several hops, called in\n"
-    "                     parallel); dialed in the background, may be down. Several URLs\n"
-    "                     for one hop: each call goes to one of them, round robin among\n"
-    "                     those up and not draining\n";
+    "                     parallel) and Count (relayed from the first); dialed in the\n"
+    "                     background, may be down. Several URLs for one hop: each call\n"
+    "                     goes to one of them, round robin among those up and not draining\n";
 
 /* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
 static void print_usage(void)
