@@ -257,6 +257,9 @@ static int call_command(int argc, char **argv, struct rpcd_keys *ident)
     if (rc == 0 && a.stream) {
         rc = rpcd_call_stream(ch, ctx, cancelable, a.method, a.has_data ? a.data : NULL,
                               a.cancel_after_ns);
+        dctx_trace t;
+        if (dctx_trace_get(ctx, &t))
+            printf("trace: %s\n", t.trace_id);
         dctx_release(ctx);
         dctx_release(cancelable);
         dctx_rpc_channel_close(ch);

@@ -183,6 +183,15 @@ static void log_trace(struct rpcd_log_line *l, const dctx_rpc_event *ev)
         rpcd_log_str(l, "parent_span_id", ev->parent_span_id);
 }
 
+/* A stream's messages each way: in from its peer, out to it. */
+static void log_messages(struct rpcd_log_line *l, const dctx_rpc_event *ev)
+{
+    if (!ev->stream)
+        return;
+    rpcd_log_int(l, "messages_in", (int64_t)ev->messages_received);
+    rpcd_log_int(l, "messages_out", (int64_t)ev->messages_sent);
+}
+
 /* Is a call that ended with code logged under --log-calls (arg)? */
 static bool call_logged(const void *arg, int code)
 {
@@ -198,7 +207,7 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
     case DCTX_RPC_EVENT_CALL_START:
         if (*(const enum log_calls *)arg != LOG_CALLS_ALL)
             return;
-        rpcd_log_begin(&l, "call_start");
+        rpcd_log_begin(&l, ev->stream ? "stream_start" : "call_start");
         rpcd_log_str(&l, "method", ev->method);
         if (ev->deadline_in_ns >= 0)
             rpcd_log_int(&l, "deadline_in_us", ev->deadline_in_ns / 1000);
@@ -208,10 +217,11 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
         rpcd_metrics_call_end(ev->method, ev->code, ev->elapsed_ns);
         if (!call_logged(arg, ev->code))
             return;
-        rpcd_log_begin(&l, "call_end");
+        rpcd_log_begin(&l, ev->stream ? "stream_end" : "call_end");
         rpcd_log_str(&l, "method", ev->method);
         rpcd_log_str(&l, "status", dctx_code_name(ev->code));
         rpcd_log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
+        log_messages(&l, ev);
         log_trace(&l, ev);
         /* Last: a peer's message may fill what is left of the line. */
         if (ev->message[0] != '\0')
@@ -260,10 +270,11 @@ static void on_next_event(void *arg, const dctx_rpc_event *ev)
     if (!call_logged(arg, ev->code))
         return;
     struct rpcd_log_line l;
-    rpcd_log_begin(&l, "next_call_end");
+    rpcd_log_begin(&l, ev->stream ? "next_stream_end" : "next_call_end");
     rpcd_log_str(&l, "method", ev->method);
     rpcd_log_str(&l, "status", dctx_code_name(ev->code));
     rpcd_log_int(&l, "elapsed_us", ev->elapsed_ns / 1000);
+    log_messages(&l, ev);
     log_trace(&l, ev);
     rpcd_log_end(&l);
 }

@@ -345,6 +345,9 @@ static void write_row(const struct page *p, int row)
     put_attr(f, "data-status", s->status);
     put_attr(f, "data-span-id", s->span_id);
     put_attr(f, "data-parent-span-id", s->parent_id);
+    if (s->messages_in >= 0)
+        fprintf(f, " data-messages-in=\"%lld\" data-messages-out=\"%lld\"", s->messages_in,
+                s->messages_out);
     fprintf(f, " data-depth=\"%d\"%s>", r->depth, r->loose ? " data-loose=\"true\"" : "");
     int depth = r->depth < INDENT_MAX ? r->depth : INDENT_MAX;
     fprintf(f, "<div class=\"hop\" style=\"padding-left:%dpx\"", 6 + depth * 12);
@@ -355,6 +358,8 @@ static void write_row(const struct page *p, int row)
     put_attr(f, "title", s->method);
     putc('>', f);
     put_text(f, s->method);
+    if (s->messages_in >= 0)
+        fprintf(f, " <small>(stream: %lld in, %lld out)</small>", s->messages_in, s->messages_out);
     fprintf(f, "</div><div class=\"num\">%.3f</div><div class=\"num\">%.3f</div>",
             ms_since_start(p, s->start_ns), s->dur_ns / 1e6);
     fprintf(f, "<div class=\"status %s\">", status_class(s->status));

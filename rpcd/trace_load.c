@@ -96,6 +96,9 @@ static bool read_span(const char *line, struct rpcd_trace_span *s)
     s->dur_ns = elapsed_us * 1000 < ts ? elapsed_us * 1000 : ts;
     s->start_ns = ts - s->dur_ns;
     s->deadline_ns = -1;
+    if (!json_num(line, "messages_in", NS_MAX, &s->messages_in) ||
+        !json_num(line, "messages_out", NS_MAX, &s->messages_out))
+        s->messages_in = s->messages_out = -1;
     return true;
 }
 
@@ -143,7 +146,8 @@ static void read_line(struct loading *ld, const char *line)
     char event[32];
     if (!json_str(line, "event", event, sizeof event))
         return;
-    if (strcmp(event, "call_end") == 0 && logs->n_spans < RPCD_TRACE_SPANS_MAX) {
+    if ((strcmp(event, "call_end") == 0 || strcmp(event, "stream_end") == 0) &&
+        logs->n_spans < RPCD_TRACE_SPANS_MAX) {
         struct rpcd_trace_span *s = &logs->spans[logs->n_spans];
         if (!read_span(line, s))
             return;
@@ -152,7 +156,8 @@ static void read_line(struct loading *ld, const char *line)
             memcpy(logs->latest, s->trace_id, sizeof s->trace_id);
         }
         logs->n_spans++;
-    } else if (strcmp(event, "call_start") == 0 && ld->n_dues < RPCD_TRACE_SPANS_MAX) {
+    } else if ((strcmp(event, "call_start") == 0 || strcmp(event, "stream_start") == 0) &&
+               ld->n_dues < RPCD_TRACE_SPANS_MAX) {
         ld->n_dues += read_due(line, &ld->dues[ld->n_dues]);
     } else if ((strcmp(event, "cancel_received") == 0 || strcmp(event, "cancel_pushed") == 0 ||
                 strcmp(event, "cancel_sent") == 0) &&

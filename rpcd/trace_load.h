@@ -23,6 +23,7 @@ struct rpcd_trace_span {
     char trace_id[33], span_id[17], parent_id[17];
     long long start_ns, dur_ns; /* Unix ns; the start is the end less elapsed_us */
     long long deadline_ns;      /* when its deadline was due (its call_start line), or -1 */
+    long long messages_in, messages_out; /* a stream's (stream_end), else -1 */
 };
 
 /* A cancel line: cancel_received and cancel_pushed (rpcd serve),

@@ -47,8 +47,11 @@ static void print_row(const struct rpcd_trace_row *r, long long t0, long long to
     for (int i = 0; i < BAR_WIDTH; i++)
         bar[i] = i >= from && i < from + len ? '#' : ' ';
     bar[BAR_WIDTH] = '\0';
-    printf("%*s%-*s %-28s %9.3f %9.3f  %-18s |%s|\n", r->depth * 2, "", 14 - r->depth * 2, s->hop,
+    printf("%*s%-*s %-28s %9.3f %9.3f  %-18s |%s|", r->depth * 2, "", 14 - r->depth * 2, s->hop,
            s->method, (s->start_ns - t0) / 1e6, s->dur_ns / 1e6, s->status, bar);
+    if (s->messages_in >= 0) /* a stream: its messages each way */
+        printf(" stream: %lld in, %lld out", s->messages_in, s->messages_out);
+    putchar('\n');
 }
 
 /* The terminal waterfall. Loose spans (a cycle of parents) have no place

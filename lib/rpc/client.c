@@ -306,7 +306,10 @@ static void report_end(dctx_rpc_handle *call)
                          .code = call->result.code,
                          .message = call->result.message,
                          .elapsed_ns = dctx_now() - call->started_ns,
-                         .ctx = call->ctx};
+                         .ctx = call->ctx,
+                         .stream = call->stream != NULL};
+    if (call->stream != NULL)
+        dctx__stream_half_counts(&call->stream->half, &ev.messages_received, &ev.messages_sent);
     dctx_trace t;
     if (dctx_trace_get(call->ctx, &t)) {
         ev.trace_id = t.trace_id;

@@ -204,7 +204,10 @@ static void emit_call_end(struct server_call *call, int code, const char *messag
                          .code = code,
                          .message = message,
                          .elapsed_ns = dctx_now() - call->received_ns,
-                         .ctx = call->ctx};
+                         .ctx = call->ctx,
+                         .stream = call->stream != NULL};
+    if (call->stream != NULL)
+        dctx__stream_half_counts(&call->stream->half, &ev.messages_received, &ev.messages_sent);
     emit(call->srv, &ev);
 }
 
@@ -643,7 +646,8 @@ static void admit(dctx_rpc_server *srv, struct server_call *call)
                          .method = call->method->name,
                          .deadline_in_ns =
                              dctx_deadline(call->ctx, &deadline) ? deadline - dctx_now() : -1,
-                         .ctx = call->ctx};
+                         .ctx = call->ctx,
+                         .stream = call->stream != NULL};
     emit(srv, &ev);
     if (call->method->flags & DCTX_RPC_INLINE) {
         run_call(call); /* on this receiving thread: no hand-off */

@@ -137,3 +137,11 @@ bool dctx__stream_half_reserve(struct dctx__stream_half *h, size_t len)
     pthread_mutex_unlock(&h->mu);
     return ok;
 }
+
+void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent)
+{
+    pthread_mutex_lock(&h->mu);
+    *received = h->received;
+    *sent = h->sent;
+    pthread_mutex_unlock(&h->mu);
+}

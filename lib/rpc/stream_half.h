@@ -69,6 +69,9 @@ void dctx__stream_half_end(struct dctx__stream_half *h);
 int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg **m,
                            uint32_t *grant_messages, uint32_t *grant_bytes);
 
+/* The messages received from the peer and sent to it so far. */
+void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent);
+
 /* dctx__stream_half_reserve waits for credit to send a message of len
  * bytes and takes it: true, or false when the stream ended first. */
 bool dctx__stream_half_reserve(struct dctx__stream_half *h, size_t len);

@@ -48,6 +48,19 @@ check "Count relayed through A, B and C: 200 messages in order, then OK" \
 check "... each relaying hop logged what it relayed" \
     wait_line A.log '"event":"stream_relayed","message":"Count: 200 messages from'
 
+out=$(stream "$a" /dctx.demo.Demo/Count --data "7 1ms" --trace </dev/null)
+id=$(sed -n 's/^trace: //p' <<<"$out")
+check "a traced stream prints its trace id" test -n "$id"
+check "... C logged its stream's end with the messages each way" \
+    wait_line C.log "\"event\":\"stream_end\",.*\"messages_in\":1,\"messages_out\":7,\"trace_id\":\"$id\""
+stop_servers # the logs are whole
+view=$("$rpcd" trace A.log B.log C.log --trace-id "$id")
+check "rpcd trace shows the stream as one span per hop with its messages" \
+    test "$(grep -c 'stream: 1 in, 7 out' <<<"$view")" -eq 3
+serve C --listen "$c"
+serve B --listen "$b" --next "$c"
+serve A --listen "$a" --next "$b"
+
 out=$(stream "$a" /dctx.demo.Demo/Count --data "1000 20ms" --cancel-after 300ms </dev/null)
 rc=$?
 check "a cancel mid-stream through three hops: CANCELLED (exit 1, got $rc)" test "$rc" -eq 1
@@ -58,13 +71,13 @@ for h in B C; do
         wait_line $h.log '"event":"cancel_received","cause":"CANCELLED".*"outcome":"stopped"'
 done
 check "... C's Count ended CANCELLED" \
-    wait_line C.log '"event":"call_end","method":"/dctx.demo.Demo/Count","status":"CANCELLED"'
+    wait_line C.log '"event":"stream_end","method":"/dctx.demo.Demo/Count","status":"CANCELLED"'
 
 out=$(stream "$a" /dctx.demo.Demo/Count --data "1000 20ms" --timeout 300ms </dev/null)
 rc=$?
 check "a deadline mid-stream through three hops: DEADLINE_EXCEEDED (exit 4, got $rc)" test "$rc" -eq 4
 check "... C's Count ended DEADLINE_EXCEEDED" \
-    wait_line C.log '"event":"call_end","method":"/dctx.demo.Demo/Count","status":"DEADLINE_EXCEEDED"'
+    wait_line C.log '"event":"stream_end","method":"/dctx.demo.Demo/Count","status":"DEADLINE_EXCEEDED"'
 
 # A caller killed mid-stream: its handler is canceled ("caller lost").
 "$rpcd" call "$c" /dctx.demo.Demo/Count --stream --data "1000 20ms" </dev/null >killed.txt &
@@ -73,7 +86,7 @@ for _ in $(seq 100); do [ -s killed.txt ] && break; sleep 0.05; done
 kill -KILL $k
 wait $k 2>/dev/null
 check "a caller killed with SIGKILL mid-stream: its Count is canceled, caller lost" \
-    wait_line C.log '"event":"call_end","method":"/dctx.demo.Demo/Count","status":"CANCELLED".*caller lost'
+    wait_line C.log '"event":"stream_end","method":"/dctx.demo.Demo/Count","status":"CANCELLED".*caller lost'
 
 [ "$failures" -eq 0 ] && echo "all stream checks passed"
 exit $((failures > 0))

@@ -127,6 +127,11 @@ typedef struct dctx_rpc_event {
      * (or of a peer that shares its slot of the limit's table). */
     const char *peer;
     uint64_t suppressed;
+    /* CALL_START and CALL_END of a stream (stream.h): stream is true, and
+     * at CALL_END the stream's messages each way: received from the peer
+     * and sent to it. */
+    bool stream;
+    uint64_t messages_received, messages_sent;
 } dctx_rpc_event;
 
 typedef void (*dctx_rpc_event_fn)(void *arg, const dctx_rpc_event *ev);
