@@ -1342,6 +1342,7 @@ int dctx_rpc_stream_open(dctx_rpc_channel *ch, dctx *ctx, const char *method, dc
         return rc;
     }
     call->stream_ctx = own;
+    call->stream->ctx = own;
     *out = call->stream;
     return 0;
 }

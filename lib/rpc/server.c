@@ -713,6 +713,7 @@ static bool stream_new(struct server_call *call, dctx *ctx)
     }
     st->ops = &server_stream_ops;
     st->owner = call;
+    st->ctx = ctx;
     call->stream = st;
     return true;
 }

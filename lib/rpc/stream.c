@@ -5,8 +5,11 @@
  */
 #include "stream_impl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "context/hooks.h"
 
 void dctx_rpc_message_free(dctx_rpc_message *m)
 {
@@ -50,16 +53,35 @@ int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len)
     return st->ops->send(st->owner, &f);
 }
 
+int dctx_rpc_stream_set_idle_timeout(dctx_rpc_stream *st, int64_t idle_ns)
+{
+    if (st == NULL || idle_ns < 0)
+        return DCTX_INVALID_ARGUMENT;
+    pthread_mutex_lock(&st->half.mu);
+    st->half.idle_ns = idle_ns;
+    pthread_mutex_unlock(&st->half.mu);
+    return 0;
+}
+
 bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
 {
     out->data = NULL;
     out->len = 0;
+    out->budget_ns = -1;
     struct dctx__stream_msg *m = NULL;
     uint32_t grant = 0, grant_bytes = 0;
     int rc = dctx__stream_half_take(&st->half, &m, &grant, &grant_bytes);
     dctx__stream_grant(st, grant, grant_bytes);
+    if (rc == -2) { /* idle: the stream ends as by its deadline */
+        char why[64];
+        snprintf(why, sizeof why, "stream idle for %lld ms",
+                 (long long)(st->half.idle_ns / 1000000));
+        dctx__cancel_err(st->ctx, DCTX_DEADLINE_EXCEEDED, DCTX_DEADLINE_EXCEEDED, why);
+    }
     if (rc != 1)
         return false;
+    int64_t deadline;
+    out->budget_ns = dctx_rpc_deadline(st->ctx, &deadline) ? deadline - dctx_now() : -1;
     /* The message's block becomes the caller's buffer: no copy. */
     out->len = m->len;
     memmove(m, m->data, m->len);

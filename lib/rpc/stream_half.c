@@ -99,9 +99,17 @@ int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg 
 {
     *grant_messages = *grant_bytes = 0;
     pthread_mutex_lock(&h->mu);
-    while (h->head == NULL && !h->peer_done && !h->ended)
-        pthread_cond_wait(&h->cv, &h->mu);
-    int rc = h->head != NULL ? 1 : h->peer_done ? 0 : -1;
+    int64_t until = h->idle_ns > 0 ? dctx_now() + h->idle_ns : 0;
+    bool idle = false;
+    while (h->head == NULL && !h->peer_done && !h->ended && !idle) {
+        if (until == 0) {
+            pthread_cond_wait(&h->cv, &h->mu);
+        } else {
+            dctx__cond_wait_until(&h->cv, &h->mu, until);
+            idle = dctx_now() >= until;
+        }
+    }
+    int rc = h->head != NULL ? 1 : h->peer_done ? 0 : idle ? -2 : -1;
     if (rc == 1) {
         *m = h->head;
         h->head = h->head->next;

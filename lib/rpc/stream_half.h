@@ -41,6 +41,7 @@ struct dctx__stream_half {
     int64_t credit, credit_bytes;          /* what this side may still send */
     bool peer_done;                        /* the peer sends no more */
     bool ended;                            /* the stream is over (or its context done) */
+    int64_t idle_ns;                       /* a take waits this long at most; 0: no limit */
     dctx_after *wake;                      /* the context's end ends the waits */
     uint64_t received, sent;               /* messages, for logs */
 };
@@ -64,7 +65,7 @@ void dctx__stream_half_end(struct dctx__stream_half *h);
 
 /* dctx__stream_half_take waits for the peer's next message: 1 with *m
  * (free it with free()), 0 when the peer sends no more and all was taken,
- * -1 when the stream ended first. *grant_messages and *grant_bytes, when
+ * -1 when the stream ended first, -2 when nothing came for idle_ns. *grant_messages and *grant_bytes, when
  * not 0, are credit the caller sends the peer (outside any lock). */
 int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg **m,
                            uint32_t *grant_messages, uint32_t *grant_bytes);

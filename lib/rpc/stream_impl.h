@@ -23,6 +23,7 @@ struct dctx_rpc_stream {
     struct dctx__stream_half half;
     const struct dctx__stream_ops *ops;
     void *owner;      /* the server's call, or the client's handle */
+    dctx *ctx;        /* the stream's context (borrowed from the owner): canceled when idle */
     bool send_closed; /* the client half-closed; the sender's own */
 };
 

@@ -411,6 +411,37 @@ static void thousand_streams_a_third_canceled_each_end_once(void **state)
     rt_channel_close(ch);
 }
 
+/* An idle timeout: a stream whose peer sends nothing for 100 ms ends
+ * DEADLINE_EXCEEDED on both sides, saying it was idle; each message
+ * received carries the budget the stream had left. */
+static void idle_stream_ends_deadline_exceeded_saying_so(void **state)
+{
+    (void)state;
+    memset(&flood, 0, sizeof flood);
+    char url[256], msg[256];
+    streams_server(RT_TCP, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx *ctx = rt_with_timeout(SEC(10));
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, ctx, ECHO, &st), 0);
+    assert_int_equal(dctx_rpc_stream_set_idle_timeout(st, MS(100)), 0);
+    assert_int_equal(dctx_rpc_stream_send(st, "one", 3), 0);
+    dctx_rpc_message m;
+    assert_true(dctx_rpc_stream_recv(st, &m));
+    assert_true(m.budget_ns > SEC(9) && m.budget_ns <= SEC(10));
+    dctx_rpc_message_free(&m);
+    int64_t t0 = dctx_now();
+    assert_false(dctx_rpc_stream_recv(st, &m)); /* nothing sent: nothing comes */
+    assert_true(dctx_now() - t0 >= MS(100));
+    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_DEADLINE_EXCEEDED);
+    assert_contains(msg, "stream idle for 100 ms");
+    const char *why = NULL;
+    assert_int_equal(dctx_cause(ctx, &why), 0); /* the caller's own context lives on */
+    dctx_rpc_stream_release(st);
+    rt_ctx_release(ctx);
+    rt_channel_close(ch);
+}
+
 int main(void)
 {
     rt_init("rpc_streams", RT_PORTS_STREAMS);
@@ -424,6 +455,7 @@ int main(void)
         RT_TEST(kinds_must_match),
         RT_TEST(client_stream_failed_mid_way_returns_the_status_to_send),
         RT_TEST(thousand_streams_a_third_canceled_each_end_once),
+        RT_TEST(idle_stream_ends_deadline_exceeded_saying_so),
     };
     return cmocka_run_group_tests_name("rpc_streams", tests, rt_group_setup, NULL);
 }

@@ -18,9 +18,15 @@
  * messages and DCTX_RPC_STREAM_WINDOW_BYTES bytes sent and not yet taken
  * by the other (a message may pass the bytes once); a sender with no
  * credit blocks until the receiver takes some, or the stream ends. So a
- * stream holds at most a window and one message of each side's
- * (DCTX_RPC_STREAM_WINDOW_BYTES plus the largest message), and a
- * connection its streams' windows.
+ * stream holds at most a window and one message of the peer's
+ * (DCTX_RPC_STREAM_WINDOW_BYTES plus the largest message, 4 MiB by
+ * default), and a connection at most that per stream on it (a server
+ * runs max_in_flight calls at most; each stream handler holds a worker
+ * while it runs).
+ *
+ * Beyond gRPC: an idle timeout per stream (no message for a while ends it
+ * DEADLINE_EXCEEDED, with a cause that says so), and each message received
+ * carries the budget the stream had left when it came.
  *
  * Threads: one thread sends and one receives on a stream at a time (they
  * may be two threads); release from any thread once both are done.
@@ -43,6 +49,7 @@ typedef struct dctx_rpc_stream dctx_rpc_stream;
 typedef struct dctx_rpc_message {
     void *data;
     size_t len;
+    int64_t budget_ns; /* the stream's time left when it was received; -1: no deadline */
 } dctx_rpc_message;
 
 DCTX_API void dctx_rpc_message_free(dctx_rpc_message *m);
@@ -60,6 +67,12 @@ DCTX_API int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t 
  * server ended the stream: dctx_rpc_stream_finish gives its status), or
  * the stream ended. */
 DCTX_API bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *m);
+
+/* dctx_rpc_stream_set_idle_timeout: from now on, a recv that waits
+ * idle_ns for a message (0: no limit, the default) ends the stream on
+ * both sides with DEADLINE_EXCEEDED and the cause "stream idle for ...",
+ * as its deadline would. Returns 0 or DCTX_INVALID_ARGUMENT. */
+DCTX_API int dctx_rpc_stream_set_idle_timeout(dctx_rpc_stream *st, int64_t idle_ns);
 
 /* ===== The client's side ===== */
 
