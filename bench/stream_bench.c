@@ -1,0 +1,263 @@
+/*
+ * stream_bench.c - dctx's side of bench/stream-compare, the workloads of
+ * bench/grpc-go-streams (grpc-go) mode for mode:
+ *
+ *   stream_bench server URL                Count: request "N" -> N 64-byte messages
+ *                                          ("0": until canceled); Hold: sends
+ *                                          nothing, returns when canceled
+ *   stream_bench tput URL STREAMS SECONDS   server streaming: messages/s over STREAMS
+ *                                          streams on one channel
+ *   stream_bench cancel N                  in one process over tcp loopback: an
+ *                                          endless stream canceled by the client
+ *                                          after 10 messages; p50/p99 us until the
+ *                                          handler's send sees it
+ *   stream_bench idle URL N PID            N open idle streams: the server's
+ *                                          (process PID) VmRSS growth per stream
+ *
+ * Output: one line per figure, "NAME key=value ...", as rpc_bench's.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dctx/stream.h>
+
+#include "samples.h"
+
+#define MSG_BYTES 64
+#define BATCH 256
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "stream_bench: %s: %s\n", what, dctx_strerror(rc));
+    exit(1);
+}
+
+/* cancel: when the handler's send failed; the client sleeps on saw_cv
+ * (a spinning client would take a core from the server on 2 cores). */
+static int64_t handler_saw_ns;
+static pthread_mutex_t saw_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t saw_cv = PTHREAD_COND_INITIALIZER;
+
+static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)reply;
+    dctx_rpc_message req;
+    if (!dctx_rpc_stream_recv(st, &req))
+        return DCTX_INVALID_ARGUMENT;
+    long n = strtol(req.data, NULL, 10);
+    dctx_rpc_message_free(&req);
+    char msg[MSG_BYTES] = {0};
+    for (long i = 0; n <= 0 || i < n; i++) {
+        int rc = dctx_rpc_stream_send(st, msg, sizeof msg);
+        if (rc != 0) {
+            pthread_mutex_lock(&saw_mu);
+            handler_saw_ns = dctx_now();
+            pthread_cond_signal(&saw_cv);
+            pthread_mutex_unlock(&saw_mu);
+            return rc;
+        }
+    }
+    return dctx_err(ctx);
+}
+
+static int hold(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)st;
+    (void)reply;
+    dctx_wait(ctx, -1);
+    return dctx_err(ctx);
+}
+
+static dctx_rpc_server *serve(const char *url, int workers)
+{
+    dctx_rpc_server_options so;
+    dctx_rpc_server_options_init(&so);
+    so.workers = workers;
+    so.max_in_flight = 100000;
+    dctx_rpc_server *srv = NULL;
+    int rc = dctx_rpc_server_open(&so, &srv);
+    if (rc == 0)
+        rc = dctx_rpc_server_register_stream(srv, "/bench.Stream/Count", count, NULL);
+    if (rc == 0)
+        rc = dctx_rpc_server_register_stream(srv, "/bench.Stream/Hold", hold, NULL);
+    if (rc == 0)
+        rc = dctx_rpc_server_listen(srv, url);
+    if (rc == 0)
+        rc = dctx_rpc_server_start(srv);
+    if (rc != 0)
+        die("server", rc);
+    return srv;
+}
+
+static dctx_rpc_stream *open_stream(dctx_rpc_channel *ch, dctx *ctx, const char *method,
+                                    const char *req)
+{
+    dctx_rpc_stream *st = NULL;
+    int rc = dctx_rpc_stream_open(ch, ctx, method, &st);
+    if (rc == 0)
+        rc = dctx_rpc_stream_send(st, req, strlen(req));
+    if (rc == 0)
+        rc = dctx_rpc_stream_close_send(st);
+    if (rc != 0)
+        die("open", rc);
+    return st;
+}
+
+struct reader {
+    dctx_rpc_channel *ch;
+    int64_t until_ns;
+    long long got;
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    dctx *ctx = NULL;
+    if (dctx_with_cancel(dctx_background(), &ctx) != 0)
+        return NULL;
+    dctx_rpc_stream *st = open_stream(r->ch, ctx, "/bench.Stream/Count", "0");
+    dctx_rpc_message m;
+    while (dctx_now() < r->until_ns) {
+        for (int i = 0; i < BATCH && dctx_rpc_stream_recv(st, &m); i++, r->got++)
+            dctx_rpc_message_free(&m);
+    }
+    dctx_cancel(ctx);
+    dctx_rpc_stream_finish(st, NULL);
+    dctx_rpc_stream_release(st);
+    dctx_release(ctx);
+    return NULL;
+}
+
+static int run_tput(const char *url, int streams, double secs)
+{
+    dctx_rpc_channel *ch = NULL;
+    int rc = dctx_rpc_channel_open(url, NULL, &ch);
+    if (rc != 0)
+        die("channel", rc);
+    struct reader *r = calloc((size_t)streams, sizeof *r);
+    pthread_t *t = calloc((size_t)streams, sizeof *t);
+    int64_t t0 = dctx_now();
+    for (int i = 0; i < streams; i++) {
+        r[i] = (struct reader){.ch = ch, .until_ns = t0 + (int64_t)(secs * 1e9)};
+        pthread_create(&t[i], NULL, reader_main, &r[i]);
+    }
+    long long total = 0;
+    for (int i = 0; i < streams; i++) {
+        pthread_join(t[i], NULL);
+        total += r[i].got;
+    }
+    double el = (dctx_now() - t0) / 1e9;
+    printf("stream-tput streams=%d msgs=%lld msgs_per_s=%.0f\n", streams, total, total / el);
+    free(r);
+    free(t);
+    dctx_rpc_channel_close(ch);
+    return 0;
+}
+
+static int run_cancel(int n)
+{
+    const char *url = "tcp://127.0.0.1:47339";
+    dctx_rpc_server *srv = serve(url, 4);
+    dctx_rpc_channel *ch = NULL;
+    int rc = dctx_rpc_channel_open(url, NULL, &ch);
+    if (rc != 0)
+        die("channel", rc);
+    int64_t *took = calloc((size_t)n, sizeof *took);
+    for (int i = 0; i < n; i++) {
+        dctx *ctx = NULL;
+        if (dctx_with_cancel(dctx_background(), &ctx) != 0)
+            die("context", DCTX_RESOURCE_EXHAUSTED);
+        pthread_mutex_lock(&saw_mu);
+        handler_saw_ns = 0;
+        pthread_mutex_unlock(&saw_mu);
+        dctx_rpc_stream *st = open_stream(ch, ctx, "/bench.Stream/Count", "0");
+        dctx_rpc_message m;
+        for (int j = 0; j < 10 && dctx_rpc_stream_recv(st, &m); j++)
+            dctx_rpc_message_free(&m);
+        int64_t t0 = dctx_now();
+        dctx_cancel(ctx);
+        pthread_mutex_lock(&saw_mu);
+        while (handler_saw_ns == 0)
+            pthread_cond_wait(&saw_cv, &saw_mu);
+        took[i] = handler_saw_ns - t0;
+        pthread_mutex_unlock(&saw_mu);
+        dctx_rpc_stream_finish(st, NULL);
+        dctx_rpc_stream_release(st);
+        dctx_release(ctx);
+        samples_sleep_ns(2000000);
+    }
+    samples_sort(took, (size_t)n);
+    printf("stream-cancel n=%d p50_us=%.1f p99_us=%.1f\n", n, samples_pct_us(took, (size_t)n, 0.5),
+           samples_pct_us(took, (size_t)n, 0.99));
+    free(took);
+    dctx_rpc_channel_close(ch);
+    dctx_rpc_server_close(srv);
+    return 0;
+}
+
+static long rss_kib(const char *pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%s/status", pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kib;
+}
+
+static int run_idle(const char *url, int n, const char *pid)
+{
+    dctx_rpc_channel *ch = NULL;
+    int rc = dctx_rpc_channel_open(url, NULL, &ch);
+    if (rc != 0)
+        die("channel", rc);
+    dctx *ctx = NULL;
+    dctx_with_cancel(dctx_background(), &ctx);
+    dctx_rpc_stream **st = calloc((size_t)n, sizeof *st);
+    dctx_rpc_stream *first = open_stream(ch, ctx, "/bench.Stream/Hold", "x"); /* connected */
+    samples_sleep_ns(200000000);
+    long before = rss_kib(pid);
+    for (int i = 0; i < n; i++)
+        st[i] = open_stream(ch, ctx, "/bench.Stream/Hold", "x");
+    samples_sleep_ns(500000000);
+    long after = rss_kib(pid);
+    printf("stream-idle n=%d server_rss_before_kib=%ld after_kib=%ld bytes_per_stream=%.0f\n", n,
+           before, after, (after - before) * 1024.0 / n);
+    dctx_cancel(ctx);
+    for (int i = 0; i < n; i++) {
+        dctx_rpc_stream_finish(st[i], NULL);
+        dctx_rpc_stream_release(st[i]);
+    }
+    dctx_rpc_stream_finish(first, NULL);
+    dctx_rpc_stream_release(first);
+    free(st);
+    dctx_release(ctx);
+    dctx_rpc_channel_close(ch);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "server") == 0) {
+        serve(argv[2], argc > 3 ? atoi(argv[3]) : 64);
+        for (;;)
+            samples_sleep_ns(3600000000000LL);
+    }
+    if (argc >= 5 && strcmp(argv[1], "tput") == 0)
+        return run_tput(argv[2], atoi(argv[3]), atof(argv[4]));
+    if (argc >= 3 && strcmp(argv[1], "cancel") == 0)
+        return run_cancel(atoi(argv[2]));
+    if (argc >= 5 && strcmp(argv[1], "idle") == 0)
+        return run_idle(argv[2], atoi(argv[3]), argv[4]);
+    fprintf(stderr, "usage: stream_bench server URL [WORKERS] | tput URL STREAMS SECONDS | "
+                    "cancel N | idle URL N PID\n");
+    return 2;
+}
