@@ -20,7 +20,8 @@
  * credit blocks until the receiver takes some, or the stream ends. So a
  * stream holds at most a window and one message of the peer's
  * (DCTX_RPC_STREAM_WINDOW_BYTES plus the largest message, 4 MiB by
- * default), and a connection at most that per stream on it (a server
+ * default, plus 32 bytes per message queued: 384 KiB for a window of
+ * small messages), and a connection at most that per stream on it (a server
  * runs max_in_flight calls at most; each stream handler holds a worker
  * while it runs).
  *
@@ -40,7 +41,7 @@
 extern "C" {
 #endif
 
-#define DCTX_RPC_STREAM_WINDOW_MESSAGES 64
+#define DCTX_RPC_STREAM_WINDOW_MESSAGES 4096
 #define DCTX_RPC_STREAM_WINDOW_BYTES (256 * 1024)
 
 typedef struct dctx_rpc_stream dctx_rpc_stream;
