@@ -224,6 +224,44 @@ static void print_result(int code, const dctx_rpc_result *res, const char *not_s
     printf("\n");
 }
 
+/* One unary call (rc: make_context's; not 0: only reported), printed as
+ * print_result does, with the cancel's outcome after --cancel-after. */
+static int call_once(const struct call_args *a, const dctx_rpc_channel_options *o,
+                     dctx_rpc_channel *ch, dctx *ctx, dctx *cancelable, int rc)
+{
+    dctx_rpc_handle *h = NULL;
+    int64_t t0 = dctx_now();
+    if (rc == 0)
+        rc = dctx_rpc_call_start(ch, ctx, a->method, a->data, strlen(a->data), NULL, NULL, &h);
+    /* res is a copy of the call's whole result, ours until freed. */
+    dctx_rpc_result res = {.message = ""};
+    char not_sent[DCTX_WIRE_MESSAGE_BYTES_MAX] = ""; /* as long as a server's message */
+    bool canceled = false;
+    if (h != NULL) {
+        if (a->cancel_after_ns >= 0 && !dctx_rpc_handle_wait(h, a->cancel_after_ns)) {
+            if (a->log != NULL)
+                rpcd_log_message("cancel_sent", "after %lld us",
+                                 (long long)(dctx_now() - t0) / 1000);
+            dctx_cancel(cancelable);
+            canceled = true;
+        }
+        rc = dctx_rpc_handle_result(h, &res);
+    } else if (ctx != NULL) {
+        describe_not_sent(rc, ch, a->url, o, not_sent, sizeof not_sent);
+    }
+    if (a->log != NULL && ctx != NULL)
+        log_call_end(rc, h != NULL ? res.message : not_sent, dctx_now() - t0, a->method, ctx);
+    print_result(rc, &res, not_sent);
+    /* Twice the channel's own wait for the answer: by then it came, or the
+     * channel gave up on it ("unreached"). */
+    if (canceled)
+        printf("cancel: %s\n", dctx_rpc_cancel_outcome_name(dctx_rpc_handle_cancel_outcome(
+                                   h, 2 * o->cancel_ack_timeout_ns)));
+    dctx_rpc_result_free(&res);
+    dctx_rpc_handle_release(h);
+    return rc;
+}
+
 static int call_command(int argc, char **argv, struct rpcd_keys *ident)
 {
     struct call_args a = {.ident = ident};
@@ -254,53 +292,14 @@ static int call_command(int argc, char **argv, struct rpcd_keys *ident)
      * its deadline); the call is never canceled any other way. */
     dctx *ctx = NULL, *cancelable = NULL;
     rc = make_context(&a, &ctx, &cancelable);
-    if (rc == 0 && a.stream) {
+    if (rc == 0 && a.stream)
         rc = rpcd_call_stream(ch, ctx, cancelable, a.method, a.has_data ? a.data : NULL,
                               a.cancel_after_ns);
-        dctx_trace t;
-        if (dctx_trace_get(ctx, &t))
-            printf("trace: %s\n", t.trace_id);
-        dctx_release(ctx);
-        dctx_release(cancelable);
-        dctx_rpc_channel_close(ch);
-        for (int i = 0; i < a.n_values; i++)
-            free((char *)a.keys[i].name);
-        rpcd_log_close();
-        return rc;
-    }
-    dctx_rpc_handle *h = NULL;
-    int64_t t0 = dctx_now();
-    if (rc == 0)
-        rc = dctx_rpc_call_start(ch, ctx, a.method, a.data, strlen(a.data), NULL, NULL, &h);
-    /* res is a copy of the call's whole result, ours until freed. */
-    dctx_rpc_result res = {.message = ""};
-    char not_sent[DCTX_WIRE_MESSAGE_BYTES_MAX] = ""; /* as long as a server's message */
-    bool canceled = false;
-    if (h != NULL) {
-        if (a.cancel_after_ns >= 0 && !dctx_rpc_handle_wait(h, a.cancel_after_ns)) {
-            if (a.log != NULL)
-                rpcd_log_message("cancel_sent", "after %lld us",
-                                 (long long)(dctx_now() - t0) / 1000);
-            dctx_cancel(cancelable);
-            canceled = true;
-        }
-        rc = dctx_rpc_handle_result(h, &res);
-    } else if (ctx != NULL) {
-        describe_not_sent(rc, ch, a.url, &o, not_sent, sizeof not_sent);
-    }
-    if (a.log != NULL && ctx != NULL)
-        log_call_end(rc, h != NULL ? res.message : not_sent, dctx_now() - t0, a.method, ctx);
-    print_result(rc, &res, not_sent);
-    /* Twice the channel's own wait for the answer: by then it came, or the
-     * channel gave up on it ("unreached"). */
-    if (canceled)
-        printf("cancel: %s\n", dctx_rpc_cancel_outcome_name(
-                                   dctx_rpc_handle_cancel_outcome(h, 2 * o.cancel_ack_timeout_ns)));
+    else
+        rc = call_once(&a, &o, ch, ctx, cancelable, rc);
     dctx_trace t;
     if (ctx != NULL && dctx_trace_get(ctx, &t))
         printf("trace: %s\n", t.trace_id);
-    dctx_rpc_result_free(&res);
-    dctx_rpc_handle_release(h);
     dctx_release(ctx);
     dctx_release(cancelable);
     dctx_rpc_channel_close(ch);

@@ -459,17 +459,10 @@ static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
     pthread_mutex_unlock(&ch->mu);
     if (call == NULL)
         return;
-    if (call->stream == NULL) {
-        dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, "a stream frame for a unary call");
-    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
-        const Dctx__Wire__StreamMessage *m = f->message;
-        if (!dctx__stream_half_push(&call->stream->half, m->has_payload ? m->payload.data : NULL,
-                                    m->has_payload ? m->payload.len : 0))
-            dctx__session_fail(c->s, DCTX_RESOURCE_EXHAUSTED,
-                               "a stream message past the credit granted");
-    } else {
-        dctx__stream_half_credit(&call->stream->half, f->credit->messages, f->credit->bytes);
-    }
+    const char *why = NULL;
+    int rc = dctx__stream_take_frame(call->stream, f, &why);
+    if (rc != 0)
+        dctx__session_fail(c->s, rc, why);
     call_unref(call);
 }
 
@@ -1279,7 +1272,7 @@ static int stream_send(void *owner, Dctx__Wire__Frame *f)
     pthread_mutex_lock(&ch->mu);
     int rc;
     if (call->decided)
-        rc = call->result.code != DCTX_OK ? call->result.code : DCTX_FAILED_PRECONDITION;
+        rc = call->result.code != DCTX_OK ? call->result.code : DCTX__STREAM_OVER;
     else if (ch->ready == NULL || !call->in_map)
         rc = DCTX_UNAVAILABLE;
     else {
@@ -1358,7 +1351,8 @@ int dctx_rpc_stream_close_send(dctx_rpc_stream *st)
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_HALF_CLOSE;
     f.half_close = &h;
-    return st->ops->send(st->owner, &f);
+    int rc = st->ops->send(st->owner, &f);
+    return rc == DCTX__STREAM_OVER ? 0 : rc; /* the server ended it first: nothing to close */
 }
 
 int dctx_rpc_stream_finish(dctx_rpc_stream *st, dctx_rpc_result *res)

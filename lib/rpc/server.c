@@ -730,19 +730,10 @@ static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
     pthread_mutex_unlock(&c->mu);
     if (call == NULL)
         return;
-    if (call->stream == NULL) {
-        dctx__session_fail(c->s, DCTX_INVALID_ARGUMENT, "a stream frame for a unary call");
-    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
-        const Dctx__Wire__StreamMessage *m = f->message;
-        if (!dctx__stream_half_push(&call->stream->half, m->has_payload ? m->payload.data : NULL,
-                                    m->has_payload ? m->payload.len : 0))
-            dctx__session_fail(c->s, DCTX_RESOURCE_EXHAUSTED,
-                               "a stream message past the credit granted");
-    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_HALF_CLOSE) {
-        dctx__stream_half_peer_done(&call->stream->half);
-    } else {
-        dctx__stream_half_credit(&call->stream->half, f->credit->messages, f->credit->bytes);
-    }
+    const char *why = NULL;
+    int rc = dctx__stream_take_frame(call->stream, f, &why);
+    if (rc != 0)
+        dctx__session_fail(c->s, rc, why);
     call_unref(call);
 }
 

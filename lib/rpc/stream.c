@@ -20,6 +20,27 @@ void dctx_rpc_message_free(dctx_rpc_message *m)
     m->len = 0;
 }
 
+int dctx__stream_take_frame(dctx_rpc_stream *st, const Dctx__Wire__Frame *f, const char **why)
+{
+    if (st == NULL) {
+        *why = "a stream frame for a unary call";
+        return DCTX_INVALID_ARGUMENT;
+    }
+    if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
+        const Dctx__Wire__StreamMessage *m = f->message;
+        if (!dctx__stream_half_push(&st->half, m->has_payload ? m->payload.data : NULL,
+                                    m->has_payload ? m->payload.len : 0)) {
+            *why = "a stream message past the credit granted";
+            return DCTX_RESOURCE_EXHAUSTED;
+        }
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_HALF_CLOSE) {
+        dctx__stream_half_peer_done(&st->half);
+    } else {
+        dctx__stream_half_credit(&st->half, f->credit->messages, f->credit->bytes);
+    }
+    return 0;
+}
+
 void dctx__stream_grant(dctx_rpc_stream *st, uint32_t messages, uint32_t bytes)
 {
     if (messages == 0 && bytes == 0)
@@ -50,7 +71,8 @@ int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len)
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_MESSAGE;
     f.message = &m;
-    return st->ops->send(st->owner, &f);
+    int rc = st->ops->send(st->owner, &f);
+    return rc == DCTX__STREAM_OVER ? DCTX_FAILED_PRECONDITION : rc;
 }
 
 int dctx_rpc_stream_set_idle_timeout(dctx_rpc_stream *st, int64_t idle_ns)

@@ -65,8 +65,9 @@ void dctx__stream_half_end(struct dctx__stream_half *h);
 
 /* dctx__stream_half_take waits for the peer's next message: 1 with *m
  * (free it with free()), 0 when the peer sends no more and all was taken,
- * -1 when the stream ended first, -2 when nothing came for idle_ns. *grant_messages and *grant_bytes, when
- * not 0, are credit the caller sends the peer (outside any lock). */
+ * -1 when the stream ended first, -2 when nothing came for idle_ns.
+ * *grant_messages and *grant_bytes, when not 0, are credit the caller
+ * sends the peer (outside any lock). */
 int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg **m,
                            uint32_t *grant_messages, uint32_t *grant_bytes);
 

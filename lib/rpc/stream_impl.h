@@ -11,8 +11,12 @@
 #include "stream_half.h"
 
 /* How one side sends a stream's frames and learns its end. */
+/* What a side's send returns for a stream that already ended OK. */
+#define DCTX__STREAM_OVER (-1)
+
 struct dctx__stream_ops {
-    /* Queue f (its call id set by the side); 0 or a status. */
+    /* Queue f (its call id set by the side); 0, a status, or
+     * DCTX__STREAM_OVER. */
     int (*send)(void *owner, Dctx__Wire__Frame *f);
     /* The stream's end status once it ended (the context's error, the
      * server's status); DCTX_CANCELED if it is not known yet. */
@@ -26,6 +30,12 @@ struct dctx_rpc_stream {
     dctx *ctx;        /* the stream's context (borrowed from the owner): canceled when idle */
     bool send_closed; /* the client half-closed; the sender's own */
 };
+
+/* dctx__stream_take_frame hands a stream frame the peer sent (message,
+ * half-close, credit) to st (NULL: the frame's call is unary): 0, or the
+ * protocol error it is, with *why, for the caller to end the connection
+ * with. */
+int dctx__stream_take_frame(dctx_rpc_stream *st, const Dctx__Wire__Frame *f, const char **why);
 
 /* Send a Credit frame for what was taken (nothing if both are 0). */
 void dctx__stream_grant(dctx_rpc_stream *st, uint32_t messages, uint32_t bytes);

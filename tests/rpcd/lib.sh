@@ -31,3 +31,14 @@ check() { # description, then a command that must succeed
     if "$@"; then echo "ok: $what"; else fail "$what"; fi
 }
 call() { timeout 20 "$rpcd" call "$@"; }
+# serve NAME ARGS...: rpcd serve --name NAME --log NAME.log ARGS in the
+# background (stopped at exit), once its serving line is written.
+serve() { # name, then rpcd serve's arguments; waits for its serving line
+    local name=$1
+    shift
+    "$rpcd" serve --name "$name" --log "$dir/$name.log" "$@" &
+    pids+=($!)
+    wait_line "$dir/$name.log" '"event":"serving"' || fail "$name did not start"
+}
+# free_port: a tcp port on 127.0.0.1 free a moment ago.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -22,14 +22,6 @@ $C
 $M /dctx.demo.Demo/*
 ALLOW
 
-serve() { # name, then rpcd serve's arguments; waits for its serving line
-    local name=$1
-    shift
-    "$rpcd" serve --name "$name" --log "$dir/$name.log" "$@" &
-    pids+=($!)
-    wait_line "$dir/$name.log" '"event":"serving"' || fail "$name did not start"
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 a="tcp://127.0.0.1:$(free_port)"
 serve A --listen "$a" --key a.key --allow allow.txt
 check "the serving line names the server's key" grep -q "\"key\":\"$A\"" A.log

@@ -29,7 +29,6 @@ PY
 }
 # metric NAME{LABELS}: its value in $dir/metrics.txt (empty when absent).
 metric() { awk -v k="$1" '$1 == k { print $2 }' "$dir/metrics.txt"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 a="ipc://$dir/a.ipc"
 b="ipc://$dir/b.ipc"

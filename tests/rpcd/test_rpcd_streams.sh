@@ -11,13 +11,6 @@ test_name=rpcd-streams
 . "$(dirname "$0")/lib.sh"
 cd "$dir" || exit 1
 
-serve() { # name, then rpcd serve's arguments; waits for its serving line
-    local name=$1
-    shift
-    "$rpcd" serve --name "$name" --log "$dir/$name.log" "$@" &
-    pids+=($!)
-    wait_line "$dir/$name.log" '"event":"serving"' || fail "$name did not start"
-}
 stream() { timeout 20 "$rpcd" call "$@" --stream; }
 
 c="ipc://$dir/c.ipc" b="ipc://$dir/b.ipc" a="ipc://$dir/a.ipc"

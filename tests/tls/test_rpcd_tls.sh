@@ -42,14 +42,6 @@ for f in ca1.crt server.pem client.pem rogue.pem expired.pem; do
     [ -s "$f" ] || { echo "FAIL: openssl did not make $f"; exit 1; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-serve() { # name, then rpcd serve's arguments; waits for its serving line
-    local name=$1
-    shift
-    "$rpcd" serve --name "$name" --log "$dir/$name.log" "$@" &
-    pids+=($!)
-    wait_line "$dir/$name.log" '"event":"serving"' || fail "$name did not start"
-}
 a="tls+tcp://127.0.0.1:$(free_port)"
 serve A --listen "$a" --tls-cert server.pem --tls-client-ca ca1.crt
 good=(--tls-ca ca1.crt --tls-server-name localhost --tls-cert client.pem)

@@ -59,8 +59,8 @@ DCTX_API void dctx_rpc_message_free(dctx_rpc_message *m);
  * while the receiver has granted no room, until the stream ends (its
  * context done included). Returns 0, or the stream's end: its status
  * (the server's, or the context's error), DCTX_FAILED_PRECONDITION after
- * close_send, DCTX_RESOURCE_EXHAUSTED for a message over the
- * connection's limit. */
+ * close_send or once the stream ended OK, DCTX_RESOURCE_EXHAUSTED for a
+ * message over the connection's limit. */
 DCTX_API int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len);
 
 /* dctx_rpc_stream_recv blocks for the peer's next message: true with *m;
@@ -85,7 +85,8 @@ DCTX_API int dctx_rpc_stream_open(dctx_rpc_channel *ch, dctx *ctx, const char *m
                                   dctx_rpc_stream **out);
 
 /* dctx_rpc_stream_close_send: the client has sent every message. Returns
- * 0 or the stream's end status. Never blocks. */
+ * 0 (also when the server ended the stream OK first) or the stream's end
+ * status. Never blocks. */
 DCTX_API int dctx_rpc_stream_close_send(dctx_rpc_stream *st);
 
 /* dctx_rpc_stream_finish waits for the stream's end and returns its
