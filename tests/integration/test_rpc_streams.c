@@ -67,21 +67,6 @@ static int sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply
     return DCTX_OK;
 }
 
-/* Echo: every message back as it comes, until the client half-closes. */
-static int echo_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
-{
-    (void)arg;
-    (void)reply;
-    dctx_rpc_message m;
-    while (dctx_rpc_stream_recv(st, &m)) {
-        int rc = dctx_rpc_stream_send(st, m.data, m.len);
-        dctx_rpc_message_free(&m);
-        if (rc != 0)
-            return rc;
-    }
-    return dctx_err(ctx) != 0 ? dctx_err(ctx) : DCTX_OK;
-}
-
 /* Flood: sends 100-byte messages until sending fails (at most 100,000). */
 static int flood_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
 {
@@ -119,7 +104,7 @@ static dctx_rpc_server *streams_server_workers(enum rt_transport t, int workers,
     assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, count_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, SUM, sum_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, ECHO, echo_handler, NULL), 0);
+    assert_int_equal(dctx_rpc_server_register_stream(srv, ECHO, rt_echo_stream_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, FLOOD, flood_handler, &flood), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, FAIL_AT, fail_at_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register(srv, "/it.Streams/Unary", rt_echo_handler, NULL), 0);

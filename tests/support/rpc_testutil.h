@@ -28,6 +28,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include <dctx/rpc.h>
+#include <dctx/stream.h>
 
 #include "dctx.pb-c.h"
 #include "testutil.h"
@@ -224,6 +225,10 @@ bool rt_utf8_valid(const char *s, size_t n);
 
 /* Echo: the request is the response. */
 int rt_echo_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply);
+
+/* A stream handler: every message back as it comes, until the client
+ * half-closes (OK) or the stream's context ends (its error). */
+int rt_echo_stream_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply);
 
 /* Status: answers with the code in the request's first byte (0xff: 99,
  * out of range) and the rest as the status message; sets a 17-byte

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <dctx/rpc_pb.h>
+#include <dctx/stream.h>
 
 #include "echo.pb-c.h"
 
@@ -19,6 +20,20 @@ int rt_echo_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_
     if (len > 0 && dctx_rpc_reply_set_payload(reply, req, len) != 0)
         return DCTX_RESOURCE_EXHAUSTED;
     return DCTX_OK;
+}
+
+int rt_echo_stream_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)reply;
+    dctx_rpc_message m;
+    while (dctx_rpc_stream_recv(st, &m)) {
+        int rc = dctx_rpc_stream_send(st, m.data, m.len);
+        dctx_rpc_message_free(&m);
+        if (rc != 0)
+            return rc;
+    }
+    return dctx_err(ctx) != 0 ? dctx_err(ctx) : DCTX_OK;
 }
 
 int rt_status_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
