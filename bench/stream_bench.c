@@ -47,8 +47,10 @@ static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *repl
     dctx_rpc_message req;
     if (!dctx_rpc_stream_recv(st, &req))
         return DCTX_INVALID_ARGUMENT;
-    long n = strtol(req.data, NULL, 10);
+    char text[24]; /* messages are bytes, not C strings */
+    snprintf(text, sizeof text, "%.*s", (int)req.len, (const char *)req.data);
     dctx_rpc_message_free(&req);
+    long n = strtol(text, NULL, 10);
     char msg[MSG_BYTES] = {0};
     for (long i = 0; n <= 0 || i < n; i++) {
         int rc = dctx_rpc_stream_send(st, msg, sizeof msg);

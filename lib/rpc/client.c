@@ -1012,14 +1012,6 @@ static int send_call(dctx_rpc_handle *call, Dctx__Wire__Frame *f, char *err)
         snprintf(err, DCTX__WIRE_ERR_BYTES, "%s is draining: it takes no new calls", ch->url);
         return DCTX_UNAVAILABLE;
     }
-    size_t size = dctx__wire__frame__get_packed_size(f);
-    const struct dctx__session_peer *peer = dctx__session_peer_hello(c->s);
-    if (peer != NULL && size > peer->max_frame_bytes) {
-        snprintf(err, DCTX__WIRE_ERR_BYTES,
-                 "call of %zu bytes is over the server's limit of %u bytes", size,
-                 peer->max_frame_bytes);
-        return DCTX_RESOURCE_EXHAUSTED;
-    }
     do
         call->id = ++ch->last_id;
     while (call->id == 0 || dctx__call_map_find(&ch->ids, call->id) != NULL);
@@ -1030,14 +1022,18 @@ static int send_call(dctx_rpc_handle *call, Dctx__Wire__Frame *f, char *err)
         return DCTX_RESOURCE_EXHAUSTED;
     }
     int rc = dctx__session_send(c->s, f);
+    if (rc == DCTX_RESOURCE_EXHAUSTED && dctx__session_too_big(c->s, f)) {
+        snprintf(
+            err, DCTX__WIRE_ERR_BYTES, "call of %zu bytes is over the server's limit of %u bytes",
+            dctx__wire__frame__get_packed_size(f), dctx__session_peer_hello(c->s)->max_frame_bytes);
+    } else if (rc == DCTX_RESOURCE_EXHAUSTED) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES,
+                 "the connection's send queue is full: the server is not reading");
+    } else if (rc != 0) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "connection to %s lost (%s)", ch->url, ch->last_error);
+    }
     if (rc != 0) {
         dctx__call_map_remove(&ch->ids, call->id);
-        if (rc == DCTX_RESOURCE_EXHAUSTED)
-            snprintf(err, DCTX__WIRE_ERR_BYTES,
-                     "the connection's send queue is full: the server is not reading");
-        else
-            snprintf(err, DCTX__WIRE_ERR_BYTES, "connection to %s lost (%s)", ch->url,
-                     ch->last_error);
         return rc;
     }
     call->in_map = true;

@@ -105,10 +105,9 @@ struct conn {
     struct dctx__call_map ids; /* calls in flight from this peer; protected by mu */
     struct conn *prev, *next;  /* srv->conns; protected by srv->mu */
     /* Written by the session's ready callback, before any call is read:
-     * the caller's proven key, and the parent of its calls' contexts,
-     * which holds the key (NULL: srv->call_root, a caller without keys). */
-    bool authenticated;
-    unsigned char key[DCTX_PUBLIC_KEY_BYTES];
+     * the parent of the caller's calls' contexts, which holds its proven
+     * key (NULL: srv->call_root, a caller without keys). The key itself
+     * is the session's (caller_key). */
     dctx *root;
     char addr[64]; /* the peer's address, for reports; "" if the transport has none */
     struct dctx__reap_item reap;
@@ -330,13 +329,17 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
 static void conn_ready(void *owner, struct dctx__session *s, const struct dctx__session_peer *peer)
 {
     struct conn *c = owner;
-    if (!peer->authenticated)
-        return;
-    memcpy(c->key, peer->key, DCTX_PUBLIC_KEY_BYTES);
-    c->authenticated = true;
-    if (dctx_with_value(c->srv->call_root, &dctx_rpc_caller_key, c->key, sizeof c->key, &c->root) !=
-        0)
+    if (peer->authenticated && dctx_with_value(c->srv->call_root, &dctx_rpc_caller_key, peer->key,
+                                               sizeof peer->key, &c->root) != 0)
         dctx__session_fail(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the caller's context");
+}
+
+/* The key the caller on c proved, or NULL (no keys; or the session is
+ * not ready: then no call came on it). */
+static const unsigned char *caller_key(const struct conn *c)
+{
+    const struct dctx__session_peer *peer = dctx__session_peer_hello(c->s);
+    return peer != NULL && peer->authenticated ? peer->key : NULL;
 }
 
 /* ===== Replies ===== */
@@ -372,21 +375,19 @@ static void send_reply(struct conn *c, uint32_t id, int code, const char *messag
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_REPLY;
     f.reply = &r;
-    const struct dctx__session_peer *peer = dctx__session_peer_hello(c->s);
-    if (peer != NULL && dctx__wire__frame__get_packed_size(&f) > peer->max_frame_bytes) {
-        char text[96];
+    int rc = send_on(c, &f, id);
+    char text[96];
+    if (rc == DCTX_RESOURCE_EXHAUSTED && dctx__session_too_big(c->s, &f)) {
+        /* over the caller's limit: say so instead */
         snprintf(text, sizeof text, "response of %zu bytes is over the caller's limit of %u bytes",
-                 len, peer->max_frame_bytes);
+                 len, dctx__session_peer_hello(c->s)->max_frame_bytes);
         r.code = DCTX_RESOURCE_EXHAUSTED;
         r.message = text;
         r.has_payload = 0;
-        if (send_on(c, &f, id) == DCTX_RESOURCE_EXHAUSTED)
-            goto full;
-        return;
+        rc = send_on(c, &f, id);
     }
-    if (send_on(c, &f, id) != DCTX_RESOURCE_EXHAUSTED)
+    if (rc != DCTX_RESOURCE_EXHAUSTED)
         return; /* sent, or the connection is gone: nobody to answer */
-full:
     dctx__session_shutdown(c->s);
     conn_over(c, true);
 }
@@ -745,21 +746,22 @@ static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
     if (srv->opts.allow == NULL && srv->opts.authorize == NULL)
         return false;
     char why[DCTX_WIRE_MESSAGE_BYTES_MAX];
-    int code = dctx__authorize(&srv->opts, c->authenticated ? c->key : NULL, name, why, sizeof why);
+    const unsigned char *key = caller_key(c);
+    int code = dctx__authorize(&srv->opts, key, name, why, sizeof why);
     if (code == DCTX_OK)
         return false;
     count(&srv->denied);
     refuse(c, id, name, code, "%s", why);
     char peer[sizeof c->addr > DCTX_PUBLIC_KEY_TEXT_BYTES ? sizeof c->addr
                                                           : DCTX_PUBLIC_KEY_TEXT_BYTES];
-    if (c->authenticated)
-        dctx_public_key_text(c->key, peer);
+    if (key != NULL)
+        dctx_public_key_text(key, peer);
     else
         snprintf(peer, sizeof peer, "%s", c->addr[0] != '\0' ? c->addr : "a local peer");
     dctx_rpc_event ev = {
         .kind = DCTX_RPC_EVENT_DENIED, .method = name, .code = code, .message = why, .peer = peer};
-    if (dctx__report_limit_take(srv->reports, c->authenticated ? (const char *)c->key : peer,
-                                c->authenticated ? sizeof c->key : strlen(peer), dctx_now(),
+    if (dctx__report_limit_take(srv->reports, key != NULL ? (const void *)key : peer,
+                                key != NULL ? DCTX_PUBLIC_KEY_BYTES : strlen(peer), dctx_now(),
                                 &ev.suppressed))
         emit(srv, &ev);
     return true;
@@ -899,8 +901,8 @@ static bool same_caller(const struct conn *a, const struct conn *b)
 {
     if (a == b)
         return true;
-    return a->authenticated && b->authenticated &&
-           sodium_memcmp(a->key, b->key, DCTX_PUBLIC_KEY_BYTES) == 0;
+    const unsigned char *ka = caller_key(a), *kb = caller_key(b);
+    return ka != NULL && kb != NULL && sodium_memcmp(ka, kb, DCTX_PUBLIC_KEY_BYTES) == 0;
 }
 
 /* A Cancel frame: act, and answer with what it did. */

@@ -109,24 +109,38 @@ static size_t wire_size(const struct dctx__session *s, const Dctx__Wire__Frame *
     return dctx__wire__frame__get_packed_size(f) + (s->sealing ? DCTX__SEAL_TAG_BYTES : 0);
 }
 
-/* Calls and replies are data; every other kind is control: it may use the
- * send queue's reserve, so a cancel or a pong gets out when data cannot. */
-static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
+/* Queue f, size bytes on the wire. Calls, replies and stream messages are
+ * data; every other kind is control: it may use the send queue's reserve,
+ * so a cancel or a pong gets out when data cannot. */
+static int send_sized(struct dctx__session *s, const Dctx__Wire__Frame *f, size_t size)
 {
     bool control = f->body_case != DCTX__WIRE__FRAME__BODY_CALL &&
                    f->body_case != DCTX__WIRE__FRAME__BODY_REPLY &&
                    f->body_case != DCTX__WIRE__FRAME__BODY_MESSAGE;
     unsigned flags = (control ? DCTX__CONN_CONTROL : 0) | (s->sealing ? DCTX__CONN_SEAL : 0);
-    return dctx__conn_send_packed(s->conn, wire_size(s, f), pack_frame, f, flags);
+    return dctx__conn_send_packed(s->conn, size, pack_frame, f, flags);
 }
 
+static int send_frame(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    return send_sized(s, f, wire_size(s, f));
+}
+
+/* The frame is sized once: the owners ask here whether it fits. */
 static int session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
     if (!atomic_load_explicit(&s->ready, memory_order_acquire) || atomic_load(&s->ended))
         return DCTX_UNAVAILABLE;
-    if (wire_size(s, f) > s->peer.max_frame_bytes)
+    size_t size = wire_size(s, f);
+    if (size > s->peer.max_frame_bytes)
         return DCTX_RESOURCE_EXHAUSTED;
-    return send_frame(s, f);
+    return send_sized(s, f, size);
+}
+
+bool dctx__session_too_big(struct dctx__session *s, const Dctx__Wire__Frame *f)
+{
+    return atomic_load_explicit(&s->ready, memory_order_acquire) &&
+           wire_size(s, f) > s->peer.max_frame_bytes;
 }
 
 static int session_ping(struct dctx__session *s, uint64_t data)
@@ -775,9 +789,9 @@ static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *bo
     struct dctx__session *s = owner;
     if (atomic_load(&s->ended))
         return; /* after a protocol error, nothing more is read for the owner */
-    /* Sealed frames come after the hellos: the server's hello is the
-     * client's last frame in the clear, the client's the server's. */
-    bool sealed = s->o.server ? s->sealing : s->hello_seen && s->sealing;
+    /* Each side seals from the peer's hello on (it is set while that
+     * hello is read): every frame after it arrives sealed. */
+    bool sealed = s->sealing;
     if (sealed) {
         if (!open_frame(s, body, len, &len))
             return;

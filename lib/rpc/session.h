@@ -102,10 +102,16 @@ int dctx__session_open(nng_stream *st, const struct dctx__session_options *o,
 void dctx__session_start(struct dctx__session *s);
 
 /* dctx__session_send packs f and queues it. Returns 0; DCTX_UNAVAILABLE
- * (not ready, or ended); DCTX_RESOURCE_EXHAUSTED (f is larger than the
- * peer's max_frame_bytes: nothing is sent and the session goes on; or the
- * send queue is full, or no memory). Never blocks. */
+ * (not ready, or ended); DCTX_RESOURCE_EXHAUSTED (f, sealed if the
+ * session seals, is larger than the peer's max_frame_bytes: nothing is
+ * sent and the session goes on; or the send queue is full, or no memory).
+ * Never blocks. */
 int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f);
+
+/* dctx__session_too_big: was f refused for its size (not for a full
+ * queue)? For the message after DCTX_RESOURCE_EXHAUSTED: f is sized only
+ * then, never on the way out. */
+bool dctx__session_too_big(struct dctx__session *s, const Dctx__Wire__Frame *f);
 
 /* dctx__session_ping sends a ping with data; the peer's pong reaches
  * on_frame. Returns what dctx__session_send does. */

@@ -5,17 +5,21 @@
  */
 #include "stream_impl.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "context/hooks.h"
 
+/* A message's data lives in the block the peer's frame was copied into
+ * (stream_half.c): freed from there. */
 void dctx_rpc_message_free(dctx_rpc_message *m)
 {
     if (m == NULL)
         return;
-    free(m->data);
+    if (m->data != NULL)
+        free((unsigned char *)m->data - offsetof(struct dctx__stream_msg, data));
     m->data = NULL;
     m->len = 0;
 }
@@ -72,6 +76,8 @@ int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len)
     f.body_case = DCTX__WIRE__FRAME__BODY_MESSAGE;
     f.message = &m;
     int rc = st->ops->send(st->owner, &f);
+    if (rc != 0)
+        dctx__stream_half_refund(&st->half, len);
     return rc == DCTX__STREAM_OVER ? DCTX_FAILED_PRECONDITION : rc;
 }
 
@@ -104,9 +110,7 @@ bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
         return false;
     int64_t deadline;
     out->budget_ns = dctx_rpc_deadline(st->ctx, &deadline) ? deadline - dctx_now() : -1;
-    /* The message's block becomes the caller's buffer: no copy. */
     out->len = m->len;
-    memmove(m, m->data, m->len);
-    out->data = m;
+    out->data = m->data; /* the block becomes the caller's: no copy */
     return true;
 }

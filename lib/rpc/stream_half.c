@@ -153,3 +153,12 @@ void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, u
     *sent = h->sent;
     pthread_mutex_unlock(&h->mu);
 }
+
+void dctx__stream_half_refund(struct dctx__stream_half *h, size_t len)
+{
+    pthread_mutex_lock(&h->mu);
+    h->credit++;
+    h->credit_bytes += (int64_t)len;
+    h->sent--;
+    pthread_mutex_unlock(&h->mu);
+}

@@ -71,6 +71,10 @@ void dctx__stream_half_end(struct dctx__stream_half *h);
 int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg **m,
                            uint32_t *grant_messages, uint32_t *grant_bytes);
 
+/* dctx__stream_half_refund gives back what reserve took for a message of
+ * len bytes that was not sent after all. */
+void dctx__stream_half_refund(struct dctx__stream_half *h, size_t len);
+
 /* The messages received from the peer and sent to it so far. */
 void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent);
 

@@ -897,9 +897,10 @@ static void *steady_main(void *arg)
     return NULL;
 }
 
-/* A hello with keys, packed with its frame header: what a peer that does
- * not hold a key, or floods handshakes, sends first. */
-static size_t hostile_hello(unsigned char *out, size_t cap)
+/* A hello with keys (offering the AEADs in ciphers; 0: the field left
+ * out), packed with its frame header: what a peer that does not hold a
+ * key, or floods handshakes, sends first. */
+static size_t hostile_hello(unsigned char *out, size_t cap, uint32_t ciphers)
 {
     unsigned char kx[32];
     for (int i = 0; i < 4; i++) {
@@ -912,6 +913,8 @@ static size_t hostile_hello(unsigned char *out, size_t cap)
     h.max_frame_bytes = 1 << 20;
     h.kx_public.data = kx;
     h.kx_public.len = sizeof kx;
+    h.has_ciphers = ciphers != 0;
+    h.ciphers = ciphers;
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
     f.hello = &h;
@@ -954,7 +957,7 @@ static void forged_handshakes_beside_a_caller_are_refused(void **state)
     int closed = 0;
     for (int i = 0; i < peers; i++) {
         unsigned char buf[512];
-        size_t n = hostile_hello(buf, sizeof buf);
+        size_t n = hostile_hello(buf, sizeof buf, 0);
         unsigned char forged[4 + 100] = {0, 0, 0, 100};
         for (size_t j = 4; j < sizeof forged; j++)
             forged[j] = (unsigned char)rt_random64();
@@ -1000,7 +1003,7 @@ static void unproven_peer_cannot_send_a_large_frame(void **state)
     char url[256];
     dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 1, &seen, url);
     unsigned char buf[512];
-    size_t n = hostile_hello(buf, sizeof buf);
+    size_t n = hostile_hello(buf, sizeof buf, 0);
     const unsigned char big[4 + 64] = {0, 0x10, 0, 0}; /* 1 MiB announced, 64 bytes sent */
     int fd = tcp_connect(atoi(strrchr(url, ':') + 1));
     assert_true(fd >= 0);
@@ -1009,6 +1012,30 @@ static void unproven_peer_cannot_send_a_large_frame(void **state)
     shutdown(fd, SHUT_WR);
     assert_true(server_closes(fd));
     close(fd);
+    rt_server_close(srv);
+    dctx_identity_free(server.id);
+}
+
+/* A hello that offers only AEADs this server cannot seal with (bit 4:
+ * none defined) is refused in the handshake: UNAUTHENTICATED, counted,
+ * the connection closed. */
+static void hello_with_no_cipher_in_common_is_refused(void **state)
+{
+    (void)state;
+    struct ident server = make_identity("server");
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    char url[256];
+    dctx_rpc_server *srv = server_with_key(RT_TCP, &server, 1, &seen, url);
+    unsigned char buf[512];
+    size_t n = hostile_hello(buf, sizeof buf, 4);
+    int fd = tcp_connect(atoi(strrchr(url, ':') + 1));
+    assert_true(fd >= 0);
+    assert_true(write_all(fd, buf, n));
+    shutdown(fd, SHUT_WR);
+    assert_true(server_closes(fd));
+    close(fd);
+    assert_true(WAIT_FOR(rt_server_stats(srv).unauthenticated == 1, SEC(5)));
     rt_server_close(srv);
     dctx_identity_free(server.id);
 }
@@ -1137,6 +1164,7 @@ int main(void)
         RT_TEST(duplicated_or_altered_frame_is_refused),
         RT_TEST(forged_handshakes_beside_a_caller_are_refused),
         RT_TEST(unproven_peer_cannot_send_a_large_frame),
+        RT_TEST(hello_with_no_cipher_in_common_is_refused),
         RT_TEST(flood_of_unknown_cancels_with_keys_is_bounded),
         RT_TEST(streams_work_with_keys),
     };

@@ -431,6 +431,33 @@ static void idle_stream_ends_deadline_exceeded_saying_so(void **state)
     rt_channel_close(ch);
 }
 
+/* A message over the peer's frame limit is refused at once, nothing
+ * sent, and the stream goes on with its credit whole. */
+static void message_over_the_limit_is_refused_and_the_stream_goes_on(void **state)
+{
+    (void)state;
+    char url[256], msg[256];
+    streams_server(RT_IPC, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, ECHO, &st), 0);
+    size_t big = DCTX_RPC_DEFAULT_RECV_MAX_BYTES + 64 * 1024;
+    char *huge = calloc(1, big);
+    assert_non_null(huge);
+    for (int i = 0; i < DCTX_RPC_STREAM_WINDOW_MESSAGES + 10; i++) /* past the window if kept */
+        assert_int_equal(dctx_rpc_stream_send(st, huge, big), DCTX_RESOURCE_EXHAUSTED);
+    free(huge);
+    assert_int_equal(dctx_rpc_stream_send(st, "small", 5), 0);
+    dctx_rpc_message m;
+    assert_true(dctx_rpc_stream_recv(st, &m));
+    assert_int_equal(m.len, 5);
+    dctx_rpc_message_free(&m);
+    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_OK);
+    dctx_rpc_stream_release(st);
+    rt_channel_close(ch);
+}
+
 int main(void)
 {
     rt_init("rpc_streams", RT_PORTS_STREAMS);
@@ -445,6 +472,7 @@ int main(void)
         RT_TEST(client_stream_failed_mid_way_returns_the_status_to_send),
         RT_TEST(thousand_streams_a_third_canceled_each_end_once),
         RT_TEST(idle_stream_ends_deadline_exceeded_saying_so),
+        RT_TEST(message_over_the_limit_is_refused_and_the_stream_goes_on),
     };
     return cmocka_run_group_tests_name("rpc_streams", tests, rt_group_setup, NULL);
 }
