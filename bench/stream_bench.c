@@ -7,14 +7,11 @@
  *                                          nothing, returns when canceled
  *   stream_bench tput URL STREAMS SECONDS   server streaming: messages/s over STREAMS
  *                                          streams on one channel
- *   stream_bench cancel N                  in one process over tcp loopback: an
- *                                          endless stream canceled by the client
- *                                          after 10 messages; p50/p99 us until the
- *                                          handler's send sees it
  *   stream_bench idle URL N PID            N open idle streams: the server's
  *                                          (process PID) VmRSS growth per stream
  *
  * Output: one line per figure, "NAME key=value ...", as rpc_bench's.
+ * grpc-go's cancel mode has its dctx side in stream_cancel_bench.c.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -34,12 +31,6 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
-/* cancel: when the handler's send failed; the client sleeps on saw_cv
- * (a spinning client would take a core from the server on 2 cores). */
-static int64_t handler_saw_ns;
-static pthread_mutex_t saw_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t saw_cv = PTHREAD_COND_INITIALIZER;
-
 static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
 {
     (void)arg;
@@ -54,13 +45,8 @@ static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *repl
     char msg[MSG_BYTES] = {0};
     for (long i = 0; n <= 0 || i < n; i++) {
         int rc = dctx_rpc_stream_send(st, msg, sizeof msg);
-        if (rc != 0) {
-            pthread_mutex_lock(&saw_mu);
-            handler_saw_ns = dctx_now();
-            pthread_cond_signal(&saw_cv);
-            pthread_mutex_unlock(&saw_mu);
+        if (rc != 0)
             return rc;
-        }
     }
     return dctx_err(ctx);
 }
@@ -160,47 +146,6 @@ static int run_tput(const char *url, int streams, double secs)
     return 0;
 }
 
-static int run_cancel(int n)
-{
-    const char *url = "tcp://127.0.0.1:47339";
-    dctx_rpc_server *srv = serve(url, 4);
-    dctx_rpc_channel *ch = NULL;
-    int rc = dctx_rpc_channel_open(url, NULL, &ch);
-    if (rc != 0)
-        die("channel", rc);
-    int64_t *took = calloc((size_t)n, sizeof *took);
-    for (int i = 0; i < n; i++) {
-        dctx *ctx = NULL;
-        if (dctx_with_cancel(dctx_background(), &ctx) != 0)
-            die("context", DCTX_RESOURCE_EXHAUSTED);
-        pthread_mutex_lock(&saw_mu);
-        handler_saw_ns = 0;
-        pthread_mutex_unlock(&saw_mu);
-        dctx_rpc_stream *st = open_stream(ch, ctx, "/bench.Stream/Count", "0");
-        dctx_rpc_message m;
-        for (int j = 0; j < 10 && dctx_rpc_stream_recv(st, &m); j++)
-            dctx_rpc_message_free(&m);
-        int64_t t0 = dctx_now();
-        dctx_cancel(ctx);
-        pthread_mutex_lock(&saw_mu);
-        while (handler_saw_ns == 0)
-            pthread_cond_wait(&saw_cv, &saw_mu);
-        took[i] = handler_saw_ns - t0;
-        pthread_mutex_unlock(&saw_mu);
-        dctx_rpc_stream_finish(st, NULL);
-        dctx_rpc_stream_release(st);
-        dctx_release(ctx);
-        samples_sleep_ns(2000000);
-    }
-    samples_sort(took, (size_t)n);
-    printf("stream-cancel n=%d p50_us=%.1f p99_us=%.1f\n", n, samples_pct_us(took, (size_t)n, 0.5),
-           samples_pct_us(took, (size_t)n, 0.99));
-    free(took);
-    dctx_rpc_channel_close(ch);
-    dctx_rpc_server_close(srv);
-    return 0;
-}
-
 static long rss_kib(const char *pid)
 {
     char path[64], line[256];
@@ -255,11 +200,9 @@ int main(int argc, char **argv)
     }
     if (argc >= 5 && strcmp(argv[1], "tput") == 0)
         return run_tput(argv[2], atoi(argv[3]), atof(argv[4]));
-    if (argc >= 3 && strcmp(argv[1], "cancel") == 0)
-        return run_cancel(atoi(argv[2]));
     if (argc >= 5 && strcmp(argv[1], "idle") == 0)
         return run_idle(argv[2], atoi(argv[3]), argv[4]);
     fprintf(stderr, "usage: stream_bench server URL [WORKERS] | tput URL STREAMS SECONDS | "
-                    "cancel N | idle URL N PID\n");
+                    "idle URL N PID\n");
     return 2;
 }

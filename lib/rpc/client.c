@@ -1291,8 +1291,19 @@ static int stream_end_code(void *owner)
     return rc;
 }
 
-static const struct dctx__stream_ops client_stream_ops = {.send = stream_send,
-                                                          .end_code = stream_end_code};
+static void stream_hold(void *owner)
+{
+    dctx_rpc_handle *call = owner;
+    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
+}
+
+static void stream_drop(void *owner)
+{
+    call_unref(owner);
+}
+
+static const struct dctx__stream_ops client_stream_ops = {
+    .send = stream_send, .end_code = stream_end_code, .hold = stream_hold, .drop = stream_drop};
 
 /* A stream's half, before its Call goes (the server may answer at once),
  * waking on the end of ctx, the stream's own context. */

@@ -700,8 +700,18 @@ static int stream_end_code(void *owner)
     return err != 0 ? err : DCTX_CANCELED;
 }
 
-static const struct dctx__stream_ops server_stream_ops = {.send = stream_send,
-                                                          .end_code = stream_end_code};
+static void stream_hold(void *owner)
+{
+    (void)call_retain(owner);
+}
+
+static void stream_drop(void *owner)
+{
+    call_unref(owner);
+}
+
+static const struct dctx__stream_ops server_stream_ops = {
+    .send = stream_send, .end_code = stream_end_code, .hold = stream_hold, .drop = stream_drop};
 
 /* A stream call's messages, from its Call on (they may come before a
  * worker takes it); false: no memory. */

@@ -114,3 +114,45 @@ bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
     out->data = m->data; /* the block becomes the caller's: no copy */
     return true;
 }
+
+/* Deliver the due asynchronous receive, and each one its callback armed
+ * again while messages wait (stream_half.h: due_fn). Each armed receive
+ * holds the owner: st stays valid through its callback. */
+static void deliver(dctx_rpc_stream *st)
+{
+    bool more;
+    do {
+        dctx_rpc_message m;
+        bool got = dctx_rpc_stream_recv(st, &m); /* due: never waits */
+        st->half.due_fn(st->half.due_arg, st, got ? &m : NULL);
+        more = dctx__stream_half_next(&st->half);
+        st->ops->drop(st->owner); /* may free st unless more holds it */
+    } while (more);
+}
+
+static void deliver_deferred(void *arg)
+{
+    deliver(arg);
+}
+
+static void kick(void *arg, bool on_this_thread)
+{
+    dctx_rpc_stream *st = arg;
+    if (on_this_thread || !dctx__reaper_defer(&st->deliver_later, deliver_deferred, st))
+        deliver(st); /* the reaper runs from the stream's channel or server open on */
+}
+
+int dctx_rpc_stream_recv_start(dctx_rpc_stream *st, dctx_rpc_stream_recv_fn fn, void *arg)
+{
+    if (st == NULL || fn == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    st->ops->hold(st->owner);
+    int rc = dctx__stream_half_arm(&st->half, fn, arg, kick, st);
+    if (rc == 0) {
+        st->ops->drop(st->owner);
+        return DCTX_FAILED_PRECONDITION;
+    }
+    if (rc == 2)
+        kick(st, false); /* due already: never inside this call */
+    return 0;
+}

@@ -10,13 +10,39 @@
 #include "context/clock.h"
 #include "context/hooks.h"
 
+/* An armed receive is due: mu held. Checks armed and delivering first:
+ * only then is mine nobody's to touch. */
+static bool due(struct dctx__stream_half *h)
+{
+    return h->armed && !h->delivering &&
+           (h->head != NULL || h->mine != NULL || h->peer_done || h->ended);
+}
+
+/* Take the armed receive for delivery if due (mu held); the kick to run
+ * once mu is released, or NULL. */
+static void (*take_due(struct dctx__stream_half *h, void **arg))(void *, bool)
+{
+    if (!due(h))
+        return NULL;
+    h->armed = false;
+    h->delivering = true;
+    h->due_fn = h->armed_fn;
+    h->due_arg = h->armed_arg;
+    *arg = h->kick_arg;
+    return h->kick;
+}
+
 static void wake_all(void *arg)
 {
     struct dctx__stream_half *h = arg;
+    void *karg = NULL;
     pthread_mutex_lock(&h->mu);
     h->ended = true;
     pthread_cond_broadcast(&h->cv);
+    void (*kick)(void *, bool) = take_due(h, &karg);
     pthread_mutex_unlock(&h->mu);
+    if (kick != NULL)
+        kick(karg, false);
 }
 
 int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
@@ -43,9 +69,12 @@ void dctx__stream_half_fini(struct dctx__stream_half *h)
         pthread_mutex_lock(&h->mu);
         pthread_mutex_unlock(&h->mu);
     }
-    for (struct dctx__stream_msg *m = h->head, *next; m != NULL; m = next) {
-        next = m->next;
-        free(m);
+    struct dctx__stream_msg *lists[] = {h->head, h->mine};
+    for (size_t i = 0; i < 2; i++) {
+        for (struct dctx__stream_msg *m = lists[i], *next; m != NULL; m = next) {
+            next = m->next;
+            free(m);
+        }
     }
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
@@ -68,7 +97,11 @@ bool dctx__stream_half_push(struct dctx__stream_half *h, const void *data, size_
         h->received++;
         pthread_cond_broadcast(&h->cv);
     }
+    void *karg = NULL;
+    void (*kick)(void *, bool) = take_due(h, &karg);
     pthread_mutex_unlock(&h->mu);
+    if (kick != NULL)
+        kick(karg, true);
     return m != NULL;
 }
 
@@ -77,7 +110,11 @@ void dctx__stream_half_peer_done(struct dctx__stream_half *h)
     pthread_mutex_lock(&h->mu);
     h->peer_done = true;
     pthread_cond_broadcast(&h->cv);
+    void *karg = NULL;
+    void (*kick)(void *, bool) = take_due(h, &karg);
     pthread_mutex_unlock(&h->mu);
+    if (kick != NULL)
+        kick(karg, true);
 }
 
 void dctx__stream_half_credit(struct dctx__stream_half *h, uint32_t messages, uint32_t bytes)
@@ -98,67 +135,103 @@ int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg 
                            uint32_t *grant_messages, uint32_t *grant_bytes)
 {
     *grant_messages = *grant_bytes = 0;
-    pthread_mutex_lock(&h->mu);
-    int64_t until = h->idle_ns > 0 ? dctx_now() + h->idle_ns : 0;
-    bool idle = false;
-    while (h->head == NULL && !h->peer_done && !h->ended && !idle) {
-        if (until == 0) {
-            pthread_cond_wait(&h->cv, &h->mu);
-        } else {
-            dctx__cond_wait_until(&h->cv, &h->mu, until);
-            idle = dctx_now() >= until;
+    if (h->mine == NULL) {
+        pthread_mutex_lock(&h->mu);
+        int64_t until = h->idle_ns > 0 ? dctx_now() + h->idle_ns : 0;
+        bool idle = false;
+        while (h->head == NULL && !h->peer_done && !h->ended && !idle) {
+            if (until == 0) {
+                pthread_cond_wait(&h->cv, &h->mu);
+            } else {
+                dctx__cond_wait_until(&h->cv, &h->mu, until);
+                idle = dctx_now() >= until;
+            }
         }
+        int rc = h->head != NULL ? 1 : h->peer_done ? 0 : idle ? -2 : -1;
+        h->mine = h->head;
+        h->head = NULL;
+        h->tail = &h->head;
+        pthread_mutex_unlock(&h->mu);
+        if (rc != 1)
+            return rc;
     }
-    int rc = h->head != NULL ? 1 : h->peer_done ? 0 : idle ? -2 : -1;
-    if (rc == 1) {
-        *m = h->head;
-        h->head = h->head->next;
-        if (h->head == NULL)
-            h->tail = &h->head;
-        h->taken++;
-        h->taken_bytes += (uint32_t)(*m)->len;
-        /* Half a window taken: give it back. */
-        if (h->taken >= DCTX_RPC_STREAM_WINDOW_MESSAGES / 2 ||
-            h->taken_bytes >= DCTX_RPC_STREAM_WINDOW_BYTES / 2) {
-            *grant_messages = h->taken;
-            *grant_bytes = h->taken_bytes;
-            h->allow += h->taken;
-            h->allow_bytes += h->taken_bytes;
-            h->taken = h->taken_bytes = 0;
-        }
+    *m = h->mine;
+    h->mine = h->mine->next;
+    h->taken++;
+    h->taken_bytes += (uint32_t)(*m)->len;
+    /* Half a window taken: give it back. */
+    if (h->taken >= DCTX_RPC_STREAM_WINDOW_MESSAGES / 2 ||
+        h->taken_bytes >= DCTX_RPC_STREAM_WINDOW_BYTES / 2) {
+        *grant_messages = h->taken;
+        *grant_bytes = h->taken_bytes;
+        pthread_mutex_lock(&h->mu);
+        h->allow += h->taken;
+        h->allow_bytes += h->taken_bytes;
+        pthread_mutex_unlock(&h->mu);
+        h->taken = h->taken_bytes = 0;
+    }
+    return 1;
+}
+
+bool dctx__stream_half_reserve(struct dctx__stream_half *h, size_t len)
+{
+    if (h->my_credit <= 0 || h->my_credit_bytes <= 0) {
+        pthread_mutex_lock(&h->mu);
+        while ((h->my_credit + h->credit <= 0 || h->my_credit_bytes + h->credit_bytes <= 0) &&
+               !h->ended)
+            pthread_cond_wait(&h->cv, &h->mu);
+        h->my_credit += h->credit;
+        h->my_credit_bytes += h->credit_bytes;
+        h->credit = h->credit_bytes = 0;
+        pthread_mutex_unlock(&h->mu);
+    }
+    if (atomic_load_explicit(&h->ended, memory_order_relaxed))
+        return false;
+    h->my_credit--;
+    h->my_credit_bytes -= (int64_t)len;
+    atomic_fetch_add_explicit(&h->sent, 1, memory_order_relaxed);
+    return true;
+}
+
+int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn fn, void *fn_arg,
+                          void (*kick)(void *, bool), void *kick_arg)
+{
+    pthread_mutex_lock(&h->mu);
+    int rc = 0;
+    if (!h->armed) {
+        h->armed = true;
+        h->armed_fn = fn;
+        h->armed_arg = fn_arg;
+        h->kick = kick;
+        h->kick_arg = kick_arg;
+        void *karg = NULL;
+        rc = take_due(h, &karg) != NULL ? 2 : 1;
     }
     pthread_mutex_unlock(&h->mu);
     return rc;
 }
 
-bool dctx__stream_half_reserve(struct dctx__stream_half *h, size_t len)
+bool dctx__stream_half_next(struct dctx__stream_half *h)
 {
     pthread_mutex_lock(&h->mu);
-    while ((h->credit <= 0 || h->credit_bytes <= 0) && !h->ended)
-        pthread_cond_wait(&h->cv, &h->mu);
-    bool ok = !h->ended;
-    if (ok) {
-        h->credit--;
-        h->credit_bytes -= (int64_t)len;
-        h->sent++;
-    }
+    h->delivering = false;
+    void *karg = NULL;
+    bool more = take_due(h, &karg) != NULL;
     pthread_mutex_unlock(&h->mu);
-    return ok;
+    return more;
 }
 
 void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent)
 {
     pthread_mutex_lock(&h->mu);
     *received = h->received;
-    *sent = h->sent;
     pthread_mutex_unlock(&h->mu);
+    *sent = atomic_load_explicit(&h->sent, memory_order_relaxed);
 }
 
 void dctx__stream_half_refund(struct dctx__stream_half *h, size_t len)
 {
-    pthread_mutex_lock(&h->mu);
-    h->credit++;
-    h->credit_bytes += (int64_t)len;
-    h->sent--;
-    pthread_mutex_unlock(&h->mu);
+    h->my_credit++;
+    h->my_credit_bytes += (int64_t)len;
+    atomic_fetch_sub_explicit(&h->sent, 1, memory_order_relaxed);
 }

@@ -11,7 +11,12 @@
  * stops its writer, and a stream never holds more than a window and one
  * message of the peer's.
  *
- * Threads: any; every function takes the half's lock. Waits end when a
+ * Threads: any; every function takes the half's lock, except that take
+ * moves the whole queue to the receiver's own list and serves from there
+ * while it lasts (one lock per queue, not per message: measured, the
+ * receiver and the connection's reader otherwise contend on every
+ * message); and reserve takes all the credit there is into the sender's
+ * own, likewise. Waits end when a
  * message or credit comes, the peer is done, the stream ends, or the
  * context given at init is done (an inline after-func wakes them: never
  * cancel that context while holding the lock).
@@ -20,6 +25,7 @@
 #define DCTX_RPC_STREAM_HALF_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,14 +42,25 @@ struct dctx__stream_half {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct dctx__stream_msg *head, **tail; /* the peer's, not yet taken */
+    struct dctx__stream_msg *mine;         /* taken off head at once: the receiver's, no lock */
     int64_t allow, allow_bytes;            /* what the peer may still send */
-    uint32_t taken, taken_bytes;           /* taken since the last grant */
+    uint32_t taken, taken_bytes;           /* taken since the last grant: the receiver's */
     int64_t credit, credit_bytes;          /* what this side may still send */
+    int64_t my_credit, my_credit_bytes;    /* moved off credit at once: the sender's, no lock */
     bool peer_done;                        /* the peer sends no more */
-    bool ended;                            /* the stream is over (or its context done) */
+    atomic_bool ended;                     /* the stream is over (or its context done) */
     int64_t idle_ns;                       /* a take waits this long at most; 0: no limit */
     dctx_after *wake;                      /* the context's end ends the waits */
-    uint64_t received, sent;               /* messages, for logs */
+    uint64_t received;                     /* messages, for logs */
+    /* An asynchronous receive (stream.c): armed until a message, the
+     * peer's half-close or the end makes it due; then delivering until the
+     * deliverer is done (one at a time). kick starts the delivery. */
+    bool armed, delivering;
+    void (*kick)(void *arg, bool on_this_thread);
+    void *kick_arg;
+    dctx_rpc_stream_recv_fn armed_fn, due_fn; /* the user's: armed, then being delivered */
+    void *armed_arg, *due_arg;
+    atomic_uint_fast64_t sent;
 };
 
 /* init: the waits also end when ctx is done (ctx may be NULL: never). */
@@ -74,6 +91,23 @@ int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg 
 /* dctx__stream_half_refund gives back what reserve took for a message of
  * len bytes that was not sent after all. */
 void dctx__stream_half_refund(struct dctx__stream_half *h, size_t len);
+
+/* dctx__stream_half_arm arms an asynchronous receive: when it is due,
+ * kick(arg, on_this_thread) runs once, with no lock held: on the thread
+ * that made it due when that is a message or the peer's half-close (the
+ * connection's), else on_this_thread false (the end may come from inside
+ * a cancel: kick defers). Returns 1 if armed, 2 if armed and due already
+ * (the caller defers the kick itself; delivering is set), 0 if a receive
+ * is armed already. The deliverer finds fn and fn_arg in due_fn and
+ * due_arg, which stay while delivering. Inside a delivery (delivering set) it only arms: the
+ * deliverer sees it through dctx__stream_half_next. */
+int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn fn, void *fn_arg,
+                          void (*kick)(void *, bool), void *kick_arg);
+
+/* dctx__stream_half_next: the deliverer finished one; true if another
+ * receive was armed meanwhile and is due (deliver it too), else false and
+ * delivering ends. */
+bool dctx__stream_half_next(struct dctx__stream_half *h);
 
 /* The messages received from the peer and sent to it so far. */
 void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent);

@@ -8,6 +8,7 @@
 #include <dctx/stream.h>
 
 #include "dctx.pb-c.h"
+#include "reaper.h"
 #include "stream_half.h"
 
 /* How one side sends a stream's frames and learns its end. */
@@ -21,6 +22,10 @@ struct dctx__stream_ops {
     /* The stream's end status once it ended (the context's error, the
      * server's status); DCTX_CANCELED if it is not known yet. */
     int (*end_code)(void *owner);
+    /* A reference on the owner (it holds the stream): an armed
+     * asynchronous receive keeps one until its callback returned. */
+    void (*hold)(void *owner);
+    void (*drop)(void *owner);
 };
 
 struct dctx_rpc_stream {
@@ -29,6 +34,7 @@ struct dctx_rpc_stream {
     void *owner;      /* the server's call, or the client's handle */
     dctx *ctx;        /* the stream's context (borrowed from the owner): canceled when idle */
     bool send_closed; /* the client half-closed; the sender's own */
+    struct dctx__reap_item deliver_later; /* an asynchronous receive's deferred delivery */
 };
 
 /* dctx__stream_take_frame hands a stream frame the peer sent (message,

@@ -3,7 +3,8 @@
  * server, client and bidirectional streams with their messages in order,
  * flow control that stops a writer whose reader stops (its memory within
  * the window), and the context covering the whole stream: a cancel or a
- * deadline mid-stream ends it on both sides.
+ * deadline mid-stream ends it on both sides, and a cancel goes through
+ * every hop of a relayed stream.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -96,6 +97,47 @@ static int fail_at_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_r
 }
 
 static struct flood flood;
+
+/* A hop of a relayed stream: Relay opens Relay (or, at the last hop,
+ * Flood) on next with its own context and passes every message back;
+ * each hop records the error its context ended with. */
+#define RELAY "/it.Streams/Relay"
+struct hop {
+    dctx_rpc_channel *next; /* NULL: the last hop */
+    atomic_int ended_with;  /* dctx_err of the handler's context at its return; -1 before */
+};
+
+static int relay_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    struct hop *h = arg;
+    dctx_rpc_stream *up = NULL;
+    int rc = dctx_rpc_stream_open(h->next, ctx, RELAY, &up);
+    if (rc != 0)
+        return rc;
+    dctx_rpc_message m;
+    while (rc == 0 && dctx_rpc_stream_recv(up, &m)) {
+        rc = dctx_rpc_stream_send(st, m.data, m.len);
+        dctx_rpc_message_free(&m);
+    }
+    dctx_rpc_result res;
+    int code = dctx_rpc_stream_finish(up, &res);
+    dctx_rpc_reply_set_message(reply, "%s", res.message != NULL ? res.message : "");
+    dctx_rpc_result_free(&res);
+    dctx_rpc_stream_release(up);
+    atomic_store(&h->ended_with, dctx_err(ctx));
+    return rc != 0 ? rc : code;
+}
+
+static int last_hop_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    struct hop *h = arg;
+    int rc = 0;
+    for (int i = 0; i < 1000000 && rc == 0; i++)
+        rc = dctx_rpc_stream_send(st, "tick", 4);
+    (void)reply;
+    atomic_store(&h->ended_with, dctx_err(ctx));
+    return rc != 0 ? rc : DCTX_OK;
+}
 
 static dctx_rpc_server *streams_server_workers(enum rt_transport t, int workers, char *url)
 {
@@ -458,6 +500,54 @@ static void message_over_the_limit_is_refused_and_the_stream_goes_on(void **stat
     rt_channel_close(ch);
 }
 
+/* A server stream relayed through three hops (A and B relay, C sends),
+ * canceled by the caller mid-way: every hop's handler sees CANCELED. */
+static void relayed_stream_canceled_mid_way_reaches_every_hop(void **state)
+{
+    (void)state;
+    struct hop hops[3];
+    char urls[3][256];
+    for (int i = 2; i >= 0; i--) {
+        hops[i].next = NULL;
+        atomic_init(&hops[i].ended_with, -1);
+        dctx_rpc_server_options so = rt_server_options(4);
+        dctx_rpc_server *srv = NULL;
+        assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
+        if (i < 2)
+            hops[i].next = rt_channel_open(urls[i + 1], NULL);
+        assert_int_equal(dctx_rpc_server_register_stream(
+                             srv, RELAY, i < 2 ? relay_handler : last_hop_handler, &hops[i]),
+                         0);
+        rt_server_listen(srv, i == 1 ? RT_IPC : RT_TCP, urls[i], 64);
+        assert_int_equal(dctx_rpc_server_start(srv), 0);
+        rt_track_server(srv);
+    }
+    dctx_rpc_channel *ch = rt_channel_open(urls[0], NULL);
+    dctx *ctx = rt_with_cancel();
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, ctx, RELAY, &st), 0);
+    dctx_rpc_message m;
+    for (int i = 0; i < 100; i++) {
+        assert_true(dctx_rpc_stream_recv(st, &m));
+        assert_int_equal(m.len, 4);
+        dctx_rpc_message_free(&m);
+    }
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(atomic_load(&hops[i].ended_with), -1); /* all three still streaming */
+    dctx_cancel(ctx);
+    for (int i = 0; i < 3; i++) {
+        assert_true(WAIT_FOR(atomic_load(&hops[i].ended_with) != -1, SEC(5)));
+        assert_int_equal(atomic_load(&hops[i].ended_with), DCTX_CANCELED);
+    }
+    char msg[256];
+    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_CANCELED);
+    dctx_rpc_stream_release(st);
+    rt_ctx_release(ctx);
+    rt_channel_close(ch);
+    for (int i = 0; i < 2; i++)
+        rt_channel_close(hops[i].next);
+}
+
 int main(void)
 {
     rt_init("rpc_streams", RT_PORTS_STREAMS);
@@ -473,6 +563,7 @@ int main(void)
         RT_TEST(thousand_streams_a_third_canceled_each_end_once),
         RT_TEST(idle_stream_ends_deadline_exceeded_saying_so),
         RT_TEST(message_over_the_limit_is_refused_and_the_stream_goes_on),
+        RT_TEST(relayed_stream_canceled_mid_way_reaches_every_hop),
     };
     return cmocka_run_group_tests_name("rpc_streams", tests, rt_group_setup, NULL);
 }

@@ -51,7 +51,8 @@ enum rt_port_base {
     RT_PORTS_LOAD = 27000,
     RT_PORTS_LIFECYCLE = 28000,
     RT_PORTS_KEYS = 30000,
-    RT_PORTS_STREAMS = 32000
+    RT_PORTS_STREAMS = 32000,
+    RT_PORTS_STREAMS_ASYNC = 33000
 };
 
 /* rt_init names the program (for its ipc directory and inproc names) and

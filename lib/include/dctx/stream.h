@@ -69,6 +69,25 @@ DCTX_API int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t 
  * the stream ended. */
 DCTX_API bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *m);
 
+/* An asynchronous receive's completion: m is the next message (yours:
+ * free it with dctx_rpc_message_free), or NULL where
+ * dctx_rpc_stream_recv would return false. */
+typedef void (*dctx_rpc_stream_recv_fn)(void *arg, dctx_rpc_stream *st, dctx_rpc_message *m);
+
+/* dctx_rpc_stream_recv_start is dctx_rpc_stream_recv without the wait:
+ * fn(arg, st, m) runs once, never inside this call: on the connection's
+ * thread when a message or the peer's half-close comes, on the library's
+ * deferred-work thread when one was there already or the stream ended.
+ * fn must not block (no send that may wait for credit): it delays the
+ * connection's other frames. fn may start the next receive (a stream
+ * read so, message after message, stays on the connection's thread) and
+ * may release the stream. The stream stays valid until fn has run, even if
+ * released first; on the server's side the handler must not return
+ * before. Returns 0, or DCTX_FAILED_PRECONDITION while a receive is
+ * armed (one at a time; no blocking recv meanwhile). The idle timeout
+ * applies to blocking receives only. */
+DCTX_API int dctx_rpc_stream_recv_start(dctx_rpc_stream *st, dctx_rpc_stream_recv_fn fn, void *arg);
+
 /* dctx_rpc_stream_set_idle_timeout: from now on, a recv that waits
  * idle_ns for a message (0: no limit, the default) ends the stream on
  * both sides with DEADLINE_EXCEEDED and the cause "stream idle for ...",

@@ -1,0 +1,354 @@
+/*
+ * test_rpc_streams_async.c - asynchronous receive on streams
+ * (dctx_rpc_stream_recv_start) over real sockets: messages in order on a
+ * library thread, never inside the call that armed it, one receive at a
+ * time, the end (half-close, cancel, release) delivered once, a callback
+ * that releases its stream, and a server handler that receives so.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dctx/stream.h>
+
+#include "rpc_testutil.h"
+
+#define COUNT "/it.Async/Count"
+#define HOLD "/it.Async/Hold"
+#define ASYNC_SUM "/it.Async/Sum"
+
+/* Count: the request is N; answers 1..N, then OK. */
+static int count_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)ctx;
+    (void)reply;
+    dctx_rpc_message m;
+    if (!dctx_rpc_stream_recv(st, &m))
+        return DCTX_INVALID_ARGUMENT;
+    char text[32];
+    snprintf(text, sizeof text, "%.*s", (int)m.len, (const char *)m.data);
+    dctx_rpc_message_free(&m);
+    int n = atoi(text);
+    for (int i = 1; i <= n; i++) {
+        snprintf(text, sizeof text, "%d", i);
+        int rc = dctx_rpc_stream_send(st, text, strlen(text));
+        if (rc != 0)
+            return rc;
+    }
+    return DCTX_OK;
+}
+
+/* Hold: sends nothing; returns when its stream's context ends. */
+static int hold_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)st;
+    (void)reply;
+    dctx_wait(ctx, -1);
+    return dctx_err(ctx);
+}
+
+/* What an asynchronous reader saw. */
+struct reader {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t armed_by;   /* the thread that armed the first receive */
+    int got;              /* messages, in order */
+    int out_of_order;     /* messages not the one expected */
+    int on_arming_thread; /* deliveries on armed_by (must be none) */
+    int ends;             /* NULL deliveries */
+    bool release_at_end;  /* the callback releases the stream */
+    long sum;             /* the integers received */
+};
+
+static void reader_init(struct reader *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->armed_by = pthread_self();
+}
+
+static void reader_fini(struct reader *r)
+{
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+}
+
+/* Each message: checked against the count, then the next receive armed. */
+static void on_message(void *arg, dctx_rpc_stream *st, dctx_rpc_message *m)
+{
+    struct reader *r = arg;
+    pthread_mutex_lock(&r->mu);
+    if (pthread_equal(pthread_self(), r->armed_by))
+        r->on_arming_thread++;
+    if (m == NULL) {
+        bool release = r->release_at_end; /* r may be gone once unlocked */
+        r->ends++;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (release)
+            dctx_rpc_stream_release(st);
+        return;
+    }
+    char text[32], want[32];
+    snprintf(text, sizeof text, "%.*s", (int)m->len, (const char *)m->data);
+    snprintf(want, sizeof want, "%d", r->got + 1);
+    if (strcmp(text, want) != 0)
+        r->out_of_order++;
+    r->got++;
+    r->sum += atol(text);
+    pthread_mutex_unlock(&r->mu);
+    dctx_rpc_message_free(m);
+    int rc = dctx_rpc_stream_recv_start(st, on_message, r);
+    if (rc != 0)
+        fail_msg("re-arming in the callback: %s", dctx_strerror(rc));
+}
+
+/* Wait (bounded) until the reader saw its end; true if it did. */
+static bool wait_end(struct reader *r)
+{
+    int64_t until = dctx_now() + 10000000000LL;
+    pthread_mutex_lock(&r->mu);
+    while (r->ends == 0 && dctx_now() < until) {
+        pthread_mutex_unlock(&r->mu);
+        rt_sleep(2 * 1000000);
+        pthread_mutex_lock(&r->mu);
+    }
+    bool ended = r->ends > 0;
+    pthread_mutex_unlock(&r->mu);
+    return ended;
+}
+
+/* Sum, asynchronously: the handler arms a receive and waits for the end. */
+static int async_sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    struct reader r;
+    reader_init(&r);
+    r.armed_by = pthread_self();
+    int rc = dctx_rpc_stream_recv_start(st, on_message, &r);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&r.mu);
+    while (r.ends == 0)
+        pthread_cond_wait(&r.cv, &r.mu); /* the end always comes: half-close or the context */
+    long sum = r.sum;
+    int bad = r.out_of_order + r.on_arming_thread;
+    pthread_mutex_unlock(&r.mu);
+    /* The end was delivered: the callback returned before broadcast's
+     * unlock, and it arms nothing after an end. */
+    reader_fini(&r);
+    if (dctx_err(ctx) != 0)
+        return dctx_err(ctx);
+    if (bad != 0)
+        return DCTX_INTERNAL;
+    dctx_rpc_reply_set_message(reply, "%ld", sum);
+    return DCTX_OK;
+}
+
+static void async_server(enum rt_transport t, char *url)
+{
+    dctx_rpc_server_options so = rt_server_options(4);
+    dctx_rpc_server *srv = NULL;
+    assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
+    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, count_handler, NULL), 0);
+    assert_int_equal(dctx_rpc_server_register_stream(srv, HOLD, hold_handler, NULL), 0);
+    assert_int_equal(dctx_rpc_server_register_stream(srv, ASYNC_SUM, async_sum_handler, NULL), 0);
+    rt_server_listen(srv, t, url, 256);
+    assert_int_equal(dctx_rpc_server_start(srv), 0);
+    rt_track_server(srv);
+}
+
+static dctx_rpc_stream *open_count(dctx_rpc_channel *ch, const char *n)
+{
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, COUNT, &st), 0);
+    assert_int_equal(dctx_rpc_stream_send(st, n, strlen(n)), 0);
+    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+    return st;
+}
+
+/* 10,000 messages (past the window: credit flows back from callbacks)
+ * read by callbacks that arm the next, in order, none on the arming
+ * thread, one end; the stream ends OK. */
+static void async_reader_gets_every_message_in_order(void **state)
+{
+    (void)state;
+    enum rt_transport ts[] = {RT_INPROC, RT_TCP};
+    for (size_t t = 0; t < 2; t++) {
+        char url[256];
+        async_server(ts[t], url);
+        dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+        dctx_rpc_stream *st = open_count(ch, "10000");
+        struct reader r;
+        reader_init(&r);
+        assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r), 0);
+        assert_true(wait_end(&r));
+        assert_int_equal(r.got, 10000);
+        assert_int_equal(r.out_of_order, 0);
+        assert_int_equal(r.on_arming_thread, 0);
+        assert_int_equal(r.ends, 1);
+        assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_OK);
+        dctx_rpc_stream_release(st);
+        reader_fini(&r);
+        rt_channel_close(ch);
+    }
+}
+
+/* A message already waiting when the receive is armed is delivered on
+ * another thread, after the call returned. */
+static void waiting_message_is_delivered_after_the_call(void **state)
+{
+    (void)state;
+    char url[256];
+    async_server(RT_IPC, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = open_count(ch, "3");
+    dctx_rpc_message m;
+    assert_true(dctx_rpc_stream_recv(st, &m)); /* "1": the rest follow it */
+    dctx_rpc_message_free(&m);
+    assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_OK); /* all three are here */
+    struct reader r;
+    reader_init(&r);
+    r.got = 1;
+    assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r), 0);
+    assert_true(wait_end(&r));
+    assert_int_equal(r.got, 3);
+    assert_int_equal(r.out_of_order, 0);
+    assert_int_equal(r.on_arming_thread, 0);
+    dctx_rpc_stream_release(st);
+    reader_fini(&r);
+    rt_channel_close(ch);
+}
+
+static void count_end(void *arg, dctx_rpc_stream *st, dctx_rpc_message *m)
+{
+    (void)st;
+    struct reader *r = arg;
+    pthread_mutex_lock(&r->mu);
+    if (m != NULL) {
+        r->got++;
+        dctx_rpc_message_free(m);
+    } else {
+        r->ends++;
+    }
+    if (pthread_equal(pthread_self(), r->armed_by))
+        r->on_arming_thread++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* One receive at a time; a cancel of the stream's context delivers the
+ * end (on the library's thread) and the stream ends CANCELED. */
+static void second_receive_is_refused_and_cancel_delivers_the_end(void **state)
+{
+    (void)state;
+    char url[256];
+    async_server(RT_TCP, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx *ctx = NULL;
+    assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, ctx, HOLD, &st), 0);
+    struct reader r;
+    reader_init(&r);
+    assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), 0);
+    assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), DCTX_FAILED_PRECONDITION);
+    assert_int_equal(dctx_rpc_stream_recv_start(st, NULL, &r), DCTX_INVALID_ARGUMENT);
+    rt_sleep(20 * 1000000);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.ends, 0); /* nothing came: still armed */
+    pthread_mutex_unlock(&r.mu);
+    dctx_cancel(ctx);
+    assert_true(wait_end(&r));
+    assert_int_equal(r.got, 0);
+    assert_int_equal(r.ends, 1);
+    assert_int_equal(r.on_arming_thread, 0); /* not inside dctx_cancel */
+    assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_CANCELED);
+    dctx_rpc_stream_release(st);
+    dctx_release(ctx);
+    reader_fini(&r);
+    rt_channel_close(ch);
+}
+
+/* Released while a receive is armed: the callback still runs once with
+ * the end, and nothing leaks (ASan); a callback may release its stream. */
+static void release_while_armed_and_release_in_the_callback(void **state)
+{
+    (void)state;
+    char url[256];
+    async_server(RT_INPROC, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, HOLD, &st), 0);
+    struct reader r;
+    reader_init(&r);
+    assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), 0);
+    dctx_rpc_stream_release(st);
+    assert_true(wait_end(&r));
+    assert_int_equal(r.ends, 1);
+    reader_fini(&r);
+
+    struct reader r2;
+    reader_init(&r2);
+    r2.release_at_end = true;
+    st = open_count(ch, "100");
+    assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r2), 0);
+    assert_true(wait_end(&r2)); /* the callback released st */
+    assert_int_equal(r2.got, 100);
+    assert_int_equal(r2.out_of_order, 0);
+    rt_channel_close(ch); /* waits for the callbacks */
+    reader_fini(&r2);
+}
+
+/* A server handler that receives asynchronously: 1,000 integers summed,
+ * then a client that cancels one mid-way (the handler's wait ends). */
+static void server_handler_receives_asynchronously(void **state)
+{
+    (void)state;
+    char url[256], msg[256];
+    async_server(RT_TCP, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, ASYNC_SUM, &st), 0);
+    long want = 0;
+    for (int i = 1; i <= 1000; i++) {
+        char text[16];
+        snprintf(text, sizeof text, "%d", i);
+        assert_int_equal(dctx_rpc_stream_send(st, text, strlen(text)), 0);
+        want += i;
+    }
+    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_rpc_stream_finish(st, &res), DCTX_OK);
+    snprintf(msg, sizeof msg, "%ld", want);
+    assert_string_equal(res.message, msg);
+    dctx_rpc_result_free(&res);
+    dctx_rpc_stream_release(st);
+
+    dctx *ctx = NULL;
+    assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
+    assert_int_equal(dctx_rpc_stream_open(ch, ctx, ASYNC_SUM, &st), 0);
+    assert_int_equal(dctx_rpc_stream_send(st, "5", 1), 0);
+    dctx_cancel(ctx);
+    assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_CANCELED);
+    dctx_rpc_stream_release(st);
+    dctx_release(ctx);
+    rt_channel_close(ch);
+}
+
+int main(void)
+{
+    rt_init("rpc_streams_async", RT_PORTS_STREAMS_ASYNC);
+    const struct CMUnitTest tests[] = {
+        RT_TEST(async_reader_gets_every_message_in_order),
+        RT_TEST(waiting_message_is_delivered_after_the_call),
+        RT_TEST(second_receive_is_refused_and_cancel_delivers_the_end),
+        RT_TEST(release_while_armed_and_release_in_the_callback),
+        RT_TEST(server_handler_receives_asynchronously),
+    };
+    return cmocka_run_group_tests_name("rpc_streams_async", tests, rt_group_setup, NULL);
+}
