@@ -349,6 +349,10 @@ static void finish(dctx_rpc_handle *call)
     dctx_release(call->ctx);
     call->ctx = NULL;
     set_word(&call->ended, &call->sleepers, 1);
+    /* Now a receive armed on the stream gets its end (on the reaper): its
+     * callback may call dctx_rpc_stream_finish, which returns at once. */
+    if (call->stream != NULL)
+        dctx__stream_half_conclude(&call->stream->half);
     in_flight_leave(ch);
     call_unref(call);
 }
@@ -834,6 +838,7 @@ void dctx_rpc_channel_close(dctx_rpc_channel *ch)
     while (ch->conns != NULL)
         dctx__cond_wait_until(&ch->cv, &ch->mu, dctx_now() + 10000000LL);
     pthread_mutex_unlock(&ch->mu); /* the reaper's last unlock is behind us (conn_free) */
+    dctx__reaper_wait();           /* streams' receive callbacks deferred there may touch ch */
     channel_free(ch);
 }
 
@@ -1319,6 +1324,7 @@ static int stream_attach(dctx_rpc_handle *call, dctx *ctx)
     }
     st->ops = &client_stream_ops;
     st->owner = call;
+    st->half.end_waits_conclude = true; /* finish concludes it */
     call->stream = st;
     return 0;
 }

@@ -22,9 +22,10 @@
  *   an aio of nng 1.5.2 holds at most 8 iovs, so seven frames go as iovs
  *   of their own and the frames after them are copied into one buffer (up
  *   to COALESCE_MAX) that is the eighth. A short write is finished by
- *   sending the rest; a whole one frees the batch and starts the next, or
- *   gives the token back. Bytes count against send_queue_max from
- *   queueing until written.
+ *   sending the rest; a whole one frees the batch (keeping its small
+ *   frames as spares) and starts the next, or gives the token back (and
+ *   the spares but SPARE_IDLE). Frames count against send_queue_max for
+ *   their memory from queueing until written.
  *
  *   Who writes: an aio with a callback always completes through one of
  *   nng's task threads, one more wake per write (measured: a 64-byte
@@ -74,13 +75,13 @@
  *   caused. Callbacks only mark the connection ended and tell the owner;
  *   dctx__conn_close, on a thread of the owner's, closes the stream, stops
  *   the receive aio and then the send aios, waits for the owner's threads
- *   still inside a send, and frees the aios, the stream, the queue and the
- *   batch. A read (or a fence) posted after its aio was stopped is refused
+ *   still inside a send, and frees the aios, the stream, the queue, the
+ *   writer's taken frames and batch, and the spares. A read (or a fence) posted after its aio was stopped is refused
  *   by nng 1.5.2 without a callback, and stopping the fence's aio waits
  *   for its callback: so nothing runs once they are stopped. A failed
  *   write leaves its batch and the token where they are: close frees
- *   them. Frames are plain memory: the writer frees a batch once it is
- *   written.
+ *   them. Frames are plain memory: the writer frees (or keeps) a batch
+ *   once it is written.
  */
 #include "conn.h"
 
@@ -119,9 +120,11 @@ struct out_frame {
  * written, kept for the next (up to SPARE_MAX per connection): a frame is
  * made by the sender's thread and freed by the writer's, and malloc's
  * per-thread caches do not serve that pattern (measured: malloc took 17%
- * of a streaming server's time). */
+ * of a streaming server's time). A small frame counts against the send
+ * queue for the room it holds, so the queue's bound is its memory. */
 #define SMALL_FRAME_BYTES 256
-#define SPARE_MAX 1024
+#define SPARE_MAX 256 /* 70 KiB at most, while the connection is busy */
+#define SPARE_IDLE 16 /* kept once the queue emptied */
 
 struct dctx__conn {
     nng_stream *s;
@@ -234,6 +237,29 @@ static void free_frames(struct out_frame *f)
     }
 }
 
+/* What a frame holds of the send queue's room: its memory. */
+static size_t charge(const struct out_frame *f)
+{
+    return f->small ? SMALL_FRAME_BYTES : f->len;
+}
+
+/* Free the spares past keep (the queue emptied: the connection is idle). */
+static void trim_spares(struct dctx__conn *c, unsigned keep)
+{
+    struct out_frame *extra = NULL;
+    pthread_mutex_lock(&c->spare_mu);
+    if (c->spare_count > keep) {
+        struct out_frame **cut = &c->spare;
+        for (unsigned i = 0; i < keep; i++)
+            cut = &(*cut)->next;
+        extra = *cut;
+        *cut = NULL;
+        c->spare_count = keep;
+    }
+    pthread_mutex_unlock(&c->spare_mu);
+    free_frames(extra);
+}
+
 /* Keep a written batch's small frames as spares (up to SPARE_MAX), free
  * the rest. */
 static void recycle_frames(struct dctx__conn *c, struct out_frame *f)
@@ -297,7 +323,7 @@ static void build_batch(struct dctx__conn *c)
                 memcpy(c->coalesce + coalesced, f->bytes, f->len);
                 coalesced += f->len;
                 c->taken = f->next;
-                c->batch_bytes += f->len;
+                c->batch_bytes += charge(f);
                 c->batch_frames++;
                 *last = f;
                 last = &f->next;
@@ -307,7 +333,7 @@ static void build_batch(struct dctx__conn *c)
         }
         c->taken = f->next;
         c->iov[c->n_iov++] = (nng_iov){.iov_buf = f->bytes, .iov_len = f->len};
-        c->batch_bytes += f->len;
+        c->batch_bytes += charge(f);
         c->batch_frames++;
         *last = f;
         last = &f->next;
@@ -370,6 +396,8 @@ static bool wrote(struct dctx__conn *c, nng_aio *aio)
     pthread_mutex_unlock(&c->mu);
     if (more)
         build_batch(c);
+    else
+        trim_spares(c, SPARE_IDLE);
     return more;
 }
 
@@ -432,7 +460,7 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
     int rc = 0;
     if (c->ended || c->closing)
         rc = DCTX_UNAVAILABLE;
-    else if (c->queued_bytes + f->len > limit)
+    else if (c->queued_bytes + charge(f) > limit)
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         pthread_mutex_unlock(&c->mu);
@@ -446,7 +474,7 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
                   f->len - DCTX__FRAME_HEADER_BYTES);
     *c->tail = f;
     c->tail = &f->next;
-    c->queued_bytes += f->len;
+    c->queued_bytes += charge(f);
     if (c->queued_bytes > atomic_load_explicit(&c->bytes_queued_max, memory_order_relaxed))
         atomic_store_explicit(&c->bytes_queued_max, c->queued_bytes, memory_order_relaxed);
     bool start = !c->writing;
@@ -820,7 +848,7 @@ bool dctx__conn_close_after_flush(struct dctx__conn *c, int64_t timeout_ns)
     c->closing = true;
     while (c->writing && !c->ended && dctx_now() < until)
         dctx__cond_wait_until(&c->flushed, &c->mu, until);
-    bool flushed = !c->writing && c->head == NULL;
+    bool flushed = !c->writing && c->head == NULL && c->taken == NULL;
     pthread_mutex_unlock(&c->mu);
     dctx__conn_close(c);
     return flushed;

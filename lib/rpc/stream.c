@@ -91,7 +91,8 @@ int dctx_rpc_stream_set_idle_timeout(dctx_rpc_stream *st, int64_t idle_ns)
     return 0;
 }
 
-bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
+/* A receive, by whoever holds the receiver's role. */
+static bool recv_taking(dctx_rpc_stream *st, dctx_rpc_message *out)
 {
     out->data = NULL;
     out->len = 0;
@@ -115,41 +116,81 @@ bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
     return true;
 }
 
+bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
+{
+    if (atomic_exchange(&st->half.receiving, true)) { /* an asynchronous receive is armed */
+        out->data = NULL;
+        out->len = 0;
+        out->budget_ns = -1;
+        return false;
+    }
+    bool got = recv_taking(st, out);
+    atomic_store(&st->half.receiving, false);
+    return got;
+}
+
+/* Deferred deliveries hand the reaper back after this many messages, so
+ * that a busy stream never holds it from other work. */
+#define DEFERRED_BATCH 64
+
+/* The stream whose callback this thread runs: it may arm the next
+ * receive without taking the receiver's role again. */
+static _Thread_local dctx_rpc_stream *delivering_now;
+
+static void deliver_deferred(void *arg);
+
 /* Deliver the due asynchronous receive, and each one its callback armed
  * again while messages wait (stream_half.h: due_fn). Each armed receive
  * holds the owner: st stays valid through its callback. */
-static void deliver(dctx_rpc_stream *st)
+static void deliver(dctx_rpc_stream *st, bool deferred)
 {
-    bool more;
-    do {
+    for (int n = 0;; n++) {
+        if (deferred && n == DEFERRED_BATCH &&
+            dctx__reaper_defer(&st->deliver_later, deliver_deferred, st))
+            return; /* the due receive goes on at the reaper's tail */
         dctx_rpc_message m;
-        bool got = dctx_rpc_stream_recv(st, &m); /* due: never waits */
+        bool got = recv_taking(st, &m); /* due: never waits */
+        if (!got)
+            dctx__stream_half_end_delivered(&st->half);
+        dctx_rpc_stream *outer = delivering_now;
+        delivering_now = st;
         st->half.due_fn(st->half.due_arg, st, got ? &m : NULL);
-        more = dctx__stream_half_next(&st->half);
+        delivering_now = outer;
+        bool more = dctx__stream_half_next(&st->half);
         st->ops->drop(st->owner); /* may free st unless more holds it */
-    } while (more);
+        if (!more)
+            return;
+    }
 }
 
 static void deliver_deferred(void *arg)
 {
-    deliver(arg);
+    deliver(arg, true);
 }
 
 static void kick(void *arg, bool on_this_thread)
 {
     dctx_rpc_stream *st = arg;
+    /* The reaper runs from the stream's channel or server open on: a
+     * deferral does not fail. */
     if (on_this_thread || !dctx__reaper_defer(&st->deliver_later, deliver_deferred, st))
-        deliver(st); /* the reaper runs from the stream's channel or server open on */
+        deliver(st, false);
 }
 
 int dctx_rpc_stream_recv_start(dctx_rpc_stream *st, dctx_rpc_stream_recv_fn fn, void *arg)
 {
     if (st == NULL || fn == NULL)
         return DCTX_INVALID_ARGUMENT;
+    /* The receiver's role: the delivery's own, or taken here. */
+    bool inside = delivering_now == st;
+    if (!inside && atomic_exchange(&st->half.receiving, true))
+        return DCTX_FAILED_PRECONDITION;
     st->ops->hold(st->owner);
     int rc = dctx__stream_half_arm(&st->half, fn, arg, kick, st);
-    if (rc == 0) {
+    if (rc <= 0) {
         st->ops->drop(st->owner);
+        if (!inside)
+            atomic_store(&st->half.receiving, false);
         return DCTX_FAILED_PRECONDITION;
     }
     if (rc == 2)

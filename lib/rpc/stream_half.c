@@ -15,7 +15,8 @@
 static bool due(struct dctx__stream_half *h)
 {
     return h->armed && !h->delivering &&
-           (h->head != NULL || h->mine != NULL || h->peer_done || h->ended);
+           (h->head != NULL || h->mine != NULL || h->peer_done ||
+            (h->ended && (!h->end_waits_conclude || h->concluded)));
 }
 
 /* Take the armed receive for delivery if due (mu held); the kick to run
@@ -197,8 +198,8 @@ int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn f
                           void (*kick)(void *, bool), void *kick_arg)
 {
     pthread_mutex_lock(&h->mu);
-    int rc = 0;
-    if (!h->armed) {
+    int rc = h->end_delivered ? -1 : 0;
+    if (!h->armed && !h->end_delivered) {
         h->armed = true;
         h->armed_fn = fn;
         h->armed_arg = fn_arg;
@@ -217,8 +218,28 @@ bool dctx__stream_half_next(struct dctx__stream_half *h)
     h->delivering = false;
     void *karg = NULL;
     bool more = take_due(h, &karg) != NULL;
+    if (!more && !h->armed)
+        atomic_store(&h->receiving, false);
     pthread_mutex_unlock(&h->mu);
     return more;
+}
+
+void dctx__stream_half_end_delivered(struct dctx__stream_half *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->end_delivered = true;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void dctx__stream_half_conclude(struct dctx__stream_half *h)
+{
+    void *karg = NULL;
+    pthread_mutex_lock(&h->mu);
+    h->concluded = true;
+    void (*kick)(void *, bool) = take_due(h, &karg);
+    pthread_mutex_unlock(&h->mu);
+    if (kick != NULL)
+        kick(karg, false);
 }
 
 void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent)

@@ -12,6 +12,7 @@
  * message of the peer's.
  *
  * Threads: any; every function takes the half's lock, except that take
+ * (the receiver's), reserve and refund (the sender's) mostly do not:
  * moves the whole queue to the receiver's own list and serves from there
  * while it lasts (one lock per queue, not per message: measured, the
  * receiver and the connection's reader otherwise contend on every
@@ -56,6 +57,12 @@ struct dctx__stream_half {
      * peer's half-close or the end makes it due; then delivering until the
      * deliverer is done (one at a time). kick starts the delivery. */
     bool armed, delivering;
+    bool end_delivered;      /* a receive got the end: none may be armed after it */
+    bool end_waits_conclude; /* the end is due only once concluded (a client's: its
+                                   finish has run, so the callback may call finish) */
+    bool concluded;
+    atomic_bool receiving; /* the receiver's role is taken: a blocking receive,
+                                   or an asynchronous one armed or being delivered */
     void (*kick)(void *arg, bool on_this_thread);
     void *kick_arg;
     dctx_rpc_stream_recv_fn armed_fn, due_fn; /* the user's: armed, then being delivered */
@@ -98,7 +105,7 @@ void dctx__stream_half_refund(struct dctx__stream_half *h, size_t len);
  * connection's), else on_this_thread false (the end may come from inside
  * a cancel: kick defers). Returns 1 if armed, 2 if armed and due already
  * (the caller defers the kick itself; delivering is set), 0 if a receive
- * is armed already. The deliverer finds fn and fn_arg in due_fn and
+ * is armed already, -1 once the end was delivered. The deliverer finds fn and fn_arg in due_fn and
  * due_arg, which stay while delivering. Inside a delivery (delivering set) it only arms: the
  * deliverer sees it through dctx__stream_half_next. */
 int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn fn, void *fn_arg,
@@ -106,8 +113,15 @@ int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn f
 
 /* dctx__stream_half_next: the deliverer finished one; true if another
  * receive was armed meanwhile and is due (deliver it too), else false and
- * delivering ends. */
+ * delivering ends (and the receiver's role with it, if none is armed). */
 bool dctx__stream_half_next(struct dctx__stream_half *h);
+
+/* The deliverer is about to hand out the end: no receive is armed after. */
+void dctx__stream_half_end_delivered(struct dctx__stream_half *h);
+
+/* The stream's owner is done with its end (end_waits_conclude): an armed
+ * receive gets it now, deferred. */
+void dctx__stream_half_conclude(struct dctx__stream_half *h);
 
 /* The messages received from the peer and sent to it so far. */
 void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent);

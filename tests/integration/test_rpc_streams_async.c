@@ -123,6 +123,9 @@ static bool wait_end(struct reader *r)
     return ended;
 }
 
+static atomic_int sum_armed;            /* AsyncSum handlers that armed their receive */
+static atomic_int sum_ended_by_context; /* AsyncSum handlers whose wait a cancel ended */
+
 /* Sum, asynchronously: the handler arms a receive and waits for the end. */
 static int async_sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
 {
@@ -133,6 +136,7 @@ static int async_sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc
     int rc = dctx_rpc_stream_recv_start(st, on_message, &r);
     if (rc != 0)
         return rc;
+    atomic_fetch_add(&sum_armed, 1);
     pthread_mutex_lock(&r.mu);
     while (r.ends == 0)
         pthread_cond_wait(&r.cv, &r.mu); /* the end always comes: half-close or the context */
@@ -142,8 +146,10 @@ static int async_sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc
     /* The end was delivered: the callback returned before broadcast's
      * unlock, and it arms nothing after an end. */
     reader_fini(&r);
-    if (dctx_err(ctx) != 0)
+    if (dctx_err(ctx) != 0) {
+        atomic_fetch_add(&sum_ended_by_context, 1);
         return dctx_err(ctx);
+    }
     if (bad != 0)
         return DCTX_INTERNAL;
     dctx_rpc_reply_set_message(reply, "%ld", sum);
@@ -300,8 +306,111 @@ static void release_while_armed_and_release_in_the_callback(void **state)
     assert_true(wait_end(&r2)); /* the callback released st */
     assert_int_equal(r2.got, 100);
     assert_int_equal(r2.out_of_order, 0);
-    rt_channel_close(ch); /* waits for the callbacks */
+    rt_channel_close(ch);
     reader_fini(&r2);
+}
+
+/* A channel closed while a receive is armed: the callback gets the end
+ * before close returns, and may release its stream there. */
+static void close_with_a_receive_armed_delivers_the_end_first(void **state)
+{
+    (void)state;
+    char url[256];
+    async_server(RT_TCP, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, HOLD, &st), 0);
+    struct reader r;
+    reader_init(&r);
+    r.release_at_end = true;
+    assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r), 0);
+    rt_channel_close(ch);
+    pthread_mutex_lock(&r.mu);
+    assert_int_equal(r.ends, 1); /* before close returned */
+    pthread_mutex_unlock(&r.mu);
+    reader_fini(&r);
+}
+
+/* The end's callback may ask for the status: on a channel with an event
+ * hook too (its finish is deferred to the library's thread as well). */
+struct finisher {
+    atomic_int code; /* -1 until the end's callback ran */
+};
+
+static void finish_at_end(void *arg, dctx_rpc_stream *st, dctx_rpc_message *m)
+{
+    struct finisher *f = arg;
+    if (m != NULL) {
+        dctx_rpc_message_free(m);
+        if (dctx_rpc_stream_recv_start(st, finish_at_end, f) != 0)
+            atomic_store(&f->code, -2);
+        return;
+    }
+    int code = dctx_rpc_stream_finish(st, NULL);
+    /* No receive after the end. */
+    if (dctx_rpc_stream_recv_start(st, finish_at_end, f) != DCTX_FAILED_PRECONDITION)
+        code = -3;
+    atomic_store(&f->code, code);
+}
+
+static void on_event_ignored(void *arg, const dctx_rpc_event *ev)
+{
+    (void)arg;
+    (void)ev;
+}
+
+static void end_callback_may_call_finish(void **state)
+{
+    (void)state;
+    char url[256];
+    async_server(RT_IPC, url);
+    dctx_rpc_channel_options co;
+    dctx_rpc_channel_options_init(&co);
+    co.on_event = on_event_ignored;
+    dctx_rpc_channel *ch = rt_channel_open(url, &co);
+    for (int i = 0; i < 2; i++) {
+        dctx *ctx = NULL;
+        assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
+        dctx_rpc_stream *st = NULL;
+        assert_int_equal(dctx_rpc_stream_open(ch, ctx, i == 0 ? HOLD : COUNT, &st), 0);
+        if (i == 1) {
+            assert_int_equal(dctx_rpc_stream_send(st, "50", 2), 0);
+            assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+        }
+        struct finisher f;
+        atomic_init(&f.code, -1);
+        assert_int_equal(dctx_rpc_stream_recv_start(st, finish_at_end, &f), 0);
+        if (i == 0)
+            dctx_cancel(ctx);
+        assert_true(WAIT_FOR(atomic_load(&f.code) != -1, SEC(5)));
+        assert_int_equal(atomic_load(&f.code), i == 0 ? DCTX_CANCELED : DCTX_OK);
+        dctx_rpc_stream_release(st);
+        dctx_release(ctx);
+    }
+    rt_channel_close(ch);
+}
+
+/* While a receive is armed a blocking one returns false at once. */
+static void blocking_receive_while_armed_is_refused(void **state)
+{
+    (void)state;
+    char url[256];
+    async_server(RT_INPROC, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, HOLD, &st), 0);
+    struct reader r;
+    reader_init(&r);
+    assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), 0);
+    dctx_rpc_message m;
+    int64_t t0 = dctx_now();
+    assert_false(dctx_rpc_stream_recv(st, &m));
+    assert_null(m.data);
+    assert_true(dctx_now() - t0 < SEC(1)); /* refused, not a wait for the stream */
+    dctx_rpc_stream_release(st);
+    assert_true(wait_end(&r));
+    rt_channel_close(ch);
+    reader_fini(&r);
 }
 
 /* A server handler that receives asynchronously: 1,000 integers summed,
@@ -332,9 +441,12 @@ static void server_handler_receives_asynchronously(void **state)
     dctx *ctx = NULL;
     assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
     assert_int_equal(dctx_rpc_stream_open(ch, ctx, ASYNC_SUM, &st), 0);
+    int armed = atomic_load(&sum_armed), before = atomic_load(&sum_ended_by_context);
     assert_int_equal(dctx_rpc_stream_send(st, "5", 1), 0);
+    assert_true(WAIT_FOR(atomic_load(&sum_armed) == armed + 1, SEC(5))); /* the handler waits */
     dctx_cancel(ctx);
     assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_CANCELED);
+    assert_true(WAIT_FOR(atomic_load(&sum_ended_by_context) == before + 1, SEC(5)));
     dctx_rpc_stream_release(st);
     dctx_release(ctx);
     rt_channel_close(ch);
@@ -349,6 +461,9 @@ int main(void)
         RT_TEST(second_receive_is_refused_and_cancel_delivers_the_end),
         RT_TEST(release_while_armed_and_release_in_the_callback),
         RT_TEST(server_handler_receives_asynchronously),
+        RT_TEST(close_with_a_receive_armed_delivers_the_end_first),
+        RT_TEST(end_callback_may_call_finish),
+        RT_TEST(blocking_receive_while_armed_is_refused),
     };
     return cmocka_run_group_tests_name("rpc_streams_async", tests, rt_group_setup, NULL);
 }

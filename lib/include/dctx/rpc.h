@@ -261,9 +261,10 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_channel_open_urls(const char *const *urls, 
  * callbacks of those calls run on this thread), waits for every callback,
  * and frees the channel. Calls must not be started on it during or after
  * the close. Blocks: for the callbacks, and for pushed cancels to reach
- * the server (at most 250 ms). Must not be called from a completion
- * callback or event hook of any channel (they may run on the thread close
- * waits for). NULL is fine. */
+ * the server (at most 250 ms), and for streams' receive callbacks
+ * (stream.h) to run. Must not be called from a completion callback, a
+ * stream's receive callback or an event hook of any channel (they may run
+ * on the thread close waits for). NULL is fine. */
 DCTX_API void dctx_rpc_channel_close(dctx_rpc_channel *ch);
 
 /* dctx_rpc_call_raw calls method with req_len bytes of req (borrowed for
@@ -516,9 +517,9 @@ DCTX_API int dctx_rpc_server_shutdown(dctx_rpc_server *s);
  * here unless it ran before) and frees everything, the server's started or
  * not. Returns 0, or DCTX_DEADLINE_EXCEEDED if handlers outlived the grace
  * (it still waited for them). Blocks; must not be called from a handler or
- * event hook of the same server, nor from a completion callback or event
- * hook of a channel (they may run on the thread close waits for). NULL is
- * fine. */
+ * event hook of the same server, nor from a completion callback, a
+ * stream's receive callback or an event hook of a channel (they may run on
+ * the thread close waits for). NULL is fine. */
 DCTX_API int dctx_rpc_server_close(dctx_rpc_server *s);
 
 typedef struct dctx_rpc_server_stats {

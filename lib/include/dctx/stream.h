@@ -78,14 +78,17 @@ typedef void (*dctx_rpc_stream_recv_fn)(void *arg, dctx_rpc_stream *st, dctx_rpc
  * fn(arg, st, m) runs once, never inside this call: on the connection's
  * thread when a message or the peer's half-close comes, on the library's
  * deferred-work thread when one was there already or the stream ended.
- * fn must not block (no send that may wait for credit): it delays the
- * connection's other frames. fn may start the next receive (a stream
- * read so, message after message, stays on the connection's thread) and
- * may release the stream. The stream stays valid until fn has run, even if
- * released first; on the server's side the handler must not return
- * before. Returns 0, or DCTX_FAILED_PRECONDITION while a receive is
- * armed (one at a time; no blocking recv meanwhile). The idle timeout
- * applies to blocking receives only. */
+ * fn must not block (no send that may wait for credit, no close of a
+ * channel or server): it delays the connection's other frames. fn may
+ * start the next receive (a stream read so, message after message, stays
+ * on the connection's thread), may release the stream, and, once given
+ * the end, may call dctx_rpc_stream_finish (it returns at once then: a
+ * client's end comes once the status is known). The stream stays valid
+ * until fn has run, even if released first; on the server's side the
+ * handler must not return before. Returns 0, or DCTX_FAILED_PRECONDITION
+ * while another receive is armed or waiting (one at a time: a blocking
+ * recv meanwhile returns false at once) or once the end was delivered.
+ * The idle timeout applies to blocking receives only. */
 DCTX_API int dctx_rpc_stream_recv_start(dctx_rpc_stream *st, dctx_rpc_stream_recv_fn fn, void *arg);
 
 /* dctx_rpc_stream_set_idle_timeout: from now on, a recv that waits
