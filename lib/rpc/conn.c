@@ -76,8 +76,9 @@
  *   dctx__conn_close, on a thread of the owner's, closes the stream, stops
  *   the receive aio and then the send aios, waits for the owner's threads
  *   still inside a send, and frees the aios, the stream, the queue, the
- *   writer's taken frames and batch, and the spares. A read (or a fence) posted after its aio was stopped is refused
- *   by nng 1.5.2 without a callback, and stopping the fence's aio waits
+ *   writer's taken frames and batch, and the spares. A read (or a fence)
+ *   posted after its aio was stopped is refused by nng 1.5.2 without a
+ *   callback, and stopping the fence's aio waits
  *   for its callback: so nothing runs once they are stopped. A failed
  *   write leaves its batch and the token where they are: close frees
  *   them. Frames are plain memory: the writer frees (or keeps) a batch
