@@ -27,29 +27,6 @@ struct flood {
     atomic_int sent, done, err;
 };
 
-/* Count: the request message is N; answers 1..N, then OK. */
-static int count_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
-{
-    (void)arg;
-    (void)ctx;
-    dctx_rpc_message m;
-    if (!dctx_rpc_stream_recv(st, &m))
-        return DCTX_INVALID_ARGUMENT;
-    char text[32];
-    snprintf(text, sizeof text, "%.*s", (int)m.len, (const char *)m.data);
-    dctx_rpc_message_free(&m);
-    int n = atoi(text);
-    for (int i = 1; i <= n; i++) {
-        snprintf(text, sizeof text, "%d", i);
-        int rc = dctx_rpc_stream_send(st, text, strlen(text));
-        if (rc != 0) {
-            dctx_rpc_reply_set_message(reply, "send failed at %d", i);
-            return rc;
-        }
-    }
-    return DCTX_OK;
-}
-
 /* Sum: adds the integers the client sends until it half-closes. */
 static int sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
 {
@@ -144,7 +121,7 @@ static dctx_rpc_server *streams_server_workers(enum rt_transport t, int workers,
     dctx_rpc_server_options so = rt_server_options(workers);
     dctx_rpc_server *srv = NULL;
     assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, count_handler, NULL), 0);
+    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, rt_count_stream_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, SUM, sum_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, ECHO, rt_echo_stream_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, FLOOD, flood_handler, &flood), 0);

@@ -19,28 +19,6 @@
 #define HOLD "/it.Async/Hold"
 #define ASYNC_SUM "/it.Async/Sum"
 
-/* Count: the request is N; answers 1..N, then OK. */
-static int count_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
-{
-    (void)arg;
-    (void)ctx;
-    (void)reply;
-    dctx_rpc_message m;
-    if (!dctx_rpc_stream_recv(st, &m))
-        return DCTX_INVALID_ARGUMENT;
-    char text[32];
-    snprintf(text, sizeof text, "%.*s", (int)m.len, (const char *)m.data);
-    dctx_rpc_message_free(&m);
-    int n = atoi(text);
-    for (int i = 1; i <= n; i++) {
-        snprintf(text, sizeof text, "%d", i);
-        int rc = dctx_rpc_stream_send(st, text, strlen(text));
-        if (rc != 0)
-            return rc;
-    }
-    return DCTX_OK;
-}
-
 /* Hold: sends nothing; returns when its stream's context ends. */
 static int hold_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
 {
@@ -161,7 +139,7 @@ static void async_server(enum rt_transport t, char *url)
     dctx_rpc_server_options so = rt_server_options(4);
     dctx_rpc_server *srv = NULL;
     assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, count_handler, NULL), 0);
+    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, rt_count_stream_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, HOLD, hold_handler, NULL), 0);
     assert_int_equal(dctx_rpc_server_register_stream(srv, ASYNC_SUM, async_sum_handler, NULL), 0);
     rt_server_listen(srv, t, url, 256);

@@ -231,6 +231,10 @@ int rt_echo_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_
  * half-closes (OK) or the stream's context ends (its error). */
 int rt_echo_stream_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply);
 
+/* A stream handler: the first message is N; sends "1" .. "N", then OK
+ * (or the error a send returned, saying where). */
+int rt_count_stream_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply);
+
 /* Status: answers with the code in the request's first byte (0xff: 99,
  * out of range) and the rest as the status message; sets a 17-byte
  * payload that only an OK answer may carry. An empty request is

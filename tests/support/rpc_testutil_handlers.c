@@ -36,6 +36,28 @@ int rt_echo_stream_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_r
     return dctx_err(ctx) != 0 ? dctx_err(ctx) : DCTX_OK;
 }
 
+int rt_count_stream_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)ctx;
+    dctx_rpc_message m;
+    if (!dctx_rpc_stream_recv(st, &m))
+        return DCTX_INVALID_ARGUMENT;
+    char text[32];
+    snprintf(text, sizeof text, "%.*s", (int)m.len, (const char *)m.data);
+    dctx_rpc_message_free(&m);
+    int n = atoi(text);
+    for (int i = 1; i <= n; i++) {
+        snprintf(text, sizeof text, "%d", i);
+        int rc = dctx_rpc_stream_send(st, text, strlen(text));
+        if (rc != 0) {
+            dctx_rpc_reply_set_message(reply, "send failed at %d", i);
+            return rc;
+        }
+    }
+    return DCTX_OK;
+}
+
 int rt_status_handler(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
 {
     (void)arg;
