@@ -94,24 +94,6 @@ static void print_dist(const char *prefix, int64_t *xs, size_t n)
            samples_pct_us(xs, n, 0));
 }
 
-/* A field of /proc/self/status (or /proc/PID/status) in kB; -1 if absent. */
-static long proc_status_kb(const char *path, const char *field)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    char line[256];
-    size_t flen = strlen(field);
-    long v = -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
-            v = strtol(line + flen + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return v;
-}
-
 /* Options shared by the modes (set from the command line). */
 struct opts {
     const char *next;     /* server: the next hop */
@@ -388,9 +370,9 @@ static int h_stats(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_r
     int n = snprintf(text, sizeof text,
                      "in_flight=%llu calls=%llu vmrss_kb=%ld vmhwm_kb=%ld threads=%ld allocs=%ld",
                      (unsigned long long)st.in_flight, (unsigned long long)st.calls,
-                     proc_status_kb("/proc/self/status", "VmRSS"),
-                     proc_status_kb("/proc/self/status", "VmHWM"),
-                     proc_status_kb("/proc/self/status", "Threads"), a.allocs);
+                     samples_proc_status("/proc/self/status", "VmRSS"),
+                     samples_proc_status("/proc/self/status", "VmHWM"),
+                     samples_proc_status("/proc/self/status", "Threads"), a.allocs);
     return dctx_rpc_reply_set_payload(reply, text, (size_t)n);
 }
 

@@ -4,7 +4,9 @@
 #include "samples.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 void samples_sleep_ns(int64_t ns)
@@ -48,5 +50,22 @@ double samples_num_arg(const char *prog, const char *s, double lo, double hi, co
         usage(stderr);
         exit(2);
     }
+    return v;
+}
+
+long samples_proc_status(const char *path, const char *field)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    char line[256];
+    size_t flen = strlen(field);
+    long v = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, field, flen) == 0 && line[flen] == ':') {
+            v = strtol(line + flen + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
     return v;
 }

@@ -146,20 +146,6 @@ static int run_tput(const char *url, int streams, double secs)
     return 0;
 }
 
-static long rss_kib(const char *pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%s/status", pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kib;
-}
-
 static int run_idle(const char *url, int n, const char *pid)
 {
     dctx_rpc_channel *ch = NULL;
@@ -170,12 +156,14 @@ static int run_idle(const char *url, int n, const char *pid)
     dctx_with_cancel(dctx_background(), &ctx);
     dctx_rpc_stream **st = calloc((size_t)n, sizeof *st);
     dctx_rpc_stream *first = open_stream(ch, ctx, "/bench.Stream/Hold", "x"); /* connected */
+    char status[64];
+    snprintf(status, sizeof status, "/proc/%s/status", pid);
     samples_sleep_ns(200000000);
-    long before = rss_kib(pid);
+    long before = samples_proc_status(status, "VmRSS");
     for (int i = 0; i < n; i++)
         st[i] = open_stream(ch, ctx, "/bench.Stream/Hold", "x");
     samples_sleep_ns(500000000);
-    long after = rss_kib(pid);
+    long after = samples_proc_status(status, "VmRSS");
     printf("stream-idle n=%d server_rss_before_kib=%ld after_kib=%ld bytes_per_stream=%.0f\n", n,
            before, after, (after - before) * 1024.0 / n);
     dctx_cancel(ctx);
@@ -191,18 +179,29 @@ static int run_idle(const char *url, int n, const char *pid)
     return 0;
 }
 
+static void usage(FILE *to)
+{
+    fprintf(to, "usage: stream_bench server URL [WORKERS] | tput URL STREAMS SECONDS | "
+                "idle URL N PID\n");
+}
+
+static int num(const char *s, double lo, double hi, const char *what)
+{
+    return (int)samples_num_arg("stream_bench", s, lo, hi, what, usage);
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "server") == 0) {
-        serve(argv[2], argc > 3 ? atoi(argv[3]) : 64);
+        serve(argv[2], argc > 3 ? num(argv[3], 1, 4096, "WORKERS") : 64);
         for (;;)
             samples_sleep_ns(3600000000000LL);
     }
     if (argc >= 5 && strcmp(argv[1], "tput") == 0)
-        return run_tput(argv[2], atoi(argv[3]), atof(argv[4]));
+        return run_tput(argv[2], num(argv[3], 1, 4096, "STREAMS"),
+                        samples_num_arg("stream_bench", argv[4], 0.1, 3600, "SECONDS", usage));
     if (argc >= 5 && strcmp(argv[1], "idle") == 0)
-        return run_idle(argv[2], atoi(argv[3]), argv[4]);
-    fprintf(stderr, "usage: stream_bench server URL [WORKERS] | tput URL STREAMS SECONDS | "
-                    "idle URL N PID\n");
+        return run_idle(argv[2], num(argv[3], 1, 1000000, "N"), argv[4]);
+    usage(stderr);
     return 2;
 }

@@ -50,15 +50,14 @@ static const char call_usage[] =
 struct call_args {
     struct rpcd_keepalive keepalive;
     struct rpcd_tls tls;
-    struct rpcd_keys *ident; /* --key, --server-key */
-    const char *url, *method, *data, *log;
+    struct rpcd_keys *ident;               /* --key, --server-key */
+    const char *url, *method, *data, *log; /* data, log: NULL when not given */
     int64_t timeout_ns, cancel_after_ns;
     dctx_key keys[MAX_VALUES];
     const char *values[MAX_VALUES];
     int n_values;
     bool trace;
     bool stream;
-    bool has_data;
 };
 
 static int add_value(struct call_args *a, const char *kv)
@@ -83,7 +82,6 @@ static int parse(int argc, char **argv, struct call_args *a)
 {
     a->timeout_ns = -1;
     a->cancel_after_ns = -1;
-    a->data = "";
     rpcd_keepalive_init(&a->keepalive);
     int positional = 0;
     for (int i = 0; i < argc; i++) {
@@ -124,7 +122,6 @@ static int parse(int argc, char **argv, struct call_args *a)
             continue;
         if (strcmp(flag, "--data") == 0) {
             a->data = val;
-            a->has_data = true;
         } else if (strcmp(flag, "--log") == 0)
             a->log = val;
         else if (strcmp(flag, "--value") == 0)
@@ -232,7 +229,8 @@ static int call_once(const struct call_args *a, const dctx_rpc_channel_options *
     dctx_rpc_handle *h = NULL;
     int64_t t0 = dctx_now();
     if (rc == 0)
-        rc = dctx_rpc_call_start(ch, ctx, a->method, a->data, strlen(a->data), NULL, NULL, &h);
+        rc = dctx_rpc_call_start(ch, ctx, a->method, a->data != NULL ? a->data : "",
+                                 a->data != NULL ? strlen(a->data) : 0, NULL, NULL, &h);
     /* res is a copy of the call's whole result, ours until freed. */
     dctx_rpc_result res = {.message = ""};
     char not_sent[DCTX_WIRE_MESSAGE_BYTES_MAX] = ""; /* as long as a server's message */
@@ -259,6 +257,24 @@ static int call_once(const struct call_args *a, const dctx_rpc_channel_options *
                                    h, 2 * o->cancel_ack_timeout_ns)));
     dctx_rpc_result_free(&res);
     dctx_rpc_handle_release(h);
+    return rc;
+}
+
+/* A stream (call_stream.c), logged as call_once logs a call. */
+static int call_stream(const struct call_args *a, const dctx_rpc_channel_options *o,
+                       dctx_rpc_channel *ch, dctx *ctx, dctx *cancelable)
+{
+    int64_t t0 = dctx_now();
+    char message[DCTX_WIRE_MESSAGE_BYTES_MAX]; /* as long as a server's message */
+    bool opened;
+    int rc = rpcd_call_stream(ch, ctx, cancelable, a->method, a->data, a->cancel_after_ns, message,
+                              sizeof message, &opened);
+    if (!opened) {
+        describe_not_sent(rc, ch, a->url, o, message, sizeof message);
+        printf("%s\n%s\n", dctx_code_name(rc), message);
+    }
+    if (a->log != NULL)
+        log_call_end(rc, message, dctx_now() - t0, a->method, ctx);
     return rc;
 }
 
@@ -293,8 +309,7 @@ static int call_command(int argc, char **argv, struct rpcd_keys *ident)
     dctx *ctx = NULL, *cancelable = NULL;
     rc = make_context(&a, &ctx, &cancelable);
     if (rc == 0 && a.stream)
-        rc = rpcd_call_stream(ch, ctx, cancelable, a.method, a.has_data ? a.data : NULL,
-                              a.cancel_after_ns);
+        rc = call_stream(&a, &o, ch, ctx, cancelable);
     else
         rc = call_once(&a, &o, ch, ctx, cancelable, rc);
     dctx_trace t;

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 
 #include <dctx/stream.h>
 
+#include "log.h"
 #include "rpcd.h"
 
 #define LINE_MAX_BYTES (1024 * 1024)
@@ -85,28 +87,38 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
+struct cancel_timer {
+    dctx *cancelable;
+    int64_t started_ns;
+    atomic_bool done; /* cancel_now returned */
+};
+
 static void cancel_now(void *arg)
 {
-    dctx_cancel_cause(arg, DCTX_CANCELED, "canceled by rpcd call --cancel-after");
+    struct cancel_timer *c = arg;
+    rpcd_log_message("cancel_sent", "after %lld us",
+                     (long long)(dctx_now() - c->started_ns) / 1000);
+    dctx_cancel_cause(c->cancelable, DCTX_CANCELED, "canceled by rpcd call --cancel-after");
+    atomic_store(&c->done, true);
 }
 
 int rpcd_call_stream(dctx_rpc_channel *ch, dctx *ctx, dctx *cancelable, const char *method,
-                     const char *data, int64_t cancel_after_ns)
+                     const char *data, int64_t cancel_after_ns, char *message, size_t message_len,
+                     bool *opened)
 {
+    message[0] = '\0';
     dctx_rpc_stream *st = NULL;
+    struct cancel_timer cancel = {.cancelable = cancelable, .started_ns = dctx_now()};
+    atomic_init(&cancel.done, false);
     int rc = dctx_rpc_stream_open(ch, ctx, method, &st);
-    if (rc != 0) {
-        dctx_rpc_channel_stats cs;
-        dctx_rpc_channel_stats_get(ch, &cs);
-        printf("%s\nthe stream was not opened: %s (%s)\n", dctx_code_name(rc), dctx_strerror(rc),
-               cs.last_error);
+    *opened = rc == 0;
+    if (rc != 0)
         return rc;
-    }
     /* --cancel-after: a timer whose end cancels the stream's context. */
     dctx *timer = NULL;
     dctx_after *fire = NULL;
     if (cancel_after_ns >= 0 && dctx_with_timeout(dctx_background(), cancel_after_ns, &timer) == 0)
-        (void)dctx_after_func(timer, cancel_now, cancelable, &fire);
+        (void)dctx_after_func(timer, cancel_now, &cancel, &fire);
     struct sender s = {.st = st, .data = data};
     atomic_init(&s.stop, false);
     pthread_t t;
@@ -123,10 +135,15 @@ int rpcd_call_stream(dctx_rpc_channel *ch, dctx *ctx, dctx *cancelable, const ch
     atomic_store(&s.stop, true);
     if (sending)
         pthread_join(t, NULL);
-    printf("%s\n%s\n", dctx_code_name(rc), res.message != NULL ? res.message : "");
+    snprintf(message, message_len, "%s", res.message != NULL ? res.message : "");
+    printf("%s\n%s\n", dctx_code_name(rc), message);
     fflush(stdout);
     dctx_rpc_result_free(&res);
-    dctx_after_stop(fire);
+    /* A timer that fired has run cancel_now, or is running it: cancel
+     * lives here, so wait for it to return (stop does not). */
+    if (fire != NULL && !dctx_after_stop(fire))
+        while (!atomic_load(&cancel.done))
+            sched_yield();
     dctx_release(timer);
     dctx_rpc_stream_release(st);
     return rc;

@@ -29,9 +29,16 @@ static void message_text(const dctx_rpc_message *m, char *out, size_t len)
     snprintf(out, len, "%.*s", (int)(m->len < len ? m->len : len - 1), (const char *)m->data);
 }
 
-/* The context's end as a status with its cause in reply's message. */
-static int stopped(dctx *ctx, dctx_rpc_reply *reply, long sent)
+/* Why the stream stopped early, as a status with its cause in reply's
+ * message: the context's end, or else rc (a send that failed on its own:
+ * a lost connection, say). */
+static int stopped(dctx *ctx, int rc, dctx_rpc_reply *reply, long sent)
 {
+    if (dctx_err(ctx) == 0) {
+        dctx_rpc_reply_set_message(reply, "stopped after %ld messages: %s", sent,
+                                   dctx_strerror(rc));
+        return rc;
+    }
     const char *msg = NULL;
     int cause = dctx_cause(ctx, &msg);
     dctx_rpc_reply_set_message(reply, "stopped after %ld messages: %s%s%s", sent,
@@ -78,7 +85,7 @@ static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *repl
     dctx_rpc_message req;
     if (!dctx_rpc_stream_recv(st, &req)) {
         if (dctx_err(ctx) != 0)
-            return stopped(ctx, reply, 0);
+            return stopped(ctx, DCTX_CANCELED, reply, 0);
         dctx_rpc_reply_set_message(reply, "Count needs a request: \"N INTERVAL\" (100 10ms)");
         return DCTX_INVALID_ARGUMENT;
     }
@@ -103,11 +110,12 @@ static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *repl
     }
     for (long i = 1; i <= n; i++) {
         if (i > 1 && every > 0 && dctx_wait(ctx, every))
-            return stopped(ctx, reply, i - 1);
+            return stopped(ctx, DCTX_CANCELED, reply, i - 1);
         char msg[24];
         int len = snprintf(msg, sizeof msg, "%ld", i);
-        if (dctx_rpc_stream_send(st, msg, (size_t)len) != 0)
-            return stopped(ctx, reply, i - 1);
+        int rc = dctx_rpc_stream_send(st, msg, (size_t)len);
+        if (rc != 0)
+            return stopped(ctx, rc, reply, i - 1);
     }
     return DCTX_OK;
 }
@@ -137,7 +145,7 @@ static int sum(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
         total += v;
     }
     if (dctx_err(ctx) != 0)
-        return stopped(ctx, reply, 0);
+        return stopped(ctx, DCTX_CANCELED, reply, 0);
     dctx_rpc_reply_set_message(reply, "%lld", total);
     return DCTX_OK;
 }
@@ -151,10 +159,10 @@ static int echo_stream(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply
         int rc = dctx_rpc_stream_send(st, m.data, m.len);
         dctx_rpc_message_free(&m);
         if (rc != 0)
-            return stopped(ctx, reply, echoed);
+            return stopped(ctx, rc, reply, echoed);
         echoed++;
     }
-    return dctx_err(ctx) != 0 ? stopped(ctx, reply, echoed) : DCTX_OK;
+    return dctx_err(ctx) != 0 ? stopped(ctx, DCTX_CANCELED, reply, echoed) : DCTX_OK;
 }
 
 int rpcd_demo_streams_register(struct rpcd *r)

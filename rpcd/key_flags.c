@@ -82,7 +82,7 @@ int rpcd_keys_load(const char *command, struct rpcd_keys *k, int n_next)
 
 void rpcd_keys_channel(const struct rpcd_keys *k, dctx_rpc_channel_options *o)
 {
-    if (k->id != NULL && k->server_key_text != NULL) {
+    if (k->id != NULL) { /* with its --server-key: rpcd_keys_load saw to it */
         o->identity = k->id;
         o->server_key = k->server_key;
     }

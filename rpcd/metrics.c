@@ -262,8 +262,14 @@ static void server_metrics(FILE *f, const dctx_rpc_server_stats *s)
            "Connections refused in the handshake: no keys, a failed proof, a frame that did "
            "not open.",
            s->unauthenticated);
-    single(f, "dctx_server_calls_denied_total", "counter", "Calls refused by the allow list.",
-           s->denied);
+    single(f, "dctx_server_calls_denied_total", "counter",
+           "Calls refused by the allow list or the authorize hook.", s->denied);
+    family(f, "dctx_server_connections_sealed_total", "counter",
+           "Caller connections with keys, by the AEAD their frames are sealed with.");
+    fprintf(f, "dctx_server_connections_sealed_total{aead=\"aes256gcm\"} %llu\n",
+            (unsigned long long)s->sealed_aes256gcm);
+    fprintf(f, "dctx_server_connections_sealed_total{aead=\"chacha20poly1305\"} %llu\n",
+            (unsigned long long)s->sealed_chacha20poly1305);
     single(f, "dctx_server_draining", "gauge",
            "1 while the server drains (it refuses new calls), else 0.", rpcd_metrics_draining());
 }

@@ -40,10 +40,14 @@ int rpcd_demo_services_register(struct rpcd *r);
 int rpcd_demo_streams_register(struct rpcd *r);
 
 /* call_stream.c: `rpcd call --stream` on ch with ctx (cancelable is the
- * context under it that --cancel-after cancels; -1: never); prints as it
- * goes and returns the status code. */
+ * context under it that --cancel-after cancels; -1: never; a cancel_sent
+ * line goes to the log, if open, when it does). Prints the messages as
+ * they come, then the status name and message; returns the status code,
+ * its message in message. A stream that could not be opened prints
+ * nothing and leaves *opened false (the caller says why). */
 int rpcd_call_stream(dctx_rpc_channel *ch, dctx *ctx, dctx *cancelable, const char *method,
-                     const char *data, int64_t cancel_after_ns);
+                     const char *data, int64_t cancel_after_ns, char *message, size_t message_len,
+                     bool *opened);
 
 /* The counters of a serving instance now: its server's, each next hop's,
  * and the cancels pushed to all of them (Stats and the metrics). */

@@ -36,13 +36,22 @@
  *   the call with the context's error. The CancelAck, read later, is the
  *   cancel's outcome.
  *
+ *   Streams (stream.h): a stream is a call whose handle also holds a half
+ *   (stream_half.h: messages and credit) and a context of its own, which
+ *   release cancels. Its end is the call's: decide() ends the half's
+ *   waits (lock order: mu, then the half's), and finish() concludes it,
+ *   so an armed receive gets the end only once the status is known. Its
+ *   frames go on the connection in use, under mu, while it is not decided.
+ *
  * Who frees what
  *   References to a call: one for the machinery (dropped by finish), one
  *   for the caller's handle, one for a pending after-func, one while its id
- *   is in the map. The channel counts calls not yet finished (in_flight):
- *   close waits for it to reach 0. An after-func that finds its call not
- *   yet finishing (under the call's own mutex) counts itself in too, so
- *   the channel stays while it uses it.
+ *   is in the map, and a stream's: one while a stream frame is handed to
+ *   it and one per armed receive, until its callback returned. The
+ *   channel counts calls not yet finished (in_flight): close waits for it
+ *   to reach 0. An after-func that finds its call not yet finishing
+ *   (under the call's own mutex) counts itself in too, so the channel
+ *   stays while it uses it.
  *   Connections are closed, never inside an nng callback, by the reaper
  *   thread after they end, or by the channel's close (whichever claims
  *   one first, under mu); close waits until every one is gone.
@@ -99,10 +108,10 @@ struct dctx_rpc_channel {
     struct dctx__call_map ids; /* the ready connection's ids in flight; protected by mu */
     uint32_t last_id;          /* protected by mu */
     char last_error[128];      /* why the last dial or connection failed; protected by mu */
-    /* DCTX_UNAUTHENTICATED while the last connection failed its handshake
-     * (calls fail at once then: waiting would not change the keys), else
-     * 0; protected by mu. */
-    int refused;
+    /* The last connection failed its handshake (calls fail at once
+     * UNAUTHENTICATED then: waiting would not change the keys); protected
+     * by mu. */
+    bool refused;
     unsigned char server_key[DCTX_PUBLIC_KEY_BYTES]; /* opts.server_key points here */
     /* Calls not yet finished. Counted without the mutex: a call counts
      * itself in, then checks closing; close sets closing, then waits for
@@ -130,11 +139,10 @@ struct dctx_rpc_handle {
     char *method; /* for events; NULL without an event hook */
     int64_t started_ns;
     bool waited; /* a blocking call: its caller's thread finishes it */
-    /* A stream's messages both ways (NULL for a unary call), and the
-     * context it made to cancel the stream on release; both kept until
-     * the handle is freed. */
+    /* A stream's messages both ways (NULL for a unary call), with the
+     * context it made to cancel the stream on release (stream->ctx); kept
+     * until the handle is freed. */
     dctx_rpc_stream *stream;
-    dctx *stream_ctx;
 
     /* Progress, protected by ch->mu. */
     uint32_t id;  /* on the connection; 0 until sent */
@@ -180,9 +188,9 @@ static void call_unref(dctx_rpc_handle *call)
     free(call->method);
     if (call->stream != NULL) {
         dctx__stream_half_fini(&call->stream->half);
+        dctx_release(call->stream->ctx);
         free(call->stream);
     }
-    dctx_release(call->stream_ctx);
     pthread_mutex_destroy(&call->mu);
     free(call);
 }
@@ -306,10 +314,8 @@ static void report_end(dctx_rpc_handle *call)
                          .code = call->result.code,
                          .message = call->result.message,
                          .elapsed_ns = dctx_now() - call->started_ns,
-                         .ctx = call->ctx,
-                         .stream = call->stream != NULL};
-    if (call->stream != NULL)
-        dctx__stream_half_counts(&call->stream->half, &ev.messages_received, &ev.messages_sent);
+                         .ctx = call->ctx};
+    dctx__stream_event_counts(call->stream, &ev);
     dctx_trace t;
     if (dctx_trace_get(call->ctx, &t)) {
         ev.trace_id = t.trace_id;
@@ -463,10 +469,7 @@ static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
     pthread_mutex_unlock(&ch->mu);
     if (call == NULL)
         return;
-    const char *why = NULL;
-    int rc = dctx__stream_take_frame(call->stream, f, &why);
-    if (rc != 0)
-        dctx__session_fail(c->s, rc, why);
+    dctx__stream_take_frame(call->stream, f, c->s);
     call_unref(call);
 }
 
@@ -508,7 +511,7 @@ static void conn_ready(void *owner, struct dctx__session *s, const struct dctx__
     pthread_mutex_lock(&ch->mu);
     if (!c->claimed && !atomic_load(&ch->closing)) {
         ch->ready = c;
-        ch->refused = 0;
+        ch->refused = false;
         pthread_cond_broadcast(&ch->cv);
     }
     pthread_mutex_unlock(&ch->mu);
@@ -608,7 +611,7 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
     else
         snprintf(ch->last_error, sizeof ch->last_error, "%s", why);
     if (!worked && code == DCTX_UNAUTHENTICATED) {
-        ch->refused = code;
+        ch->refused = true;
         pthread_cond_broadcast(&ch->cv); /* calls waiting for it fail now */
     }
     dctx_rpc_handle *gone = NULL;
@@ -872,17 +875,16 @@ static int wait_connected(dctx_rpc_channel *ch, int64_t deadline_ns, char *err)
     if (until > deadline_ns)
         until = deadline_ns;
     pthread_mutex_lock(&ch->mu);
-    while (ch->ready == NULL && ch->refused == 0 && !atomic_load(&ch->closing) &&
-           dctx_now() < until)
+    while (ch->ready == NULL && !ch->refused && !atomic_load(&ch->closing) && dctx_now() < until)
         dctx__cond_wait_until(&ch->cv, &ch->mu, until);
     int rc = 0;
     if (atomic_load(&ch->closing)) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "channel to %s closed", ch->url);
         rc = DCTX_UNAVAILABLE;
-    } else if (ch->ready == NULL && ch->refused != 0) {
+    } else if (ch->ready == NULL && ch->refused) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "no authenticated connection to %s: %.120s", ch->url,
                  ch->last_error);
-        rc = ch->refused;
+        rc = DCTX_UNAUTHENTICATED;
     } else if (ch->ready == NULL) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "no connection to %s (%s)", ch->url, ch->last_error);
         rc = DCTX_UNAVAILABLE;
@@ -1027,10 +1029,11 @@ static int send_call(dctx_rpc_handle *call, Dctx__Wire__Frame *f, char *err)
         return DCTX_RESOURCE_EXHAUSTED;
     }
     int rc = dctx__session_send(c->s, f);
-    if (rc == DCTX_RESOURCE_EXHAUSTED && dctx__session_too_big(c->s, f)) {
-        snprintf(
-            err, DCTX__WIRE_ERR_BYTES, "call of %zu bytes is over the server's limit of %u bytes",
-            dctx__wire__frame__get_packed_size(f), dctx__session_peer_hello(c->s)->max_frame_bytes);
+    size_t over = rc == DCTX_RESOURCE_EXHAUSTED ? dctx__session_oversize(c->s, f) : 0;
+    if (over > 0) {
+        snprintf(err, DCTX__WIRE_ERR_BYTES,
+                 "call of %zu bytes is over the server's limit of %u bytes", over,
+                 dctx__session_peer_hello(c->s)->max_frame_bytes);
     } else if (rc == DCTX_RESOURCE_EXHAUSTED) {
         snprintf(err, DCTX__WIRE_ERR_BYTES,
                  "the connection's send queue is full: the server is not reading");
@@ -1099,7 +1102,7 @@ static bool claim_unsent(dctx_rpc_handle *call)
 
 /* Everything that can fail before the call is on its way; err names it.
  * After 0 the call ends through decide and its finisher. */
-static int stream_attach(dctx_rpc_handle *call, dctx *ctx);
+static int stream_attach(dctx_rpc_handle *call);
 
 static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void *req,
                  size_t req_len, dctx_rpc_done_fn done, void *arg, bool waited, bool stream,
@@ -1123,7 +1126,7 @@ static int start(dctx_rpc_channel *ch, dctx *ctx, const char *method, const void
     if (rc == 0 && ch->opts.on_event != NULL && (call->method = strdup(method)) == NULL)
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc == 0 && stream)
-        rc = stream_attach(call, ctx);
+        rc = stream_attach(call);
     if (rc == 0 && !in_flight_enter(ch)) {
         snprintf(err, DCTX__WIRE_ERR_BYTES, "channel to %s closed", ch->url);
         rc = DCTX_UNAVAILABLE;
@@ -1289,10 +1292,12 @@ static int stream_end_code(void *owner)
 {
     dctx_rpc_handle *call = owner;
     pthread_mutex_lock(&call->ch->mu);
-    int rc = call->decided ? call->result.code : 0;
+    int rc = !call->decided                 ? 0
+             : call->result.code != DCTX_OK ? call->result.code
+                                            : DCTX__STREAM_OVER;
     pthread_mutex_unlock(&call->ch->mu);
     if (rc == 0)
-        rc = dctx_err(call->stream_ctx) != 0 ? dctx_err(call->stream_ctx) : DCTX_CANCELED;
+        rc = dctx_err(call->stream->ctx) != 0 ? dctx_err(call->stream->ctx) : DCTX_CANCELED;
     return rc;
 }
 
@@ -1310,21 +1315,22 @@ static void stream_drop(void *owner)
 static const struct dctx__stream_ops client_stream_ops = {
     .send = stream_send, .end_code = stream_end_code, .hold = stream_hold, .drop = stream_drop};
 
-/* A stream's half, before its Call goes (the server may answer at once),
- * waking on the end of ctx, the stream's own context. */
-static int stream_attach(dctx_rpc_handle *call, dctx *ctx)
+/* A stream's half, before its Call goes (the server may answer at once).
+ * Its waits end when the call is decided (decide), which the end of the
+ * stream's context does too: the half needs no after-func of its own. */
+static int stream_attach(dctx_rpc_handle *call)
 {
     dctx_rpc_stream *st = calloc(1, sizeof *st);
     if (st == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
-    int rc = dctx__stream_half_init(&st->half, ctx);
+    int rc = dctx__stream_half_init(&st->half, NULL);
     if (rc != 0) {
         free(st);
         return rc;
     }
     st->ops = &client_stream_ops;
     st->owner = call;
-    st->half.end_waits_conclude = true; /* finish concludes it */
+    st->half.end_held = true; /* until finish concludes it */
     call->stream = st;
     return 0;
 }
@@ -1347,7 +1353,6 @@ int dctx_rpc_stream_open(dctx_rpc_channel *ch, dctx *ctx, const char *method, dc
         dctx_release(own);
         return rc;
     }
-    call->stream_ctx = own;
     call->stream->ctx = own;
     *out = call->stream;
     return 0;
@@ -1355,7 +1360,7 @@ int dctx_rpc_stream_open(dctx_rpc_channel *ch, dctx *ctx, const char *method, dc
 
 int dctx_rpc_stream_close_send(dctx_rpc_stream *st)
 {
-    if (st == NULL)
+    if (st == NULL || st->ops != &client_stream_ops)
         return DCTX_INVALID_ARGUMENT;
     if (st->send_closed)
         return 0;
@@ -1382,11 +1387,7 @@ void dctx_rpc_stream_release(dctx_rpc_stream *st)
 {
     if (st == NULL || st->ops != &client_stream_ops)
         return;
-    dctx_rpc_handle *call = st->owner;
-    pthread_mutex_lock(&call->ch->mu);
-    bool live = !call->decided;
-    pthread_mutex_unlock(&call->ch->mu);
-    if (live)
-        dctx_cancel_cause(call->stream_ctx, DCTX_CANCELED, "stream released before its end");
-    call_unref(call);
+    /* Canceling a stream that ended already changes nothing. */
+    dctx_cancel_cause(st->ctx, DCTX_CANCELED, "stream released before its end");
+    call_unref(st->owner);
 }

@@ -24,7 +24,7 @@
  *   to COALESCE_MAX) that is the eighth. A short write is finished by
  *   sending the rest; a whole one frees the batch (keeping its small
  *   frames as spares) and starts the next, or gives the token back (and
- *   the spares but SPARE_IDLE). Frames count against send_queue_max for
+ *   the spares the last burst did not use). Frames count against send_queue_max for
  *   their memory from queueing until written.
  *
  *   Who writes: an aio with a callback always completes through one of
@@ -112,8 +112,9 @@
 
 struct out_frame {
     struct out_frame *next;
-    size_t len; /* header and body */
-    bool small; /* bytes has SMALL_FRAME_BYTES: it may be used again (spare) */
+    size_t len; /* header and body; a small one (SMALL_FRAME_BYTES or less) has
+                   room for SMALL_FRAME_BYTES and may be used again */
+    bool seal;  /* the body is sealed as it goes into a batch */
     unsigned char bytes[];
 };
 
@@ -125,7 +126,7 @@ struct out_frame {
  * queue for the room it holds, so the queue's bound is its memory. */
 #define SMALL_FRAME_BYTES 256
 #define SPARE_MAX 256 /* 70 KiB at most, while the connection is busy */
-#define SPARE_IDLE 16 /* kept once the queue emptied */
+#define SPARE_IDLE 16 /* kept at least once the queue emptied */
 
 struct dctx__conn {
     nng_stream *s;
@@ -173,6 +174,7 @@ struct dctx__conn {
     pthread_mutex_t spare_mu;        /* the spare small frames; held only to take or give */
     struct out_frame *spare;
     unsigned spare_count;
+    unsigned small_made; /* small frames made since the queue last emptied */
 };
 
 static void count(atomic_uint_fast64_t *c, uint64_t n)
@@ -238,17 +240,26 @@ static void free_frames(struct out_frame *f)
     }
 }
 
+static bool is_small(const struct out_frame *f)
+{
+    return f->len <= SMALL_FRAME_BYTES;
+}
+
 /* What a frame holds of the send queue's room: its memory. */
 static size_t charge(const struct out_frame *f)
 {
-    return f->small ? SMALL_FRAME_BYTES : f->len;
+    return is_small(f) ? SMALL_FRAME_BYTES : f->len;
 }
 
-/* Free the spares past keep (the queue emptied: the connection is idle). */
-static void trim_spares(struct dctx__conn *c, unsigned keep)
+/* The queue emptied: keep as many spares as the burst before made small
+ * frames (at least SPARE_IDLE), free the rest. A busy connection so keeps
+ * what it uses, and one gone quiet gives them back at its next write. */
+static void trim_spares(struct dctx__conn *c)
 {
     struct out_frame *extra = NULL;
     pthread_mutex_lock(&c->spare_mu);
+    unsigned keep = c->small_made > SPARE_IDLE ? c->small_made : SPARE_IDLE;
+    c->small_made = 0;
     if (c->spare_count > keep) {
         struct out_frame **cut = &c->spare;
         for (unsigned i = 0; i < keep; i++)
@@ -273,7 +284,7 @@ static void recycle_frames(struct dctx__conn *c, struct out_frame *f)
     unsigned n = 0;
     while (f != NULL) {
         struct out_frame *next = f->next;
-        if (f->small && n < room) {
+        if (is_small(f) && n < room) {
             *keep_tail = f;
             keep_tail = &f->next;
             n++;
@@ -304,6 +315,23 @@ static void take_queue(struct dctx__conn *c)
     c->tail = &c->head;
 }
 
+/* Take f off taken for the batch, sealing it first if it asks to be:
+ * the token holder takes frames in the order they were queued, so they
+ * are numbered in the order they go, and a frame refused or dropped
+ * before it goes uses no number. Sealing here, not when queued, keeps
+ * the queue's lock free of it (a 4 MiB frame takes milliseconds). */
+static struct out_frame *take_frame(struct dctx__conn *c)
+{
+    struct out_frame *f = c->taken;
+    c->taken = f->next;
+    if (f->seal) {
+        c->o.seal(c->o.owner, f->bytes + DCTX__FRAME_HEADER_BYTES,
+                  f->len - DCTX__FRAME_HEADER_BYTES);
+        f->seal = false;
+    }
+    return f;
+}
+
 /* Take frames off taken into a new batch; token held, mu not needed,
  * taken not empty. */
 static void build_batch(struct dctx__conn *c)
@@ -320,10 +348,9 @@ static void build_batch(struct dctx__conn *c)
             (c->coalesce != NULL || (c->coalesce = malloc(COALESCE_MAX)) != NULL)) {
             /* The eighth iov: as many of the frames left as fit, copied. */
             while (c->taken != NULL && coalesced + c->taken->len <= COALESCE_MAX) {
-                f = c->taken;
+                f = take_frame(c);
                 memcpy(c->coalesce + coalesced, f->bytes, f->len);
                 coalesced += f->len;
-                c->taken = f->next;
                 c->batch_bytes += charge(f);
                 c->batch_frames++;
                 *last = f;
@@ -332,7 +359,7 @@ static void build_batch(struct dctx__conn *c)
             c->iov[c->n_iov++] = (nng_iov){.iov_buf = c->coalesce, .iov_len = coalesced};
             break;
         }
-        c->taken = f->next;
+        take_frame(c);
         c->iov[c->n_iov++] = (nng_iov){.iov_buf = f->bytes, .iov_len = f->len};
         c->batch_bytes += charge(f);
         c->batch_frames++;
@@ -398,7 +425,7 @@ static bool wrote(struct dctx__conn *c, nng_aio *aio)
     if (more)
         build_batch(c);
     else
-        trim_spares(c, SPARE_IDLE);
+        trim_spares(c);
     return more;
 }
 
@@ -468,11 +495,7 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
         free(f);
         return rc;
     }
-    /* Sealed here, under mu, once it is sure to be queued: frames are
-     * numbered in the order they go, and no number is skipped. */
-    if (flags & DCTX__CONN_SEAL)
-        c->o.seal(c->o.owner, f->bytes + DCTX__FRAME_HEADER_BYTES,
-                  f->len - DCTX__FRAME_HEADER_BYTES);
+    f->seal = (flags & DCTX__CONN_SEAL) != 0; /* by the writer: build_batch */
     *c->tail = f;
     c->tail = &f->next;
     c->queued_bytes += charge(f);
@@ -506,13 +529,13 @@ static struct out_frame *new_frame(struct dctx__conn *c, size_t len)
             c->spare = f->next;
             c->spare_count--;
         }
+        c->small_made++;
         pthread_mutex_unlock(&c->spare_mu);
     }
     if (f == NULL)
         f = malloc(sizeof *f + (small ? SMALL_FRAME_BYTES : bytes));
     if (f != NULL) {
         f->next = NULL;
-        f->small = small;
         f->len = bytes;
         dctx__frame_header((uint32_t)len, f->bytes);
     }
@@ -645,8 +668,9 @@ static bool take_frames(struct dctx__conn *c, size_t n)
         switch (dctx__frame_reader_next(&c->reader, &p, &n, &body, &len)) {
         case DCTX__FRAME_READY:
             count(&c->frames_read, 1);
+            /* body is in rbuf or the reader's block: ours, writable. */
             if (c->o.on_frame != NULL)
-                c->o.on_frame(c->o.owner, c, body, len);
+                c->o.on_frame(c->o.owner, c, (unsigned char *)body, len);
             continue;
         case DCTX__FRAME_NEED_MORE:
             return true;

@@ -27,8 +27,9 @@
 
 struct dctx__conn;
 
-/* A whole frame's body, valid during the call. */
-typedef void (*dctx__conn_frame_fn)(void *owner, struct dctx__conn *c, const unsigned char *body,
+/* A whole frame's body, valid during the call: the connection's own
+ * memory, which the owner may overwrite (a sealed frame opens in place). */
+typedef void (*dctx__conn_frame_fn)(void *owner, struct dctx__conn *c, unsigned char *body,
                                     size_t len);
 
 /* The connection ended (the peer closed it, or a read or write failed), or
@@ -36,7 +37,8 @@ typedef void (*dctx__conn_frame_fn)(void *owner, struct dctx__conn *c, const uns
 typedef void (*dctx__conn_end_fn)(void *owner, struct dctx__conn *c, int code, const char *why);
 
 /* Seals a frame's body of len bytes in place, as the frame that goes
- * next: called under the queue's lock, in the order frames are queued. */
+ * next: called by one thread at a time (the writer's), in the order
+ * frames were queued, each frame once it is sure to be written. */
 typedef void (*dctx__conn_seal_fn)(void *owner, unsigned char *body, size_t len);
 
 struct dctx__conn_options {
@@ -99,7 +101,7 @@ typedef void (*dctx__conn_pack_fn)(const void *arg, unsigned char *out);
 
 /* dctx__conn_send_packed's flags. */
 #define DCTX__CONN_CONTROL 1u /* a control frame: it may use DCTX__CONN_CONTROL_RESERVE */
-#define DCTX__CONN_SEAL 2u    /* seal the body (the options' seal) once it is sure to go */
+#define DCTX__CONN_SEAL 2u    /* seal the body (the options' seal) as it is written */
 
 /* dctx__conn_send_packed is dctx__conn_send for a body that pack(arg, out)
  * writes straight into the queued frame (a protobuf message: no copy). */

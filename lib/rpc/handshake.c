@@ -48,13 +48,6 @@ _Static_assert(crypto_aead_aes256gcm_NPUBBYTES == crypto_aead_chacha20poly1305_i
                "one nonce, tag and key size for both AEADs");
 
 static _Atomic uint32_t ciphers_allowed = ~0u;
-static _Atomic unsigned last_cipher;
-
-unsigned dctx__test_last_cipher(void)
-{
-    return last_cipher;
-}
-
 void dctx__test_ciphers(uint32_t mask)
 {
     ciphers_allowed = mask;
@@ -129,7 +122,6 @@ bool dctx__handshake_keys(const struct dctx__handshake *h, bool server,
     int rc = server ? crypto_kx_server_session_keys(rk, tk, h->kx_public, h->kx_secret, peer_kx)
                     : crypto_kx_client_session_keys(rk, tk, h->kx_public, h->kx_secret, peer_kx);
     if (rc == 0) {
-        last_cipher = cipher;
         dctx__seal_key_set(tx, cipher, tk, 0);
         dctx__seal_key_set(rx, cipher, rk, 0);
     }

@@ -44,8 +44,6 @@ struct dctx__seal_key {
  * left (tests reach each AEAD so; all by default). */
 uint32_t dctx__ciphers_supported(void);
 void dctx__test_ciphers(uint32_t mask);
-/* The AEAD the last handshake of this process chose (tests). */
-unsigned dctx__test_last_cipher(void);
 
 /* The AEAD two peers offering a and b use (the fastest both have); 0 if
  * none. */

@@ -29,13 +29,19 @@
  *   its next Call must not find the id still taken. A Cancel read after
  *   that finds the call by token, finished: TOO_LATE.
  *
+ *   Streams (stream.h): a stream call has a half (stream_half.h) from its
+ *   Call on, so its messages are taken even before a worker runs the
+ *   handler; the half's waits end with the call's context, and the
+ *   handler's return ends the stream with its status, as a Reply.
+ *
  * Who frees what
  *   A connection (struct conn) is counted: one reference while its session
  *   lives, one per call that came on it. The session's end (on_end, or the
  *   server's own decision) drops the first, once; the last drop defers the
  *   close of the session and the free to the reaper thread, never inside
  *   an nng callback. A call holds its frame (the request lives in it), its
- *   context and its connection until call_unref.
+ *   context, its connection and its stream until call_unref; a stream
+ *   frame being handed to it and an armed receive each hold the call.
  */
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -58,6 +64,7 @@
 #include "call_map.h"
 #include "drain_deadline.h"
 #include "frame.h"
+#include "handshake.h"
 #include "reaper.h"
 #include "session.h"
 #include "stream_impl.h"
@@ -168,7 +175,8 @@ struct dctx_rpc_server {
     pthread_t *workers;
     int n_workers;
     atomic_uint_fast64_t calls, cancels_received, peers_lost, canceled_by_peer_loss, bad_frames,
-        expired_in_queue, traces_dropped, connections, unauthenticated, denied;
+        expired_in_queue, traces_dropped, connections, unauthenticated, denied, sealed_aes256gcm,
+        sealed_chacha20poly1305;
     struct dctx__report_limit *reports; /* DENIED and UNAUTHENTICATED events */
     atomic_uint_fast64_t by_code[DCTX_CODE_MAX + 1];
     atomic_uint_fast64_t outcomes[DCTX_RPC_CANCEL_OUTCOMES];
@@ -203,10 +211,8 @@ static void emit_call_end(struct server_call *call, int code, const char *messag
                          .code = code,
                          .message = message,
                          .elapsed_ns = dctx_now() - call->received_ns,
-                         .ctx = call->ctx,
-                         .stream = call->stream != NULL};
-    if (call->stream != NULL)
-        dctx__stream_half_counts(&call->stream->half, &ev.messages_received, &ev.messages_sent);
+                         .ctx = call->ctx};
+    dctx__stream_event_counts(call->stream, &ev);
     emit(call->srv, &ev);
 }
 
@@ -329,6 +335,9 @@ static void conn_ended(void *owner, struct dctx__session *s, int code, const cha
 static void conn_ready(void *owner, struct dctx__session *s, const struct dctx__session_peer *peer)
 {
     struct conn *c = owner;
+    if (peer->cipher != 0)
+        count(peer->cipher == DCTX__CIPHER_AES256_GCM ? &c->srv->sealed_aes256gcm
+                                                      : &c->srv->sealed_chacha20poly1305);
     if (peer->authenticated && dctx_with_value(c->srv->call_root, &dctx_rpc_caller_key, peer->key,
                                                sizeof peer->key, &c->root) != 0)
         dctx__session_fail(s, DCTX_RESOURCE_EXHAUSTED, "no memory for the caller's context");
@@ -377,10 +386,11 @@ static void send_reply(struct conn *c, uint32_t id, int code, const char *messag
     f.reply = &r;
     int rc = send_on(c, &f, id);
     char text[96];
-    if (rc == DCTX_RESOURCE_EXHAUSTED && dctx__session_too_big(c->s, &f)) {
+    size_t over = rc == DCTX_RESOURCE_EXHAUSTED ? dctx__session_oversize(c->s, &f) : 0;
+    if (over > 0) {
         /* over the caller's limit: say so instead */
         snprintf(text, sizeof text, "response of %zu bytes is over the caller's limit of %u bytes",
-                 len, dctx__session_peer_hello(c->s)->max_frame_bytes);
+                 over, dctx__session_peer_hello(c->s)->max_frame_bytes);
         r.code = DCTX_RESOURCE_EXHAUSTED;
         r.message = text;
         r.has_payload = 0;
@@ -684,7 +694,6 @@ static bool take_id(struct conn *c, uint32_t id, struct server_call *call)
     return rc == 0;
 }
 
-/* A Call frame. f is ours. */
 /* ===== Streams ===== */
 
 static int stream_send(void *owner, Dctx__Wire__Frame *f)
@@ -741,10 +750,7 @@ static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
     pthread_mutex_unlock(&c->mu);
     if (call == NULL)
         return;
-    const char *why = NULL;
-    int rc = dctx__stream_take_frame(call->stream, f, &why);
-    if (rc != 0)
-        dctx__session_fail(c->s, rc, why);
+    dctx__stream_take_frame(call->stream, f, c->s);
     call_unref(call);
 }
 
@@ -762,21 +768,25 @@ static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
         return false;
     count(&srv->denied);
     refuse(c, id, name, code, "%s", why);
-    char peer[sizeof c->addr > DCTX_PUBLIC_KEY_TEXT_BYTES ? sizeof c->addr
-                                                          : DCTX_PUBLIC_KEY_TEXT_BYTES];
-    if (key != NULL)
-        dctx_public_key_text(key, peer);
-    else
-        snprintf(peer, sizeof peer, "%s", c->addr[0] != '\0' ? c->addr : "a local peer");
+    /* The peer is its key, else its address; it is written out only for
+     * a refusal the limit lets through (a flood of them stays cheap). */
+    const char *addr = c->addr[0] != '\0' ? c->addr : "a local peer";
     dctx_rpc_event ev = {
-        .kind = DCTX_RPC_EVENT_DENIED, .method = name, .code = code, .message = why, .peer = peer};
-    if (dctx__report_limit_take(srv->reports, key != NULL ? (const void *)key : peer,
-                                key != NULL ? DCTX_PUBLIC_KEY_BYTES : strlen(peer), dctx_now(),
-                                &ev.suppressed))
-        emit(srv, &ev);
+        .kind = DCTX_RPC_EVENT_DENIED, .method = name, .code = code, .message = why};
+    if (srv->opts.on_event == NULL ||
+        !dctx__report_limit_take(srv->reports, key != NULL ? (const void *)key : addr,
+                                 key != NULL ? DCTX_PUBLIC_KEY_BYTES : strlen(addr), dctx_now(),
+                                 &ev.suppressed))
+        return true;
+    char key_text[DCTX_PUBLIC_KEY_TEXT_BYTES];
+    if (key != NULL)
+        dctx_public_key_text(key, key_text);
+    ev.peer = key != NULL ? key_text : addr;
+    emit(srv, &ev);
     return true;
 }
 
+/* A Call frame. f is ours. */
 static void on_call(struct conn *c, Dctx__Wire__Frame *f)
 {
     dctx_rpc_server *srv = c->srv;
@@ -870,9 +880,6 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     }
     if (stream && !stream_new(call, ctx)) {
         conn_unref(c);
-        pthread_mutex_lock(&c->mu);
-        dctx__call_map_remove(&c->ids, id);
-        pthread_mutex_unlock(&c->mu);
         refuse(c, id, name, DCTX_RESOURCE_EXHAUSTED, "no memory for the stream");
         free(call);
         dctx_release(ctx);
@@ -1428,6 +1435,8 @@ void dctx_rpc_server_stats_get(dctx_rpc_server *srv, dctx_rpc_server_stats *out)
     out->traces_dropped = atomic_load(&srv->traces_dropped);
     out->connections_accepted = atomic_load(&srv->connections);
     out->unauthenticated = atomic_load(&srv->unauthenticated);
+    out->sealed_aes256gcm = atomic_load(&srv->sealed_aes256gcm);
+    out->sealed_chacha20poly1305 = atomic_load(&srv->sealed_chacha20poly1305);
     out->denied = atomic_load(&srv->denied);
     for (int i = 0; i <= DCTX_CODE_MAX; i++)
         out->by_code[i] = atomic_load(&srv->by_code[i]);

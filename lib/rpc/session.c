@@ -52,10 +52,6 @@
 #include "handshake.h"
 #include "rpc_impl.h"
 
-/* An opened frame's buffer above this is freed once the frame is handed
- * on, as the reader's (framing.c). */
-#define PLAIN_KEEP (64 * 1024)
-
 struct dctx__session {
     struct dctx__conn *conn;
     struct dctx__session_options o; /* immutable; o.name points at name */
@@ -79,15 +75,13 @@ struct dctx__session {
     /* Keys. hs lives from the first hello to the last proof checked, on
      * the receive side (a client makes it before its hello). sealing is
      * set on the receive side before any other thread sends (before
-     * ready): every frame queued after it is sealed. tx is used under the
-     * connection's queue lock (seal_frame), rx and plain on the receive
-     * side only. */
+     * ready): every frame queued after it is sealed. tx is used by the
+     * connection's writer (seal_frame, one thread at a time), rx on the
+     * receive side only. */
     struct dctx__handshake *hs;
     bool sealing;
     bool awaiting_auth;             /* a server: the client's proof is the next frame */
     struct dctx__seal_key *tx, *rx; /* one block, made with hs */
-    unsigned char *plain;           /* the frame last opened */
-    size_t plain_cap;
 };
 
 /* ===== Sending ===== */
@@ -137,10 +131,12 @@ static int session_send(struct dctx__session *s, const Dctx__Wire__Frame *f)
     return send_sized(s, f, size);
 }
 
-bool dctx__session_too_big(struct dctx__session *s, const Dctx__Wire__Frame *f)
+size_t dctx__session_oversize(struct dctx__session *s, const Dctx__Wire__Frame *f)
 {
-    return atomic_load_explicit(&s->ready, memory_order_acquire) &&
-           wire_size(s, f) > s->peer.max_frame_bytes;
+    if (!atomic_load_explicit(&s->ready, memory_order_acquire))
+        return 0;
+    size_t size = wire_size(s, f);
+    return size > s->peer.max_frame_bytes ? size : 0;
 }
 
 static int session_ping(struct dctx__session *s, uint64_t data)
@@ -418,10 +414,10 @@ static bool server_prove(struct dctx__session *s, const Dctx__Wire__Hello *h, un
  * send its own, the first sealed frame. */
 static bool client_check_and_prove(struct dctx__session *s, const Dctx__Wire__Hello *h)
 {
-    char want[DCTX_PUBLIC_KEY_TEXT_BYTES];
-    dctx_public_key_text(s->o.server_key, want);
     if (!kx_given(h) || !h->has_sealed_identity ||
         h->sealed_identity.len != DCTX__SEALED_IDENTITY_BYTES) {
+        char want[DCTX_PUBLIC_KEY_TEXT_BYTES];
+        dctx_public_key_text(s->o.server_key, want);
         handshake_fail(s, "the server proved no identity (it has no key), not %s", want);
         return false;
     }
@@ -448,6 +444,7 @@ static bool client_check_and_prove(struct dctx__session *s, const Dctx__Wire__He
     }
     s->peer.authenticated = true;
     memcpy(s->peer.key, proof, DCTX_PUBLIC_KEY_BYTES);
+    s->peer.cipher = s->rx->cipher;
     s->sealing = true;
     Dctx__Wire__Auth a = DCTX__WIRE__AUTH__INIT;
     unsigned char key[DCTX_PUBLIC_KEY_BYTES], sig[DCTX__SIGNATURE_BYTES];
@@ -499,6 +496,7 @@ static void take_auth(struct dctx__session *s, const Dctx__Wire__Frame *f)
     dctx__conn_set_max_body(s->conn, s->o.max_frame_bytes);
     s->peer.authenticated = true;
     memcpy(s->peer.key, a->public_key.data, DCTX_PUBLIC_KEY_BYTES);
+    s->peer.cipher = s->rx->cipher;
     become_ready(s);
 }
 
@@ -551,7 +549,6 @@ static bool for_this_side(const struct dctx__session *s, Dctx__Wire__Frame__Body
     switch (k) {
     case DCTX__WIRE__FRAME__BODY_CALL:
     case DCTX__WIRE__FRAME__BODY_CANCEL:
-    case DCTX__WIRE__FRAME__BODY_AUTH:
     case DCTX__WIRE__FRAME__BODY_HALF_CLOSE:
         return s->o.server;
     case DCTX__WIRE__FRAME__BODY_REPLY:
@@ -749,41 +746,26 @@ static void keepalive_tick(void *arg)
     nng_sleep_aio(next, s->ka);
 }
 
-/* Open a sealed frame into s->plain; false if it does not open (or no
- * memory: the session ends either way). */
-static bool open_frame(struct dctx__session *s, const unsigned char *in, size_t len,
-                       size_t *plain_len)
+/* Open a sealed frame in place (its tag dropped from *len); false if it
+ * does not open, the connection then ended. */
+static bool open_frame(struct dctx__session *s, unsigned char *body, size_t *len)
 {
-    if (len <= DCTX__SEAL_TAG_BYTES) {
-        protocol_error(s, DCTX_UNAUTHENTICATED, "a sealed frame of %zu bytes: too short", len);
+    if (*len <= DCTX__SEAL_TAG_BYTES) {
+        protocol_error(s, DCTX_UNAUTHENTICATED, "a sealed frame of %zu bytes: too short", *len);
         return false;
     }
-    size_t need = len - DCTX__SEAL_TAG_BYTES;
-    if (need > s->plain_cap) {
-        if (s->plain != NULL)
-            sodium_memzero(s->plain, s->plain_cap);
-        free(s->plain);
-        s->plain_cap = 0;
-        s->plain = malloc(need < 4096 ? 4096 : need);
-        if (s->plain == NULL) {
-            end(s, DCTX_RESOURCE_EXHAUSTED, "no memory to open a frame");
-            dctx__conn_abort(s->conn, DCTX_RESOURCE_EXHAUSTED, "no memory to open a frame");
-            return false;
-        }
-        s->plain_cap = need < 4096 ? 4096 : need;
-    }
-    if (!dctx__open(s->rx, in, len, s->plain)) {
+    if (!dctx__open(s->rx, body, *len, body)) {
         protocol_error(s, DCTX_UNAUTHENTICATED,
                        "frame %llu failed authentication (forged, altered, replayed or "
                        "reordered)",
                        (unsigned long long)s->rx->next);
         return false;
     }
-    *plain_len = need;
+    *len -= DCTX__SEAL_TAG_BYTES;
     return true;
 }
 
-static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
+static void got_frame(void *owner, struct dctx__conn *c, unsigned char *body, size_t len)
 {
     (void)c;
     struct dctx__session *s = owner;
@@ -791,19 +773,9 @@ static void got_frame(void *owner, struct dctx__conn *c, const unsigned char *bo
         return; /* after a protocol error, nothing more is read for the owner */
     /* Each side seals from the peer's hello on (it is set while that
      * hello is read): every frame after it arrives sealed. */
-    bool sealed = s->sealing;
-    if (sealed) {
-        if (!open_frame(s, body, len, &len))
-            return;
-        body = s->plain;
-    }
+    if (s->sealing && !open_frame(s, body, &len))
+        return;
     Dctx__Wire__Frame *f = dctx__frame_unpack_bytes(body, len);
-    if (sealed && s->plain_cap > PLAIN_KEEP) {
-        sodium_memzero(s->plain, s->plain_cap);
-        free(s->plain);
-        s->plain = NULL;
-        s->plain_cap = 0;
-    }
     if (f == NULL) {
         protocol_error(s, s->awaiting_auth ? DCTX_UNAUTHENTICATED : DCTX_INVALID_ARGUMENT,
                        "a frame of %zu bytes that does not parse (or unpacks too large)", len);
@@ -900,9 +872,6 @@ static void session_free(struct dctx__session *s)
     if (s->tx != NULL)
         sodium_memzero(s->tx, 2 * sizeof *s->tx);
     free(s->tx);
-    if (s->plain != NULL)
-        sodium_memzero(s->plain, s->plain_cap);
-    free(s->plain);
     free(s);
 }
 

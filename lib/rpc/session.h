@@ -40,6 +40,7 @@ struct dctx__session_peer {
     char name[DCTX__SESSION_NAME_BYTES_MAX + 1];
     bool authenticated; /* it proved key (a session with keys) */
     unsigned char key[DCTX_PUBLIC_KEY_BYTES];
+    unsigned cipher; /* the AEAD frames are sealed with (handshake.h); 0: none */
 };
 
 /* The hellos are exchanged (and, with keys, the proofs checked): calls
@@ -108,10 +109,11 @@ void dctx__session_start(struct dctx__session *s);
  * Never blocks. */
 int dctx__session_send(struct dctx__session *s, const Dctx__Wire__Frame *f);
 
-/* dctx__session_too_big: was f refused for its size (not for a full
- * queue)? For the message after DCTX_RESOURCE_EXHAUSTED: f is sized only
- * then, never on the way out. */
-bool dctx__session_too_big(struct dctx__session *s, const Dctx__Wire__Frame *f);
+/* dctx__session_oversize: f's size on the wire if that is what refused
+ * it (over the peer's limit), else 0 (a full queue). For the message
+ * after DCTX_RESOURCE_EXHAUSTED: f is sized only then, never on the way
+ * out. */
+size_t dctx__session_oversize(struct dctx__session *s, const Dctx__Wire__Frame *f);
 
 /* dctx__session_ping sends a ping with data; the peer's pong reaches
  * on_frame. Returns what dctx__session_send does. */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "context/hooks.h"
+#include "session.h"
 
 /* A message's data lives in the block the peer's frame was copied into
  * (stream_half.c): freed from there. */
@@ -24,25 +25,29 @@ void dctx_rpc_message_free(dctx_rpc_message *m)
     m->len = 0;
 }
 
-int dctx__stream_take_frame(dctx_rpc_stream *st, const Dctx__Wire__Frame *f, const char **why)
+void dctx__stream_take_frame(dctx_rpc_stream *st, const Dctx__Wire__Frame *f,
+                             struct dctx__session *s)
 {
     if (st == NULL) {
-        *why = "a stream frame for a unary call";
-        return DCTX_INVALID_ARGUMENT;
-    }
-    if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
+        dctx__session_fail(s, DCTX_INVALID_ARGUMENT, "a stream frame for a unary call");
+    } else if (f->body_case == DCTX__WIRE__FRAME__BODY_MESSAGE) {
         const Dctx__Wire__StreamMessage *m = f->message;
         if (!dctx__stream_half_push(&st->half, m->has_payload ? m->payload.data : NULL,
-                                    m->has_payload ? m->payload.len : 0)) {
-            *why = "a stream message past the credit granted";
-            return DCTX_RESOURCE_EXHAUSTED;
-        }
+                                    m->has_payload ? m->payload.len : 0))
+            dctx__session_fail(s, DCTX_RESOURCE_EXHAUSTED,
+                               "a stream message past the credit granted");
     } else if (f->body_case == DCTX__WIRE__FRAME__BODY_HALF_CLOSE) {
         dctx__stream_half_peer_done(&st->half);
     } else {
         dctx__stream_half_credit(&st->half, f->credit->messages, f->credit->bytes);
     }
-    return 0;
+}
+
+void dctx__stream_event_counts(dctx_rpc_stream *st, dctx_rpc_event *ev)
+{
+    ev->stream = st != NULL;
+    if (st != NULL)
+        dctx__stream_half_counts(&st->half, &ev->messages_received, &ev->messages_sent);
 }
 
 void dctx__stream_grant(dctx_rpc_stream *st, uint32_t messages, uint32_t bytes)
@@ -66,8 +71,10 @@ int dctx_rpc_stream_send(dctx_rpc_stream *st, const void *data, size_t len)
         return DCTX_INVALID_ARGUMENT;
     if (st->send_closed)
         return DCTX_FAILED_PRECONDITION;
-    if (!dctx__stream_half_reserve(&st->half, len))
-        return st->ops->end_code(st->owner);
+    if (!dctx__stream_half_reserve(&st->half, len)) {
+        int end = st->ops->end_code(st->owner);
+        return end == DCTX__STREAM_OVER ? DCTX_FAILED_PRECONDITION : end;
+    }
     Dctx__Wire__StreamMessage m = DCTX__WIRE__STREAM_MESSAGE__INIT;
     m.has_payload = 1;
     m.payload.data = (uint8_t *)data;
@@ -118,7 +125,8 @@ static bool recv_taking(dctx_rpc_stream *st, dctx_rpc_message *out)
 
 bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
 {
-    if (atomic_exchange(&st->half.receiving, true)) { /* an asynchronous receive is armed */
+    /* No stream, or an asynchronous receive is armed. */
+    if (st == NULL || atomic_exchange(&st->half.receiving, true)) {
         out->data = NULL;
         out->len = 0;
         out->budget_ns = -1;
@@ -140,7 +148,7 @@ static _Thread_local dctx_rpc_stream *delivering_now;
 static void deliver_deferred(void *arg);
 
 /* Deliver the due asynchronous receive, and each one its callback armed
- * again while messages wait (stream_half.h: due_fn). Each armed receive
+ * again while messages wait (stream_half.h: fn). Each armed receive
  * holds the owner: st stays valid through its callback. */
 static void deliver(dctx_rpc_stream *st, bool deferred)
 {
@@ -154,7 +162,8 @@ static void deliver(dctx_rpc_stream *st, bool deferred)
             dctx__stream_half_end_delivered(&st->half);
         dctx_rpc_stream *outer = delivering_now;
         delivering_now = st;
-        st->half.due_fn(st->half.due_arg, st, got ? &m : NULL);
+        dctx_rpc_stream_recv_fn fn = st->half.fn; /* the callback may arm the next */
+        fn(st->half.fn_arg, st, got ? &m : NULL);
         delivering_now = outer;
         bool more = dctx__stream_half_next(&st->half);
         st->ops->drop(st->owner); /* may free st unless more holds it */

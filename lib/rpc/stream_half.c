@@ -15,8 +15,7 @@
 static bool due(struct dctx__stream_half *h)
 {
     return h->armed && !h->delivering &&
-           (h->head != NULL || h->mine != NULL || h->peer_done ||
-            (h->ended && (!h->end_waits_conclude || h->concluded)));
+           (h->head != NULL || h->mine != NULL || h->peer_done || (h->ended && !h->end_held));
 }
 
 /* Take the armed receive for delivery if due (mu held); the kick to run
@@ -27,23 +26,28 @@ static void (*take_due(struct dctx__stream_half *h, void **arg))(void *, bool)
         return NULL;
     h->armed = false;
     h->delivering = true;
-    h->due_fn = h->armed_fn;
-    h->due_arg = h->armed_arg;
     *arg = h->kick_arg;
     return h->kick;
+}
+
+/* Unlock mu, then start the armed receive's delivery if it became due
+ * (take_due): on this thread if on_this_thread, else deferred. */
+static void unlock_kicking(struct dctx__stream_half *h, bool on_this_thread)
+{
+    void *karg = NULL;
+    void (*kick)(void *, bool) = take_due(h, &karg);
+    pthread_mutex_unlock(&h->mu);
+    if (kick != NULL)
+        kick(karg, on_this_thread);
 }
 
 static void wake_all(void *arg)
 {
     struct dctx__stream_half *h = arg;
-    void *karg = NULL;
     pthread_mutex_lock(&h->mu);
     h->ended = true;
     pthread_cond_broadcast(&h->cv);
-    void (*kick)(void *, bool) = take_due(h, &karg);
-    pthread_mutex_unlock(&h->mu);
-    if (kick != NULL)
-        kick(karg, false);
+    unlock_kicking(h, false);
 }
 
 int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
@@ -95,14 +99,10 @@ bool dctx__stream_half_push(struct dctx__stream_half *h, const void *data, size_
         h->tail = &m->next;
         h->allow--;
         h->allow_bytes -= (int64_t)len;
-        h->received++;
+        atomic_fetch_add_explicit(&h->received, 1, memory_order_relaxed);
         pthread_cond_broadcast(&h->cv);
     }
-    void *karg = NULL;
-    void (*kick)(void *, bool) = take_due(h, &karg);
-    pthread_mutex_unlock(&h->mu);
-    if (kick != NULL)
-        kick(karg, true);
+    unlock_kicking(h, true);
     return m != NULL;
 }
 
@@ -111,11 +111,7 @@ void dctx__stream_half_peer_done(struct dctx__stream_half *h)
     pthread_mutex_lock(&h->mu);
     h->peer_done = true;
     pthread_cond_broadcast(&h->cv);
-    void *karg = NULL;
-    void (*kick)(void *, bool) = take_due(h, &karg);
-    pthread_mutex_unlock(&h->mu);
-    if (kick != NULL)
-        kick(karg, true);
+    unlock_kicking(h, true);
 }
 
 void dctx__stream_half_credit(struct dctx__stream_half *h, uint32_t messages, uint32_t bytes)
@@ -201,8 +197,8 @@ int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn f
     int rc = h->end_delivered ? -1 : 0;
     if (!h->armed && !h->end_delivered) {
         h->armed = true;
-        h->armed_fn = fn;
-        h->armed_arg = fn_arg;
+        h->fn = fn;
+        h->fn_arg = fn_arg;
         h->kick = kick;
         h->kick_arg = kick_arg;
         void *karg = NULL;
@@ -233,20 +229,14 @@ void dctx__stream_half_end_delivered(struct dctx__stream_half *h)
 
 void dctx__stream_half_conclude(struct dctx__stream_half *h)
 {
-    void *karg = NULL;
     pthread_mutex_lock(&h->mu);
-    h->concluded = true;
-    void (*kick)(void *, bool) = take_due(h, &karg);
-    pthread_mutex_unlock(&h->mu);
-    if (kick != NULL)
-        kick(karg, false);
+    h->end_held = false;
+    unlock_kicking(h, false);
 }
 
 void dctx__stream_half_counts(struct dctx__stream_half *h, uint64_t *received, uint64_t *sent)
 {
-    pthread_mutex_lock(&h->mu);
-    *received = h->received;
-    pthread_mutex_unlock(&h->mu);
+    *received = atomic_load_explicit(&h->received, memory_order_relaxed);
     *sent = atomic_load_explicit(&h->sent, memory_order_relaxed);
 }
 

@@ -11,16 +11,14 @@
  * stops its writer, and a stream never holds more than a window and one
  * message of the peer's.
  *
- * Threads: any; every function takes the half's lock, except that take
- * (the receiver's), reserve and refund (the sender's) mostly do not:
- * moves the whole queue to the receiver's own list and serves from there
- * while it lasts (one lock per queue, not per message: measured, the
- * receiver and the connection's reader otherwise contend on every
- * message); and reserve takes all the credit there is into the sender's
- * own, likewise. Waits end when a
- * message or credit comes, the peer is done, the stream ends, or the
- * context given at init is done (an inline after-func wakes them: never
- * cancel that context while holding the lock).
+ * Threads: any; every function takes the half's lock, but the receiver's
+ * take and the sender's reserve and refund take it once per batch, not
+ * per message: take moves the whole queue to the receiver's own list
+ * (mine) and serves from there while it lasts, reserve moves all the
+ * credit there is to the sender's own. Waits end when a message or credit
+ * comes, the peer is done, the stream ends, or the context given at init
+ * is done (an inline after-func wakes them: never cancel that context
+ * while holding the lock).
  */
 #ifndef DCTX_RPC_STREAM_HALF_H
 #define DCTX_RPC_STREAM_HALF_H
@@ -52,22 +50,22 @@ struct dctx__stream_half {
     atomic_bool ended;                     /* the stream is over (or its context done) */
     int64_t idle_ns;                       /* a take waits this long at most; 0: no limit */
     dctx_after *wake;                      /* the context's end ends the waits */
-    uint64_t received;                     /* messages, for logs */
+    atomic_uint_fast64_t received, sent;   /* messages, for logs */
     /* An asynchronous receive (stream.c): armed until a message, the
      * peer's half-close or the end makes it due; then delivering until the
-     * deliverer is done (one at a time). kick starts the delivery. */
+     * deliverer is done (one at a time). kick starts the delivery, which
+     * calls fn(fn_arg, ...): only the deliverer arms again meanwhile. */
     bool armed, delivering;
-    bool end_delivered;      /* a receive got the end: none may be armed after it */
-    bool end_waits_conclude; /* the end is due only once concluded (a client's: its
-                                   finish has run, so the callback may call finish) */
-    bool concluded;
+    bool end_delivered; /* a receive got the end: none may be armed after it */
+    /* The end is not due yet: a client's, until its finish ran (so that
+     * the end's callback may call finish); dctx__stream_half_conclude. */
+    bool end_held;
     atomic_bool receiving; /* the receiver's role is taken: a blocking receive,
-                                   or an asynchronous one armed or being delivered */
+                              or an asynchronous one armed or being delivered */
     void (*kick)(void *arg, bool on_this_thread);
     void *kick_arg;
-    dctx_rpc_stream_recv_fn armed_fn, due_fn; /* the user's: armed, then being delivered */
-    void *armed_arg, *due_arg;
-    atomic_uint_fast64_t sent;
+    dctx_rpc_stream_recv_fn fn;
+    void *fn_arg;
 };
 
 /* init: the waits also end when ctx is done (ctx may be NULL: never). */
@@ -99,15 +97,15 @@ int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg 
  * len bytes that was not sent after all. */
 void dctx__stream_half_refund(struct dctx__stream_half *h, size_t len);
 
-/* dctx__stream_half_arm arms an asynchronous receive: when it is due,
- * kick(arg, on_this_thread) runs once, with no lock held: on the thread
- * that made it due when that is a message or the peer's half-close (the
- * connection's), else on_this_thread false (the end may come from inside
- * a cancel: kick defers). Returns 1 if armed, 2 if armed and due already
- * (the caller defers the kick itself; delivering is set), 0 if a receive
- * is armed already, -1 once the end was delivered. The deliverer finds fn and fn_arg in due_fn and
- * due_arg, which stay while delivering. Inside a delivery (delivering set) it only arms: the
- * deliverer sees it through dctx__stream_half_next. */
+/* dctx__stream_half_arm arms an asynchronous receive of fn(fn_arg): when
+ * it is due, kick(kick_arg, on_this_thread) runs once, with no lock held:
+ * on the thread that made it due when that is a message or the peer's
+ * half-close (the connection's), else on_this_thread false (the end may
+ * come from inside a cancel: kick defers). Returns 1 if armed, 2 if armed
+ * and due already (the caller defers the kick itself; delivering is set),
+ * 0 if a receive is armed already, -1 once the end was delivered. Inside
+ * a delivery (delivering set) it only arms: the deliverer sees it through
+ * dctx__stream_half_next. */
 int dctx__stream_half_arm(struct dctx__stream_half *h, dctx_rpc_stream_recv_fn fn, void *fn_arg,
                           void (*kick)(void *, bool), void *kick_arg);
 
@@ -119,7 +117,7 @@ bool dctx__stream_half_next(struct dctx__stream_half *h);
 /* The deliverer is about to hand out the end: no receive is armed after. */
 void dctx__stream_half_end_delivered(struct dctx__stream_half *h);
 
-/* The stream's owner is done with its end (end_waits_conclude): an armed
+/* The stream's owner is done with its end (end_held): an armed
  * receive gets it now, deferred. */
 void dctx__stream_half_conclude(struct dctx__stream_half *h);
 

@@ -31,6 +31,7 @@
 #include <dctx/stream.h>
 
 #include "frame.h"
+#include "framing.h"
 #include "handshake.h"
 #include "rpc_testutil.h"
 #include "session.h"
@@ -105,7 +106,8 @@ static void on_event(void *arg, const dctx_rpc_event *ev)
 static dctx_rpc_server *keyed_server(enum rt_transport t, dctx_rpc_server_options *o,
                                      struct seen *seen, char *url)
 {
-    struct rt_method m[] = {{ECHO, caller_handler, seen}, {OTHER, caller_handler, seen}};
+    struct rt_method m[] = {{ECHO, caller_handler, seen, NULL},
+                            {OTHER, caller_handler, seen, NULL}};
     return rt_server_open(t, o, m, 2, url, 256);
 }
 
@@ -197,7 +199,9 @@ static void each_cipher_carries_calls(void **state)
         unsigned want = i == 0 || !crypto_aead_aes256gcm_is_available()
                             ? DCTX__CIPHER_CHACHA20_POLY1305
                             : DCTX__CIPHER_AES256_GCM;
-        assert_int_equal(dctx__test_last_cipher(), want);
+        dctx_rpc_server_stats st = rt_server_stats(srv);
+        assert_int_equal(st.sealed_aes256gcm, want == DCTX__CIPHER_AES256_GCM);
+        assert_int_equal(st.sealed_chacha20poly1305, want == DCTX__CIPHER_CHACHA20_POLY1305);
         rt_channel_close(ch);
         rt_server_close(srv);
     }
@@ -233,6 +237,33 @@ static void caller_without_keys_is_refused_unauthenticated(void **state)
     assert_contains(ev.last_peer, "127.0.0.1:");
     rt_channel_close(ch);
     rt_server_close(srv);
+    dctx_identity_free(server.id);
+}
+
+/* A keyed channel takes nothing unproven from the server: a GoAway in the
+ * clear before any hello (anyone on the path could send it) ends the
+ * connection UNAVAILABLE, its words shown as unauthenticated, and does
+ * not put the channel into the fast failure a refused handshake does. */
+static void keyed_client_takes_a_clear_goaway_as_unavailable(void **state)
+{
+    (void)state;
+    struct ident server = make_identity("server"), client = make_identity("client");
+    char url[256], msg[256];
+    rt_url(RT_IPC, url, sizeof url);
+    nng_stream_listener *l = rt_raw_listen(url);
+    dctx_rpc_channel_options co = keyed_channel(&client, &server);
+    co.connect_wait_ns = MS(300);
+    dctx_rpc_channel *ch = rt_channel_open(url, &co);
+    rt_raw *raw = rt_raw_accept_bare(l); /* the channel's hello, unanswered */
+    size_t len;
+    uint8_t *goaway = rt_pack_goaway(DCTX_UNAUTHENTICATED, "keys refused here", &len);
+    rt_raw_send(raw, goaway, len);
+    assert_int_equal(call_code(ch, ECHO, msg, sizeof msg), DCTX_UNAVAILABLE);
+    assert_contains(msg, "(an unauthenticated goaway): keys refused here");
+    rt_raw_close(raw);
+    rt_channel_close(ch);
+    nng_stream_listener_free(l);
+    dctx_identity_free(client.id);
     dctx_identity_free(server.id);
 }
 
@@ -919,13 +950,10 @@ static size_t hostile_hello(unsigned char *out, size_t cap, uint32_t ciphers)
     f.body_case = DCTX__WIRE__FRAME__BODY_HELLO;
     f.hello = &h;
     size_t len = dctx__wire__frame__get_packed_size(&f);
-    assert_true(len + 4 <= cap);
-    out[0] = (unsigned char)(len >> 24);
-    out[1] = (unsigned char)(len >> 16);
-    out[2] = (unsigned char)(len >> 8);
-    out[3] = (unsigned char)len;
-    dctx__wire__frame__pack(&f, out + 4);
-    return len + 4;
+    assert_true(len + DCTX__FRAME_HEADER_BYTES <= cap);
+    dctx__frame_header((uint32_t)len, out);
+    dctx__wire__frame__pack(&f, out + DCTX__FRAME_HEADER_BYTES);
+    return len + DCTX__FRAME_HEADER_BYTES;
 }
 
 /* Handshake churn and forged frames: peers that send a hello with keys
@@ -1155,6 +1183,7 @@ int main(void)
         RT_TEST(keyed_call_works_and_the_handler_knows_its_caller),
         RT_TEST(each_cipher_carries_calls),
         RT_TEST(caller_without_keys_is_refused_unauthenticated),
+        RT_TEST(keyed_client_takes_a_clear_goaway_as_unavailable),
         RT_TEST(server_with_another_key_or_none_is_refused),
         RT_TEST(allow_list_decides_who_calls_what),
         RT_TEST(authorize_hook_decides_per_call),

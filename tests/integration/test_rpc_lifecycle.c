@@ -202,8 +202,8 @@ static void close_refuses_new_calls_while_it_waits(void **state)
 static void shutdown_leaves_the_stats_readable_until_close(void **state)
 {
     (void)state;
-    const struct rt_method methods[] = {{"/it.Shut/Echo", rt_echo_handler, NULL},
-                                        {"/it.Shut/Other", rt_echo_handler, NULL}};
+    const struct rt_method methods[] = {{"/it.Shut/Echo", rt_echo_handler, NULL, NULL},
+                                        {"/it.Shut/Other", rt_echo_handler, NULL, NULL}};
     char url[256];
     dctx_rpc_server *srv = rt_server_open(RT_IPC, NULL, methods, 2, url, sizeof url);
     const char *names[4] = {NULL};
@@ -284,8 +284,9 @@ static void channel_over_two_urls_shares_calls_and_goes_around_a_drain(void **st
     char url[2][256];
     for (int i = 0; i < 2; i++) {
         rt_probe_init(&hold[i], RT_PROBE_HOLD, SEC(10));
-        const struct rt_method m[] = {{"/it.Set/Name", name_handler, i == 0 ? name_a : name_b},
-                                      {"/it.Set/Hold", rt_probe_handler, &hold[i]}};
+        const struct rt_method m[] = {
+            {"/it.Set/Name", name_handler, i == 0 ? name_a : name_b, NULL},
+            {"/it.Set/Hold", rt_probe_handler, &hold[i], NULL}};
         srv[i] = rt_server_open(RT_IPC, NULL, m, 2, url[i], sizeof url[i]);
     }
     const char *urls[] = {url[0], url[1]};
@@ -333,7 +334,7 @@ static void channel_over_two_urls_shares_calls_and_goes_around_a_drain(void **st
 static void channel_over_urls_passes_over_one_that_is_down(void **state)
 {
     (void)state;
-    const struct rt_method m[] = {{"/it.Set/Name", name_handler, name_b}};
+    const struct rt_method m[] = {{"/it.Set/Name", name_handler, name_b, NULL}};
     char up[256], down[256];
     rt_server_open(RT_IPC, NULL, m, 1, up, sizeof up);
     rt_url(RT_IPC, down, sizeof down); /* nobody listens there */

@@ -234,6 +234,22 @@ static void cancel_cause_one_byte_over_is_cut_before_the_character_it_splits(voi
     assert_true(rt_utf8_valid(p.cause_msg, n));
 }
 
+/* A size refusal's message names the frame's size on the wire (its
+ * payload and a little framing, so at least payload bytes) and the
+ * peer's frame limit it is over (the payload limit and room for the
+ * frame's other fields). */
+static void assert_frame_over_limit(const char *msg, size_t payload, size_t limit)
+{
+    const char *of = strstr(msg, " of ");
+    const char *limit_of = strstr(msg, "limit of ");
+    assert_non_null(of);
+    assert_non_null(limit_of);
+    unsigned long long size = strtoull(of + 4, NULL, 10);
+    unsigned long long said = strtoull(limit_of + 9, NULL, 10);
+    assert_true(said >= limit && said < limit + 64 * 1024);
+    assert_true(size > said);
+    assert_true(size >= payload && size < payload + 1024);
+}
 /* A request over the server's frame limit (its hello says it: the
  * payload limit plus room for the frame's own fields) fails alone, before
  * it is sent, with RESOURCE_EXHAUSTED naming the limit; the call held on
@@ -263,6 +279,7 @@ static void request_over_the_servers_limit_fails_alone_before_sending(void **sta
     assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Size/Probe", big, over, &res),
                      DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(res.message, "over the server's limit"));
+    assert_frame_over_limit(res.message, over, limit);
     dctx_rpc_result_free(&res);
     assert_int_equal(rt_server_stats(srv).calls, 1); /* never sent */
 
@@ -297,6 +314,7 @@ static void reply_over_the_callers_limit_is_resource_exhausted(void **state)
     assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", req, n, &res),
                      DCTX_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(res.message, "over the caller's limit"));
+    assert_frame_over_limit(res.message, n, 64 * 1024);
     dctx_rpc_result_free(&res);
     assert_int_equal(dctx_rpc_call_raw(ch, NULL, "/it.Echo/Echo", req, 1000, &res), DCTX_OK);
     assert_int_equal(res.payload_len, 1000);

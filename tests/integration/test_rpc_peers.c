@@ -515,8 +515,8 @@ static void replayed_call_is_refused_and_runs_once(void **state)
     static rt_probe p, hold;
     rt_probe_init(&p, RT_PROBE_RETURN, 0);
     rt_probe_init(&hold, RT_PROBE_HOLD, SEC(10));
-    struct rt_method m[] = {{"/it.Raw/Probe", rt_probe_handler, &p},
-                            {"/it.Raw/Hold", rt_probe_handler, &hold}};
+    struct rt_method m[] = {{"/it.Raw/Probe", rt_probe_handler, &p, NULL},
+                            {"/it.Raw/Hold", rt_probe_handler, &hold, NULL}};
     char url[256];
     rt_server_open(RT_TCP, NULL, m, 2, url, sizeof url);
     rt_raw *r = rt_raw_open(url);
@@ -567,8 +567,8 @@ static void call_whose_id_is_in_flight_ends_its_connection_only(void **state)
     static rt_probe wait, quick;
     rt_probe_init(&wait, RT_PROBE_WAIT_CTX, SEC(10));
     rt_probe_init(&quick, RT_PROBE_RETURN, 0);
-    struct rt_method m[] = {{"/it.Raw/Wait", rt_probe_handler, &wait},
-                            {"/it.Raw/Probe", rt_probe_handler, &quick}};
+    struct rt_method m[] = {{"/it.Raw/Wait", rt_probe_handler, &wait, NULL},
+                            {"/it.Raw/Probe", rt_probe_handler, &quick, NULL}};
     char url[256];
     dctx_rpc_server *srv = rt_server_open(RT_IPC, NULL, m, 2, url, sizeof url);
     rt_raw *r = rt_raw_open(url);

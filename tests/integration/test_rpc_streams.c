@@ -75,6 +75,16 @@ static int fail_at_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_r
 
 static struct flood flood;
 
+/* Echo, recording the error its context ended with (-1: not ended yet). */
+static atomic_int echo_ended_with;
+
+static int recording_echo(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *reply)
+{
+    int code = rt_echo_stream_handler(arg, ctx, st, reply);
+    atomic_store(&echo_ended_with, dctx_err(ctx));
+    return code;
+}
+
 /* A hop of a relayed stream: Relay opens Relay (or, at the last hop,
  * Flood) on next with its own context and passes every message back;
  * each hop records the error its context ended with. */
@@ -119,18 +129,15 @@ static int last_hop_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_
 static dctx_rpc_server *streams_server_workers(enum rt_transport t, int workers, char *url)
 {
     dctx_rpc_server_options so = rt_server_options(workers);
-    dctx_rpc_server *srv = NULL;
-    assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, rt_count_stream_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, SUM, sum_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, ECHO, rt_echo_stream_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, FLOOD, flood_handler, &flood), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, FAIL_AT, fail_at_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register(srv, "/it.Streams/Unary", rt_echo_handler, NULL), 0);
-    rt_server_listen(srv, t, url, 256);
-    assert_int_equal(dctx_rpc_server_start(srv), 0);
-    rt_track_server(srv);
-    return srv;
+    struct rt_method m[] = {
+        {.name = COUNT, .stream_fn = rt_count_stream_handler},
+        {.name = SUM, .stream_fn = sum_handler},
+        {.name = ECHO, .stream_fn = recording_echo},
+        {.name = FLOOD, .stream_fn = flood_handler, .arg = &flood},
+        {.name = FAIL_AT, .stream_fn = fail_at_handler},
+        {.name = "/it.Streams/Unary", .fn = rt_echo_handler},
+    };
+    return rt_server_open(t, &so, m, sizeof m / sizeof m[0], url, 256);
 }
 
 static dctx_rpc_server *streams_server(enum rt_transport t, char *url)
@@ -289,6 +296,7 @@ static void deadline_ends_a_long_stream_on_both_sides(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     dctx *ctx = rt_with_timeout(MS(300));
     dctx_rpc_stream *st = NULL;
+    atomic_store(&echo_ended_with, -1);
     assert_int_equal(dctx_rpc_stream_open(ch, ctx, ECHO, &st), 0);
     int rc = 0, sent = 0;
     for (int i = 0; i < 10000 && rc == 0; i++) {
@@ -303,8 +311,33 @@ static void deadline_ends_a_long_stream_on_both_sides(void **state)
     assert_int_equal(rc, DCTX_DEADLINE_EXCEEDED);
     assert_true(sent > 0);
     assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_DEADLINE_EXCEEDED);
+    assert_true(WAIT_FOR(atomic_load(&echo_ended_with) != -1, SEC(5))); /* the server's side */
+    assert_int_equal(atomic_load(&echo_ended_with), DCTX_DEADLINE_EXCEEDED);
     dctx_rpc_stream_release(st);
     rt_ctx_release(ctx);
+    rt_channel_close(ch);
+}
+
+/* A stream the server ended OK takes no more messages: send says
+ * FAILED_PRECONDITION (stream.h), not the stream's status. */
+static void send_after_the_stream_ended_ok_is_a_failed_precondition(void **state)
+{
+    (void)state;
+    char url[256], msg[256];
+    streams_server(RT_IPC, url);
+    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(ch, NULL, COUNT, &st), 0);
+    assert_int_equal(dctx_rpc_stream_send(st, "3", 1), 0);
+    dctx_rpc_message m;
+    for (int i = 0; i < 3; i++) {
+        assert_true(dctx_rpc_stream_recv(st, &m));
+        dctx_rpc_message_free(&m);
+    }
+    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_OK);
+    assert_int_equal(dctx_rpc_stream_send(st, "more", 4), DCTX_FAILED_PRECONDITION);
+    assert_int_equal(dctx_rpc_stream_close_send(st), 0); /* nothing to close: no error */
+    dctx_rpc_stream_release(st);
     rt_channel_close(ch);
 }
 
@@ -431,6 +464,7 @@ static void idle_stream_ends_deadline_exceeded_saying_so(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     dctx *ctx = rt_with_timeout(SEC(10));
     dctx_rpc_stream *st = NULL;
+    atomic_store(&echo_ended_with, -1);
     assert_int_equal(dctx_rpc_stream_open(ch, ctx, ECHO, &st), 0);
     assert_int_equal(dctx_rpc_stream_set_idle_timeout(st, MS(100)), 0);
     assert_int_equal(dctx_rpc_stream_send(st, "one", 3), 0);
@@ -443,6 +477,8 @@ static void idle_stream_ends_deadline_exceeded_saying_so(void **state)
     assert_true(dctx_now() - t0 >= MS(100));
     assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_DEADLINE_EXCEEDED);
     assert_contains(msg, "stream idle for 100 ms");
+    assert_true(WAIT_FOR(atomic_load(&echo_ended_with) != -1, SEC(5))); /* the server's side */
+    assert_int_equal(atomic_load(&echo_ended_with), DCTX_DEADLINE_EXCEEDED);
     const char *why = NULL;
     assert_int_equal(dctx_cause(ctx, &why), 0); /* the caller's own context lives on */
     dctx_rpc_stream_release(st);
@@ -482,22 +518,17 @@ static void message_over_the_limit_is_refused_and_the_stream_goes_on(void **stat
 static void relayed_stream_canceled_mid_way_reaches_every_hop(void **state)
 {
     (void)state;
-    struct hop hops[3];
+    static struct hop hops[3];
     char urls[3][256];
     for (int i = 2; i >= 0; i--) {
         hops[i].next = NULL;
         atomic_init(&hops[i].ended_with, -1);
-        dctx_rpc_server_options so = rt_server_options(4);
-        dctx_rpc_server *srv = NULL;
-        assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
         if (i < 2)
             hops[i].next = rt_channel_open(urls[i + 1], NULL);
-        assert_int_equal(dctx_rpc_server_register_stream(
-                             srv, RELAY, i < 2 ? relay_handler : last_hop_handler, &hops[i]),
-                         0);
-        rt_server_listen(srv, i == 1 ? RT_IPC : RT_TCP, urls[i], 64);
-        assert_int_equal(dctx_rpc_server_start(srv), 0);
-        rt_track_server(srv);
+        struct rt_method m = {
+            .name = RELAY, .stream_fn = i < 2 ? relay_handler : last_hop_handler, .arg = &hops[i]};
+        dctx_rpc_server_options so = rt_server_options(4);
+        rt_server_open(i == 1 ? RT_IPC : RT_TCP, &so, &m, 1, urls[i], sizeof urls[i]);
     }
     dctx_rpc_channel *ch = rt_channel_open(urls[0], NULL);
     dctx *ctx = rt_with_cancel();
@@ -541,6 +572,7 @@ int main(void)
         RT_TEST(idle_stream_ends_deadline_exceeded_saying_so),
         RT_TEST(message_over_the_limit_is_refused_and_the_stream_goes_on),
         RT_TEST(relayed_stream_canceled_mid_way_reaches_every_hop),
+        RT_TEST(send_after_the_stream_ended_ok_is_a_failed_precondition),
     };
     return cmocka_run_group_tests_name("rpc_streams", tests, rt_group_setup, NULL);
 }

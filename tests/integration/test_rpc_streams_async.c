@@ -86,19 +86,13 @@ static void on_message(void *arg, dctx_rpc_stream *st, dctx_rpc_message *m)
         fail_msg("re-arming in the callback: %s", dctx_strerror(rc));
 }
 
-/* Wait (bounded) until the reader saw its end; true if it did. */
-static bool wait_end(struct reader *r)
+/* How many ends the reader saw so far. */
+static int ends_of(struct reader *r)
 {
-    int64_t until = dctx_now() + 10000000000LL;
     pthread_mutex_lock(&r->mu);
-    while (r->ends == 0 && dctx_now() < until) {
-        pthread_mutex_unlock(&r->mu);
-        rt_sleep(2 * 1000000);
-        pthread_mutex_lock(&r->mu);
-    }
-    bool ended = r->ends > 0;
+    int n = r->ends;
     pthread_mutex_unlock(&r->mu);
-    return ended;
+    return n;
 }
 
 static atomic_int sum_armed;            /* AsyncSum handlers that armed their receive */
@@ -137,14 +131,12 @@ static int async_sum_handler(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc
 static void async_server(enum rt_transport t, char *url)
 {
     dctx_rpc_server_options so = rt_server_options(4);
-    dctx_rpc_server *srv = NULL;
-    assert_int_equal(dctx_rpc_server_open(&so, &srv), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, COUNT, rt_count_stream_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, HOLD, hold_handler, NULL), 0);
-    assert_int_equal(dctx_rpc_server_register_stream(srv, ASYNC_SUM, async_sum_handler, NULL), 0);
-    rt_server_listen(srv, t, url, 256);
-    assert_int_equal(dctx_rpc_server_start(srv), 0);
-    rt_track_server(srv);
+    struct rt_method m[] = {
+        {.name = COUNT, .stream_fn = rt_count_stream_handler},
+        {.name = HOLD, .stream_fn = hold_handler},
+        {.name = ASYNC_SUM, .stream_fn = async_sum_handler},
+    };
+    rt_server_open(t, &so, m, sizeof m / sizeof m[0], url, 256);
 }
 
 static dctx_rpc_stream *open_count(dctx_rpc_channel *ch, const char *n)
@@ -168,10 +160,10 @@ static void async_reader_gets_every_message_in_order(void **state)
         async_server(ts[t], url);
         dctx_rpc_channel *ch = rt_channel_open(url, NULL);
         dctx_rpc_stream *st = open_count(ch, "10000");
-        struct reader r;
+        static struct reader r;
         reader_init(&r);
         assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r), 0);
-        assert_true(wait_end(&r));
+        assert_true(WAIT_FOR(ends_of(&r) > 0, SEC(10)));
         assert_int_equal(r.got, 10000);
         assert_int_equal(r.out_of_order, 0);
         assert_int_equal(r.on_arming_thread, 0);
@@ -196,11 +188,11 @@ static void waiting_message_is_delivered_after_the_call(void **state)
     assert_true(dctx_rpc_stream_recv(st, &m)); /* "1": the rest follow it */
     dctx_rpc_message_free(&m);
     assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_OK); /* all three are here */
-    struct reader r;
+    static struct reader r;
     reader_init(&r);
     r.got = 1;
     assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r), 0);
-    assert_true(wait_end(&r));
+    assert_true(WAIT_FOR(ends_of(&r) > 0, SEC(10)));
     assert_int_equal(r.got, 3);
     assert_int_equal(r.out_of_order, 0);
     assert_int_equal(r.on_arming_thread, 0);
@@ -233,11 +225,10 @@ static void second_receive_is_refused_and_cancel_delivers_the_end(void **state)
     char url[256];
     async_server(RT_TCP, url);
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx *ctx = NULL;
-    assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
+    dctx *ctx = rt_with_cancel();
     dctx_rpc_stream *st = NULL;
     assert_int_equal(dctx_rpc_stream_open(ch, ctx, HOLD, &st), 0);
-    struct reader r;
+    static struct reader r;
     reader_init(&r);
     assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), 0);
     assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), DCTX_FAILED_PRECONDITION);
@@ -247,13 +238,13 @@ static void second_receive_is_refused_and_cancel_delivers_the_end(void **state)
     assert_int_equal(r.ends, 0); /* nothing came: still armed */
     pthread_mutex_unlock(&r.mu);
     dctx_cancel(ctx);
-    assert_true(wait_end(&r));
+    assert_true(WAIT_FOR(ends_of(&r) > 0, SEC(10)));
     assert_int_equal(r.got, 0);
     assert_int_equal(r.ends, 1);
     assert_int_equal(r.on_arming_thread, 0); /* not inside dctx_cancel */
     assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_CANCELED);
     dctx_rpc_stream_release(st);
-    dctx_release(ctx);
+    rt_ctx_release(ctx);
     reader_fini(&r);
     rt_channel_close(ch);
 }
@@ -268,20 +259,20 @@ static void release_while_armed_and_release_in_the_callback(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     dctx_rpc_stream *st = NULL;
     assert_int_equal(dctx_rpc_stream_open(ch, NULL, HOLD, &st), 0);
-    struct reader r;
+    static struct reader r;
     reader_init(&r);
     assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), 0);
     dctx_rpc_stream_release(st);
-    assert_true(wait_end(&r));
+    assert_true(WAIT_FOR(ends_of(&r) > 0, SEC(10)));
     assert_int_equal(r.ends, 1);
     reader_fini(&r);
 
-    struct reader r2;
+    static struct reader r2;
     reader_init(&r2);
     r2.release_at_end = true;
     st = open_count(ch, "100");
     assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r2), 0);
-    assert_true(wait_end(&r2)); /* the callback released st */
+    assert_true(WAIT_FOR(ends_of(&r2) > 0, SEC(10))); /* the callback released st */
     assert_int_equal(r2.got, 100);
     assert_int_equal(r2.out_of_order, 0);
     rt_channel_close(ch);
@@ -298,7 +289,7 @@ static void close_with_a_receive_armed_delivers_the_end_first(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     dctx_rpc_stream *st = NULL;
     assert_int_equal(dctx_rpc_stream_open(ch, NULL, HOLD, &st), 0);
-    struct reader r;
+    static struct reader r;
     reader_init(&r);
     r.release_at_end = true;
     assert_int_equal(dctx_rpc_stream_recv_start(st, on_message, &r), 0);
@@ -347,15 +338,14 @@ static void end_callback_may_call_finish(void **state)
     co.on_event = on_event_ignored;
     dctx_rpc_channel *ch = rt_channel_open(url, &co);
     for (int i = 0; i < 2; i++) {
-        dctx *ctx = NULL;
-        assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
+        dctx *ctx = rt_with_cancel();
         dctx_rpc_stream *st = NULL;
         assert_int_equal(dctx_rpc_stream_open(ch, ctx, i == 0 ? HOLD : COUNT, &st), 0);
         if (i == 1) {
             assert_int_equal(dctx_rpc_stream_send(st, "50", 2), 0);
             assert_int_equal(dctx_rpc_stream_close_send(st), 0);
         }
-        struct finisher f;
+        static struct finisher f;
         atomic_init(&f.code, -1);
         assert_int_equal(dctx_rpc_stream_recv_start(st, finish_at_end, &f), 0);
         if (i == 0)
@@ -363,7 +353,7 @@ static void end_callback_may_call_finish(void **state)
         assert_true(WAIT_FOR(atomic_load(&f.code) != -1, SEC(5)));
         assert_int_equal(atomic_load(&f.code), i == 0 ? DCTX_CANCELED : DCTX_OK);
         dctx_rpc_stream_release(st);
-        dctx_release(ctx);
+        rt_ctx_release(ctx);
     }
     rt_channel_close(ch);
 }
@@ -377,7 +367,7 @@ static void blocking_receive_while_armed_is_refused(void **state)
     dctx_rpc_channel *ch = rt_channel_open(url, NULL);
     dctx_rpc_stream *st = NULL;
     assert_int_equal(dctx_rpc_stream_open(ch, NULL, HOLD, &st), 0);
-    struct reader r;
+    static struct reader r;
     reader_init(&r);
     assert_int_equal(dctx_rpc_stream_recv_start(st, count_end, &r), 0);
     dctx_rpc_message m;
@@ -386,7 +376,7 @@ static void blocking_receive_while_armed_is_refused(void **state)
     assert_null(m.data);
     assert_true(dctx_now() - t0 < SEC(1)); /* refused, not a wait for the stream */
     dctx_rpc_stream_release(st);
-    assert_true(wait_end(&r));
+    assert_true(WAIT_FOR(ends_of(&r) > 0, SEC(10)));
     rt_channel_close(ch);
     reader_fini(&r);
 }
@@ -416,8 +406,7 @@ static void server_handler_receives_asynchronously(void **state)
     dctx_rpc_result_free(&res);
     dctx_rpc_stream_release(st);
 
-    dctx *ctx = NULL;
-    assert_int_equal(dctx_with_cancel(dctx_background(), &ctx), 0);
+    dctx *ctx = rt_with_cancel();
     assert_int_equal(dctx_rpc_stream_open(ch, ctx, ASYNC_SUM, &st), 0);
     int armed = atomic_load(&sum_armed), before = atomic_load(&sum_ended_by_context);
     assert_int_equal(dctx_rpc_stream_send(st, "5", 1), 0);
@@ -426,7 +415,7 @@ static void server_handler_receives_asynchronously(void **state)
     assert_int_equal(dctx_rpc_stream_finish(st, NULL), DCTX_CANCELED);
     assert_true(WAIT_FOR(atomic_load(&sum_ended_by_context) == before + 1, SEC(5)));
     dctx_rpc_stream_release(st);
-    dctx_release(ctx);
+    rt_ctx_release(ctx);
     rt_channel_close(ch);
 }
 

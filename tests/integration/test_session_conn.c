@@ -32,7 +32,7 @@ struct seen {
     bool echo; /* send every frame back */
 };
 
-static void on_frame(void *owner, struct dctx__conn *c, const unsigned char *body, size_t len)
+static void on_frame(void *owner, struct dctx__conn *c, unsigned char *body, size_t len)
 {
     struct seen *s = owner;
     if (atomic_load(&s->ends) > 0)

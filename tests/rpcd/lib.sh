@@ -42,3 +42,17 @@ serve() { # name, then rpcd serve's arguments; waits for its serving line
 }
 # free_port: a tcp port on 127.0.0.1 free a moment ago.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# http URL: the response's status line and body, via python3 (no curl
+# needed); "000" when nothing answers.
+http() {
+    python3 - "$1" 2>/dev/null <<'PY'
+import sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+        print(r.status); sys.stdout.write(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); sys.stdout.write(e.read().decode())
+except Exception as e:
+    print("000")
+PY
+}

@@ -23,7 +23,7 @@ $M /dctx.demo.Demo/*
 ALLOW
 
 a="tcp://127.0.0.1:$(free_port)"
-serve A --listen "$a" --key a.key --allow allow.txt
+serve A --listen "$a" --key a.key --allow allow.txt --metrics-listen 127.0.0.1:0
 check "the serving line names the server's key" grep -q "\"key\":\"$A\"" A.log
 
 out=$(call "$a" /dctx.demo.Demo/Echo --data hi --timeout 5s --key c.key --server-key "$A")
@@ -53,6 +53,18 @@ check "the server logs the refusal with the peer's key" \
     wait_line A.log "\"event\":\"denied\",.*\"peer\":\"$X\""
 check "... and the failed handshake with the peer's address" \
     wait_line A.log '"event":"unauthenticated","peer":"127.0.0.1:'
+
+# The metrics count what the log says: sealed connections by AEAD (the
+# callers with keys: Echo, bench, the unlisted and the method-limited
+# one), the refused handshake and the two denied calls.
+metrics=$(http "http://$(grep -o '"metrics":"[^"]*"' A.log | head -n 1 | cut -d'"' -f4)/metrics")
+value() { awk -v k="$1" '$1 == k { print $2 }' <<<"$metrics"; }
+sealed=$(($(value 'dctx_server_connections_sealed_total{aead="aes256gcm"}') + \
+    $(value 'dctx_server_connections_sealed_total{aead="chacha20poly1305"}')))
+check "metrics: at least 4 sealed connections ($sealed)" test "$sealed" -ge 4
+check "metrics: 2 calls denied" test "$(value dctx_server_calls_denied_total)" = 2
+check "metrics: the handshake without keys counted" \
+    test "$(value dctx_server_unauthenticated_total)" -ge 1
 
 # A hop calls onward with its own key; its own callers need no list.
 m="ipc://$dir/m.ipc"

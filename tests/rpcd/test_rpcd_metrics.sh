@@ -13,20 +13,6 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || {
 }
 . "$(dirname "$0")/lib.sh"
 
-# http URL: the response's status line and body, via python3 (no curl
-# needed); "000" when nothing answers.
-http() {
-    python3 - "$1" 2>/dev/null <<'PY'
-import sys, urllib.request, urllib.error
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
-        print(r.status); sys.stdout.write(r.read().decode())
-except urllib.error.HTTPError as e:
-    print(e.code); sys.stdout.write(e.read().decode())
-except Exception as e:
-    print("000")
-PY
-}
 # metric NAME{LABELS}: its value in $dir/metrics.txt (empty when absent).
 metric() { awk -v k="$1" '$1 == k { print $2 }' "$dir/metrics.txt"; }
 

@@ -33,7 +33,13 @@ check "... saying which" grep -q 'message 1 is not an integer: "x"' <<<"$out"
 out=$(stream "$c" /dctx.demo.Demo/Count --data "five" </dev/null)
 check "Count with a bad request: INVALID_ARGUMENT naming the form" grep -q 'N INTERVAL' <<<"$out"
 out=$(timeout 20 "$rpcd" call "$c" /dctx.demo.Demo/Count --data "5 1ms")
-check "Count as a unary call: UNIMPLEMENTED (exit 12)" grep -q "is a stream method" <<<"$out"
+rc=$?
+check "Count as a unary call: UNIMPLEMENTED (exit 12, got $rc)" test "$rc" -eq 12
+check "... saying it is a stream method" grep -q "is a stream method" <<<"$out"
+out=$(stream "ipc://$dir/nobody.ipc" /dctx.demo.Demo/Count --data "5 1ms" </dev/null)
+rc=$?
+check "a stream to no server: UNAVAILABLE (exit 14, got $rc)" test "$rc" -eq 14
+check "... saying there is no connection" grep -q "^no connection to ipc://" <<<"$out"
 
 out=$(stream "$a" /dctx.demo.Demo/Count --data "200 0ms" </dev/null)
 check "Count relayed through A, B and C: 200 messages in order, then OK" \
@@ -54,9 +60,15 @@ serve C --listen "$c"
 serve B --listen "$b" --next "$c"
 serve A --listen "$a" --next "$b"
 
-out=$(stream "$a" /dctx.demo.Demo/Count --data "1000 20ms" --cancel-after 300ms </dev/null)
+out=$(stream "$a" /dctx.demo.Demo/Count --data "1000 20ms" --cancel-after 300ms \
+    --log caller.log </dev/null)
 rc=$?
 check "a cancel mid-stream through three hops: CANCELLED (exit 1, got $rc)" test "$rc" -eq 1
+check "... the caller logged cancel_sent, then call_end CANCELLED" \
+    test "$(grep -o '"event":"[a-z_]*"' caller.log | tr '\n' ' ')" = \
+    '"event":"cancel_sent" "event":"call_end" '
+check "... call_end names the stream's method and status" \
+    grep -q '"event":"call_end","method":"/dctx.demo.Demo/Count","status":"CANCELLED"' caller.log
 n=$(grep -c '^[0-9]*$' <<<"$out")
 check "... after some of the messages ($n)" test "$n" -ge 1 -a "$n" -lt 1000
 for h in B C; do

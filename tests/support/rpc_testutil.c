@@ -333,7 +333,11 @@ dctx_rpc_server *rt_server_open(enum rt_transport t, const dctx_rpc_server_optio
     rt_track_server(s);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(
-            dctx_rpc_server_register(s, methods[i].name, methods[i].fn, methods[i].arg), 0);
+            methods[i].stream_fn != NULL
+                ? dctx_rpc_server_register_stream(s, methods[i].name, methods[i].stream_fn,
+                                                  methods[i].arg)
+                : dctx_rpc_server_register(s, methods[i].name, methods[i].fn, methods[i].arg),
+            0);
     rt_server_listen(s, t, url, url_len);
     assert_int_equal(dctx_rpc_server_start(s), 0);
     return s;
@@ -342,7 +346,7 @@ dctx_rpc_server *rt_server_open(enum rt_transport t, const dctx_rpc_server_optio
 dctx_rpc_server *rt_serve(enum rt_transport t, const dctx_rpc_server_options *opts,
                           const char *method, dctx_rpc_handler_fn fn, void *arg, char *url)
 {
-    struct rt_method m[] = {{method, fn, arg}};
+    struct rt_method m[] = {{method, fn, arg, NULL}};
     return rt_server_open(t, opts, m, 1, url, 256);
 }
 

@@ -52,7 +52,8 @@ enum rt_port_base {
     RT_PORTS_LIFECYCLE = 28000,
     RT_PORTS_KEYS = 30000,
     RT_PORTS_STREAMS = 32000,
-    RT_PORTS_STREAMS_ASYNC = 33000
+    RT_PORTS_STREAMS_ASYNC = 33000,
+    RT_PORTS_STREAM_FRAMES = 34000
 };
 
 /* rt_init names the program (for its ipc directory and inproc names) and
@@ -158,10 +159,12 @@ int rt_teardown(void **state);
 
 /* ===== Servers, channels, contexts ===== */
 
+/* A method: unary (fn) or, with stream_fn set instead, a stream. */
 struct rt_method {
     const char *name;
     dctx_rpc_handler_fn fn;
     void *arg;
+    dctx_rpc_stream_handler_fn stream_fn;
 };
 
 /* Listen s on a fresh address of transport t (tcp: skipping ports found
@@ -376,6 +379,21 @@ uint8_t *rt_pack_reply(uint32_t call_id, int code, size_t *len);
 
 /* A Ping frame carrying data, packed. */
 uint8_t *rt_pack_ping(uint64_t data, size_t *len);
+/* A GoAway with code and message. */
+uint8_t *rt_pack_goaway(uint32_t code, const char *message, size_t *len);
+
+/* Streams (PROTOCOL.md section 10), packed; call_id 0: none, a protocol
+ * error. rt_pack_stream_call: a Call with stream set and no payload.
+ * rt_pack_stream_message: one message of len bytes. rt_pack_half_close:
+ * the client's last message went. rt_pack_credit: room for messages and
+ * bytes more (0: the field left out). */
+uint8_t *rt_pack_stream_call(uint32_t call_id, const char *method,
+                             const uint8_t token[DCTX_TOKEN_BYTES], uint64_t budget_us,
+                             size_t *len);
+uint8_t *rt_pack_stream_message(uint32_t call_id, const void *payload, size_t payload_len,
+                                size_t *len);
+uint8_t *rt_pack_half_close(uint32_t call_id, size_t *len);
+uint8_t *rt_pack_credit(uint32_t call_id, uint32_t messages, uint32_t bytes, size_t *len);
 
 /* The name of a frame's kind ("call", "goaway", ...), for messages. */
 const char *rt_frame_kind(const Dctx__Wire__Frame *f);
@@ -400,6 +418,8 @@ rt_raw *rt_raw_dial(const char *url);
  * one connection, reads the client's hello and answers with a hello. */
 nng_stream_listener *rt_raw_listen(const char *url);
 rt_raw *rt_raw_accept(nng_stream_listener *l);
+/* The same, but the client's hello goes unanswered: the test answers. */
+rt_raw *rt_raw_accept_bare(nng_stream_listener *l);
 
 /* What the server's hello said (rt_raw_open). */
 uint32_t rt_raw_peer_max_frame_bytes(const rt_raw *r);

@@ -46,8 +46,10 @@ uint8_t *rt_pack(const Dctx__Wire__Frame *f, size_t *len)
     return buf;
 }
 
-uint8_t *rt_pack_call(uint32_t call_id, const char *method, const uint8_t token[DCTX_TOKEN_BYTES],
-                      uint64_t budget_us, const void *payload, size_t payload_len, size_t *len)
+/* A Call frame; a stream's (stream set) has no payload. */
+static uint8_t *pack_call(uint32_t call_id, const char *method,
+                          const uint8_t token[DCTX_TOKEN_BYTES], uint64_t budget_us, bool stream,
+                          const void *payload, size_t payload_len, size_t *len)
 {
     Dctx__Wire__ContextHeader h = DCTX__WIRE__CONTEXT_HEADER__INIT;
     h.has_cancel_token = 1;
@@ -62,12 +64,67 @@ uint8_t *rt_pack_call(uint32_t call_id, const char *method, const uint8_t token[
     c.method.data = (uint8_t *)method;
     c.method.len = method != NULL ? strlen(method) : 0;
     c.context = &h;
-    c.has_payload = 1;
+    c.has_payload = !stream;
     c.payload.data = (uint8_t *)payload;
     c.payload.len = payload_len;
+    c.has_stream = stream;
+    c.stream = stream;
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_CALL;
     f.call = &c;
+    f.has_call_id = call_id != 0;
+    f.call_id = call_id;
+    return rt_pack(&f, len);
+}
+
+uint8_t *rt_pack_call(uint32_t call_id, const char *method, const uint8_t token[DCTX_TOKEN_BYTES],
+                      uint64_t budget_us, const void *payload, size_t payload_len, size_t *len)
+{
+    return pack_call(call_id, method, token, budget_us, false, payload, payload_len, len);
+}
+
+uint8_t *rt_pack_stream_call(uint32_t call_id, const char *method,
+                             const uint8_t token[DCTX_TOKEN_BYTES], uint64_t budget_us, size_t *len)
+{
+    return pack_call(call_id, method, token, budget_us, true, NULL, 0, len);
+}
+
+uint8_t *rt_pack_stream_message(uint32_t call_id, const void *payload, size_t payload_len,
+                                size_t *len)
+{
+    Dctx__Wire__StreamMessage m = DCTX__WIRE__STREAM_MESSAGE__INIT;
+    m.has_payload = 1;
+    m.payload.data = (uint8_t *)payload;
+    m.payload.len = payload_len;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_MESSAGE;
+    f.message = &m;
+    f.has_call_id = call_id != 0;
+    f.call_id = call_id;
+    return rt_pack(&f, len);
+}
+
+uint8_t *rt_pack_half_close(uint32_t call_id, size_t *len)
+{
+    Dctx__Wire__HalfClose h = DCTX__WIRE__HALF_CLOSE__INIT;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_HALF_CLOSE;
+    f.half_close = &h;
+    f.has_call_id = call_id != 0;
+    f.call_id = call_id;
+    return rt_pack(&f, len);
+}
+
+uint8_t *rt_pack_credit(uint32_t call_id, uint32_t messages, uint32_t bytes, size_t *len)
+{
+    Dctx__Wire__Credit c = DCTX__WIRE__CREDIT__INIT;
+    c.has_messages = messages > 0;
+    c.messages = messages;
+    c.has_bytes = bytes > 0;
+    c.bytes = bytes;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_CREDIT;
+    f.credit = &c;
     f.has_call_id = call_id != 0;
     f.call_id = call_id;
     return rt_pack(&f, len);
@@ -114,6 +171,18 @@ uint8_t *rt_pack_ping(uint64_t data, size_t *len)
     Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
     f.body_case = DCTX__WIRE__FRAME__BODY_PING;
     f.ping = &p;
+    return rt_pack(&f, len);
+}
+
+uint8_t *rt_pack_goaway(uint32_t code, const char *message, size_t *len)
+{
+    Dctx__Wire__GoAway g = DCTX__WIRE__GO_AWAY__INIT;
+    g.has_code = 1;
+    g.code = code;
+    g.message = (char *)message;
+    Dctx__Wire__Frame f = DCTX__WIRE__FRAME__INIT;
+    f.body_case = DCTX__WIRE__FRAME__BODY_GOAWAY;
+    f.goaway = &g;
     return rt_pack(&f, len);
 }
 
@@ -376,6 +445,15 @@ nng_stream_listener *rt_raw_listen(const char *url)
 
 rt_raw *rt_raw_accept(nng_stream_listener *l)
 {
+    rt_raw *r = rt_raw_accept_bare(l);
+    size_t len;
+    uint8_t *hello = pack_hello(&len);
+    rt_raw_send(r, hello, len);
+    return r;
+}
+
+rt_raw *rt_raw_accept_bare(nng_stream_listener *l)
+{
     nng_aio *aio = NULL;
     assert_int_equal(nng_aio_alloc(&aio, NULL, NULL), 0);
     nng_aio_set_timeout(aio, WAIT_MS);
@@ -395,9 +473,6 @@ rt_raw *rt_raw_accept(nng_stream_listener *l)
         fail_msg("the client's first frame is %s, not a hello", rt_frame_kind(f));
     r->peer_max_frame_bytes = f->hello->max_frame_bytes;
     dctx__wire__frame__free_unpacked(f, NULL);
-    size_t len;
-    uint8_t *hello = pack_hello(&len);
-    rt_raw_send(r, hello, len);
     return r;
 }
 

@@ -539,6 +539,10 @@ typedef struct dctx_rpc_server_stats {
     uint64_t unauthenticated;      /* connections refused in the handshake: no keys, a proof
                                       that failed, or a frame that did not open */
     uint64_t denied;               /* calls refused by the allow list or authorize */
+    /* Connections with keys, by the AEAD their frames are sealed with
+     * (SECURITY.md): AES-256-GCM where both ends have AES-NI, else
+     * ChaCha20-Poly1305. */
+    uint64_t sealed_aes256gcm, sealed_chacha20poly1305;
 } dctx_rpc_server_stats;
 
 /* dctx_rpc_server_stats_get fills *out with s's counters now (each read
