@@ -154,6 +154,29 @@ static int finish_code(dctx_rpc_stream *st, char *msg, size_t len)
     return code;
 }
 
+/* A fresh streams server on t and a stream of method on it (ctx may be
+ * NULL), the channel into *ch. */
+static dctx_rpc_stream *open_on(enum rt_transport t, dctx *ctx, const char *method,
+                                dctx_rpc_channel **ch)
+{
+    char url[256];
+    streams_server(t, url);
+    *ch = rt_channel_open(url, NULL);
+    dctx_rpc_stream *st = NULL;
+    assert_int_equal(dctx_rpc_stream_open(*ch, ctx, method, &st), 0);
+    return st;
+}
+
+/* The stream's end status (its message into msg); st released and ch
+ * closed. */
+static int end_and_close(dctx_rpc_stream *st, dctx_rpc_channel *ch, char *msg, size_t len)
+{
+    int code = finish_code(st, msg, len);
+    dctx_rpc_stream_release(st);
+    rt_channel_close(ch);
+    return code;
+}
+
 /* Server streaming on each transport: one request, 200 messages in order
  * (past the window: credit flows back), then OK. */
 static void server_stream_delivers_every_message_in_order(void **state)
@@ -161,11 +184,9 @@ static void server_stream_delivers_every_message_in_order(void **state)
     (void)state;
     enum rt_transport ts[] = {RT_INPROC, RT_IPC, RT_TCP};
     for (size_t t = 0; t < 3; t++) {
-        char url[256], msg[256];
-        streams_server(ts[t], url);
-        dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-        dctx_rpc_stream *st = NULL;
-        assert_int_equal(dctx_rpc_stream_open(ch, NULL, COUNT, &st), 0);
+        char msg[256];
+        dctx_rpc_channel *ch = NULL;
+        dctx_rpc_stream *st = open_on(ts[t], NULL, COUNT, &ch);
         assert_int_equal(dctx_rpc_stream_send(st, "200", 3), 0);
         assert_int_equal(dctx_rpc_stream_close_send(st), 0);
         int got = 0;
@@ -178,9 +199,7 @@ static void server_stream_delivers_every_message_in_order(void **state)
             dctx_rpc_message_free(&m);
         }
         assert_int_equal(got, 200);
-        assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_OK);
-        dctx_rpc_stream_release(st);
-        rt_channel_close(ch);
+        assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_OK);
     }
 }
 
@@ -188,11 +207,9 @@ static void server_stream_delivers_every_message_in_order(void **state)
 static void client_stream_sums_what_it_sent(void **state)
 {
     (void)state;
-    char url[256], msg[256];
-    streams_server(RT_TCP, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, NULL, SUM, &st), 0);
+    char msg[256];
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_TCP, NULL, SUM, &ch);
     for (int i = 1; i <= 1000; i++) {
         char text[16];
         snprintf(text, sizeof text, "%d", i);
@@ -211,11 +228,9 @@ static void client_stream_sums_what_it_sent(void **state)
 static void bidi_stream_echoes_each_message(void **state)
 {
     (void)state;
-    char url[256], msg[256];
-    streams_server(RT_IPC, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, NULL, ECHO, &st), 0);
+    char msg[256];
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_IPC, NULL, ECHO, &ch);
     for (int i = 0; i < 300; i++) {
         char text[16];
         snprintf(text, sizeof text, "m%d", i);
@@ -229,9 +244,7 @@ static void bidi_stream_echoes_each_message(void **state)
     assert_int_equal(dctx_rpc_stream_close_send(st), 0);
     dctx_rpc_message m;
     assert_false(dctx_rpc_stream_recv(st, &m));
-    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_OK);
-    dctx_rpc_stream_release(st);
-    rt_channel_close(ch);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_OK);
 }
 
 /* A reader that stops reading stops its writer within the window (the
@@ -241,12 +254,10 @@ static void reader_that_stops_stops_its_writer_and_cancel_ends_it(void **state)
 {
     (void)state;
     memset(&flood, 0, sizeof flood);
-    char url[256], msg[256];
-    streams_server(RT_TCP, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
+    char msg[256];
     dctx *ctx = rt_with_cancel();
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, ctx, FLOOD, &st), 0);
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_TCP, ctx, FLOOD, &ch);
     assert_int_equal(dctx_rpc_stream_close_send(st), 0);
     /* a window: its messages, or its bytes in 100-byte messages (the last may pass) */
     int window = (DCTX_RPC_STREAM_WINDOW_BYTES + 99) / 100;
@@ -259,10 +270,8 @@ static void reader_that_stops_stops_its_writer_and_cancel_ends_it(void **state)
     dctx_cancel(ctx);
     assert_true(WAIT_FOR(atomic_load(&flood.done), SEC(5)));
     assert_int_equal(atomic_load(&flood.err), DCTX_CANCELED);
-    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_CANCELED);
-    dctx_rpc_stream_release(st);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_CANCELED);
     rt_ctx_release(ctx);
-    rt_channel_close(ch);
 }
 
 /* A reader that reads takes everything a writer sends: credit flows. */
@@ -270,11 +279,9 @@ static void reader_that_reads_takes_everything(void **state)
 {
     (void)state;
     memset(&flood, 0, sizeof flood);
-    char url[256], msg[256];
-    streams_server(RT_IPC, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, NULL, FLOOD, &st), 0);
+    char msg[256];
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_IPC, NULL, FLOOD, &ch);
     int got = 0;
     dctx_rpc_message m;
     while (dctx_rpc_stream_recv(st, &m)) {
@@ -282,9 +289,7 @@ static void reader_that_reads_takes_everything(void **state)
         dctx_rpc_message_free(&m);
     }
     assert_int_equal(got, 100000);
-    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_OK);
-    dctx_rpc_stream_release(st);
-    rt_channel_close(ch);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_OK);
 }
 
 /* The context's deadline ends a long bidirectional stream on both sides. */
@@ -323,11 +328,9 @@ static void deadline_ends_a_long_stream_on_both_sides(void **state)
 static void send_after_the_stream_ended_ok_is_a_failed_precondition(void **state)
 {
     (void)state;
-    char url[256], msg[256];
-    streams_server(RT_IPC, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, NULL, COUNT, &st), 0);
+    char msg[256];
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_IPC, NULL, COUNT, &ch);
     assert_int_equal(dctx_rpc_stream_send(st, "3", 1), 0);
     dctx_rpc_message m;
     for (int i = 0; i < 3; i++) {
@@ -366,11 +369,9 @@ static void kinds_must_match(void **state)
 static void client_stream_failed_mid_way_returns_the_status_to_send(void **state)
 {
     (void)state;
-    char url[256], msg[256];
-    streams_server(RT_TCP, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, NULL, FAIL_AT, &st), 0);
+    char msg[256];
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_TCP, NULL, FAIL_AT, &ch);
     int rc = 0, sent = 0;
     while (rc == 0 && sent < 100000)
         if ((rc = dctx_rpc_stream_send(st, "x", 1)) == 0)
@@ -491,11 +492,9 @@ static void idle_stream_ends_deadline_exceeded_saying_so(void **state)
 static void message_over_the_limit_is_refused_and_the_stream_goes_on(void **state)
 {
     (void)state;
-    char url[256], msg[256];
-    streams_server(RT_IPC, url);
-    dctx_rpc_channel *ch = rt_channel_open(url, NULL);
-    dctx_rpc_stream *st = NULL;
-    assert_int_equal(dctx_rpc_stream_open(ch, NULL, ECHO, &st), 0);
+    char msg[256];
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_IPC, NULL, ECHO, &ch);
     size_t big = DCTX_RPC_DEFAULT_RECV_MAX_BYTES + 64 * 1024;
     char *huge = calloc(1, big);
     assert_non_null(huge);
@@ -508,9 +507,7 @@ static void message_over_the_limit_is_refused_and_the_stream_goes_on(void **stat
     assert_int_equal(m.len, 5);
     dctx_rpc_message_free(&m);
     assert_int_equal(dctx_rpc_stream_close_send(st), 0);
-    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_OK);
-    dctx_rpc_stream_release(st);
-    rt_channel_close(ch);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_OK);
 }
 
 /* A server stream relayed through three hops (A and B relay, C sends),
@@ -548,10 +545,8 @@ static void relayed_stream_canceled_mid_way_reaches_every_hop(void **state)
         assert_int_equal(atomic_load(&hops[i].ended_with), DCTX_CANCELED);
     }
     char msg[256];
-    assert_int_equal(finish_code(st, msg, sizeof msg), DCTX_CANCELED);
-    dctx_rpc_stream_release(st);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_CANCELED);
     rt_ctx_release(ctx);
-    rt_channel_close(ch);
     for (int i = 0; i < 2; i++)
         rt_channel_close(hops[i].next);
 }
