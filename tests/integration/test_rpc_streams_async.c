@@ -407,8 +407,10 @@ static void server_handler_receives_asynchronously(void **state)
     dctx_rpc_stream_release(st);
 
     dctx *ctx = rt_with_cancel();
-    assert_int_equal(dctx_rpc_stream_open(ch, ctx, ASYNC_SUM, &st), 0);
+    /* Read before the stream opens: its handler may arm before the open
+     * returns. */
     int armed = atomic_load(&sum_armed), before = atomic_load(&sum_ended_by_context);
+    assert_int_equal(dctx_rpc_stream_open(ch, ctx, ASYNC_SUM, &st), 0);
     assert_int_equal(dctx_rpc_stream_send(st, "5", 1), 0);
     assert_true(WAIT_FOR(atomic_load(&sum_armed) == armed + 1, SEC(5))); /* the handler waits */
     dctx_cancel(ctx);
