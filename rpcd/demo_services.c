@@ -2,7 +2,8 @@
  * demo_services.c - the methods every rpcd instance serves:
  *   /dctx.demo.Demo/Echo   the data, then "key=value" per received value, sorted
  *   /dctx.demo.Demo/Sleep  data is a duration; OK after it, or the context's cause
- *   /dctx.demo.Demo/Chain  Chain on every --next in parallel; at a leaf: Sleep, then
+ *   /dctx.demo.Demo/Chain  Chain on every --next in parallel (gRPC hops after, in
+ *                          turn); at a leaf: Sleep, then
  *                          Echo with the instance name first
  *   /dctx.demo.Demo/Fail   data is "CODE message"; answers that status
  *   /dctx.Admin/Stats      the server's and its next hops' counters as one JSON object
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "duration.h"
+#include "grpc_edge.h"
 #include "json.h"
 #include "log.h"
 #include "rpcd.h"
@@ -156,7 +158,7 @@ struct fan {
 static int chain(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
 {
     struct rpcd *r = arg;
-    if (r->n_next == 0) { /* a leaf */
+    if (r->n_next == 0 && r->n_grpc_next == 0) { /* a leaf */
         int code = sleep_on(ctx, req, len, reply);
         if (code != DCTX_OK)
             return code;
@@ -198,6 +200,20 @@ static int chain(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
         }
         dctx_rpc_result_free(&fans[i].res);
         dctx_rpc_handle_release(fans[i].handle);
+    }
+    /* gRPC hops are called one after the other, each with what is left. */
+    for (int i = 0; i < r->n_grpc_next; i++) {
+        dctx_rpc_result res = {0};
+        int rc = rpcd_grpc_chain(r, i, ctx, req, len, &res);
+        if (rc == DCTX_OK) {
+            if (out.len > 0)
+                text_add(&out, "\n", 1);
+            text_add(&out, res.payload, res.payload_len);
+        } else if (code == DCTX_OK) {
+            code = rc;
+            dctx_rpc_reply_set_message(reply, "%s: %s", r->grpc_next_url[i], res.message);
+        }
+        dctx_rpc_result_free(&res);
     }
     if (code != DCTX_OK) {
         free(out.buf);

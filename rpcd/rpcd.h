@@ -17,6 +17,8 @@
 #define RPCD_MAX_LISTEN 16
 #define RPCD_MAX_MODULES 16
 
+struct dctx_grpc_channel;
+
 /* A serving instance. */
 struct rpcd {
     const char *name;
@@ -24,6 +26,11 @@ struct rpcd {
     dctx_rpc_channel *next[RPCD_MAX_NEXT];
     const char *next_url[RPCD_MAX_NEXT];
     int n_next;
+    /* Next hops that speak gRPC (--next grpc://HOST:PORT): Chain calls
+     * them after the dctx ones. */
+    struct dctx_grpc_channel *grpc_next[RPCD_MAX_NEXT];
+    const char *grpc_next_url[RPCD_MAX_NEXT];
+    int n_grpc_next;
     int64_t started_ns; /* dctx_now() at start */
 };
 

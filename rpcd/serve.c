@@ -16,6 +16,7 @@
 #include <dctx/rpcd_module.h>
 
 #include "duration.h"
+#include "grpc_edge.h"
 #include "keepalive.h"
 #include "log.h"
 #include "metrics.h"
@@ -30,6 +31,7 @@ static const char serve_usage[] =
     "                  [--max-inflight N] [--module PATH.so]... [--metrics-listen HOST:PORT]\n"
     "                  [--tls-cert FILE] [--tls-client-ca FILE] [--tls-ca FILE]\n"
     "                  [--tls-server-name NAME] [--key FILE] [--allow FILE] [--next-key PUB]\n"
+    "                  [--grpc-listen HOST:PORT] [--grpc-forward KEY]...\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail; the streams Count,\n"
     "Sum, EchoStream) and /dctx.Admin/Stats on every --listen URL (inproc://, ipc://, tcp://,\n"
@@ -38,7 +40,16 @@ static const char serve_usage[] =
     "  --next URL[,URL]...  a next hop for Chain (repeat for several hops, called in\n"
     "                     parallel) and Count (relayed from the first); dialed in the\n"
     "                     background, may be down. Several URLs for one hop: each call\n"
-    "                     goes to one of them, round robin among those up and not draining\n";
+    "                     goes to one of them, round robin among those up and not draining\n"
+    "  --next grpc://HOST:PORT  a gRPC server as a next hop of Chain (called after the dctx\n"
+    "                     hops, with the time left, the cancel and the values as metadata)\n"
+    "  --grpc-listen HOST:PORT  take gRPC calls (HTTP/2, no TLS) for any method and serve\n"
+    "                     each as a dctx call: grpc-timeout becomes the budget, a cancel\n"
+    "                     a cancel; grpc.health.v1.Health/Check answers SERVING, and\n"
+    "                     NOT_SERVING while the instance drains. With --allow, the\n"
+    "                     allow list must let this instance's own key call the methods\n"
+    "  --grpc-forward KEY  a metadata key carried on as a value (traceparent, tracestate\n"
+    "                     and baggage always are; repeatable)\n";
 
 /* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
 static void print_usage(void)
@@ -72,6 +83,9 @@ struct serve_args {
     const char *name;
     const char *next[RPCD_MAX_NEXT];
     int n_next;
+    const char *grpc_next[RPCD_MAX_NEXT]; /* --next grpc://HOST:PORT */
+    int n_grpc_next;
+    struct rpcd_grpc_args grpc;
     dctx_rpc_server_options server; /* workers, in-flight limit, grace; the rest default */
     const char *log;
     const char *metrics_listen; /* HOST:PORT, or NULL */
@@ -124,6 +138,27 @@ static int parse(int argc, char **argv, struct serve_args *a)
                 return rpcd_usage_error("serve", "too many --listen (at most %d): %s",
                                         RPCD_MAX_LISTEN, val);
             a->listen[a->n_listen++] = val;
+        } else if (strcmp(flag, "--next") == 0 && strncmp(val, "grpc://", 7) == 0) {
+            if (!rpcd_grpc_built)
+                return rpcd_usage_error("serve", "--next %s: rpcd was built without gRPC", val);
+            if (a->n_grpc_next == RPCD_MAX_NEXT)
+                return rpcd_usage_error("serve", "too many --next grpc:// (at most %d): %s",
+                                        RPCD_MAX_NEXT, val);
+            a->grpc_next[a->n_grpc_next++] = val;
+        } else if (strcmp(flag, "--grpc-listen") == 0) {
+            if (!rpcd_grpc_built)
+                return rpcd_usage_error("serve", "--grpc-listen: rpcd was built without gRPC");
+            a->grpc.listen = val;
+        } else if (strcmp(flag, "--grpc-forward") == 0) {
+            if (a->grpc.n_forward_keys == DCTX_GRPC_FORWARD_KEYS_MAX)
+                return rpcd_usage_error("serve", "too many --grpc-forward (at most %d): %s",
+                                        DCTX_GRPC_FORWARD_KEYS_MAX, val);
+            if (!rpcd_grpc_forward_key_valid(val))
+                return rpcd_usage_error("serve",
+                                        "--grpc-forward takes a lowercase metadata key "
+                                        "(a-z 0-9 - _ .; not grpc-*), not \"%s\"",
+                                        val);
+            a->grpc.forward_keys[a->grpc.n_forward_keys++] = val;
         } else if (strcmp(flag, "--next") == 0) {
             if (a->n_next == RPCD_MAX_NEXT)
                 return rpcd_usage_error("serve", "too many --next (at most %d): %s", RPCD_MAX_NEXT,
@@ -167,6 +202,8 @@ static int parse(int argc, char **argv, struct serve_args *a)
     }
     if (a->n_listen == 0)
         return rpcd_usage_error("serve", "%s", "--listen URL is required");
+    if (a->grpc.n_forward_keys > 0 && a->grpc.listen == NULL)
+        return rpcd_usage_error("serve", "%s", "--grpc-forward needs --grpc-listen");
     for (int i = 0; i < a->n_listen; i++)
         if (strncmp(a->listen[i], "tls+", 4) == 0 && a->tls.cert == NULL)
             return rpcd_usage_error("serve", "--listen %s needs --tls-cert FILE", a->listen[i]);
@@ -293,6 +330,8 @@ static void log_serving(const struct serve_args *a, const char *metrics)
     rpcd_json_array(j, "next");
     for (int i = 0; i < a->n_next; i++)
         rpcd_json_str(j, NULL, a->next[i]);
+    for (int i = 0; i < a->n_grpc_next; i++)
+        rpcd_json_str(j, NULL, a->grpc_next[i]);
     rpcd_json_end(j);
     rpcd_log_int(&l, "workers", a->server.workers);
     if (metrics[0] != '\0')
@@ -354,6 +393,11 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
         }
         r->next_url[i] = a->next[i];
         r->n_next++;
+    }
+    for (int i = 0; i < a->n_grpc_next; i++) {
+        int rc = rpcd_grpc_next_open(r, a->grpc_next[i]);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
@@ -428,6 +472,19 @@ static int start_server(struct rpcd *r, const struct serve_args *a)
     return rc;
 }
 
+/* The gRPC gateway in front of the server (--grpc-listen): its inproc
+ * channel keeps the instance's keepalive, and calls with its key. */
+static int start_grpc_gateway(struct rpcd *r, struct serve_args *a)
+{
+    dctx_rpc_channel_options o;
+    dctx_rpc_channel_options_init(&o);
+    o.keepalive_ns = a->keepalive.interval_ns;
+    o.keepalive_timeout_ns = a->keepalive.timeout_ns;
+    a->grpc.identity = a->keys.id;
+    a->grpc.channel = &o;
+    return rpcd_grpc_gateway_start(r, &a->grpc, a->log_calls == LOG_CALLS_ALL);
+}
+
 int rpcd_serve(int argc, char **argv)
 {
     struct serve_args a = {0};
@@ -453,6 +510,8 @@ int rpcd_serve(int argc, char **argv)
     rc = open_next_hops(&r, &a);
     if (rc == 0)
         rc = start_server(&r, &a);
+    if (rc == 0 && a.grpc.listen != NULL)
+        rc = start_grpc_gateway(&r, &a);
     char metrics[300] = "";
     if (rc == 0 && a.metrics_listen != NULL)
         rc = rpcd_metrics_http_start(&r, a.metrics_listen, metrics, sizeof metrics);
@@ -465,13 +524,16 @@ int rpcd_serve(int argc, char **argv)
     /* The metrics answer through the drain (/healthz: 503), and stop
      * before the server and channels they read are freed. */
     rpcd_metrics_set_draining();
+    rpcd_grpc_gateway_drain();
     int closed = dctx_rpc_server_shutdown(r.server);
     if (closed != 0)
         rpcd_log_message("shutdown", "handlers outlived the shutdown grace");
+    rpcd_grpc_gateway_stop();
     rpcd_metrics_http_stop();
     dctx_rpc_server_close(r.server);
     for (int i = 0; i < r.n_next; i++)
         dctx_rpc_channel_close(r.next[i]);
+    rpcd_grpc_next_close(&r);
     rpcd_metrics_free();
     rpcd_log_message("stopped", "%s",
                      rc == 0                 ? "clean"

@@ -45,6 +45,13 @@ void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const
     res->payload_len = payload_len;
 }
 
+void dctx_rpc_result_set(dctx_rpc_result *res, int code, const char *message, const void *payload,
+                         size_t payload_len)
+{
+    if (res != NULL)
+        dctx__result_set(res, code, message, payload, payload_len);
+}
+
 int dctx__error(int code, char *err, size_t err_len, const char *fmt, ...)
 {
     if (err != NULL && err_len > 0) {

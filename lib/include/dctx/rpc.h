@@ -157,6 +157,15 @@ typedef struct dctx_rpc_result {
  * zeros are fine; freeing a callback's lent result is not. */
 DCTX_API void dctx_rpc_result_free(dctx_rpc_result *res);
 
+/* dctx_rpc_result_set fills res (whatever it held is not freed) with code,
+ * a copy of message (NULL: ""; cut to DCTX_WIRE_MESSAGE_BYTES_MAX bytes at a
+ * UTF-8 boundary) and a copy of payload_len bytes of payload, to free with
+ * dctx_rpc_result_free: for code that makes results of its own, as a
+ * bridge to another RPC system does. Without memory an OK becomes
+ * DCTX_RESOURCE_EXHAUSTED and the message is "". Never blocks. */
+DCTX_API void dctx_rpc_result_set(dctx_rpc_result *res, int code, const char *message,
+                                  const void *payload, size_t payload_len);
+
 /* ===== Client ===== */
 
 typedef struct dctx_rpc_channel dctx_rpc_channel;

@@ -1,0 +1,219 @@
+/*
+ * gateway.c - the gateway (grpc.h, "Gateway"): a gRPC server that takes
+ * calls for any method (grpc_server_request_call), one thread that runs
+ * its completion queue, and the counters. A call's own way is in
+ * gateway_call.c.
+ *
+ * The server keeps CALLS_REQUESTED calls asked for at once; each one that
+ * arrives asks for the next, so a burst of callers waits on nothing of
+ * ours. Close follows gRPC's order: shutdown_and_notify, cancel every
+ * call, wait for the shutdown tag and for each call to be freed, destroy
+ * the server, then drain and destroy the queue.
+ */
+#include <dctx/trace.h>
+#include <grpc/grpc_security.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+#define CALLS_REQUESTED 16
+
+static const char *const trace_keys[] = {"traceparent", "tracestate", "baggage"};
+
+static void *run_queue(void *arg)
+{
+    dctx_grpc_gateway *gw = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            return NULL;
+        struct gateway_tag *tag = ev.tag;
+        if (tag->kind == TAG_SHUTDOWN) {
+            pthread_mutex_lock(&gw->mu);
+            gw->shut_down = true;
+            pthread_cond_broadcast(&gw->idle);
+            pthread_mutex_unlock(&gw->mu);
+            continue;
+        }
+        dctx__gateway_on_tag(tag, ev.success != 0);
+    }
+}
+
+void dctx__gateway_call_ended(dctx_grpc_gateway *gw)
+{
+    pthread_mutex_lock(&gw->mu);
+    if (--gw->in_flight == 0)
+        pthread_cond_broadcast(&gw->idle);
+    pthread_mutex_unlock(&gw->mu);
+}
+
+bool dctx_grpc_forward_key_valid(const char *name)
+{
+    if (name == NULL || !dctx_wire_key_name_valid(name) || strncmp(name, "grpc-", 5) == 0)
+        return false;
+    for (const char *p = name; *p != '\0'; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+              *p == '.'))
+            return false;
+    return true;
+}
+
+static int set_keys(dctx_grpc_gateway *gw, const dctx_grpc_gateway_options *o)
+{
+    if (o->n_forward_keys > DCTX_GRPC_FORWARD_KEYS_MAX ||
+        (o->n_forward_keys > 0 && o->forward_keys == NULL))
+        return DCTX_INVALID_ARGUMENT;
+    gw->keys[gw->n_keys++] = &dctx_traceparent_key;
+    for (size_t i = 1; i < 3 + o->n_forward_keys; i++) {
+        const char *name = i < 3 ? trace_keys[i] : o->forward_keys[i - 3];
+        if (!dctx_grpc_forward_key_valid(name))
+            return DCTX_INVALID_ARGUMENT;
+        bool again = false;
+        for (size_t k = 0; k < gw->n_keys; k++)
+            again = again || strcmp(gw->keys[k]->name, name) == 0;
+        if (again)
+            continue;
+        char *copy = strdup(name);
+        if (copy == NULL)
+            return DCTX_RESOURCE_EXHAUSTED;
+        gw->own_keys[gw->n_keys] = (dctx_key){.name = copy, .flags = DCTX_KEY_PROPAGATE};
+        gw->keys[gw->n_keys] = &gw->own_keys[gw->n_keys];
+        gw->n_keys++;
+    }
+    return 0;
+}
+
+static void free_gateway(dctx_grpc_gateway *gw)
+{
+    for (size_t k = 0; k < gw->n_keys; k++)
+        if (gw->keys[k] == &gw->own_keys[k])
+            free((char *)gw->own_keys[k].name);
+    pthread_mutex_destroy(&gw->mu);
+    pthread_cond_destroy(&gw->idle);
+    free(gw);
+}
+
+/* Stops the server, ends every call, and frees it all. Without the queue's
+ * thread (it could not start) the queue is drained here. */
+static void stop(dctx_grpc_gateway *gw, bool thread_runs)
+{
+    atomic_store(&gw->closing, true);
+    grpc_server_shutdown_and_notify(gw->server, gw->cq, &gw->shutdown_tag);
+    grpc_server_cancel_all_calls(gw->server);
+    if (thread_runs) {
+        pthread_mutex_lock(&gw->mu);
+        while (!gw->shut_down || gw->in_flight > 0)
+            pthread_cond_wait(&gw->idle, &gw->mu);
+        pthread_mutex_unlock(&gw->mu);
+    } else {
+        for (;;) {
+            grpc_event ev =
+                grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            struct gateway_tag *tag = ev.tag;
+            if (tag->kind == TAG_SHUTDOWN)
+                break;
+            dctx__gateway_on_tag(tag, ev.success != 0);
+        }
+    }
+    grpc_server_destroy(gw->server);
+    grpc_completion_queue_shutdown(gw->cq);
+    if (thread_runs)
+        pthread_join(gw->thread, NULL);
+    else
+        while (grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+    grpc_completion_queue_destroy(gw->cq);
+    grpc_shutdown();
+    free_gateway(gw);
+}
+
+int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (o == NULL || out == NULL || o->listen == NULL || o->forward == NULL)
+        return DCTX_INVALID_ARGUMENT;
+    dctx_grpc_gateway *gw = calloc(1, sizeof *gw);
+    if (gw == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    pthread_mutex_init(&gw->mu, NULL);
+    pthread_cond_init(&gw->idle, NULL);
+    int rc = set_keys(gw, o);
+    if (rc != 0) {
+        free_gateway(gw);
+        return rc;
+    }
+    gw->forward = o->forward;
+    gw->on_event = o->on_event;
+    gw->event_arg = o->event_arg;
+    gw->shutdown_tag = (struct gateway_tag){TAG_SHUTDOWN, NULL};
+
+    grpc_init();
+    gw->cq = grpc_completion_queue_create_for_next(NULL);
+    gw->server = grpc_server_create(NULL, NULL);
+    grpc_server_register_completion_queue(gw->server, gw->cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    gw->port = grpc_server_add_http2_port(gw->server, o->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (gw->port == 0) {
+        /* Never started and listening nowhere: no shutdown needed. */
+        grpc_server_destroy(gw->server);
+        grpc_completion_queue_shutdown(gw->cq);
+        while (grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(gw->cq);
+        grpc_shutdown();
+        free_gateway(gw);
+        return DCTX_UNAVAILABLE;
+    }
+    grpc_server_start(gw->server);
+    bool asked = true;
+    for (int i = 0; i < CALLS_REQUESTED && asked; i++)
+        asked = dctx__gateway_request_call(gw);
+    if (!asked || pthread_create(&gw->thread, NULL, run_queue, gw) != 0) {
+        stop(gw, false);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    *out = gw;
+    return 0;
+}
+
+int dctx_grpc_gateway_port(const dctx_grpc_gateway *gw)
+{
+    return gw != NULL ? gw->port : 0;
+}
+
+void dctx_grpc_gateway_drain(dctx_grpc_gateway *gw)
+{
+    if (gw != NULL)
+        atomic_store(&gw->draining, true);
+}
+
+void dctx_grpc_gateway_close(dctx_grpc_gateway *gw)
+{
+    if (gw != NULL)
+        stop(gw, true);
+}
+
+void dctx_grpc_gateway_stats_get(dctx_grpc_gateway *gw, dctx_grpc_gateway_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (gw == NULL)
+        return;
+    out->calls = atomic_load(&gw->calls);
+    for (int i = 0; i <= DCTX_CODE_MAX; i++)
+        out->by_code[i] = atomic_load(&gw->by_code[i]);
+    out->canceled_by_caller = atomic_load(&gw->canceled_by_caller);
+    out->deadline_by_caller = atomic_load(&gw->deadline_by_caller);
+    out->values_carried = atomic_load(&gw->values_carried);
+    out->health_checks = atomic_load(&gw->health_checks);
+    out->to_dctx = atomic_load(&gw->to_dctx);
+    out->to_grpc = atomic_load(&gw->to_grpc);
+    pthread_mutex_lock(&gw->mu);
+    out->in_flight = gw->in_flight;
+    pthread_mutex_unlock(&gw->mu);
+}

@@ -1,0 +1,158 @@
+/*
+ * grpc.h - dctx at the edge of gRPC: a gateway that takes gRPC calls and
+ * makes each a dctx call, and a client that calls gRPC servers from a dctx
+ * context. Built on gRPC's C core (Debian's libgrpc-dev); link
+ * dctx::dctx_grpc (pkg-config dctx-grpc). Nothing of HTTP/2 is dctx's own.
+ *
+ * What crosses the edge, both ways:
+ * - the deadline: a gRPC call's timeout becomes the dctx call's budget,
+ *   and a dctx context's time left becomes the gRPC deadline. gRPC rounds
+ *   a timeout up (to 3 significant digits) before it sends it, so the
+ *   gateway takes one unit of that rounding off (1 ms under 1 s, 10 ms
+ *   under 10 s, ...): it never hands on more time than the caller had;
+ * - the cancel: a gRPC caller that cancels (RST_STREAM) or goes away
+ *   cancels the dctx call with DCTX_CANCELED and a cause that says so, and
+ *   a cancel that reaches the gRPC call's deadline is DEADLINE_EXCEEDED (no
+ *   gRPC API tells the two apart: the gateway reads the clock); a dctx
+ *   context canceled while it calls a gRPC server cancels that call;
+ * - values: metadata keys on the gateway's list (always traceparent,
+ *   tracestate and baggage) become propagated values under the same names,
+ *   the rest stay at the edge; outbound, every value the context would
+ *   propagate goes as metadata. A key ending in "-bin" carries bytes (gRPC
+ *   sends them base64, each side sees the bytes); any other key's value
+ *   must be printable ASCII (gRPC's rule), else the value is not sent.
+ *   The limits of wire.h hold: metadata over them fails the call with the
+ *   status a dctx call would get;
+ * - the status: code and message, one to one (the codes are gRPC's).
+ *
+ * The gateway also answers grpc.health.v1.Health/Check: SERVING while it
+ * runs, NOT_SERVING once dctx_grpc_gateway_drain was called (Kubernetes'
+ * gRPC probes and load balancers use it). Health/Watch is not served
+ * (UNIMPLEMENTED).
+ *
+ * Threads: each gateway runs one thread on a gRPC completion queue; a
+ * call crosses to dctx once (dctx_rpc_call_start on that thread) and back
+ * once (the reply is sent from the dctx completion callback). Both
+ * hand-offs are counted in the gateway's stats. The outbound call blocks
+ * its caller on a completion queue of its own.
+ */
+#ifndef DCTX_GRPC_H
+#define DCTX_GRPC_H
+
+#include <dctx/rpc.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Metadata keys a gateway carries on, beyond the three trace keys. */
+#define DCTX_GRPC_FORWARD_KEYS_MAX 32
+
+/* ===== Gateway: gRPC in, dctx out ===== */
+
+typedef struct dctx_grpc_gateway dctx_grpc_gateway;
+
+/* How one gRPC call through the gateway ended (for logs). Strings are lent
+ * for the callback only. */
+typedef struct dctx_grpc_gateway_event {
+    const char *method;
+    const char *peer;    /* the gRPC caller's address ("ipv4:127.0.0.1:5000") */
+    int code;            /* the status sent back */
+    const char *message; /* its message */
+    int canceled_by;     /* 0, or DCTX_CANCELED / DCTX_DEADLINE_EXCEEDED: the gRPC
+                            * caller's cancel or deadline ended the call first */
+    int64_t budget_ns;   /* the budget handed on; -1: none */
+    int64_t duration_ns; /* from the call's arrival to its end */
+    size_t values;       /* metadata entries carried on as values */
+} dctx_grpc_gateway_event;
+
+typedef void (*dctx_grpc_gateway_event_fn)(void *arg, const dctx_grpc_gateway_event *ev);
+
+typedef struct dctx_grpc_gateway_options {
+    /* "HOST:PORT" to accept gRPC on (insecure HTTP/2); port 0 picks one
+     * (see dctx_grpc_gateway_port). */
+    const char *listen;
+    /* Where every call goes, method unchanged: borrowed, must outlive the
+     * gateway. */
+    dctx_rpc_channel *forward;
+    /* Metadata keys carried on as values besides traceparent, tracestate
+     * and baggage: lowercase, at most DCTX_GRPC_FORWARD_KEYS_MAX. */
+    const char *const *forward_keys;
+    size_t n_forward_keys;
+    /* Called once per call that ended, on the gateway's or a dctx thread;
+     * must not block. NULL: none. */
+    dctx_grpc_gateway_event_fn on_event;
+    void *event_arg;
+} dctx_grpc_gateway_options;
+
+/* dctx_grpc_forward_key_valid tells whether key may be a forward key:
+ * 1..256 of a-z 0-9 - _ . (gRPC's lowercase keys), not grpc-*. */
+DCTX_API bool dctx_grpc_forward_key_valid(const char *key);
+
+/* dctx_grpc_gateway_open listens and starts serving. Returns 0,
+ * DCTX_INVALID_ARGUMENT (no listen or forward, a bad forward key, too many),
+ * DCTX_UNAVAILABLE (cannot listen on the address) or
+ * DCTX_RESOURCE_EXHAUSTED (no memory or thread). */
+DCTX_API DCTX_NODISCARD int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *opts,
+                                                   dctx_grpc_gateway **out);
+
+/* dctx_grpc_gateway_port returns the TCP port the gateway listens on. */
+DCTX_API int dctx_grpc_gateway_port(const dctx_grpc_gateway *gw);
+
+/* dctx_grpc_gateway_drain makes the health service answer NOT_SERVING;
+ * calls are still taken and served. Never blocks. */
+DCTX_API void dctx_grpc_gateway_drain(dctx_grpc_gateway *gw);
+
+/* dctx_grpc_gateway_close stops accepting, cancels the calls in flight
+ * (their gRPC callers get UNAVAILABLE, their dctx calls a cancel), waits
+ * for each to end, and frees the gateway. Blocks. NULL is fine. */
+DCTX_API void dctx_grpc_gateway_close(dctx_grpc_gateway *gw);
+
+/* Counters of a gateway since it opened. */
+typedef struct dctx_grpc_gateway_stats {
+    uint64_t calls;                      /* gRPC calls taken (health checks included) */
+    uint64_t by_code[DCTX_CODE_MAX + 1]; /* ended, by the status sent back */
+    uint64_t canceled_by_caller;         /* a gRPC caller's cancel reached the dctx call */
+    uint64_t deadline_by_caller;         /* the gRPC deadline ended the call first */
+    uint64_t values_carried;             /* metadata entries carried on as values */
+    uint64_t health_checks;
+    uint64_t to_dctx;   /* hand-offs from the gRPC thread to dctx (calls started) */
+    uint64_t to_grpc;   /* hand-offs from dctx back to gRPC (replies sent) */
+    uint32_t in_flight; /* calls taken and not yet ended */
+} dctx_grpc_gateway_stats;
+
+DCTX_API void dctx_grpc_gateway_stats_get(dctx_grpc_gateway *gw, dctx_grpc_gateway_stats *out);
+
+/* ===== Client: dctx in, gRPC out ===== */
+
+typedef struct dctx_grpc_channel dctx_grpc_channel;
+
+/* dctx_grpc_channel_get returns the channel to target ("HOST:PORT",
+ * insecure HTTP/2; it connects on first use), shared by every user of the
+ * same target in the process: a second get of a target takes another
+ * reference to the first one's channel. Returns 0, DCTX_INVALID_ARGUMENT
+ * (target NULL or empty) or DCTX_RESOURCE_EXHAUSTED. Thread safe. */
+DCTX_API DCTX_NODISCARD int dctx_grpc_channel_get(const char *target, dctx_grpc_channel **out);
+
+/* dctx_grpc_channel_release drops a reference; the last closes the
+ * channel. Calls on it must have returned. NULL is fine. */
+DCTX_API void dctx_grpc_channel_release(dctx_grpc_channel *ch);
+
+/* dctx_grpc_call calls method ("/package.Service/Method") with req_len
+ * bytes of req, blocking until its status. ctx (NULL: Background) bounds
+ * it: its time left goes as the gRPC deadline, its cancel cancels the gRPC
+ * call, its propagated values go as metadata (see above). Returns the
+ * status code; res (may be NULL) is filled on every path, to free with
+ * dctx_rpc_result_free. Codes from here on top of the server's:
+ * DCTX_CANCELED or DCTX_DEADLINE_EXCEEDED (ctx ended; its cause's message),
+ * DCTX_INVALID_ARGUMENT (ch or method NULL, req NULL with req_len > 0,
+ * values over the limits of wire.h), DCTX_UNAVAILABLE (gRPC could not
+ * reach the server). Thread safe. */
+DCTX_API int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const void *req,
+                            size_t req_len, dctx_rpc_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DCTX_GRPC_H */

@@ -1,0 +1,133 @@
+/*
+ * grpc_edge.c - rpcd's gateway and gRPC next hops (grpc_edge.h), on
+ * <dctx/grpc.h>.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "grpc_edge.h"
+#include "log.h"
+
+const bool rpcd_grpc_built = true;
+
+static dctx_grpc_gateway *gateway;
+static dctx_rpc_channel *local; /* the gateway's way to this instance's server */
+static bool log_all;
+
+/* One line per gRPC call through the gateway. */
+static void on_gateway_event(void *arg, const dctx_grpc_gateway_event *ev)
+{
+    (void)arg;
+    if (!log_all && ev->code == DCTX_OK)
+        return;
+    struct rpcd_log_line l;
+    rpcd_log_begin(&l, "grpc_call_end");
+    rpcd_log_str(&l, "method", ev->method);
+    rpcd_log_str(&l, "peer", ev->peer);
+    rpcd_log_str(&l, "status", dctx_code_name(ev->code));
+    if (ev->canceled_by != 0)
+        rpcd_log_str(&l, "canceled_by_caller", dctx_code_name(ev->canceled_by));
+    if (ev->budget_ns >= 0)
+        rpcd_log_int(&l, "budget_us", ev->budget_ns / 1000);
+    rpcd_log_int(&l, "elapsed_us", ev->duration_ns / 1000);
+    rpcd_log_int(&l, "values", (long long)ev->values);
+    if (ev->message[0] != '\0')
+        rpcd_log_str(&l, "message", ev->message);
+    rpcd_log_end(&l);
+}
+
+bool rpcd_grpc_forward_key_valid(const char *key)
+{
+    return dctx_grpc_forward_key_valid(key);
+}
+
+int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool log_calls)
+{
+    char url[64];
+    snprintf(url, sizeof url, "inproc://rpcd-grpc-gateway-%ld", (long)getpid());
+    int rc = dctx_rpc_server_listen(r->server, url);
+    dctx_rpc_channel_options o = *a->channel;
+    unsigned char own_key[DCTX_PUBLIC_KEY_BYTES];
+    if (a->identity != NULL) {
+        /* The gateway calls as this instance itself: an allow list must
+         * let its own key in for gRPC callers to get through. */
+        dctx_identity_public_key(a->identity, own_key);
+        o.identity = a->identity;
+        o.server_key = own_key;
+    }
+    if (rc == 0)
+        rc = dctx_rpc_channel_open(url, &o, &local);
+    if (rc != 0) {
+        fprintf(stderr, "rpcd serve: cannot reach its own server for the gRPC gateway: %s\n",
+                dctx_strerror(rc));
+        return rc;
+    }
+    log_all = log_calls;
+    dctx_grpc_gateway_options g = {.listen = a->listen,
+                                   .forward = local,
+                                   .forward_keys = a->forward_keys,
+                                   .n_forward_keys = (size_t)a->n_forward_keys,
+                                   .on_event = on_gateway_event};
+    rc = dctx_grpc_gateway_open(&g, &gateway);
+    if (rc != 0) {
+        fprintf(stderr, "rpcd serve: cannot listen for gRPC on %s: %s\n", a->listen,
+                rc == DCTX_UNAVAILABLE ? "address unavailable" : dctx_strerror(rc));
+        dctx_rpc_channel_close(local);
+        local = NULL;
+        return rc;
+    }
+    struct rpcd_log_line l;
+    rpcd_log_begin(&l, "grpc_listening");
+    rpcd_log_str(&l, "listen", a->listen);
+    rpcd_log_int(&l, "port", dctx_grpc_gateway_port(gateway));
+    struct rpcd_json *j = rpcd_log_json(&l);
+    rpcd_json_array(j, "forward");
+    rpcd_json_str(j, NULL, "traceparent");
+    rpcd_json_str(j, NULL, "tracestate");
+    rpcd_json_str(j, NULL, "baggage");
+    for (int i = 0; i < a->n_forward_keys; i++)
+        rpcd_json_str(j, NULL, a->forward_keys[i]);
+    rpcd_json_end(j);
+    rpcd_log_end(&l);
+    (void)r;
+    return 0;
+}
+
+void rpcd_grpc_gateway_drain(void)
+{
+    dctx_grpc_gateway_drain(gateway);
+}
+
+void rpcd_grpc_gateway_stop(void)
+{
+    dctx_grpc_gateway_close(gateway);
+    gateway = NULL;
+    dctx_rpc_channel_close(local);
+    local = NULL;
+}
+
+int rpcd_grpc_next_open(struct rpcd *r, const char *url)
+{
+    const char *target = url + strlen("grpc://");
+    if (r->n_grpc_next == RPCD_MAX_NEXT || target[0] == '\0' ||
+        dctx_grpc_channel_get(target, &r->grpc_next[r->n_grpc_next]) != 0) {
+        fprintf(stderr, "rpcd serve: cannot use --next %s\n", url);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    r->grpc_next_url[r->n_grpc_next++] = url;
+    return 0;
+}
+
+void rpcd_grpc_next_close(struct rpcd *r)
+{
+    for (int i = 0; i < r->n_grpc_next; i++)
+        dctx_grpc_channel_release(r->grpc_next[i]);
+    r->n_grpc_next = 0;
+}
+
+int rpcd_grpc_chain(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
+                    dctx_rpc_result *res)
+{
+    return dctx_grpc_call(r->grpc_next[i], ctx, "/dctx.demo.Demo/Chain", req, len, res);
+}

@@ -1,0 +1,54 @@
+/*
+ * grpc_edge.h - rpcd at the gRPC edge: `serve --grpc-listen HOST:PORT`
+ * takes gRPC calls for any method and makes each a dctx call to this
+ * instance's own services (over inproc, so each goes through the server
+ * as any caller's would: its limits, keys, logs and metrics), and
+ * `serve --next grpc://HOST:PORT` lets Chain call a gRPC server. Without
+ * gRPC in the build (-DDCTX_GRPC=OFF) the flags are refused.
+ */
+#ifndef RPCD_GRPC_EDGE_H
+#define RPCD_GRPC_EDGE_H
+
+#include <stdbool.h>
+
+#include <dctx/grpc.h>
+
+#include "rpcd.h"
+
+/* Whether this rpcd was built with the gRPC edge. */
+extern const bool rpcd_grpc_built;
+
+/* The gateway's settings from serve's flags. */
+struct rpcd_grpc_args {
+    const char *listen;                                   /* --grpc-listen; NULL: none */
+    const char *forward_keys[DCTX_GRPC_FORWARD_KEYS_MAX]; /* --grpc-forward */
+    int n_forward_keys;
+    const dctx_identity *identity;           /* the instance's, when it has one (--key) */
+    const dctx_rpc_channel_options *channel; /* keepalive and the like for the inproc channel */
+};
+
+/* Whether key may be a --grpc-forward key (false without gRPC). */
+bool rpcd_grpc_forward_key_valid(const char *key);
+
+/* rpcd_grpc_gateway_start opens the gateway in front of r->server (which
+ * must have started) and logs where it listens. Returns 0 or a status
+ * (reported on stderr). */
+int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool log_calls);
+
+/* The gateway's health turns NOT_SERVING (the instance drains). */
+void rpcd_grpc_gateway_drain(void);
+
+/* Closes the gateway (its calls in flight get UNAVAILABLE). */
+void rpcd_grpc_gateway_stop(void);
+
+/* rpcd_grpc_next_open makes a gRPC next hop of url ("grpc://HOST:PORT")
+ * into r->grpc_next. Returns 0 or a status (reported on stderr). */
+int rpcd_grpc_next_open(struct rpcd *r, const char *url);
+void rpcd_grpc_next_close(struct rpcd *r);
+
+/* rpcd_grpc_chain calls Chain on gRPC next hop i with ctx (its budget,
+ * cancel and values go with it). */
+int rpcd_grpc_chain(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
+                    dctx_rpc_result *res);
+
+#endif
