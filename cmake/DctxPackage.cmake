@@ -22,5 +22,9 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
     "libc6 (>= 2.34), libnng1 (>= 1.5.2), libprotobuf-c1 (>= 1.4), libsodium23 (>= 1.0.18)")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "libnng-dev, libprotobuf-c-dev, libsodium-dev, pkg-config")
+if(DCTX_GRPC) # libdctx_grpc and rpcd load gRPC's C core
+  string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", libgrpc29 (>= 1.51)")
+  string(APPEND CPACK_DEBIAN_PACKAGE_RECOMMENDS ", libgrpc-dev")
+endif()
 set(CPACK_GENERATOR DEB)
 include(CPack)

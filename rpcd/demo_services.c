@@ -320,6 +320,7 @@ static void write_stats(struct rpcd_json *j, struct rpcd *r)
     rpcd_json_uint(j, "accept_failures", s->accept_failures);
     rpcd_json_uint(j, "traces_dropped", s->traces_dropped);
     rpcd_json_uint(j, "log_lines_dropped", rpcd_log_dropped());
+    rpcd_grpc_write_stats(j);
     rpcd_json_array(j, "next");
     for (int i = 0; i < r->n_next; i++)
         hop_stats(j, r->next_url[i], &st.hops[i]);

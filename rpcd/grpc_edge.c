@@ -107,6 +107,29 @@ void rpcd_grpc_gateway_stop(void)
     local = NULL;
 }
 
+void rpcd_grpc_write_stats(struct rpcd_json *j)
+{
+    if (gateway == NULL)
+        return;
+    dctx_grpc_gateway_stats st;
+    dctx_grpc_gateway_stats_get(gateway, &st);
+    rpcd_json_object(j, "grpc");
+    rpcd_json_uint(j, "calls", st.calls);
+    rpcd_json_uint(j, "in_flight", st.in_flight);
+    rpcd_json_object(j, "by_status");
+    for (int c = 0; c <= DCTX_CODE_MAX; c++)
+        if (st.by_code[c] > 0)
+            rpcd_json_uint(j, dctx_code_name(c), st.by_code[c]);
+    rpcd_json_end(j);
+    rpcd_json_uint(j, "canceled_by_caller", st.canceled_by_caller);
+    rpcd_json_uint(j, "deadline_by_caller", st.deadline_by_caller);
+    rpcd_json_uint(j, "values_carried", st.values_carried);
+    rpcd_json_uint(j, "health_checks", st.health_checks);
+    rpcd_json_uint(j, "to_dctx", st.to_dctx);
+    rpcd_json_uint(j, "to_grpc", st.to_grpc);
+    rpcd_json_end(j);
+}
+
 int rpcd_grpc_next_open(struct rpcd *r, const char *url)
 {
     const char *target = url + strlen("grpc://");

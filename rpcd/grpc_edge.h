@@ -41,6 +41,11 @@ void rpcd_grpc_gateway_drain(void);
 /* Closes the gateway (its calls in flight get UNAVAILABLE). */
 void rpcd_grpc_gateway_stop(void);
 
+/* rpcd_grpc_write_stats adds the gateway's counters to Stats as "grpc"
+ * (nothing without a gateway). */
+struct rpcd_json;
+void rpcd_grpc_write_stats(struct rpcd_json *j);
+
 /* rpcd_grpc_next_open makes a gRPC next hop of url ("grpc://HOST:PORT")
  * into r->grpc_next. Returns 0 or a status (reported on stderr). */
 int rpcd_grpc_next_open(struct rpcd *r, const char *url);

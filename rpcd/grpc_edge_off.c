@@ -26,6 +26,11 @@ void rpcd_grpc_gateway_stop(void)
 {
 }
 
+void rpcd_grpc_write_stats(struct rpcd_json *j)
+{
+    (void)j;
+}
+
 int rpcd_grpc_next_open(struct rpcd *r, const char *url)
 {
     (void)r, (void)url;

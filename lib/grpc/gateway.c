@@ -18,6 +18,7 @@
 #include "gateway.h"
 
 #define CALLS_REQUESTED 16
+#define METADATA_BYTES_MAX (64 * 1024)
 
 static const char *const trace_keys[] = {"traceparent", "tracestate", "baggage"};
 
@@ -153,7 +154,13 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
 
     grpc_init();
     gw->cq = grpc_completion_queue_create_for_next(NULL);
-    gw->server = grpc_server_create(NULL, NULL);
+    /* gRPC's own metadata limit (8 KiB by default) above the dctx wire's, so
+     * that too many values get the wire's status and message. */
+    grpc_arg arg = {.type = GRPC_ARG_INTEGER,
+                    .key = (char *)GRPC_ARG_MAX_METADATA_SIZE,
+                    .value.integer = METADATA_BYTES_MAX};
+    grpc_channel_args args = {.num_args = 1, .args = &arg};
+    gw->server = grpc_server_create(&args, NULL);
     grpc_server_register_completion_queue(gw->server, gw->cq, NULL);
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     gw->port = grpc_server_add_http2_port(gw->server, o->listen, creds);

@@ -241,10 +241,11 @@ static void forward(struct gateway_call *c, const void *req, size_t len)
     c->base = base;
     c->refs++; /* the dctx callback's */
     pthread_mutex_unlock(&c->mu);
-    atomic_fetch_add(&gw->to_dctx, 1);
     rc = dctx_rpc_call_start(gw->forward, ctx, c->method, req, len, on_dctx_done, c, NULL);
     dctx_release(ctx);
-    if (rc != 0) {
+    if (rc == 0) {
+        atomic_fetch_add(&gw->to_dctx, 1);
+    } else {
         pthread_mutex_lock(&c->mu);
         c->refs--;
         reply_locked(c, rc, not_started(rc), NULL, 0);

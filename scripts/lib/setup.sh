@@ -7,10 +7,12 @@
 # (its server and promtool check rpcd's /metrics), openssl (certificates
 # for the TLS tests, made at test time), chromium (renders the
 # pages of `rpcd trace --html`) and debootstrap (a fresh Debian root to
-# install the package in); the rest builds dctx (the Dockerfile installs
-# those).
+# install the package in), python3-grpcio and golang-go with
+# golang-google-grpc-dev (the gRPC peers of tests/grpc: Python's grpcio
+# and grpc-go, built offline); the rest builds dctx (the Dockerfile
+# installs those), libgrpc-dev included (the gRPC edge).
 
-DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus openssl chromium debootstrap"
+DCTX_PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler libsodium-dev libgrpc-dev python3-grpcio golang-go golang-google-grpc-dev clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus openssl chromium debootstrap"
 
 dctx_install_packages() {
     local missing=()

@@ -1,0 +1,71 @@
+#!/bin/bash
+# rpcd serve --grpc-listen, called by Python's grpcio (Debian's
+# python3-grpcio, run as /usr/bin/python3): a gRPC client's deadline,
+# cancel, metadata and status through the gateway into two dctx hops
+# (gateway_cases.py), health through a drain, and churn (churn.py).
+# Usage: test_grpc_gateway.sh RPCD. 77: python3-grpcio is missing.
+rpcd=$1
+test_name=grpc-gateway
+here=$(cd "$(dirname "$0")" && pwd)
+py=/usr/bin/python3
+$py -c 'import grpc' 2>/dev/null || { echo "skip: /usr/bin/python3 has no grpc (python3-grpcio)"; exit 77; }
+source "$here/../rpcd/lib.sh"
+
+pb=$(free_port)
+pa=$(free_port)
+pg=$(free_port)
+serve b --listen "tcp://127.0.0.1:$pb"
+serve a --listen "tcp://127.0.0.1:$pa" --next "tcp://127.0.0.1:$pb" \
+    --grpc-listen "127.0.0.1:$pg" --grpc-forward x-custom --grpc-forward x-blob-bin
+check "a logs where it takes gRPC" wait_line "$dir/a.log" "\"event\":\"grpc_listening\".*\"port\":$pg"
+
+timeout 120 $py "$here/gateway_cases.py" "127.0.0.1:$pg" "$dir"
+cases=$?
+[ "$cases" -eq 0 ] || fail "gateway_cases.py: $cases failures"
+
+# Churn: every call ends once, nothing stays in flight, memory stays put.
+timeout 600 $py "$here/churn.py" "127.0.0.1:$pg" "${GRPC_CHURN_CALLS:-20000}" "$rpcd" \
+    "tcp://127.0.0.1:$pa" "${pids[1]}"
+churn=$?
+[ "$churn" -eq 0 ] || fail "churn.py: $churn failures"
+
+# Health through a drain: SERVING, then NOT_SERVING while a call holds the
+# instance up, then the port closes.
+pc=$(free_port)
+pgc=$(free_port)
+serve c --listen "tcp://127.0.0.1:$pc" --grpc-listen "127.0.0.1:$pgc" --shutdown-grace 5s
+health() {
+    $py - "127.0.0.1:$pgc" <<'PY'
+import sys, grpc
+try:
+    r = grpc.insecure_channel(sys.argv[1]).unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=1)
+    print({b"\x08\x01": "SERVING", b"\x08\x02": "NOT_SERVING"}.get(r, repr(r)))
+except grpc.RpcError as e:
+    print(e.code().name)
+PY
+}
+check "health: SERVING while c runs" test "$(health)" = SERVING
+call "tcp://127.0.0.1:$pc" /dctx.demo.Demo/Sleep --data 1500ms >/dev/null &
+sleeper=$!
+wait_line "$dir/c.log" '"event":"call_start".*Sleep' || fail "the Sleep call did not start"
+kill -TERM "${pids[-1]}"
+wait_line "$dir/c.log" '"event":"shutdown"' || fail "c did not begin to drain"
+seen=""
+for _ in $(seq 20); do
+    seen=$(health)
+    [ "$seen" = NOT_SERVING ] && break
+    sleep 0.05
+done
+check "health: NOT_SERVING while c drains (saw $seen)" test "$seen" = NOT_SERVING
+wait "$sleeper"
+check "the call that held the drain finished OK" test $? -eq 0
+wait "${pids[-1]}"
+unset 'pids[-1]'
+check "health: nothing answers once c stopped" test "$(health)" = UNAVAILABLE
+
+stop_servers
+check "a's log: every gRPC call line is valid JSON" $py -c '
+import json, sys
+for line in open(sys.argv[1]): json.loads(line)' "$dir/a.log"
+echo "$failures failures"
+[ "$failures" -eq 0 ]
