@@ -64,7 +64,12 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
         return rc;
     }
     log_all = log_calls;
+    /* The demo's streams: gRPC does not say on the wire which calls are. */
+    static const char *const streams[] = {"/dctx.demo.Demo/Count", "/dctx.demo.Demo/Sum",
+                                          "/dctx.demo.Demo/EchoStream"};
     dctx_grpc_gateway_options g = {.listen = a->listen,
+                                   .stream_methods = streams,
+                                   .n_stream_methods = 3,
                                    .forward = local,
                                    .forward_keys = a->forward_keys,
                                    .n_forward_keys = (size_t)a->n_forward_keys,

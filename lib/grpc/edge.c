@@ -2,8 +2,10 @@
  * edge.c - the deadline and metadata rules both directions of the gRPC
  * edge follow (edge.h).
  */
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/support/time.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "edge.h"
@@ -53,4 +55,28 @@ bool dctx__grpc_key_sendable(const char *name, const void *value, size_t len)
     if (dctx__grpc_key_is_bin(name, n))
         return true;
     return len == 0 || grpc_header_nonbin_value_is_legal(grpc_slice_from_static_buffer(value, len));
+}
+
+bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *len)
+{
+    grpc_byte_buffer_reader r;
+    *out = NULL;
+    *len = 0;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return false;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    size_t n = GRPC_SLICE_LENGTH(s);
+    bool fine = true;
+    if (n > 0) {
+        *out = malloc(n);
+        if (*out != NULL) {
+            memcpy(*out, GRPC_SLICE_START_PTR(s), n);
+            *len = n;
+        } else {
+            fine = false;
+        }
+    }
+    grpc_slice_unref(s);
+    grpc_byte_buffer_reader_destroy(&r);
+    return fine;
 }

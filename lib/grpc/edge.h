@@ -32,4 +32,9 @@ bool dctx__grpc_key_sendable(const char *name, const void *value, size_t len);
 /* dctx__grpc_key_is_bin tells whether a metadata key carries bytes. */
 bool dctx__grpc_key_is_bin(const char *name, size_t len);
 
+/* dctx__grpc_read_bytes copies a received message's bytes into *out
+ * (malloc'd; NULL and 0 for an empty one). False if it cannot be read
+ * (compression) or without memory. */
+bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *len);
+
 #endif

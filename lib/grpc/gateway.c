@@ -88,6 +88,9 @@ static int set_keys(dctx_grpc_gateway *gw, const dctx_grpc_gateway_options *o)
 
 static void free_gateway(dctx_grpc_gateway *gw)
 {
+    for (size_t i = 0; i < gw->n_stream_methods; i++)
+        free((char *)gw->stream_methods[i]);
+    free(gw->stream_methods);
     for (size_t k = 0; k < gw->n_keys; k++)
         if (gw->keys[k] == &gw->own_keys[k])
             free((char *)gw->own_keys[k].name);
@@ -146,6 +149,22 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     if (rc != 0) {
         free_gateway(gw);
         return rc;
+    }
+    if (o->n_stream_methods > 0) {
+        gw->stream_methods = calloc(o->n_stream_methods, sizeof *gw->stream_methods);
+        if (gw->stream_methods == NULL || o->stream_methods == NULL) {
+            free_gateway(gw);
+            return o->stream_methods == NULL ? DCTX_INVALID_ARGUMENT : DCTX_RESOURCE_EXHAUSTED;
+        }
+        for (size_t i = 0; i < o->n_stream_methods; i++) {
+            if (o->stream_methods[i] == NULL ||
+                (gw->stream_methods[i] = strdup(o->stream_methods[i])) == NULL) {
+                free_gateway(gw);
+                return o->stream_methods[i] == NULL ? DCTX_INVALID_ARGUMENT
+                                                    : DCTX_RESOURCE_EXHAUSTED;
+            }
+            gw->n_stream_methods++;
+        }
     }
     gw->forward = o->forward;
     gw->on_event = o->on_event;

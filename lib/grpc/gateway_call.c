@@ -33,33 +33,6 @@
  * this much of scheduling. */
 #define DEADLINE_SLACK_NS 2000000LL
 
-struct gateway_call {
-    dctx_grpc_gateway *gw;
-    grpc_call *call;
-    grpc_call_details details;
-    grpc_metadata_array md;
-    struct gateway_tag new_tag, recv_tag, close_tag, send_tag;
-    grpc_byte_buffer *request;
-    int cancelled; /* RECV_CLOSE_ON_SERVER's answer */
-
-    pthread_mutex_t mu;
-    int refs;
-    grpc_byte_buffer *reply;
-    grpc_slice status_details;
-    bool replied; /* the status is on its way: a late cancel changes nothing */
-    dctx *base;   /* the call's context: cancelable, with the deadline */
-    int code;     /* the status sent back */
-    char *message;
-    int canceled_by;
-
-    int64_t arrived_ns;
-    int64_t caller_deadline_ns; /* dctx's clock; DCTX_DEADLINE_NONE: none */
-    int64_t unit_ns;            /* the rounding of the caller's timeout */
-    int64_t budget_ns;
-    size_t values;
-    char method[DCTX_WIRE_METHOD_BYTES_MAX + 1];
-};
-
 static void call_free(struct gateway_call *c)
 {
     grpc_metadata_array_destroy(&c->md);
@@ -67,6 +40,7 @@ static void call_free(struct gateway_call *c)
     if (c->call != NULL)
         grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->changed);
     free(c);
 }
 
@@ -80,9 +54,12 @@ bool dctx__gateway_request_call(dctx_grpc_gateway *gw)
     c->recv_tag = (struct gateway_tag){TAG_RECV, c};
     c->close_tag = (struct gateway_tag){TAG_CLOSE, c};
     c->send_tag = (struct gateway_tag){TAG_SEND, c};
+    c->stream_recv_tag = (struct gateway_tag){TAG_STREAM_RECV, c};
+    c->stream_send_tag = (struct gateway_tag){TAG_STREAM_SEND, c};
     c->caller_deadline_ns = DCTX_DEADLINE_NONE;
     c->budget_ns = -1;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->changed, NULL);
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
     if (grpc_server_request_call(gw->server, &c->call, &c->details, &c->md, gw->cq, gw->cq,
@@ -118,7 +95,7 @@ static void report(struct gateway_call *c)
 
 /* Drops one of the call's references (mu held; released here). The last
  * reports the call and frees it. */
-static void unlock_dropping(struct gateway_call *c)
+void dctx__gateway_unlock_dropping(struct gateway_call *c)
 {
     bool last = --c->refs == 0;
     pthread_mutex_unlock(&c->mu);
@@ -126,15 +103,15 @@ static void unlock_dropping(struct gateway_call *c)
         return;
     dctx_grpc_gateway *gw = c->gw;
     report(c);
+    dctx_release(c->ctx);
     dctx_release(c->base);
     free(c->message);
     call_free(c);
     dctx__gateway_call_ended(gw);
 }
 
-/* Sends the reply (payload only with OK) and status (mu held). */
-static void reply_locked(struct gateway_call *c, int code, const char *message, const void *payload,
-                         size_t len)
+void dctx__gateway_reply_locked(struct gateway_call *c, int code, const char *message,
+                                const void *payload, size_t len)
 {
     if (code < 0 || code > DCTX_CODE_MAX)
         code = DCTX_UNKNOWN;
@@ -144,7 +121,7 @@ static void reply_locked(struct gateway_call *c, int code, const char *message, 
     grpc_op ops[2];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
-    if (code == DCTX_OK) {
+    if (code == DCTX_OK && !c->stream) {
         grpc_slice s = grpc_slice_from_copied_buffer(payload, len);
         c->reply = grpc_raw_byte_buffer_create(&s, 1);
         grpc_slice_unref(s);
@@ -169,7 +146,7 @@ static void reply_locked(struct gateway_call *c, int code, const char *message, 
 static void reply(struct gateway_call *c, int code, const char *message)
 {
     pthread_mutex_lock(&c->mu);
-    reply_locked(c, code, message, NULL, 0);
+    dctx__gateway_reply_locked(c, code, message, NULL, 0);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -179,8 +156,8 @@ static void on_dctx_done(void *arg, const dctx_rpc_result *res)
     struct gateway_call *c = arg;
     atomic_fetch_add(&c->gw->to_grpc, 1);
     pthread_mutex_lock(&c->mu);
-    reply_locked(c, res->code, res->message, res->payload, res->payload_len);
-    unlock_dropping(c);
+    dctx__gateway_reply_locked(c, res->code, res->message, res->payload, res->payload_len);
+    dctx__gateway_unlock_dropping(c);
 }
 
 static void serve_health(struct gateway_call *c, const unsigned char *req, size_t len)
@@ -192,12 +169,12 @@ static void serve_health(struct gateway_call *c, const unsigned char *req, size_
     int code =
         dctx__health_check(req, len, !atomic_load(&c->gw->draining), out, &out_len, &message);
     pthread_mutex_lock(&c->mu);
-    reply_locked(c, code, message, out, out_len);
+    dctx__gateway_reply_locked(c, code, message, out, out_len);
     pthread_mutex_unlock(&c->mu);
 }
 
 /* Why dctx_rpc_call_start refused a call, for the gRPC caller. */
-static const char *not_started(int code)
+const char *dctx__gateway_not_started(int code)
 {
     switch (code) {
     case DCTX_INVALID_ARGUMENT:
@@ -209,6 +186,14 @@ static const char *not_started(int code)
     default:
         return dctx_strerror(code);
     }
+}
+
+static bool is_stream(const dctx_grpc_gateway *gw, const char *method)
+{
+    for (size_t i = 0; i < gw->n_stream_methods; i++)
+        if (strcmp(gw->stream_methods[i], method) == 0)
+            return true;
+    return false;
 }
 
 /* The request is in: the first hand-off, to dctx. */
@@ -239,6 +224,13 @@ static void forward(struct gateway_call *c, const void *req, size_t len)
     atomic_fetch_add(&gw->values_carried, c->values);
     pthread_mutex_lock(&c->mu);
     c->base = base;
+    pthread_mutex_unlock(&c->mu);
+    if (is_stream(gw, c->method)) {
+        if (!dctx__gateway_stream(c, ctx, req, len))
+            reply(c, DCTX_RESOURCE_EXHAUSTED, "no thread for the stream");
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
     c->refs++; /* the dctx callback's */
     pthread_mutex_unlock(&c->mu);
     rc = dctx_rpc_call_start(gw->forward, ctx, c->method, req, len, on_dctx_done, c, NULL);
@@ -248,7 +240,7 @@ static void forward(struct gateway_call *c, const void *req, size_t len)
     } else {
         pthread_mutex_lock(&c->mu);
         c->refs--;
-        reply_locked(c, rc, not_started(rc), NULL, 0);
+        dctx__gateway_reply_locked(c, rc, dctx__gateway_not_started(rc), NULL, 0);
         pthread_mutex_unlock(&c->mu);
     }
 }
@@ -294,32 +286,7 @@ static void on_new_call(struct gateway_call *c, bool ok)
         c->refs++;
     else
         grpc_call_cancel(c->call, NULL);
-    unlock_dropping(c);
-}
-
-/* The request as bytes (malloc'd; *len 0 and NULL for an empty one). */
-static bool read_request(grpc_byte_buffer *bb, unsigned char **out, size_t *len)
-{
-    grpc_byte_buffer_reader r;
-    *out = NULL;
-    *len = 0;
-    if (!grpc_byte_buffer_reader_init(&r, bb))
-        return false;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    size_t n = GRPC_SLICE_LENGTH(s);
-    bool fine = true;
-    if (n > 0) {
-        *out = malloc(n);
-        if (*out != NULL) {
-            memcpy(*out, GRPC_SLICE_START_PTR(s), n);
-            *len = n;
-        } else {
-            fine = false;
-        }
-    }
-    grpc_slice_unref(s);
-    grpc_byte_buffer_reader_destroy(&r);
-    return fine;
+    dctx__gateway_unlock_dropping(c);
 }
 
 static void on_recv(struct gateway_call *c, bool ok)
@@ -329,7 +296,7 @@ static void on_recv(struct gateway_call *c, bool ok)
     if (!ok || c->request == NULL) {
         reply(c, ok ? DCTX_INTERNAL : DCTX_CANCELED,
               ok ? "the gRPC caller sent no request message" : "the call ended before its request");
-    } else if (!read_request(c->request, &req, &len)) {
+    } else if (!dctx__grpc_read_bytes(c->request, &req, &len)) {
         reply(c, DCTX_RESOURCE_EXHAUSTED, "cannot read the request (compression or memory)");
     } else if (!take_method(c)) {
         reply(c, DCTX_INVALID_ARGUMENT, "the method name is over 256 bytes");
@@ -345,7 +312,7 @@ static void on_recv(struct gateway_call *c, bool ok)
         grpc_byte_buffer_destroy(c->request);
     c->request = NULL;
     pthread_mutex_lock(&c->mu);
-    unlock_dropping(c);
+    dctx__gateway_unlock_dropping(c);
 }
 
 /* The call's very end, as gRPC saw it. */
@@ -377,7 +344,7 @@ static void on_close(struct gateway_call *c)
         dctx_release(cancel);
     }
     pthread_mutex_lock(&c->mu);
-    unlock_dropping(c);
+    dctx__gateway_unlock_dropping(c);
 }
 
 static void on_send(struct gateway_call *c)
@@ -387,7 +354,7 @@ static void on_send(struct gateway_call *c)
         grpc_byte_buffer_destroy(c->reply);
     c->reply = NULL;
     grpc_slice_unref(c->status_details);
-    unlock_dropping(c);
+    dctx__gateway_unlock_dropping(c);
 }
 
 void dctx__gateway_on_tag(struct gateway_tag *tag, bool ok)
@@ -405,6 +372,12 @@ void dctx__gateway_on_tag(struct gateway_tag *tag, bool ok)
         break;
     case TAG_SEND:
         on_send(c);
+        break;
+    case TAG_STREAM_RECV:
+    case TAG_STREAM_SEND:
+        pthread_mutex_lock(&c->mu);
+        dctx__gateway_stream_completed(c, tag->kind, ok);
+        dctx__gateway_unlock_dropping(c);
         break;
     case TAG_SHUTDOWN:
         break;

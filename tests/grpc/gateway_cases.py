@@ -155,4 +155,40 @@ try:
 except grpc.RpcError as e:
     check("health: an unknown service is NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND)
 
+# 6. Streams through the gateway: a server stream read and canceled mid-way
+# (Count at a relays from b: both handlers must see the cancel), a
+# bidirectional one, a client stream.
+count = channel.unary_stream("/dctx.demo.Demo/Count")
+check("stream: Count 5 arrives whole, in order",
+      list(count(b"5 5ms", timeout=5)) == [b"1", b"2", b"3", b"4", b"5"])
+t0 = time.time_ns()
+it = count(b"1000 10ms", timeout=10)
+got = []
+for m in it:
+    got.append(m)
+    if len(got) == 3:
+        canceled_ns = time.time_ns()
+        it.cancel()
+        break
+check("stream: 3 messages read before the cancel", got == [b"1", b"2", b"3"], got)
+for hop in ("a", "b"):
+    ends = wait_lines(hop, lambda l: l.get("event") == "stream_end" and l["ts"] > t0)
+    check("stream: hop %s's Count handler ended CANCELLED" % hop,
+          len(ends) == 1 and ends[0]["status"] == "CANCELLED", ends)
+    if ends:
+        late = (ends[0]["ts"] - canceled_ns) / 1e6
+        check("stream: ... %.2f ms after the cancel" % late, -1 < late < 50)
+echo_stream = channel.stream_stream("/dctx.demo.Demo/EchoStream")
+check("stream: EchoStream echoes each message",
+      list(echo_stream(iter([b"a", b"b", b"c"]), timeout=5)) == [b"a", b"b", b"c"])
+sum_it = channel.stream_stream("/dctx.demo.Demo/Sum")(iter([b"1", b"2", b"39"]), timeout=5)
+check("stream: Sum answers in its status message", list(sum_it) == [] and sum_it.details() == "42",
+      sum_it.details())
+try:
+    list(count(b"1000 10ms", timeout=0.15))
+    check("stream: a deadline ends a stream", False, "it ended OK")
+except grpc.RpcError as e:
+    check("stream: a 150 ms deadline ends Count DEADLINE_EXCEEDED",
+          e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code())
+
 sys.exit(failures)

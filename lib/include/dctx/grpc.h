@@ -79,6 +79,13 @@ typedef struct dctx_grpc_gateway_options {
      * and baggage: lowercase, at most DCTX_GRPC_FORWARD_KEYS_MAX. */
     const char *const *forward_keys;
     size_t n_forward_keys;
+    /* Methods that are streams (of any kind) behind the gateway: each call
+     * to one is bridged to a dctx stream (stream.h), messages relayed both
+     * ways until each side is done, then the status. gRPC does not say on
+     * the wire which calls are streams: any other method is unary. A
+     * bridged stream holds two threads of the gateway while it runs. */
+    const char *const *stream_methods;
+    size_t n_stream_methods;
     /* Called once per call that ended, on the gateway's or a dctx thread;
      * must not block. NULL: none. */
     dctx_grpc_gateway_event_fn on_event;
