@@ -1,7 +1,10 @@
 # compose-plan.awk - reads docker-compose.yml flattened by yaml-flat.awk,
 # checks that it is the deployment it should be, and prints how to run the
 # same topology on this machine with every tcp address turned into an ipc
-# socket under DIR (awk -v dir=DIR).
+# socket under DIR (awk -v dir=DIR) and the gateway's gRPC address turned
+# into 127.0.0.1:PORT (awk -v grpc_port=PORT; 0: any free one; the file's
+# own port if not given; -v grpc=off leaves the gRPC flags out, for an rpcd
+# built without gRPC).
 #
 # Checked, each failure one line on stderr naming the service:
 #   - top-level keys: name, services, x-*; service keys from a known list;
@@ -10,6 +13,11 @@
 #     grammar below, nothing beyond it), listening on tcp://0.0.0.0:PORT and
 #     logging to stderr (--log -); its healthcheck is a valid `rpcd call` to
 #     one of its own ports on 127.0.0.1;
+#   - the head (the gateway) takes gRPC calls from outside: --grpc-listen
+#     0.0.0.0:PORT, on a port none of its --listen uses, published in its
+#     ports ("127.0.0.1:PORT:PORT"); no other server has --grpc-listen; each
+#     --grpc-forward KEY is a lowercase gRPC metadata key (a-z 0-9 - _ .;
+#     not grpc-*, not -bin: the test sends it as text);
 #   - every --next is tcp://SERVICE:PORT where SERVICE is a server of this
 #     file listening on PORT; the servers form one line (each has at most
 #     one --next, one head nobody calls, no cycle, all reached); each
@@ -25,6 +33,9 @@
 #   health SERVICE ARGV...   its healthcheck, rewritten: start the next server
 #                            once it passes (servers come from the leaf up)
 #   chain SERVICE...         the servers from the head to the leaf
+#   grpc SERVICE PORT KEY... the server taking gRPC calls (the head), the port
+#                            it takes them on here (127.0.0.1:PORT) and its
+#                            --grpc-forward keys (no such line with -v grpc=off)
 #   leaf NAME                the --name of the last one (answers Chain)
 #   client SERVICE           whose script is written, rewritten, to DIR/client.sh
 #   expect N WHAT...         what the script's Nth rpcd call must give:
@@ -62,13 +73,15 @@ function valid_url(u) {
 # Checks `rpcd ...` in w[1..n] against rpcd's fixed command line:
 #   rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]... [--workers N]
 #              [--log FILE|-] [--max-inflight N] [--module PATH.so]...
+#              [--grpc-listen HOST:PORT] [--grpc-forward KEY]...
 #   rpcd call  URL METHOD [--data TEXT] [--timeout DURATION] [--value KEY=VALUE]...
 #              [--cancel-after DURATION] [--trace] [--log FILE|-]
 # Returns "" or what is wrong. Sets a_* with what it found.
 function check_rpcd(w, n,   i, f, v, pos, nl, nn, nv) {
-    split("", a_listen); split("", a_next); split("", a_value)
+    split("", a_listen); split("", a_next); split("", a_value); split("", a_forward)
     a_cmd = w[2]; a_name = "rpcd"; a_log = ""; a_url = ""; a_method = ""; a_data = ""
     a_timeout = ""; a_cancel = ""; a_trace = 0; a_nlisten = 0; a_nnext = 0; a_nvalue = 0
+    a_grpc = ""; a_nforward = 0
     if (w[1] != "rpcd")
         return "not an rpcd command"
     if (a_cmd != "serve" && a_cmd != "call")
@@ -94,6 +107,16 @@ function check_rpcd(w, n,   i, f, v, pos, nl, nn, nv) {
             else if (f == "--workers") { if (!valid_int(v, 1, 1024)) return "--workers takes 1..1024" }
             else if (f == "--max-inflight") { if (!valid_int(v, 1, 10000000)) return "--max-inflight takes 1..10000000" }
             else if (f == "--module") { if (v !~ /\.so$/) return "--module takes PATH.so" }
+            else if (f == "--grpc-listen") {
+                if (a_grpc != "") return "--grpc-listen given twice"
+                if (v !~ /^[^\/:]+:[0-9]+$/ || !valid_int(port_of(v), 1, 65535)) return "--grpc-listen " v ": not HOST:PORT"
+                a_grpc = v
+            }
+            else if (f == "--grpc-forward") {
+                if (v !~ /^[a-z0-9_.-]+$/ || v ~ /^grpc-/ || v ~ /-bin$/ || length(v) > 256)
+                    return "--grpc-forward " v ": a lowercase metadata key expected (a-z 0-9 - _ .; not grpc-*, not -bin)"
+                a_forward[++a_nforward] = v
+            }
             else return "unknown flag " f " (rpcd serve's fixed command line has no such flag)"
         } else {
             if (f == "--data") a_data = v
@@ -108,6 +131,10 @@ function check_rpcd(w, n,   i, f, v, pos, nl, nn, nv) {
         return "rpcd serve needs --listen URL"
     if (a_cmd == "serve" && (a_nlisten > 16 || a_nnext > 16))
         return "at most 16 --listen and 16 --next"
+    if (a_cmd == "serve" && a_nforward > 32)
+        return "at most 32 --grpc-forward"
+    if (a_cmd == "serve" && a_nforward > 0 && a_grpc == "")
+        return "--grpc-forward needs --grpc-listen"
     if (a_cmd == "call" && pos != 2)
         return "rpcd call needs URL and METHOD"
     if (a_cmd == "call" && a_nvalue > 64)
@@ -152,7 +179,9 @@ BEGIN {
     for (i = 1; i < 12; i += 2) unit_us[uu[i]] = uu[i + 1]
     split("build image command ports expose healthcheck depends_on restart init stop_grace_period", k, " ")
     for (i in k) service_keys[k[i]] = 1
-    if (dir == "") { err("usage: awk -v dir=DIR -f compose-plan.awk FLAT"); exit 1 }
+    if (dir == "") { err("usage: awk -v dir=DIR [-v grpc_port=PORT | -v grpc=off] -f compose-plan.awk FLAT"); exit 1 }
+    if (grpc_port != "" && !valid_int(grpc_port, 0, 65535)) { err("-v grpc_port=" grpc_port ": a port 0..65535 expected (0: any free one)"); exit 1 }
+    if (grpc != "" && grpc != "off") { err("-v grpc=" grpc ": only off"); exit 1 }
 }
 
 {
@@ -170,6 +199,7 @@ BEGIN {
         if ((svc, "cmd", p[4]) in val) val[svc, "cmd", p[4]] = val[svc, "cmd", p[4]] "\n" value
         else { val[svc, "cmd", p[4]] = value; ncmd[svc] = p[4] + 1 }
     } else if (p[3] == "healthcheck" && np == 4) val[svc, "health", p[4]] = value
+    else if (p[3] == "ports" && np == 4) ports[svc] = ports[svc] " " value
     else if (p[3] == "depends_on" && np == 5 && p[5] == "condition") dep[svc, p[4]] = value
     else if (p[3] == "depends_on" && np == 4) dep[svc, value] = "service_started"
 }
@@ -214,6 +244,12 @@ END {
         }
         nnext[s] = a_nnext
         for (j = 1; j <= a_nnext; j++) next_url[s, j] = a_next[j]
+        if (a_grpc == "") continue
+        grpc_of[s] = port_of(a_grpc)
+        forward[s] = ""
+        for (j = 1; j <= a_nforward; j++) forward[s] = forward[s] " " a_forward[j]
+        if (a_grpc !~ /^0\.0\.0\.0:[0-9]+$/) err(s ": --grpc-listen " a_grpc ": 0.0.0.0:PORT expected")
+        if ((s SUBSEP grpc_of[s]) in listens) err(s ": --grpc-listen " a_grpc ": port " grpc_of[s] " is one of its --listen ports")
     }
     if (nserv == 0) err("no rpcd serve service")
     if (client == "") err("no client service (command: /bin/sh -c SCRIPT)")
@@ -244,6 +280,22 @@ END {
     }
     if (head == "") err("no head: the --next links make a cycle")
     if (errors) exit 1
+    # The gRPC edge: the head, and only the head, takes gRPC calls.
+    if (!(head in grpc_of)) err(head ": no --grpc-listen 0.0.0.0:PORT (the head takes gRPC calls from outside)")
+    for (i = 1; i <= nsvc; i++) {
+        s = order[i]
+        if (!(s in grpc_of)) continue
+        if (s != head) { err(s ": --grpc-listen: only the head (" head ") takes gRPC calls"); continue }
+        # Published on the host: how gRPC clients outside reach it.
+        published = 0
+        npub = split(ports[s], pub, " ")
+        for (j = 1; j <= npub; j++) {
+            q = pub[j]
+            sub(/\/tcp$/, "", q)
+            if (q ~ /:[0-9]+$/ && port_of(q) == grpc_of[s]) published = 1
+        }
+        if (!published) err(s ": --grpc-listen 0.0.0.0:" grpc_of[s] ": port " grpc_of[s] " not published (ports: \"127.0.0.1:" grpc_of[s] ":" grpc_of[s] "\")")
+    }
     chain = head; leaf = head; seen[head] = 1; len = 1
     while (leaf in succ) {
         leaf = succ[leaf]
@@ -332,14 +384,21 @@ END {
     for (i = nc; i >= 1; i--) {
         s = hops[i]
         n = words(val[s, "command"], w)
+        narg = 0
         for (j = 1; j <= n; j++) {
-            if (w[j - 1] == "--listen") w[j] = ipc(s, port_of(w[j]))
-            if (w[j - 1] == "--next") w[j] = ipc(host_of(w[j]), port_of(w[j]))
+            v = w[j]
+            if (w[j - 1] == "--listen") v = ipc(s, port_of(v))
+            if (w[j - 1] == "--next") v = ipc(host_of(v), port_of(v))
+            if (w[j - 1] == "--grpc-listen") v = "127.0.0.1:" (grpc_port != "" ? grpc_port : port_of(v))
+            # rpcd without gRPC: the gRPC flags and their values left out.
+            if (grpc == "off" && (w[j] ~ /^--grpc-/ || w[j - 1] ~ /^--grpc-/)) continue
+            arg[++narg] = v
         }
-        print "serve", s, joined(w, n)
+        print "serve", s, joined(arg, narg)
         print "health", s, health[s]
     }
     print "chain", chain
+    if (grpc != "off") print "grpc", head, (grpc_port != "" ? grpc_port : grpc_of[head]) forward[head]
     print "leaf", name[leaf]
     print "client", client
     for (i = 1; i <= calls; i++) print "expect", i, expect[i]

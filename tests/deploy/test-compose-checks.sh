@@ -85,6 +85,22 @@ reject 's|^  svc-a:$|  svc-a: \&a|' 'not in the simple shape' \
     'an anchor'
 reject 's|^    image: dctx-rpcd:local$|    image: dctx-rpcd:local\n    entrypoint: /bin/sh|' 'unknown key entrypoint' \
     'an entrypoint replacing the command'
+reject 's|--grpc-listen 0.0.0.0:8000|--grpc-listen 127.0.0.1:8000|' '--grpc-listen 127.0.0.1:8000: 0.0.0.0:PORT expected' \
+    'a gRPC address no other host can reach'
+reject 's|--grpc-listen 0.0.0.0:8000|--grpc-listn 0.0.0.0:8000|' 'unknown flag --grpc-listn' \
+    'a misspelt gRPC flag'
+reject 's|--grpc-forward tenant|--grpc-forward Tenant|' 'a lowercase metadata key expected' \
+    'a --grpc-forward key gRPC cannot carry'
+reject 's|--grpc-listen 0.0.0.0:8000 ||' '--grpc-forward needs --grpc-listen' \
+    'a --grpc-forward without --grpc-listen'
+reject 's|--grpc-listen 0.0.0.0:8000 --grpc-forward tenant ||' 'the head takes gRPC calls' \
+    'a gateway without its gRPC edge'
+reject 's|--grpc-listen 0.0.0.0:8000|--grpc-listen 0.0.0.0:7000|' 'is one of its --listen ports' \
+    'a gRPC port the gateway already listens on'
+reject '/"127.0.0.1:8000:8000"/d' 'port 8000 not published' \
+    'a gRPC port not published on the host'
+reject 's|--name svc-c --log -|--name svc-c --grpc-listen 0.0.0.0:8000 --log -|' 'only the head (gateway) takes gRPC calls' \
+    'a gRPC edge on a service behind the gateway'
 
 [ "$failures" -eq 0 ] || { echo "test-compose-checks: $failures check(s) missed" >&2; exit 1; }
 echo "test-compose-checks: every mutation rejected"

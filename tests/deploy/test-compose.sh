@@ -3,8 +3,9 @@
 # for real without Docker:
 #   1. parse it (yaml-flat.awk) and check it (compose-plan.awk): every
 #      service's command is a valid rpcd command line, every --next names a
-#      server of the file on a port it listens on, the client's script is
-#      rpcd calls to them covering the three scenarios;
+#      server of the file on a port it listens on, the gateway takes gRPC
+#      calls, the client's script is rpcd calls to them covering the three
+#      scenarios;
 #   2. start each server's own command as a local process, its tcp listen
 #      address turned into an ipc socket in a scratch directory and each
 #      --next pointed at the matching socket; wait until each one's own
@@ -14,7 +15,17 @@
 #      ask for: DEADLINE_EXCEEDED with every hop started within the budget;
 #      CANCELLED with "cancel: stopped" and every hop canceled; OK from the
 #      leaf with the values, the trace id seen at every hop; Stats;
-#   4. stop every server with SIGTERM: each must exit 0.
+#   4. call the gateway over gRPC, as a client outside the deployment
+#      would (grpc-call.py, Debian's /usr/bin/python3 with grpcio):
+#      Health/Check answers SERVING; Chain with each --grpc-forward key as
+#      metadata gets OK from the leaf with the values, every hop ending OK;
+#      Chain on a 300 ms gRPC timeout gets DEADLINE_EXCEEDED, every hop
+#      started within the budget. The gateway listens on 127.0.0.1:0 (any
+#      free port; its grpc_listening log line says which). Skipped, saying
+#      so, when /usr/bin/python3 (or DCTX_TEST_GRPC_PYTHON) has no grpc
+#      module, or rpcd has no gRPC (-DDCTX_GRPC=OFF: the gateway then runs
+#      without its gRPC flags);
+#   5. stop every server with SIGTERM: each must exit 0.
 # POSIX sh and awk. Every wait is bounded; DCTX_TIME_SCALE (default 1)
 # stretches the bounds for sanitizer builds; DCTX_TEST_KEEP=1 keeps the
 # scratch directory.
@@ -56,7 +67,18 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # ---- 1. parse and check ---------------------------------------------------------
 say "parse and check $compose"
 awk -f "$here/yaml-flat.awk" "$compose" >"$dir/flat" || fail "$compose is not in the simple shape this test reads"
-awk -v dir="$dir" -f "$here/compose-plan.awk" "$dir/flat" >"$dir/plan" || fail "$compose: see above"
+# The gateway's gRPC port: any free one (the plan's 0), unless rpcd has no
+# gRPC: then its gRPC flags are left out, and so are the gRPC calls.
+grpc_py=${DCTX_TEST_GRPC_PYTHON:-/usr/bin/python3} # Debian's, with python3-grpcio
+grpc_skip=""
+grpc_plan="grpc_port=0"
+if "$rpcd" serve --grpc-listen 127.0.0.1:0 2>&1 | grep -q 'built without gRPC'; then
+    grpc_skip="$rpcd was built without gRPC (-DDCTX_GRPC=OFF): the gateway runs without --grpc-*"
+    grpc_plan="grpc=off"
+elif ! "$grpc_py" -c 'import grpc' >/dev/null 2>&1; then
+    grpc_skip="$grpc_py has no grpc module (Debian: apt-get install python3-grpcio)"
+fi
+awk -v dir="$dir" -v "$grpc_plan" -f "$here/compose-plan.awk" "$dir/flat" >"$dir/plan" || fail "$compose: see above"
 sed 's/^/    /' "$dir/plan"
 
 # ---- 2. the servers ---------------------------------------------------------------
@@ -145,6 +167,37 @@ wait_hop() {
 field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p"; }
 start_re="\"event\":\"call_start\",\"method\":\"$chain_method\""
 end_re() { echo "\"event\":\"call_end\",\"method\":\"$chain_method\",\"status\":\"$1\""; }
+# deadline_hops N US: every hop's Chain call of call N started with at most
+# US of budget and ended on it, within it; sets note to the hops that ended
+# CANCELLED (caller lost) rather than DEADLINE_EXCEEDED
+deadline_hops() {
+    note=""
+    for hop in $chain; do
+        wait_hop "$1" "$hop" "$(end_re '[A-Z_]+')" || fail "call $1: $hop's call did not end"
+        left=$(hop_lines "$1" "$hop" | grep -- "$start_re" | head -n 1 | field deadline_in_us)
+        [ -n "$left" ] && [ "$left" -gt 0 ] && [ "$left" -le "$2" ] ||
+            fail "call $1: $hop started with deadline_in_us=${left:-none}, expected 0 < it <= $2"
+        end=$(hop_lines "$1" "$hop" | grep -E -- "$(end_re '[A-Z_]+')" | head -n 1)
+        st=$(echo "$end" | field status)
+        took=$(echo "$end" | field elapsed_us)
+        [ "$took" -le $((left + 100000 * scale)) ] || fail "call $1: $hop ran ${took} us on a ${left} us budget"
+        case $st in
+        DEADLINE_EXCEEDED) ;;
+        CANCELLED)
+            # rpcd call packs the budget it sends before its connection
+            # is up (lib/rpc_client.c: pack_call, then wait_connected),
+            # so the first hop's deadline is later than the client's by
+            # the connect time; the client ends on its own deadline and
+            # closes its channel, which can abort the cancel it was
+            # pushing: the hops then see their caller go away a few ms
+            # before their own deadline. Still bounded (checked above).
+            echo "$end" | grep -q 'caller lost' || fail "call $1: $hop's call ended CANCELLED, not on its deadline: $end"
+            note="$note $hop"
+            ;;
+        *) fail "call $1: $hop's call ended $st, expected DEADLINE_EXCEEDED" ;;
+        esac
+    done
+}
 
 ncalls=$(cat "$dir/calls/count" 2>/dev/null || echo 0)
 nexpect=$(grep -c '^expect ' "$dir/plan")
@@ -165,36 +218,11 @@ while read -r _ n what a _b rest; do
     fi
     case $what in
     deadline) # a US
-        note=""
         [ "$rc" -eq 4 ] && [ "$first" = DEADLINE_EXCEEDED ] || fail "call $n: $first (exit $rc), expected DEADLINE_EXCEEDED"
         # Not much sooner than the deadline (each hop keeps a small reply
         # reserve, so the last one runs out a little first), nor much later.
         [ "$ms" -ge $((a * 9 / 10000)) ] && [ "$ms" -lt $((a / 1000 + 5000 * scale)) ] || fail "call $n took $ms ms"
-        for hop in $chain; do
-            wait_hop "$n" "$hop" "$(end_re '[A-Z_]+')" || fail "call $n: $hop's call did not end"
-            left=$(hop_lines "$n" "$hop" | grep -- "$start_re" | head -n 1 | field deadline_in_us)
-            [ -n "$left" ] && [ "$left" -gt 0 ] && [ "$left" -le "$a" ] ||
-                fail "call $n: $hop started with deadline_in_us=${left:-none}, expected 0 < it <= $a"
-            end=$(hop_lines "$n" "$hop" | grep -E -- "$(end_re '[A-Z_]+')" | head -n 1)
-            st=$(echo "$end" | field status)
-            took=$(echo "$end" | field elapsed_us)
-            [ "$took" -le $((left + 100000 * scale)) ] || fail "call $n: $hop ran ${took} us on a ${left} us budget"
-            case $st in
-            DEADLINE_EXCEEDED) ;;
-            CANCELLED)
-                # rpcd call packs the budget it sends before its connection
-                # is up (lib/rpc_client.c: pack_call, then wait_connected),
-                # so the first hop's deadline is later than the client's by
-                # the connect time; the client ends on its own deadline and
-                # closes its channel, which can abort the cancel it was
-                # pushing: the hops then see their caller go away a few ms
-                # before their own deadline. Still bounded (checked above).
-                echo "$end" | grep -q 'caller lost' || fail "call $n: $hop's call ended CANCELLED, not on its deadline: $end"
-                note="$note $hop"
-                ;;
-            *) fail "call $n: $hop's call ended $st, expected DEADLINE_EXCEEDED" ;;
-            esac
-        done
+        deadline_hops "$n" "$a"
         echo "    call $n: DEADLINE_EXCEEDED after $ms ms; every hop ($chain) started within the $((a / 1000)) ms budget and ended on it"
         [ -z "$note" ] || echo "    note: ended CANCELLED (caller lost, at its deadline) rather than DEADLINE_EXCEEDED:$note"
         ;;
@@ -236,7 +264,76 @@ while read -r _ n what a _b rest; do
     esac
 done <"$dir/expect"
 
-# ---- 4. clean exits --------------------------------------------------------------------
+# ---- 4. gRPC at the gateway -----------------------------------------------------------
+# grpc_call NAME METHOD DATA TIMEOUT_S [KEY=VALUE]...: one gRPC call to the
+# gateway, recorded as calls/NAME.* (marks: where each log was, as for the
+# script's calls); sets code, gms (the call's time), hex, text
+grpc_call() {
+    name=$1
+    shift
+    sleep 0.05
+    for log in "$dir"/logs/*.log; do echo "$(basename "$log" .log) $(wc -l <"$log")"; done >"$dir/calls/$name.marks"
+    set +e
+    timeout $((30 * scale)) "$grpc_py" "$here/grpc-call.py" "127.0.0.1:$grpc_port" "$@" \
+        >"$dir/calls/$name.out" 2>"$dir/calls/$name.err"
+    rc=$?
+    set -e
+    [ "$rc" -eq 0 ] || fail "gRPC call $name: grpc-call.py exited $rc: $(head -c 600 "$dir/calls/$name.err")"
+    read -r code gms <"$dir/calls/$name.out"
+    hex=$(sed -n 2p "$dir/calls/$name.out")
+    text=$(tail -n +3 "$dir/calls/$name.out")
+}
+if [ -n "$grpc_skip" ]; then
+    say "gRPC calls to the gateway: skipped ($grpc_skip)"
+else
+    # grpc SERVICE PORT KEY...: the plan's port is 0, the log says which
+    set -f
+    # shellcheck disable=SC2046 # split into its words, on purpose
+    set -- $(grep '^grpc ' "$dir/plan")
+    set +f
+    [ "$#" -ge 3 ] || fail "the plan has no grpc line"
+    gsvc=$2
+    shift 3
+    grpc_port=""
+    deadline=$(($(now_ms) + 5000 * scale))
+    while [ -z "$grpc_port" ] && [ "$(now_ms)" -lt "$deadline" ]; do
+        grpc_port=$(sed -n 's/.*"event":"grpc_listening".*"port":\([0-9]*\).*/\1/p' "$dir/logs/$gsvc.log" | head -n 1)
+        [ -n "$grpc_port" ] || sleep 0.05
+    done
+    [ -n "$grpc_port" ] || fail "$gsvc logged no grpc_listening (its --grpc-listen)"
+    metadata=""
+    for key in "$@"; do metadata="$metadata $key=acme"; done
+    say "call $gsvc over gRPC (127.0.0.1:$grpc_port, $grpc_py with grpcio)"
+
+    grpc_call health /grpc.health.v1.Health/Check "" $((5 * scale))
+    [ "$code" = OK ] && [ "$hex" = 0801 ] || fail "gRPC Health/Check: $code, reply ${hex}, expected OK and 0801 (SERVING)"
+    echo "    Health/Check: OK, SERVING (08 01)"
+
+    # shellcheck disable=SC2086 # KEY=VALUE words, on purpose
+    grpc_call chain "$chain_method" 20ms $((5 * scale)) $metadata
+    [ "$code" = OK ] || fail "gRPC Chain 20ms: $code ($text), expected OK"
+    [ "$(echo "$text" | sed -n 1p)" = "$leaf" ] || fail "gRPC Chain: the answer does not come from the leaf $leaf: $text"
+    for kv in $metadata; do
+        echo "$text" | grep -qxF -- "$kv" || fail "gRPC Chain: metadata $kv did not reach $leaf as a value: $text"
+    done
+    for hop in $chain; do
+        wait_hop chain "$hop" "$(end_re OK)" || fail "gRPC Chain: $hop's call did not end OK"
+    done
+    wait_hop chain "$gsvc" '"event":"grpc_call_end","method":"/dctx.demo.Demo/Chain",.*"status":"OK"' ||
+        fail "gRPC Chain: $gsvc logged no grpc_call_end OK"
+    echo "    Chain 20ms:${metadata:+ with$metadata,} OK from $leaf in $gms ms${metadata:+, the values there}; every hop ($chain) ended OK"
+
+    grpc_call deadline "$chain_method" 10s 0.3
+    [ "$code" = DEADLINE_EXCEEDED ] || fail "gRPC Chain 10s on a 300 ms timeout: $code ($text), expected DEADLINE_EXCEEDED"
+    [ "$gms" -ge 270 ] && [ "$gms" -lt $((300 + 5000 * scale)) ] || fail "gRPC Chain on a 300 ms timeout took $gms ms"
+    deadline_hops deadline 300000
+    wait_hop deadline "$gsvc" '"event":"grpc_call_end","method":"/dctx.demo.Demo/Chain",.*"status":"DEADLINE_EXCEEDED"' ||
+        fail "gRPC Chain: $gsvc logged no grpc_call_end DEADLINE_EXCEEDED"
+    echo "    Chain 10s, 300 ms timeout: DEADLINE_EXCEEDED after $gms ms; every hop ($chain) started within the 300 ms budget and ended on it"
+    [ -z "$note" ] || echo "    note: ended CANCELLED (caller lost, at its deadline) rather than DEADLINE_EXCEEDED:$note"
+fi
+
+# ---- 5. clean exits --------------------------------------------------------------------
 say "stop the servers (SIGTERM)"
 while read -r svc pid; do kill -TERM "$pid"; done <"$dir/pids"
 while read -r svc pid; do

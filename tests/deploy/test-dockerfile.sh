@@ -10,8 +10,10 @@
 #   - the build stage installs what scripts/lib/setup.sh installs to build
 #     (DCTX_PACKAGES without the test-only ones) and builds with CMake;
 #   - the final stage installs, for every shared library rpcd and libdctx
-#     need (readelf -d), the Debian package that holds it here (dpkg -S),
-#     so the runtime image has them (libc6 is in every Debian image).
+#     need (readelf -d), and those that rpcd's other libdctx* libraries
+#     (libdctx_grpc, found next to LIBDCTX) need, the Debian package that
+#     holds it here (dpkg -S), so the runtime image has them (libc6 is in
+#     every Debian image).
 # POSIX sh and awk. The last check needs readelf and dpkg; without them it
 # says so and is left out.
 set -eu
@@ -20,8 +22,9 @@ src=${1:?usage: test-dockerfile.sh SOURCE_DIR RPCD LIBDCTX}
 rpcd=${2:?usage: test-dockerfile.sh SOURCE_DIR RPCD LIBDCTX}
 libdctx=${3:?usage: test-dockerfile.sh SOURCE_DIR RPCD LIBDCTX}
 dockerfile=$src/Dockerfile
-# Installed by setup.sh for the tests only, not needed to build rpcd.
-test_only="clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus openssl chromium debootstrap"
+# Installed by setup.sh for the tests only, not needed to build rpcd (the
+# gRPC peers of tests/grpc and tests/deploy included: Python's grpcio, Go's).
+test_only="clang libclang-rt-14-dev libcmocka-dev iproute2 python3 clang-format prometheus openssl chromium debootstrap python3-grpcio golang-go golang-google-grpc-dev"
 failures=0
 bad() {
     echo "test-dockerfile: FAIL: $*" >&2
@@ -154,9 +157,22 @@ if ! command -v readelf >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; th
     echo "note: no readelf or dpkg here: the runtime libraries are not checked"
 else
     packages "$last" >"$dir/runtime-packages"
-    for lib in $(readelf -d "$rpcd" "$libdctx" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u); do
+    needed() { readelf -d "$@" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u; }
+    # rpcd's other libraries of this tree (libdctx_grpc.so.0), built next to libdctx
+    ours=""
+    for lib in $(needed "$rpcd"); do
         case $lib in
-        libdctx.so*) continue ;;                          # built in the image
+        libdctx.so*) ;;
+        libdctx*.so*)
+            [ -f "$(dirname "$libdctx")/$lib" ] || { bad "$lib: rpcd needs it, not found next to $libdctx"; continue; }
+            ours="$ours $(dirname "$libdctx")/$lib"
+            ;;
+        esac
+    done
+    # shellcheck disable=SC2086 # paths without blanks, split on purpose
+    for lib in $(needed "$rpcd" "$libdctx" $ours); do
+        case $lib in
+        libdctx.so* | libdctx_*.so*) continue ;;          # built in the image
         libasan* | libubsan* | libtsan* | liblsan*) continue ;; # sanitizer builds only
         esac
         path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
