@@ -123,7 +123,8 @@ void dctx__gateway_unlock_dropping(struct gateway_call *c);
 const char *dctx__gateway_not_started(int code);
 
 /* gateway_stream.c: dctx__gateway_stream bridges the call as a stream,
- * its first message req (copied), under ctx (taken over); false if its
+ * its first message req (copied; NULL: the caller sent none), under ctx
+ * (taken over); false if its
  * thread could not start (then ctx is released and nothing else done). */
 bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, size_t len);
 

@@ -197,7 +197,7 @@ static bool is_stream(const dctx_grpc_gateway *gw, const char *method)
 }
 
 /* The request is in: the first hand-off, to dctx. */
-static void forward(struct gateway_call *c, const void *req, size_t len)
+static void forward(struct gateway_call *c, const void *req, size_t len, bool has_request)
 {
     dctx_grpc_gateway *gw = c->gw;
     char message[160];
@@ -226,7 +226,7 @@ static void forward(struct gateway_call *c, const void *req, size_t len)
     c->base = base;
     pthread_mutex_unlock(&c->mu);
     if (is_stream(gw, c->method)) {
-        if (!dctx__gateway_stream(c, ctx, req, len))
+        if (!dctx__gateway_stream(c, ctx, has_request ? req : NULL, len))
             reply(c, DCTX_RESOURCE_EXHAUSTED, "no thread for the stream");
         return;
     }
@@ -293,19 +293,23 @@ static void on_recv(struct gateway_call *c, bool ok)
 {
     unsigned char *req = NULL;
     size_t len = 0;
-    if (!ok || c->request == NULL) {
-        reply(c, ok ? DCTX_INTERNAL : DCTX_CANCELED,
-              ok ? "the gRPC caller sent no request message" : "the call ended before its request");
-    } else if (!dctx__grpc_read_bytes(c->request, &req, &len)) {
-        reply(c, DCTX_RESOURCE_EXHAUSTED, "cannot read the request (compression or memory)");
-    } else if (!take_method(c)) {
+    bool method_ok = take_method(c);
+    /* A stream's caller may send nothing at all; a unary caller must. */
+    bool stream = method_ok && is_stream(c->gw, c->method);
+    if (!ok) {
+        reply(c, DCTX_CANCELED, "the call ended before its request");
+    } else if (!method_ok) {
         reply(c, DCTX_INVALID_ARGUMENT, "the method name is over 256 bytes");
+    } else if (c->request == NULL && !stream) {
+        reply(c, DCTX_INTERNAL, "the gRPC caller sent no request message");
+    } else if (c->request != NULL && !dctx__grpc_read_bytes(c->request, &req, &len)) {
+        reply(c, DCTX_RESOURCE_EXHAUSTED, "cannot read the request (compression or memory)");
     } else if (strcmp(c->method, DCTX__HEALTH_CHECK) == 0) {
         serve_health(c, req, len);
     } else if (strcmp(c->method, DCTX__HEALTH_WATCH) == 0) {
         reply(c, DCTX_UNIMPLEMENTED, "the gateway serves Health/Check, not Watch");
     } else {
-        forward(c, req, len);
+        forward(c, req, len, c->request != NULL);
     }
     free(req);
     if (c->request != NULL)

@@ -27,6 +27,7 @@ struct bridge {
     dctx_rpc_stream *st;
     unsigned char *first; /* the caller's first message */
     size_t first_len;
+    bool has_first; /* false: the caller half-closed without a message */
 };
 
 void dctx__gateway_stream_completed(struct gateway_call *c, enum gateway_tag_kind kind, bool ok)
@@ -95,7 +96,7 @@ static bool grpc_send(struct gateway_call *c, const void *data, size_t len)
 static void *up(void *arg)
 {
     struct bridge *b = arg;
-    int rc = dctx_rpc_stream_send(b->st, b->first, b->first_len);
+    int rc = b->has_first ? dctx_rpc_stream_send(b->st, b->first, b->first_len) : 0;
     unsigned char *msg = NULL;
     size_t len = 0;
     while (rc == 0 && grpc_next(b->c, &msg, &len)) {
@@ -163,7 +164,7 @@ static void *down(void *arg)
 bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, size_t len)
 {
     struct bridge *b = calloc(1, sizeof *b);
-    if (b != NULL && len > 0 && (b->first = malloc(len)) == NULL) {
+    if (b != NULL && req != NULL && len > 0 && (b->first = malloc(len)) == NULL) {
         free(b);
         b = NULL;
     }
@@ -171,9 +172,10 @@ bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, si
         dctx_release(ctx);
         return false;
     }
-    if (len > 0)
+    if (req != NULL && len > 0)
         memcpy(b->first, req, len);
     b->first_len = len;
+    b->has_first = req != NULL;
     b->c = c;
     pthread_mutex_lock(&c->mu);
     c->ctx = ctx;

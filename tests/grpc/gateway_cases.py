@@ -184,6 +184,9 @@ check("stream: EchoStream echoes each message",
 sum_it = channel.stream_stream("/dctx.demo.Demo/Sum")(iter([b"1", b"2", b"39"]), timeout=5)
 check("stream: Sum answers in its status message", list(sum_it) == [] and sum_it.details() == "42",
       sum_it.details())
+empty = channel.stream_stream("/dctx.demo.Demo/Sum")(iter([]), timeout=5)
+check("stream: a client stream of no message sums to 0", list(empty) == [] and empty.details() == "0",
+      empty.details())
 try:
     list(count(b"1000 10ms", timeout=0.15))
     check("stream: a deadline ends a stream", False, "it ended OK")
