@@ -19,20 +19,12 @@ import time
 
 import grpc
 
+from checks import check, failures
+
 target, total, rpcd, url, pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-failures = 0
 seed = int(os.environ.get("CHURN_SEED", time.time_ns() % 1000000))
 print("churn seed", seed)
 rng = random.Random(seed)
-
-
-def check(what, fine, detail=""):
-    global failures
-    if fine:
-        print("ok:", what)
-    else:
-        failures += 1
-        print("FAIL:", what, detail)
 
 
 def rss_kib():
@@ -118,4 +110,4 @@ if os.environ.get("DCTX_SANITIZED"):
 else:
     check("churn: the gateway's memory stays bounded (%d KiB after a quarter, %d at the end)"
           % (rss[0], rss[-1]), rss[-1] <= rss[0] + 32 * 1024)
-sys.exit(failures)
+sys.exit(failures())

@@ -14,20 +14,12 @@ import time
 
 import grpc
 
+from checks import check, failures
+
 target, logdir = sys.argv[1], sys.argv[2]
-failures = 0
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = "00-%s-b7ad6b7169203331-01" % TRACE_ID
 CODES = {s.value[0]: s for s in grpc.StatusCode}
-
-
-def check(what, fine, detail=""):
-    global failures
-    if fine:
-        print("ok:", what)
-    else:
-        failures += 1
-        print("FAIL:", what, detail)
 
 
 def log_lines(name):
@@ -194,4 +186,4 @@ except grpc.RpcError as e:
     check("stream: a 150 ms deadline ends Count DEADLINE_EXCEEDED",
           e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.code())
 
-sys.exit(failures)
+sys.exit(failures())
