@@ -48,6 +48,9 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
     snprintf(url, sizeof url, "inproc://rpcd-grpc-gateway-%ld", (long)getpid());
     int rc = dctx_rpc_server_listen(r->server, url);
     dctx_rpc_channel_options o = *a->channel;
+    /* Calls start on the gateway's one queue thread: when this instance's
+     * own server cannot be reached, they fail fast instead of holding it. */
+    o.connect_wait_ns = 20000000;
     unsigned char own_key[DCTX_PUBLIC_KEY_BYTES];
     if (a->identity != NULL) {
         /* The gateway calls as this instance itself: an allow list must
@@ -95,7 +98,6 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
         rpcd_json_str(j, NULL, a->forward_keys[i]);
     rpcd_json_end(j);
     rpcd_log_end(&l);
-    (void)r;
     return 0;
 }
 

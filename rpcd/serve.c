@@ -528,8 +528,8 @@ int rpcd_serve(int argc, char **argv)
     int closed = dctx_rpc_server_shutdown(r.server);
     if (closed != 0)
         rpcd_log_message("shutdown", "handlers outlived the shutdown grace");
+    rpcd_metrics_http_stop(); /* it reads the gateway's counters */
     rpcd_grpc_gateway_stop();
-    rpcd_metrics_http_stop();
     dctx_rpc_server_close(r.server);
     for (int i = 0; i < r.n_next; i++)
         dctx_rpc_channel_close(r.next[i]);

@@ -4,9 +4,10 @@
  *
  * A call is one batch of six operations on a completion queue of its own,
  * which the caller's thread waits on. The context's cancel reaches it by
- * an after-func holding its own reference to the gRPC call, so the call
- * outlives a cancel that races with its end; the after-func is stopped
- * (or has run and dropped its reference) before the call is released.
+ * an after-func holding its own reference to the gRPC call and to gRPC
+ * (grpc_init), so a cancel that races with the call's end, and runs after
+ * it, finds both alive; stopped in time, the after-func's references are
+ * dropped by the caller.
  * Metadata slices point into the context's values: the context is held
  * for the whole call.
  */
@@ -105,24 +106,15 @@ static int add_value(void *arg, const char *name, const void *value, size_t len)
 }
 
 /* The context's cancel, on an after-func thread: cancels the gRPC call and
- * drops the reference the after-func held. */
+ * drops what the after-func held (a reference to the call, and gRPC
+ * itself: the cancel may run after the call returned and its channel
+ * closed). */
 static void cancel_call(void *arg)
 {
     grpc_call *call = arg;
     grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, "the dctx context ended", NULL);
     grpc_call_unref(call);
-}
-
-/* The response's bytes (one slice, to unref). */
-static grpc_slice response_bytes(grpc_byte_buffer *bb, bool *fine)
-{
-    grpc_byte_buffer_reader r;
-    *fine = bb != NULL && grpc_byte_buffer_reader_init(&r, bb);
-    if (!*fine)
-        return grpc_empty_slice();
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    return s;
+    grpc_shutdown();
 }
 
 /* Runs one call on its queue; the outcome in *status, *details, *response. */
@@ -167,31 +159,28 @@ static int finish(dctx *ctx, grpc_status_code status, grpc_slice details,
     int code = (int)status;
     if (code < 0 || code > DCTX_CODE_MAX)
         code = DCTX_UNKNOWN;
-    char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
-    size_t n = GRPC_SLICE_LENGTH(details);
-    if (n > DCTX_WIRE_MESSAGE_BYTES_MAX)
-        n = DCTX_WIRE_MESSAGE_BYTES_MAX;
-    memcpy(message, GRPC_SLICE_START_PTR(details), n);
-    message[n] = '\0';
     if (code != DCTX_OK && dctx_done(ctx)) {
         /* The context ended the call: say why, as a dctx call would. */
         const char *cause_msg = NULL;
+        char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
         code = dctx_cause(ctx, &cause_msg);
         snprintf(message, sizeof message, "%s%s%s", dctx_strerror(dctx_err(ctx)),
                  cause_msg ? ": " : "", cause_msg ? cause_msg : "");
-    }
-    if (code != DCTX_OK) {
         dctx_rpc_result_set(res, code, message, NULL, 0);
         return code;
     }
-    bool fine = false;
-    grpc_slice body = response_bytes(response, &fine);
-    if (!fine)
+    /* The result cuts the message to the wire's limit, on a UTF-8 boundary. */
+    char *message = grpc_slice_to_c_string(details);
+    unsigned char *body = NULL;
+    size_t len = 0;
+    if (code != DCTX_OK)
+        dctx_rpc_result_set(res, code, message, NULL, 0);
+    else if (response == NULL || !dctx__grpc_read_bytes(response, &body, &len))
         dctx_rpc_result_set(res, DCTX_INTERNAL, "the gRPC server sent OK and no message", NULL, 0);
     else
-        dctx_rpc_result_set(res, DCTX_OK, message, GRPC_SLICE_START_PTR(body),
-                            GRPC_SLICE_LENGTH(body));
-    grpc_slice_unref(body);
+        dctx_rpc_result_set(res, DCTX_OK, message, body, len);
+    free(body);
+    gpr_free(message);
     return res->code;
 }
 
@@ -208,7 +197,7 @@ int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const v
         goto out;
     }
     int64_t budget = -1, deadline;
-    bool timed = dctx_deadline(ctx, &deadline);
+    bool timed = dctx_rpc_deadline(ctx, &deadline); /* a drain's end included */
     if (timed) {
         budget = deadline - dctx_now();
         /* gRPC rounds the timeout it sends up by up to one unit: take it
@@ -218,7 +207,11 @@ int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const v
     if (dctx_done(ctx) || (timed && budget <= 0)) {
         const char *cause_msg = NULL;
         int code = dctx_done(ctx) ? dctx_cause(ctx, &cause_msg) : DCTX_DEADLINE_EXCEEDED;
-        dctx_rpc_result_set(res, code, cause_msg ? cause_msg : "no time left to call", NULL, 0);
+        dctx_rpc_result_set(res, code,
+                            cause_msg        ? cause_msg
+                            : dctx_done(ctx) ? dctx_strerror(dctx_err(ctx))
+                                             : "no time left to call",
+                            NULL, 0);
         goto out;
     }
     struct outbound_md md = {.n = 0};
@@ -233,10 +226,13 @@ int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const v
     grpc_call *call =
         grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice, NULL,
                                  dctx__grpc_deadline(budget), NULL);
-    grpc_call_ref(call); /* the after-func's */
+    grpc_init(); /* the after-func's, with a reference to the call */
+    grpc_call_ref(call);
     dctx_after *after = NULL;
-    if (dctx_after_func(ctx, cancel_call, call, &after) != 0)
+    if (dctx_after_func(ctx, cancel_call, call, &after) != 0) {
         grpc_call_unref(call);
+        grpc_shutdown();
+    }
 
     grpc_slice body = grpc_slice_from_copied_buffer(req, req_len);
     grpc_byte_buffer *request = grpc_raw_byte_buffer_create(&body, 1);
@@ -250,8 +246,10 @@ int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const v
     else
         finish(ctx, status, details, response, res);
 
-    if (after != NULL && dctx_after_stop(after))
-        grpc_call_unref(call); /* the after-func never ran: its reference */
+    if (after != NULL && dctx_after_stop(after)) {
+        grpc_call_unref(call); /* the after-func never ran: what it held */
+        grpc_shutdown();
+    }
     grpc_slice_unref(details);
     grpc_byte_buffer_destroy(request);
     if (response != NULL)

@@ -17,10 +17,28 @@
 
 #include "gateway.h"
 
-#define CALLS_REQUESTED 16
 #define METADATA_BYTES_MAX (64 * 1024)
 
-static const char *const trace_keys[] = {"traceparent", "tracestate", "baggage"};
+/* Carried on whatever the options say; traceparent under the library's
+ * own key, so that servers read it as the trace. */
+static const char *const other_trace_keys[] = {"tracestate", "baggage"};
+
+/* Adds the key named name (a copy), unless it is there already. */
+static int add_key(dctx_grpc_gateway *gw, const char *name)
+{
+    if (!dctx_grpc_forward_key_valid(name))
+        return DCTX_INVALID_ARGUMENT;
+    for (size_t k = 0; k < gw->n_keys; k++)
+        if (strcmp(gw->keys[k]->name, name) == 0)
+            return 0;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    gw->own_keys[gw->n_keys] = (dctx_key){.name = copy, .flags = DCTX_KEY_PROPAGATE};
+    gw->keys[gw->n_keys] = &gw->own_keys[gw->n_keys];
+    gw->n_keys++;
+    return 0;
+}
 
 static void *run_queue(void *arg)
 {
@@ -67,23 +85,12 @@ static int set_keys(dctx_grpc_gateway *gw, const dctx_grpc_gateway_options *o)
         (o->n_forward_keys > 0 && o->forward_keys == NULL))
         return DCTX_INVALID_ARGUMENT;
     gw->keys[gw->n_keys++] = &dctx_traceparent_key;
-    for (size_t i = 1; i < 3 + o->n_forward_keys; i++) {
-        const char *name = i < 3 ? trace_keys[i] : o->forward_keys[i - 3];
-        if (!dctx_grpc_forward_key_valid(name))
-            return DCTX_INVALID_ARGUMENT;
-        bool again = false;
-        for (size_t k = 0; k < gw->n_keys; k++)
-            again = again || strcmp(gw->keys[k]->name, name) == 0;
-        if (again)
-            continue;
-        char *copy = strdup(name);
-        if (copy == NULL)
-            return DCTX_RESOURCE_EXHAUSTED;
-        gw->own_keys[gw->n_keys] = (dctx_key){.name = copy, .flags = DCTX_KEY_PROPAGATE};
-        gw->keys[gw->n_keys] = &gw->own_keys[gw->n_keys];
-        gw->n_keys++;
-    }
-    return 0;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < 2; i++)
+        rc = add_key(gw, other_trace_keys[i]);
+    for (size_t i = 0; rc == 0 && i < o->n_forward_keys; i++)
+        rc = add_key(gw, o->forward_keys[i]);
+    return rc;
 }
 
 static void free_gateway(dctx_grpc_gateway *gw)
@@ -99,37 +106,27 @@ static void free_gateway(dctx_grpc_gateway *gw)
     free(gw);
 }
 
-/* Stops the server, ends every call, and frees it all. Without the queue's
- * thread (it could not start) the queue is drained here. */
-static void stop(dctx_grpc_gateway *gw, bool thread_runs)
+/* Shuts the queue down and joins its thread (it returns once the queue is
+ * drained). */
+static void close_queue(dctx_grpc_gateway *gw)
+{
+    grpc_completion_queue_shutdown(gw->cq);
+    pthread_join(gw->thread, NULL);
+    grpc_completion_queue_destroy(gw->cq);
+}
+
+/* Stops the started server, ends every call, and frees it all. */
+static void stop(dctx_grpc_gateway *gw)
 {
     atomic_store(&gw->closing, true);
     grpc_server_shutdown_and_notify(gw->server, gw->cq, &gw->shutdown_tag);
     grpc_server_cancel_all_calls(gw->server);
-    if (thread_runs) {
-        pthread_mutex_lock(&gw->mu);
-        while (!gw->shut_down || gw->in_flight > 0)
-            pthread_cond_wait(&gw->idle, &gw->mu);
-        pthread_mutex_unlock(&gw->mu);
-    } else {
-        for (;;) {
-            grpc_event ev =
-                grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            struct gateway_tag *tag = ev.tag;
-            if (tag->kind == TAG_SHUTDOWN)
-                break;
-            dctx__gateway_on_tag(tag, ev.success != 0);
-        }
-    }
+    pthread_mutex_lock(&gw->mu);
+    while (!gw->shut_down || gw->in_flight > 0)
+        pthread_cond_wait(&gw->idle, &gw->mu);
+    pthread_mutex_unlock(&gw->mu);
     grpc_server_destroy(gw->server);
-    grpc_completion_queue_shutdown(gw->cq);
-    if (thread_runs)
-        pthread_join(gw->thread, NULL);
-    else
-        while (grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-            ;
-    grpc_completion_queue_destroy(gw->cq);
+    close_queue(gw);
     grpc_shutdown();
     free_gateway(gw);
 }
@@ -166,6 +163,11 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
             gw->n_stream_methods++;
         }
     }
+    if (o->max_streams < 0) {
+        free_gateway(gw);
+        return DCTX_INVALID_ARGUMENT;
+    }
+    gw->max_streams = o->max_streams > 0 ? o->max_streams : DCTX_GRPC_DEFAULT_MAX_STREAMS;
     gw->forward = o->forward;
     gw->on_event = o->on_event;
     gw->event_arg = o->event_arg;
@@ -173,6 +175,17 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
 
     grpc_init();
     gw->cq = grpc_completion_queue_create_for_next(NULL);
+    /* The queue's thread first: from here every way out goes through it. */
+    if (pthread_create(&gw->thread, NULL, run_queue, gw) != 0) {
+        grpc_completion_queue_shutdown(gw->cq);
+        while (grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(gw->cq);
+        grpc_shutdown();
+        free_gateway(gw);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
     /* gRPC's own metadata limit (8 KiB by default) above the dctx wire's, so
      * that too many values get the wire's status and message. */
     grpc_arg arg = {.type = GRPC_ARG_INTEGER,
@@ -187,21 +200,15 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     if (gw->port == 0) {
         /* Never started and listening nowhere: no shutdown needed. */
         grpc_server_destroy(gw->server);
-        grpc_completion_queue_shutdown(gw->cq);
-        while (grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(gw->cq);
+        close_queue(gw);
         grpc_shutdown();
         free_gateway(gw);
         return DCTX_UNAVAILABLE;
     }
     grpc_server_start(gw->server);
-    bool asked = true;
-    for (int i = 0; i < CALLS_REQUESTED && asked; i++)
-        asked = dctx__gateway_request_call(gw);
-    if (!asked || pthread_create(&gw->thread, NULL, run_queue, gw) != 0) {
-        stop(gw, false);
+    dctx__gateway_request_calls(gw);
+    if (atomic_load(&gw->requested) == 0) {
+        stop(gw);
         return DCTX_RESOURCE_EXHAUSTED;
     }
     *out = gw;
@@ -222,7 +229,7 @@ void dctx_grpc_gateway_drain(dctx_grpc_gateway *gw)
 void dctx_grpc_gateway_close(dctx_grpc_gateway *gw)
 {
     if (gw != NULL)
-        stop(gw, true);
+        stop(gw);
 }
 
 void dctx_grpc_gateway_stats_get(dctx_grpc_gateway *gw, dctx_grpc_gateway_stats *out)

@@ -14,6 +14,8 @@
 
 /* traceparent, tracestate, baggage, then the forward keys. */
 #define GATEWAY_KEYS_MAX (3 + DCTX_GRPC_FORWARD_KEYS_MAX)
+/* Calls asked of the server at once: a burst of callers waits on none. */
+#define GATEWAY_CALLS_REQUESTED 16
 
 /* What a completion on the queue is about: every tag is one of these,
  * inside the call (or gateway) it belongs to. */
@@ -65,7 +67,7 @@ struct gateway_call {
 
     /* A bridged stream (gateway_stream.c): its threads wait on these. */
     pthread_cond_t changed;
-    bool stream;                /* bridged as a stream: its status carries no message */
+    bool stream;                /* bridged as a stream: its status carries no payload */
     dctx *ctx;                  /* the stream's context (values on base) */
     grpc_byte_buffer *incoming; /* a stream message read from gRPC */
     grpc_byte_buffer *outgoing; /* a stream message on its way to gRPC */
@@ -94,15 +96,20 @@ struct dctx_grpc_gateway {
 
     const char **stream_methods; /* bridged as streams (a copy) */
     size_t n_stream_methods;
+    int max_streams;
+    atomic_int streams;   /* bridged now */
+    atomic_int requested; /* calls asked of the server and not yet come */
     atomic_uint_fast64_t calls, by_code[DCTX_CODE_MAX + 1], canceled_by_caller, deadline_by_caller,
         values_carried, health_checks, to_dctx, to_grpc;
 };
 
 /* gateway_call.c */
 
-/* dctx__gateway_request_call asks the server for one more call: its
- * completion comes as a TAG_NEW_CALL. False if it could not be asked. */
-bool dctx__gateway_request_call(dctx_grpc_gateway *gw);
+/* dctx__gateway_request_calls asks the server for calls until
+ * GATEWAY_CALLS_REQUESTED are asked for (each comes as a TAG_NEW_CALL),
+ * or one cannot be asked (no memory: the next call's arrival tries
+ * again). */
+void dctx__gateway_request_calls(dctx_grpc_gateway *gw);
 
 /* dctx__gateway_on_tag handles one completion of the queue. */
 void dctx__gateway_on_tag(struct gateway_tag *tag, bool ok);
@@ -126,7 +133,7 @@ const char *dctx__gateway_not_started(int code);
  * its first message req (copied; NULL: the caller sent none), under ctx
  * (taken over); false if its
  * thread could not start (then ctx is released and nothing else done). */
-bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, size_t len);
+const char *dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, size_t len);
 
 /* A completion of a stream's operation: wakes its threads (mu held). */
 void dctx__gateway_stream_completed(struct gateway_call *c, enum gateway_tag_kind kind, bool ok);

@@ -44,7 +44,7 @@ static void call_free(struct gateway_call *c)
     free(c);
 }
 
-bool dctx__gateway_request_call(dctx_grpc_gateway *gw)
+static bool request_call(dctx_grpc_gateway *gw)
 {
     struct gateway_call *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -67,12 +67,25 @@ bool dctx__gateway_request_call(dctx_grpc_gateway *gw)
         call_free(c);
         return false;
     }
+    atomic_fetch_add(&gw->requested, 1);
     return true;
+}
+
+void dctx__gateway_request_calls(dctx_grpc_gateway *gw)
+{
+    while (!atomic_load(&gw->closing) && atomic_load(&gw->requested) < GATEWAY_CALLS_REQUESTED &&
+           request_call(gw))
+        ;
 }
 
 static void report(struct gateway_call *c)
 {
     dctx_grpc_gateway *gw = c->gw;
+    /* The budget handed on ends a unit before the caller's deadline: a
+     * call it ended was ended by the caller's deadline too. */
+    if (c->canceled_by == 0 && c->base != NULL && c->caller_deadline_ns != DCTX_DEADLINE_NONE &&
+        dctx_err(c->base) == DCTX_DEADLINE_EXCEEDED)
+        c->canceled_by = DCTX_DEADLINE_EXCEEDED;
     atomic_fetch_add(&gw->by_code[c->code], 1);
     if (c->canceled_by == DCTX_CANCELED)
         atomic_fetch_add(&gw->canceled_by_caller, 1);
@@ -137,6 +150,9 @@ void dctx__gateway_reply_locked(struct gateway_call *c, int code, const char *me
         c->refs++;
         return;
     }
+    /* No status can go: end the call, so that nothing waits for one. */
+    c->code = DCTX_UNAVAILABLE;
+    grpc_call_cancel(c->call, NULL);
     if (c->reply != NULL)
         grpc_byte_buffer_destroy(c->reply);
     c->reply = NULL;
@@ -180,7 +196,7 @@ const char *dctx__gateway_not_started(int code)
     case DCTX_INVALID_ARGUMENT:
         return "the method name or a value breaks a rule of the dctx wire";
     case DCTX_UNAVAILABLE:
-        return "no dctx server reached behind the gateway";
+        return "no dctx server behind the gateway takes calls (down, or draining)";
     case DCTX_DEADLINE_EXCEEDED:
         return "the gRPC deadline left no time to call on";
     default:
@@ -226,8 +242,9 @@ static void forward(struct gateway_call *c, const void *req, size_t len, bool ha
     c->base = base;
     pthread_mutex_unlock(&c->mu);
     if (is_stream(gw, c->method)) {
-        if (!dctx__gateway_stream(c, ctx, has_request ? req : NULL, len))
-            reply(c, DCTX_RESOURCE_EXHAUSTED, "no thread for the stream");
+        const char *why = dctx__gateway_stream(c, ctx, has_request ? req : NULL, len);
+        if (why != NULL)
+            reply(c, DCTX_RESOURCE_EXHAUSTED, why);
         return;
     }
     pthread_mutex_lock(&c->mu);
@@ -259,12 +276,12 @@ static bool take_method(struct gateway_call *c)
 static void on_new_call(struct gateway_call *c, bool ok)
 {
     dctx_grpc_gateway *gw = c->gw;
+    atomic_fetch_sub(&gw->requested, 1);
     if (!ok) { /* the server shuts down: no call came */
         call_free(c);
         return;
     }
-    if (!atomic_load(&gw->closing))
-        dctx__gateway_request_call(gw);
+    dctx__gateway_request_calls(gw);
     atomic_fetch_add(&gw->calls, 1);
     pthread_mutex_lock(&gw->mu);
     gw->in_flight++;

@@ -22,6 +22,9 @@
 #include "edge.h"
 #include "gateway.h"
 
+/* The stack of a stream's threads: they block in a few known calls. */
+#define STREAM_THREAD_STACK_BYTES (512 * 1024)
+
 struct bridge {
     struct gateway_call *c;
     dctx_rpc_stream *st;
@@ -34,7 +37,7 @@ void dctx__gateway_stream_completed(struct gateway_call *c, enum gateway_tag_kin
 {
     if (kind == TAG_STREAM_RECV) {
         c->recv_done = true;
-        c->recv_ok = ok && c->incoming != NULL;
+        c->recv_ok = ok;
     } else {
         c->send_done = true;
         c->send_ok = ok;
@@ -51,9 +54,12 @@ static bool post(struct gateway_call *c, grpc_op *op, struct gateway_tag *tag)
     return true;
 }
 
-/* The next message from the gRPC caller into *out (malloc'd); false when
- * it has sent everything or the call ended. */
-static bool grpc_next(struct gateway_call *c, unsigned char **out, size_t *len)
+enum from_caller { CALLER_MESSAGE, CALLER_DONE, CALLER_FAILED, CALLER_UNREADABLE };
+
+/* The next message from the gRPC caller into *out (malloc'd), or that it
+ * has sent everything, or that its side failed (the call ended), or that
+ * its message cannot be read (compression, memory). */
+static enum from_caller recv_from_caller(struct gateway_call *c, unsigned char **out, size_t *len)
 {
     grpc_op op = {.op = GRPC_OP_RECV_MESSAGE};
     op.data.recv_message.recv_message = &c->incoming;
@@ -64,17 +70,20 @@ static bool grpc_next(struct gateway_call *c, unsigned char **out, size_t *len)
     while (posted && !c->recv_done)
         pthread_cond_wait(&c->changed, &c->mu);
     grpc_byte_buffer *bb = c->incoming;
-    bool got = posted && c->recv_ok;
+    bool ok = posted && c->recv_ok;
     c->incoming = NULL;
     pthread_mutex_unlock(&c->mu);
-    bool read = got && dctx__grpc_read_bytes(bb, out, len);
+    enum from_caller got = !ok                                   ? CALLER_FAILED
+                           : bb == NULL                          ? CALLER_DONE
+                           : dctx__grpc_read_bytes(bb, out, len) ? CALLER_MESSAGE
+                                                                 : CALLER_UNREADABLE;
     if (bb != NULL)
         grpc_byte_buffer_destroy(bb);
-    return read;
+    return got;
 }
 
 /* Sends one message to the gRPC caller and waits for it to leave. */
-static bool grpc_send(struct gateway_call *c, const void *data, size_t len)
+static bool send_to_caller(struct gateway_call *c, const void *data, size_t len)
 {
     grpc_slice s = grpc_slice_from_copied_buffer(data, len);
     grpc_op op = {.op = GRPC_OP_SEND_MESSAGE};
@@ -93,29 +102,43 @@ static bool grpc_send(struct gateway_call *c, const void *data, size_t len)
     return sent;
 }
 
+/* Ends the stream from the gateway's side: its context canceled with
+ * code as the cause. */
+static void cancel_stream(struct gateway_call *c, int code, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    dctx *base = dctx_retain(c->base);
+    pthread_mutex_unlock(&c->mu);
+    dctx_cancel_cause(base, code, why);
+    dctx_release(base);
+}
+
+/* The caller's messages to dctx. Only the caller's clean half-close
+ * half-closes the dctx stream: a failed or unreadable message, or a
+ * message dctx refused, cancels it (a cut stream is never taken for a
+ * whole one). */
 static void *up(void *arg)
 {
     struct bridge *b = arg;
     int rc = b->has_first ? dctx_rpc_stream_send(b->st, b->first, b->first_len) : 0;
     unsigned char *msg = NULL;
     size_t len = 0;
-    while (rc == 0 && grpc_next(b->c, &msg, &len)) {
+    enum from_caller got = CALLER_DONE;
+    while (rc == 0 && (got = recv_from_caller(b->c, &msg, &len)) == CALLER_MESSAGE) {
         rc = dctx_rpc_stream_send(b->st, msg, len);
         free(msg);
         msg = NULL;
     }
-    if (rc == 0)
+    if (rc != 0)
+        cancel_stream(b->c, rc, "a message of the gRPC caller could not go on to dctx");
+    else if (got == CALLER_FAILED)
+        cancel_stream(b->c, DCTX_CANCELED, "the gRPC caller's stream ended before its half-close");
+    else if (got == CALLER_UNREADABLE)
+        cancel_stream(b->c, DCTX_RESOURCE_EXHAUSTED,
+                      "a message of the gRPC caller cannot be read (compression or memory)");
+    else
         dctx_rpc_stream_close_send(b->st);
     return NULL;
-}
-
-static void cancel_stream(struct gateway_call *c, const char *why)
-{
-    pthread_mutex_lock(&c->mu);
-    dctx *base = dctx_retain(c->base);
-    pthread_mutex_unlock(&c->mu);
-    dctx_cancel_cause(base, DCTX_CANCELED, why);
-    dctx_release(base);
 }
 
 static void *down(void *arg)
@@ -125,20 +148,25 @@ static void *down(void *arg)
     dctx_grpc_gateway *gw = c->gw;
     int rc = dctx_rpc_stream_open(gw->forward, c->ctx, c->method, &b->st);
     pthread_t up_thread;
-    bool up_runs = rc == 0 && pthread_create(&up_thread, NULL, up, b) == 0;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, STREAM_THREAD_STACK_BYTES);
+    bool up_runs = rc == 0 && pthread_create(&up_thread, &attr, up, b) == 0;
+    pthread_attr_destroy(&attr);
     dctx_rpc_result res = {.message = ""};
     if (rc != 0) {
         dctx_rpc_result_set(&res, rc, dctx__gateway_not_started(rc), NULL, 0);
     } else {
         atomic_fetch_add(&gw->to_dctx, 1);
         if (!up_runs)
-            cancel_stream(c, "no thread for the stream's messages to dctx");
+            cancel_stream(c, DCTX_RESOURCE_EXHAUSTED,
+                          "no thread for the stream's messages to dctx");
         dctx_rpc_message m;
         while (dctx_rpc_stream_recv(b->st, &m)) {
-            bool sent = grpc_send(c, m.data, m.len);
+            bool sent = send_to_caller(c, m.data, m.len);
             dctx_rpc_message_free(&m);
             if (!sent) {
-                cancel_stream(c, "the gRPC caller is gone");
+                cancel_stream(c, DCTX_CANCELED, "the gRPC caller is gone");
                 break;
             }
         }
@@ -156,21 +184,29 @@ static void *down(void *arg)
     dctx_rpc_stream_release(b->st);
     free(b->first);
     free(b);
+    atomic_fetch_sub(&gw->streams, 1);
     pthread_mutex_lock(&c->mu);
     dctx__gateway_unlock_dropping(c);
     return NULL;
 }
 
-bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, size_t len)
+const char *dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, size_t len)
 {
+    dctx_grpc_gateway *gw = c->gw;
+    if (atomic_fetch_add(&gw->streams, 1) >= gw->max_streams) {
+        atomic_fetch_sub(&gw->streams, 1);
+        dctx_release(ctx);
+        return "too many streams through the gateway at once";
+    }
     struct bridge *b = calloc(1, sizeof *b);
     if (b != NULL && req != NULL && len > 0 && (b->first = malloc(len)) == NULL) {
         free(b);
         b = NULL;
     }
     if (b == NULL) {
+        atomic_fetch_sub(&gw->streams, 1);
         dctx_release(ctx);
-        return false;
+        return "no memory for the stream";
     }
     if (req != NULL && len > 0)
         memcpy(b->first, req, len);
@@ -185,6 +221,7 @@ bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, si
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, STREAM_THREAD_STACK_BYTES);
     pthread_t t;
     bool started = pthread_create(&t, &attr, down, b) == 0;
     pthread_attr_destroy(&attr);
@@ -194,9 +231,11 @@ bool dctx__gateway_stream(struct gateway_call *c, dctx *ctx, const void *req, si
         c->ctx = NULL;
         c->stream = false;
         pthread_mutex_unlock(&c->mu);
+        atomic_fetch_sub(&gw->streams, 1);
         dctx_release(ctx);
         free(b->first);
         free(b);
+        return "no thread for the stream";
     }
-    return started;
+    return NULL;
 }

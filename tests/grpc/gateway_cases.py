@@ -176,6 +176,23 @@ check("stream: EchoStream echoes each message",
 sum_it = channel.stream_stream("/dctx.demo.Demo/Sum")(iter([b"1", b"2", b"39"]), timeout=5)
 check("stream: Sum answers in its status message", list(sum_it) == [] and sum_it.details() == "42",
       sum_it.details())
+# A client stream canceled mid-way: its dctx handler ends CANCELLED,
+# never OK on a cut input.
+def two_then_wait():
+    yield b"1"
+    yield b"2"
+    time.sleep(1)
+    yield b"3"
+
+
+t0 = time.time_ns()
+cut = channel.stream_stream("/dctx.demo.Demo/Sum")(two_then_wait(), timeout=5)
+time.sleep(0.2)
+cut.cancel()
+ends = wait_lines("a", lambda l: l.get("event") == "stream_end" and l.get("method") ==
+                  "/dctx.demo.Demo/Sum" and l["ts"] > t0)
+check("stream: a client stream canceled mid-way ends its handler CANCELLED",
+      len(ends) == 1 and ends[0]["status"] == "CANCELLED", ends)
 empty = channel.stream_stream("/dctx.demo.Demo/Sum")(iter([]), timeout=5)
 check("stream: a client stream of no message sums to 0", list(empty) == [] and empty.details() == "0",
       empty.details())

@@ -18,9 +18,11 @@
  * - values: metadata keys on the gateway's list (always traceparent,
  *   tracestate and baggage) become propagated values under the same names,
  *   the rest stay at the edge; outbound, every value the context would
- *   propagate goes as metadata. A key ending in "-bin" carries bytes (gRPC
- *   sends them base64, each side sees the bytes); any other key's value
- *   must be printable ASCII (gRPC's rule), else the value is not sent.
+ *   propagate goes as metadata (a gRPC server refuses more than its
+ *   metadata limit, 8 KiB by default: RESOURCE_EXHAUSTED). A key ending
+ *   in "-bin" carries bytes (gRPC sends them base64, each side sees the
+ *   bytes); any other key's value must be printable ASCII (gRPC's rule),
+ *   else the value is not sent.
  *   The limits of wire.h hold: metadata over them fails the call with the
  *   status a dctx call would get;
  * - the status: code and message, one to one (the codes are gRPC's).
@@ -31,10 +33,12 @@
  * (UNIMPLEMENTED).
  *
  * Threads: each gateway runs one thread on a gRPC completion queue; a
- * call crosses to dctx once (dctx_rpc_call_start on that thread) and back
- * once (the reply is sent from the dctx completion callback). Both
- * hand-offs are counted in the gateway's stats. The outbound call blocks
- * its caller on a completion queue of its own.
+ * call crosses to dctx once (dctx_rpc_call_start on that thread: give the
+ * forward channel a short connect_wait_ns, as that thread waits it out
+ * when no server is reached) and back once (the reply is sent from the
+ * dctx completion callback). Both hand-offs are counted in the gateway's
+ * stats. The outbound call blocks its caller on a completion queue of
+ * its own.
  */
 #ifndef DCTX_GRPC_H
 #define DCTX_GRPC_H
@@ -47,6 +51,8 @@ extern "C" {
 
 /* Metadata keys a gateway carries on, beyond the three trace keys. */
 #define DCTX_GRPC_FORWARD_KEYS_MAX 32
+/* Streams a gateway bridges at once by default. */
+#define DCTX_GRPC_DEFAULT_MAX_STREAMS 256
 
 /* ===== Gateway: gRPC in, dctx out ===== */
 
@@ -83,9 +89,13 @@ typedef struct dctx_grpc_gateway_options {
      * to one is bridged to a dctx stream (stream.h), messages relayed both
      * ways until each side is done, then the status. gRPC does not say on
      * the wire which calls are streams: any other method is unary. A
-     * bridged stream holds two threads of the gateway while it runs. */
+     * bridged stream has two threads of its own while it runs (512 KiB
+     * stacks), so their number is bounded: */
     const char *const *stream_methods;
     size_t n_stream_methods;
+    /* Streams bridged at once; one more is refused RESOURCE_EXHAUSTED.
+     * 0: DCTX_GRPC_DEFAULT_MAX_STREAMS. */
+    int max_streams;
     /* Called once per call that ended, on the gateway's or a dctx thread;
      * must not block. NULL: none. */
     dctx_grpc_gateway_event_fn on_event;
