@@ -11,6 +11,8 @@
 
 const bool rpcd_grpc_built = true;
 
+#define GATEWAY_RESERVE_NS 2000000LL /* 2 ms */
+
 static dctx_grpc_gateway *gateway;
 static dctx_rpc_channel *local; /* the gateway's way to this instance's server */
 static bool log_all;
@@ -51,6 +53,10 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
     /* Calls start on the gateway's one queue thread: when this instance's
      * own server cannot be reached, they fail fast instead of holding it. */
     o.connect_wait_ns = 20000000;
+    /* The gRPC caller's deadline reached the C core when it read the
+     * headers, after the caller's transit: keep more of it back than a
+     * dctx hop does. */
+    o.policy.reserve_ns = GATEWAY_RESERVE_NS;
     unsigned char own_key[DCTX_PUBLIC_KEY_BYTES];
     if (a->identity != NULL) {
         /* The gateway calls as this instance itself: an allow list must
