@@ -255,11 +255,7 @@ int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const v
     if (response != NULL)
         grpc_byte_buffer_destroy(response);
     grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
+    dctx__grpc_queue_destroy(cq);
 out:
     if (res == &scratch) {
         int code = scratch.code;

@@ -80,3 +80,12 @@ bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *le
     grpc_byte_buffer_reader_destroy(&r);
     return fine;
 }
+
+void dctx__grpc_queue_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "edge.h"
 #include "gateway.h"
 
 #define METADATA_BYTES_MAX (64 * 1024)
@@ -177,11 +178,7 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     gw->cq = grpc_completion_queue_create_for_next(NULL);
     /* The queue's thread first: from here every way out goes through it. */
     if (pthread_create(&gw->thread, NULL, run_queue, gw) != 0) {
-        grpc_completion_queue_shutdown(gw->cq);
-        while (grpc_completion_queue_next(gw->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-               GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(gw->cq);
+        dctx__grpc_queue_destroy(gw->cq);
         grpc_shutdown();
         free_gateway(gw);
         return DCTX_RESOURCE_EXHAUSTED;

@@ -354,7 +354,8 @@ static void on_close(struct gateway_call *c)
             cause = DCTX_DEADLINE_EXCEEDED;
             why = "the gRPC caller's deadline passed";
         }
-        c->canceled_by = cause == DCTX_UNAVAILABLE ? 0 : cause;
+        bool by_caller = cause != DCTX_UNAVAILABLE; /* not the gateway's own close */
+        c->canceled_by = by_caller ? cause : 0;
         cancel = dctx_retain(c->base);
     }
     pthread_mutex_unlock(&c->mu);
