@@ -63,6 +63,41 @@ wait "${pids[-1]}"
 unset 'pids[-1]'
 check "health: nothing answers once c stopped" test "$(health)" = UNAVAILABLE
 
+# Streams in flight when the instance stops: one read, a client stream
+# never half-closed, one never read. The instance stops within its grace
+# (plus its own work), each stream ends at the caller, nothing is left.
+pd=$(free_port)
+pgd=$(free_port)
+serve d --listen "tcp://127.0.0.1:$pd" --grpc-listen "127.0.0.1:$pgd" --shutdown-grace 1s
+$py "$here/streams_at_exit.py" "127.0.0.1:$pgd" >"$dir/streams.out" 2>&1 &
+streams=$!
+wait_line "$dir/streams.out" '^ready' || fail "the streams did not start"
+kill -TERM "${pids[-1]}"
+stopped=1
+for _ in $(seq 200); do # 10 s: the grace is 1 s
+    kill -0 "${pids[-1]}" 2>/dev/null || { stopped=0; break; }
+    sleep 0.05
+done
+check "d stops with three streams in flight" test "$stopped" -eq 0
+wait "${pids[-1]}"
+check "... and exits 0 (no leak under a sanitizer)" test $? -eq 0
+unset 'pids[-1]'
+wait "$streams"
+check "each stream a caller waited on ended UNAVAILABLE at the caller: $(tail -1 "$dir/streams.out")" \
+    $py -c 'import json, sys; r = json.loads(open(sys.argv[1]).read().split("\n")[-2])
+sys.exit(not (r["count"][0] == "UNAVAILABLE" and r["count"][1] > 0 and r["sum"][0] == "UNAVAILABLE"))' \
+    "$dir/streams.out"
+check "d's log: the gateway ended the three calls, each stream begun ended, d stopped clean" \
+    $py -c 'import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+count = lambda e: sum(1 for l in lines if l["event"] == e)
+stopped = [l.get("message") for l in lines if l["event"] == "stopped"]
+print("  grpc_call_end %d, stream_start %d, stream_end %d, stopped %s"
+      % (count("grpc_call_end"), count("stream_start"), count("stream_end"), stopped))
+sys.exit(not (count("grpc_call_end") == 3 and count("stream_start") == count("stream_end") >= 2
+              and stopped == ["clean"]))' \
+    "$dir/d.log"
+
 stop_servers
 check "a's log: every gRPC call line is valid JSON" $py -c '
 import json, sys
