@@ -185,10 +185,14 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     }
     /* gRPC's own metadata limit (8 KiB by default) above the dctx wire's, so
      * that too many values get the wire's status and message. */
-    grpc_arg arg = {.type = GRPC_ARG_INTEGER,
-                    .key = (char *)GRPC_ARG_MAX_METADATA_SIZE,
-                    .value.integer = METADATA_BYTES_MAX};
-    grpc_channel_args args = {.num_args = 1, .args = &arg};
+    grpc_arg arg[] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = (char *)GRPC_ARG_MAX_METADATA_SIZE,
+         .value.integer = METADATA_BYTES_MAX},
+        /* gRPC binds with SO_REUSEPORT by default: a port in use
+                       * would be shared with whoever holds it, not refused. */
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0}};
+    grpc_channel_args args = {.num_args = 2, .args = arg};
     gw->server = grpc_server_create(&args, NULL);
     grpc_server_register_completion_queue(gw->server, gw->cq, NULL);
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();

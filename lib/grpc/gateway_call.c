@@ -213,7 +213,8 @@ static bool is_stream(const dctx_grpc_gateway *gw, const char *method)
 }
 
 /* The request is in: the first hand-off, to dctx. */
-static void forward(struct gateway_call *c, const void *req, size_t len, bool has_request)
+static void forward(struct gateway_call *c, const void *req, size_t len, bool has_request,
+                    bool stream)
 {
     dctx_grpc_gateway *gw = c->gw;
     char message[160];
@@ -240,16 +241,15 @@ static void forward(struct gateway_call *c, const void *req, size_t len, bool ha
     atomic_fetch_add(&gw->values_carried, c->values);
     pthread_mutex_lock(&c->mu);
     c->base = base;
+    if (!stream)
+        c->refs++; /* the dctx callback's */
     pthread_mutex_unlock(&c->mu);
-    if (is_stream(gw, c->method)) {
+    if (stream) {
         const char *why = dctx__gateway_stream(c, ctx, has_request ? req : NULL, len);
         if (why != NULL)
             reply(c, DCTX_RESOURCE_EXHAUSTED, why);
         return;
     }
-    pthread_mutex_lock(&c->mu);
-    c->refs++; /* the dctx callback's */
-    pthread_mutex_unlock(&c->mu);
     rc = dctx_rpc_call_start(gw->forward, ctx, c->method, req, len, on_dctx_done, c, NULL);
     dctx_release(ctx);
     if (rc == 0) {
@@ -326,7 +326,7 @@ static void on_recv(struct gateway_call *c, bool ok)
     } else if (strcmp(c->method, DCTX__HEALTH_WATCH) == 0) {
         reply(c, DCTX_UNIMPLEMENTED, "the gateway serves Health/Check, not Watch");
     } else {
-        forward(c, req, len, c->request != NULL);
+        forward(c, req, len, c->request != NULL, stream);
     }
     free(req);
     if (c->request != NULL)

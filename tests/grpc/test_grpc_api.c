@@ -1,0 +1,317 @@
+/*
+ * test_grpc_api.c - <dctx/grpc.h> from C, over real sockets: a dctx
+ * server behind a gateway (gRPC on loopback tcp, dctx on inproc), called
+ * by dctx_grpc_call, so one call crosses both directions of the edge. The
+ * options the gateway refuses; the channel shared per target; values,
+ * status and message, budget, cancel and deadline across; an unknown
+ * method; health through a drain; the hand-offs counted.
+ */
+#include <dctx/grpc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rpc_testutil.h"
+
+static const dctx_key tenant_key = {"x-tenant", DCTX_KEY_PROPAGATE};
+static const dctx_key other_key = {"x-other", DCTX_KEY_PROPAGATE};
+
+/* What the Hold handler saw, for the test to wait on. */
+static struct {
+    atomic_int ended; /* 0 until it returned */
+    int err, cause;
+    char cause_msg[256];
+    int64_t budget_ns;
+} held;
+
+static int add_value(void *arg, const char *name, const void *value, size_t len)
+{
+    char *out = arg;
+    size_t n = strlen(out);
+    snprintf(out + n, 512 - n, "%s=%.*s;", name, (int)len, (const char *)value);
+    return 0;
+}
+
+/* The request, then "name=value;" per value received. */
+static int echo(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    char out[512];
+    snprintf(out, sizeof out, "%.*s|", (int)len, (const char *)req);
+    dctx_wire_each_value(ctx, NULL, add_value, out);
+    return dctx_rpc_reply_set_payload(reply, out, strlen(out));
+}
+
+static int not_found(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)arg, (void)ctx, (void)req, (void)len;
+    dctx_rpc_reply_set_message(reply, "héllo ✓ not here");
+    return DCTX_NOT_FOUND;
+}
+
+/* Waits for its context's end (10 s at most) and records it. */
+static int hold(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)arg, (void)req, (void)len, (void)reply;
+    int64_t deadline = 0;
+    held.budget_ns = dctx_deadline(ctx, &deadline) ? deadline - dctx_now() : -1;
+    dctx_wait(ctx, SEC(10));
+    const char *msg = NULL;
+    held.err = dctx_err(ctx);
+    held.cause = dctx_cause(ctx, &msg);
+    snprintf(held.cause_msg, sizeof held.cause_msg, "%s", msg ? msg : "");
+    atomic_store(&held.ended, 1);
+    return held.cause;
+}
+
+struct edge {
+    dctx_rpc_channel *forward;
+    dctx_grpc_gateway *gw;
+    dctx_grpc_channel *ch;
+};
+
+static void edge_open(struct edge *e)
+{
+    static const struct rt_method methods[] = {
+        {"/t.T/Echo", echo, NULL, NULL},
+        {"/t.T/Fail", not_found, NULL, NULL},
+        {"/t.T/Hold", hold, NULL, NULL},
+    };
+    char url[256];
+    rt_server_open(RT_INPROC, NULL, methods, 3, url, sizeof url);
+    e->forward = rt_channel_open(url, NULL);
+    static const char *const keys[] = {"x-tenant"};
+    dctx_grpc_gateway_options o = {
+        .listen = "127.0.0.1:0", .forward = e->forward, .forward_keys = keys, .n_forward_keys = 1};
+    assert_int_equal(dctx_grpc_gateway_open(&o, &e->gw), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", dctx_grpc_gateway_port(e->gw));
+    assert_true(dctx_grpc_gateway_port(e->gw) > 0);
+    assert_int_equal(dctx_grpc_channel_get(target, &e->ch), 0);
+    memset(&held, 0, sizeof held);
+}
+
+static void edge_close(struct edge *e)
+{
+    dctx_grpc_channel_release(e->ch);
+    dctx_grpc_gateway_close(e->gw);
+    rt_channel_close(e->forward);
+}
+
+static void gateway_refuses_bad_options(void **state)
+{
+    (void)state;
+    char url[256];
+    rt_url(RT_INPROC, url, sizeof url);
+    dctx_rpc_channel *fwd = rt_channel_open(url, NULL);
+    dctx_grpc_gateway *gw = (dctx_grpc_gateway *)1;
+    assert_int_equal(dctx_grpc_gateway_open(NULL, &gw), DCTX_INVALID_ARGUMENT);
+    assert_null(gw);
+    dctx_grpc_gateway_options o = {.listen = "127.0.0.1:0"};
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT); /* no forward */
+    o.forward = fwd;
+    const char *bad[] = {"X-Upper", "grpc-status", "", "a b"};
+    for (size_t i = 0; i < 4; i++) {
+        o.forward_keys = &bad[i];
+        o.n_forward_keys = 1;
+        assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    }
+    const char *many[DCTX_GRPC_FORWARD_KEYS_MAX + 1];
+    for (size_t i = 0; i <= DCTX_GRPC_FORWARD_KEYS_MAX; i++)
+        many[i] = "x-k";
+    o.forward_keys = many;
+    o.n_forward_keys = DCTX_GRPC_FORWARD_KEYS_MAX + 1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.n_forward_keys = 0;
+    o.max_streams = -1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.max_streams = 0;
+    /* A port in use. */
+    dctx_grpc_gateway *first = NULL;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &first), 0);
+    char taken[64];
+    snprintf(taken, sizeof taken, "127.0.0.1:%d", dctx_grpc_gateway_port(first));
+    o.listen = taken;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_UNAVAILABLE);
+    assert_null(gw);
+    dctx_grpc_gateway_close(first);
+    dctx_grpc_gateway_close(NULL);
+    rt_channel_close(fwd);
+}
+
+static void channel_is_shared_per_target(void **state)
+{
+    (void)state;
+    dctx_grpc_channel *a = NULL, *b = NULL, *c = NULL;
+    assert_int_equal(dctx_grpc_channel_get("127.0.0.1:1", &a), 0);
+    assert_int_equal(dctx_grpc_channel_get("127.0.0.1:1", &b), 0);
+    assert_int_equal(dctx_grpc_channel_get("127.0.0.1:2", &c), 0);
+    assert_ptr_equal(a, b);
+    assert_ptr_not_equal(a, c);
+    assert_int_equal(dctx_grpc_channel_get("", &c), DCTX_INVALID_ARGUMENT);
+    assert_null(c);
+    dctx_grpc_channel_release(a);
+    dctx_grpc_channel_release(b);
+    /* Nothing listens on port 1: gRPC's UNAVAILABLE comes back. */
+    assert_int_equal(dctx_grpc_channel_get("127.0.0.1:1", &a), 0);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_call(a, NULL, "/t.T/Echo", "x", 1, &res), DCTX_UNAVAILABLE);
+    dctx_rpc_result_free(&res);
+    dctx_grpc_channel_release(a);
+}
+
+static void values_and_budget_cross_both_ways(void **state)
+{
+    (void)state;
+    struct edge e;
+    edge_open(&e);
+    dctx *timed = rt_with_timeout(SEC(5)), *tenant = NULL, *ctx = NULL;
+    assert_int_equal(dctx_with_value(timed, &tenant_key, "acme", 4, &tenant), 0);
+    assert_int_equal(dctx_with_value(tenant, &other_key, "stays", 5, &ctx), 0);
+    dctx_release(tenant);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_call(e.ch, ctx, "/t.T/Echo", "hi", 2, &res), DCTX_OK);
+    char got[512];
+    snprintf(got, sizeof got, "%.*s", (int)res.payload_len, (const char *)res.payload);
+    /* Outbound sends both; the gateway forwards only its listed key. */
+    assert_contains(got, "hi|");
+    assert_contains(got, "x-tenant=acme");
+    assert_null(strstr(got, "x-other"));
+    dctx_rpc_result_free(&res);
+    /* A value gRPC cannot carry (a NUL outside a -bin key) stays behind. */
+    dctx *nul = NULL;
+    assert_int_equal(dctx_with_value(timed, &tenant_key, "a\0b", 3, &nul), 0);
+    assert_int_equal(dctx_grpc_call(e.ch, nul, "/t.T/Echo", "hi", 2, &res), DCTX_OK);
+    snprintf(got, sizeof got, "%.*s", (int)res.payload_len, (const char *)res.payload);
+    assert_string_equal(got, "hi|");
+    dctx_rpc_result_free(&res);
+    dctx_release(nul);
+    dctx_release(ctx);
+    rt_ctx_release(timed);
+    dctx_grpc_gateway_stats st;
+    dctx_grpc_gateway_stats_get(e.gw, &st);
+    assert_int_equal(st.to_dctx, 2);
+    assert_int_equal(st.to_grpc, 2);
+    assert_int_equal(st.values_carried, 1);
+    edge_close(&e);
+}
+
+static void status_and_message_cross(void **state)
+{
+    (void)state;
+    struct edge e;
+    edge_open(&e);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_call(e.ch, NULL, "/t.T/Fail", NULL, 0, &res), DCTX_NOT_FOUND);
+    assert_string_equal(res.message, "héllo ✓ not here");
+    dctx_rpc_result_free(&res);
+    assert_int_equal(dctx_grpc_call(e.ch, NULL, "/no.Such/Method", NULL, 0, &res),
+                     DCTX_UNIMPLEMENTED);
+    dctx_rpc_result_free(&res);
+    edge_close(&e);
+}
+
+/* Nothing in flight at the gateway, and canceled calls counted. */
+static bool gateway_settled(dctx_grpc_gateway *gw, uint64_t canceled)
+{
+    dctx_grpc_gateway_stats st;
+    dctx_grpc_gateway_stats_get(gw, &st);
+    return st.in_flight == 0 && st.canceled_by_caller == canceled;
+}
+
+struct canceler {
+    dctx *ctx;
+    int64_t after_ns;
+};
+
+static void *cancel_later(void *arg)
+{
+    struct canceler *c = arg;
+    struct timespec ts = {0, (long)c->after_ns};
+    nanosleep(&ts, NULL);
+    dctx_cancel(c->ctx);
+    return NULL;
+}
+
+static void cancel_crosses_both_ways(void **state)
+{
+    (void)state;
+    struct edge e;
+    edge_open(&e);
+    dctx *ctx = rt_with_cancel();
+    struct canceler c = {ctx, 100000000};
+    pthread_t t;
+    pthread_create(&t, NULL, cancel_later, &c);
+    dctx_rpc_result res;
+    int64_t t0 = dctx_now();
+    assert_int_equal(dctx_grpc_call(e.ch, ctx, "/t.T/Hold", NULL, 0, &res), DCTX_CANCELED);
+    assert_true(dctx_now() - t0 < SEC(5));
+    assert_contains(res.message, "context canceled");
+    dctx_rpc_result_free(&res);
+    pthread_join(t, NULL);
+    /* The dctx handler behind the gateway saw the gRPC caller's cancel. */
+    assert_true(WAIT_FOR(atomic_load(&held.ended), SEC(5)));
+    assert_int_equal(held.err, DCTX_CANCELED);
+    assert_int_equal(held.cause, DCTX_CANCELED);
+    assert_string_equal(held.cause_msg, "the gRPC caller canceled the call");
+    assert_int_equal(held.budget_ns, -1); /* no deadline was given */
+    rt_ctx_release(ctx);
+    assert_true(WAIT_FOR(gateway_settled(e.gw, 1), SEC(5)));
+    edge_close(&e);
+}
+
+static void deadline_crosses_with_less_budget(void **state)
+{
+    (void)state;
+    struct edge e;
+    edge_open(&e);
+    dctx *ctx = rt_with_timeout(200000000);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_call(e.ch, ctx, "/t.T/Hold", NULL, 0, &res), DCTX_DEADLINE_EXCEEDED);
+    dctx_rpc_result_free(&res);
+    assert_true(WAIT_FOR(atomic_load(&held.ended), SEC(5)));
+    assert_int_equal(held.err, DCTX_DEADLINE_EXCEEDED);
+    assert_true(held.budget_ns > 0 && held.budget_ns < 200000000);
+    rt_ctx_release(ctx);
+    edge_close(&e);
+}
+
+static void health_answers_through_a_drain(void **state)
+{
+    (void)state;
+    struct edge e;
+    edge_open(&e);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_call(e.ch, NULL, "/grpc.health.v1.Health/Check", NULL, 0, &res),
+                     DCTX_OK);
+    assert_int_equal(res.payload_len, 2);
+    assert_memory_equal(res.payload, "\x08\x01", 2);
+    dctx_rpc_result_free(&res);
+    dctx_grpc_gateway_drain(e.gw);
+    assert_int_equal(dctx_grpc_call(e.ch, NULL, "/grpc.health.v1.Health/Check", NULL, 0, &res),
+                     DCTX_OK);
+    assert_memory_equal(res.payload, "\x08\x02", 2);
+    dctx_rpc_result_free(&res);
+    /* Calls are still served while draining. */
+    assert_int_equal(dctx_grpc_call(e.ch, NULL, "/t.T/Echo", "x", 1, &res), DCTX_OK);
+    dctx_rpc_result_free(&res);
+    dctx_grpc_gateway_stats st;
+    dctx_grpc_gateway_stats_get(e.gw, &st);
+    assert_int_equal(st.health_checks, 2);
+    edge_close(&e);
+}
+
+int main(int argc, char **argv)
+{
+    rt_init("grpc_api", RT_PORTS_GRPC);
+    int child = rt_child_main(argc, argv);
+    if (child >= 0)
+        return child;
+    const struct CMUnitTest tests[] = {
+        RT_TEST(gateway_refuses_bad_options),       RT_TEST(channel_is_shared_per_target),
+        RT_TEST(values_and_budget_cross_both_ways), RT_TEST(status_and_message_cross),
+        RT_TEST(cancel_crosses_both_ways),          RT_TEST(deadline_crosses_with_less_budget),
+        RT_TEST(health_answers_through_a_drain),
+    };
+    return cmocka_run_group_tests_name("grpc_api", tests, rt_group_setup, NULL);
+}
