@@ -19,6 +19,22 @@ serve a --listen "tcp://127.0.0.1:$pa" --next "tcp://127.0.0.1:$pb" \
     --grpc-listen "127.0.0.1:$pg" --grpc-forward x-custom --grpc-forward x-blob-bin
 check "a logs where it takes gRPC" wait_line "$dir/a.log" "\"event\":\"grpc_listening\".*\"port\":$pg"
 
+# The flags' errors: usage errors (64) before anything starts; a gRPC
+# port in use refused, not shared.
+refused() { # expected exit, expected stderr text, then rpcd serve's arguments
+    local want=$1 text=$2
+    shift 2
+    timeout 10 "$rpcd" serve --listen "tcp://127.0.0.1:$(free_port)" "$@" >/dev/null 2>"$dir/err"
+    local rc=$?
+    [ "$rc" -eq "$want" ] && grep -q -- "$text" "$dir/err"
+}
+check "--grpc-forward with an uppercase key: usage error" \
+    refused 64 "lowercase metadata key" --grpc-listen "127.0.0.1:$(free_port)" --grpc-forward X-Up
+check "--grpc-forward without --grpc-listen: usage error" \
+    refused 64 "needs --grpc-listen" --grpc-forward x-k
+check "--grpc-listen on a port in use: refused" \
+    refused 14 "cannot listen for gRPC on 127.0.0.1:$pg" --grpc-listen "127.0.0.1:$pg"
+
 timeout 120 $py "$here/gateway_cases.py" "127.0.0.1:$pg" "$dir"
 cases=$?
 [ "$cases" -eq 0 ] || fail "gateway_cases.py: $cases failures"
