@@ -19,49 +19,56 @@ static bool key_is(grpc_slice key, const char *name, size_t len)
     return GRPC_SLICE_LENGTH(key) == len && memcmp(GRPC_SLICE_START_PTR(key), name, len) == 0;
 }
 
-/* The entries of md under name, joined into *joined (malloc'd; NULL when
- * there is none). budget is what the wire's byte limit still allows. */
-static int join_entries(const grpc_metadata_array *md, const char *name, size_t budget,
-                        char **joined, size_t *joined_len, char *message, size_t message_len)
+/* The value of the entries of md under name: *value points into md when
+ * there is one entry (no copy: the common case), into *joined (malloc'd)
+ * when several are joined; NULL when there is none. budget is what the
+ * wire's byte limit still allows. */
+static int value_of(const grpc_metadata_array *md, const char *name, size_t budget,
+                    const char **value, size_t *value_len, char **joined, char *message,
+                    size_t message_len)
 {
-    size_t name_len = strlen(name), len = 0;
-    bool bin = dctx__grpc_key_is_bin(name, name_len);
-    char *buf = NULL;
-    int seen = 0;
-    for (size_t i = 0; i < md->count; i++) {
-        if (!key_is(md->metadata[i].key, name, name_len))
-            continue;
-        if (seen > 0 && bin) {
-            free(buf);
-            snprintf(message, message_len,
-                     "metadata key %s given twice: a -bin key is carried as one value", name);
-            return DCTX_INVALID_ARGUMENT;
+    size_t name_len = strlen(name), len = 0, n = 0, first = 0;
+    for (size_t i = 0; i < md->count; i++)
+        if (key_is(md->metadata[i].key, name, name_len)) {
+            if (n++ == 0)
+                first = i;
+            len += (n > 1) + GRPC_SLICE_LENGTH(md->metadata[i].value);
         }
-        size_t vlen = GRPC_SLICE_LENGTH(md->metadata[i].value);
-        size_t grown = len + (seen > 0) + vlen;
-        if (name_len + grown > budget) {
-            free(buf);
-            snprintf(message, message_len,
-                     "metadata carried on as values passes %d bytes (keys included), "
-                     "the dctx wire's limit",
-                     DCTX_WIRE_VALUE_BYTES_MAX);
-            return DCTX_RESOURCE_EXHAUSTED;
-        }
-        char *more = realloc(buf, grown + 1);
-        if (more == NULL) {
-            free(buf);
-            snprintf(message, message_len, "no memory for the call's values");
-            return DCTX_RESOURCE_EXHAUSTED;
-        }
-        buf = more;
-        if (seen > 0)
-            buf[len++] = ',';
-        memcpy(buf + len, GRPC_SLICE_START_PTR(md->metadata[i].value), vlen);
-        len += vlen;
-        seen++;
+    *value = *joined = NULL;
+    *value_len = len;
+    if (n > 1 && dctx__grpc_key_is_bin(name, name_len)) {
+        snprintf(message, message_len,
+                 "metadata key %s given twice: a -bin key is carried as one value", name);
+        return DCTX_INVALID_ARGUMENT;
     }
-    *joined = buf;
-    *joined_len = len;
+    if (n > 0 && name_len + len > budget) {
+        snprintf(message, message_len,
+                 "metadata carried on as values passes %d bytes (keys included), "
+                 "the dctx wire's limit",
+                 DCTX_WIRE_VALUE_BYTES_MAX);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    if (n == 1) {
+        const char *bytes = (const char *)GRPC_SLICE_START_PTR(md->metadata[first].value);
+        *value = bytes != NULL ? bytes : ""; /* an empty value is a value */
+    }
+    if (n <= 1)
+        return 0;
+    char *buf = malloc(len + 1);
+    if (buf == NULL) {
+        snprintf(message, message_len, "no memory for the call's values");
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < md->count; i++)
+        if (key_is(md->metadata[i].key, name, name_len)) {
+            if (at > 0)
+                buf[at++] = ',';
+            size_t vlen = GRPC_SLICE_LENGTH(md->metadata[i].value);
+            memcpy(buf + at, GRPC_SLICE_START_PTR(md->metadata[i].value), vlen);
+            at += vlen;
+        }
+    *value = *joined = buf;
     return 0;
 }
 
@@ -83,14 +90,15 @@ int dctx__gateway_context(const dctx_grpc_gateway *gw, const grpc_metadata_array
     size_t used = 0;
     for (size_t k = 0; k < gw->n_keys && rc == 0; k++) {
         const char *name = gw->keys[k]->name;
+        const char *value = NULL;
         char *joined = NULL;
         size_t len = 0;
-        rc = join_entries(md, name, DCTX_WIRE_VALUE_BYTES_MAX - used, &joined, &len, message,
-                          message_len);
-        if (rc != 0 || joined == NULL)
+        rc = value_of(md, name, DCTX_WIRE_VALUE_BYTES_MAX - used, &value, &len, &joined, message,
+                      message_len);
+        if (rc != 0 || value == NULL)
             continue;
         dctx *next = NULL;
-        rc = dctx_with_value(top, gw->keys[k], joined, len, &next);
+        rc = dctx_with_value(top, gw->keys[k], value, len, &next);
         free(joined);
         if (rc != 0) {
             snprintf(message, message_len, "no memory for the call's values");

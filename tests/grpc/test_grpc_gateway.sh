@@ -15,7 +15,9 @@ pb=$(free_port)
 pa=$(free_port)
 pg=$(free_port)
 serve b --listen "tcp://127.0.0.1:$pb"
-serve a --listen "tcp://127.0.0.1:$pa" --next "tcp://127.0.0.1:$pb" \
+# a has a worker for each call the churn keeps in flight (64): the churn
+# tests the gateway, not a's queue (4 workers, 5 s Sleeps timing out in it).
+serve a --listen "tcp://127.0.0.1:$pa" --next "tcp://127.0.0.1:$pb" --workers 80 \
     --grpc-listen "127.0.0.1:$pg" --grpc-forward x-custom --grpc-forward x-blob-bin
 check "a logs where it takes gRPC" wait_line "$dir/a.log" "\"event\":\"grpc_listening\".*\"port\":$pg"
 
