@@ -14,7 +14,8 @@ const bool rpcd_grpc_built = true;
 #define GATEWAY_RESERVE_NS 2000000LL /* 2 ms */
 
 static dctx_grpc_gateway *gateway;
-static dctx_rpc_channel *local; /* the gateway's way to this instance's server */
+static dctx_rpc_channel *local;       /* the gateway's way to this instance's streams */
+static dctx_wire_policy local_policy; /* its unary calls go straight to the server with it */
 static bool log_all;
 
 /* One line per gRPC call through the gateway. */
@@ -73,6 +74,7 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
         return rc;
     }
     log_all = log_calls;
+    local_policy = o.policy;
     /* The demo's streams: gRPC does not say on the wire which calls are. */
     static const char *const streams[] = {"/dctx.demo.Demo/Count", "/dctx.demo.Demo/Sum",
                                           "/dctx.demo.Demo/EchoStream"};
@@ -80,6 +82,8 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
                                    .stream_methods = streams,
                                    .n_stream_methods = 3,
                                    .forward = local,
+                                   .local = r->server,
+                                   .local_policy = &local_policy,
                                    .forward_keys = a->forward_keys,
                                    .n_forward_keys = (size_t)a->n_forward_keys,
                                    .on_event = on_gateway_event};

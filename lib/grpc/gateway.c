@@ -136,7 +136,8 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
 {
     if (out != NULL)
         *out = NULL;
-    if (o == NULL || out == NULL || o->listen == NULL || o->forward == NULL)
+    if (o == NULL || out == NULL || o->listen == NULL ||
+        (o->forward == NULL && (o->local == NULL || o->n_stream_methods > 0)))
         return DCTX_INVALID_ARGUMENT;
     dctx_grpc_gateway *gw = calloc(1, sizeof *gw);
     if (gw == NULL)
@@ -170,6 +171,8 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     }
     gw->max_streams = o->max_streams > 0 ? o->max_streams : DCTX_GRPC_DEFAULT_MAX_STREAMS;
     gw->forward = o->forward;
+    gw->local = o->local;
+    gw->local_policy = o->local_policy;
     gw->on_event = o->on_event;
     gw->event_arg = o->event_arg;
     gw->shutdown_tag = (struct gateway_tag){TAG_SHUTDOWN, NULL};

@@ -80,6 +80,8 @@ struct dctx_grpc_gateway {
     pthread_t thread;
     int port;
     dctx_rpc_channel *forward;
+    dctx_rpc_server *local; /* takes unary calls when not NULL */
+    const dctx_wire_policy *local_policy;
     const dctx_key *keys[GATEWAY_KEYS_MAX];
     dctx_key own_keys[GATEWAY_KEYS_MAX]; /* those keys[] points to, but traceparent */
     size_t n_keys;

@@ -250,11 +250,16 @@ static void forward(struct gateway_call *c, const void *req, size_t len, bool ha
             reply(c, DCTX_RESOURCE_EXHAUSTED, why);
         return;
     }
-    rc = dctx_rpc_call_start(gw->forward, ctx, c->method, req, len, on_dctx_done, c, NULL);
+    /* Counted before: the answer may come back on this thread. */
+    atomic_fetch_add(&gw->to_dctx, 1);
+    if (gw->local != NULL)
+        rc = dctx_rpc_server_call_start(gw->local, ctx, gw->local_policy, c->method, req, len,
+                                        on_dctx_done, c);
+    else
+        rc = dctx_rpc_call_start(gw->forward, ctx, c->method, req, len, on_dctx_done, c, NULL);
     dctx_release(ctx);
-    if (rc == 0) {
-        atomic_fetch_add(&gw->to_dctx, 1);
-    } else {
+    if (rc != 0) {
+        atomic_fetch_sub(&gw->to_dctx, 1);
         pthread_mutex_lock(&c->mu);
         c->refs--;
         dctx__gateway_reply_locked(c, rc, dctx__gateway_not_started(rc), NULL, 0);

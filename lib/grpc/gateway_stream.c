@@ -45,16 +45,35 @@ void dctx__gateway_stream_completed(struct gateway_call *c, enum gateway_tag_kin
     pthread_cond_broadcast(&c->changed);
 }
 
-/* Posts one operation of the stream (mu held); false if gRPC refused it. */
+/* Posts one operation of the stream (mu held; op NULL: an empty batch,
+ * which completes at once, behind what the queue holds already); false if
+ * gRPC refused it. */
 static bool post(struct gateway_call *c, grpc_op *op, struct gateway_tag *tag)
 {
-    if (grpc_call_start_batch(c->call, op, 1, tag, NULL) != GRPC_CALL_OK)
+    if (grpc_call_start_batch(c->call, op, op != NULL ? 1 : 0, tag, NULL) != GRPC_CALL_OK)
         return false;
     c->refs++;
     return true;
 }
 
 enum from_caller { CALLER_MESSAGE, CALLER_DONE, CALLER_FAILED, CALLER_UNREADABLE };
+
+/* The end of the caller's messages is the same to the C core whether the
+ * caller half-closed or canceled (a RST_STREAM closes the read side too):
+ * only the call's close, which completes on the queue right behind it,
+ * says which. An empty batch waits for the queue to get past it; by then
+ * a cancel has canceled the call's context. */
+static bool canceled_at_end(struct gateway_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->recv_done = false;
+    bool posted = post(c, NULL, &c->stream_recv_tag);
+    while (posted && !c->recv_done)
+        pthread_cond_wait(&c->changed, &c->mu);
+    bool canceled = c->base != NULL && dctx_err(c->base) != 0;
+    pthread_mutex_unlock(&c->mu);
+    return canceled;
+}
 
 /* The next message from the gRPC caller into *out (malloc'd), or that it
  * has sent everything, or that its side failed (the call ended), or that
@@ -79,7 +98,7 @@ static enum from_caller recv_from_caller(struct gateway_call *c, unsigned char *
                                                                  : CALLER_UNREADABLE;
     if (bb != NULL)
         grpc_byte_buffer_destroy(bb);
-    return got;
+    return got == CALLER_DONE && canceled_at_end(c) ? CALLER_FAILED : got;
 }
 
 /* Sends one message to the gRPC caller and waits for it to leave. */

@@ -363,23 +363,6 @@ static void finish(dctx_rpc_handle *call)
     call_unref(call);
 }
 
-/* The status when the context ended first: its error, with its cause. A
- * context canceled because a deadline passed upstream reports
- * DEADLINE_EXCEEDED, as gRPC asks of a client that sees CANCELLED. */
-static void result_from_context(dctx *ctx, dctx_rpc_result *res)
-{
-    const char *msg = NULL;
-    int cause = dctx_cause(ctx, &msg);
-    int err = dctx_err(ctx);
-    if (cause == DCTX_DEADLINE_EXCEEDED)
-        err = DCTX_DEADLINE_EXCEEDED;
-    if (cause != 0 && cause != err)
-        dctx__result_setf(res, err, "%s (cause: %s%s%s)", dctx_strerror(err), dctx_code_name(cause),
-                          msg ? ": " : "", msg ? msg : "");
-    else
-        dctx__result_setf(res, err, "%s%s%s", dctx_strerror(err), msg ? ": " : "", msg ? msg : "");
-}
-
 /* ===== Frames from the server ===== */
 
 static void result_from_reply(const Dctx__Wire__Reply *r, dctx_rpc_result *res)
@@ -940,7 +923,7 @@ static void context_done(void *arg)
         atomic_fetch_add(&ch->in_flight, 1);
         cause = dctx_cause(call->ctx, &msg);
         dctx__message_copy(text, msg);
-        result_from_context(call->ctx, &res);
+        dctx__result_from_context(call->ctx, &res);
     }
     pthread_mutex_unlock(&call->mu);
     if (!live) {

@@ -79,3 +79,17 @@ const char *dctx_rpc_cancel_outcome_name(int outcome)
                                         "too_late", "pending", "unreached"};
     return outcome >= 0 && outcome < DCTX_RPC_CANCEL_OUTCOMES ? names[outcome] : "?";
 }
+
+void dctx__result_from_context(dctx *ctx, dctx_rpc_result *res)
+{
+    const char *msg = NULL;
+    int cause = dctx_cause(ctx, &msg);
+    int err = dctx_err(ctx);
+    if (cause == DCTX_DEADLINE_EXCEEDED)
+        err = DCTX_DEADLINE_EXCEEDED;
+    if (cause != 0 && cause != err)
+        dctx__result_setf(res, err, "%s (cause: %s%s%s)", dctx_strerror(err), dctx_code_name(cause),
+                          msg ? ": " : "", msg ? msg : "");
+    else
+        dctx__result_setf(res, err, "%s%s%s", dctx_strerror(err), msg ? ": " : "", msg ? msg : "");
+}

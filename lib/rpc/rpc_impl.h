@@ -24,6 +24,12 @@ void dctx__result_set(dctx_rpc_result *res, int code, const char *message, const
  * no payload. */
 void dctx__result_setf(dctx_rpc_result *res, int code, const char *fmt, ...) DCTX_PRINTF(3, 4);
 
+/* dctx__result_from_context fills res with the status of a call whose
+ * context ended first: its error, with its cause. A context canceled
+ * because a deadline passed upstream reports DEADLINE_EXCEEDED, as gRPC
+ * asks of a client that sees CANCELLED. */
+void dctx__result_from_context(dctx *ctx, dctx_rpc_result *res);
+
 /* dctx__error writes a message into err (err_len bytes; nothing when err
  * is NULL) and returns code: `return dctx__error(...)` for the functions
  * that report why into a caller's buffer. */

@@ -123,17 +123,37 @@ struct conn {
 struct server_call {
     atomic_int refs; /* the work queue/worker, plus lookups (token table, ids) */
     dctx_rpc_server *srv;
-    struct conn *conn; /* where the reply goes; referenced */
+    struct conn *conn; /* where the reply goes; referenced. NULL: a call from this process */
     uint32_t id;       /* the call id on conn */
     dctx *ctx;         /* the rebuilt context, canceled from outside */
     uint8_t token[DCTX_TOKEN_BYTES];
     const struct method *method;
     Dctx__Wire__Frame *frame; /* the request; the payload lives here */
-    dctx_rpc_stream *stream;  /* a stream's messages both ways; NULL for a unary call */
-    atomic_int state;         /* enum call_state */
+    const void *req;          /* the request bytes, in frame or local */
+    size_t req_len;
+    dctx_rpc_stream *stream; /* a stream's messages both ways; NULL for a unary call */
+    atomic_int state;        /* enum call_state */
     int64_t received_ns;
     struct server_call *next; /* work queue; protected by srv->mu */
+    struct local_call *local; /* a call from this process; else NULL */
 };
+
+/* A call from this process (dctx_rpc_server_call_start): its answer goes
+ * to done, once, and its caller's cancel reaches it through an after-func
+ * on the caller's context, as a Cancel frame would. */
+struct local_call {
+    dctx_rpc_done_fn done;
+    void *arg;
+    dctx *caller;        /* read by the after-func only, while it holds it */
+    dctx_after *after;   /* set before the call is admitted; NULL: never done */
+    atomic_bool decided; /* done has run or is running */
+    atomic_int phase;    /* enum local_phase */
+    unsigned char req[]; /* the request, copied */
+};
+
+/* An after-func that fires before the call is admitted leaves the cancel
+ * for the starter to push once it is. */
+enum local_phase { LOCAL_STARTING, LOCAL_ADMITTED, LOCAL_CANCELED_STARTING };
 
 struct dctx_rpc_reply {
     void *payload;
@@ -151,6 +171,12 @@ struct dctx_rpc_server {
     dctx *root;           /* cancels every call: they descend from it */
     dctx *call_root;      /* root with instance_id (drain_deadline.h): every call's parent */
     uint64_t instance_id; /* random, not 0: this server in calls' routes */
+    /* With an identity: its public key, the caller's key of calls from
+     * this process, and the parent of their contexts (call_root holding
+     * it); else NULL. */
+    bool has_own_key;
+    unsigned char own_key[DCTX_PUBLIC_KEY_BYTES];
+    dctx *local_root;
     struct method *methods[METHOD_BUCKETS]; /* written before start only */
     dctx__token_table *tokens;
     pthread_mutex_t mu;
@@ -164,6 +190,9 @@ struct dctx_rpc_server {
      * counts a call in, then checks closing; close sets closing, then
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
+    /* After-funcs on the contexts of callers in this process that may
+     * still run: close waits for none, as for in_flight. */
+    atomic_int local_afters;
     atomic_bool closing; /* set once, under mu */
     bool shut_down;      /* dctx_rpc_server_shutdown ran; its result: */
     int shutdown_rc;
@@ -402,6 +431,49 @@ static void send_reply(struct conn *c, uint32_t id, int code, const char *messag
     conn_over(c, true);
 }
 
+/* An after-func of a local call is over (stopped, or returned). */
+static void local_after_settled(dctx_rpc_server *srv)
+{
+    if (atomic_fetch_sub(&srv->local_afters, 1) == 1 && atomic_load(&srv->closing)) {
+        pthread_mutex_lock(&srv->mu);
+        pthread_cond_broadcast(&srv->idle_cv);
+        pthread_mutex_unlock(&srv->mu);
+    }
+}
+
+/* Give a call from this process its answer: done runs unless the
+ * caller's cancel decided the call first. The caller's after-func is
+ * stopped here, once: every call is answered once. */
+static void answer_local(struct server_call *call, int code, const char *message,
+                         const void *payload, size_t len)
+{
+    struct local_call *l = call->local;
+    dctx_rpc_server *srv = call->srv;
+    count(&srv->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
+    if (l->after != NULL && dctx_after_stop(l->after)) {
+        call_unref(call); /* the after-func's reference */
+        local_after_settled(srv);
+    }
+    l->after = NULL;
+    if (atomic_exchange(&l->decided, true))
+        return;
+    dctx_rpc_result res = {.code = code,
+                           .message = message != NULL ? message : "",
+                           .payload = code == DCTX_OK ? payload : NULL,
+                           .payload_len = code == DCTX_OK ? len : 0};
+    l->done(l->arg, &res);
+}
+
+/* Answer a call, over its connection or to its caller in this process. */
+static void answer(struct server_call *call, int code, const char *message, const void *payload,
+                   size_t len)
+{
+    if (call->local != NULL)
+        answer_local(call, code, message, payload, len);
+    else
+        send_reply(call->conn, call->id, code, message, payload, len);
+}
+
 /* Refuse a call unrun (method may be NULL when none was named). */
 static void refuse(struct conn *c, uint32_t id, const char *method, int code, const char *fmt, ...)
     DCTX_PRINTF(5, 6);
@@ -419,6 +491,25 @@ static void refuse(struct conn *c, uint32_t id, const char *method, int code, co
                          .message = msg};
     emit(c->srv, &ev);
     send_reply(c, id, code, msg, NULL, 0);
+}
+
+/* Refuse an admitted call unrun: a cancel that finds it now is too late. */
+static void refuse_call(struct server_call *call, int code, const char *fmt, ...) DCTX_PRINTF(3, 4);
+
+static void refuse_call(struct server_call *call, int code, const char *fmt, ...)
+{
+    char msg[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    atomic_store(&call->state, FINISHED);
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                         .method = call->method->name,
+                         .code = code,
+                         .message = msg};
+    emit(call->srv, &ev);
+    answer(call, code, msg, NULL, 0);
 }
 
 void dctx__reply_take_payload(dctx_rpc_reply *reply, void *data, size_t len)
@@ -470,7 +561,9 @@ static void call_unref(struct server_call *call)
     }
     dctx_release(call->ctx);
     dctx__frame_free(call->frame);
-    conn_unref(call->conn);
+    if (call->conn != NULL)
+        conn_unref(call->conn);
+    free(call->local);
     free(call);
 }
 
@@ -511,7 +604,7 @@ static void answer_unrun(struct server_call *call, bool dropped)
     snprintf(text, sizeof text, "%s %s%s%s", dctx_strerror(err),
              dropped ? "before it ran" : "while queued", msg ? ": " : "", msg ? msg : "");
     emit_call_end(call, code, text);
-    send_reply(call->conn, call->id, code, text, NULL, 0);
+    answer(call, code, text, NULL, 0);
 }
 
 /* Stop a call from outside: a Cancel frame, a lost caller, shutdown. A
@@ -549,12 +642,10 @@ static void run_call(struct server_call *call)
         answer_unrun(call, false);
     } else {
         dctx_rpc_reply reply = {.payload = NULL};
-        const Dctx__Wire__Call *c = call->frame->call;
-        const void *req = c->has_payload ? c->payload.data : NULL;
-        size_t len = c->has_payload ? c->payload.len : 0;
         const struct method *m = call->method;
-        int code = m->stream_fn != NULL ? m->stream_fn(m->arg, call->ctx, call->stream, &reply)
-                                        : m->fn(m->arg, call->ctx, req, len, &reply);
+        int code = m->stream_fn != NULL
+                       ? m->stream_fn(m->arg, call->ctx, call->stream, &reply)
+                       : m->fn(m->arg, call->ctx, call->req, call->req_len, &reply);
         if (code < 0 || code > DCTX_CODE_MAX)
             code = DCTX_UNKNOWN;
         if (call->stream != NULL) { /* its status is all a stream ends with */
@@ -566,7 +657,7 @@ static void run_call(struct server_call *call)
          * late, and the caller's leaving no longer cancels it. */
         atomic_store(&call->state, FINISHED);
         emit_call_end(call, code, reply.message);
-        send_reply(call->conn, call->id, code, reply.message, reply.payload, reply.len);
+        answer(call, code, reply.message, reply.payload, reply.len);
         free(reply.payload);
     }
     atomic_store(&call->state, FINISHED);
@@ -620,35 +711,34 @@ static const struct method *find_method(const dctx_rpc_server *srv, const char *
  * call's id is already in its connection's map. */
 static void admit(dctx_rpc_server *srv, struct server_call *call)
 {
-    struct conn *c = call->conn;
+    struct conn *c = call->conn; /* NULL: a call from this process */
     bool room = atomic_fetch_add(&srv->in_flight, 1) < srv->opts.max_in_flight;
     bool closing = atomic_load(&srv->closing);
     if (!room || closing)
         in_flight_leave(srv);
     if (closing || !room) {
         if (closing)
-            refuse(c, call->id, call->method->name, DCTX_UNAVAILABLE,
-                   "server draining: it takes no new calls");
+            refuse_call(call, DCTX_UNAVAILABLE, "server draining: it takes no new calls");
         else
-            refuse(c, call->id, call->method->name, DCTX_RESOURCE_EXHAUSTED,
-                   "server busy: %d calls in flight", srv->opts.max_in_flight);
+            refuse_call(call, DCTX_RESOURCE_EXHAUSTED, "server busy: %d calls in flight",
+                        srv->opts.max_in_flight);
         call_unref(call);
         return;
     }
-    int rc = dctx__token_insert(srv->tokens, call->token, call, c->number, dctx_now());
+    int rc =
+        dctx__token_insert(srv->tokens, call->token, call, c != NULL ? c->number : 0, dctx_now());
     if (rc != 0) {
         if (rc == DCTX_CANCELED) /* its cancel overtook it */
-            refuse(c, call->id, call->method->name, rc, "canceled before it arrived");
+            refuse_call(call, rc, "canceled before it arrived");
         else
-            refuse(c, call->id, call->method->name, rc, "cancel token refused: %s",
-                   dctx_strerror(rc));
+            refuse_call(call, rc, "cancel token refused: %s", dctx_strerror(rc));
         in_flight_leave(srv);
         call_unref(call);
         return;
     }
     /* Its connection may have ended since the frame was read (a worker
      * found the caller not reading): its loss walked the table without it. */
-    if (atomic_load(&c->over) &&
+    if (c != NULL && atomic_load(&c->over) &&
         call_cancel(call, DCTX_CANCELED, "caller lost (connection closed)") !=
             DCTX_RPC_CANCEL_TOO_LATE)
         count(&srv->canceled_by_peer_loss);
@@ -754,35 +844,46 @@ static void on_stream_frame(struct conn *c, const Dctx__Wire__Frame *f)
     call_unref(call);
 }
 
-/* A call the allow list or the authorize hook refuses: answered, counted,
- * reported at most once per caller per second. True if refused. */
-static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
+/* The allow list's and the authorize hook's decision on a call of the
+ * caller with key (NULL: none) at addr: DCTX_OK, or the status that
+ * refuses it, with why, counted and reported at most once per caller per
+ * second. */
+static int policy_decision(dctx_rpc_server *srv, const unsigned char *key, const char *addr,
+                           const char *name, char *why, size_t why_len)
 {
-    dctx_rpc_server *srv = c->srv;
     if (srv->opts.allow == NULL && srv->opts.authorize == NULL)
-        return false;
-    char why[DCTX_WIRE_MESSAGE_BYTES_MAX];
-    const unsigned char *key = caller_key(c);
-    int code = dctx__authorize(&srv->opts, key, name, why, sizeof why);
+        return DCTX_OK;
+    int code = dctx__authorize(&srv->opts, key, name, why, why_len);
     if (code == DCTX_OK)
-        return false;
+        return DCTX_OK;
     count(&srv->denied);
-    refuse(c, id, name, code, "%s", why);
     /* The peer is its key, else its address; it is written out only for
      * a refusal the limit lets through (a flood of them stays cheap). */
-    const char *addr = c->addr[0] != '\0' ? c->addr : "a local peer";
     dctx_rpc_event ev = {
         .kind = DCTX_RPC_EVENT_DENIED, .method = name, .code = code, .message = why};
     if (srv->opts.on_event == NULL ||
         !dctx__report_limit_take(srv->reports, key != NULL ? (const void *)key : addr,
                                  key != NULL ? DCTX_PUBLIC_KEY_BYTES : strlen(addr), dctx_now(),
                                  &ev.suppressed))
-        return true;
+        return code;
     char key_text[DCTX_PUBLIC_KEY_TEXT_BYTES];
     if (key != NULL)
         dctx_public_key_text(key, key_text);
     ev.peer = key != NULL ? key_text : addr;
     emit(srv, &ev);
+    return code;
+}
+
+/* A call the allow list or the authorize hook refuses: answered. True if
+ * refused. */
+static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
+{
+    char why[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    int code = policy_decision(c->srv, caller_key(c), c->addr[0] != '\0' ? c->addr : "a local peer",
+                               name, why, sizeof why);
+    if (code == DCTX_OK)
+        return false;
+    refuse(c, id, name, code, "%s", why);
     return true;
 }
 
@@ -894,6 +995,8 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
     memcpy(call->token, call_frame->context->cancel_token.data, DCTX_TOKEN_BYTES);
     call->method = m;
     call->frame = f;
+    call->req = call_frame->has_payload ? call_frame->payload.data : NULL;
+    call->req_len = call_frame->has_payload ? call_frame->payload.len : 0;
     atomic_init(&call->state, QUEUED);
     call->received_ns = dctx_now();
     admit(srv, call);
@@ -918,6 +1021,8 @@ static bool same_caller(const struct conn *a, const struct conn *b)
 {
     if (a == b)
         return true;
+    if (a == NULL) /* a call from this process: only its caller's context cancels it */
+        return false;
     const unsigned char *ka = caller_key(a), *kb = caller_key(b);
     return ka != NULL && kb != NULL && sodium_memcmp(ka, kb, DCTX_PUBLIC_KEY_BYTES) == 0;
 }
@@ -1073,6 +1178,189 @@ static void accepted(void *owner, nng_stream *st)
     }
 }
 
+/* ===== Calls from this process ===== */
+
+/* The caller's context ended: its cause goes to the call as a Cancel
+ * frame's would, and the call is decided with the caller's error unless
+ * its answer came first (a remote caller decides so too). */
+static void local_cancel(struct server_call *call, dctx *caller)
+{
+    struct local_call *l = call->local;
+    dctx_rpc_server *srv = call->srv;
+    bool first = !atomic_exchange(&l->decided, true);
+    const char *msg = NULL;
+    int cause = dctx_cause(caller, &msg);
+    char text[DCTX__MESSAGE_SIZE];
+    dctx__message_copy(text, msg);
+    count(&srv->cancels_received);
+    int64_t now = dctx_now();
+    int outcome = call_cancel(call, cause, text[0] ? text : NULL);
+    count(&srv->outcomes[outcome]);
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_RECEIVED,
+                         .method = call->method->name,
+                         .code = cause,
+                         .message = text,
+                         .elapsed_ns = dctx_now() - now,
+                         .outcome = outcome};
+    emit(srv, &ev);
+    if (!first)
+        return;
+    dctx_rpc_result res;
+    dctx__result_from_context(caller, &res);
+    res.cancel_outcome = outcome;
+    l->done(l->arg, &res);
+    dctx_rpc_result_free(&res);
+}
+
+/* The after-func on the caller's context. */
+static void local_caller_done(void *arg)
+{
+    struct server_call *call = arg;
+    dctx_rpc_server *srv = call->srv;
+    int phase = LOCAL_STARTING;
+    if (!atomic_compare_exchange_strong(&call->local->phase, &phase, LOCAL_CANCELED_STARTING))
+        local_cancel(call, call->local->caller);
+    call_unref(call);
+    local_after_settled(srv); /* the last touch of srv: close may free it now */
+}
+
+/* Answer a call refused before it was made: counted and reported as the
+ * server's answers are. */
+static void refuse_local(dctx_rpc_server *srv, const char *method, int code, const char *why,
+                         dctx_rpc_done_fn done, void *arg)
+{
+    count(&srv->by_code[code]);
+    dctx_rpc_event ev = {
+        .kind = DCTX_RPC_EVENT_CALL_END, .method = method, .code = code, .message = why};
+    emit(srv, &ev);
+    dctx_rpc_result res = {.code = code, .message = why};
+    done(arg, &res);
+}
+
+/* What a remote call's Call frame is checked for, done on the caller's
+ * own thread: 0 with *out the method, or the code of the refusal, answered. */
+static int local_method(dctx_rpc_server *srv, const char *method, dctx_rpc_done_fn done, void *arg,
+                        const struct method **out)
+{
+    char why[DCTX_WIRE_MESSAGE_BYTES_MAX];
+    int code = policy_decision(srv, srv->has_own_key ? srv->own_key : NULL, "this process", method,
+                               why, sizeof why);
+    if (code == DCTX_OK) {
+        *out = find_method(srv, method);
+        if (*out == NULL || (*out)->stream_fn != NULL) {
+            code = DCTX_UNIMPLEMENTED;
+            snprintf(why, sizeof why,
+                     *out == NULL ? "unknown method %s" : "%s is a stream method: open a stream",
+                     method);
+        }
+    }
+    if (code != DCTX_OK)
+        refuse_local(srv, method, code, why, done, arg);
+    return code;
+}
+
+/* The call's context as a remote caller's would be rebuilt: the caller's
+ * context through the wire's encoding and back, so the handler sees what
+ * it would see over a socket (budget after the reserve, values under the
+ * policy, a new span of the trace, the route for loops). 0, a code for
+ * the starter to return (encode), or -1 (a refusal, answered). */
+static int local_context(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
+                         const char *method, dctx_rpc_done_fn done, void *arg, dctx **out,
+                         uint8_t token[DCTX_TOKEN_BYTES])
+{
+    struct dctx__wire_out hdr;
+    char err[DCTX__WIRE_ERR_BYTES];
+    /* One instant for both: no transit, so the deadline is the caller's
+     * less the reserve, never later. */
+    int64_t now = dctx_now();
+    int rc = dctx__wire_encode(ctx, policy, now, &hdr, err);
+    if (rc != 0)
+        return rc;
+    memcpy(token, hdr.token, DCTX_TOKEN_BYTES);
+    bool trace_dropped = false;
+    rc =
+        dctx__wire_decode(srv->local_root != NULL ? srv->local_root : srv->call_root, &hdr.hdr, now,
+                          srv->opts.max_budget_ns, srv->instance_id, out, err, &trace_dropped);
+    if (rc == DCTX_FAILED_PRECONDITION)
+        snprintf(err, sizeof err, "call loop through %s",
+                 srv->opts.name != NULL ? srv->opts.name : "this server");
+    if (rc == 0)
+        return 0;
+    count(&srv->calls);
+    refuse_local(srv, method, rc, err, done, arg);
+    return -1;
+}
+
+int dctx_rpc_server_call_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
+                               const char *method, const void *req, size_t req_len,
+                               dctx_rpc_done_fn done, void *arg)
+{
+    if (srv == NULL || ctx == NULL || method == NULL || done == NULL ||
+        (req == NULL && req_len > 0) || !dctx__method_name_valid(method))
+        return DCTX_INVALID_ARGUMENT;
+    if (!atomic_load(&srv->started))
+        return DCTX_UNAVAILABLE;
+    if (req_len > srv->opts.recv_max_bytes)
+        return DCTX_RESOURCE_EXHAUSTED;
+    if (dctx_err(ctx) != 0)
+        return dctx_err(ctx);
+    dctx *call_ctx = NULL;
+    uint8_t token[DCTX_TOKEN_BYTES];
+    int rc = local_context(srv, ctx, policy, method, done, arg, &call_ctx, token);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    const struct method *m = NULL;
+    if (local_method(srv, method, done, arg, &m) != DCTX_OK) {
+        count(&srv->calls);
+        dctx_release(call_ctx);
+        return 0;
+    }
+    struct server_call *call = calloc(1, sizeof *call);
+    struct local_call *l = malloc(sizeof *l + req_len);
+    if (call == NULL || l == NULL) {
+        free(call);
+        free(l);
+        dctx_release(call_ctx);
+        return DCTX_RESOURCE_EXHAUSTED;
+    }
+    if (req_len > 0)
+        memcpy(l->req, req, req_len);
+    l->done = done;
+    l->arg = arg;
+    l->caller = ctx;
+    l->after = NULL;
+    atomic_init(&l->decided, false);
+    atomic_init(&l->phase, LOCAL_STARTING);
+    atomic_init(&call->refs, 2); /* the queue's and the starter's */
+    call->srv = srv;
+    call->ctx = call_ctx;
+    memcpy(call->token, token, DCTX_TOKEN_BYTES);
+    call->method = m;
+    call->req = l->req;
+    call->req_len = req_len;
+    call->local = l;
+    atomic_init(&call->state, QUEUED);
+    call->received_ns = dctx_now();
+    if (dctx__can_be_done(ctx)) {
+        atomic_fetch_add(&call->refs, 1);
+        atomic_fetch_add(&srv->local_afters, 1);
+        if (dctx__after_func_inline(ctx, local_caller_done, call, &l->after) != 0) {
+            local_after_settled(srv);
+            dctx_release(call_ctx);
+            free(l);
+            free(call);
+            return DCTX_RESOURCE_EXHAUSTED;
+        }
+    }
+    count(&srv->calls);
+    admit(srv, call);
+    int phase = LOCAL_STARTING;
+    if (!atomic_compare_exchange_strong(&l->phase, &phase, LOCAL_ADMITTED))
+        local_cancel(call, ctx); /* its caller's context ended while it started */
+    call_unref(call);
+    return 0;
+}
+
 /* ===== Server ===== */
 
 void dctx_rpc_server_options_init(dctx_rpc_server_options *o)
@@ -1124,7 +1412,15 @@ int dctx_rpc_server_open(const dctx_rpc_server_options *opts, dctx_rpc_server **
     if (rc == 0 && dctx_with_value(srv->root, &dctx__drain_key, &srv->instance_id,
                                    sizeof srv->instance_id, &srv->call_root) != 0)
         rc = DCTX_RESOURCE_EXHAUSTED;
+    if (rc == 0 && srv->opts.identity != NULL) {
+        srv->has_own_key = true;
+        dctx_identity_public_key(srv->opts.identity, srv->own_key);
+        if (dctx_with_value(srv->call_root, &dctx_rpc_caller_key, srv->own_key, sizeof srv->own_key,
+                            &srv->local_root) != 0)
+            rc = DCTX_RESOURCE_EXHAUSTED;
+    }
     if (rc != 0) {
+        dctx_release(srv->call_root);
         dctx_release(srv->root);
         dctx__report_limit_close(srv->reports);
         if (srv->tokens != NULL)
@@ -1390,7 +1686,7 @@ int dctx_rpc_server_shutdown(dctx_rpc_server *srv)
     atomic_store(&srv->flush_until, dctx_now() + CLOSE_FLUSH_NS);
     end_connections(srv); /* a GoAway after every reply */
     pthread_mutex_lock(&srv->mu);
-    while (srv->conns != NULL)
+    while (srv->conns != NULL || atomic_load(&srv->local_afters) > 0)
         dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);
     pthread_mutex_unlock(
         &srv->mu); /* the reaper's last unlock is behind us (conn_close_deferred) */
@@ -1405,6 +1701,7 @@ int dctx_rpc_server_close(dctx_rpc_server *srv)
     int rc = dctx_rpc_server_shutdown(srv);
     dctx__drain_end(srv->instance_id);
     dctx__token_table_close(srv->tokens);
+    dctx_release(srv->local_root);
     dctx_release(srv->call_root);
     dctx_release(srv->root);
     dctx__report_limit_close(srv->reports);

@@ -4,7 +4,9 @@
  * by dctx_grpc_call, so one call crosses both directions of the edge. The
  * options the gateway refuses; the channel shared per target; values,
  * status and message, budget, cancel and deadline across; an unknown
- * method; health through a drain; the hand-offs counted.
+ * method; health through a drain; the hand-offs counted. Each crossing
+ * runs twice: the gateway reaching its server over an inproc channel, and
+ * calling it in process (options.local).
  */
 #include <dctx/grpc.h>
 #include <pthread.h>
@@ -70,19 +72,27 @@ struct edge {
     dctx_grpc_channel *ch;
 };
 
-static void edge_open(struct edge *e)
+/* A test's state: NULL, the gateway reaches its server over an inproc
+ * channel; &in_process, it calls the server in process (options.local). */
+static const int in_process = 1;
+
+static void edge_open(struct edge *e, void **state)
 {
+    bool local = *state == &in_process;
     static const struct rt_method methods[] = {
         {"/t.T/Echo", echo, NULL, NULL},
         {"/t.T/Fail", not_found, NULL, NULL},
         {"/t.T/Hold", hold, NULL, NULL},
     };
     char url[256];
-    rt_server_open(RT_INPROC, NULL, methods, 3, url, sizeof url);
-    e->forward = rt_channel_open(url, NULL);
+    dctx_rpc_server *srv = rt_server_open(RT_INPROC, NULL, methods, 3, url, sizeof url);
+    e->forward = local ? NULL : rt_channel_open(url, NULL);
     static const char *const keys[] = {"x-tenant"};
-    dctx_grpc_gateway_options o = {
-        .listen = "127.0.0.1:0", .forward = e->forward, .forward_keys = keys, .n_forward_keys = 1};
+    dctx_grpc_gateway_options o = {.listen = "127.0.0.1:0",
+                                   .forward = e->forward,
+                                   .local = local ? srv : NULL,
+                                   .forward_keys = keys,
+                                   .n_forward_keys = 1};
     assert_int_equal(dctx_grpc_gateway_open(&o, &e->gw), 0);
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", dctx_grpc_gateway_port(e->gw));
@@ -95,7 +105,8 @@ static void edge_close(struct edge *e)
 {
     dctx_grpc_channel_release(e->ch);
     dctx_grpc_gateway_close(e->gw);
-    rt_channel_close(e->forward);
+    if (e->forward != NULL)
+        rt_channel_close(e->forward);
 }
 
 static void gateway_refuses_bad_options(void **state)
@@ -109,6 +120,18 @@ static void gateway_refuses_bad_options(void **state)
     assert_null(gw);
     dctx_grpc_gateway_options o = {.listen = "127.0.0.1:0"};
     assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT); /* no forward */
+    /* A local server takes unary calls, but streams need forward. */
+    dctx_rpc_server *srv = NULL;
+    assert_int_equal(dctx_rpc_server_open(NULL, &srv), 0);
+    rt_track_server(srv);
+    static const char *const streams[] = {"/t.T/Stream"};
+    o.local = srv;
+    o.stream_methods = streams;
+    o.n_stream_methods = 1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.local = NULL;
+    o.stream_methods = NULL;
+    o.n_stream_methods = 0;
     o.forward = fwd;
     const char *bad[] = {"X-Upper", "grpc-status", "", "a b"};
     for (size_t i = 0; i < 4; i++) {
@@ -162,9 +185,8 @@ static void channel_is_shared_per_target(void **state)
 
 static void values_and_budget_cross_both_ways(void **state)
 {
-    (void)state;
     struct edge e;
-    edge_open(&e);
+    edge_open(&e, state);
     dctx *timed = rt_with_timeout(SEC(5)), *tenant = NULL, *ctx = NULL;
     assert_int_equal(dctx_with_value(timed, &tenant_key, "acme", 4, &tenant), 0);
     assert_int_equal(dctx_with_value(tenant, &other_key, "stays", 5, &ctx), 0);
@@ -198,9 +220,8 @@ static void values_and_budget_cross_both_ways(void **state)
 
 static void status_and_message_cross(void **state)
 {
-    (void)state;
     struct edge e;
-    edge_open(&e);
+    edge_open(&e, state);
     dctx_rpc_result res;
     assert_int_equal(dctx_grpc_call(e.ch, NULL, "/t.T/Fail", NULL, 0, &res), DCTX_NOT_FOUND);
     assert_string_equal(res.message, "héllo ✓ not here");
@@ -235,9 +256,8 @@ static void *cancel_later(void *arg)
 
 static void cancel_crosses_both_ways(void **state)
 {
-    (void)state;
     struct edge e;
-    edge_open(&e);
+    edge_open(&e, state);
     dctx *ctx = rt_with_cancel();
     struct canceler c = {ctx, 100000000};
     pthread_t t;
@@ -262,9 +282,8 @@ static void cancel_crosses_both_ways(void **state)
 
 static void deadline_crosses_with_less_budget(void **state)
 {
-    (void)state;
     struct edge e;
-    edge_open(&e);
+    edge_open(&e, state);
     dctx *ctx = rt_with_timeout(200000000);
     dctx_rpc_result res;
     assert_int_equal(dctx_grpc_call(e.ch, ctx, "/t.T/Hold", NULL, 0, &res), DCTX_DEADLINE_EXCEEDED);
@@ -278,9 +297,8 @@ static void deadline_crosses_with_less_budget(void **state)
 
 static void health_answers_through_a_drain(void **state)
 {
-    (void)state;
     struct edge e;
-    edge_open(&e);
+    edge_open(&e, state);
     dctx_rpc_result res;
     assert_int_equal(dctx_grpc_call(e.ch, NULL, "/grpc.health.v1.Health/Check", NULL, 0, &res),
                      DCTX_OK);
@@ -301,6 +319,12 @@ static void health_answers_through_a_drain(void **state)
     edge_close(&e);
 }
 
+/* The same test with the gateway calling its server in process. */
+#define RT_TEST_IN_PROCESS(f)                                                                      \
+    {                                                                                              \
+#f " (in process)", f, NULL, rt_teardown, (void *)&in_process                              \
+    }
+
 int main(int argc, char **argv)
 {
     rt_init("grpc_api", RT_PORTS_GRPC);
@@ -308,10 +332,18 @@ int main(int argc, char **argv)
     if (child >= 0)
         return child;
     const struct CMUnitTest tests[] = {
-        RT_TEST(gateway_refuses_bad_options),       RT_TEST(channel_is_shared_per_target),
-        RT_TEST(values_and_budget_cross_both_ways), RT_TEST(status_and_message_cross),
-        RT_TEST(cancel_crosses_both_ways),          RT_TEST(deadline_crosses_with_less_budget),
+        RT_TEST(gateway_refuses_bad_options),
+        RT_TEST(channel_is_shared_per_target),
+        RT_TEST(values_and_budget_cross_both_ways),
+        RT_TEST(status_and_message_cross),
+        RT_TEST(cancel_crosses_both_ways),
+        RT_TEST(deadline_crosses_with_less_budget),
         RT_TEST(health_answers_through_a_drain),
+        RT_TEST_IN_PROCESS(values_and_budget_cross_both_ways),
+        RT_TEST_IN_PROCESS(status_and_message_cross),
+        RT_TEST_IN_PROCESS(cancel_crosses_both_ways),
+        RT_TEST_IN_PROCESS(deadline_crosses_with_less_budget),
+        RT_TEST_IN_PROCESS(health_answers_through_a_drain),
     };
     return cmocka_run_group_tests_name("grpc_api", tests, rt_group_setup, NULL);
 }

@@ -54,7 +54,8 @@ enum rt_port_base {
     RT_PORTS_STREAMS = 32000,
     RT_PORTS_STREAMS_ASYNC = 33000,
     RT_PORTS_STREAM_FRAMES = 34000,
-    RT_PORTS_GRPC = 35000
+    RT_PORTS_GRPC = 35000,
+    RT_PORTS_LOCAL = 36000
 };
 
 /* rt_init names the program (for its ipc directory and inproc names) and

@@ -35,7 +35,8 @@
  * Threads: each gateway runs one thread on a gRPC completion queue; a
  * call crosses to dctx once (dctx_rpc_call_start on that thread: give the
  * forward channel a short connect_wait_ns, as that thread waits it out
- * when no server is reached) and back once (the reply is sent from the
+ * when no server is reached; or dctx_rpc_server_call_start to a local
+ * server, which never waits) and back once (the reply is sent from the
  * dctx completion callback). Both hand-offs are counted in the gateway's
  * stats. The outbound call blocks its caller on a completion queue of
  * its own.
@@ -79,8 +80,16 @@ typedef struct dctx_grpc_gateway_options {
      * (see dctx_grpc_gateway_port). */
     const char *listen;
     /* Where every call goes, method unchanged: borrowed, must outlive the
-     * gateway. */
+     * gateway. NULL if local is given and no method is a stream. */
     dctx_rpc_channel *forward;
+    /* A server of this process that takes the unary calls instead, without
+     * a socket (dctx_rpc_server_call_start, with local_policy as a channel
+     * to it would have; NULL: the defaults): the way to services in the
+     * gateway's own process, about one dctx round trip cheaper per call.
+     * Streams still go over forward. Both borrowed, must outlive the
+     * gateway. NULL: every call goes over forward. */
+    dctx_rpc_server *local;
+    const dctx_wire_policy *local_policy;
     /* Metadata keys carried on as values besides traceparent, tracestate
      * and baggage: lowercase, at most DCTX_GRPC_FORWARD_KEYS_MAX. */
     const char *const *forward_keys;
@@ -107,7 +116,8 @@ typedef struct dctx_grpc_gateway_options {
 DCTX_API bool dctx_grpc_forward_key_valid(const char *key);
 
 /* dctx_grpc_gateway_open listens and starts serving. Returns 0,
- * DCTX_INVALID_ARGUMENT (no listen or forward, a bad forward key, too many),
+ * DCTX_INVALID_ARGUMENT (no listen, neither forward nor local, stream
+ * methods without forward, a bad forward key, too many),
  * DCTX_UNAVAILABLE (cannot listen on the address) or
  * DCTX_RESOURCE_EXHAUSTED (no memory or thread). */
 DCTX_API DCTX_NODISCARD int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *opts,
