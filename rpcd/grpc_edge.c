@@ -8,6 +8,7 @@
 
 #include "grpc_edge.h"
 #include "log.h"
+#include "tls_flags.h"
 
 const bool rpcd_grpc_built = true;
 
@@ -40,6 +41,21 @@ static void on_gateway_event(void *arg, const dctx_grpc_gateway_event *ev)
     rpcd_log_end(&l);
 }
 
+/* gRPC's C core's own lines (a failed TLS handshake, say) as rpcd's
+ * JSON lines, while rpcd's log is open. */
+static void on_grpc_log(void *arg, const char *severity, const char *file, int line,
+                        const char *message)
+{
+    (void)arg;
+    struct rpcd_log_line l;
+    rpcd_log_begin(&l, "grpc_log");
+    rpcd_log_str(&l, "severity", severity);
+    rpcd_log_str(&l, "file", file);
+    rpcd_log_int(&l, "line", line);
+    rpcd_log_str(&l, "message", message);
+    rpcd_log_end(&l);
+}
+
 bool rpcd_grpc_forward_key_valid(const char *key)
 {
     return dctx_grpc_forward_key_valid(key);
@@ -47,6 +63,7 @@ bool rpcd_grpc_forward_key_valid(const char *key)
 
 int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool log_calls)
 {
+    dctx_grpc_set_log(on_grpc_log, NULL);
     char url[64];
     snprintf(url, sizeof url, "inproc://rpcd-grpc-gateway-%ld", (long)getpid());
     int rc = dctx_rpc_server_listen(r->server, url);
@@ -86,11 +103,26 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
                                    .local_policy = &local_policy,
                                    .forward_keys = a->forward_keys,
                                    .n_forward_keys = (size_t)a->n_forward_keys,
+                                   .tls_cert_key_file = a->tls_cert,
+                                   .tls_client_ca_file = a->tls_client_ca,
+                                   .keepalive_ns = a->channel->keepalive_ns,
+                                   .keepalive_timeout_ns = a->channel->keepalive_timeout_ns,
                                    .on_event = on_gateway_event};
     rc = dctx_grpc_gateway_open(&g, &gateway);
     if (rc != 0) {
-        fprintf(stderr, "rpcd serve: cannot listen for gRPC on %s: %s\n", a->listen,
-                rc == DCTX_UNAVAILABLE ? "address unavailable" : dctx_strerror(rc));
+        if (rc == DCTX_UNAVAILABLE)
+            fprintf(stderr, "rpcd serve: cannot listen for gRPC on %s: address unavailable\n",
+                    a->listen);
+        else if (a->tls_cert != NULL && rc != DCTX_RESOURCE_EXHAUSTED)
+            fprintf(stderr, "rpcd serve: cannot use --grpc-tls-cert %s%s%s: %s\n", a->tls_cert,
+                    a->tls_client_ca != NULL ? " / --grpc-tls-client-ca " : "",
+                    a->tls_client_ca != NULL ? a->tls_client_ca : "",
+                    rc == DCTX_INVALID_ARGUMENT
+                        ? "not PEM with a certificate (and, for the certificate, its key)"
+                        : dctx_strerror(rc));
+        else
+            fprintf(stderr, "rpcd serve: cannot listen for gRPC on %s: %s\n", a->listen,
+                    dctx_strerror(rc));
         dctx_rpc_channel_close(local);
         local = NULL;
         return rc;
@@ -99,6 +131,10 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
     rpcd_log_begin(&l, "grpc_listening");
     rpcd_log_str(&l, "listen", a->listen);
     rpcd_log_int(&l, "port", dctx_grpc_gateway_port(gateway));
+    rpcd_log_str(&l, "tls",
+                 a->tls_cert == NULL        ? "none"
+                 : a->tls_client_ca == NULL ? "server"
+                                            : "mutual");
     struct rpcd_json *j = rpcd_log_json(&l);
     rpcd_json_array(j, "forward");
     rpcd_json_str(j, NULL, "traceparent");
@@ -147,13 +183,27 @@ void rpcd_grpc_write_stats(struct rpcd_json *j)
     rpcd_json_end(j);
 }
 
-int rpcd_grpc_next_open(struct rpcd *r, const char *url)
+int rpcd_grpc_next_open(struct rpcd *r, const char *url, const struct rpcd_tls *tls)
 {
-    const char *target = url + strlen("grpc://");
-    if (r->n_grpc_next == RPCD_MAX_NEXT || target[0] == '\0' ||
-        dctx_grpc_channel_get(target, &r->grpc_next[r->n_grpc_next]) != 0) {
-        fprintf(stderr, "rpcd serve: cannot use --next %s\n", url);
-        return DCTX_INVALID_ARGUMENT;
+    bool secure = strncmp(url, "grpcs://", 8) == 0;
+    const char *target = url + (secure ? strlen("grpcs://") : strlen("grpc://"));
+    dctx_grpc_set_log(on_grpc_log, NULL);
+    dctx_grpc_channel_options o = {.tls = secure};
+    if (secure) {
+        o.tls_ca_file = tls->ca;
+        o.tls_server_name = tls->server_name;
+        o.tls_cert_key_file = tls->cert;
+    }
+    int rc = r->n_grpc_next == RPCD_MAX_NEXT || target[0] == '\0'
+                 ? DCTX_INVALID_ARGUMENT
+                 : dctx_grpc_channel_get_with(target, &o, &r->grpc_next[r->n_grpc_next]);
+    if (rc != 0) {
+        fprintf(stderr, "rpcd serve: cannot use --next %s: %s\n", url,
+                rc == DCTX_INVALID_ARGUMENT && secure
+                    ? "a TLS file is not PEM with what it needs (--tls-ca: a certificate; "
+                      "--tls-cert: a certificate and its key)"
+                    : dctx_strerror(rc));
+        return rc;
     }
     r->grpc_next_url[r->n_grpc_next++] = url;
     return 0;
@@ -164,6 +214,8 @@ void rpcd_grpc_next_close(struct rpcd *r)
     for (int i = 0; i < r->n_grpc_next; i++)
         dctx_grpc_channel_release(r->grpc_next[i]);
     r->n_grpc_next = 0;
+    /* The gateway stopped before: rpcd's log may close from here on. */
+    dctx_grpc_set_log(NULL, NULL);
 }
 
 int rpcd_grpc_chain(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,

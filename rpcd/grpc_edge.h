@@ -1,9 +1,10 @@
 /*
  * grpc_edge.h - rpcd at the gRPC edge: `serve --grpc-listen HOST:PORT`
  * takes gRPC calls for any method and makes each a dctx call to this
- * instance's own services (over inproc, so each goes through the server
- * as any caller's would: its limits, keys, logs and metrics), and
- * `serve --next grpc://HOST:PORT` lets Chain call a gRPC server. Without
+ * instance's own services (in process, through the server as any
+ * caller's call would go: its limits, keys, logs and metrics; streams
+ * over inproc), and `serve --next grpc://HOST:PORT` (grpcs:// with TLS)
+ * lets Chain call a gRPC server. Without
  * gRPC in the build (-DDCTX_GRPC=OFF) the flags are refused.
  */
 #ifndef RPCD_GRPC_EDGE_H
@@ -23,6 +24,8 @@ struct rpcd_grpc_args {
     const char *listen;                                   /* --grpc-listen; NULL: none */
     const char *forward_keys[DCTX_GRPC_FORWARD_KEYS_MAX]; /* --grpc-forward */
     int n_forward_keys;
+    const char *tls_cert;                    /* --grpc-tls-cert; NULL: insecure */
+    const char *tls_client_ca;               /* --grpc-tls-client-ca */
     const dctx_identity *identity;           /* the instance's, when it has one (--key) */
     const dctx_rpc_channel_options *channel; /* keepalive and the like for the inproc channel */
 };
@@ -46,9 +49,12 @@ void rpcd_grpc_gateway_stop(void);
 struct rpcd_json;
 void rpcd_grpc_write_stats(struct rpcd_json *j);
 
-/* rpcd_grpc_next_open makes a gRPC next hop of url ("grpc://HOST:PORT")
- * into r->grpc_next. Returns 0 or a status (reported on stderr). */
-int rpcd_grpc_next_open(struct rpcd *r, const char *url);
+/* rpcd_grpc_next_open makes a gRPC next hop of url ("grpc://HOST:PORT",
+ * or "grpcs://HOST:PORT" with TLS as tls says: its CA, server name and
+ * certificate) into r->grpc_next. Returns 0 or a status (reported on
+ * stderr). */
+struct rpcd_tls;
+int rpcd_grpc_next_open(struct rpcd *r, const char *url, const struct rpcd_tls *tls);
 void rpcd_grpc_next_close(struct rpcd *r);
 
 /* rpcd_grpc_chain calls Chain on gRPC next hop i with ctx (its budget,

@@ -31,9 +31,9 @@ void rpcd_grpc_write_stats(struct rpcd_json *j)
     (void)j;
 }
 
-int rpcd_grpc_next_open(struct rpcd *r, const char *url)
+int rpcd_grpc_next_open(struct rpcd *r, const char *url, const struct rpcd_tls *tls)
 {
-    (void)r, (void)url;
+    (void)r, (void)url, (void)tls;
     return DCTX_UNIMPLEMENTED;
 }
 

@@ -32,6 +32,7 @@ static const char serve_usage[] =
     "                  [--tls-cert FILE] [--tls-client-ca FILE] [--tls-ca FILE]\n"
     "                  [--tls-server-name NAME] [--key FILE] [--allow FILE] [--next-key PUB]\n"
     "                  [--grpc-listen HOST:PORT] [--grpc-forward KEY]...\n"
+    "                  [--grpc-tls-cert FILE] [--grpc-tls-client-ca FILE]\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail; the streams Count,\n"
     "Sum, EchoStream) and /dctx.Admin/Stats on every --listen URL (inproc://, ipc://, tcp://,\n"
@@ -42,14 +43,18 @@ static const char serve_usage[] =
     "                     background, may be down. Several URLs for one hop: each call\n"
     "                     goes to one of them, round robin among those up and not draining\n"
     "  --next grpc://HOST:PORT  a gRPC server as a next hop of Chain (called after the dctx\n"
-    "                     hops, with the time left, the cancel and the values as metadata)\n"
-    "  --grpc-listen HOST:PORT  take gRPC calls (HTTP/2, no TLS) for any method and serve\n"
+    "                     hops, with the time left, the cancel and the values as metadata);\n"
+    "                     grpcs://HOST:PORT with TLS (--tls-ca, --tls-server-name, --tls-cert)\n"
+    "  --grpc-listen HOST:PORT  take gRPC calls (HTTP/2) for any method and serve\n"
     "                     each as a dctx call: grpc-timeout becomes the budget, a cancel\n"
     "                     a cancel; grpc.health.v1.Health/Check answers SERVING, and\n"
     "                     NOT_SERVING while the instance drains. With --allow, the\n"
     "                     allow list must let this instance's own key call the methods\n"
     "  --grpc-forward KEY  a metadata key carried on as a value (traceparent, tracestate\n"
-    "                     and baggage always are; repeatable)\n";
+    "                     and baggage always are; repeatable)\n"
+    "  --grpc-tls-cert FILE  gRPC over TLS: the gateway's certificate and key (PEM, one file)\n"
+    "  --grpc-tls-client-ca FILE  mutual TLS: gRPC callers must present a certificate of\n"
+    "                     this CA\n";
 
 /* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
 static void print_usage(void)
@@ -138,11 +143,12 @@ static int parse(int argc, char **argv, struct serve_args *a)
                 return rpcd_usage_error("serve", "too many --listen (at most %d): %s",
                                         RPCD_MAX_LISTEN, val);
             a->listen[a->n_listen++] = val;
-        } else if (strcmp(flag, "--next") == 0 && strncmp(val, "grpc://", 7) == 0) {
+        } else if (strcmp(flag, "--next") == 0 &&
+                   (strncmp(val, "grpc://", 7) == 0 || strncmp(val, "grpcs://", 8) == 0)) {
             if (!rpcd_grpc_built)
                 return rpcd_usage_error("serve", "--next %s: rpcd was built without gRPC", val);
             if (a->n_grpc_next == RPCD_MAX_NEXT)
-                return rpcd_usage_error("serve", "too many --next grpc:// (at most %d): %s",
+                return rpcd_usage_error("serve", "too many gRPC --next (at most %d): %s",
                                         RPCD_MAX_NEXT, val);
             a->grpc_next[a->n_grpc_next++] = val;
         } else if (strcmp(flag, "--grpc-listen") == 0) {
@@ -159,6 +165,10 @@ static int parse(int argc, char **argv, struct serve_args *a)
                                         "(a-z 0-9 - _ .; not grpc-*), not \"%s\"",
                                         val);
             a->grpc.forward_keys[a->grpc.n_forward_keys++] = val;
+        } else if (strcmp(flag, "--grpc-tls-cert") == 0) {
+            a->grpc.tls_cert = val;
+        } else if (strcmp(flag, "--grpc-tls-client-ca") == 0) {
+            a->grpc.tls_client_ca = val;
         } else if (strcmp(flag, "--next") == 0) {
             if (a->n_next == RPCD_MAX_NEXT)
                 return rpcd_usage_error("serve", "too many --next (at most %d): %s", RPCD_MAX_NEXT,
@@ -204,6 +214,10 @@ static int parse(int argc, char **argv, struct serve_args *a)
         return rpcd_usage_error("serve", "%s", "--listen URL is required");
     if (a->grpc.n_forward_keys > 0 && a->grpc.listen == NULL)
         return rpcd_usage_error("serve", "%s", "--grpc-forward needs --grpc-listen");
+    if (a->grpc.tls_cert != NULL && a->grpc.listen == NULL)
+        return rpcd_usage_error("serve", "%s", "--grpc-tls-cert needs --grpc-listen");
+    if (a->grpc.tls_client_ca != NULL && a->grpc.tls_cert == NULL)
+        return rpcd_usage_error("serve", "%s", "--grpc-tls-client-ca needs --grpc-tls-cert");
     for (int i = 0; i < a->n_listen; i++)
         if (strncmp(a->listen[i], "tls+", 4) == 0 && a->tls.cert == NULL)
             return rpcd_usage_error("serve", "--listen %s needs --tls-cert FILE", a->listen[i]);
@@ -395,7 +409,7 @@ static int open_next_hops(struct rpcd *r, const struct serve_args *a)
         r->n_next++;
     }
     for (int i = 0; i < a->n_grpc_next; i++) {
-        int rc = rpcd_grpc_next_open(r, a->grpc_next[i]);
+        int rc = rpcd_grpc_next_open(r, a->grpc_next[i], &a->tls);
         if (rc != 0)
             return rc;
     }

@@ -22,10 +22,14 @@
 #include <string.h>
 
 #include "edge.h"
+#include "tls.h"
 
 struct dctx_grpc_channel {
     struct dctx_grpc_channel *next;
     char *target;
+    /* The options it was made with, their strings copied (NULL kept). */
+    bool tls;
+    char *tls_ca_file, *tls_server_name, *tls_cert_key_file;
     grpc_channel *channel;
     int refs; /* under channels_mu */
 };
@@ -33,36 +37,107 @@ struct dctx_grpc_channel {
 static pthread_mutex_t channels_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct dctx_grpc_channel *channels;
 
-int dctx_grpc_channel_get(const char *target, dctx_grpc_channel **out)
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static bool made_with(const dctx_grpc_channel *ch, const char *target,
+                      const dctx_grpc_channel_options *o)
+{
+    return strcmp(ch->target, target) == 0 && ch->tls == o->tls &&
+           same_text(ch->tls_ca_file, o->tls_ca_file) &&
+           same_text(ch->tls_server_name, o->tls_server_name) &&
+           same_text(ch->tls_cert_key_file, o->tls_cert_key_file);
+}
+
+static void channel_free(dctx_grpc_channel *ch)
+{
+    free(ch->target);
+    free(ch->tls_ca_file);
+    free(ch->tls_server_name);
+    free(ch->tls_cert_key_file);
+    free(ch);
+}
+
+static char *copy_or_null(const char *s, bool *failed)
+{
+    char *c = s != NULL ? strdup(s) : NULL;
+    if (s != NULL && c == NULL)
+        *failed = true;
+    return c;
+}
+
+/* A new channel (grpc_init held for it), or NULL with *rc set. */
+static dctx_grpc_channel *channel_new(const char *target, const dctx_grpc_channel_options *o,
+                                      int *rc)
+{
+    dctx_grpc_channel *ch = calloc(1, sizeof *ch);
+    if (ch == NULL) {
+        *rc = DCTX_RESOURCE_EXHAUSTED;
+        return NULL;
+    }
+    bool failed = false;
+    ch->target = copy_or_null(target, &failed);
+    ch->tls = o->tls;
+    ch->tls_ca_file = copy_or_null(o->tls_ca_file, &failed);
+    ch->tls_server_name = copy_or_null(o->tls_server_name, &failed);
+    ch->tls_cert_key_file = copy_or_null(o->tls_cert_key_file, &failed);
+    if (failed) {
+        channel_free(ch);
+        *rc = DCTX_RESOURCE_EXHAUSTED;
+        return NULL;
+    }
+    grpc_init();
+    grpc_channel_credentials *creds = NULL;
+    *rc = o->tls ? dctx__grpc_channel_tls(o->tls_ca_file, o->tls_cert_key_file, &creds) : 0;
+    if (*rc != 0) {
+        grpc_shutdown();
+        channel_free(ch);
+        return NULL;
+    }
+    if (creds == NULL)
+        creds = grpc_insecure_credentials_create();
+    grpc_arg name = {.type = GRPC_ARG_STRING,
+                     .key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                     .value.string = (char *)o->tls_server_name};
+    grpc_channel_args args = {.num_args = o->tls_server_name != NULL ? 1 : 0, .args = &name};
+    ch->channel = grpc_channel_create(target, creds, &args);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+int dctx_grpc_channel_get_with(const char *target, const dctx_grpc_channel_options *opts,
+                               dctx_grpc_channel **out)
 {
     if (out == NULL)
         return DCTX_INVALID_ARGUMENT;
     *out = NULL;
-    if (target == NULL || target[0] == '\0')
+    dctx_grpc_channel_options insecure = {.tls = false};
+    const dctx_grpc_channel_options *o = opts != NULL ? opts : &insecure;
+    if (target == NULL || target[0] == '\0' ||
+        (!o->tls &&
+         (o->tls_ca_file != NULL || o->tls_server_name != NULL || o->tls_cert_key_file != NULL)))
         return DCTX_INVALID_ARGUMENT;
+    int rc = 0;
     pthread_mutex_lock(&channels_mu);
     dctx_grpc_channel *ch = channels;
-    while (ch != NULL && strcmp(ch->target, target) != 0)
+    while (ch != NULL && !made_with(ch, target, o))
         ch = ch->next;
-    if (ch == NULL && (ch = calloc(1, sizeof *ch)) != NULL) {
-        ch->target = strdup(target);
-        if (ch->target == NULL) {
-            free(ch);
-            ch = NULL;
-        } else {
-            grpc_init();
-            grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-            ch->channel = grpc_channel_create(target, creds, NULL);
-            grpc_channel_credentials_release(creds);
-            ch->next = channels;
-            channels = ch;
-        }
+    if (ch == NULL && (ch = channel_new(target, o, &rc)) != NULL) {
+        ch->next = channels;
+        channels = ch;
     }
     if (ch != NULL)
         ch->refs++;
     pthread_mutex_unlock(&channels_mu);
     *out = ch;
-    return ch != NULL ? 0 : DCTX_RESOURCE_EXHAUSTED;
+    return rc;
+}
+
+int dctx_grpc_channel_get(const char *target, dctx_grpc_channel **out)
+{
+    return dctx_grpc_channel_get_with(target, NULL, out);
 }
 
 void dctx_grpc_channel_release(dctx_grpc_channel *ch)
@@ -82,8 +157,7 @@ void dctx_grpc_channel_release(dctx_grpc_channel *ch)
         return;
     grpc_channel_destroy(ch->channel);
     grpc_shutdown();
-    free(ch->target);
-    free(ch);
+    channel_free(ch);
 }
 
 /* The metadata a call sends: the context's propagated values that gRPC can

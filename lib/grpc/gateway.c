@@ -12,13 +12,17 @@
  */
 #include <dctx/trace.h>
 #include <grpc/grpc_security.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "edge.h"
 #include "gateway.h"
+#include "tls.h"
 
 #define METADATA_BYTES_MAX (64 * 1024)
+/* The server's two fixed arguments and at most four from the options. */
+#define GATEWAY_ARGS_MAX 6
 
 /* Carried on whatever the options say; traceparent under the library's
  * own key, so that servers read it as the trace. */
@@ -132,6 +136,37 @@ static void stop(dctx_grpc_gateway *gw)
     free_gateway(gw);
 }
 
+/* The server's arguments: the n fixed ones, then those of the options
+ * (keepalive, concurrent streams). Returns how many are in all. */
+static size_t server_args(const dctx_grpc_gateway_options *o, const grpc_arg *fixed, size_t n,
+                          grpc_arg *all)
+{
+    memcpy(all, fixed, n * sizeof *fixed);
+    if (o->keepalive_ns > 0) {
+        /* gRPC counts milliseconds in an int. */
+        int64_t ms = o->keepalive_ns / 1000000 > 0 ? o->keepalive_ns / 1000000 : 1;
+        int64_t timeout_ms = o->keepalive_timeout_ns > 0 ? o->keepalive_timeout_ns / 1000000 : 0;
+        all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                              .key = (char *)GRPC_ARG_KEEPALIVE_TIME_MS,
+                              .value.integer = ms < INT_MAX ? (int)ms : INT_MAX};
+        if (timeout_ms > 0)
+            all[n++] =
+                (grpc_arg){.type = GRPC_ARG_INTEGER,
+                           .key = (char *)GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                           .value.integer = timeout_ms < INT_MAX ? (int)timeout_ms : INT_MAX};
+        /* Idle connections are pinged too: a caller that vanished while
+         * it had nothing in flight is found as one with calls would be. */
+        all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                              .key = (char *)GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                              .value.integer = 1};
+    }
+    if (o->max_concurrent_streams > 0)
+        all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                              .key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                              .value.integer = o->max_concurrent_streams};
+    return n;
+}
+
 int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway **out)
 {
     if (out != NULL)
@@ -165,7 +200,9 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
             gw->n_stream_methods++;
         }
     }
-    if (o->max_streams < 0) {
+    if (o->max_streams < 0 || o->max_concurrent_streams < 0 || o->keepalive_ns < 0 ||
+        o->keepalive_timeout_ns < 0 ||
+        (o->tls_client_ca_file != NULL && o->tls_cert_key_file == NULL)) {
         free_gateway(gw);
         return DCTX_INVALID_ARGUMENT;
     }
@@ -178,9 +215,20 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     gw->shutdown_tag = (struct gateway_tag){TAG_SHUTDOWN, NULL};
 
     grpc_init();
+    grpc_server_credentials *creds = NULL;
+    if (o->tls_cert_key_file != NULL)
+        rc = dctx__grpc_server_tls(o->tls_cert_key_file, o->tls_client_ca_file, &creds);
+    else
+        creds = grpc_insecure_server_credentials_create();
+    if (rc != 0) {
+        grpc_shutdown();
+        free_gateway(gw);
+        return rc;
+    }
     gw->cq = grpc_completion_queue_create_for_next(NULL);
     /* The queue's thread first: from here every way out goes through it. */
     if (pthread_create(&gw->thread, NULL, run_queue, gw) != 0) {
+        grpc_server_credentials_release(creds);
         dctx__grpc_queue_destroy(gw->cq);
         grpc_shutdown();
         free_gateway(gw);
@@ -195,10 +243,10 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
         /* gRPC binds with SO_REUSEPORT by default: a port in use
                        * would be shared with whoever holds it, not refused. */
         {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0}};
-    grpc_channel_args args = {.num_args = 2, .args = arg};
+    grpc_arg all[GATEWAY_ARGS_MAX];
+    grpc_channel_args args = {.num_args = server_args(o, arg, 2, all), .args = all};
     gw->server = grpc_server_create(&args, NULL);
     grpc_server_register_completion_queue(gw->server, gw->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     gw->port = grpc_server_add_http2_port(gw->server, o->listen, creds);
     grpc_server_credentials_release(creds);
     if (gw->port == 0) {

@@ -148,6 +148,14 @@ struct local_call {
     dctx_after *after;   /* set before the call is admitted; NULL: never done */
     atomic_bool decided; /* done has run or is running */
     atomic_int phase;    /* enum local_phase */
+    /* The caller's cancel, taken on the canceling thread for the
+     * reaper's part (local_cancel). */
+    int cause;
+    bool first;   /* the cancel decided the call: res is done's */
+    bool stopped; /* the handler was running: its context was canceled */
+    dctx_rpc_result res;
+    char cause_text[DCTX__MESSAGE_SIZE];
+    struct dctx__reap_item reap;
     unsigned char req[]; /* the request, copied */
 };
 
@@ -190,9 +198,12 @@ struct dctx_rpc_server {
      * counts a call in, then checks closing; close sets closing, then
      * waits for the count (seq_cst both: one sees the other). */
     atomic_int in_flight;
-    /* After-funcs on the contexts of callers in this process that may
-     * still run: close waits for none, as for in_flight. */
-    atomic_int local_afters;
+    /* What of the calls from this process may still touch the server: a
+     * starter inside dctx_rpc_server_call_start, an after-func on a
+     * caller's context not yet stopped or returned, a cancel's deferred
+     * part. Protected by mu (its last release must not race with close's
+     * free); close waits for none. */
+    int local_holds;
     atomic_bool closing; /* set once, under mu */
     bool shut_down;      /* dctx_rpc_server_shutdown ran; its result: */
     int shutdown_rc;
@@ -431,14 +442,21 @@ static void send_reply(struct conn *c, uint32_t id, int code, const char *messag
     conn_over(c, true);
 }
 
-/* An after-func of a local call is over (stopped, or returned). */
-static void local_after_settled(dctx_rpc_server *srv)
+/* A hold on the server by a call from this process (local_holds). */
+static void local_hold(dctx_rpc_server *srv)
 {
-    if (atomic_fetch_sub(&srv->local_afters, 1) == 1 && atomic_load(&srv->closing)) {
-        pthread_mutex_lock(&srv->mu);
+    pthread_mutex_lock(&srv->mu);
+    srv->local_holds++;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Its release: the last touch of srv by whoever held it. */
+static void local_release(dctx_rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->local_holds == 0)
         pthread_cond_broadcast(&srv->idle_cv);
-        pthread_mutex_unlock(&srv->mu);
-    }
+    pthread_mutex_unlock(&srv->mu);
 }
 
 /* Give a call from this process its answer: done runs unless the
@@ -452,7 +470,7 @@ static void answer_local(struct server_call *call, int code, const char *message
     count(&srv->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
     if (l->after != NULL && dctx_after_stop(l->after)) {
         call_unref(call); /* the after-func's reference */
-        local_after_settled(srv);
+        local_release(srv);
     }
     l->after = NULL;
     if (atomic_exchange(&l->decided, true))
@@ -1180,36 +1198,58 @@ static void accepted(void *owner, nng_stream *st)
 
 /* ===== Calls from this process ===== */
 
-/* The caller's context ended: its cause goes to the call as a Cancel
- * frame's would, and the call is decided with the caller's error unless
- * its answer came first (a remote caller decides so too). */
-static void local_cancel(struct server_call *call, dctx *caller)
+/* The cancel's part that may run user code (an unrun call's answer, the
+ * event hook, done), on the reaper as a channel's finish is: never inside
+ * the caller's dctx_cancel, nor on the timer's thread. */
+static void local_cancel_deferred(void *arg)
 {
+    struct server_call *call = arg;
     struct local_call *l = call->local;
     dctx_rpc_server *srv = call->srv;
-    bool first = !atomic_exchange(&l->decided, true);
-    const char *msg = NULL;
-    int cause = dctx_cause(caller, &msg);
-    char text[DCTX__MESSAGE_SIZE];
-    dctx__message_copy(text, msg);
-    count(&srv->cancels_received);
     int64_t now = dctx_now();
-    int outcome = call_cancel(call, cause, text[0] ? text : NULL);
+    int outcome = call_cancel(call, l->cause, l->cause_text[0] ? l->cause_text : NULL);
+    if (l->stopped)
+        outcome = DCTX_RPC_CANCEL_STOPPED; /* its context was canceled while it ran */
+    count(&srv->cancels_received);
     count(&srv->outcomes[outcome]);
     dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CANCEL_RECEIVED,
                          .method = call->method->name,
-                         .code = cause,
-                         .message = text,
+                         .code = l->cause,
+                         .message = l->cause_text,
                          .elapsed_ns = dctx_now() - now,
                          .outcome = outcome};
     emit(srv, &ev);
-    if (!first)
-        return;
-    dctx_rpc_result res;
-    dctx__result_from_context(caller, &res);
-    res.cancel_outcome = outcome;
-    l->done(l->arg, &res);
-    dctx_rpc_result_free(&res);
+    if (l->first) {
+        l->res.cancel_outcome = outcome;
+        l->done(l->arg, &l->res);
+        dctx_rpc_result_free(&l->res);
+    }
+    call_unref(call);
+    local_release(srv);
+}
+
+/* The caller's context ended: its cause goes to the call as a Cancel
+ * frame's would, and the call is decided with the caller's error unless
+ * its answer came first (a remote caller decides so too). A running
+ * handler's context is canceled here, at once; the rest is deferred. */
+static void local_cancel(struct server_call *call, dctx *caller)
+{
+    struct local_call *l = call->local;
+    l->first = !atomic_exchange(&l->decided, true);
+    const char *msg = NULL;
+    l->cause = dctx_cause(caller, &msg);
+    dctx__message_copy(l->cause_text, msg);
+    if (l->first)
+        dctx__result_from_context(caller, &l->res);
+    l->stopped = atomic_load(&call->state) == RUNNING;
+    if (l->stopped)
+        dctx__cancel_err(
+            call->ctx, l->cause == DCTX_DEADLINE_EXCEEDED ? DCTX_DEADLINE_EXCEEDED : DCTX_CANCELED,
+            l->cause, l->cause_text[0] ? l->cause_text : NULL);
+    call_retain(call);
+    local_hold(call->srv);
+    if (!dctx__reaper_defer(&l->reap, local_cancel_deferred, call))
+        local_cancel_deferred(call); /* the reaper runs from the server's open on */
 }
 
 /* The after-func on the caller's context. */
@@ -1221,7 +1261,7 @@ static void local_caller_done(void *arg)
     if (!atomic_compare_exchange_strong(&call->local->phase, &phase, LOCAL_CANCELED_STARTING))
         local_cancel(call, call->local->caller);
     call_unref(call);
-    local_after_settled(srv); /* the last touch of srv: close may free it now */
+    local_release(srv); /* the last touch of srv: close may free it now */
 }
 
 /* Answer a call refused before it was made: counted and reported as the
@@ -1291,27 +1331,19 @@ static int local_context(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy
     return -1;
 }
 
-int dctx_rpc_server_call_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
-                               const char *method, const void *req, size_t req_len,
-                               dctx_rpc_done_fn done, void *arg)
+/* dctx_rpc_server_call_start's work, under the starter's hold. */
+static int local_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
+                       const char *method, const void *req, size_t req_len, dctx_rpc_done_fn done,
+                       void *arg)
 {
-    if (srv == NULL || ctx == NULL || method == NULL || done == NULL ||
-        (req == NULL && req_len > 0) || !dctx__method_name_valid(method))
-        return DCTX_INVALID_ARGUMENT;
-    if (!atomic_load(&srv->started))
-        return DCTX_UNAVAILABLE;
-    if (req_len > srv->opts.recv_max_bytes)
-        return DCTX_RESOURCE_EXHAUSTED;
-    if (dctx_err(ctx) != 0)
-        return dctx_err(ctx);
     dctx *call_ctx = NULL;
     uint8_t token[DCTX_TOKEN_BYTES];
     int rc = local_context(srv, ctx, policy, method, done, arg, &call_ctx, token);
     if (rc != 0)
         return rc < 0 ? 0 : rc;
+    count(&srv->calls);
     const struct method *m = NULL;
     if (local_method(srv, method, done, arg, &m) != DCTX_OK) {
-        count(&srv->calls);
         dctx_release(call_ctx);
         return 0;
     }
@@ -1343,22 +1375,45 @@ int dctx_rpc_server_call_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_
     call->received_ns = dctx_now();
     if (dctx__can_be_done(ctx)) {
         atomic_fetch_add(&call->refs, 1);
-        atomic_fetch_add(&srv->local_afters, 1);
+        local_hold(srv);
         if (dctx__after_func_inline(ctx, local_caller_done, call, &l->after) != 0) {
-            local_after_settled(srv);
+            local_release(srv);
             dctx_release(call_ctx);
             free(l);
             free(call);
             return DCTX_RESOURCE_EXHAUSTED;
         }
     }
-    count(&srv->calls);
     admit(srv, call);
     int phase = LOCAL_STARTING;
     if (!atomic_compare_exchange_strong(&l->phase, &phase, LOCAL_ADMITTED))
         local_cancel(call, ctx); /* its caller's context ended while it started */
     call_unref(call);
     return 0;
+}
+
+int dctx_rpc_server_call_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
+                               const char *method, const void *req, size_t req_len,
+                               dctx_rpc_done_fn done, void *arg)
+{
+    if (srv == NULL || ctx == NULL || method == NULL || done == NULL ||
+        (req == NULL && req_len > 0) || !dctx__method_name_valid(method))
+        return DCTX_INVALID_ARGUMENT;
+    if (!atomic_load(&srv->started))
+        return DCTX_UNAVAILABLE;
+    if (req_len > srv->opts.recv_max_bytes)
+        return DCTX_RESOURCE_EXHAUSTED;
+    if (dctx_err(ctx) != 0) {
+        const char *msg;
+        return dctx_cause(ctx, &msg) == DCTX_DEADLINE_EXCEEDED ? DCTX_DEADLINE_EXCEEDED
+                                                               : dctx_err(ctx);
+    }
+    /* Till the return: done may run before it, and whoever done wakes may
+     * close the server. */
+    local_hold(srv);
+    int rc = local_start(srv, ctx, policy, method, req, req_len, done, arg);
+    local_release(srv);
+    return rc;
 }
 
 /* ===== Server ===== */
@@ -1686,7 +1741,7 @@ int dctx_rpc_server_shutdown(dctx_rpc_server *srv)
     atomic_store(&srv->flush_until, dctx_now() + CLOSE_FLUSH_NS);
     end_connections(srv); /* a GoAway after every reply */
     pthread_mutex_lock(&srv->mu);
-    while (srv->conns != NULL || atomic_load(&srv->local_afters) > 0)
+    while (srv->conns != NULL || srv->local_holds > 0)
         dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);
     pthread_mutex_unlock(
         &srv->mu); /* the reaper's last unlock is behind us (conn_close_deferred) */

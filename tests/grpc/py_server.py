@@ -1,11 +1,12 @@
 """A gRPC server of Python's grpcio (Debian's python3-grpcio) for any method,
 with no generated stubs: the peer that dctx's outbound gRPC calls meet.
 
-  py_server.py PORT REPORT_FILE
+  py_server.py PORT REPORT_FILE [--tls CERT KEY [CLIENT_CA]]
 
 Prints "listening PORT" once it serves. Each call appends JSON lines to
 REPORT_FILE: {"event":"call", "method", "remaining_ms", "metadata", "request"}
-at its start ("-bin" values as base64), then {"event":"ended", "err",
+at its start ("-bin" values as base64; with --tls also "peer_cn", the common
+name of the certificate the caller presented, or null), then {"event":"ended", "err",
 "after_ms"} if the caller canceled it or its deadline passed. The request
 says what to do: "sleep DURATION" (5s, 300ms) waits, "status CODE message"
 answers that status, anything else is echoed back after "python:".
@@ -45,9 +46,11 @@ def handler_for(path, method):
                 v = base64.b64encode(v).decode()
             md.setdefault(k, []).append(v)
         left = context.time_remaining()
+        cn = context.auth_context().get("x509_common_name")
         report(path, {"event": "call", "method": method,
                       "remaining_ms": None if left is None or left > 1e9 else left * 1000,
-                      "metadata": md, "request": request.decode("utf-8", "replace")})
+                      "metadata": md, "request": request.decode("utf-8", "replace"),
+                      "peer_cn": cn[0].decode() if cn else None})
         ended = threading.Event()
 
         def on_end():
@@ -94,7 +97,15 @@ def main():
     port, path = sys.argv[1], sys.argv[2]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers((AnyMethod(path),))
-    server.add_insecure_port("127.0.0.1:" + port)
+    if sys.argv[3:4] == ["--tls"]:
+        read = lambda f: open(f, "rb").read()
+        ca = read(sys.argv[6]) if len(sys.argv) > 6 else None
+        creds = grpc.ssl_server_credentials([(read(sys.argv[5]), read(sys.argv[4]))],
+                                            root_certificates=ca,
+                                            require_client_auth=ca is not None)
+        server.add_secure_port("127.0.0.1:" + port, creds)
+    else:
+        server.add_insecure_port("127.0.0.1:" + port)
     server.start()
     print("listening", port, flush=True)
     stop = threading.Event()

@@ -149,6 +149,23 @@ static void gateway_refuses_bad_options(void **state)
     o.max_streams = -1;
     assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
     o.max_streams = 0;
+    o.keepalive_ns = -1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.keepalive_ns = 0;
+    /* TLS files: a client CA without a certificate, files missing or not
+     * what they should be. */
+    o.tls_client_ca_file = TLS_DIR "/cert.pem";
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.tls_cert_key_file = TLS_DIR "/nothing.pem";
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_NOT_FOUND);
+    o.tls_cert_key_file = TLS_DIR "/cert.pem"; /* no key */
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.tls_cert_key_file = TLS_DIR "/cert_key.pem";
+    o.tls_client_ca_file = TLS_DIR "/README.md";
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    assert_null(gw);
+    o.tls_client_ca_file = NULL;
+    o.tls_cert_key_file = NULL;
     /* A port in use. */
     dctx_grpc_gateway *first = NULL;
     assert_int_equal(dctx_grpc_gateway_open(&o, &first), 0);
@@ -175,6 +192,27 @@ static void channel_is_shared_per_target(void **state)
     assert_null(c);
     dctx_grpc_channel_release(a);
     dctx_grpc_channel_release(b);
+    dctx_grpc_channel_release(c);
+    /* Options are part of what is shared: TLS is another channel. */
+    dctx_grpc_channel_options tls = {.tls = true, .tls_ca_file = TLS_DIR "/cert.pem"};
+    assert_int_equal(dctx_grpc_channel_get_with("127.0.0.1:1", &tls, &a), 0);
+    assert_int_equal(dctx_grpc_channel_get_with("127.0.0.1:1", &tls, &b), 0);
+    assert_int_equal(dctx_grpc_channel_get("127.0.0.1:1", &c), 0);
+    assert_ptr_equal(a, b);
+    assert_ptr_not_equal(a, c);
+    dctx_grpc_channel_release(a);
+    dctx_grpc_channel_release(b);
+    dctx_grpc_channel_release(c);
+    dctx_grpc_channel_options bad = {.tls_ca_file = TLS_DIR "/cert.pem"}; /* without tls */
+    assert_int_equal(dctx_grpc_channel_get_with("127.0.0.1:1", &bad, &a), DCTX_INVALID_ARGUMENT);
+    bad = (dctx_grpc_channel_options){.tls = true, .tls_ca_file = TLS_DIR "/nothing.pem"};
+    assert_int_equal(dctx_grpc_channel_get_with("127.0.0.1:1", &bad, &a), DCTX_NOT_FOUND);
+    bad.tls_ca_file = TLS_DIR "/README.md"; /* no certificate in it */
+    assert_int_equal(dctx_grpc_channel_get_with("127.0.0.1:1", &bad, &a), DCTX_INVALID_ARGUMENT);
+    bad.tls_ca_file = NULL;
+    bad.tls_cert_key_file = TLS_DIR "/cert.pem"; /* a certificate without its key */
+    assert_int_equal(dctx_grpc_channel_get_with("127.0.0.1:1", &bad, &a), DCTX_INVALID_ARGUMENT);
+    assert_null(a);
     /* Nothing listens on port 1: gRPC's UNAVAILABLE comes back. */
     assert_int_equal(dctx_grpc_channel_get("127.0.0.1:1", &a), 0);
     dctx_rpc_result res;

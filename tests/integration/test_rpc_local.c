@@ -170,8 +170,8 @@ static void caller_cancel_stops_the_running_handler_with_its_cause(void **state)
     int64_t t_cancel = dctx_now();
     dctx_cancel_cause(ctx, DCTX_ABORTED, "user pressed stop");
 
-    /* Decided by the cancel, on the canceling thread. */
-    assert_int_equal(atomic_load(&o.callbacks), 1);
+    /* Decided by the cancel (done runs on the library's reaper thread). */
+    assert_true(WAIT_FOR(atomic_load(&o.callbacks) == 1, SEC(5)));
     assert_int_equal(o.code, DCTX_CANCELED);
     assert_contains(o.message, "user pressed stop");
     assert_int_equal(o.cancel_outcome, DCTX_RPC_CANCEL_STOPPED);
@@ -206,7 +206,7 @@ static void caller_cancel_prevents_a_queued_call(void **state)
     assert_true(WAIT_FOR(atomic_load(&p[0].started), SEC(5)));
     assert_int_equal(start(srv, queued, NULL, PROBE, &which[1], 1, &o1), 0);
     dctx_cancel_cause(queued, DCTX_CANCELED, "changed my mind");
-    assert_int_equal(atomic_load(&o1.callbacks), 1);
+    assert_true(WAIT_FOR(atomic_load(&o1.callbacks) == 1, SEC(5)));
     assert_int_equal(o1.code, DCTX_CANCELED);
     assert_int_equal(o1.cancel_outcome, DCTX_RPC_CANCEL_PREVENTED);
 
@@ -377,7 +377,13 @@ static void many_calls_with_a_third_canceled_each_end_exactly_once(void **state)
         pthread_join(t[k], NULL);
         assert_int_equal(args[k].failures, 0);
     }
+    /* Every call's end comes (a cancel's on the reaper, after the server
+     * counted the call out), then no other. */
     assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(20)));
+    for (int i = 0; i < CHURN_THREADS * CHURN_CALLS; i++)
+        if (!WAIT_FOR(atomic_load(&churn_out[i].callbacks) >= 1, SEC(5)))
+            fail_msg("call %d never ended", i);
+    rt_sleep(MS(50));
     int codes[DCTX_CODE_MAX + 1] = {0};
     for (int i = 0; i < CHURN_THREADS * CHURN_CALLS; i++) {
         if (atomic_load(&churn_out[i].callbacks) != 1)
@@ -434,6 +440,74 @@ static void close_ends_local_calls_and_a_later_cancel_touches_nothing(void **sta
     }
 }
 
+/* Callers' deadlines fire while the server closes: close waits for what
+ * their after-funcs and deferred cancels still do (ASan sees any touch of
+ * the freed server), and each call ends once. */
+static void close_while_callers_deadlines_fire(void **state)
+{
+    (void)state;
+    enum { N = 64 };
+    static rt_probe p[N];
+    static rt_outcome o[N];
+    for (int i = 0; i < N; i++)
+        rt_probe_init(&p[i], RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server_options opts = rt_server_options(8);
+    opts.shutdown_grace_ns = MS(5);
+    dctx_rpc_server *srv = rt_serve(RT_INPROC, &opts, PROBE, rt_probes_handler, p, url);
+    dctx *ctx[N];
+    for (int i = 0; i < N; i++) {
+        ctx[i] = rt_with_timeout(MS(2) + (i % 16) * MS(1));
+        uint8_t which = (uint8_t)i;
+        int rc = start(srv, ctx[i], NULL, PROBE, &which, 1, &o[i]);
+        if (rc == DCTX_DEADLINE_EXCEEDED) /* gone before it started */
+            atomic_fetch_add(&o[i].callbacks, 1);
+        else
+            assert_int_equal(rc, 0);
+    }
+    rt_sleep(MS(8));
+    rt_untrack_server(srv);
+    (void)dctx_rpc_server_close(srv);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&o[i].callbacks), 1);
+        rt_ctx_release(ctx[i]);
+    }
+}
+
+struct thread_seen {
+    atomic_int calls;
+    pthread_t thread;
+};
+
+static void record_thread(void *arg, const dctx_rpc_result *res)
+{
+    (void)res;
+    struct thread_seen *t = arg;
+    t->thread = pthread_self();
+    atomic_fetch_add(&t->calls, 1);
+}
+
+/* done never runs inside the caller's dctx_cancel: it may take locks the
+ * canceling thread holds. */
+static void done_after_a_cancel_runs_off_the_canceling_thread(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server *srv = rt_serve(RT_INPROC, NULL, PROBE, rt_probe_handler, &p, url);
+    dctx *ctx = rt_with_cancel();
+    static struct thread_seen seen;
+    memset(&seen, 0, sizeof seen);
+    assert_int_equal(
+        dctx_rpc_server_call_start(srv, ctx, NULL, PROBE, NULL, 0, record_thread, &seen), 0);
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    dctx_cancel(ctx);
+    assert_true(WAIT_FOR(atomic_load(&seen.calls) == 1, SEC(5)));
+    assert_false(pthread_equal(seen.thread, pthread_self()));
+    rt_ctx_release(ctx);
+}
+
 int main(int argc, char **argv)
 {
     rt_init("rpc_local", RT_PORTS_LOCAL);
@@ -450,6 +524,8 @@ int main(int argc, char **argv)
         RT_TEST(a_server_with_keys_sees_its_own_key_and_applies_its_allow_list),
         RT_TEST(many_calls_with_a_third_canceled_each_end_exactly_once),
         RT_TEST(close_ends_local_calls_and_a_later_cancel_touches_nothing),
+        RT_TEST(close_while_callers_deadlines_fire),
+        RT_TEST(done_after_a_cancel_runs_off_the_canceling_thread),
     };
     return cmocka_run_group_tests_name("rpc_local", tests, rt_group_setup, NULL);
 }

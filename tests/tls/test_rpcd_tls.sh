@@ -15,23 +15,9 @@ command -v openssl >/dev/null || {
     exit 77
 }
 . "$(dirname "$0")/../rpcd/lib.sh"
+. "$(dirname "$0")/../support/certs.sh"
 cd "$dir" || exit 1
 
-# ca NAME: a CA valid for a day. cert NAME CA DAYS [SAN]: a certificate
-# signed by CA, with its key in NAME.pem (as nng wants it); DAYS -1 makes
-# one that expired yesterday.
-ca() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-        -subj "/CN=$1" -keyout "$1.key" -out "$1.crt" 2>/dev/null
-}
-cert() {
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
-        -keyout "$1.key" -out "$1.csr" 2>/dev/null
-    printf 'subjectAltName=%s\n' "${4:-DNS:$1}" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -days "$3" \
-        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-    cat "$1.crt" "$1.key" >"$1.pem"
-}
 ca ca1
 ca ca2
 cert server ca1 1 "DNS:localhost,IP:127.0.0.1"

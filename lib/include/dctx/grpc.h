@@ -76,8 +76,9 @@ typedef struct dctx_grpc_gateway_event {
 typedef void (*dctx_grpc_gateway_event_fn)(void *arg, const dctx_grpc_gateway_event *ev);
 
 typedef struct dctx_grpc_gateway_options {
-    /* "HOST:PORT" to accept gRPC on (insecure HTTP/2); port 0 picks one
-     * (see dctx_grpc_gateway_port). */
+    /* "HOST:PORT" to accept gRPC on (HTTP/2; with TLS when
+     * tls_cert_key_file is set); port 0 picks one (see
+     * dctx_grpc_gateway_port). */
     const char *listen;
     /* Where every call goes, method unchanged: borrowed, must outlive the
      * gateway. NULL if local is given and no method is a stream. */
@@ -105,6 +106,21 @@ typedef struct dctx_grpc_gateway_options {
     /* Streams bridged at once; one more is refused RESOURCE_EXHAUSTED.
      * 0: DCTX_GRPC_DEFAULT_MAX_STREAMS. */
     int max_streams;
+    /* TLS: the gateway's certificate chain and its key (PEM, one file, as
+     * dctx's tls_cert_key_file); NULL: insecure HTTP/2. With
+     * tls_client_ca_file (PEM), mutual TLS: callers must present a
+     * certificate signed by one of its CAs. Both read when the gateway
+     * opens. */
+    const char *tls_cert_key_file;
+    const char *tls_client_ca_file;
+    /* Keepalive toward callers: a connection silent for keepalive_ns is
+     * pinged (calls in flight or not) and closed when no answer comes
+     * within keepalive_timeout_ns (0: gRPC's 20 s), which cancels its
+     * calls as a caller's going away does. 0: gRPC's default (2 hours). */
+    int64_t keepalive_ns, keepalive_timeout_ns;
+    /* HTTP/2 streams (calls) one caller's connection may have open at
+     * once, announced in SETTINGS; 0: gRPC's default (no limit). */
+    int max_concurrent_streams;
     /* Called once per call that ended, on the gateway's or a dctx thread;
      * must not block. NULL: none. */
     dctx_grpc_gateway_event_fn on_event;
@@ -117,7 +133,10 @@ DCTX_API bool dctx_grpc_forward_key_valid(const char *key);
 
 /* dctx_grpc_gateway_open listens and starts serving. Returns 0,
  * DCTX_INVALID_ARGUMENT (no listen, neither forward nor local, stream
- * methods without forward, a bad forward key, too many),
+ * methods without forward, a bad forward key, too many, a negative
+ * number, a client CA without a certificate, a TLS file that is not PEM
+ * with a certificate (and, for tls_cert_key_file, a private key)),
+ * DCTX_NOT_FOUND or DCTX_PERMISSION_DENIED (a TLS file),
  * DCTX_UNAVAILABLE (cannot listen on the address) or
  * DCTX_RESOURCE_EXHAUSTED (no memory or thread). */
 DCTX_API DCTX_NODISCARD int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *opts,
@@ -161,6 +180,29 @@ typedef struct dctx_grpc_channel dctx_grpc_channel;
  * (target NULL or empty) or DCTX_RESOURCE_EXHAUSTED. Thread safe. */
 DCTX_API DCTX_NODISCARD int dctx_grpc_channel_get(const char *target, dctx_grpc_channel **out);
 
+/* How a channel reaches its target. All zero: insecure HTTP/2. */
+typedef struct dctx_grpc_channel_options {
+    /* Speak TLS: the server's certificate must be signed by a CA of
+     * tls_ca_file (PEM; NULL: gRPC's default roots) and bear
+     * tls_server_name (NULL: the target's host). tls_cert_key_file (PEM,
+     * the chain and its key, one file): presented to a server that asks
+     * (mutual TLS); NULL: none. The files are read when the channel is
+     * made. */
+    bool tls;
+    const char *tls_ca_file;
+    const char *tls_server_name;
+    const char *tls_cert_key_file;
+} dctx_grpc_channel_options;
+
+/* dctx_grpc_channel_get_with is dctx_grpc_channel_get with options (NULL:
+ * insecure): channels are shared by target and options alike. Returns 0,
+ * DCTX_INVALID_ARGUMENT (target NULL or empty, a TLS file without the PEM
+ * it needs, TLS file names without tls), DCTX_NOT_FOUND or
+ * DCTX_PERMISSION_DENIED (a TLS file), DCTX_RESOURCE_EXHAUSTED. */
+DCTX_API DCTX_NODISCARD int dctx_grpc_channel_get_with(const char *target,
+                                                       const dctx_grpc_channel_options *opts,
+                                                       dctx_grpc_channel **out);
+
 /* dctx_grpc_channel_release drops a reference; the last closes the
  * channel. Calls on it must have returned. NULL is fine. */
 DCTX_API void dctx_grpc_channel_release(dctx_grpc_channel *ch);
@@ -177,6 +219,21 @@ DCTX_API void dctx_grpc_channel_release(dctx_grpc_channel *ch);
  * reach the server). Thread safe. */
 DCTX_API int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const void *req,
                             size_t req_len, dctx_rpc_result *res);
+
+/* ===== gRPC's own log ===== */
+
+/* A log line of gRPC's C core: severity "E" (errors, the only ones it
+ * writes by default), "I" or "D"; the source file and line in gRPC. The
+ * strings are lent for the call. */
+typedef void (*dctx_grpc_log_fn)(void *arg, const char *severity, const char *file, int line,
+                                 const char *message);
+
+/* dctx_grpc_set_log sends the C core's log lines (a failed TLS handshake,
+ * a peer that broke HTTP/2) to fn instead of stderr, process-wide; NULL:
+ * back to stderr. fn runs on gRPC's threads, one line at a time, and must
+ * not call gRPC; once set_log returns, the function it replaced is never
+ * called again. */
+DCTX_API void dctx_grpc_set_log(dctx_grpc_log_fn fn, void *arg);
 
 #ifdef __cplusplus
 }

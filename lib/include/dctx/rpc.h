@@ -499,28 +499,31 @@ DCTX_API DCTX_NODISCARD int dctx_rpc_server_start(dctx_rpc_server *s);
 
 /* dctx_rpc_server_call_start calls a unary method of s from this
  * process, without a socket: the fastest way to a server in the same
- * process (a gateway in front of it, a service calling a neighbour). The
+ * process, for code that is not one of its handlers (a gateway in front of
+ * it, a background task; a handler's own context has passed through s, so
+ * its call is a loop, refused FAILED_PRECONDITION as over a socket). The
  * call is what it would be from a channel with policy (NULL: the
  * defaults) to s: the handler's context is rebuilt from ctx as the wire
  * would carry it (the budget after the policy's reserve, the values the
- * policy sends, a new span of its trace, the call loop check), it queues
- * for a worker (or runs inline, DCTX_RPC_INLINE) and counts in the
- * server's stats and events as any call; on a server with an identity it
- * is a call of the server's own key, so the allow list and the authorize
- * hook must let that key in. ctx's cancel or deadline reaches the
- * handler as a remote caller's does, and decides the call at once (done
- * gets ctx's error, cancel_outcome what the cancel did). req is copied.
+ * policy sends, a new span of its trace), it queues for a worker (an
+ * INLINE handler runs on this thread) and counts in the server's stats
+ * and events as any call; on a server with an identity it is a call of
+ * the server's own key, so the allow list and the authorize hook must let
+ * that key in. ctx's cancel or deadline reaches the handler as a remote
+ * caller's does, and decides the call at once (done gets ctx's error,
+ * cancel_outcome what the cancel did). req is copied.
  *
  * Returns 0, and then done runs exactly once: on a worker with the
- * handler's answer, on the thread that ended ctx, or on this thread before
- * the return when the server refuses the call at once (unknown method,
- * refused by policy, draining, busy). Or returns a code and done never
- * runs: DCTX_INVALID_ARGUMENT (NULL, a bad method name, values that break
- * a limit of wire.h), DCTX_UNAVAILABLE (s not started), DCTX_CANCELED or
- * DCTX_DEADLINE_EXCEEDED (ctx done, or its budget gone after the
- * reserve), DCTX_RESOURCE_EXHAUSTED (no memory, req over s's
- * recv_max_bytes, too many values). Never blocks (but an INLINE handler
- * runs on this thread). s must outlive the call: close s after done ran. */
+ * handler's answer, on the library's reaper thread when ctx's end decided
+ * the call (never inside the dctx_cancel that ended it), or on this thread
+ * before the return when the server refuses the call at once (unknown
+ * method, refused by policy or as a loop, draining, busy). Or returns a
+ * code and done never runs: DCTX_INVALID_ARGUMENT (NULL, a bad method
+ * name, values that break a limit of wire.h), DCTX_UNAVAILABLE (s not
+ * started), DCTX_CANCELED or DCTX_DEADLINE_EXCEEDED (ctx done, or its
+ * budget gone after the reserve), DCTX_RESOURCE_EXHAUSTED (no memory, req
+ * over s's recv_max_bytes, too many values). Never blocks on the network.
+ * Close s only once every call's done ran and every call_start returned. */
 DCTX_API int dctx_rpc_server_call_start(dctx_rpc_server *s, dctx *ctx,
                                         const dctx_wire_policy *policy, const char *method,
                                         const void *req, size_t req_len, dctx_rpc_done_fn done,
