@@ -169,7 +169,10 @@ static int chain(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
     /* Fan out with the context we were given: its deadline, values and
      * cancel go on to every next hop. */
     struct fan fans[RPCD_MAX_NEXT];
+    struct rpcd_grpc_hop grpc_hops[RPCD_MAX_NEXT];
     int code = DCTX_OK;
+    for (int i = 0; i < r->n_grpc_next; i++)
+        rpcd_grpc_chain_start(r, i, ctx, req, len, &grpc_hops[i]);
     for (int i = 0; i < r->n_next; i++) {
         fans[i].handle = NULL;
         int rc = dctx_rpc_call_start(r->next[i], ctx, "/dctx.demo.Demo/Chain", req, len, NULL, NULL,
@@ -201,10 +204,9 @@ static int chain(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_rep
         dctx_rpc_result_free(&fans[i].res);
         dctx_rpc_handle_release(fans[i].handle);
     }
-    /* gRPC hops are called one after the other, each with what is left. */
     for (int i = 0; i < r->n_grpc_next; i++) {
-        dctx_rpc_result res = {0};
-        int rc = rpcd_grpc_chain(r, i, ctx, req, len, &res);
+        dctx_rpc_result res;
+        int rc = rpcd_grpc_chain_wait(&grpc_hops[i], &res);
         if (rc == DCTX_OK) {
             if (out.len > 0)
                 text_add(&out, "\n", 1);

@@ -218,8 +218,44 @@ void rpcd_grpc_next_close(struct rpcd *r)
     dctx_grpc_set_log(NULL, NULL);
 }
 
-int rpcd_grpc_chain(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
-                    dctx_rpc_result *res)
+static void hop_done(void *arg, const dctx_rpc_result *res)
 {
-    return dctx_grpc_call(r->grpc_next[i], ctx, "/dctx.demo.Demo/Chain", req, len, res);
+    struct rpcd_grpc_hop *h = arg;
+    pthread_mutex_lock(&h->mu);
+    dctx_rpc_result_set(&h->res, res->code, res->message, res->payload, res->payload_len);
+    h->ended = true;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void rpcd_grpc_chain_start(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
+                           struct rpcd_grpc_hop *h)
+{
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    h->ended = false;
+    int rc =
+        dctx_grpc_call_start(r->grpc_next[i], ctx, "/dctx.demo.Demo/Chain", req, len, hop_done, h);
+    if (rc != 0) {
+        /* Not started: why, as the call would have said. */
+        const char *cause = NULL;
+        dctx_rpc_result_set(&h->res, rc,
+                            dctx_done(ctx) && dctx_cause(ctx, &cause) != 0 && cause != NULL
+                                ? cause
+                                : dctx_strerror(rc),
+                            NULL, 0);
+        h->ended = true;
+    }
+}
+
+int rpcd_grpc_chain_wait(struct rpcd_grpc_hop *h, dctx_rpc_result *res)
+{
+    pthread_mutex_lock(&h->mu);
+    while (!h->ended)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    *res = h->res;
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    return res->code;
 }

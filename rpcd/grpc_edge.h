@@ -10,6 +10,7 @@
 #ifndef RPCD_GRPC_EDGE_H
 #define RPCD_GRPC_EDGE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include <dctx/grpc.h>
@@ -57,9 +58,21 @@ struct rpcd_tls;
 int rpcd_grpc_next_open(struct rpcd *r, const char *url, const struct rpcd_tls *tls);
 void rpcd_grpc_next_close(struct rpcd *r);
 
-/* rpcd_grpc_chain calls Chain on gRPC next hop i with ctx (its budget,
- * cancel and values go with it). */
-int rpcd_grpc_chain(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
-                    dctx_rpc_result *res);
+/* A call of Chain on a gRPC next hop, under way. */
+struct rpcd_grpc_hop {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool ended;
+    dctx_rpc_result res;
+};
+
+/* rpcd_grpc_chain_start starts Chain on gRPC next hop i with ctx (its
+ * budget, cancel and values go with it), alongside the other hops;
+ * rpcd_grpc_chain_wait waits for its end and moves its result into res
+ * (to free with dctx_rpc_result_free) and returns its code. Every hop
+ * started is waited for. */
+void rpcd_grpc_chain_start(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
+                           struct rpcd_grpc_hop *h);
+int rpcd_grpc_chain_wait(struct rpcd_grpc_hop *h, dctx_rpc_result *res);
 
 #endif

@@ -42,10 +42,15 @@ void rpcd_grpc_next_close(struct rpcd *r)
     (void)r;
 }
 
-int rpcd_grpc_chain(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
-                    dctx_rpc_result *res)
+void rpcd_grpc_chain_start(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
+                           struct rpcd_grpc_hop *h)
 {
     (void)r, (void)i, (void)ctx, (void)req, (void)len;
-    dctx_rpc_result_set(res, DCTX_UNIMPLEMENTED, "rpcd was built without gRPC", NULL, 0);
-    return DCTX_UNIMPLEMENTED;
+    dctx_rpc_result_set(&h->res, DCTX_UNIMPLEMENTED, "rpcd was built without gRPC", NULL, 0);
+}
+
+int rpcd_grpc_chain_wait(struct rpcd_grpc_hop *h, dctx_rpc_result *res)
+{
+    *res = h->res;
+    return res->code;
 }

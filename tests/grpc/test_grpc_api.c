@@ -357,6 +357,63 @@ static void health_answers_through_a_drain(void **state)
     edge_close(&e);
 }
 
+/* What an asynchronous call's done saw. */
+struct async_seen {
+    atomic_int calls;
+    int code;
+    char payload[64];
+    pthread_t thread;
+};
+
+static void async_done(void *arg, const dctx_rpc_result *res)
+{
+    struct async_seen *seen = arg;
+    seen->code = res->code;
+    snprintf(seen->payload, sizeof seen->payload, "%.*s", (int)res->payload_len,
+             (const char *)res->payload);
+    seen->thread = pthread_self();
+    atomic_fetch_add(&seen->calls, 1);
+}
+
+static void call_start_ends_once_on_the_channels_thread(void **state)
+{
+    struct edge e;
+    edge_open(&e, state);
+    static struct async_seen seen[3];
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, "/t.T/Echo", "hi", 2, async_done, &seen[0]),
+                     0);
+    assert_true(WAIT_FOR(atomic_load(&seen[0].calls) == 1, SEC(5)));
+    assert_int_equal(seen[0].code, DCTX_OK);
+    assert_string_equal(seen[0].payload, "hi|");
+    assert_false(pthread_equal(seen[0].thread, pthread_self()));
+
+    /* A cancel ends it as dctx_grpc_call's would. */
+    dctx *ctx = rt_with_cancel();
+    assert_int_equal(dctx_grpc_call_start(e.ch, ctx, "/t.T/Hold", NULL, 0, async_done, &seen[1]),
+                     0);
+    rt_sleep(MS(50));
+    dctx_cancel_cause(ctx, DCTX_ABORTED, "stop there");
+    assert_true(WAIT_FOR(atomic_load(&seen[1].calls) == 1, SEC(5)));
+    assert_int_equal(seen[1].code, DCTX_ABORTED); /* the cause, as a dctx call reports it */
+    assert_true(WAIT_FOR(atomic_load(&held.ended), SEC(5)));
+    assert_int_equal(held.err, DCTX_CANCELED);
+
+    /* Refused before it starts: a code, and done never runs. */
+    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, "/t.T/Echo", "x", 1, NULL, NULL),
+                     DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, "t.T/Echo", "x", 1, async_done, &seen[2]),
+                     DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_grpc_call_start(NULL, NULL, "/t.T/Echo", "x", 1, async_done, &seen[2]),
+                     DCTX_INVALID_ARGUMENT);
+    assert_int_equal(dctx_grpc_call_start(e.ch, ctx, "/t.T/Echo", "x", 1, async_done, &seen[2]),
+                     DCTX_ABORTED);
+    rt_sleep(MS(20));
+    assert_int_equal(atomic_load(&seen[2].calls), 0);
+    rt_ctx_release(ctx);
+    edge_close(&e);
+}
+
 /* The same test with the gateway calling its server in process. */
 #define RT_TEST_IN_PROCESS(f)                                                                      \
     {                                                                                              \
@@ -377,6 +434,7 @@ int main(int argc, char **argv)
         RT_TEST(cancel_crosses_both_ways),
         RT_TEST(deadline_crosses_with_less_budget),
         RT_TEST(health_answers_through_a_drain),
+        RT_TEST(call_start_ends_once_on_the_channels_thread),
         RT_TEST_IN_PROCESS(values_and_budget_cross_both_ways),
         RT_TEST_IN_PROCESS(status_and_message_cross),
         RT_TEST_IN_PROCESS(cancel_crosses_both_ways),

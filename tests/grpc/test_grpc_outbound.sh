@@ -129,6 +129,23 @@ done
 out=$(call "$a" /dctx.demo.Demo/Chain --data "status 7 dénied")
 check "PERMISSION_DENIED from both servers through a's Chain" test $? -eq 7
 
+# 5. Two gRPC next hops on one instance are called side by side: a cancel
+# after 200 ms finds both servers' calls under way (called one after the
+# other, the second would never have begun).
+pc=$(free_port)
+serve c --listen "tcp://127.0.0.1:$pc" --next "grpc://127.0.0.1:$pgo" --next "grpc://127.0.0.1:$ppy"
+out=$(call "tcp://127.0.0.1:$pc" /dctx.demo.Demo/Chain --data "sleep 5s" --timeout 5s \
+    --cancel-after 200ms)
+check "two gRPC hops, canceled: CANCELLED" test "$(head -1 <<<"$out")" = CANCELLED
+for s in go py; do
+    read -r err after <<<"$(ended $s 3)"
+    check "$s: its call began alongside the other's and saw the cancel ($err after $after ms)" \
+        test "$err" = context_canceled -o "$err" = canceled
+done
+out=$(call "tcp://127.0.0.1:$pc" /dctx.demo.Demo/Chain --data "both")
+check "two gRPC hops answer, in the order given" \
+    test "$(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')" = "grpc-go:both python:both "
+
 stop_servers
 echo "$failures failures"
 [ "$failures" -eq 0 ]

@@ -38,8 +38,9 @@
  * when no server is reached; or dctx_rpc_server_call_start to a local
  * server, which never waits) and back once (the reply is sent from the
  * dctx completion callback). Both hand-offs are counted in the gateway's
- * stats. The outbound call blocks its caller on a completion queue of
- * its own.
+ * stats. An outbound call blocks its caller on a completion queue of
+ * its own (dctx_grpc_call), or completes on its channel's thread
+ * (dctx_grpc_call_start).
  */
 #ifndef DCTX_GRPC_H
 #define DCTX_GRPC_H
@@ -204,7 +205,9 @@ DCTX_API DCTX_NODISCARD int dctx_grpc_channel_get_with(const char *target,
                                                        dctx_grpc_channel **out);
 
 /* dctx_grpc_channel_release drops a reference; the last closes the
- * channel. Calls on it must have returned. NULL is fine. */
+ * channel (and joins its thread of asynchronous calls). Calls on it must
+ * have returned, and asynchronous ones ended. Not from a done callback.
+ * NULL is fine. */
 DCTX_API void dctx_grpc_channel_release(dctx_grpc_channel *ch);
 
 /* dctx_grpc_call calls method ("/package.Service/Method") with req_len
@@ -219,6 +222,21 @@ DCTX_API void dctx_grpc_channel_release(dctx_grpc_channel *ch);
  * reach the server). Thread safe. */
 DCTX_API int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method, const void *req,
                             size_t req_len, dctx_rpc_result *res);
+
+/* dctx_grpc_call_start starts the call dctx_grpc_call makes and returns at
+ * once: 0, and then done(arg, res) runs exactly once with what
+ * dctx_grpc_call would have returned, on the channel's own thread (one per
+ * channel, started by its first asynchronous call; res is lent, and done
+ * must not block nor release the channel); or a code, and done never
+ * runs: DCTX_INVALID_ARGUMENT (ch, method or done NULL, req NULL with
+ * req_len > 0, values over the limits of wire.h), ctx's cause (ctx done:
+ * DCTX_CANCELED, or the code it was canceled with), DCTX_DEADLINE_EXCEEDED
+ * (no time left),
+ * DCTX_RESOURCE_EXHAUSTED. ctx (NULL: Background) is held until done ran.
+ * Release the channel only after every call started on it has ended. */
+DCTX_API int dctx_grpc_call_start(dctx_grpc_channel *ch, dctx *ctx, const char *method,
+                                  const void *req, size_t req_len, dctx_rpc_done_fn done,
+                                  void *arg);
 
 /* ===== gRPC's own log ===== */
 
