@@ -4,7 +4,8 @@
  *   /dctx.demo.Demo/Count       server streaming: the request is "N INTERVAL"
  *                               (e.g. "100 10ms"); sends "1" .. "N", one every
  *                               INTERVAL, then OK. With --next, relays the
- *                               stream of its first next hop instead.
+ *                               stream of its first next hop instead (a
+ *                               dctx hop, else a gRPC one).
  *   /dctx.demo.Demo/Sum         client streaming: each message an integer in
  *                               text; the reply's message is their sum
  *   /dctx.demo.Demo/EchoStream  bidirectional: each message back as it comes
@@ -18,6 +19,7 @@
 #include <dctx/stream.h>
 
 #include "duration.h"
+#include "grpc_edge.h"
 #include "log.h"
 #include "rpcd.h"
 
@@ -89,8 +91,9 @@ static int count(void *arg, dctx *ctx, dctx_rpc_stream *st, dctx_rpc_reply *repl
         dctx_rpc_reply_set_message(reply, "Count needs a request: \"N INTERVAL\" (100 10ms)");
         return DCTX_INVALID_ARGUMENT;
     }
-    if (r->n_next > 0) {
-        int rc = count_relay(r, ctx, st, &req, reply);
+    if (r->n_next > 0 || r->n_grpc_next > 0) {
+        int rc = r->n_next > 0 ? count_relay(r, ctx, st, &req, reply)
+                               : rpcd_grpc_count_relay(r, ctx, st, req.data, req.len, reply);
         dctx_rpc_message_free(&req);
         return rc;
     }

@@ -218,6 +218,43 @@ void rpcd_grpc_next_close(struct rpcd *r)
     dctx_grpc_set_log(NULL, NULL);
 }
 
+int rpcd_grpc_count_relay(struct rpcd *r, dctx *ctx, dctx_rpc_stream *st, const void *req,
+                          size_t len, dctx_rpc_reply *reply)
+{
+    dctx_grpc_stream *up = NULL;
+    int rc = dctx_grpc_stream_open(r->grpc_next[0], ctx, "/dctx.demo.Demo/Count", &up);
+    if (rc != 0) {
+        dctx_rpc_reply_set_message(reply, "%s: %s", r->grpc_next_url[0], dctx_strerror(rc));
+        return rc;
+    }
+    long relayed = 0;
+    rc = dctx_grpc_stream_send(up, req, len);
+    if (rc == 0)
+        rc = dctx_grpc_stream_close_send(up);
+    dctx_rpc_message m;
+    while (rc == 0 && dctx_grpc_stream_recv(up, &m)) {
+        rc = dctx_rpc_stream_send(st, m.data, m.len);
+        dctx_rpc_message_free(&m);
+        relayed += rc == 0;
+    }
+    if (rc != 0) { /* ours ended first: the gRPC stream goes too */
+        dctx_grpc_stream_release(up);
+        up = NULL;
+    }
+    dctx_rpc_result res = {.code = rc};
+    int code = up != NULL ? dctx_grpc_stream_finish(up, &res) : rc;
+    if (rc == 0 || code != DCTX_OK) /* the next hop's end, or ours */
+        rc = code;
+    rpcd_log_message("stream_relayed", "Count: %ld messages from %s, %s", relayed,
+                     r->grpc_next_url[0], dctx_code_name(rc));
+    if (rc != DCTX_OK)
+        dctx_rpc_reply_set_message(
+            reply, "%s", res.message != NULL && res.message[0] ? res.message : dctx_strerror(rc));
+    dctx_rpc_result_free(&res);
+    dctx_grpc_stream_release(up);
+    return rc;
+}
+
 static void hop_done(void *arg, const dctx_rpc_result *res)
 {
     struct rpcd_grpc_hop *h = arg;

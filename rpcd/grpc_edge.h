@@ -58,6 +58,13 @@ struct rpcd_tls;
 int rpcd_grpc_next_open(struct rpcd *r, const char *url, const struct rpcd_tls *tls);
 void rpcd_grpc_next_close(struct rpcd *r);
 
+/* rpcd_grpc_count_relay relays Count from the first gRPC next hop (the
+ * request req, then each of its messages sent on to st), logging what it
+ * relayed as count_relay does; returns the stream's status, with reply's
+ * message saying why when it is not OK. */
+int rpcd_grpc_count_relay(struct rpcd *r, dctx *ctx, dctx_rpc_stream *st, const void *req,
+                          size_t len, dctx_rpc_reply *reply);
+
 /* A call of Chain on a gRPC next hop, under way. */
 struct rpcd_grpc_hop {
     pthread_mutex_t mu;

@@ -42,6 +42,14 @@ void rpcd_grpc_next_close(struct rpcd *r)
     (void)r;
 }
 
+int rpcd_grpc_count_relay(struct rpcd *r, dctx *ctx, dctx_rpc_stream *st, const void *req,
+                          size_t len, dctx_rpc_reply *reply)
+{
+    (void)r, (void)ctx, (void)st, (void)req, (void)len;
+    dctx_rpc_reply_set_message(reply, "rpcd was built without gRPC");
+    return DCTX_UNIMPLEMENTED;
+}
+
 void rpcd_grpc_chain_start(struct rpcd *r, int i, dctx *ctx, const void *req, size_t len,
                            struct rpcd_grpc_hop *h)
 {

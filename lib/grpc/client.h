@@ -31,6 +31,34 @@ struct dctx__grpc_async_tag {
     void (*end)(struct dctx__grpc_async_tag *tag, bool ok);
 };
 
+/* The metadata a call sends: the context's propagated values that gRPC can
+ * carry (client_call.c). */
+struct dctx__grpc_md {
+    grpc_metadata entries[DCTX_WIRE_VALUES_MAX];
+    size_t n;
+};
+
+/* dctx__grpc_md_collect fills md from ctx (its slices point into ctx's
+ * values: hold ctx for the call); 0 or the wire's limit broken. */
+int dctx__grpc_md_collect(dctx *ctx, struct dctx__grpc_md *md);
+
+/* dctx__grpc_can_start: whether a call with ctx can go at all, with the
+ * budget it goes with (-1: none; one unit of gRPC's rounding taken off);
+ * else res says why (ctx's cause, or DEADLINE_EXCEEDED). */
+bool dctx__grpc_can_start(dctx *ctx, int64_t *budget, dctx_rpc_result *res);
+
+/* dctx__grpc_cancel_call is the after-func of a call's context: cancels
+ * the gRPC call arg, then drops the reference to it and to gRPC
+ * (grpc_init) the after-func was given: the cancel may run after the call
+ * ended and its channel closed. */
+void dctx__grpc_cancel_call(void *arg);
+
+/* dctx__grpc_status_result fills res with a call's end: its status and
+ * details (and payload, for OK), or ctx's end when ctx ended it; returns
+ * the code. */
+int dctx__grpc_status_result(dctx *ctx, grpc_status_code status, grpc_slice details,
+                             const void *payload, size_t len, dctx_rpc_result *res);
+
 /* dctx__grpc_channel_queue returns ch's queue for asynchronous calls,
  * its thread started on first use; NULL if no thread could be. */
 grpc_completion_queue *dctx__grpc_channel_queue(dctx_grpc_channel *ch);

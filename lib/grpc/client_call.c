@@ -21,18 +21,11 @@
 #include "client.h"
 #include "edge.h"
 
-/* The metadata a call sends: the context's propagated values that gRPC can
- * carry. */
-struct outbound_md {
-    grpc_metadata entries[DCTX_WIRE_VALUES_MAX];
-    size_t n;
-};
-
 /* One call, from its start to its end. */
 struct outbound {
     struct dctx__grpc_async_tag tag; /* first: the queue hands it back */
     dctx *ctx;                       /* held */
-    struct outbound_md md;
+    struct dctx__grpc_md md;
     grpc_call *call;
     dctx_after *after;
     grpc_byte_buffer *request, *response;
@@ -45,7 +38,7 @@ struct outbound {
 
 static int add_value(void *arg, const char *name, const void *value, size_t len)
 {
-    struct outbound_md *md = arg;
+    struct dctx__grpc_md *md = arg;
     if (md->n == DCTX_WIRE_VALUES_MAX || !dctx__grpc_key_sendable(name, value, len))
         return 0;
     grpc_metadata *e = &md->entries[md->n++];
@@ -55,11 +48,13 @@ static int add_value(void *arg, const char *name, const void *value, size_t len)
     return 0;
 }
 
-/* The context's cancel, on an after-func thread: cancels the gRPC call and
- * drops what the after-func held (a reference to the call, and gRPC
- * itself: the cancel may run after the call ended and its channel
- * closed). */
-static void cancel_call(void *arg)
+int dctx__grpc_md_collect(dctx *ctx, struct dctx__grpc_md *md)
+{
+    md->n = 0;
+    return dctx_wire_each_value(ctx, NULL, add_value, md);
+}
+
+void dctx__grpc_cancel_call(void *arg)
 {
     grpc_call *call = arg;
     grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, "the dctx context ended", NULL);
@@ -67,9 +62,7 @@ static void cancel_call(void *arg)
     grpc_shutdown();
 }
 
-/* Whether the call can go at all, with the budget it goes with (-1: none);
- * else res says why. */
-static bool can_start(dctx *ctx, int64_t *budget, dctx_rpc_result *res)
+bool dctx__grpc_can_start(dctx *ctx, int64_t *budget, dctx_rpc_result *res)
 {
     int64_t deadline;
     bool timed = dctx_rpc_deadline(ctx, &deadline); /* a drain's end included */
@@ -99,9 +92,9 @@ static int begin(struct outbound *o, dctx_grpc_channel *ch, dctx *ctx, const cha
                  dctx_rpc_result *res)
 {
     int64_t budget;
-    if (!can_start(ctx, &budget, res))
+    if (!dctx__grpc_can_start(ctx, &budget, res))
         return res->code;
-    int rc = dctx_wire_each_value(ctx, NULL, add_value, &o->md);
+    int rc = dctx__grpc_md_collect(ctx, &o->md);
     if (rc != 0) {
         dctx_rpc_result_set(res, rc, "the context's values break a limit of the dctx wire", NULL,
                             0);
@@ -113,7 +106,7 @@ static int begin(struct outbound *o, dctx_grpc_channel *ch, dctx *ctx, const cha
                                        NULL, dctx__grpc_deadline(budget), NULL);
     grpc_init(); /* the after-func's, with a reference to the call */
     grpc_call_ref(o->call);
-    if (dctx_after_func(ctx, cancel_call, o->call, &o->after) != 0) {
+    if (dctx_after_func(ctx, dctx__grpc_cancel_call, o->call, &o->after) != 0) {
         o->after = NULL;
         grpc_call_unref(o->call);
         grpc_shutdown();
@@ -149,34 +142,42 @@ static int begin(struct outbound *o, dctx_grpc_channel *ch, dctx *ctx, const cha
     return rc;
 }
 
-/* The result of a call gRPC ran: its status, or the context's end. */
-static void result_of(struct outbound *o, dctx_rpc_result *res)
+int dctx__grpc_status_result(dctx *ctx, grpc_status_code status, grpc_slice details,
+                             const void *payload, size_t len, dctx_rpc_result *res)
 {
-    int code = (int)o->status;
+    int code = (int)status;
     if (code < 0 || code > DCTX_CODE_MAX)
         code = DCTX_UNKNOWN;
-    if (code != DCTX_OK && dctx_done(o->ctx)) {
+    if (code != DCTX_OK && dctx_done(ctx)) {
         /* The context ended the call: say why, as a dctx call would. */
         const char *cause_msg = NULL;
         char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
-        code = dctx_cause(o->ctx, &cause_msg);
-        snprintf(message, sizeof message, "%s%s%s", dctx_strerror(dctx_err(o->ctx)),
+        code = dctx_cause(ctx, &cause_msg);
+        snprintf(message, sizeof message, "%s%s%s", dctx_strerror(dctx_err(ctx)),
                  cause_msg ? ": " : "", cause_msg ? cause_msg : "");
         dctx_rpc_result_set(res, code, message, NULL, 0);
-        return;
+        return code;
     }
     /* The result cuts the message to the wire's limit, on a UTF-8 boundary. */
-    char *message = grpc_slice_to_c_string(o->details);
+    char *message = grpc_slice_to_c_string(details);
+    dctx_rpc_result_set(res, code, message, code == DCTX_OK ? payload : NULL,
+                        code == DCTX_OK ? len : 0);
+    gpr_free(message);
+    return res->code;
+}
+
+/* The result of a unary call gRPC ran: its status and response, or the
+ * context's end. */
+static void result_of(struct outbound *o, dctx_rpc_result *res)
+{
     unsigned char *body = NULL;
     size_t len = 0;
-    if (code != DCTX_OK)
-        dctx_rpc_result_set(res, code, message, NULL, 0);
-    else if (o->response == NULL || !dctx__grpc_read_bytes(o->response, &body, &len))
+    if (o->status == GRPC_STATUS_OK &&
+        (o->response == NULL || !dctx__grpc_read_bytes(o->response, &body, &len)))
         dctx_rpc_result_set(res, DCTX_INTERNAL, "the gRPC server sent OK and no message", NULL, 0);
     else
-        dctx_rpc_result_set(res, DCTX_OK, message, body, len);
+        dctx__grpc_status_result(o->ctx, o->status, o->details, body, len, res);
     free(body);
-    gpr_free(message);
 }
 
 /* Free what begin made (after the batch completed, or was refused). */

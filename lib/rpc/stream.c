@@ -15,6 +15,23 @@
 
 /* A message's data lives in the block the peer's frame was copied into
  * (stream_half.c): freed from there. */
+int dctx_rpc_message_set(dctx_rpc_message *m, const void *data, size_t len, int64_t budget_ns)
+{
+    m->data = NULL;
+    m->len = 0;
+    m->budget_ns = budget_ns;
+    struct dctx__stream_msg *block = malloc(sizeof *block + len);
+    if (block == NULL)
+        return DCTX_RESOURCE_EXHAUSTED;
+    block->next = NULL;
+    block->len = len;
+    if (len > 0)
+        memcpy(block->data, data, len);
+    m->data = block->data;
+    m->len = len;
+    return 0;
+}
+
 void dctx_rpc_message_free(dctx_rpc_message *m)
 {
     if (m == NULL)

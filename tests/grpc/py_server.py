@@ -10,6 +10,7 @@ name of the certificate the caller presented, or null), then {"event":"ended", "
 "after_ms"} if the caller canceled it or its deadline passed. The request
 says what to do: "sleep DURATION" (5s, 300ms) waits, "status CODE message"
 answers that status, anything else is echoed back after "python:".
+/dctx.demo.Demo/Count streams as rpcd's does ("N INTERVAL": "1" .. "N").
 """
 import base64
 import json
@@ -85,11 +86,41 @@ def handler_for(path, method):
     return grpc.unary_unary_rpc_method_handler(handle)
 
 
+def count_handler(path):
+    """/dctx.demo.Demo/Count as rpcd serves it: "N INTERVAL" -> "1" .. "N"."""
+    def handle(request, context):
+        start = time.monotonic()
+        text = request.decode("utf-8", "replace")
+        report(path, {"event": "call", "method": "/dctx.demo.Demo/Count", "request": text,
+                      "metadata": {k: [v] for k, v in context.invocation_metadata()
+                                   if not k.endswith("-bin")}})
+        n, _, every = text.partition(" ")
+        wait = seconds(every) or 0
+        stopped = threading.Event()
+
+        def on_end():
+            if not stopped.is_set():
+                stopped.set()
+                report(path, {"event": "ended", "method": "/dctx.demo.Demo/Count",
+                              "err": "canceled", "after_ms": (time.monotonic() - start) * 1000})
+
+        context.add_callback(on_end)
+        for i in range(1, int(n) + 1):
+            if i > 1 and stopped.wait(wait):
+                return
+            yield str(i).encode()
+        stopped.set()
+
+    return grpc.unary_stream_rpc_method_handler(handle)
+
+
 class AnyMethod(grpc.GenericRpcHandler):
     def __init__(self, path):
         self.path = path
 
     def service(self, details):
+        if details.method == "/dctx.demo.Demo/Count":
+            return count_handler(self.path)
         return handler_for(self.path, details.method)
 
 

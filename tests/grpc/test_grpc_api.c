@@ -414,6 +414,92 @@ static void call_start_ends_once_on_the_channels_thread(void **state)
     edge_close(&e);
 }
 
+/* dctx -> gRPC stream -> gateway -> dctx stream: a bidirectional stream
+ * echoed whole, then one canceled mid-way, whose dctx handler sees the
+ * cancel. */
+static void a_grpc_stream_crosses_the_gateway_both_ways(void **state)
+{
+    (void)state;
+    static const struct rt_method methods[] = {
+        {"/t.T/EchoStream", NULL, NULL, rt_echo_stream_handler},
+        {"/t.T/Count", NULL, NULL, rt_count_stream_handler},
+    };
+    char url[256];
+    dctx_rpc_server *srv = rt_server_open(RT_INPROC, NULL, methods, 2, url, sizeof url);
+    dctx_rpc_channel *forward = rt_channel_open(url, NULL);
+    static const char *const streams[] = {"/t.T/EchoStream", "/t.T/Count"};
+    dctx_grpc_gateway_options o = {.listen = "127.0.0.1:0",
+                                   .forward = forward,
+                                   .stream_methods = streams,
+                                   .n_stream_methods = 2};
+    dctx_grpc_gateway *gw = NULL;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", dctx_grpc_gateway_port(gw));
+    dctx_grpc_channel *ch = NULL;
+    assert_int_equal(dctx_grpc_channel_get(target, &ch), 0);
+
+    dctx *ctx = rt_with_timeout(SEC(10));
+    dctx_grpc_stream *st = NULL;
+    assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/EchoStream", &st), 0);
+    const char *words[] = {"one", "two", "three"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(dctx_grpc_stream_send(st, words[i], strlen(words[i])), 0);
+        dctx_rpc_message m;
+        assert_true(dctx_grpc_stream_recv(st, &m));
+        assert_int_equal(m.len, strlen(words[i]));
+        assert_memory_equal(m.data, words[i], m.len);
+        assert_true(m.budget_ns > 0 && m.budget_ns <= SEC(10));
+        dctx_rpc_message_free(&m);
+    }
+    assert_int_equal(dctx_grpc_stream_close_send(st), 0);
+    assert_int_equal(dctx_grpc_stream_send(st, "x", 1), DCTX_FAILED_PRECONDITION);
+    dctx_rpc_message m;
+    assert_false(dctx_grpc_stream_recv(st, &m));
+    assert_int_equal(dctx_grpc_stream_finish(st, NULL), DCTX_OK);
+    dctx_grpc_stream_release(st);
+
+    /* Canceled after three messages of a long count: the dctx handler's
+     * stream ends CANCELLED, and so does ours. */
+    dctx *cancel = rt_with_cancel();
+    assert_int_equal(dctx_grpc_stream_open(ch, cancel, "/t.T/Count", &st), 0);
+    assert_int_equal(dctx_grpc_stream_send(st, "1000000", 7), 0);
+    assert_int_equal(dctx_grpc_stream_close_send(st), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_true(dctx_grpc_stream_recv(st, &m));
+        dctx_rpc_message_free(&m);
+    }
+    dctx_cancel_cause(cancel, DCTX_ABORTED, "enough");
+    while (dctx_grpc_stream_recv(st, &m))
+        dctx_rpc_message_free(&m);
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_stream_finish(st, &res), DCTX_ABORTED);
+    assert_contains(res.message, "enough");
+    dctx_rpc_result_free(&res);
+    dctx_grpc_stream_release(st);
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+    assert_int_equal(rt_server_stats(srv).by_code[DCTX_CANCELED], 1);
+
+    /* A stream released half way is canceled; one on a method nobody
+     * serves (the gateway takes it for a unary call) ends UNIMPLEMENTED. */
+    assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/EchoStream", &st), 0);
+    assert_int_equal(dctx_grpc_stream_send(st, "a", 1), 0);
+    dctx_grpc_stream_release(st);
+    assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/Nothing", &st), 0);
+    assert_int_equal(dctx_grpc_stream_send(st, "x", 1), 0);
+    assert_int_equal(dctx_grpc_stream_close_send(st), 0);
+    assert_false(dctx_grpc_stream_recv(st, &m));
+    assert_int_equal(dctx_grpc_stream_finish(st, NULL), DCTX_UNIMPLEMENTED);
+    dctx_grpc_stream_release(st);
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 0, SEC(5)));
+
+    dctx_grpc_channel_release(ch);
+    dctx_grpc_gateway_close(gw);
+    rt_channel_close(forward);
+    rt_ctx_release(cancel);
+    rt_ctx_release(ctx);
+}
+
 /* The same test with the gateway calling its server in process. */
 #define RT_TEST_IN_PROCESS(f)                                                                      \
     {                                                                                              \
@@ -435,6 +521,7 @@ int main(int argc, char **argv)
         RT_TEST(deadline_crosses_with_less_budget),
         RT_TEST(health_answers_through_a_drain),
         RT_TEST(call_start_ends_once_on_the_channels_thread),
+        RT_TEST(a_grpc_stream_crosses_the_gateway_both_ways),
         RT_TEST_IN_PROCESS(values_and_budget_cross_both_ways),
         RT_TEST_IN_PROCESS(status_and_message_cross),
         RT_TEST_IN_PROCESS(cancel_crosses_both_ways),

@@ -146,6 +146,25 @@ out=$(call "tcp://127.0.0.1:$pc" /dctx.demo.Demo/Chain --data "both")
 check "two gRPC hops answer, in the order given" \
     test "$(printf '%s\n' "$out" | tail -n 2 | tr '\n' ' ')" = "grpc-go:both python:both "
 
+# 6. Count relayed from a gRPC server's stream: every message in order,
+# then OK; a cancel mid-stream reaches the gRPC server's handler.
+pd=$(free_port)
+serve d --listen "tcp://127.0.0.1:$pd" --next "grpc://127.0.0.1:$ppy"
+out=$(call "tcp://127.0.0.1:$pd" /dctx.demo.Demo/Count --stream --data "5 5ms" \
+    --value x-custom=v6 </dev/null)
+check "Count relayed from the gRPC server: 1..5, then OK" \
+    test "$(printf '%s\n' "$out" | head -n 6 | tr '\n' ' ')" = "1 2 3 4 5 OK "
+check "... with the values as metadata" \
+    grep -q '"request": "5 5ms".*"x-custom": \["v6"\]' "$dir/py.jsonl"
+check "d logged what it relayed" \
+    wait_line "$dir/d.log" '"event":"stream_relayed".*Count: 5 messages from grpc://'
+call "tcp://127.0.0.1:$pd" /dctx.demo.Demo/Count --stream --data "1000 10ms" \
+    --cancel-after 200ms </dev/null >"$dir/count.out"
+check "a canceled relayed Count stops the caller CANCELLED" grep -q '^CANCELLED' "$dir/count.out"
+read -r err after <<<"$(ended py 4)"
+check "py: the cancel reached the gRPC server's Count ($err after $after ms)" \
+    test "$err" = canceled
+
 stop_servers
 echo "$failures failures"
 [ "$failures" -eq 0 ]

@@ -46,6 +46,7 @@
 #define DCTX_GRPC_H
 
 #include <dctx/rpc.h>
+#include <dctx/stream.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -237,6 +238,54 @@ DCTX_API int dctx_grpc_call(dctx_grpc_channel *ch, dctx *ctx, const char *method
 DCTX_API int dctx_grpc_call_start(dctx_grpc_channel *ch, dctx *ctx, const char *method,
                                   const void *req, size_t req_len, dctx_rpc_done_fn done,
                                   void *arg);
+
+/* ===== Client streams: dctx in, gRPC out ===== */
+
+/* A stream call to a gRPC server (any of the three kinds: gRPC does not
+ * tell them apart on the wire). Its context bounds the whole stream as a
+ * unary call's does: its time left is the deadline, its cancel cancels the
+ * stream, its values go once, as metadata. A sender and a receiver may be
+ * two threads; each function below is called by one thread at a time. */
+typedef struct dctx_grpc_stream dctx_grpc_stream;
+
+/* dctx_grpc_stream_open opens a stream of method on ch with ctx (NULL:
+ * Background) and waits until its headers are on their way. Returns 0
+ * with *out the stream (to release with dctx_grpc_stream_release), or a
+ * code with *out NULL: DCTX_INVALID_ARGUMENT (ch, method or out NULL,
+ * values over the limits of wire.h), ctx's cause or DCTX_DEADLINE_EXCEEDED
+ * (ctx done, no time left), the server's status or DCTX_UNAVAILABLE (the
+ * call failed at once), DCTX_RESOURCE_EXHAUSTED. Blocks. */
+DCTX_API DCTX_NODISCARD int dctx_grpc_stream_open(dctx_grpc_channel *ch, dctx *ctx,
+                                                  const char *method, dctx_grpc_stream **out);
+
+/* dctx_grpc_stream_send sends len bytes (copied), blocking while gRPC's
+ * flow control holds it. Returns 0; the stream's end status when it has
+ * ended (its deadline, a cancel, the server's status);
+ * DCTX_FAILED_PRECONDITION after close_send; DCTX_INVALID_ARGUMENT. */
+DCTX_API int dctx_grpc_stream_send(dctx_grpc_stream *st, const void *data, size_t len);
+
+/* dctx_grpc_stream_close_send says the client has sent everything (a
+ * half-close); the server may still send. Returns as send. */
+DCTX_API int dctx_grpc_stream_close_send(dctx_grpc_stream *st);
+
+/* dctx_grpc_stream_recv waits for the server's next message into *out (to
+ * free with dctx_rpc_message_free; budget_ns is the stream's time left).
+ * False at the end of the server's messages, however it came (finish says
+ * how): the server's status, the deadline, a cancel, or a message that
+ * cannot be read (compression; the stream is then canceled). Blocks. */
+DCTX_API bool dctx_grpc_stream_recv(dctx_grpc_stream *st, dctx_rpc_message *out);
+
+/* dctx_grpc_stream_finish waits for the stream's end and returns its
+ * status (the server's, or ctx's end: its cause, as dctx_grpc_call); res
+ * (may be NULL) gets it with its message, to free with
+ * dctx_rpc_result_free. Blocks until the server ends the call, its
+ * deadline passes or ctx is canceled. */
+DCTX_API int dctx_grpc_stream_finish(dctx_grpc_stream *st, dctx_rpc_result *res);
+
+/* dctx_grpc_stream_release cancels the stream if it has not ended, waits
+ * for gRPC to let it go, and frees it. No other call on st may be under
+ * way. NULL is fine. */
+DCTX_API void dctx_grpc_stream_release(dctx_grpc_stream *st);
 
 /* ===== gRPC's own log ===== */
 

@@ -55,6 +55,13 @@ typedef struct dctx_rpc_message {
 
 DCTX_API void dctx_rpc_message_free(dctx_rpc_message *m);
 
+/* dctx_rpc_message_set fills m with a copy of len bytes of data and
+ * budget_ns, to free with dctx_rpc_message_free: for code that makes
+ * messages of its own, as a bridge to another RPC system does. Returns 0,
+ * or DCTX_RESOURCE_EXHAUSTED (m then empty). */
+DCTX_API int dctx_rpc_message_set(dctx_rpc_message *m, const void *data, size_t len,
+                                  int64_t budget_ns);
+
 /* dctx_rpc_stream_send sends len bytes (copied) on the stream, blocking
  * while the receiver has granted no room, until the stream ends (its
  * context done included). Returns 0, or the stream's end: its status
