@@ -107,6 +107,7 @@ static void free_gateway(dctx_grpc_gateway *gw)
         if (gw->keys[k] == &gw->own_keys[k])
             free((char *)gw->own_keys[k].name);
     pthread_mutex_destroy(&gw->mu);
+    pthread_mutex_destroy(&gw->watch_mu);
     pthread_cond_destroy(&gw->idle);
     free(gw);
 }
@@ -178,6 +179,7 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
     if (gw == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     pthread_mutex_init(&gw->mu, NULL);
+    pthread_mutex_init(&gw->watch_mu, NULL);
     pthread_cond_init(&gw->idle, NULL);
     int rc = set_keys(gw, o);
     if (rc != 0) {
@@ -274,8 +276,10 @@ int dctx_grpc_gateway_port(const dctx_grpc_gateway *gw)
 
 void dctx_grpc_gateway_drain(dctx_grpc_gateway *gw)
 {
-    if (gw != NULL)
-        atomic_store(&gw->draining, true);
+    if (gw == NULL)
+        return;
+    atomic_store(&gw->draining, true);
+    dctx__gateway_watch_moved(gw);
 }
 
 void dctx_grpc_gateway_close(dctx_grpc_gateway *gw)

@@ -26,6 +26,7 @@ enum gateway_tag_kind {
     TAG_SEND,
     TAG_STREAM_RECV,
     TAG_STREAM_SEND,
+    TAG_WATCH_SEND,
     TAG_SHUTDOWN
 };
 
@@ -72,6 +73,16 @@ struct gateway_call {
     grpc_byte_buffer *incoming; /* a stream message read from gRPC */
     grpc_byte_buffer *outgoing; /* a stream message on its way to gRPC */
     bool recv_done, recv_ok, send_done, send_ok;
+
+    /* A Health/Watch (health_watch.c): on the gateway's list while it lasts. */
+    bool watching;
+    bool closed;        /* RECV_CLOSE_ON_SERVER completed */
+    bool watch_known;   /* the service is "" */
+    bool watch_sending; /* a status is on its way */
+    int watch_sent;     /* the status last sent; 0: none yet */
+    grpc_byte_buffer *watch_msg;
+    struct gateway_tag watch_tag;
+    struct gateway_call *watch_next; /* gw->watchers; under gw->watch_mu */
 };
 
 struct dctx_grpc_gateway {
@@ -90,6 +101,9 @@ struct dctx_grpc_gateway {
     struct gateway_tag shutdown_tag;
     atomic_bool draining;
     atomic_bool closing;
+
+    pthread_mutex_t watch_mu; /* the Health/Watch callers, before any call's mu */
+    struct gateway_call *watchers;
 
     pthread_mutex_t mu; /* in_flight and shut_down, for close to wait on */
     pthread_cond_t idle;
@@ -127,6 +141,14 @@ void dctx__gateway_reply_locked(struct gateway_call *c, int code, const char *me
 /* dctx__gateway_unlock_dropping drops one of the call's references (mu
  * held; released here); the last reports the call and frees it. */
 void dctx__gateway_unlock_dropping(struct gateway_call *c);
+
+/* health_watch.c: a Watch starts with its request (no lock held); its
+ * send completed; the gateway's status moved (drain); the call closed
+ * (no lock held). */
+void dctx__gateway_watch_start(struct gateway_call *c, const unsigned char *req, size_t len);
+void dctx__gateway_watch_sent(struct gateway_call *c, bool ok);
+void dctx__gateway_watch_moved(dctx_grpc_gateway *gw);
+void dctx__gateway_watch_end(struct gateway_call *c);
 
 /* dctx__gateway_not_started says why dctx refused to start a call. */
 const char *dctx__gateway_not_started(int code);

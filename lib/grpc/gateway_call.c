@@ -56,6 +56,7 @@ static bool request_call(dctx_grpc_gateway *gw)
     c->send_tag = (struct gateway_tag){TAG_SEND, c};
     c->stream_recv_tag = (struct gateway_tag){TAG_STREAM_RECV, c};
     c->stream_send_tag = (struct gateway_tag){TAG_STREAM_SEND, c};
+    c->watch_tag = (struct gateway_tag){TAG_WATCH_SEND, c};
     c->caller_deadline_ns = DCTX_DEADLINE_NONE;
     c->budget_ns = -1;
     pthread_mutex_init(&c->mu, NULL);
@@ -329,7 +330,7 @@ static void on_recv(struct gateway_call *c, bool ok)
     } else if (strcmp(c->method, DCTX__HEALTH_CHECK) == 0) {
         serve_health(c, req, len);
     } else if (strcmp(c->method, DCTX__HEALTH_WATCH) == 0) {
-        reply(c, DCTX_UNIMPLEMENTED, "the gateway serves Health/Check, not Watch");
+        dctx__gateway_watch_start(c, req, len);
     } else {
         forward(c, req, len, c->request != NULL, stream);
     }
@@ -345,7 +346,12 @@ static void on_recv(struct gateway_call *c, bool ok)
 static void on_close(struct gateway_call *c)
 {
     dctx_grpc_gateway *gw = c->gw;
+    if (c->watching) /* on the cq thread, as its start: no race */
+        dctx__gateway_watch_end(c);
     pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    if (c->watching && !c->replied) /* a watch ends only so */
+        c->code = atomic_load(&gw->closing) ? DCTX_UNAVAILABLE : DCTX_CANCELED;
     dctx *cancel = NULL;
     int cause = DCTX_CANCELED;
     const char *why = "the gRPC caller canceled the call";
@@ -399,6 +405,9 @@ void dctx__gateway_on_tag(struct gateway_tag *tag, bool ok)
         break;
     case TAG_SEND:
         on_send(c);
+        break;
+    case TAG_WATCH_SEND:
+        dctx__gateway_watch_sent(c, ok);
         break;
     case TAG_STREAM_RECV:
     case TAG_STREAM_SEND:

@@ -1,12 +1,10 @@
 /*
- * health.c - the health service's Check (health.h): the gateway serves
- * one service, the empty name.
+ * health.c - the health service's requests and Check's answer (health.h):
+ * the gateway serves one service, the empty name.
  */
 #include <dctx/dctx.h>
 
 #include "health.h"
-
-enum { SERVING = 1, NOT_SERVING = 2 };
 
 /* The service name in a HealthCheckRequest: its field 1, length-delimited
  * (tag 0x0a), or absent. Anything else is not a request this version
@@ -42,8 +40,21 @@ int dctx__health_check(const unsigned char *req, size_t len, bool serving, unsig
         return DCTX_NOT_FOUND;
     }
     reply[0] = 0x08; /* field 1, varint */
-    reply[1] = serving ? SERVING : NOT_SERVING;
+    reply[1] = serving ? DCTX__HEALTH_SERVING : DCTX__HEALTH_NOT_SERVING;
     *reply_len = 2;
+    *message = NULL;
+    return DCTX_OK;
+}
+
+int dctx__health_watch_request(const unsigned char *req, size_t len, bool *known,
+                               const char **message)
+{
+    size_t name_len = 0;
+    if (!service_name(req, len, &name_len)) {
+        *message = "not a grpc.health.v1.HealthCheckRequest";
+        return DCTX_INVALID_ARGUMENT;
+    }
+    *known = name_len == 0;
     *message = NULL;
     return DCTX_OK;
 }

@@ -1,5 +1,6 @@
 /*
- * health.h - grpc.health.v1.Health/Check, answered by the gateway itself:
+ * health.h - grpc.health.v1.Health/Check and Watch, answered by the
+ * gateway itself (Watch's stream: health_watch.c):
  * its two messages hand-encoded (HealthCheckRequest { string service = 1; },
  * HealthCheckResponse { ServingStatus status = 1; }).
  */
@@ -19,5 +20,13 @@
  * whole; it knows no others). */
 int dctx__health_check(const unsigned char *req, size_t len, bool serving, unsigned char *reply,
                        size_t *reply_len, const char **message);
+
+/* The statuses a Watch sends (HealthCheckResponse.ServingStatus). */
+enum { DCTX__HEALTH_SERVING = 1, DCTX__HEALTH_NOT_SERVING = 2, DCTX__HEALTH_UNKNOWN = 3 };
+
+/* dctx__health_watch_request reads a Watch request: 0 with *known (the
+ * service is the gateway's own, ""), or INVALID_ARGUMENT with message. */
+int dctx__health_watch_request(const unsigned char *req, size_t len, bool *known,
+                               const char **message);
 
 #endif

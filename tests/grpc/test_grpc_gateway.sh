@@ -63,6 +63,14 @@ except grpc.RpcError as e:
 PY
 }
 check "health: SERVING while c runs" test "$(health)" = SERVING
+# Watch, as gRPC clients' own health checking does: SERVING at once, then
+# NOT_SERVING when the drain begins, until the instance stops; a service
+# the gateway does not know: SERVICE_UNKNOWN once, the stream left open.
+$py "$here/health_watch.py" "127.0.0.1:$pgc" >"$dir/watch.out" 2>&1 &
+watcher=$!
+$py "$here/health_watch.py" "127.0.0.1:$pgc" other.Service 1 >"$dir/watch_other.out" 2>&1 &
+watcher_other=$!
+check "health watch: SERVING at once" wait_line "$dir/watch.out" '^SERVING$'
 call "tcp://127.0.0.1:$pc" /dctx.demo.Demo/Sleep --data 1500ms >/dev/null &
 sleeper=$!
 wait_line "$dir/c.log" '"event":"call_start".*Sleep' || fail "the Sleep call did not start"
@@ -75,11 +83,20 @@ for _ in $(seq 20); do
     sleep 0.05
 done
 check "health: NOT_SERVING while c drains (saw $seen)" test "$seen" = NOT_SERVING
+check "health watch: NOT_SERVING sent when the drain began" \
+    wait_line "$dir/watch.out" '^NOT_SERVING$'
 wait "$sleeper"
 check "the call that held the drain finished OK" test $? -eq 0
 wait "${pids[-1]}"
 unset 'pids[-1]'
 check "health: nothing answers once c stopped" test "$(health)" = UNAVAILABLE
+wait "$watcher" "$watcher_other"
+check "health watch: SERVING, NOT_SERVING, then the stream ended with the instance ($(tr '\n' ' ' <"$dir/watch.out"))" \
+    $py -c 'import sys; l = open(sys.argv[1]).read().split("\n")[:3]
+sys.exit(not (l[:2] == ["SERVING", "NOT_SERVING"] and l[2] in ("end UNAVAILABLE", "end CANCELLED")))' \
+    "$dir/watch.out"
+check "health watch of another service: SERVICE_UNKNOWN, the stream kept open till the client's 1 s ($(tr '\n' ' ' <"$dir/watch_other.out"))" \
+    test "$(tr '\n' ' ' <"$dir/watch_other.out")" = "SERVICE_UNKNOWN end DEADLINE_EXCEEDED "
 
 # Streams in flight when the instance stops: one read, a client stream
 # never half-closed, one never read. The instance stops within its grace

@@ -29,8 +29,10 @@
  *
  * The gateway also answers grpc.health.v1.Health/Check: SERVING while it
  * runs, NOT_SERVING once dctx_grpc_gateway_drain was called (Kubernetes'
- * gRPC probes and load balancers use it). Health/Watch is not served
- * (UNIMPLEMENTED).
+ * gRPC probes and load balancers use it); and Health/Watch, as gRPC
+ * clients' own health checking calls it: the status at once, then each
+ * change, until the caller leaves or the gateway closes (a service other
+ * than "" gets SERVICE_UNKNOWN, the stream left open).
  *
  * Threads: each gateway runs one thread on a gRPC completion queue; a
  * call crosses to dctx once (dctx_rpc_call_start on that thread: give the
