@@ -495,6 +495,45 @@ static void a_grpc_stream_crosses_the_gateway_both_ways(void **state)
 
     dctx_grpc_channel_release(ch);
     dctx_grpc_gateway_close(gw);
+
+    /* A gateway bridging at most one stream refuses the second while the
+     * first lasts, and takes one again once it ended. */
+    o.max_streams = 1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), 0);
+    snprintf(target, sizeof target, "127.0.0.1:%d", dctx_grpc_gateway_port(gw));
+    assert_int_equal(dctx_grpc_channel_get(target, &ch), 0);
+    dctx_grpc_stream *first = NULL, *second = NULL;
+    assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/EchoStream", &first), 0);
+    assert_int_equal(dctx_grpc_stream_send(first, "a", 1), 0);
+    assert_true(dctx_grpc_stream_recv(first, &m)); /* bridged */
+    dctx_rpc_message_free(&m);
+    assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/EchoStream", &second), 0);
+    (void)dctx_grpc_stream_send(second, "b", 1);
+    assert_false(dctx_grpc_stream_recv(second, &m));
+    dctx_rpc_result res2;
+    assert_int_equal(dctx_grpc_stream_finish(second, &res2), DCTX_RESOURCE_EXHAUSTED);
+    printf("# the second stream: %s\n", res2.message);
+    dctx_rpc_result_free(&res2);
+    dctx_grpc_stream_release(second);
+    assert_int_equal(dctx_grpc_stream_close_send(first), 0);
+    assert_false(dctx_grpc_stream_recv(first, &m));
+    assert_int_equal(dctx_grpc_stream_finish(first, NULL), DCTX_OK);
+    dctx_grpc_stream_release(first);
+    /* The bridge's threads let go of the first just after its status. */
+    bool again = false;
+    for (int i = 0; i < 50 && !again; i++) {
+        assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/EchoStream", &first), 0);
+        (void)dctx_grpc_stream_send(first, "c", 1);
+        again = dctx_grpc_stream_recv(first, &m);
+        if (again)
+            dctx_rpc_message_free(&m);
+        dctx_grpc_stream_release(first);
+        if (!again)
+            rt_sleep(MS(10));
+    }
+    assert_true(again);
+    dctx_grpc_channel_release(ch);
+    dctx_grpc_gateway_close(gw);
     rt_channel_close(forward);
     rt_ctx_release(cancel);
     rt_ctx_release(ctx);
