@@ -118,7 +118,8 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
                     a->tls_client_ca != NULL ? " / --grpc-tls-client-ca " : "",
                     a->tls_client_ca != NULL ? a->tls_client_ca : "",
                     rc == DCTX_INVALID_ARGUMENT
-                        ? "not PEM with a certificate (and, for the certificate, its key)"
+                        ? "not PEM with a certificate gRPC can use (and, for the certificate, "
+                          "its own key, not encrypted)"
                         : dctx_strerror(rc));
         else
             fprintf(stderr, "rpcd serve: cannot listen for gRPC on %s: %s\n", a->listen,
@@ -228,11 +229,11 @@ int rpcd_grpc_count_relay(struct rpcd *r, dctx *ctx, dctx_rpc_stream *st, const 
         return rc;
     }
     long relayed = 0;
-    rc = dctx_grpc_stream_send(up, req, len);
-    if (rc == 0)
-        rc = dctx_grpc_stream_close_send(up);
+    /* A failed send or close returns the gRPC stream's end: finish says it. */
+    bool up_open = dctx_grpc_stream_send(up, req, len) == 0 && dctx_grpc_stream_close_send(up) == 0;
     dctx_rpc_message m;
-    while (rc == 0 && dctx_grpc_stream_recv(up, &m)) {
+    rc = 0;
+    while (up_open && rc == 0 && dctx_grpc_stream_recv(up, &m)) {
         rc = dctx_rpc_stream_send(st, m.data, m.len);
         dctx_rpc_message_free(&m);
         relayed += rc == 0;
@@ -242,9 +243,8 @@ int rpcd_grpc_count_relay(struct rpcd *r, dctx *ctx, dctx_rpc_stream *st, const 
         up = NULL;
     }
     dctx_rpc_result res = {.code = rc};
-    int code = up != NULL ? dctx_grpc_stream_finish(up, &res) : rc;
-    if (rc == 0 || code != DCTX_OK) /* the next hop's end, or ours */
-        rc = code;
+    if (up != NULL)
+        rc = dctx_grpc_stream_finish(up, &res);
     rpcd_log_message("stream_relayed", "Count: %ld messages from %s, %s", relayed,
                      r->grpc_next_url[0], dctx_code_name(rc));
     if (rc != DCTX_OK)

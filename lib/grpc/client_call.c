@@ -101,9 +101,11 @@ static int begin(struct outbound *o, dctx_grpc_channel *ch, dctx *ctx, const cha
         return rc;
     }
     o->ctx = dctx_retain(ctx);
-    grpc_slice method_slice = grpc_slice_from_static_string(method);
+    /* Copied: gRPC reads the path after the start returns. */
+    grpc_slice method_slice = grpc_slice_from_copied_string(method);
     o->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice,
                                        NULL, dctx__grpc_deadline(budget), NULL);
+    grpc_slice_unref(method_slice);
     grpc_init(); /* the after-func's, with a reference to the call */
     grpc_call_ref(o->call);
     if (dctx_after_func(ctx, dctx__grpc_cancel_call, o->call, &o->after) != 0) {

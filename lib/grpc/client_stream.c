@@ -42,8 +42,13 @@ struct dctx_grpc_stream {
 /* Post one batch and wait for it; gRPC's success flag. */
 static bool run(dctx_grpc_stream *st, grpc_op *ops, size_t n, void *tag)
 {
-    if (grpc_call_start_batch(st->call, ops, n, tag, NULL) != GRPC_CALL_OK)
+    if (grpc_call_start_batch(st->call, ops, n, tag, NULL) != GRPC_CALL_OK) {
+        /* Refused (metadata gRPC will not send): end the call, so that
+         * its status comes. */
+        grpc_call_cancel_with_status(st->call, GRPC_STATUS_INTERNAL,
+                                     "gRPC refused an operation of the stream", NULL);
         return false;
+    }
     grpc_event ev =
         grpc_completion_queue_pluck(st->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     return ev.type == GRPC_OP_COMPLETE && ev.success;
@@ -63,6 +68,14 @@ static int end_status(dctx_grpc_stream *st)
     int code = st->result.code;
     pthread_mutex_unlock(&st->status_mu);
     return code;
+}
+
+static bool has_ended(dctx_grpc_stream *st)
+{
+    pthread_mutex_lock(&st->status_mu);
+    bool ended = st->ended;
+    pthread_mutex_unlock(&st->status_mu);
+    return ended;
 }
 
 int dctx_grpc_stream_open(dctx_grpc_channel *ch, dctx *ctx, const char *method,
@@ -93,9 +106,10 @@ int dctx_grpc_stream_open(dctx_grpc_channel *ch, dctx *ctx, const char *method,
     st->ctx = dctx_retain(ctx);
     pthread_mutex_init(&st->status_mu, NULL);
     st->cq = grpc_completion_queue_create_for_pluck(NULL);
-    st->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq,
-                                        grpc_slice_from_static_string(method), NULL,
-                                        dctx__grpc_deadline(budget), NULL);
+    grpc_slice path = grpc_slice_from_copied_string(method); /* read after open returns */
+    st->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq, path,
+                                        NULL, dctx__grpc_deadline(budget), NULL);
+    grpc_slice_unref(path);
     grpc_init(); /* the after-func's, with a reference to the call */
     grpc_call_ref(st->call);
     if (dctx_after_func(ctx, dctx__grpc_cancel_call, st->call, &st->after) != 0) {
@@ -192,9 +206,10 @@ bool dctx_grpc_stream_recv(dctx_grpc_stream *st, dctx_rpc_message *out)
     size_t len = 0;
     bool read = dctx__grpc_read_bytes(bb, &data, &len);
     grpc_byte_buffer_destroy(bb);
-    int64_t deadline;
-    int64_t left = dctx_rpc_deadline(st->ctx, &deadline) ? deadline - dctx_now() : -1;
-    if (!read || dctx_rpc_message_set(out, data, len, left < 0 ? -1 : left) != 0) {
+    int64_t deadline, left = -1;
+    if (dctx_rpc_deadline(st->ctx, &deadline))
+        left = deadline > dctx_now() ? deadline - dctx_now() : 0;
+    if (!read || dctx_rpc_message_set(out, data, len, left) != 0) {
         /* Unreadable (compression) or no memory: the stream cannot go on. */
         free(data);
         grpc_call_cancel_with_status(st->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -211,6 +226,11 @@ int dctx_grpc_stream_finish(dctx_grpc_stream *st, dctx_rpc_result *res)
         dctx_rpc_result_set(res, DCTX_INVALID_ARGUMENT, "no stream", NULL, 0);
         return DCTX_INVALID_ARGUMENT;
     }
+    /* gRPC hands out the status only once the messages before it were
+     * read: those nobody received go unread here. */
+    dctx_rpc_message m;
+    while (!has_ended(st) && dctx_grpc_stream_recv(st, &m))
+        dctx_rpc_message_free(&m);
     int code = end_status(st);
     if (res != NULL)
         dctx_rpc_result_set(res, code, st->result.message, NULL, 0);
@@ -221,10 +241,7 @@ void dctx_grpc_stream_release(dctx_grpc_stream *st)
 {
     if (st == NULL)
         return;
-    pthread_mutex_lock(&st->status_mu);
-    bool ended = st->ended;
-    pthread_mutex_unlock(&st->status_mu);
-    if (!ended)
+    if (!has_ended(st))
         grpc_call_cancel_with_status(st->call, GRPC_STATUS_CANCELLED,
                                      "the dctx stream was released", NULL);
     end_status(st); /* every operation posted has completed */

@@ -13,6 +13,9 @@
 #include <dctx/trace.h>
 #include <grpc/grpc_security.h>
 #include <limits.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,8 +24,8 @@
 #include "tls.h"
 
 #define METADATA_BYTES_MAX (64 * 1024)
-/* The server's two fixed arguments and at most four from the options. */
-#define GATEWAY_ARGS_MAX 6
+/* The server's two fixed arguments and at most five from the options. */
+#define GATEWAY_ARGS_MAX 7
 
 /* Carried on whatever the options say; traceparent under the library's
  * own key, so that servers read it as the trace. */
@@ -137,6 +140,44 @@ static void stop(dctx_grpc_gateway *gw)
     free_gateway(gw);
 }
 
+/* Whether listen ("HOST:PORT", "[V6]:PORT") can be bound now: when it
+ * can, a port gRPC refused with TLS credentials was refused for them (a
+ * key that does not go with its certificate, a PEM body gRPC cannot read),
+ * not for the address. */
+static bool address_free(const char *listen)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    size_t n = colon != NULL ? (size_t)(colon - listen) : 0;
+    if (colon == NULL || n >= sizeof host)
+        return false;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    char *h = host;
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        host[n - 1] = '\0';
+        h = host + 1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *found = NULL;
+    if (getaddrinfo(h[0] != '\0' ? h : NULL, colon + 1, &hints, &found) != 0)
+        return false;
+    bool bound = false;
+    for (struct addrinfo *a = found; a != NULL && !bound; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0)
+            continue;
+        int on = 1; /* as gRPC binds: a port in TIME_WAIT is free */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+        bound = bind(fd, a->ai_addr, a->ai_addrlen) == 0;
+        close(fd);
+    }
+    freeaddrinfo(found);
+    return bound;
+}
+
 /* The server's arguments: the n fixed ones, then those of the options
  * (keepalive, concurrent streams). Returns how many are in all. */
 static size_t server_args(const dctx_grpc_gateway_options *o, const grpc_arg *fixed, size_t n,
@@ -160,6 +201,11 @@ static size_t server_args(const dctx_grpc_gateway_options *o, const grpc_arg *fi
         all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                               .key = (char *)GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
                               .value.integer = 1};
+        /* and not only twice: gRPC stops pinging a connection that sent
+         * no data after this many pings (2 by default). */
+        all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                              .key = (char *)GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
+                              .value.integer = 0};
     }
     if (o->max_concurrent_streams > 0)
         all[n++] = (grpc_arg){.type = GRPC_ARG_INTEGER,
@@ -255,9 +301,11 @@ int dctx_grpc_gateway_open(const dctx_grpc_gateway_options *o, dctx_grpc_gateway
         /* Never started and listening nowhere: no shutdown needed. */
         grpc_server_destroy(gw->server);
         close_queue(gw);
+        rc = o->tls_cert_key_file != NULL && address_free(o->listen) ? DCTX_INVALID_ARGUMENT
+                                                                     : DCTX_UNAVAILABLE;
         grpc_shutdown();
         free_gateway(gw);
-        return DCTX_UNAVAILABLE;
+        return rc;
     }
     grpc_server_start(gw->server);
     dctx__gateway_request_calls(gw);

@@ -32,6 +32,7 @@ static int read_pem(const char *path, char **out)
     if (buf == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     if (failed || n > DCTX__GRPC_PEM_BYTES_MAX || memchr(buf, '\0', n) != NULL) {
+        explicit_bzero(buf, n); /* it may have held a key */
         free(buf);
         return DCTX_INVALID_ARGUMENT;
     }
@@ -53,9 +54,13 @@ static bool has_certificate(const char *pem)
     return strstr(pem, "-----BEGIN CERTIFICATE-----") != NULL;
 }
 
-/* "PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY" */
+/* "PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"; not an encrypted
+ * one: gRPC takes no passphrase. */
 static bool has_private_key(const char *pem)
 {
+    if (strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") != NULL ||
+        strstr(pem, "Proc-Type: 4,ENCRYPTED") != NULL)
+        return false;
     const char *begin = strstr(pem, "-----BEGIN ");
     for (; begin != NULL; begin = strstr(begin + 1, "-----BEGIN ")) {
         const char *end = strstr(begin + 11, "-----");

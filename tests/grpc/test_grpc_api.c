@@ -152,6 +152,12 @@ static void gateway_refuses_bad_options(void **state)
     o.keepalive_ns = -1;
     assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
     o.keepalive_ns = 0;
+    o.keepalive_timeout_ns = -1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.keepalive_timeout_ns = 0;
+    o.max_concurrent_streams = -1;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), DCTX_INVALID_ARGUMENT);
+    o.max_concurrent_streams = 0;
     /* TLS files: a client CA without a certificate, files missing or not
      * what they should be. */
     o.tls_client_ca_file = TLS_DIR "/cert.pem";
@@ -381,8 +387,11 @@ static void call_start_ends_once_on_the_channels_thread(void **state)
     edge_open(&e, state);
     static struct async_seen seen[3];
     memset(seen, 0, sizeof seen);
-    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, "/t.T/Echo", "hi", 2, async_done, &seen[0]),
-                     0);
+    /* The method is the caller's only until the start returns. */
+    char *method = strdup("/t.T/Echo");
+    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, method, "hi", 2, async_done, &seen[0]), 0);
+    memset(method, 'x', strlen(method));
+    free(method);
     assert_true(WAIT_FOR(atomic_load(&seen[0].calls) == 1, SEC(5)));
     assert_int_equal(seen[0].code, DCTX_OK);
     assert_string_equal(seen[0].payload, "hi|");
@@ -410,6 +419,9 @@ static void call_start_ends_once_on_the_channels_thread(void **state)
                      DCTX_ABORTED);
     rt_sleep(MS(20));
     assert_int_equal(atomic_load(&seen[2].calls), 0);
+    assert_int_equal(atomic_load(&seen[0].calls), 1); /* once each */
+    assert_int_equal(atomic_load(&seen[1].calls), 1);
+    assert_true(pthread_equal(seen[0].thread, seen[1].thread)); /* the channel's one thread */
     rt_ctx_release(ctx);
     edge_close(&e);
 }
@@ -484,6 +496,16 @@ static void a_grpc_stream_crosses_the_gateway_both_ways(void **state)
      * serves (the gateway takes it for a unary call) ends UNIMPLEMENTED. */
     assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/EchoStream", &st), 0);
     assert_int_equal(dctx_grpc_stream_send(st, "a", 1), 0);
+    assert_true(dctx_grpc_stream_recv(st, &m)); /* bridged: its handler runs */
+    dctx_rpc_message_free(&m);
+    dctx_grpc_stream_release(st);
+    assert_true(WAIT_FOR(rt_server_stats(srv).by_code[DCTX_CANCELED] == 2, SEC(5)));
+    /* finish without reading: the messages left are dropped, the status
+     * comes. */
+    assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/Count", &st), 0);
+    assert_int_equal(dctx_grpc_stream_send(st, "5", 1), 0);
+    assert_int_equal(dctx_grpc_stream_close_send(st), 0);
+    assert_int_equal(dctx_grpc_stream_finish(st, NULL), DCTX_OK);
     dctx_grpc_stream_release(st);
     assert_int_equal(dctx_grpc_stream_open(ch, ctx, "/t.T/Nothing", &st), 0);
     assert_int_equal(dctx_grpc_stream_send(st, "x", 1), 0);

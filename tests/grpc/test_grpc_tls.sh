@@ -108,6 +108,13 @@ check "--grpc-tls-cert naming no file: NOT_FOUND, named" \
 check "--grpc-tls-cert with a certificate but no key: refused, saying so" \
     refused 3 "not PEM with a certificate" --grpc-listen "127.0.0.1:$(free_port)" \
     --grpc-tls-cert server.crt
+openssl pkcs8 -topk8 -in server.key -passout pass:secret -out encrypted.key 2>/dev/null
+cat server.crt encrypted.key >encrypted.pem
+check "--grpc-tls-cert with an encrypted key (gRPC takes no passphrase): refused" \
+    refused 3 "not encrypted" --grpc-listen "127.0.0.1:$(free_port)" --grpc-tls-cert encrypted.pem
+cat server.crt client.key >mismatched.pem
+check "--grpc-tls-cert whose key is not the certificate's: refused, not taken for a port in use" \
+    refused 3 "its own key" --grpc-listen "127.0.0.1:$(free_port)" --grpc-tls-cert mismatched.pem
 check "--grpc-tls-client-ca that holds no certificate: refused" \
     refused 3 "not PEM with a certificate" --grpc-listen "127.0.0.1:$(free_port)" \
     --grpc-tls-cert server.pem --grpc-tls-client-ca ca1.key

@@ -209,8 +209,8 @@ DCTX_API DCTX_NODISCARD int dctx_grpc_channel_get_with(const char *target,
 
 /* dctx_grpc_channel_release drops a reference; the last closes the
  * channel (and joins its thread of asynchronous calls). Calls on it must
- * have returned, and asynchronous ones ended. Not from a done callback.
- * NULL is fine. */
+ * have returned, asynchronous ones ended and streams been released. Not
+ * from a done callback. NULL is fine. */
 DCTX_API void dctx_grpc_channel_release(dctx_grpc_channel *ch);
 
 /* dctx_grpc_call calls method ("/package.Service/Method") with req_len
@@ -280,8 +280,10 @@ DCTX_API bool dctx_grpc_stream_recv(dctx_grpc_stream *st, dctx_rpc_message *out)
 /* dctx_grpc_stream_finish waits for the stream's end and returns its
  * status (the server's, or ctx's end: its cause, as dctx_grpc_call); res
  * (may be NULL) gets it with its message, to free with
- * dctx_rpc_result_free. Blocks until the server ends the call, its
- * deadline passes or ctx is canceled. */
+ * dctx_rpc_result_free. The server's messages not received yet are read
+ * and dropped (gRPC gives the status only after them), so no other thread
+ * may be receiving. Blocks until the server ends the call, its deadline
+ * passes or ctx is canceled. */
 DCTX_API int dctx_grpc_stream_finish(dctx_grpc_stream *st, dctx_rpc_result *res);
 
 /* dctx_grpc_stream_release cancels the stream if it has not ended, waits
