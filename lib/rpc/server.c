@@ -201,9 +201,10 @@ struct dctx_rpc_server {
     /* What of the calls from this process may still touch the server: a
      * starter inside dctx_rpc_server_call_start, an after-func on a
      * caller's context not yet stopped or returned, a cancel's deferred
-     * part. Protected by mu (its last release must not race with close's
-     * free); close waits for none. */
-    int local_holds;
+     * part. Its release is the holder's last touch of the server, so
+     * nothing wakes close: close looks again every few milliseconds until
+     * none is left. */
+    atomic_int local_holds;
     atomic_bool closing; /* set once, under mu */
     bool shut_down;      /* dctx_rpc_server_shutdown ran; its result: */
     int shutdown_rc;
@@ -445,18 +446,13 @@ static void send_reply(struct conn *c, uint32_t id, int code, const char *messag
 /* A hold on the server by a call from this process (local_holds). */
 static void local_hold(dctx_rpc_server *srv)
 {
-    pthread_mutex_lock(&srv->mu);
-    srv->local_holds++;
-    pthread_mutex_unlock(&srv->mu);
+    atomic_fetch_add_explicit(&srv->local_holds, 1, memory_order_relaxed);
 }
 
 /* Its release: the last touch of srv by whoever held it. */
 static void local_release(dctx_rpc_server *srv)
 {
-    pthread_mutex_lock(&srv->mu);
-    if (--srv->local_holds == 0)
-        pthread_cond_broadcast(&srv->idle_cv);
-    pthread_mutex_unlock(&srv->mu);
+    atomic_fetch_sub_explicit(&srv->local_holds, 1, memory_order_release);
 }
 
 /* Give a call from this process its answer: done runs unless the
@@ -1741,7 +1737,7 @@ int dctx_rpc_server_shutdown(dctx_rpc_server *srv)
     atomic_store(&srv->flush_until, dctx_now() + CLOSE_FLUSH_NS);
     end_connections(srv); /* a GoAway after every reply */
     pthread_mutex_lock(&srv->mu);
-    while (srv->conns != NULL || srv->local_holds > 0)
+    while (srv->conns != NULL || atomic_load_explicit(&srv->local_holds, memory_order_acquire) > 0)
         dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);
     pthread_mutex_unlock(
         &srv->mu); /* the reaper's last unlock is behind us (conn_close_deferred) */
