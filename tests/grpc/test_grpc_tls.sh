@@ -18,14 +18,7 @@ source "$here/../rpcd/lib.sh"
 source "$here/../support/certs.sh"
 cd "$dir" || exit 1
 
-ca ca1
-ca ca2
-cert server ca1 1 "DNS:localhost,IP:127.0.0.1"
-cert client ca1 1
-cert rogue ca2 1
-for f in ca1.crt ca2.crt server.pem client.pem rogue.pem; do
-    [ -s "$f" ] || { echo "FAIL: openssl did not make $f"; exit 1; }
-done
+the_certs
 
 # grpc_call TARGET METHOD DATA [CA [CERT [NAME]]]: one call with grpcio,
 # printing the status name and the reply or the details; TLS when CA is

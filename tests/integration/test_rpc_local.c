@@ -403,26 +403,52 @@ static void many_calls_with_a_third_canceled_each_end_exactly_once(void **state)
     assert_int_equal(answered, ss.calls); /* every call the server took, answered once */
 }
 
+/* n calls that wait on their contexts (10 s at most), started on a server
+ * of its own (untracked: the test closes it) with workers and a close's
+ * grace; ctx[i] from make(i). A call whose budget is gone before it
+ * starts counts as ended. */
+static dctx_rpc_server *start_waiting(int n, int workers, int64_t grace_ns, rt_probe *p,
+                                      rt_outcome *o, dctx **ctx, dctx *(*make)(int))
+{
+    for (int i = 0; i < n; i++)
+        rt_probe_init(&p[i], RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    dctx_rpc_server_options opts = rt_server_options(workers);
+    opts.shutdown_grace_ns = grace_ns;
+    dctx_rpc_server *srv = rt_serve(RT_INPROC, &opts, PROBE, rt_probes_handler, p, url);
+    for (int i = 0; i < n; i++) {
+        ctx[i] = make(i);
+        uint8_t which = (uint8_t)i;
+        int rc = start(srv, ctx[i], NULL, PROBE, &which, 1, &o[i]);
+        if (rc == DCTX_DEADLINE_EXCEEDED)
+            atomic_fetch_add(&o[i].callbacks, 1);
+        else
+            assert_int_equal(rc, 0);
+    }
+    rt_untrack_server(srv);
+    return srv;
+}
+
+static dctx *cancelable(int i)
+{
+    (void)i;
+    return rt_with_cancel();
+}
+
+static dctx *soon(int i)
+{
+    return rt_with_timeout(MS(2) + (i % 16) * MS(1));
+}
+
 static void close_ends_local_calls_and_a_later_cancel_touches_nothing(void **state)
 {
     (void)state;
     enum { N = 16 };
     static rt_probe p[N];
     static rt_outcome o[N];
-    for (int i = 0; i < N; i++)
-        rt_probe_init(&p[i], RT_PROBE_WAIT_CTX, SEC(10));
-    char url[256];
-    dctx_rpc_server_options opts = rt_server_options(4);
-    opts.shutdown_grace_ns = MS(50);
-    dctx_rpc_server *srv = rt_serve(RT_INPROC, &opts, PROBE, rt_probes_handler, p, url);
     dctx *ctx[N];
-    for (int i = 0; i < N; i++) {
-        ctx[i] = rt_with_cancel();
-        uint8_t which = (uint8_t)i;
-        assert_int_equal(start(srv, ctx[i], NULL, PROBE, &which, 1, &o[i]), 0);
-    }
+    dctx_rpc_server *srv = start_waiting(N, 4, MS(50), p, o, ctx, cancelable);
     assert_true(WAIT_FOR(atomic_load(&p[0].started), SEC(5)));
-    rt_untrack_server(srv);
     int64_t t0 = dctx_now();
     assert_int_equal(dctx_rpc_server_close(srv), DCTX_DEADLINE_EXCEEDED);
     assert_ns_in(dctx_now() - t0, 0, SEC(5));
@@ -449,24 +475,9 @@ static void close_while_callers_deadlines_fire(void **state)
     enum { N = 64 };
     static rt_probe p[N];
     static rt_outcome o[N];
-    for (int i = 0; i < N; i++)
-        rt_probe_init(&p[i], RT_PROBE_WAIT_CTX, SEC(10));
-    char url[256];
-    dctx_rpc_server_options opts = rt_server_options(8);
-    opts.shutdown_grace_ns = MS(5);
-    dctx_rpc_server *srv = rt_serve(RT_INPROC, &opts, PROBE, rt_probes_handler, p, url);
     dctx *ctx[N];
-    for (int i = 0; i < N; i++) {
-        ctx[i] = rt_with_timeout(MS(2) + (i % 16) * MS(1));
-        uint8_t which = (uint8_t)i;
-        int rc = start(srv, ctx[i], NULL, PROBE, &which, 1, &o[i]);
-        if (rc == DCTX_DEADLINE_EXCEEDED) /* gone before it started */
-            atomic_fetch_add(&o[i].callbacks, 1);
-        else
-            assert_int_equal(rc, 0);
-    }
+    dctx_rpc_server *srv = start_waiting(N, 8, MS(5), p, o, ctx, soon);
     rt_sleep(MS(8));
-    rt_untrack_server(srv);
     (void)dctx_rpc_server_close(srv);
     for (int i = 0; i < N; i++) {
         assert_int_equal(atomic_load(&o[i].callbacks), 1);

@@ -16,3 +16,18 @@ cert() {
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
     cat "$1.crt" "$1.key" >"$1.pem"
 }
+
+# the_certs: two CAs (ca1, ca2); server (ca1, for localhost and
+# 127.0.0.1), client (ca1) and rogue (ca2); exits the test if openssl
+# made any of them empty.
+the_certs() {
+    ca ca1
+    ca ca2
+    cert server ca1 1 "DNS:localhost,IP:127.0.0.1"
+    cert client ca1 1
+    cert rogue ca2 1
+    local f
+    for f in ca1.crt ca2.crt server.pem client.pem rogue.pem; do
+        [ -s "$f" ] || { echo "FAIL: openssl did not make $f"; exit 1; }
+    done
+}
