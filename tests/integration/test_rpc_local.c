@@ -156,13 +156,19 @@ static void bad_calls_return_a_code_and_never_call_back(void **state)
     rt_ctx_release(ctx);
 }
 
+/* A server whose PROBE handler waits on its context (10 s at most). */
+static dctx_rpc_server *serve_waiting_probe(rt_probe *p)
+{
+    rt_probe_init(p, RT_PROBE_WAIT_CTX, SEC(10));
+    char url[256];
+    return rt_serve(RT_INPROC, NULL, PROBE, rt_probe_handler, p, url);
+}
+
 static void caller_cancel_stops_the_running_handler_with_its_cause(void **state)
 {
     (void)state;
     static rt_probe p;
-    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
-    char url[256];
-    dctx_rpc_server *srv = rt_serve(RT_INPROC, NULL, PROBE, rt_probe_handler, &p, url);
+    dctx_rpc_server *srv = serve_waiting_probe(&p);
     dctx *ctx = rt_with_cancel();
     static rt_outcome o;
     assert_int_equal(start(srv, ctx, NULL, PROBE, NULL, 0, &o), 0);
@@ -224,9 +230,7 @@ static void caller_deadline_ends_the_handler_as_a_deadline(void **state)
 {
     (void)state;
     static rt_probe p;
-    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
-    char url[256];
-    dctx_rpc_server *srv = rt_serve(RT_INPROC, NULL, PROBE, rt_probe_handler, &p, url);
+    dctx_rpc_server *srv = serve_waiting_probe(&p);
     dctx *ctx = rt_with_timeout(MS(100));
     static rt_outcome o;
     int64_t t0 = dctx_now();
@@ -504,9 +508,7 @@ static void done_after_a_cancel_runs_off_the_canceling_thread(void **state)
 {
     (void)state;
     static rt_probe p;
-    rt_probe_init(&p, RT_PROBE_WAIT_CTX, SEC(10));
-    char url[256];
-    dctx_rpc_server *srv = rt_serve(RT_INPROC, NULL, PROBE, rt_probe_handler, &p, url);
+    dctx_rpc_server *srv = serve_waiting_probe(&p);
     dctx *ctx = rt_with_cancel();
     static struct thread_seen seen;
     memset(&seen, 0, sizeof seen);
