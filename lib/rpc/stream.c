@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "context/hooks.h"
+#include "msg_pool.h"
 #include "session.h"
 
 /* A message's data lives in the block the peer's frame was copied into
@@ -20,11 +21,9 @@ int dctx_rpc_message_set(dctx_rpc_message *m, const void *data, size_t len, int6
     m->data = NULL;
     m->len = 0;
     m->budget_ns = budget_ns;
-    struct dctx__stream_msg *block = malloc(sizeof *block + len);
+    struct dctx__stream_msg *block = dctx__msg_alloc(len);
     if (block == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
-    block->next = NULL;
-    block->len = len;
     if (len > 0)
         memcpy(block->data, data, len);
     m->data = block->data;
@@ -37,7 +36,8 @@ void dctx_rpc_message_free(dctx_rpc_message *m)
     if (m == NULL)
         return;
     if (m->data != NULL)
-        free((unsigned char *)m->data - offsetof(struct dctx__stream_msg, data));
+        dctx__msg_free((struct dctx__stream_msg *)((unsigned char *)m->data -
+                                                   offsetof(struct dctx__stream_msg, data)));
     m->data = NULL;
     m->len = 0;
 }

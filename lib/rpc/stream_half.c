@@ -9,6 +9,7 @@
 
 #include "context/clock.h"
 #include "context/hooks.h"
+#include "msg_pool.h"
 
 /* An armed receive is due: mu held. Checks armed and delivering first:
  * only then is mine nobody's to touch. */
@@ -78,7 +79,7 @@ void dctx__stream_half_fini(struct dctx__stream_half *h)
     for (size_t i = 0; i < 2; i++) {
         for (struct dctx__stream_msg *m = lists[i], *next; m != NULL; m = next) {
             next = m->next;
-            free(m);
+            dctx__msg_free(m);
         }
     }
     pthread_cond_destroy(&h->cv);
@@ -87,14 +88,17 @@ void dctx__stream_half_fini(struct dctx__stream_half *h)
 
 bool dctx__stream_half_push(struct dctx__stream_half *h, const void *data, size_t len)
 {
+    /* Made and filled before the lock: the receiver takes it meanwhile. */
+    struct dctx__stream_msg *m = dctx__msg_alloc(len);
+    if (m != NULL && len > 0)
+        memcpy(m->data, data, len);
     pthread_mutex_lock(&h->mu);
     bool ok = h->allow > 0 && h->allow_bytes > 0;
-    struct dctx__stream_msg *m = ok ? malloc(sizeof *m + len) : NULL;
+    if (!ok) {
+        dctx__msg_free(m);
+        m = NULL;
+    }
     if (m != NULL) {
-        m->next = NULL;
-        m->len = len;
-        if (len > 0)
-            memcpy(m->data, data, len);
         *h->tail = m;
         h->tail = &m->next;
         h->allow--;

@@ -1,0 +1,140 @@
+/*
+ * msg_pool.c - stream messages' blocks (msg_pool.h).
+ *
+ * Small blocks (MSG_SMALL_BYTES of data at most) are all made with room
+ * for MSG_SMALL_BYTES, so any small block serves any small message. Each
+ * thread keeps up to 2 * BATCH of them; past that, BATCH go to the depot
+ * (at most DEPOT_BATCHES, about 1 MiB: beyond, freed); a thread with none
+ * takes a batch from the depot, one lock per BATCH messages. A thread's
+ * cache is freed when it exits.
+ */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "msg_pool.h"
+
+#define MSG_SMALL_BYTES 240 /* with its header, 256 bytes */
+#define BATCH 64
+#define DEPOT_BATCHES 64
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define POOLED 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer)
+#define POOLED 0
+#endif
+#endif
+#ifndef POOLED
+#define POOLED 1
+#endif
+
+#if POOLED
+
+/* Blocks are kept as pointers, never linked through themselves: taking
+ * or giving one back touches no block (a block freed on another core is
+ * not in this one's cache). */
+struct cache {
+    struct dctx__stream_msg *slot[2 * BATCH];
+    unsigned n;
+    bool registered; /* its thread's exit frees it */
+};
+
+static __thread struct cache cache;
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+static bool exit_key_made;
+
+static pthread_mutex_t depot_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct dctx__stream_msg *depot[DEPOT_BATCHES][BATCH];
+static unsigned depot_n; /* batches in depot */
+
+static void thread_exit(void *arg)
+{
+    struct cache *c = arg;
+    for (unsigned i = 0; i < c->n; i++)
+        free(c->slot[i]);
+    c->n = 0;
+}
+
+static void make_exit_key(void)
+{
+    exit_key_made = pthread_key_create(&exit_key, thread_exit) == 0;
+}
+
+/* Whether this thread may keep blocks: its exit must free them. */
+static bool cache_ready(void)
+{
+    if (!cache.registered) {
+        pthread_once(&exit_once, make_exit_key);
+        cache.registered = exit_key_made && pthread_setspecific(exit_key, &cache) == 0;
+    }
+    return cache.registered;
+}
+
+struct dctx__stream_msg *dctx__msg_alloc(size_t len)
+{
+    struct dctx__stream_msg *m = NULL;
+    if (len <= MSG_SMALL_BYTES) {
+        if (cache.n == 0 && cache_ready()) {
+            pthread_mutex_lock(&depot_mu);
+            if (depot_n > 0) {
+                memcpy(cache.slot, depot[--depot_n], sizeof depot[0]);
+                cache.n = BATCH;
+            }
+            pthread_mutex_unlock(&depot_mu);
+        }
+        m = cache.n > 0 ? cache.slot[--cache.n] : malloc(sizeof *m + MSG_SMALL_BYTES);
+    } else {
+        m = malloc(sizeof *m + len);
+    }
+    if (m != NULL) {
+        m->next = NULL;
+        m->len = len;
+    }
+    return m;
+}
+
+void dctx__msg_free(struct dctx__stream_msg *m)
+{
+    if (m == NULL)
+        return;
+    if (m->len > MSG_SMALL_BYTES || !cache_ready()) {
+        free(m);
+        return;
+    }
+    if (cache.n == 2 * BATCH) {
+        /* A full cache: its newest BATCH go to the depot (or are freed). */
+        cache.n -= BATCH;
+        pthread_mutex_lock(&depot_mu);
+        bool kept = depot_n < DEPOT_BATCHES;
+        if (kept)
+            memcpy(depot[depot_n++], &cache.slot[cache.n], sizeof depot[0]);
+        pthread_mutex_unlock(&depot_mu);
+        if (!kept)
+            for (unsigned i = 0; i < BATCH; i++)
+                free(cache.slot[cache.n + i]);
+    }
+    cache.slot[cache.n++] = m;
+}
+
+#else /* a sanitizer watches every block */
+
+struct dctx__stream_msg *dctx__msg_alloc(size_t len)
+{
+    struct dctx__stream_msg *m = malloc(sizeof *m + len);
+    if (m != NULL) {
+        m->next = NULL;
+        m->len = len;
+    }
+    return m;
+}
+
+void dctx__msg_free(struct dctx__stream_msg *m)
+{
+    free(m);
+}
+
+#endif
