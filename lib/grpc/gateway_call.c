@@ -29,9 +29,21 @@
 #include "health.h"
 
 /* The gRPC deadline's cancel comes from the caller's RST_STREAM up to one
- * unit of its timeout's rounding before our copy of the deadline, plus
- * this much of scheduling. */
-#define DEADLINE_SLACK_NS 2000000LL
+ * unit of its timeout's rounding before our copy of the deadline, and
+ * earlier still by as long as the C core took to read the caller's headers
+ * (our copy counts from then): milliseconds on a loaded machine. A cancel
+ * that close to the deadline is taken for it: a twentieth of the timeout,
+ * at least 2 ms and at most 50. */
+#define DEADLINE_SLACK_MIN_NS 2000000LL
+#define DEADLINE_SLACK_MAX_NS 50000000LL
+
+static int64_t deadline_slack(const struct gateway_call *c)
+{
+    int64_t slack = (c->caller_deadline_ns - c->arrived_ns) / 20;
+    return slack < DEADLINE_SLACK_MIN_NS   ? DEADLINE_SLACK_MIN_NS
+           : slack > DEADLINE_SLACK_MAX_NS ? DEADLINE_SLACK_MAX_NS
+                                           : slack;
+}
 
 static void call_free(struct gateway_call *c)
 {
@@ -361,7 +373,7 @@ static void on_close(struct gateway_call *c)
             cause = DCTX_UNAVAILABLE;
             why = "the gRPC gateway is closing";
         } else if (c->caller_deadline_ns != DCTX_DEADLINE_NONE &&
-                   now >= c->caller_deadline_ns - c->unit_ns - DEADLINE_SLACK_NS) {
+                   now >= c->caller_deadline_ns - c->unit_ns - deadline_slack(c)) {
             cause = DCTX_DEADLINE_EXCEEDED;
             why = "the gRPC caller's deadline passed";
         }

@@ -13,7 +13,10 @@
  * - the cancel: a gRPC caller that cancels (RST_STREAM) or goes away
  *   cancels the dctx call with DCTX_CANCELED and a cause that says so, and
  *   a cancel that reaches the gRPC call's deadline is DEADLINE_EXCEEDED (no
- *   gRPC API tells the two apart: the gateway reads the clock); a dctx
+ *   gRPC API tells the two apart: the gateway reads the clock, and takes
+ *   a cancel within a twentieth of the timeout of the deadline, 2 to 50
+ *   ms, for it: the C core's copy of the deadline counts from when it read
+ *   the caller's headers, milliseconds late on a loaded machine); a dctx
  *   context canceled while it calls a gRPC server cancels that call;
  * - values: metadata keys on the gateway's list (always traceparent,
  *   tracestate and baggage) become propagated values under the same names,
