@@ -103,6 +103,7 @@ int rpcd_grpc_gateway_start(struct rpcd *r, const struct rpcd_grpc_args *a, bool
                                    .local_policy = &local_policy,
                                    .forward_keys = a->forward_keys,
                                    .n_forward_keys = (size_t)a->n_forward_keys,
+                                   .max_streams = a->max_streams,
                                    .tls_cert_key_file = a->tls_cert,
                                    .tls_client_ca_file = a->tls_client_ca,
                                    .keepalive_ns = a->channel->keepalive_ns,

@@ -25,6 +25,7 @@ struct rpcd_grpc_args {
     const char *listen;                                   /* --grpc-listen; NULL: none */
     const char *forward_keys[DCTX_GRPC_FORWARD_KEYS_MAX]; /* --grpc-forward */
     int n_forward_keys;
+    int max_streams;                         /* --grpc-max-streams; 0: the default */
     const char *tls_cert;                    /* --grpc-tls-cert; NULL: insecure */
     const char *tls_client_ca;               /* --grpc-tls-client-ca */
     const dctx_identity *identity;           /* the instance's, when it has one (--key) */

@@ -25,6 +25,9 @@
 #include "tls_flags.h"
 #include "rpcd.h"
 
+#define TEXT_OF_(x) #x
+#define TEXT_OF(x) TEXT_OF_(x) /* a macro's value, as text */
+
 static const char serve_usage[] =
     "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]...\n"
     "                  [--workers N] [--log FILE|-] [--log-calls all|errors|none]\n"
@@ -32,7 +35,8 @@ static const char serve_usage[] =
     "                  [--tls-cert FILE] [--tls-client-ca FILE] [--tls-ca FILE]\n"
     "                  [--tls-server-name NAME] [--key FILE] [--allow FILE] [--next-key PUB]\n"
     "                  [--grpc-listen HOST:PORT] [--grpc-forward KEY]...\n"
-    "                  [--grpc-tls-cert FILE] [--grpc-tls-client-ca FILE]\n"
+    "                  [--grpc-max-streams N] [--grpc-tls-cert FILE]\n"
+    "                  [--grpc-tls-client-ca FILE]\n"
     "\n"
     "Serve the demo methods (/dctx.demo.Demo/Echo, Sleep, Chain, Fail; the streams Count,\n"
     "Sum, EchoStream) and /dctx.Admin/Stats on every --listen URL (inproc://, ipc://, tcp://,\n"
@@ -53,9 +57,14 @@ static const char serve_usage[] =
     "                     allow list must let this instance's own key call the methods\n"
     "  --grpc-forward KEY  a metadata key carried on as a value (traceparent, tracestate\n"
     "                     and baggage always are; repeatable)\n"
-    "  --grpc-tls-cert FILE  gRPC over TLS: the gateway's certificate and key (PEM, one file)\n"
-    "  --grpc-tls-client-ca FILE  mutual TLS: gRPC callers must present a certificate of\n"
-    "                     this CA\n";
+    "  --grpc-max-streams N  gRPC streams bridged at once (Count, Sum, EchoStream; two\n"
+    "                     threads each); one more is refused RESOURCE_EXHAUSTED (default " TEXT_OF(
+        DCTX_GRPC_DEFAULT_MAX_STREAMS) ")\n"
+                                       "  --grpc-tls-cert FILE  gRPC over TLS: the gateway's "
+                                       "certificate and key (PEM, one file)\n"
+                                       "  --grpc-tls-client-ca FILE  mutual TLS: gRPC callers must "
+                                       "present a certificate of\n"
+                                       "                     this CA\n";
 
 /* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
 static void print_usage(void)
@@ -166,6 +175,10 @@ static int parse(int argc, char **argv, struct serve_args *a)
                                         "(a-z 0-9 - _ .; not grpc-*), not \"%s\"",
                                         val);
             a->grpc.forward_keys[a->grpc.n_forward_keys++] = val;
+        } else if (strcmp(flag, "--grpc-max-streams") == 0) {
+            if (!parse_int(val, 1, 65536, &a->grpc.max_streams))
+                return rpcd_usage_error("serve", "--grpc-max-streams takes 1..65536, not \"%s\"",
+                                        val);
         } else if (strcmp(flag, "--grpc-tls-cert") == 0) {
             a->grpc.tls_cert = val;
         } else if (strcmp(flag, "--grpc-tls-client-ca") == 0) {
@@ -215,6 +228,8 @@ static int parse(int argc, char **argv, struct serve_args *a)
         return rpcd_usage_error("serve", "%s", "--listen URL is required");
     if (a->grpc.n_forward_keys > 0 && a->grpc.listen == NULL)
         return rpcd_usage_error("serve", "%s", "--grpc-forward needs --grpc-listen");
+    if (a->grpc.max_streams != 0 && a->grpc.listen == NULL)
+        return rpcd_usage_error("serve", "%s", "--grpc-max-streams needs --grpc-listen");
     if (a->grpc.tls_cert != NULL && a->grpc.listen == NULL)
         return rpcd_usage_error("serve", "%s", "--grpc-tls-cert needs --grpc-listen");
     if (a->grpc.tls_client_ca != NULL && a->grpc.tls_cert == NULL)

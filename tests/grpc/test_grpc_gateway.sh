@@ -34,12 +34,36 @@ check "--grpc-forward with an uppercase key: usage error" \
     refused 64 "lowercase metadata key" --grpc-listen "127.0.0.1:$(free_port)" --grpc-forward X-Up
 check "--grpc-forward without --grpc-listen: usage error" \
     refused 64 "needs --grpc-listen" --grpc-forward x-k
+check "--grpc-max-streams 0: usage error" \
+    refused 64 "takes 1..65536" --grpc-listen "127.0.0.1:$(free_port)" --grpc-max-streams 0
+check "--grpc-max-streams without --grpc-listen: usage error" \
+    refused 64 "needs --grpc-listen" --grpc-max-streams 4
 check "--grpc-listen on a port in use: refused" \
     refused 14 "cannot listen for gRPC on 127.0.0.1:$pg" --grpc-listen "127.0.0.1:$pg"
 
 timeout 120 $py "$here/gateway_cases.py" "127.0.0.1:$pg" "$dir"
 cases=$?
 [ "$cases" -eq 0 ] || fail "gateway_cases.py: $cases failures"
+
+# --grpc-max-streams 1: a second stream while the first lasts is refused
+# RESOURCE_EXHAUSTED; unary calls still go.
+pm=$(free_port)
+serve m --listen "tcp://127.0.0.1:$(free_port)" --grpc-listen "127.0.0.1:$pm" --grpc-max-streams 1
+check "--grpc-max-streams 1: the second stream refused, the first whole, a unary call served" \
+    $py - "127.0.0.1:$pm" <<'PY'
+import sys, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+count = ch.unary_stream("/dctx.demo.Demo/Count")
+first = count(b"3 300ms", timeout=10)
+assert next(first) == b"1"
+try:
+    list(count(b"3 1ms", timeout=5))
+    sys.exit("the second stream went")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.code()
+assert list(first) == [b"2", b"3"]
+assert ch.unary_unary("/dctx.demo.Demo/Echo")(b"x", timeout=5) == b"x"
+PY
 
 # Churn: every call ends once, nothing stays in flight, memory stays put.
 timeout 600 $py "$here/churn.py" "127.0.0.1:$pg" "${GRPC_CHURN_CALLS:-20000}" "$rpcd" \
