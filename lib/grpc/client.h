@@ -47,11 +47,14 @@ int dctx__grpc_md_collect(dctx *ctx, struct dctx__grpc_md *md);
  * else res says why (ctx's cause, or DEADLINE_EXCEEDED). */
 bool dctx__grpc_can_start(dctx *ctx, int64_t *budget, dctx_rpc_result *res);
 
-/* dctx__grpc_cancel_call is the after-func of a call's context: cancels
- * the gRPC call arg, then drops the reference to it and to gRPC
- * (grpc_init) the after-func was given: the cancel may run after the call
- * ended and its channel closed. */
-void dctx__grpc_cancel_call(void *arg);
+/* dctx__grpc_call_open makes a call of method (copied) on ch, completing
+ * on cq, with budget (-1: no deadline); ctx's cancel cancels it, by an
+ * after-func (*after; NULL if none could be made) holding its own
+ * reference to the call and to gRPC. dctx__grpc_call_close lets go of a
+ * call whose operations have all completed, after-func included. */
+grpc_call *dctx__grpc_call_open(dctx_grpc_channel *ch, dctx *ctx, const char *method,
+                                grpc_completion_queue *cq, int64_t budget, dctx_after **after);
+void dctx__grpc_call_close(grpc_call *call, dctx_after *after);
 
 /* dctx__grpc_status_result fills res with a call's end: its status and
  * details (and payload, for OK), or ctx's end when ctx ended it; returns

@@ -54,12 +54,43 @@ int dctx__grpc_md_collect(dctx *ctx, struct dctx__grpc_md *md)
     return dctx_wire_each_value(ctx, NULL, add_value, md);
 }
 
-void dctx__grpc_cancel_call(void *arg)
+/* The context's cancel, on an after-func thread: cancels the gRPC call and
+ * drops what the after-func held (a reference to the call, and gRPC
+ * itself: the cancel may run after the call ended and its channel
+ * closed). */
+static void cancel_call(void *arg)
 {
     grpc_call *call = arg;
     grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, "the dctx context ended", NULL);
     grpc_call_unref(call);
     grpc_shutdown();
+}
+
+grpc_call *dctx__grpc_call_open(dctx_grpc_channel *ch, dctx *ctx, const char *method,
+                                grpc_completion_queue *cq, int64_t budget, dctx_after **after)
+{
+    /* Copied: gRPC reads the path after the call is made. */
+    grpc_slice path = grpc_slice_from_copied_string(method);
+    grpc_call *call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, path,
+                                               NULL, dctx__grpc_deadline(budget), NULL);
+    grpc_slice_unref(path);
+    grpc_init(); /* the after-func's, with a reference to the call */
+    grpc_call_ref(call);
+    if (dctx_after_func(ctx, cancel_call, call, after) != 0) {
+        *after = NULL;
+        grpc_call_unref(call);
+        grpc_shutdown();
+    }
+    return call;
+}
+
+void dctx__grpc_call_close(grpc_call *call, dctx_after *after)
+{
+    if (after != NULL && dctx_after_stop(after)) {
+        grpc_call_unref(call); /* the after-func never ran: what it held */
+        grpc_shutdown();
+    }
+    grpc_call_unref(call);
 }
 
 bool dctx__grpc_can_start(dctx *ctx, int64_t *budget, dctx_rpc_result *res)
@@ -101,18 +132,7 @@ static int begin(struct outbound *o, dctx_grpc_channel *ch, dctx *ctx, const cha
         return rc;
     }
     o->ctx = dctx_retain(ctx);
-    /* Copied: gRPC reads the path after the start returns. */
-    grpc_slice method_slice = grpc_slice_from_copied_string(method);
-    o->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method_slice,
-                                       NULL, dctx__grpc_deadline(budget), NULL);
-    grpc_slice_unref(method_slice);
-    grpc_init(); /* the after-func's, with a reference to the call */
-    grpc_call_ref(o->call);
-    if (dctx_after_func(ctx, dctx__grpc_cancel_call, o->call, &o->after) != 0) {
-        o->after = NULL;
-        grpc_call_unref(o->call);
-        grpc_shutdown();
-    }
+    o->call = dctx__grpc_call_open(ch, ctx, method, cq, budget, &o->after);
     grpc_slice body = grpc_slice_from_copied_buffer(req, req_len);
     o->request = grpc_raw_byte_buffer_create(&body, 1);
     grpc_slice_unref(body);
@@ -187,17 +207,13 @@ static void end(struct outbound *o)
 {
     if (o->call == NULL)
         return;
-    if (o->after != NULL && dctx_after_stop(o->after)) {
-        grpc_call_unref(o->call); /* the after-func never ran: what it held */
-        grpc_shutdown();
-    }
     grpc_metadata_array_destroy(&o->initial);
     grpc_metadata_array_destroy(&o->trailing);
     grpc_slice_unref(o->details);
     grpc_byte_buffer_destroy(o->request);
     if (o->response != NULL)
         grpc_byte_buffer_destroy(o->response);
-    grpc_call_unref(o->call);
+    dctx__grpc_call_close(o->call, o->after);
     dctx_release(o->ctx);
 }
 

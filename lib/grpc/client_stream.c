@@ -106,17 +106,7 @@ int dctx_grpc_stream_open(dctx_grpc_channel *ch, dctx *ctx, const char *method,
     st->ctx = dctx_retain(ctx);
     pthread_mutex_init(&st->status_mu, NULL);
     st->cq = grpc_completion_queue_create_for_pluck(NULL);
-    grpc_slice path = grpc_slice_from_copied_string(method); /* read after open returns */
-    st->call = grpc_channel_create_call(ch->channel, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq, path,
-                                        NULL, dctx__grpc_deadline(budget), NULL);
-    grpc_slice_unref(path);
-    grpc_init(); /* the after-func's, with a reference to the call */
-    grpc_call_ref(st->call);
-    if (dctx_after_func(ctx, dctx__grpc_cancel_call, st->call, &st->after) != 0) {
-        st->after = NULL;
-        grpc_call_unref(st->call);
-        grpc_shutdown();
-    }
+    st->call = dctx__grpc_call_open(ch, ctx, method, st->cq, budget, &st->after);
     grpc_metadata_array_init(&st->initial);
     grpc_metadata_array_init(&st->trailing);
     st->status = GRPC_STATUS_UNKNOWN;
@@ -245,11 +235,7 @@ void dctx_grpc_stream_release(dctx_grpc_stream *st)
         grpc_call_cancel_with_status(st->call, GRPC_STATUS_CANCELLED,
                                      "the dctx stream was released", NULL);
     end_status(st); /* every operation posted has completed */
-    if (st->after != NULL && dctx_after_stop(st->after)) {
-        grpc_call_unref(st->call); /* the after-func never ran: what it held */
-        grpc_shutdown();
-    }
-    grpc_call_unref(st->call);
+    dctx__grpc_call_close(st->call, st->after);
     grpc_completion_queue_shutdown(st->cq);
     grpc_completion_queue_destroy(st->cq);
     grpc_metadata_array_destroy(&st->initial);
