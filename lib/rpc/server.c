@@ -488,6 +488,16 @@ static void answer(struct server_call *call, int code, const char *message, cons
         send_reply(call->conn, call->id, code, message, payload, len);
 }
 
+/* The CALL_END event of a call refused unrun (method NULL: none named). */
+static void emit_refused(dctx_rpc_server *srv, const char *method, int code, const char *msg)
+{
+    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
+                         .method = method != NULL ? method : "",
+                         .code = code,
+                         .message = msg};
+    emit(srv, &ev);
+}
+
 /* Refuse a call unrun (method may be NULL when none was named). */
 static void refuse(struct conn *c, uint32_t id, const char *method, int code, const char *fmt, ...)
     DCTX_PRINTF(5, 6);
@@ -499,11 +509,7 @@ static void refuse(struct conn *c, uint32_t id, const char *method, int code, co
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
-                         .method = method != NULL ? method : "",
-                         .code = code,
-                         .message = msg};
-    emit(c->srv, &ev);
+    emit_refused(c->srv, method, code, msg);
     send_reply(c, id, code, msg, NULL, 0);
 }
 
@@ -518,11 +524,7 @@ static void refuse_call(struct server_call *call, int code, const char *fmt, ...
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     atomic_store(&call->state, FINISHED);
-    dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_CALL_END,
-                         .method = call->method->name,
-                         .code = code,
-                         .message = msg};
-    emit(call->srv, &ev);
+    emit_refused(call->srv, call->method->name, code, msg);
     answer(call, code, msg, NULL, 0);
 }
 
@@ -1266,9 +1268,7 @@ static void refuse_local(dctx_rpc_server *srv, const char *method, int code, con
                          dctx_rpc_done_fn done, void *arg)
 {
     count(&srv->by_code[code]);
-    dctx_rpc_event ev = {
-        .kind = DCTX_RPC_EVENT_CALL_END, .method = method, .code = code, .message = why};
-    emit(srv, &ev);
+    emit_refused(srv, method, code, why);
     dctx_rpc_result res = {.code = code, .message = why};
     done(arg, &res);
 }
