@@ -25,9 +25,6 @@
 #include "tls_flags.h"
 #include "rpcd.h"
 
-#define TEXT_OF_(x) #x
-#define TEXT_OF(x) TEXT_OF_(x) /* a macro's value, as text */
-
 static const char serve_usage[] =
     "usage: rpcd serve --listen URL [--listen URL]... [--name NAME] [--next URL]...\n"
     "                  [--workers N] [--log FILE|-] [--log-calls all|errors|none]\n"
@@ -57,35 +54,33 @@ static const char serve_usage[] =
     "                     allow list must let this instance's own key call the methods\n"
     "  --grpc-forward KEY  a metadata key carried on as a value (traceparent, tracestate\n"
     "                     and baggage always are; repeatable)\n"
-    "  --grpc-max-streams N  gRPC streams bridged at once (Count, Sum, EchoStream; two\n"
-    "                     threads each); one more is refused RESOURCE_EXHAUSTED (default " TEXT_OF(
-        DCTX_GRPC_DEFAULT_MAX_STREAMS) ")\n"
-                                       "  --grpc-tls-cert FILE  gRPC over TLS: the gateway's "
-                                       "certificate and key (PEM, one file)\n"
-                                       "  --grpc-tls-client-ca FILE  mutual TLS: gRPC callers must "
-                                       "present a certificate of\n"
-                                       "                     this CA\n";
+    "  --grpc-tls-cert FILE  gRPC over TLS: the gateway's certificate and key (PEM, one file)\n"
+    "  --grpc-tls-client-ca FILE  mutual TLS: gRPC callers must present a certificate of\n"
+    "                     this CA\n";
 
 /* The usage, with the library's own defaults (dctx_rpc_server_options_init). */
 static void print_usage(void)
 {
     char grace[32];
     fputs(serve_usage, stdout);
-    printf("  --workers N        handler threads (default %d)\n"
-           "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default %d)\n"
-           "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
-           "  --log-calls WHICH  the calls logged: all (call_start and call_end, the default),\n"
-           "                     errors (call_end of those not OK) or none; cancels, dropped\n"
-           "                     traces and rpcd's own events are always logged\n"
-           "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
-           "                     (see <dctx/rpcd_module.h>)\n"
-           "  --metrics-listen HOST:PORT\n"
-           "                     serve GET /metrics (Prometheus' text format) and GET /healthz\n"
-           "                     (200 serving, 503 draining) over HTTP; port 0: any free one\n"
-           "  --shutdown-grace D on SIGTERM the server drains: how long calls in flight get to\n"
-           "                     finish before they are stopped (default %s)\n",
-           DCTX_RPC_DEFAULT_WORKERS, DCTX_RPC_DEFAULT_MAX_IN_FLIGHT,
-           rpcd_format_duration(DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS, grace, sizeof grace));
+    printf(
+        "  --workers N        handler threads (default %d)\n"
+        "  --max-inflight N   calls queued or running; beyond: RESOURCE_EXHAUSTED (default %d)\n"
+        "  --log FILE|-       JSON lines to FILE, or to stderr with - (the default)\n"
+        "  --log-calls WHICH  the calls logged: all (call_start and call_end, the default),\n"
+        "                     errors (call_end of those not OK) or none; cancels, dropped\n"
+        "                     traces and rpcd's own events are always logged\n"
+        "  --module PATH.so   load a user module: its dctx_rpcd_module_init registers methods\n"
+        "                     (see <dctx/rpcd_module.h>)\n"
+        "  --metrics-listen HOST:PORT\n"
+        "                     serve GET /metrics (Prometheus' text format) and GET /healthz\n"
+        "                     (200 serving, 503 draining) over HTTP; port 0: any free one\n"
+        "  --grpc-max-streams N  gRPC streams bridged at once (Count, Sum, EchoStream; two\n"
+        "                     threads each); one more is refused RESOURCE_EXHAUSTED (default %d)\n"
+        "  --shutdown-grace D on SIGTERM the server drains: how long calls in flight get to\n"
+        "                     finish before they are stopped (default %s)\n",
+        DCTX_RPC_DEFAULT_WORKERS, DCTX_RPC_DEFAULT_MAX_IN_FLIGHT, DCTX_GRPC_DEFAULT_MAX_STREAMS,
+        rpcd_format_duration(DCTX_RPC_DEFAULT_SHUTDOWN_GRACE_NS, grace, sizeof grace));
     fputs("  keepalive, toward the callers and the next hops:\n", stdout);
     rpcd_keepalive_usage(stdout);
     rpcd_tls_usage(stdout, true);

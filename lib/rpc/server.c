@@ -600,7 +600,8 @@ static void in_flight_leave(dctx_rpc_server *srv)
 static void call_end(struct server_call *call)
 {
     dctx_rpc_server *srv = call->srv;
-    dctx__token_finish(srv->tokens, call->token, call);
+    if (call->local == NULL)
+        dctx__token_finish(srv->tokens, call->token, call);
     in_flight_leave(srv);
     call_unref(call);
 }
@@ -741,8 +742,10 @@ static void admit(dctx_rpc_server *srv, struct server_call *call)
         call_unref(call);
         return;
     }
+    /* A call from this process is canceled by its caller's context only:
+     * it has no token for a peer to name it by. */
     int rc =
-        dctx__token_insert(srv->tokens, call->token, call, c != NULL ? c->number : 0, dctx_now());
+        c != NULL ? dctx__token_insert(srv->tokens, call->token, call, c->number, dctx_now()) : 0;
     if (rc != 0) {
         if (rc == DCTX_CANCELED) /* its cancel overtook it */
             refuse_call(call, rc, "canceled before it arrived");
@@ -903,6 +906,28 @@ static bool refused_by_policy(struct conn *c, uint32_t id, const char *name)
     return true;
 }
 
+/* The caller's context rebuilt from hdr under root (NULL: call_root), as
+ * dctx__wire_decode does, with a call loop named and a malformed
+ * traceparent counted and reported. */
+static int rebuild_context(dctx_rpc_server *srv, dctx *root, const Dctx__Wire__ContextHeader *hdr,
+                           int64_t now, const char *method, dctx **out, char *err)
+{
+    bool trace_dropped = false;
+    int rc = dctx__wire_decode(root != NULL ? root : srv->call_root, hdr, now,
+                               srv->opts.max_budget_ns, srv->instance_id, out, err, &trace_dropped);
+    if (rc == DCTX_FAILED_PRECONDITION) /* the call came back: name this server */
+        snprintf(err, DCTX__WIRE_ERR_BYTES, "call loop through %s",
+                 srv->opts.name != NULL ? srv->opts.name : "this server");
+    if (trace_dropped) {
+        count(&srv->traces_dropped);
+        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_TRACE_DROPPED,
+                             .method = method,
+                             .message = "malformed traceparent dropped"};
+        emit(srv, &ev);
+    }
+    return rc;
+}
+
 /* A Call frame. f is ours. */
 static void on_call(struct conn *c, Dctx__Wire__Frame *f)
 {
@@ -964,20 +989,7 @@ static void on_call(struct conn *c, Dctx__Wire__Frame *f)
         return;
     }
     dctx *ctx = NULL;
-    bool trace_dropped = false;
-    int rc = dctx__wire_decode(c->root != NULL ? c->root : srv->call_root, call_frame->context,
-                               dctx_now(), srv->opts.max_budget_ns, srv->instance_id, &ctx, err,
-                               &trace_dropped);
-    if (rc == DCTX_FAILED_PRECONDITION) /* the call came back: name this server */
-        snprintf(err, sizeof err, "call loop through %s",
-                 srv->opts.name != NULL ? srv->opts.name : "this server");
-    if (trace_dropped) {
-        count(&srv->traces_dropped);
-        dctx_rpc_event ev = {.kind = DCTX_RPC_EVENT_TRACE_DROPPED,
-                             .method = name,
-                             .message = "malformed traceparent dropped"};
-        emit(srv, &ev);
-    }
+    int rc = rebuild_context(srv, c->root, call_frame->context, dctx_now(), name, &ctx, err);
     if (rc != 0) {
         if (rc == DCTX_INVALID_ARGUMENT)
             count(&srv->bad_frames);
@@ -1295,52 +1307,31 @@ static int local_method(dctx_rpc_server *srv, const char *method, dctx_rpc_done_
     return code;
 }
 
-/* The call's context as a remote caller's would be rebuilt: the caller's
- * context through the wire's encoding and back, so the handler sees what
- * it would see over a socket (budget after the reserve, values under the
- * policy, a new span of the trace, the route for loops). 0, a code for
- * the starter to return (encode), or -1 (a refusal, answered). */
-static int local_context(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
-                         const char *method, dctx_rpc_done_fn done, void *arg, dctx **out,
-                         uint8_t token[DCTX_TOKEN_BYTES])
-{
-    struct dctx__wire_out hdr;
-    char err[DCTX__WIRE_ERR_BYTES];
-    /* One instant for both: no transit, so the deadline is the caller's
-     * less the reserve, never later. */
-    int64_t now = dctx_now();
-    int rc = dctx__wire_encode(ctx, policy, now, &hdr, err);
-    if (rc != 0)
-        return rc;
-    memcpy(token, hdr.token, DCTX_TOKEN_BYTES);
-    bool trace_dropped = false;
-    rc =
-        dctx__wire_decode(srv->local_root != NULL ? srv->local_root : srv->call_root, &hdr.hdr, now,
-                          srv->opts.max_budget_ns, srv->instance_id, out, err, &trace_dropped);
-    if (rc == DCTX_FAILED_PRECONDITION)
-        snprintf(err, sizeof err, "call loop through %s",
-                 srv->opts.name != NULL ? srv->opts.name : "this server");
-    if (rc == 0)
-        return 0;
-    count(&srv->calls);
-    refuse_local(srv, method, rc, err, done, arg);
-    return -1;
-}
-
-/* dctx_rpc_server_call_start's work, under the starter's hold. */
+/* dctx_rpc_server_call_start's work, under the starter's hold. The call
+ * goes as over a socket: the caller's side encodes the context (what
+ * fails there is the starter's code to return), the server checks the
+ * policy and the method, then rebuilds the context from the header (the
+ * budget after the reserve, the values under the policy, a new span, the
+ * loop check). One instant for both ends: no transit, so the deadline is
+ * the caller's less the reserve, never later. */
 static int local_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *policy,
                        const char *method, const void *req, size_t req_len, dctx_rpc_done_fn done,
                        void *arg)
 {
-    dctx *call_ctx = NULL;
-    uint8_t token[DCTX_TOKEN_BYTES];
-    int rc = local_context(srv, ctx, policy, method, done, arg, &call_ctx, token);
+    struct dctx__wire_out hdr;
+    char err[DCTX__WIRE_ERR_BYTES];
+    int64_t now = dctx_now();
+    int rc = dctx__wire_encode(ctx, policy, now, &hdr, err);
     if (rc != 0)
-        return rc < 0 ? 0 : rc;
+        return rc;
     count(&srv->calls);
     const struct method *m = NULL;
-    if (local_method(srv, method, done, arg, &m) != DCTX_OK) {
-        dctx_release(call_ctx);
+    if (local_method(srv, method, done, arg, &m) != DCTX_OK)
+        return 0;
+    dctx *call_ctx = NULL;
+    rc = rebuild_context(srv, srv->local_root, &hdr.hdr, now, method, &call_ctx, err);
+    if (rc != 0) {
+        refuse_local(srv, method, rc, err, done, arg);
         return 0;
     }
     struct server_call *call = calloc(1, sizeof *call);
@@ -1361,8 +1352,7 @@ static int local_start(dctx_rpc_server *srv, dctx *ctx, const dctx_wire_policy *
     atomic_init(&l->phase, LOCAL_STARTING);
     atomic_init(&call->refs, 2); /* the queue's and the starter's */
     call->srv = srv;
-    call->ctx = call_ctx;
-    memcpy(call->token, token, DCTX_TOKEN_BYTES);
+    call->ctx = call_ctx; /* no token: nobody outside this process can name the call */
     call->method = m;
     call->req = l->req;
     call->req_len = req_len;

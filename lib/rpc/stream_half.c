@@ -93,12 +93,8 @@ bool dctx__stream_half_push(struct dctx__stream_half *h, const void *data, size_
     if (m != NULL && len > 0)
         memcpy(m->data, data, len);
     pthread_mutex_lock(&h->mu);
-    bool ok = h->allow > 0 && h->allow_bytes > 0;
-    if (!ok) {
-        dctx__msg_free(m);
-        m = NULL;
-    }
-    if (m != NULL) {
+    bool taken = m != NULL && h->allow > 0 && h->allow_bytes > 0;
+    if (taken) {
         *h->tail = m;
         h->tail = &m->next;
         h->allow--;
@@ -107,7 +103,9 @@ bool dctx__stream_half_push(struct dctx__stream_half *h, const void *data, size_
         pthread_cond_broadcast(&h->cv);
     }
     unlock_kicking(h, true);
-    return m != NULL;
+    if (!taken)
+        dctx__msg_free(m); /* past the window: the caller fails the session */
+    return taken;
 }
 
 void dctx__stream_half_peer_done(struct dctx__stream_half *h)
