@@ -34,6 +34,15 @@
  *   handler; the half's waits end with the call's context, and the
  *   handler's return ends the stream with its status, as a Reply.
  *
+ *   Calls from this process (dctx_rpc_server_call_start) are server_calls
+ *   without a connection (conn NULL, local set): checked and rebuilt as a
+ *   Call frame would be, admitted and run the same way, answered to a
+ *   callback (answer_local) instead of a Reply. They have no token: only
+ *   their caller's context cancels them, by an after-func that cancels a
+ *   running handler at once and leaves the rest (an unrun call's answer,
+ *   the event, done) to the reaper. Starters, after-funcs and deferred
+ *   cancels hold the server (local_holds); close waits until none does.
+ *
  * Who frees what
  *   A connection (struct conn) is counted: one reference while its session
  *   lives, one per call that came on it. The session's end (on_end, or the

@@ -14,8 +14,8 @@
 #include "msg_pool.h"
 #include "session.h"
 
-/* A message's data lives in the block the peer's frame was copied into
- * (stream_half.c): freed from there. */
+/* A message's data lives in a block of msg_pool.h: the one the peer's frame
+ * was copied into (stream_half.c), or one made here. */
 int dctx_rpc_message_set(dctx_rpc_message *m, const void *data, size_t len, int64_t budget_ns)
 {
     m->data = NULL;
