@@ -180,11 +180,14 @@ int dctx__grpc_status_result(dctx *ctx, grpc_status_code status, grpc_slice deta
         dctx_rpc_result_set(res, code, message, NULL, 0);
         return code;
     }
-    /* The result cuts the message to the wire's limit, on a UTF-8 boundary. */
-    char *message = grpc_slice_to_c_string(details);
+    /* Cut to the wire's limit; the result then cuts on a UTF-8 boundary. */
+    char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    size_t n = GRPC_SLICE_LENGTH(details);
+    n = n < sizeof message - 1 ? n : sizeof message - 1;
+    memcpy(message, GRPC_SLICE_START_PTR(details), n);
+    message[n] = '\0';
     dctx_rpc_result_set(res, code, message, code == DCTX_OK ? payload : NULL,
                         code == DCTX_OK ? len : 0);
-    gpr_free(message);
     return res->code;
 }
 
@@ -192,14 +195,14 @@ int dctx__grpc_status_result(dctx *ctx, grpc_status_code status, grpc_slice deta
  * context's end. */
 static void result_of(struct outbound *o, dctx_rpc_result *res)
 {
-    unsigned char *body = NULL;
-    size_t len = 0;
+    grpc_slice body = grpc_empty_slice();
     if (o->status == GRPC_STATUS_OK &&
-        (o->response == NULL || !dctx__grpc_read_bytes(o->response, &body, &len)))
+        (o->response == NULL || !dctx__grpc_read_slice(o->response, &body)))
         dctx_rpc_result_set(res, DCTX_INTERNAL, "the gRPC server sent OK and no message", NULL, 0);
     else
-        dctx__grpc_status_result(o->ctx, o->status, o->details, body, len, res);
-    free(body);
+        dctx__grpc_status_result(o->ctx, o->status, o->details, GRPC_SLICE_START_PTR(body),
+                                 GRPC_SLICE_LENGTH(body), res);
+    grpc_slice_unref(body);
 }
 
 /* Free what begin made (after the batch completed, or was refused). */

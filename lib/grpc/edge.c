@@ -57,14 +57,23 @@ bool dctx__grpc_key_sendable(const char *name, const void *value, size_t len)
     return len == 0 || grpc_header_nonbin_value_is_legal(grpc_slice_from_static_buffer(value, len));
 }
 
-bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *len)
+bool dctx__grpc_read_slice(grpc_byte_buffer *bb, grpc_slice *out)
 {
     grpc_byte_buffer_reader r;
-    *out = NULL;
-    *len = 0;
     if (!grpc_byte_buffer_reader_init(&r, bb))
         return false;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    *out = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    return true;
+}
+
+bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    grpc_slice s;
+    if (!dctx__grpc_read_slice(bb, &s))
+        return false;
     size_t n = GRPC_SLICE_LENGTH(s);
     bool fine = true;
     if (n > 0) {
@@ -77,7 +86,6 @@ bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *le
         }
     }
     grpc_slice_unref(s);
-    grpc_byte_buffer_reader_destroy(&r);
     return fine;
 }
 

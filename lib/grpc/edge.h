@@ -37,6 +37,10 @@ bool dctx__grpc_key_is_bin(const char *name, size_t len);
  * (compression) or without memory. */
 bool dctx__grpc_read_bytes(grpc_byte_buffer *bb, unsigned char **out, size_t *len);
 
+/* dctx__grpc_read_slice: the same bytes as one slice (to unref), no copy
+ * when the message came in one; false if it cannot be read. */
+bool dctx__grpc_read_slice(grpc_byte_buffer *bb, grpc_slice *out);
+
 /* dctx__grpc_queue_destroy shuts an idle completion queue down, takes what
  * is left on it, and destroys it (nobody else may be waiting on it). */
 void dctx__grpc_queue_destroy(grpc_completion_queue *cq);
