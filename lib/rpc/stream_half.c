@@ -4,6 +4,7 @@
  */
 #include "stream_half.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,15 @@ static void wake_all(void *arg)
     unlock_kicking(h, false);
 }
 
+/* The after-func of the stream's context: its last touch of h says it
+ * has returned (fini waits for that). */
+static void wake_after_func(void *arg)
+{
+    struct dctx__stream_half *h = arg;
+    wake_all(h);
+    atomic_store_explicit(&h->woken, true, memory_order_release);
+}
+
 int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
 {
     memset(h, 0, sizeof *h);
@@ -60,7 +70,7 @@ int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
     h->allow = h->credit = DCTX_RPC_STREAM_WINDOW_MESSAGES;
     h->allow_bytes = h->credit_bytes = DCTX_RPC_STREAM_WINDOW_BYTES;
     if (ctx != NULL && dctx__can_be_done(ctx) &&
-        dctx__after_func_inline(ctx, wake_all, h, &h->wake) != 0) {
+        dctx__after_func_inline(ctx, wake_after_func, h, &h->wake) != 0) {
         pthread_cond_destroy(&h->cv);
         pthread_mutex_destroy(&h->mu);
         return DCTX_RESOURCE_EXHAUSTED;
@@ -70,11 +80,12 @@ int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
 
 void dctx__stream_half_fini(struct dctx__stream_half *h)
 {
-    /* A wake already running holds the lock: taking it waits it out. */
-    if (h->wake != NULL && !dctx_after_stop(h->wake)) {
-        pthread_mutex_lock(&h->mu);
-        pthread_mutex_unlock(&h->mu);
-    }
+    /* Not stopped: the after-func has run, runs, or is about to (the
+     * cancel that took it runs it before it returns): wait for its return,
+     * not for the lock, which it may not have taken yet. */
+    if (h->wake != NULL && !dctx_after_stop(h->wake))
+        while (!atomic_load_explicit(&h->woken, memory_order_acquire))
+            sched_yield();
     struct dctx__stream_msg *lists[] = {h->head, h->mine};
     for (size_t i = 0; i < 2; i++) {
         for (struct dctx__stream_msg *m = lists[i], *next; m != NULL; m = next) {

@@ -50,6 +50,7 @@ struct dctx__stream_half {
     atomic_bool ended;                     /* the stream is over (or its context done) */
     int64_t idle_ns;                       /* a take waits this long at most; 0: no limit */
     dctx_after *wake;                      /* the context's end ends the waits */
+    atomic_bool woken;                     /* wake's after-func has returned */
     atomic_uint_fast64_t received, sent;   /* messages, for logs */
     /* An asynchronous receive (stream.c): armed until a message, the
      * peer's half-close or the end makes it due; then delivering until the
