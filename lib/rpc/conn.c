@@ -14,18 +14,17 @@
  *   aborts, and closing the stream fails that read too.
  *
  *   Send: frames are queued under mu, each one allocation holding its
- *   header and body (a small one is kept once written, for the next:
- *   SMALL_FRAME_BYTES). Whoever queues a frame and finds no write under way
- *   takes the write token (writing), moves the queue to a list of its own
- *   (taken: the batch is built and copied outside mu, so senders never
- *   wait on it) and writes every frame it can:
- *   an aio of nng 1.5.2 holds at most 8 iovs, so seven frames go as iovs
+ *   header and body (a small one a block of block_pool.h, the sender's
+ *   thread making it and the writer's giving it back). Whoever queues a
+ *   frame and finds no write under way takes the write token (writing),
+ *   moves the queue to a list of its own (taken: the batch is built and
+ *   copied outside mu, so senders never wait on it) and writes every frame
+ *   it can: an aio of nng 1.5.2 holds at most 8 iovs, so seven frames go as iovs
  *   of their own and the frames after them are copied into one buffer (up
  *   to COALESCE_MAX) that is the eighth. A short write is finished by
- *   sending the rest; a whole one frees the batch (keeping its small
- *   frames as spares) and starts the next, or gives the token back (and
- *   the spares the last burst did not use). Frames count against send_queue_max for
- *   their memory from queueing until written.
+ *   sending the rest; a whole one frees the batch and starts the next, or
+ *   gives the token back. Frames count against send_queue_max for their
+ *   memory from queueing until written.
  *
  *   Who writes: an aio with a callback always completes through one of
  *   nng's task threads, one more wake per write (measured: a 64-byte
@@ -76,7 +75,7 @@
  *   dctx__conn_close, on a thread of the owner's, closes the stream, stops
  *   the receive aio and then the send aios, waits for the owner's threads
  *   still inside a send, and frees the aios, the stream, the queue, the
- *   writer's taken frames and batch, and the spares. A read (or a fence)
+ *   writer's taken frames and batch. A read (or a fence)
  *   posted after its aio was stopped is refused by nng 1.5.2 without a
  *   callback, and stopping the fence's aio waits
  *   for its callback: so nothing runs once they are stopped. A failed
@@ -95,6 +94,7 @@
 
 #include <dctx/dctx.h>
 
+#include "block_pool.h"
 #include "context/clock.h"
 #include "framing.h"
 #include "rpc_impl.h"
@@ -112,21 +112,16 @@
 
 struct out_frame {
     struct out_frame *next;
-    size_t len; /* header and body; a small one (SMALL_FRAME_BYTES or less) has
-                   room for SMALL_FRAME_BYTES and may be used again */
+    size_t len; /* header and body; a small one (SMALL_FRAME_BYTES or less) is
+                   a block of the pool */
     bool seal;  /* the body is sealed as it goes into a batch */
     unsigned char bytes[];
 };
 
-/* Small frames are made with room for SMALL_FRAME_BYTES and, once
- * written, kept for the next (up to SPARE_MAX per connection): a frame is
- * made by the sender's thread and freed by the writer's, and malloc's
- * per-thread caches do not serve that pattern (measured: malloc took 17%
- * of a streaming server's time). A small frame counts against the send
- * queue for the room it holds, so the queue's bound is its memory. */
-#define SMALL_FRAME_BYTES 256
-#define SPARE_MAX 256 /* 70 KiB at most, while the connection is busy */
-#define SPARE_IDLE 16 /* kept at least once the queue emptied */
+/* A frame of this many bytes or fewer is a block of the pool: it counts
+ * against the send queue for the whole block, so the queue's bound is its
+ * memory. */
+#define SMALL_FRAME_BYTES (DCTX__BLOCK_BYTES - sizeof(struct out_frame))
 
 struct dctx__conn {
     nng_stream *s;
@@ -171,10 +166,6 @@ struct dctx__conn {
     atomic_uint_fast64_t reads, frames_read, bytes_read, writes, frames_written, bytes_queued_max,
         pauses;
     atomic_uint_fast64_t sends_done; /* write operations that took bytes, short ones too */
-    pthread_mutex_t spare_mu;        /* the spare small frames; held only to take or give */
-    struct out_frame *spare;
-    unsigned spare_count;
-    unsigned small_made; /* small frames made since the queue last emptied */
 };
 
 static void count(atomic_uint_fast64_t *c, uint64_t n)
@@ -231,15 +222,6 @@ static void post_read_locked(struct dctx__conn *c);
 
 /* ===== Sending ===== */
 
-static void free_frames(struct out_frame *f)
-{
-    while (f != NULL) {
-        struct out_frame *next = f->next;
-        free(f);
-        f = next;
-    }
-}
-
 static bool is_small(const struct out_frame *f)
 {
     return f->len <= SMALL_FRAME_BYTES;
@@ -248,58 +230,19 @@ static bool is_small(const struct out_frame *f)
 /* What a frame holds of the send queue's room: its memory. */
 static size_t charge(const struct out_frame *f)
 {
-    return is_small(f) ? SMALL_FRAME_BYTES : f->len;
+    return is_small(f) ? DCTX__BLOCK_BYTES : f->len;
 }
 
-/* The queue emptied: keep as many spares as the burst before made small
- * frames (at least SPARE_IDLE), free the rest. A busy connection so keeps
- * what it uses, and one gone quiet gives them back at its next write. */
-static void trim_spares(struct dctx__conn *c)
+static void free_frames(struct out_frame *f)
 {
-    struct out_frame *extra = NULL;
-    pthread_mutex_lock(&c->spare_mu);
-    unsigned keep = c->small_made > SPARE_IDLE ? c->small_made : SPARE_IDLE;
-    c->small_made = 0;
-    if (c->spare_count > keep) {
-        struct out_frame **cut = &c->spare;
-        for (unsigned i = 0; i < keep; i++)
-            cut = &(*cut)->next;
-        extra = *cut;
-        *cut = NULL;
-        c->spare_count = keep;
-    }
-    pthread_mutex_unlock(&c->spare_mu);
-    free_frames(extra);
-}
-
-/* Keep a written batch's small frames as spares (up to SPARE_MAX), free
- * the rest. */
-static void recycle_frames(struct dctx__conn *c, struct out_frame *f)
-{
-    /* Only the token holder adds spares: the room can only grow meanwhile. */
-    pthread_mutex_lock(&c->spare_mu);
-    unsigned room = SPARE_MAX - c->spare_count;
-    pthread_mutex_unlock(&c->spare_mu);
-    struct out_frame *keep = NULL, **keep_tail = &keep;
-    unsigned n = 0;
     while (f != NULL) {
         struct out_frame *next = f->next;
-        if (is_small(f) && n < room) {
-            *keep_tail = f;
-            keep_tail = &f->next;
-            n++;
-        } else {
+        if (is_small(f))
+            dctx__block_put(f);
+        else
             free(f);
-        }
         f = next;
     }
-    if (n == 0)
-        return;
-    pthread_mutex_lock(&c->spare_mu);
-    *keep_tail = c->spare;
-    c->spare = keep;
-    c->spare_count += n;
-    pthread_mutex_unlock(&c->spare_mu);
 }
 
 /* Move the queue onto the token holder's own list (taken), in order; mu
@@ -403,7 +346,7 @@ static bool wrote(struct dctx__conn *c, nng_aio *aio)
         return true; /* the rest of a short write */
     count(&c->writes, 1);
     count(&c->frames_written, c->batch_frames);
-    recycle_frames(c, c->batch);
+    free_frames(c->batch);
     c->batch = NULL;
     pthread_mutex_lock(&c->mu);
     c->queued_bytes -= c->batch_bytes;
@@ -424,8 +367,6 @@ static bool wrote(struct dctx__conn *c, nng_aio *aio)
     pthread_mutex_unlock(&c->mu);
     if (more)
         build_batch(c);
-    else
-        trim_spares(c);
     return more;
 }
 
@@ -517,23 +458,11 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
 }
 
 /* A frame of len bytes of body, its header written; NULL if no memory. */
-static struct out_frame *new_frame(struct dctx__conn *c, size_t len)
+static struct out_frame *new_frame(size_t len)
 {
     size_t bytes = DCTX__FRAME_HEADER_BYTES + len;
-    bool small = bytes <= SMALL_FRAME_BYTES;
-    struct out_frame *f = NULL;
-    if (small) {
-        pthread_mutex_lock(&c->spare_mu);
-        f = c->spare;
-        if (f != NULL) {
-            c->spare = f->next;
-            c->spare_count--;
-        }
-        c->small_made++;
-        pthread_mutex_unlock(&c->spare_mu);
-    }
-    if (f == NULL)
-        f = malloc(sizeof *f + (small ? SMALL_FRAME_BYTES : bytes));
+    struct out_frame *f =
+        bytes <= SMALL_FRAME_BYTES ? dctx__block_get() : malloc(sizeof *f + bytes);
     if (f != NULL) {
         f->next = NULL;
         f->len = bytes;
@@ -546,7 +475,7 @@ static int send_inner(struct dctx__conn *c, const void *body, size_t len)
 {
     if (len == 0 || len > UINT32_MAX)
         return DCTX_INVALID_ARGUMENT;
-    struct out_frame *f = new_frame(c, len);
+    struct out_frame *f = new_frame(len);
     if (f == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     memcpy(f->bytes + DCTX__FRAME_HEADER_BYTES, body, len);
@@ -558,7 +487,7 @@ static int send_packed_inner(struct dctx__conn *c, size_t len, dctx__conn_pack_f
 {
     if (len == 0 || len > UINT32_MAX)
         return DCTX_INVALID_ARGUMENT;
-    struct out_frame *f = new_frame(c, len);
+    struct out_frame *f = new_frame(len);
     if (f == NULL)
         return DCTX_RESOURCE_EXHAUSTED;
     pack(arg, f->bytes + DCTX__FRAME_HEADER_BYTES);
@@ -741,7 +670,6 @@ int dctx__conn_open(nng_stream *s, const struct dctx__conn_options *o, struct dc
     c->resume_below = c->pause_above / 2;
     dctx__frame_reader_init(&c->reader, o->max_body);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_mutex_init(&c->spare_mu, NULL);
     dctx__cond_init_monotonic(&c->flushed);
     nng_stream_set_bool(s, NNG_OPT_TCP_NODELAY, true); /* not for ipc: ignored */
     c->rx_idle = true;
@@ -856,8 +784,6 @@ void dctx__conn_close(struct dctx__conn *c)
     free_frames(c->batch);
     free_frames(c->taken);
     free_frames(c->head);
-    free_frames(c->spare);
-    pthread_mutex_destroy(&c->spare_mu);
     free(c->coalesce);
     free(c->rbuf);
     dctx__frame_reader_fini(&c->reader);

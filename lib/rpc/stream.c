@@ -11,11 +11,10 @@
 #include <string.h>
 
 #include "context/hooks.h"
-#include "msg_pool.h"
 #include "session.h"
 
-/* A message's data lives in a block of msg_pool.h: the one the peer's frame
- * was copied into (stream_half.c), or one made here. */
+/* A message's data lives in a message's block (stream_half.h): the one
+ * the peer's frame was copied into, or one made here. */
 int dctx_rpc_message_set(dctx_rpc_message *m, const void *data, size_t len, int64_t budget_ns)
 {
     m->data = NULL;
@@ -143,14 +142,14 @@ static bool recv_taking(dctx_rpc_stream *st, dctx_rpc_message *out)
 bool dctx_rpc_stream_recv(dctx_rpc_stream *st, dctx_rpc_message *out)
 {
     /* No stream, or an asynchronous receive is armed. */
-    if (st == NULL || atomic_exchange(&st->half.receiving, true)) {
+    if (st == NULL || atomic_exchange_explicit(&st->half.receiving, true, memory_order_acquire)) {
         out->data = NULL;
         out->len = 0;
         out->budget_ns = -1;
         return false;
     }
     bool got = recv_taking(st, out);
-    atomic_store(&st->half.receiving, false);
+    atomic_store_explicit(&st->half.receiving, false, memory_order_release);
     return got;
 }
 
@@ -209,14 +208,14 @@ int dctx_rpc_stream_recv_start(dctx_rpc_stream *st, dctx_rpc_stream_recv_fn fn, 
         return DCTX_INVALID_ARGUMENT;
     /* The receiver's role: the delivery's own, or taken here. */
     bool inside = delivering_now == st;
-    if (!inside && atomic_exchange(&st->half.receiving, true))
+    if (!inside && atomic_exchange_explicit(&st->half.receiving, true, memory_order_acquire))
         return DCTX_FAILED_PRECONDITION;
     st->ops->hold(st->owner);
     int rc = dctx__stream_half_arm(&st->half, fn, arg, kick, st);
     if (rc <= 0) {
         st->ops->drop(st->owner);
         if (!inside)
-            atomic_store(&st->half.receiving, false);
+            atomic_store_explicit(&st->half.receiving, false, memory_order_release);
         return DCTX_FAILED_PRECONDITION;
     }
     if (rc == 2)

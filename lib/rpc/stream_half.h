@@ -37,21 +37,26 @@ struct dctx__stream_msg {
     unsigned char data[];
 };
 
+/* A message's block for len bytes (next and len set), or NULL (no
+ * memory); a small one comes from block_pool.h. Any thread. */
+struct dctx__stream_msg *dctx__msg_alloc(size_t len);
+
+/* Give a message's block back (NULL is fine). Any thread. */
+void dctx__msg_free(struct dctx__stream_msg *m);
+
 struct dctx__stream_half {
+    /* Shared: under mu, but for the atomics. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct dctx__stream_msg *head, **tail; /* the peer's, not yet taken */
-    struct dctx__stream_msg *mine;         /* taken off head at once: the receiver's, no lock */
     int64_t allow, allow_bytes;            /* what the peer may still send */
-    uint32_t taken, taken_bytes;           /* taken since the last grant: the receiver's */
     int64_t credit, credit_bytes;          /* what this side may still send */
-    int64_t my_credit, my_credit_bytes;    /* moved off credit at once: the sender's, no lock */
     bool peer_done;                        /* the peer sends no more */
     atomic_bool ended;                     /* the stream is over (or its context done) */
     int64_t idle_ns;                       /* a take waits this long at most; 0: no limit */
     dctx_after *wake;                      /* the context's end ends the waits */
     atomic_bool woken;                     /* wake's after-func has returned */
-    atomic_uint_fast64_t received, sent;   /* messages, for logs */
+    atomic_uint_fast64_t received;         /* messages, for logs */
     /* An asynchronous receive (stream.c): armed until a message, the
      * peer's half-close or the end makes it due; then delivering until the
      * deliverer is done (one at a time). kick starts the delivery, which
@@ -61,12 +66,24 @@ struct dctx__stream_half {
     /* The end is not due yet: a client's, until its finish ran (so that
      * the end's callback may call finish); dctx__stream_half_conclude. */
     bool end_held;
-    atomic_bool receiving; /* the receiver's role is taken: a blocking receive,
-                              or an asynchronous one armed or being delivered */
     void (*kick)(void *arg, bool on_this_thread);
     void *kick_arg;
     dctx_rpc_stream_recv_fn fn;
     void *fn_arg;
+
+    /* The receiver's own and the sender's own, each a cache line apart
+     * from the rest: the connection's reader writes the shared fields for
+     * every message it pushes, and a field on their line would miss on
+     * every message too (padding, not alignment: the half lives in blocks
+     * from malloc). */
+    char apart_receiver[64];
+    struct dctx__stream_msg *mine; /* taken off head at once: no lock */
+    uint32_t taken, taken_bytes;   /* taken since the last grant */
+    atomic_bool receiving;         /* the receiver's role is taken: a blocking receive,
+                                      or an asynchronous one armed or being delivered */
+    char apart_sender[64];
+    int64_t my_credit, my_credit_bytes; /* moved off credit at once: no lock */
+    atomic_uint_fast64_t sent;          /* messages, for logs */
 };
 
 /* init: the waits also end when ctx is done (ctx may be NULL: never). */
@@ -87,7 +104,7 @@ void dctx__stream_half_credit(struct dctx__stream_half *h, uint32_t messages, ui
 void dctx__stream_half_end(struct dctx__stream_half *h);
 
 /* dctx__stream_half_take waits for the peer's next message: 1 with *m
- * (free it with free()), 0 when the peer sends no more and all was taken,
+ * (free it with dctx__msg_free), 0 when the peer sends no more and all was taken,
  * -1 when the stream ended first, -2 when nothing came for idle_ns.
  * *grant_messages and *grant_bytes, when not 0, are credit the caller
  * sends the peer (outside any lock). */

@@ -1,11 +1,9 @@
 /*
- * msg_pool.c - stream messages' blocks (msg_pool.h).
+ * block_pool.c - blocks kept for the next (block_pool.h).
  *
- * Small blocks (MSG_SMALL_BYTES of data at most) are all made with room
- * for MSG_SMALL_BYTES, so any small block serves any small message. Each
- * thread keeps up to 2 * BATCH of them; past that, BATCH go to the depot
- * (at most DEPOT_BATCHES, about 1 MiB: beyond, freed); a thread with none
- * takes a batch from the depot, one lock per BATCH messages. A thread's
+ * Each thread keeps up to 2 * BATCH blocks; past that, BATCH go to the
+ * depot (at most DEPOT_BATCHES, 2 MiB: beyond, freed); a thread with none
+ * takes a batch from the depot, one lock per BATCH blocks. A thread's
  * cache is freed when it exits.
  */
 #include <pthread.h>
@@ -13,11 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "msg_pool.h"
+#include "block_pool.h"
 
-#define MSG_SMALL_BYTES 240 /* with its header, 256 bytes */
 #define BATCH 64
-#define DEPOT_BATCHES 64
+#define DEPOT_BATCHES 128
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define POOLED 0
@@ -37,7 +34,7 @@
  * or giving one back touches no block (a block freed on another core is
  * not in this one's cache). */
 struct cache {
-    struct dctx__stream_msg *slot[2 * BATCH];
+    void *slot[2 * BATCH];
     unsigned n;
     bool registered; /* its thread's exit frees it */
 };
@@ -48,7 +45,7 @@ static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static bool exit_key_made;
 
 static pthread_mutex_t depot_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct dctx__stream_msg *depot[DEPOT_BATCHES][BATCH];
+static void *depot[DEPOT_BATCHES][BATCH];
 static unsigned depot_n; /* batches in depot */
 
 static void thread_exit(void *arg)
@@ -74,35 +71,25 @@ static bool cache_ready(void)
     return cache.registered;
 }
 
-struct dctx__stream_msg *dctx__msg_alloc(size_t len)
+void *dctx__block_get(void)
 {
-    struct dctx__stream_msg *m = NULL;
-    if (len <= MSG_SMALL_BYTES) {
-        if (cache.n == 0 && cache_ready()) {
-            pthread_mutex_lock(&depot_mu);
-            if (depot_n > 0) {
-                memcpy(cache.slot, depot[--depot_n], sizeof depot[0]);
-                cache.n = BATCH;
-            }
-            pthread_mutex_unlock(&depot_mu);
+    if (cache.n == 0 && cache_ready()) {
+        pthread_mutex_lock(&depot_mu);
+        if (depot_n > 0) {
+            memcpy(cache.slot, depot[--depot_n], sizeof depot[0]);
+            cache.n = BATCH;
         }
-        m = cache.n > 0 ? cache.slot[--cache.n] : malloc(sizeof *m + MSG_SMALL_BYTES);
-    } else {
-        m = malloc(sizeof *m + len);
+        pthread_mutex_unlock(&depot_mu);
     }
-    if (m != NULL) {
-        m->next = NULL;
-        m->len = len;
-    }
-    return m;
+    return cache.n > 0 ? cache.slot[--cache.n] : malloc(DCTX__BLOCK_BYTES);
 }
 
-void dctx__msg_free(struct dctx__stream_msg *m)
+void dctx__block_put(void *b)
 {
-    if (m == NULL)
+    if (b == NULL)
         return;
-    if (m->len > MSG_SMALL_BYTES || !cache_ready()) {
-        free(m);
+    if (!cache_ready()) {
+        free(b);
         return;
     }
     if (cache.n == 2 * BATCH) {
@@ -117,24 +104,19 @@ void dctx__msg_free(struct dctx__stream_msg *m)
             for (unsigned i = 0; i < BATCH; i++)
                 free(cache.slot[cache.n + i]);
     }
-    cache.slot[cache.n++] = m;
+    cache.slot[cache.n++] = b;
 }
 
 #else /* a sanitizer watches every block */
 
-struct dctx__stream_msg *dctx__msg_alloc(size_t len)
+void *dctx__block_get(void)
 {
-    struct dctx__stream_msg *m = malloc(sizeof *m + len);
-    if (m != NULL) {
-        m->next = NULL;
-        m->len = len;
-    }
-    return m;
+    return malloc(DCTX__BLOCK_BYTES);
 }
 
-void dctx__msg_free(struct dctx__stream_msg *m)
+void dctx__block_put(void *b)
 {
-    free(m);
+    free(b);
 }
 
 #endif

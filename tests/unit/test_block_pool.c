@@ -1,8 +1,9 @@
 /*
- * test_msg_pool.c - stream messages' blocks (lib/rpc/msg_pool.c) and
- * dctx_rpc_message_set: every size round-trips its bytes, at and past the
- * small blocks' limit; a block made on one thread and freed on another is
- * made again whole there; thousands of frees overflow the caches into the
+ * test_block_pool.c - the pool's blocks (lib/rpc/block_pool.c), stream
+ * messages' blocks made of them (stream_half.c) and dctx_rpc_message_set:
+ * blocks held at once are whole and apart; every size round-trips its
+ * bytes, at and past the small blocks' limit; a block made on one thread
+ * and freed on another is made again whole there; thousands of frees overflow the caches into the
  * depot and past it; threads that exit with blocks cached give them back
  * (LeakSanitizer counts any left). Under a sanitizer the pool is plain
  * malloc and free: the same tests then check the sizes and the handing
@@ -15,7 +16,8 @@
 
 #include <dctx/stream.h>
 
-#include "msg_pool.h"
+#include "block_pool.h"
+#include "stream_half.h"
 #include "testutil.h"
 
 enum { SMALL = 240, MANY = 64 * 64 + 500 };
@@ -57,6 +59,29 @@ static void every_size_round_trips_at_and_past_the_small_limit(void **state)
     check_filled(b, SMALL, 9);
     dctx__msg_free(b);
     dctx__msg_free(NULL);
+}
+
+/* Blocks held at once are whole and apart: each filled to its last byte
+ * keeps its pattern, more of them than a cache and a depot batch hold. */
+static void blocks_held_at_once_are_whole_and_apart(void **state)
+{
+    (void)state;
+    enum { HELD = 3 * 64 + 7 };
+    static unsigned char *held[HELD];
+    for (int round = 0; round < 3; round++) { /* later rounds reuse what was given back */
+        for (int i = 0; i < HELD; i++) {
+            held[i] = dctx__block_get();
+            assert_non_null(held[i]);
+            memset(held[i], (i + round) & 0xff, DCTX__BLOCK_BYTES);
+        }
+        for (int i = 0; i < HELD; i++)
+            for (size_t k = 0; k < DCTX__BLOCK_BYTES; k++)
+                if (held[i][k] != (unsigned char)((i + round) & 0xff))
+                    fail_msg("block %d byte %zu was written by another", i, k);
+        for (int i = 0; i < HELD; i++)
+            dctx__block_put(held[i]);
+    }
+    dctx__block_put(NULL);
 }
 
 static void message_set_copies_and_message_free_gives_back(void **state)
@@ -143,8 +168,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_size_round_trips_at_and_past_the_small_limit),
+        cmocka_unit_test(blocks_held_at_once_are_whole_and_apart),
         cmocka_unit_test(message_set_copies_and_message_free_gives_back),
         cmocka_unit_test(blocks_cross_threads_in_both_directions_and_exit_with_their_threads),
     };
-    return cmocka_run_group_tests_name("msg_pool", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("block_pool", tests, NULL, NULL);
 }
