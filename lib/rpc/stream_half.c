@@ -89,8 +89,8 @@ int dctx__stream_half_init(struct dctx__stream_half *h, dctx *ctx)
     pthread_mutex_init(&h->mu, NULL);
     dctx__cond_init_monotonic(&h->cv);
     h->tail = &h->head;
-    h->allow = h->credit = DCTX_RPC_STREAM_WINDOW_MESSAGES;
-    h->allow_bytes = h->credit_bytes = DCTX_RPC_STREAM_WINDOW_BYTES;
+    h->allow = h->credit = h->window = DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES;
+    h->allow_bytes = h->credit_bytes = h->window_bytes = DCTX_RPC_STREAM_FIRST_WINDOW_BYTES;
     if (ctx != NULL && dctx__can_be_done(ctx) &&
         dctx__after_func_inline(ctx, wake_after_func, h, &h->wake) != 0) {
         pthread_cond_destroy(&h->cv);
@@ -193,14 +193,22 @@ int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg 
         __builtin_prefetch(h->mine); /* written on the reader's core: its line is not here */
     h->taken++;
     h->taken_bytes += (uint32_t)(*m)->len;
-    /* Half a window taken: give it back. */
-    if (h->taken >= DCTX_RPC_STREAM_WINDOW_MESSAGES / 2 ||
-        h->taken_bytes >= DCTX_RPC_STREAM_WINDOW_BYTES / 2) {
-        *grant_messages = h->taken;
-        *grant_bytes = h->taken_bytes;
+    /* Half a window taken: give it back, and double the window (up to
+     * the most) for a receiver that so shows it reads. */
+    if (h->taken >= h->window / 2 || h->taken_bytes >= h->window_bytes / 2) {
+        uint32_t grow = h->window < DCTX_RPC_STREAM_WINDOW_MESSAGES / 2
+                            ? h->window
+                            : DCTX_RPC_STREAM_WINDOW_MESSAGES - h->window;
+        uint32_t grow_bytes = h->window_bytes < DCTX_RPC_STREAM_WINDOW_BYTES / 2
+                                  ? h->window_bytes
+                                  : DCTX_RPC_STREAM_WINDOW_BYTES - h->window_bytes;
+        h->window += grow;
+        h->window_bytes += grow_bytes;
+        *grant_messages = h->taken + grow;
+        *grant_bytes = h->taken_bytes + grow_bytes;
         pthread_mutex_lock(&h->mu);
-        h->allow += h->taken;
-        h->allow_bytes += h->taken_bytes;
+        h->allow += *grant_messages;
+        h->allow_bytes += *grant_bytes;
         pthread_mutex_unlock(&h->mu);
         h->taken = h->taken_bytes = 0;
     }

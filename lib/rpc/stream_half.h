@@ -4,12 +4,14 @@
  * credit this side has to send its own. Shared by a channel's streams and
  * a server's stream handlers. Never installed.
  *
- * Flow control: each side may send DCTX_RPC_STREAM_WINDOW_MESSAGES
- * messages and DCTX_RPC_STREAM_WINDOW_BYTES bytes (a message may overdraw
- * the bytes once) before the receiver grants more; the receiver grants
- * what was taken once half a window was, so a reader that stops reading
- * stops its writer, and a stream never holds more than a window and one
- * message of the peer's.
+ * Flow control: each side may send a window of messages and bytes (a
+ * message may overdraw the bytes once) before the receiver grants more;
+ * the receiver grants what was taken once half its window was, and as
+ * much again as the window was while it is under the most
+ * (DCTX_RPC_STREAM_WINDOW_MESSAGES and _BYTES; it starts at the FIRST_
+ * ones): a reader that reads has the window doubled, one that stops
+ * reading stops its writer, and a stream never holds more than the
+ * largest window and one message of the peer's.
  *
  * Threads: any; every function takes the half's lock, but the receiver's
  * take and the sender's reserve and refund take it once per batch, not
@@ -79,6 +81,7 @@ struct dctx__stream_half {
     char apart_receiver[64];
     struct dctx__stream_msg *mine; /* taken off head at once: no lock */
     uint32_t taken, taken_bytes;   /* taken since the last grant */
+    uint32_t window, window_bytes; /* what the peer may have sent and this side not taken */
     atomic_bool receiving;         /* the receiver's role is taken: a blocking receive,
                                       or an asynchronous one armed or being delivered */
     char apart_sender[64];

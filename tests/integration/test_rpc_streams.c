@@ -260,13 +260,53 @@ static void reader_that_stops_stops_its_writer_and_cancel_ends_it(void **state)
     dctx_rpc_channel *ch = NULL;
     dctx_rpc_stream *st = open_on(RT_TCP, ctx, FLOOD, &ch);
     assert_int_equal(dctx_rpc_stream_close_send(st), 0);
-    /* a window: its messages, or its bytes in 100-byte messages (the last may pass) */
-    int window = (DCTX_RPC_STREAM_WINDOW_BYTES + 99) / 100;
-    if (window > DCTX_RPC_STREAM_WINDOW_MESSAGES)
-        window = DCTX_RPC_STREAM_WINDOW_MESSAGES;
+    /* the first window: its messages, or its bytes in 100-byte messages
+     * (the last may pass); a reader that never took one never grew it */
+    int window = (DCTX_RPC_STREAM_FIRST_WINDOW_BYTES + 99) / 100;
+    if (window > DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES)
+        window = DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES;
     assert_true(WAIT_FOR(atomic_load(&flood.sent) >= window, SEC(5)));
     rt_sleep(MS(200));
     assert_int_equal(atomic_load(&flood.sent), window);
+    assert_int_equal(atomic_load(&flood.done), 0); /* blocked for credit */
+    dctx_cancel(ctx);
+    assert_true(WAIT_FOR(atomic_load(&flood.done), SEC(5)));
+    assert_int_equal(atomic_load(&flood.err), DCTX_CANCELED);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_CANCELED);
+    rt_ctx_release(ctx);
+}
+
+/* A reader that read for a while (its window grew to the most) and then
+ * stops: the writer stops with at most the largest window unread (its
+ * bytes in 100-byte messages, the last may pass) and at least half of it
+ * (the window did grow); the reader's cancel ends the writer's send. */
+static void reader_that_read_then_stops_holds_at_most_the_largest_window(void **state)
+{
+    (void)state;
+    memset(&flood, 0, sizeof flood);
+    char msg[256];
+    dctx *ctx = rt_with_cancel();
+    dctx_rpc_channel *ch = NULL;
+    dctx_rpc_stream *st = open_on(RT_TCP, ctx, FLOOD, &ch);
+    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+    enum { READ = 5000 };
+    dctx_rpc_message m;
+    for (int i = 0; i < READ; i++) {
+        assert_true(dctx_rpc_stream_recv(st, &m));
+        dctx_rpc_message_free(&m);
+    }
+    int most = (DCTX_RPC_STREAM_WINDOW_BYTES + 99) / 100;
+    if (most > DCTX_RPC_STREAM_WINDOW_MESSAGES)
+        most = DCTX_RPC_STREAM_WINDOW_MESSAGES;
+    assert_true(WAIT_FOR(atomic_load(&flood.sent) - READ >= most / 2, SEC(5)));
+    int sent = -1;
+    for (int tries = 0; tries < 50 && sent != atomic_load(&flood.sent); tries++) {
+        sent = atomic_load(&flood.sent); /* until it stays put for 100 ms */
+        rt_sleep(MS(100));
+    }
+    int unread = atomic_load(&flood.sent) - READ;
+    if (unread > most || unread < most / 2)
+        fail_msg("%d messages unread, expected %d..%d", unread, most / 2, most);
     assert_int_equal(atomic_load(&flood.done), 0); /* blocked for credit */
     dctx_cancel(ctx);
     assert_true(WAIT_FOR(atomic_load(&flood.done), SEC(5)));
@@ -574,6 +614,7 @@ int main(void)
         RT_TEST(client_stream_sums_what_it_sent),
         RT_TEST(bidi_stream_echoes_each_message),
         RT_TEST(reader_that_stops_stops_its_writer_and_cancel_ends_it),
+        RT_TEST(reader_that_read_then_stops_holds_at_most_the_largest_window),
         RT_TEST(reader_that_reads_takes_everything),
         RT_TEST(deadline_ends_a_long_stream_on_both_sides),
         RT_TEST(kinds_must_match),

@@ -6,10 +6,12 @@
  * Receiving: push and take keep order and count; take says 0 once the
  * peer is done and all was taken, -1 once the stream ended with nothing
  * queued (queued messages are still taken after the end), -2 after
- * idle_ns with nothing pushed. The window: DCTX_RPC_STREAM_WINDOW_MESSAGES
- * pushes, DCTX_RPC_STREAM_WINDOW_BYTES bytes that one message may
- * overdraw, then push refuses; taking half a window grants exactly what
- * was taken, and the peer may push that much more.
+ * idle_ns with nothing pushed. The window: the first one's
+ * DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES pushes, or its bytes that one
+ * message may overdraw, then push refuses; taking half a window grants
+ * what was taken and as much again as the window was (it doubles), and
+ * the peer may push that much more; past DCTX_RPC_STREAM_WINDOW_MESSAGES
+ * and _BYTES it grows no more and a grant is what was taken.
  *
  * Sending: reserve spends credit and waits when there is none until
  * credit comes (false once the stream ends); refund gives back.
@@ -38,8 +40,17 @@
 #include "stream_half.h"
 #include "testutil.h"
 
-#define WINDOW DCTX_RPC_STREAM_WINDOW_MESSAGES
-#define WINDOW_BYTES DCTX_RPC_STREAM_WINDOW_BYTES
+/* The window each side starts with, and the most it grows to. */
+#define WINDOW DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES
+#define WINDOW_BYTES DCTX_RPC_STREAM_FIRST_WINDOW_BYTES
+#define MOST DCTX_RPC_STREAM_WINDOW_MESSAGES
+#define MOST_BYTES DCTX_RPC_STREAM_WINDOW_BYTES
+
+/* What a grant adds to a window of w (doubling it, up to most). */
+static int64_t growth(int64_t w, int64_t most)
+{
+    return w < most / 2 ? w : most - w;
+}
 
 /* How long a waiter must stay in its wait to count as waiting, and how
  * long a woken one gets to return. */
@@ -311,7 +322,7 @@ static void one_message_may_overdraw_the_bytes_then_push_is_refused(void **state
 }
 
 /* Messages of 1 byte: the message half of the window is reached first. */
-static void taking_half_the_messages_grants_them_and_the_peer_may_push_that_many_more(void **state)
+static void taking_half_the_messages_grants_them_and_doubles_the_window(void **state)
 {
     (void)state;
     struct dctx__stream_half h;
@@ -323,33 +334,76 @@ static void taking_half_the_messages_grants_them_and_the_peer_may_push_that_many
     uint32_t gm, gb;
     for (int i = 0; i < WINDOW / 2 - 1; i++) {
         assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
-        free(m);
+        dctx__msg_free(m);
         if (gm != 0 || gb != 0)
             fail_msg("a grant of %u/%u after %d taken, before half a window", gm, gb, i + 1);
     }
     assert_false(dctx__stream_half_push(&h, "m", 1)); /* nothing granted yet */
     assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
-    free(m);
-    assert_int_equal(gm, WINDOW / 2);
-    assert_int_equal(gb, WINDOW / 2); /* 1 byte each */
-    for (int i = 0; i < WINDOW / 2; i++)
+    dctx__msg_free(m);
+    assert_int_equal(gm, WINDOW / 2 + WINDOW);
+    assert_int_equal(gb, WINDOW / 2 + WINDOW_BYTES); /* 1 byte each */
+    /* Half a window is queued: the doubled window has room for the rest. */
+    for (int i = 0; i < 2 * WINDOW - WINDOW / 2; i++)
         if (!dctx__stream_half_push(&h, "m", 1))
-            fail_msg("push %d of the %d granted refused", i + 1, WINDOW / 2);
+            fail_msg("push %d of the %d granted refused", i + 1, 2 * WINDOW - WINDOW / 2);
     assert_false(dctx__stream_half_push(&h, "m", 1));
-    /* the next grant counts from the last one */
-    for (int i = 0; i < WINDOW / 2 - 1; i++) {
+    /* the next grant counts from the last one, against the new window */
+    for (int i = 0; i < WINDOW - 1; i++) {
         assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
-        free(m);
+        dctx__msg_free(m);
         assert_int_equal(gm, 0);
     }
     assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
-    free(m);
-    assert_int_equal(gm, WINDOW / 2);
+    dctx__msg_free(m);
+    assert_int_equal(gm, WINDOW + growth(2 * WINDOW, MOST));
+    dctx__stream_half_fini(&h);
+}
+
+/* A peer that always fills the window and a receiver that always takes:
+ * every grant doubles the window until it is the most, and then grants
+ * exactly what was taken; the peer never has more than the window
+ * queued. */
+static void the_window_grows_to_the_most_and_no_further(void **state)
+{
+    (void)state;
+    struct dctx__stream_half h;
+    init(&h, NULL);
+    int64_t window = WINDOW, window_bytes = WINDOW_BYTES, queued = 0;
+    int grants_at_most = 0;
+    for (int round = 0; round < 40 && grants_at_most < 3; round++) {
+        while (queued < window) {
+            if (!dctx__stream_half_push(&h, "m", 1))
+                fail_msg("push refused with %lld of a window of %lld queued", (long long)queued,
+                         (long long)window);
+            queued++;
+        }
+        assert_false(dctx__stream_half_push(&h, "m", 1));
+        uint32_t gm = 0, gb = 0, taken = 0;
+        while (gm == 0) {
+            struct dctx__stream_msg *m;
+            assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
+            dctx__msg_free(m);
+            taken++;
+            queued--;
+        }
+        int64_t grow = growth(window, MOST), grow_bytes = growth(window_bytes, MOST_BYTES);
+        assert_int_equal(gm, taken + grow);
+        assert_int_equal(gb, taken + grow_bytes);
+        window += grow;
+        window_bytes += grow_bytes;
+        assert_true(window <= MOST);
+        assert_true(window_bytes <= MOST_BYTES);
+        grants_at_most += grow == 0;
+    }
+    assert_int_equal(window, MOST);
+    assert_int_equal(window_bytes, MOST_BYTES);
+    assert_int_equal(grants_at_most, 3);
     dctx__stream_half_fini(&h);
 }
 
 /* Messages of an eighth of the window's bytes: four are half of it. */
-static void taking_half_the_bytes_grants_them_and_the_peer_may_push_that_many_more(void **state)
+static void taking_half_the_bytes_grants_them_and_doubles_the_window(void **state)
 {
     (void)state;
     enum { PART = WINDOW_BYTES / 8 };
@@ -369,12 +423,13 @@ static void taking_half_the_bytes_grants_them_and_the_peer_may_push_that_many_mo
     }
     assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
     free(m);
-    assert_int_equal(gm, 4);
-    assert_int_equal(gb, 4 * PART);
-    for (int i = 0; i < 4; i++)
+    assert_int_equal(gm, 4 + WINDOW);
+    assert_int_equal(gb, 4 * PART + WINDOW_BYTES);
+    /* the doubled bytes window: 16 parts, 4 of them queued */
+    for (int i = 0; i < 12; i++)
         assert_true(dctx__stream_half_push(&h, part, PART));
     assert_false(dctx__stream_half_push(&h, part, 1));
-    assert_counts(&h, 12, 0);
+    assert_counts(&h, 20, 0);
     dctx__stream_half_fini(&h);
 }
 
@@ -899,8 +954,9 @@ int main(void)
         cmocka_unit_test(blocked_take_wakes_at_end_with_minus_1),
         cmocka_unit_test(window_accepts_its_messages_and_refuses_one_more),
         cmocka_unit_test(one_message_may_overdraw_the_bytes_then_push_is_refused),
-        cmocka_unit_test(taking_half_the_messages_grants_them_and_the_peer_may_push_that_many_more),
-        cmocka_unit_test(taking_half_the_bytes_grants_them_and_the_peer_may_push_that_many_more),
+        cmocka_unit_test(taking_half_the_messages_grants_them_and_doubles_the_window),
+        cmocka_unit_test(the_window_grows_to_the_most_and_no_further),
+        cmocka_unit_test(taking_half_the_bytes_grants_them_and_doubles_the_window),
         cmocka_unit_test(reserve_spends_the_window_then_waits_until_credit_comes),
         cmocka_unit_test(reserve_overdraws_the_bytes_once_then_waits_for_byte_credit),
         cmocka_unit_test(reserve_waiting_for_credit_returns_false_at_end),

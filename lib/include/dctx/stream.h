@@ -14,16 +14,21 @@
  * path (status, cancel, deadline, a lost peer, a closed channel) frees
  * what it held: no side must read to the end to avoid a leak.
  *
- * Flow control: each side may have DCTX_RPC_STREAM_WINDOW_MESSAGES
- * messages and DCTX_RPC_STREAM_WINDOW_BYTES bytes sent and not yet taken
- * by the other (a message may pass the bytes once); a sender with no
- * credit blocks until the receiver takes some, or the stream ends. So a
- * stream holds at most a window and one message of the peer's
- * (DCTX_RPC_STREAM_WINDOW_BYTES plus the largest message, 4 MiB by
- * default, plus 32 bytes per message queued: 384 KiB for a window of
- * small messages), and a connection at most that per stream on it (a server
- * runs max_in_flight calls at most; each stream handler holds a worker
- * while it runs).
+ * Flow control: each side may have a window of messages and bytes sent
+ * and not yet taken by the other (a message may pass the bytes once); a
+ * sender with no credit blocks until the receiver takes some, or the
+ * stream ends. The window starts at DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES
+ * and _BYTES and doubles each time the receiver takes half of it, up to
+ * DCTX_RPC_STREAM_WINDOW_MESSAGES and _BYTES: a stream read flat out
+ * soon has the whole window, one whose reader never reads holds a small
+ * one (and a cancel early in a fast stream meets a short pipeline). So a
+ * stream holds at most the largest window and one message of the peer's:
+ * DCTX_RPC_STREAM_WINDOW_BYTES plus the largest message (4 MiB by
+ * default), each message of 240 bytes or less in a block of 256 (1 MiB
+ * for a window of small messages), a larger one in its length and 16
+ * bytes; and a connection at most that per stream on it (a server runs
+ * max_in_flight calls at most; each stream handler holds a worker while
+ * it runs).
  *
  * Beyond gRPC: an idle timeout per stream (no message for a while ends it
  * DEADLINE_EXCEEDED, with a cause that says so), and each message received
@@ -41,8 +46,11 @@
 extern "C" {
 #endif
 
+/* The largest window, and the first (proto/PROTOCOL.md section 10). */
 #define DCTX_RPC_STREAM_WINDOW_MESSAGES 4096
 #define DCTX_RPC_STREAM_WINDOW_BYTES (256 * 1024)
+#define DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES 64
+#define DCTX_RPC_STREAM_FIRST_WINDOW_BYTES (64 * 1024)
 
 typedef struct dctx_rpc_stream dctx_rpc_stream;
 
