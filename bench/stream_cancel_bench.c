@@ -8,16 +8,18 @@
  * Three servers in this process on tcp loopback (ports 47339-47341);
  * hops 1 and 2 relay (a stream opened onward with the handler's context,
  * or a unary call made so), the last one works: its stream handler sends
- * until its send fails, as fast as credit allows (a download: the cancel
- * meets a full pipeline) or one message per millisecond (a tail of
- * events), its unary handler waits for its context. The
- * caller reads 10 messages (or waits until the unary handler started),
- * cancels, and the figure is the time until the last hop's handler saw
- * it, read from the same clock. Caller and handlers sleep while they
- * wait: on 2 cores a spinning side would take the servers' core.
+ * until its send fails, as fast as credit allows (a download) or one
+ * message per millisecond (a tail of events), its unary handler waits for
+ * its context. The caller reads 10 messages (or waits until the unary
+ * handler started), cancels, and the figure is the time until the last
+ * hop's handler saw it, read from the same clock. A steady stream is the
+ * fast one read for STEADY_READ messages first: every hop's window has
+ * grown to the most, and the cancel meets the stream at full speed.
+ * Caller and handlers sleep while they wait: on 2 cores a spinning side
+ * would take the servers' core.
  *
  * Output: "stream-cancel hops=H n=N p50_us=.. p99_us=.." and the same with
- * paced-stream-cancel and unary-cancel.
+ * steady-stream-cancel, paced-stream-cancel and unary-cancel.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@
 #define PACED "/bench.Cancel/Paced"
 #define UNARY "/bench.Cancel/Unary"
 #define PACE_NS 1000000
+#define STEADY_READ 5000
 #define HOPS_MAX 3
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -176,7 +179,9 @@ static void reset(void)
     pthread_mutex_unlock(&mu);
 }
 
-static int64_t one_stream(dctx_rpc_channel *ch, const char *method)
+/* Open a stream of method, read `read` messages, cancel: the time until
+ * the working handler saw it. */
+static int64_t one_stream(dctx_rpc_channel *ch, const char *method, int read)
 {
     dctx *ctx = NULL;
     if (dctx_with_cancel(dctx_background(), &ctx) != 0)
@@ -187,7 +192,7 @@ static int64_t one_stream(dctx_rpc_channel *ch, const char *method)
     if (rc != 0)
         die("stream", rc);
     dctx_rpc_message m;
-    for (int j = 0; j < 10; j++) {
+    for (int j = 0; j < read; j++) {
         if (!dctx_rpc_stream_recv(st, &m))
             die("stream ended early", dctx_rpc_stream_finish(st, NULL));
         dctx_rpc_message_free(&m);
@@ -260,17 +265,21 @@ int main(int argc, char **argv)
     for (int h = 0; h < 2; h++) {
         dctx_rpc_channel *ch = channel(ports[h]);
         /* Alternate the kinds so that both see the same machine. */
+        int64_t *steady = calloc((size_t)n, sizeof *steady);
         int64_t *paced = calloc((size_t)n, sizeof *paced);
         int64_t *unary = calloc((size_t)n, sizeof *unary);
         for (int i = 0; i < n; i++) {
-            took[i] = one_stream(ch, STREAM);
-            paced[i] = one_stream(ch, PACED);
+            took[i] = one_stream(ch, STREAM, 10);
+            steady[i] = one_stream(ch, STREAM, STEADY_READ);
+            paced[i] = one_stream(ch, PACED, 10);
             unary[i] = one_unary(ch);
             samples_sleep_ns(1000000);
         }
         report("stream-cancel", hops[h], took, n);
+        report("steady-stream-cancel", hops[h], steady, n);
         report("paced-stream-cancel", hops[h], paced, n);
         report("unary-cancel", hops[h], unary, n);
+        free(steady);
         free(paced);
         free(unary);
         dctx_rpc_channel_close(ch);
