@@ -433,7 +433,7 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
         rc = DCTX_RESOURCE_EXHAUSTED;
     if (rc != 0) {
         pthread_mutex_unlock(&c->mu);
-        free(f);
+        free_frames(f);
         return rc;
     }
     f->seal = (flags & DCTX__CONN_SEAL) != 0; /* by the writer: build_batch */
