@@ -3,8 +3,10 @@
  * (dctx_rpc_server_call_start): the handler sees what a remote caller's
  * would (budget after the reserve, values under the policy, the caller's
  * key being the server's own), the caller's cancel and deadline reach it
- * with their outcomes, refusals come through the callback at once, bad
- * calls return a code and never call back, and every call ends exactly
+ * with their outcomes, refusals come through the callback at once
+ * (unknown method, draining, a loop, a busy server), bad calls return a
+ * code and never call back, an INLINE handler runs on the caller's
+ * thread, answers come back byte for byte, and every call ends exactly
  * once under churn and through a close.
  */
 #include <pthread.h>
@@ -153,6 +155,151 @@ static void bad_calls_return_a_code_and_never_call_back(void **state)
     assert_int_equal(rt_server_stats(srv).calls, 0);
     rt_ctx_release(live);
     rt_ctx_release(soon);
+    rt_ctx_release(ctx);
+}
+
+/* What a local call's done saw: its answer's bytes and its thread. */
+struct local_answer {
+    atomic_int callbacks;
+    int code;
+    char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
+    unsigned char payload[64];
+    size_t payload_len;
+    pthread_t thread;
+};
+
+static void answer_done(void *arg, const dctx_rpc_result *res)
+{
+    struct local_answer *a = arg;
+    a->code = res->code;
+    snprintf(a->message, sizeof a->message, "%s", res->message);
+    a->payload_len = res->payload_len;
+    if (res->payload_len <= sizeof a->payload)
+        memcpy(a->payload, res->payload, res->payload_len);
+    a->thread = pthread_self();
+    atomic_fetch_add(&a->callbacks, 1);
+}
+
+/* Echo that notes the thread it ran on. */
+static pthread_t echo_thread;
+
+static int noting_echo(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)arg;
+    (void)ctx;
+    echo_thread = pthread_self();
+    return dctx_rpc_reply_set_payload(reply, req, len);
+}
+
+/* An INLINE handler runs on the caller's thread and done before the
+ * return; a worker's handler on another thread. Either way the request's
+ * bytes (NULs and 0xff among them) come back whole. */
+static void inline_handler_runs_on_the_callers_thread_and_bytes_come_back_whole(void **state)
+{
+    (void)state;
+    dctx_rpc_server *srv = NULL;
+    assert_int_equal(dctx_rpc_server_open(NULL, &srv), 0);
+    rt_track_server(srv);
+    assert_int_equal(dctx_rpc_server_register_flags(srv, ECHO, noting_echo, NULL, DCTX_RPC_INLINE),
+                     0);
+    assert_int_equal(dctx_rpc_server_register(srv, PROBE, noting_echo, NULL), 0);
+    char url[256];
+    rt_server_listen(srv, RT_INPROC, url, sizeof url);
+    assert_int_equal(dctx_rpc_server_start(srv), 0);
+    const unsigned char req[] = {0, 1, 0, 0xff, 'x', 0, 0x80, 0x7f};
+    dctx *ctx = rt_with_cancel();
+
+    static struct local_answer a;
+    memset(&a, 0, sizeof a);
+    assert_int_equal(
+        dctx_rpc_server_call_start(srv, ctx, NULL, ECHO, req, sizeof req, answer_done, &a), 0);
+    assert_int_equal(atomic_load(&a.callbacks), 1); /* before the return */
+    assert_true(pthread_equal(echo_thread, pthread_self()));
+    assert_true(pthread_equal(a.thread, pthread_self()));
+    assert_int_equal(a.code, DCTX_OK);
+    assert_int_equal(a.payload_len, sizeof req);
+    assert_memory_equal(a.payload, req, sizeof req);
+
+    memset(&a, 0, sizeof a);
+    assert_int_equal(
+        dctx_rpc_server_call_start(srv, ctx, NULL, PROBE, req, sizeof req, answer_done, &a), 0);
+    assert_true(WAIT_FOR(atomic_load(&a.callbacks) == 1, SEC(5)));
+    assert_false(pthread_equal(echo_thread, pthread_self()));
+    assert_int_equal(a.code, DCTX_OK);
+    assert_int_equal(a.payload_len, sizeof req);
+    assert_memory_equal(a.payload, req, sizeof req);
+    assert_int_equal(rt_server_stats(srv).by_code[DCTX_OK], 2);
+    rt_ctx_release(ctx);
+}
+
+/* A handler that calls its own server with its own context: the call has
+ * passed through this server already, so it is a loop, refused through
+ * done before the return (as over a socket). */
+struct loop_probe {
+    dctx_rpc_server *srv;
+    int rc;
+    struct local_answer a;
+};
+
+static int calls_itself(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
+{
+    (void)req;
+    (void)len;
+    (void)reply;
+    struct loop_probe *p = arg;
+    p->rc = dctx_rpc_server_call_start(p->srv, ctx, NULL, ECHO, "x", 1, answer_done, &p->a);
+    return DCTX_OK;
+}
+
+static void a_handlers_own_context_is_refused_as_a_loop(void **state)
+{
+    (void)state;
+    static struct loop_probe p;
+    memset(&p, 0, sizeof p);
+    p.rc = -1;
+    char url[256];
+    struct rt_method m[] = {{ECHO, rt_echo_handler, NULL, NULL}, {PROBE, calls_itself, &p, NULL}};
+    p.srv = rt_server_open(RT_INPROC, NULL, m, 2, url, sizeof url);
+    dctx *ctx = rt_with_cancel();
+    static rt_outcome o;
+    assert_int_equal(start(p.srv, ctx, NULL, PROBE, NULL, 0, &o), 0);
+    assert_true(WAIT_FOR(atomic_load(&o.callbacks) == 1, SEC(5)));
+    assert_int_equal(o.code, DCTX_OK);
+    assert_int_equal(p.rc, 0);
+    assert_int_equal(atomic_load(&p.a.callbacks), 1); /* before the handler went on */
+    assert_int_equal(p.a.code, DCTX_FAILED_PRECONDITION);
+    assert_contains(p.a.message, "call loop");
+    rt_ctx_release(ctx);
+}
+
+/* A server with max_in_flight calls in flight refuses the next local call
+ * RESOURCE_EXHAUSTED through done before the return; the one running goes
+ * on whole. */
+static void a_busy_server_refuses_through_the_callback(void **state)
+{
+    (void)state;
+    static rt_probe p;
+    rt_probe_init(&p, RT_PROBE_HOLD, SEC(10));
+    char url[256];
+    dctx_rpc_server_options opts = rt_server_options(1);
+    opts.max_in_flight = 1;
+    dctx_rpc_server *srv = rt_serve(RT_INPROC, &opts, PROBE, rt_probe_handler, &p, url);
+    dctx *ctx = rt_with_cancel();
+    static rt_outcome first, second;
+    assert_int_equal(start(srv, ctx, NULL, PROBE, NULL, 0, &first), 0);
+    assert_true(WAIT_FOR(atomic_load(&p.started), SEC(5)));
+    assert_int_equal(start(srv, ctx, NULL, PROBE, NULL, 0, &second), 0);
+    assert_int_equal(atomic_load(&second.callbacks), 1);
+    assert_int_equal(second.code, DCTX_RESOURCE_EXHAUSTED);
+    assert_contains(second.message, "server busy");
+    assert_int_equal(atomic_load(&first.callbacks), 0);
+    atomic_store(&p.release, 1);
+    assert_true(WAIT_FOR(atomic_load(&first.callbacks) == 1, SEC(5)));
+    assert_int_equal(first.code, DCTX_OK);
+    assert_int_equal(atomic_load(&p.runs), 1);
+    dctx_rpc_server_stats ss = rt_server_stats(srv);
+    assert_int_equal(ss.by_code[DCTX_RESOURCE_EXHAUSTED], 1);
+    assert_int_equal(ss.by_code[DCTX_OK], 1);
     rt_ctx_release(ctx);
 }
 
@@ -531,6 +678,9 @@ int main(int argc, char **argv)
         RT_TEST(answer_and_context_are_those_a_remote_caller_gets),
         RT_TEST(refusals_come_through_the_callback_before_the_return),
         RT_TEST(bad_calls_return_a_code_and_never_call_back),
+        RT_TEST(inline_handler_runs_on_the_callers_thread_and_bytes_come_back_whole),
+        RT_TEST(a_handlers_own_context_is_refused_as_a_loop),
+        RT_TEST(a_busy_server_refuses_through_the_callback),
         RT_TEST(caller_cancel_stops_the_running_handler_with_its_cause),
         RT_TEST(caller_cancel_prevents_a_queued_call),
         RT_TEST(caller_deadline_ends_the_handler_as_a_deadline),
