@@ -174,7 +174,7 @@ static void answer_done(void *arg, const dctx_rpc_result *res)
     a->code = res->code;
     snprintf(a->message, sizeof a->message, "%s", res->message);
     a->payload_len = res->payload_len;
-    if (res->payload_len <= sizeof a->payload)
+    if (res->payload_len > 0 && res->payload_len <= sizeof a->payload)
         memcpy(a->payload, res->payload, res->payload_len);
     a->thread = pthread_self();
     atomic_fetch_add(&a->callbacks, 1);
