@@ -54,6 +54,9 @@ static void thread_exit(void *arg)
     for (unsigned i = 0; i < c->n; i++)
         free(c->slot[i]);
     c->n = 0;
+    /* A block given back later in the exit (another key's destructor)
+     * registers the cache again: POSIX runs destructors again then. */
+    c->registered = false;
 }
 
 static void make_exit_key(void)

@@ -12,6 +12,17 @@
 #include "context/hooks.h"
 #include "block_pool.h"
 
+_Static_assert(DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES <= DCTX_RPC_STREAM_WINDOW_MESSAGES &&
+                   DCTX_RPC_STREAM_FIRST_WINDOW_BYTES <= DCTX_RPC_STREAM_WINDOW_BYTES,
+               "a window starts at most at its largest");
+
+/* What a grant adds to a window of w (at most `most`): w again, up to
+ * most. */
+static uint32_t growth(uint32_t w, uint32_t most)
+{
+    return w < most / 2 ? w : most - w;
+}
+
 /* A message of this many bytes or fewer fits a block of the pool. */
 #define MSG_SMALL_BYTES (DCTX__BLOCK_BYTES - sizeof(struct dctx__stream_msg))
 
@@ -192,25 +203,25 @@ int dctx__stream_half_take(struct dctx__stream_half *h, struct dctx__stream_msg 
     if (h->mine != NULL)
         __builtin_prefetch(h->mine); /* written on the reader's core: its line is not here */
     h->taken++;
-    h->taken_bytes += (uint32_t)(*m)->len;
+    h->taken_bytes += (*m)->len;
     /* Half a window taken: give it back, and double the window (up to
      * the most) for a receiver that so shows it reads. */
     if (h->taken >= h->window / 2 || h->taken_bytes >= h->window_bytes / 2) {
-        uint32_t grow = h->window < DCTX_RPC_STREAM_WINDOW_MESSAGES / 2
-                            ? h->window
-                            : DCTX_RPC_STREAM_WINDOW_MESSAGES - h->window;
-        uint32_t grow_bytes = h->window_bytes < DCTX_RPC_STREAM_WINDOW_BYTES / 2
-                                  ? h->window_bytes
-                                  : DCTX_RPC_STREAM_WINDOW_BYTES - h->window_bytes;
+        uint32_t grow = growth(h->window, DCTX_RPC_STREAM_WINDOW_MESSAGES);
+        uint32_t grow_bytes = growth(h->window_bytes, DCTX_RPC_STREAM_WINDOW_BYTES);
         h->window += grow;
         h->window_bytes += grow_bytes;
+        /* A Credit's bytes are 32 bits: what a message of nearly 4 GiB
+         * passes them by goes with the next grant. */
+        uint64_t bytes = h->taken_bytes + grow_bytes;
         *grant_messages = h->taken + grow;
-        *grant_bytes = h->taken_bytes + grow_bytes;
+        *grant_bytes = bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)bytes;
         pthread_mutex_lock(&h->mu);
         h->allow += *grant_messages;
         h->allow_bytes += *grant_bytes;
         pthread_mutex_unlock(&h->mu);
-        h->taken = h->taken_bytes = 0;
+        h->taken = 0;
+        h->taken_bytes = bytes - *grant_bytes;
     }
     return 1;
 }

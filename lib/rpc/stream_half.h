@@ -80,7 +80,8 @@ struct dctx__stream_half {
      * from malloc). */
     char apart_receiver[64];
     struct dctx__stream_msg *mine; /* taken off head at once: no lock */
-    uint32_t taken, taken_bytes;   /* taken since the last grant */
+    uint32_t taken;                /* taken since the last grant */
+    uint64_t taken_bytes;          /* and their bytes (and what the last grant left over) */
     uint32_t window, window_bytes; /* what the peer may have sent and this side not taken */
     atomic_bool receiving;         /* the receiver's role is taken: a blocking receive,
                                       or an asynchronous one armed or being delivered */

@@ -135,8 +135,8 @@ static void half_close_frame_bytes_are_stable(void **state)
     dctx__wire__frame__free_unpacked(u, NULL);
 }
 
-/* The credit a receiver sends after taking half a window of messages of
- * 64 bytes each: 2,048 messages, 131,072 bytes. */
+/* The credit a receiver sends after taking half the largest window of
+ * messages of 64 bytes each: 2,048 messages, 131,072 bytes. */
 static void credit_frame_bytes_are_stable(void **state)
 {
     (void)state;

@@ -78,7 +78,7 @@ static void take_str(struct dctx__stream_half *h, const char *s)
     assert_memory_equal(m->data, s, strlen(s));
     assert_int_equal(gm, 0);
     assert_int_equal(gb, 0);
-    free(m);
+    dctx__msg_free(m);
 }
 
 /* take's result when it returns no message. */
@@ -88,7 +88,7 @@ static int take_none(struct dctx__stream_half *h)
     uint32_t gm, gb;
     int rc = dctx__stream_half_take(h, &m, &gm, &gb);
     if (rc == 1) {
-        free(m);
+        dctx__msg_free(m);
         fail_msg("take returned a message");
     }
     return rc;
@@ -144,7 +144,7 @@ static void assert_waiting(struct waiter *w)
     nanosleep(&(struct timespec){.tv_nsec = BLOCKED_NS}, NULL);
     if (!started || atomic_load(&w->done)) {
         join_thread(w->t);
-        free(w->m);
+        dctx__msg_free(w->m);
         fail_msg("the %s returned %d without waiting", w->reserve ? "reserve" : "take", w->rc);
     }
 }
@@ -158,7 +158,7 @@ static int finish_waiter(struct waiter *w)
         dctx__stream_half_end(w->h);
     join_thread(w->t);
     if (!done) {
-        free(w->m);
+        dctx__msg_free(w->m);
         fail_msg("the %s still waited after it was woken", w->reserve ? "reserve" : "take");
     }
     return w->rc;
@@ -183,7 +183,7 @@ static void take_returns_pushed_messages_in_order_and_counts_them(void **state)
     uint32_t gm, gb;
     assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
     assert_int_equal(m->len, 0);
-    free(m);
+    dctx__msg_free(m);
     assert_counts(&h, 4, 0);
     dctx__stream_half_fini(&h);
 }
@@ -257,7 +257,7 @@ static void blocked_take_wakes_for_a_push_and_for_peer_done(void **state)
     assert_int_equal(finish_waiter(&w), 1);
     assert_int_equal(w.m->len, 4);
     assert_memory_equal(w.m->data, "wake", 4);
-    free(w.m);
+    dctx__msg_free(w.m);
     start_waiter(&w, &h, false, 0);
     assert_waiting(&w);
     dctx__stream_half_peer_done(&h);
@@ -296,7 +296,7 @@ static void window_accepts_its_messages_and_refuses_one_more(void **state)
     uint32_t gm, gb;
     while (dctx__stream_half_take(&h, &m, &gm, &gb) == 1) {
         assert_int_equal(m->len, 0);
-        free(m);
+        dctx__msg_free(m);
         n++;
     }
     assert_int_equal(n, WINDOW);
@@ -417,12 +417,12 @@ static void taking_half_the_bytes_grants_them_and_doubles_the_window(void **stat
     uint32_t gm, gb;
     for (int i = 0; i < 3; i++) {
         assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
-        free(m);
+        dctx__msg_free(m);
         assert_int_equal(gm, 0);
         assert_int_equal(gb, 0);
     }
     assert_int_equal(dctx__stream_half_take(&h, &m, &gm, &gb), 1);
-    free(m);
+    dctx__msg_free(m);
     assert_int_equal(gm, 4 + WINDOW);
     assert_int_equal(gb, 4 * PART + WINDOW_BYTES);
     /* the doubled bytes window: 16 parts, 4 of them queued */
@@ -656,7 +656,7 @@ static void deliver(struct kicks *k)
             k->first[k->n_got] = rc == 1 && m->len > 0 ? (char)m->data[0] : 0;
             k->n_got++;
         }
-        free(m);
+        dctx__msg_free(m);
         if (rc == 1 && k->rearm > 0) {
             k->rearm--;
             int a = arm(k); /* inside a delivery: only armed (1) */
