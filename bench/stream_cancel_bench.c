@@ -19,9 +19,12 @@
  * would take the servers' core.
  *
  * Output: "stream-cancel hops=H n=N p50_us=.. p99_us=.." and the same with
- * steady-stream-cancel, paced-stream-cancel and unary-cancel.
+ * steady-stream-cancel, paced-stream-cancel, unary-cancel and
+ * loaded-unary-cancel: a unary cancel while a steady stream runs beside
+ * it on the same channel (the load the steady stream's cancel meets).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +240,49 @@ static int64_t one_unary(dctx_rpc_channel *ch)
     return took;
 }
 
+/* A stream read as fast as it comes on a thread of its own, until stop:
+ * the load a steady stream puts on the machine, beside other calls. */
+struct background {
+    dctx_rpc_channel *ch;
+    atomic_bool stop;
+    pthread_t t;
+};
+
+static void *background_main(void *arg)
+{
+    struct background *b = arg;
+    dctx *ctx = NULL;
+    if (dctx_with_cancel(dctx_background(), &ctx) != 0)
+        die("context", DCTX_RESOURCE_EXHAUSTED);
+    dctx_rpc_stream *st = NULL;
+    int rc = dctx_rpc_stream_open(b->ch, ctx, STREAM, &st);
+    if (rc != 0)
+        die("stream", rc);
+    dctx_rpc_message m;
+    while (!atomic_load(&b->stop) && dctx_rpc_stream_recv(st, &m))
+        dctx_rpc_message_free(&m);
+    dctx_cancel(ctx);
+    dctx_rpc_stream_finish(st, NULL);
+    dctx_rpc_stream_release(st);
+    dctx_release(ctx);
+    return NULL;
+}
+
+/* n unary cancels while a steady stream runs on the same channel. */
+static void unary_beside_a_stream(dctx_rpc_channel *ch, int64_t *took, int n)
+{
+    struct background b = {.ch = ch};
+    pthread_create(&b.t, NULL, background_main, &b);
+    samples_sleep_ns(50000000); /* its windows grown */
+    for (int i = 0; i < n; i++) {
+        took[i] = one_unary(ch);
+        samples_sleep_ns(1000000);
+    }
+    atomic_store(&b.stop, true);
+    pthread_join(b.t, NULL);
+    samples_sleep_ns(20000000); /* its handler's mark is over */
+}
+
 static void report(const char *kind, int hops, int64_t *took, int n)
 {
     samples_sort(took, (size_t)n);
@@ -279,6 +325,8 @@ int main(int argc, char **argv)
         report("steady-stream-cancel", hops[h], steady, n);
         report("paced-stream-cancel", hops[h], paced, n);
         report("unary-cancel", hops[h], unary, n);
+        unary_beside_a_stream(ch, unary, n);
+        report("loaded-unary-cancel", hops[h], unary, n);
         free(steady);
         free(paced);
         free(unary);
