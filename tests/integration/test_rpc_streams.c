@@ -248,32 +248,52 @@ static void bidi_stream_echoes_each_message(void **state)
     assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_OK);
 }
 
+/* A window of messages and bytes in the flood's 100-byte messages: its
+ * messages, or its bytes (the last message may pass them). */
+static int flood_window(int messages, int bytes)
+{
+    int by_bytes = (bytes + 99) / 100;
+    return by_bytes < messages ? by_bytes : messages;
+}
+
+/* A flood stream on tcp with ctx, its request sent. */
+static dctx_rpc_stream *flood_open(dctx *ctx, dctx_rpc_channel **ch)
+{
+    memset(&flood, 0, sizeof flood);
+    dctx_rpc_stream *st = open_on(RT_TCP, ctx, FLOOD, ch);
+    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+    return st;
+}
+
+/* The flood's writer is blocked for credit; the reader's cancel ends its
+ * send with the cancel, and the stream with it. */
+static void cancel_ends_the_blocked_flood(dctx *ctx, dctx_rpc_stream *st, dctx_rpc_channel *ch)
+{
+    char msg[256];
+    assert_int_equal(atomic_load(&flood.done), 0);
+    dctx_cancel(ctx);
+    assert_true(WAIT_FOR(atomic_load(&flood.done), SEC(5)));
+    assert_int_equal(atomic_load(&flood.err), DCTX_CANCELED);
+    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_CANCELED);
+    rt_ctx_release(ctx);
+}
+
 /* A reader that stops reading stops its writer within the window (the
  * server sends no more than the window however long it waits); the
  * reader's cancel then ends the writer's send with the cancel. */
 static void reader_that_stops_stops_its_writer_and_cancel_ends_it(void **state)
 {
     (void)state;
-    memset(&flood, 0, sizeof flood);
-    char msg[256];
     dctx *ctx = rt_with_cancel();
     dctx_rpc_channel *ch = NULL;
-    dctx_rpc_stream *st = open_on(RT_TCP, ctx, FLOOD, &ch);
-    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
-    /* the first window: its messages, or its bytes in 100-byte messages
-     * (the last may pass); a reader that never took one never grew it */
-    int window = (DCTX_RPC_STREAM_FIRST_WINDOW_BYTES + 99) / 100;
-    if (window > DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES)
-        window = DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES;
+    dctx_rpc_stream *st = flood_open(ctx, &ch);
+    /* a reader that never took a message never grew its first window */
+    int window =
+        flood_window(DCTX_RPC_STREAM_FIRST_WINDOW_MESSAGES, DCTX_RPC_STREAM_FIRST_WINDOW_BYTES);
     assert_true(WAIT_FOR(atomic_load(&flood.sent) >= window, SEC(5)));
     rt_sleep(MS(200));
     assert_int_equal(atomic_load(&flood.sent), window);
-    assert_int_equal(atomic_load(&flood.done), 0); /* blocked for credit */
-    dctx_cancel(ctx);
-    assert_true(WAIT_FOR(atomic_load(&flood.done), SEC(5)));
-    assert_int_equal(atomic_load(&flood.err), DCTX_CANCELED);
-    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_CANCELED);
-    rt_ctx_release(ctx);
+    cancel_ends_the_blocked_flood(ctx, st, ch);
 }
 
 /* A reader that read for a while (its window grew to the most) and then
@@ -283,21 +303,16 @@ static void reader_that_stops_stops_its_writer_and_cancel_ends_it(void **state)
 static void reader_that_read_then_stops_holds_at_most_the_largest_window(void **state)
 {
     (void)state;
-    memset(&flood, 0, sizeof flood);
-    char msg[256];
     dctx *ctx = rt_with_cancel();
     dctx_rpc_channel *ch = NULL;
-    dctx_rpc_stream *st = open_on(RT_TCP, ctx, FLOOD, &ch);
-    assert_int_equal(dctx_rpc_stream_close_send(st), 0);
+    dctx_rpc_stream *st = flood_open(ctx, &ch);
     enum { READ = 5000 };
     dctx_rpc_message m;
     for (int i = 0; i < READ; i++) {
         assert_true(dctx_rpc_stream_recv(st, &m));
         dctx_rpc_message_free(&m);
     }
-    int most = (DCTX_RPC_STREAM_WINDOW_BYTES + 99) / 100;
-    if (most > DCTX_RPC_STREAM_WINDOW_MESSAGES)
-        most = DCTX_RPC_STREAM_WINDOW_MESSAGES;
+    int most = flood_window(DCTX_RPC_STREAM_WINDOW_MESSAGES, DCTX_RPC_STREAM_WINDOW_BYTES);
     assert_true(WAIT_FOR(atomic_load(&flood.sent) - READ >= most / 2, SEC(5)));
     int sent = -1;
     for (int tries = 0; tries < 50 && sent != atomic_load(&flood.sent); tries++) {
@@ -307,12 +322,7 @@ static void reader_that_read_then_stops_holds_at_most_the_largest_window(void **
     int unread = atomic_load(&flood.sent) - READ;
     if (unread > most || unread < most / 2)
         fail_msg("%d messages unread, expected %d..%d", unread, most / 2, most);
-    assert_int_equal(atomic_load(&flood.done), 0); /* blocked for credit */
-    dctx_cancel(ctx);
-    assert_true(WAIT_FOR(atomic_load(&flood.done), SEC(5)));
-    assert_int_equal(atomic_load(&flood.err), DCTX_CANCELED);
-    assert_int_equal(end_and_close(st, ch, msg, sizeof msg), DCTX_CANCELED);
-    rt_ctx_release(ctx);
+    cancel_ends_the_blocked_flood(ctx, st, ch);
 }
 
 /* A reader that reads takes everything a writer sends: credit flows. */
