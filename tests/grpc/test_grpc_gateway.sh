@@ -2,7 +2,8 @@
 # rpcd serve --grpc-listen, called by Python's grpcio (Debian's
 # python3-grpcio, run as /usr/bin/python3): a gRPC client's deadline,
 # cancel, metadata and status through the gateway into two dctx hops
-# (gateway_cases.py), health through a drain, and churn (churn.py).
+# (gateway_cases.py), a caller that stops answering (SIGSTOP) dropped by
+# the keepalive, health through a drain, and churn (churn.py).
 # Usage: test_grpc_gateway.sh RPCD. 77: python3-grpcio is missing.
 rpcd=$1
 test_name=grpc-gateway
@@ -64,6 +65,46 @@ except grpc.RpcError as e:
 assert list(first) == [b"2", b"3"]
 assert ch.unary_unary("/dctx.demo.Demo/Echo")(b"x", timeout=5) == b"x"
 PY
+
+# A gRPC caller that stops answering mid-call (SIGSTOP: its kernel still
+# takes the bytes, the process answers no ping): with --keepalive 200ms the
+# gateway's pings go unanswered, the C core drops the connection, and the
+# call it carried is canceled through to the handler; with the default
+# keepalive (10 s) the call is still running after a second.
+stopped_caller() { # address: a caller starting a 30 s Sleep there (the test stops it)
+    $py - "$1" >/dev/null 2>&1 <<'PY' &
+import sys, time, grpc
+ch = grpc.insecure_channel(sys.argv[1])
+f = ch.unary_unary("/dctx.demo.Demo/Sleep").future(b"30s", timeout=60)
+time.sleep(60)
+PY
+    caller=$!
+}
+for name in k k0; do
+    port=$(free_port)
+    if [ $name = k ]; then
+        serve $name --listen "tcp://127.0.0.1:$(free_port)" --grpc-listen "127.0.0.1:$port" \
+            --keepalive 200ms --keepalive-timeout 200ms
+    else
+        serve $name --listen "tcp://127.0.0.1:$(free_port)" --grpc-listen "127.0.0.1:$port"
+    fi
+    stopped_caller "127.0.0.1:$port"
+    check "$name: the caller's Sleep started" \
+        wait_line "$dir/$name.log" '"event":"call_start","method":"/dctx.demo.Demo/Sleep"'
+    kill -STOP "$caller"
+    if [ $name = k ]; then
+        check "k: the stopped caller's call ends CANCELLED at the gateway" wait_line "$dir/k.log" \
+            '"event":"grpc_call_end","method":"/dctx.demo.Demo/Sleep".*"status":"CANCELLED"'
+        check "k: its handler was stopped" wait_line "$dir/k.log" \
+            '"event":"call_end","method":"/dctx.demo.Demo/Sleep","status":"CANCELLED"'
+    else
+        sleep 1
+        check "k0: without a short keepalive the call still runs" \
+            bash -c "! grep -q '\"event\":\"call_end\"' '$dir/k0.log'"
+    fi
+    kill -KILL "$caller"
+    wait "$caller" 2>/dev/null
+done
 
 # Churn: every call ends once, nothing stays in flight, memory stays put.
 timeout 600 $py "$here/churn.py" "127.0.0.1:$pg" "${GRPC_CHURN_CALLS:-20000}" "$rpcd" \
