@@ -426,6 +426,52 @@ static void call_start_ends_once_on_the_channels_thread(void **state)
     edge_close(&e);
 }
 
+/* A gateway that lets one caller's connection have one call open at a
+ * time: a second call on the same channel waits (gRPC's client queues a
+ * stream past the peer's SETTINGS) until the first ends, then goes. */
+static void max_concurrent_streams_holds_a_second_call_until_the_first_ends(void **state)
+{
+    (void)state;
+    static const struct rt_method methods[] = {{"/t.T/Echo", echo, NULL, NULL},
+                                               {"/t.T/Hold", hold, NULL, NULL}};
+    char url[256], target[64];
+    dctx_rpc_server *srv = rt_server_open(RT_INPROC, NULL, methods, 2, url, sizeof url);
+    dctx_grpc_gateway_options o = {
+        .listen = "127.0.0.1:0", .local = srv, .max_concurrent_streams = 1};
+    dctx_grpc_gateway *gw = NULL;
+    assert_int_equal(dctx_grpc_gateway_open(&o, &gw), 0);
+    snprintf(target, sizeof target, "127.0.0.1:%d", dctx_grpc_gateway_port(gw));
+    dctx_grpc_channel *ch = NULL;
+    assert_int_equal(dctx_grpc_channel_get(target, &ch), 0);
+    memset(&held, 0, sizeof held);
+    /* The connection up, and its SETTINGS read, before the two calls. */
+    dctx_rpc_result res;
+    assert_int_equal(dctx_grpc_call(ch, NULL, "/t.T/Echo", "up", 2, &res), DCTX_OK);
+    dctx_rpc_result_free(&res);
+
+    static struct async_seen seen[2];
+    memset(seen, 0, sizeof seen);
+    dctx *first = rt_with_cancel();
+    assert_int_equal(dctx_grpc_call_start(ch, first, "/t.T/Hold", NULL, 0, async_done, &seen[0]),
+                     0);
+    assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 1, SEC(5)));
+    assert_int_equal(dctx_grpc_call_start(ch, NULL, "/t.T/Echo", "two", 3, async_done, &seen[1]),
+                     0);
+    rt_sleep(MS(300));
+    assert_int_equal(atomic_load(&seen[1].calls), 0); /* waiting for a stream */
+    dctx_grpc_gateway_stats gs;
+    dctx_grpc_gateway_stats_get(gw, &gs);
+    assert_int_equal(gs.calls, 2); /* "up" and the held one */
+    dctx_cancel(first);
+    assert_true(WAIT_FOR(atomic_load(&seen[0].calls) == 1, SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen[1].calls) == 1, SEC(5)));
+    assert_int_equal(seen[1].code, DCTX_OK);
+    assert_string_equal(seen[1].payload, "two|");
+    rt_ctx_release(first);
+    dctx_grpc_channel_release(ch);
+    dctx_grpc_gateway_close(gw);
+}
+
 /* dctx -> gRPC stream -> gateway -> dctx stream: a bidirectional stream
  * echoed whole, then one canceled mid-way, whose dctx handler sees the
  * cancel. */
@@ -583,6 +629,7 @@ int main(int argc, char **argv)
         RT_TEST(health_answers_through_a_drain),
         RT_TEST(call_start_ends_once_on_the_channels_thread),
         RT_TEST(a_grpc_stream_crosses_the_gateway_both_ways),
+        RT_TEST(max_concurrent_streams_holds_a_second_call_until_the_first_ends),
         RT_TEST_IN_PROCESS(values_and_budget_cross_both_ways),
         RT_TEST_IN_PROCESS(status_and_message_cross),
         RT_TEST_IN_PROCESS(cancel_crosses_both_ways),
