@@ -410,6 +410,13 @@ static int send_on(struct conn *c, Dctx__Wire__Frame *f, uint32_t id)
     return dctx__session_send(c->s, f);
 }
 
+/* An answer's code in the stats: every answer is counted once, by
+ * answer, refuse or refuse_local. */
+static void count_answer(dctx_rpc_server *srv, int code)
+{
+    count(&srv->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
+}
+
 /* Answer call id on c: the id leaves the map first (see Design), then the
  * Reply goes. A reply over the caller's limit goes as RESOURCE_EXHAUSTED;
  * one that cannot be queued (the caller does not read) ends the
@@ -417,8 +424,6 @@ static int send_on(struct conn *c, Dctx__Wire__Frame *f, uint32_t id)
 static void send_reply(struct conn *c, uint32_t id, int code, const char *message,
                        const void *payload, size_t len)
 {
-    dctx_rpc_server *srv = c->srv;
-    count(&srv->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
     pthread_mutex_lock(&c->mu);
     dctx__call_map_remove(&c->ids, id);
     pthread_mutex_unlock(&c->mu);
@@ -472,7 +477,6 @@ static void answer_local(struct server_call *call, int code, const char *message
 {
     struct local_call *l = call->local;
     dctx_rpc_server *srv = call->srv;
-    count(&srv->by_code[code >= 0 && code <= DCTX_CODE_MAX ? code : DCTX_UNKNOWN]);
     if (l->after != NULL && dctx_after_stop(l->after)) {
         call_unref(call); /* the after-func's reference */
         local_release(srv);
@@ -491,6 +495,7 @@ static void answer_local(struct server_call *call, int code, const char *message
 static void answer(struct server_call *call, int code, const char *message, const void *payload,
                    size_t len)
 {
+    count_answer(call->srv, code);
     if (call->local != NULL)
         answer_local(call, code, message, payload, len);
     else
@@ -519,6 +524,7 @@ static void refuse(struct conn *c, uint32_t id, const char *method, int code, co
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     emit_refused(c->srv, method, code, msg);
+    count_answer(c->srv, code);
     send_reply(c, id, code, msg, NULL, 0);
 }
 
@@ -1288,7 +1294,7 @@ static void local_caller_done(void *arg)
 static void refuse_local(dctx_rpc_server *srv, const char *method, int code, const char *why,
                          dctx_rpc_done_fn done, void *arg)
 {
-    count(&srv->by_code[code]);
+    count_answer(srv, code);
     emit_refused(srv, method, code, why);
     dctx_rpc_result res = {.code = code, .message = why};
     done(arg, &res);
