@@ -74,7 +74,7 @@ static bool cache_ready(void)
     return cache.registered;
 }
 
-void *dctx__block_get(void)
+static void *block_get(void)
 {
     if (cache.n == 0 && cache_ready()) {
         pthread_mutex_lock(&depot_mu);
@@ -87,10 +87,8 @@ void *dctx__block_get(void)
     return cache.n > 0 ? cache.slot[--cache.n] : malloc(DCTX__BLOCK_BYTES);
 }
 
-void dctx__block_put(void *b)
+static void block_put(void *b)
 {
-    if (b == NULL)
-        return;
     if (!cache_ready()) {
         free(b);
         return;
@@ -110,16 +108,30 @@ void dctx__block_put(void *b)
     cache.slot[cache.n++] = b;
 }
 
-#else /* a sanitizer watches every block */
-
-void *dctx__block_get(void)
+void *dctx__block_alloc(size_t bytes)
 {
-    return malloc(DCTX__BLOCK_BYTES);
+    return dctx__block_pooled(bytes) ? block_get() : malloc(bytes);
 }
 
-void dctx__block_put(void *b)
+void dctx__block_free(void *p, size_t bytes)
 {
-    free(b);
+    if (p != NULL && dctx__block_pooled(bytes))
+        block_put(p);
+    else
+        free(p);
+}
+
+#else /* a sanitizer watches every block */
+
+void *dctx__block_alloc(size_t bytes)
+{
+    return malloc(dctx__block_pooled(bytes) ? DCTX__BLOCK_BYTES : bytes);
+}
+
+void dctx__block_free(void *p, size_t bytes)
+{
+    (void)bytes;
+    free(p);
 }
 
 #endif

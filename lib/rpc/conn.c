@@ -14,17 +14,17 @@
  *   aborts, and closing the stream fails that read too.
  *
  *   Send: frames are queued under mu, each one allocation holding its
- *   header and body (a small one a block of block_pool.h, the sender's
- *   thread making it and the writer's giving it back). Whoever queues a
- *   frame and finds no write under way takes the write token (writing),
- *   moves the queue to a list of its own (taken: the batch is built and
- *   copied outside mu, so senders never wait on it) and writes every frame
- *   it can: an aio of nng 1.5.2 holds at most 8 iovs, so seven frames go as iovs
- *   of their own and the frames after them are copied into one buffer (up
- *   to COALESCE_MAX) that is the eighth. A short write is finished by
- *   sending the rest; a whole one frees the batch and starts the next, or
- *   gives the token back. Frames count against send_queue_max for their
- *   memory from queueing until written.
+ *   header and body, from block_pool.h (the sender's thread makes it, the
+ *   writer's gives it back). Whoever queues a frame and finds no write
+ *   under way takes the write token (writing), moves the queue to a list
+ *   of its own (taken: the batch is built and copied outside mu, so
+ *   senders never wait on it) and writes every frame it can: an aio of nng
+ *   1.5.2 holds at most 8 iovs, so seven frames go as iovs of their own and
+ *   the frames after them are copied into one buffer (up to COALESCE_MAX)
+ *   that is the eighth. A short write is finished by sending the rest; a
+ *   whole one frees the batch and starts the next, or gives the token
+ *   back. Frames count against send_queue_max for their memory from
+ *   queueing until written.
  *
  *   Who writes: an aio with a callback always completes through one of
  *   nng's task threads, one more wake per write (measured: a 64-byte
@@ -75,13 +75,12 @@
  *   dctx__conn_close, on a thread of the owner's, closes the stream, stops
  *   the receive aio and then the send aios, waits for the owner's threads
  *   still inside a send, and frees the aios, the stream, the queue, the
- *   writer's taken frames and batch. A read (or a fence)
- *   posted after its aio was stopped is refused by nng 1.5.2 without a
- *   callback, and stopping the fence's aio waits
- *   for its callback: so nothing runs once they are stopped. A failed
- *   write leaves its batch and the token where they are: close frees
- *   them. Frames are plain memory: the writer frees (or keeps) a batch
- *   once it is written.
+ *   writer's taken frames and batch. A read (or a fence) posted after its
+ *   aio was stopped is refused by nng 1.5.2 without a callback, and
+ *   stopping the fence's aio waits for its callback: so nothing runs once
+ *   they are stopped. A failed write leaves its batch and the token where
+ *   they are: close frees them. Frames are plain memory: the writer frees
+ *   a batch once it is written.
  */
 #include "conn.h"
 
@@ -112,16 +111,16 @@
 
 struct out_frame {
     struct out_frame *next;
-    size_t len; /* header and body; a small one (SMALL_FRAME_BYTES or less) is
-                   a block of the pool */
+    size_t len; /* header and body */
     bool seal;  /* the body is sealed as it goes into a batch */
     unsigned char bytes[];
 };
 
-/* A frame of this many bytes or fewer is a block of the pool: it counts
- * against the send queue for the whole block, so the queue's bound is its
- * memory. */
-#define SMALL_FRAME_BYTES (DCTX__BLOCK_BYTES - sizeof(struct out_frame))
+/* A frame's memory, from the pool (block_pool.h). */
+static size_t frame_size(size_t len)
+{
+    return sizeof(struct out_frame) + len;
+}
 
 struct dctx__conn {
     nng_stream *s;
@@ -222,25 +221,18 @@ static void post_read_locked(struct dctx__conn *c);
 
 /* ===== Sending ===== */
 
-static bool is_small(const struct out_frame *f)
-{
-    return f->len <= SMALL_FRAME_BYTES;
-}
-
-/* What a frame holds of the send queue's room: its memory. */
+/* What a frame holds of the send queue's room: its memory (a pooled one,
+ * the whole block), so the queue's bound is its memory. */
 static size_t charge(const struct out_frame *f)
 {
-    return is_small(f) ? DCTX__BLOCK_BYTES : f->len;
+    return dctx__block_pooled(frame_size(f->len)) ? DCTX__BLOCK_BYTES : f->len;
 }
 
 static void free_frames(struct out_frame *f)
 {
     while (f != NULL) {
         struct out_frame *next = f->next;
-        if (is_small(f))
-            dctx__block_put(f);
-        else
-            free(f);
+        dctx__block_free(f, frame_size(f->len));
         f = next;
     }
 }
@@ -461,8 +453,7 @@ static int enqueue(struct dctx__conn *c, struct out_frame *f, unsigned flags)
 static struct out_frame *new_frame(size_t len)
 {
     size_t bytes = DCTX__FRAME_HEADER_BYTES + len;
-    struct out_frame *f =
-        bytes <= SMALL_FRAME_BYTES ? dctx__block_get() : malloc(sizeof *f + bytes);
+    struct out_frame *f = dctx__block_alloc(frame_size(bytes));
     if (f != NULL) {
         f->next = NULL;
         f->len = bytes;

@@ -1744,8 +1744,8 @@ int dctx_rpc_server_shutdown(dctx_rpc_server *srv)
     pthread_mutex_lock(&srv->mu);
     while (srv->conns != NULL || atomic_load_explicit(&srv->local_holds, memory_order_acquire) > 0)
         dctx__cond_wait_until(&srv->idle_cv, &srv->mu, dctx_now() + 10000000LL);
-    pthread_mutex_unlock(
-        &srv->mu); /* the reaper's last unlock is behind us (conn_close_deferred) */
+    /* The reaper's last unlock is behind us (conn_close_deferred). */
+    pthread_mutex_unlock(&srv->mu);
     srv->shutdown_rc = rc;
     return rc;
 }

@@ -23,13 +23,9 @@ static uint32_t growth(uint32_t w, uint32_t most)
     return w < most / 2 ? w : most - w;
 }
 
-/* A message of this many bytes or fewer fits a block of the pool. */
-#define MSG_SMALL_BYTES (DCTX__BLOCK_BYTES - sizeof(struct dctx__stream_msg))
-
 struct dctx__stream_msg *dctx__msg_alloc(size_t len)
 {
-    struct dctx__stream_msg *m =
-        len <= MSG_SMALL_BYTES ? dctx__block_get() : malloc(sizeof *m + len);
+    struct dctx__stream_msg *m = dctx__block_alloc(sizeof *m + len);
     if (m != NULL) {
         m->next = NULL;
         m->len = len;
@@ -39,10 +35,8 @@ struct dctx__stream_msg *dctx__msg_alloc(size_t len)
 
 void dctx__msg_free(struct dctx__stream_msg *m)
 {
-    if (m != NULL && m->len <= MSG_SMALL_BYTES)
-        dctx__block_put(m);
-    else
-        free(m);
+    if (m != NULL)
+        dctx__block_free(m, sizeof *m + m->len);
 }
 
 /* An armed receive is due: mu held. Checks armed and delivering first:

@@ -363,47 +363,31 @@ static void health_answers_through_a_drain(void **state)
     edge_close(&e);
 }
 
-/* What an asynchronous call's done saw. */
-struct async_seen {
-    atomic_int calls;
-    int code;
-    char payload[64];
-    pthread_t thread;
-};
-
-static void async_done(void *arg, const dctx_rpc_result *res)
-{
-    struct async_seen *seen = arg;
-    seen->code = res->code;
-    snprintf(seen->payload, sizeof seen->payload, "%.*s", (int)res->payload_len,
-             (const char *)res->payload);
-    seen->thread = pthread_self();
-    atomic_fetch_add(&seen->calls, 1);
-}
-
 static void call_start_ends_once_on_the_channels_thread(void **state)
 {
     struct edge e;
     edge_open(&e, state);
-    static struct async_seen seen[3];
+    static rt_outcome seen[3];
     memset(seen, 0, sizeof seen);
     /* The method is the caller's only until the start returns. */
     char *method = strdup("/t.T/Echo");
-    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, method, "hi", 2, async_done, &seen[0]), 0);
+    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, method, "hi", 2, rt_outcome_done, &seen[0]),
+                     0);
     memset(method, 'x', strlen(method));
     free(method);
-    assert_true(WAIT_FOR(atomic_load(&seen[0].calls) == 1, SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen[0].callbacks) == 1, SEC(5)));
     assert_int_equal(seen[0].code, DCTX_OK);
-    assert_string_equal(seen[0].payload, "hi|");
+    assert_int_equal(seen[0].payload_len, 3);
+    assert_memory_equal(seen[0].payload, "hi|", 3);
     assert_false(pthread_equal(seen[0].thread, pthread_self()));
 
     /* A cancel ends it as dctx_grpc_call's would. */
     dctx *ctx = rt_with_cancel();
-    assert_int_equal(dctx_grpc_call_start(e.ch, ctx, "/t.T/Hold", NULL, 0, async_done, &seen[1]),
-                     0);
+    assert_int_equal(
+        dctx_grpc_call_start(e.ch, ctx, "/t.T/Hold", NULL, 0, rt_outcome_done, &seen[1]), 0);
     rt_sleep(MS(50));
     dctx_cancel_cause(ctx, DCTX_ABORTED, "stop there");
-    assert_true(WAIT_FOR(atomic_load(&seen[1].calls) == 1, SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen[1].callbacks) == 1, SEC(5)));
     assert_int_equal(seen[1].code, DCTX_ABORTED); /* the cause, as a dctx call reports it */
     assert_true(WAIT_FOR(atomic_load(&held.ended), SEC(5)));
     assert_int_equal(held.err, DCTX_CANCELED);
@@ -411,16 +395,19 @@ static void call_start_ends_once_on_the_channels_thread(void **state)
     /* Refused before it starts: a code, and done never runs. */
     assert_int_equal(dctx_grpc_call_start(e.ch, NULL, "/t.T/Echo", "x", 1, NULL, NULL),
                      DCTX_INVALID_ARGUMENT);
-    assert_int_equal(dctx_grpc_call_start(e.ch, NULL, "t.T/Echo", "x", 1, async_done, &seen[2]),
-                     DCTX_INVALID_ARGUMENT);
-    assert_int_equal(dctx_grpc_call_start(NULL, NULL, "/t.T/Echo", "x", 1, async_done, &seen[2]),
-                     DCTX_INVALID_ARGUMENT);
-    assert_int_equal(dctx_grpc_call_start(e.ch, ctx, "/t.T/Echo", "x", 1, async_done, &seen[2]),
-                     DCTX_ABORTED);
+    assert_int_equal(
+        dctx_grpc_call_start(e.ch, NULL, "t.T/Echo", "x", 1, rt_outcome_done, &seen[2]),
+        DCTX_INVALID_ARGUMENT);
+    assert_int_equal(
+        dctx_grpc_call_start(NULL, NULL, "/t.T/Echo", "x", 1, rt_outcome_done, &seen[2]),
+        DCTX_INVALID_ARGUMENT);
+    assert_int_equal(
+        dctx_grpc_call_start(e.ch, ctx, "/t.T/Echo", "x", 1, rt_outcome_done, &seen[2]),
+        DCTX_ABORTED);
     rt_sleep(MS(20));
-    assert_int_equal(atomic_load(&seen[2].calls), 0);
-    assert_int_equal(atomic_load(&seen[0].calls), 1); /* once each */
-    assert_int_equal(atomic_load(&seen[1].calls), 1);
+    assert_int_equal(atomic_load(&seen[2].callbacks), 0);
+    assert_int_equal(atomic_load(&seen[0].callbacks), 1); /* once each */
+    assert_int_equal(atomic_load(&seen[1].callbacks), 1);
     assert_true(pthread_equal(seen[0].thread, seen[1].thread)); /* the channel's one thread */
     rt_ctx_release(ctx);
     edge_close(&e);
@@ -449,24 +436,25 @@ static void max_concurrent_streams_holds_a_second_call_until_the_first_ends(void
     assert_int_equal(dctx_grpc_call(ch, NULL, "/t.T/Echo", "up", 2, &res), DCTX_OK);
     dctx_rpc_result_free(&res);
 
-    static struct async_seen seen[2];
+    static rt_outcome seen[2];
     memset(seen, 0, sizeof seen);
     dctx *first = rt_with_cancel();
-    assert_int_equal(dctx_grpc_call_start(ch, first, "/t.T/Hold", NULL, 0, async_done, &seen[0]),
-                     0);
+    assert_int_equal(
+        dctx_grpc_call_start(ch, first, "/t.T/Hold", NULL, 0, rt_outcome_done, &seen[0]), 0);
     assert_true(WAIT_FOR(rt_server_stats(srv).in_flight == 1, SEC(5)));
-    assert_int_equal(dctx_grpc_call_start(ch, NULL, "/t.T/Echo", "two", 3, async_done, &seen[1]),
-                     0);
+    assert_int_equal(
+        dctx_grpc_call_start(ch, NULL, "/t.T/Echo", "two", 3, rt_outcome_done, &seen[1]), 0);
     rt_sleep(MS(300));
-    assert_int_equal(atomic_load(&seen[1].calls), 0); /* waiting for a stream */
+    assert_int_equal(atomic_load(&seen[1].callbacks), 0); /* waiting for a stream */
     dctx_grpc_gateway_stats gs;
     dctx_grpc_gateway_stats_get(gw, &gs);
     assert_int_equal(gs.calls, 2); /* "up" and the held one */
     dctx_cancel(first);
-    assert_true(WAIT_FOR(atomic_load(&seen[0].calls) == 1, SEC(5)));
-    assert_true(WAIT_FOR(atomic_load(&seen[1].calls) == 1, SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen[0].callbacks) == 1, SEC(5)));
+    assert_true(WAIT_FOR(atomic_load(&seen[1].callbacks) == 1, SEC(5)));
     assert_int_equal(seen[1].code, DCTX_OK);
-    assert_string_equal(seen[1].payload, "two|");
+    assert_int_equal(seen[1].payload_len, 4);
+    assert_memory_equal(seen[1].payload, "two|", 4);
     rt_ctx_release(first);
     dctx_grpc_channel_release(ch);
     dctx_grpc_gateway_close(gw);

@@ -158,28 +158,6 @@ static void bad_calls_return_a_code_and_never_call_back(void **state)
     rt_ctx_release(ctx);
 }
 
-/* What a local call's done saw: its answer's bytes and its thread. */
-struct local_answer {
-    atomic_int callbacks;
-    int code;
-    char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
-    unsigned char payload[64];
-    size_t payload_len;
-    pthread_t thread;
-};
-
-static void answer_done(void *arg, const dctx_rpc_result *res)
-{
-    struct local_answer *a = arg;
-    a->code = res->code;
-    snprintf(a->message, sizeof a->message, "%s", res->message);
-    a->payload_len = res->payload_len;
-    if (res->payload_len > 0 && res->payload_len <= sizeof a->payload)
-        memcpy(a->payload, res->payload, res->payload_len);
-    a->thread = pthread_self();
-    atomic_fetch_add(&a->callbacks, 1);
-}
-
 /* Echo that notes the thread it ran on. */
 static pthread_t echo_thread;
 
@@ -209,10 +187,8 @@ static void inline_handler_runs_on_the_callers_thread_and_bytes_come_back_whole(
     const unsigned char req[] = {0, 1, 0, 0xff, 'x', 0, 0x80, 0x7f};
     dctx *ctx = rt_with_cancel();
 
-    static struct local_answer a;
-    memset(&a, 0, sizeof a);
-    assert_int_equal(
-        dctx_rpc_server_call_start(srv, ctx, NULL, ECHO, req, sizeof req, answer_done, &a), 0);
+    static rt_outcome a;
+    assert_int_equal(start(srv, ctx, NULL, ECHO, req, sizeof req, &a), 0);
     assert_int_equal(atomic_load(&a.callbacks), 1); /* before the return */
     assert_true(pthread_equal(echo_thread, pthread_self()));
     assert_true(pthread_equal(a.thread, pthread_self()));
@@ -220,9 +196,7 @@ static void inline_handler_runs_on_the_callers_thread_and_bytes_come_back_whole(
     assert_int_equal(a.payload_len, sizeof req);
     assert_memory_equal(a.payload, req, sizeof req);
 
-    memset(&a, 0, sizeof a);
-    assert_int_equal(
-        dctx_rpc_server_call_start(srv, ctx, NULL, PROBE, req, sizeof req, answer_done, &a), 0);
+    assert_int_equal(start(srv, ctx, NULL, PROBE, req, sizeof req, &a), 0);
     assert_true(WAIT_FOR(atomic_load(&a.callbacks) == 1, SEC(5)));
     assert_false(pthread_equal(echo_thread, pthread_self()));
     assert_int_equal(a.code, DCTX_OK);
@@ -238,7 +212,7 @@ static void inline_handler_runs_on_the_callers_thread_and_bytes_come_back_whole(
 struct loop_probe {
     dctx_rpc_server *srv;
     int rc;
-    struct local_answer a;
+    rt_outcome a;
 };
 
 static int calls_itself(void *arg, dctx *ctx, const void *req, size_t len, dctx_rpc_reply *reply)
@@ -247,7 +221,7 @@ static int calls_itself(void *arg, dctx *ctx, const void *req, size_t len, dctx_
     (void)len;
     (void)reply;
     struct loop_probe *p = arg;
-    p->rc = dctx_rpc_server_call_start(p->srv, ctx, NULL, ECHO, "x", 1, answer_done, &p->a);
+    p->rc = start(p->srv, ctx, NULL, ECHO, "x", 1, &p->a);
     return DCTX_OK;
 }
 

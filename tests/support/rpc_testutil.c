@@ -446,6 +446,10 @@ void rt_outcome_done(void *arg, const dctx_rpc_result *res)
     o->ended_ns = dctx_now();
     snprintf(o->message, sizeof o->message, "%s", res->message != NULL ? res->message : "(null)");
     o->payload_len = res->payload_len;
+    if (res->payload_len > 0)
+        memcpy(o->payload, res->payload,
+               res->payload_len < sizeof o->payload ? res->payload_len : sizeof o->payload);
+    o->thread = pthread_self();
     atomic_fetch_add(&o->callbacks, 1);
 }
 

@@ -17,6 +17,7 @@
 #ifndef DCTX_RPC_TESTUTIL_H
 #define DCTX_RPC_TESTUTIL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -332,6 +333,8 @@ typedef struct rt_outcome {
     int64_t ended_ns;
     char message[DCTX_WIRE_MESSAGE_BYTES_MAX + 1];
     size_t payload_len;
+    unsigned char payload[64]; /* its first bytes */
+    pthread_t thread;          /* the callback's */
 } rt_outcome;
 
 /* A completion callback whose arg is an rt_outcome. */

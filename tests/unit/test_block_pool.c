@@ -1,11 +1,11 @@
 /*
- * test_block_pool.c - the pool's blocks (lib/rpc/block_pool.c), stream
- * messages' blocks made of them (stream_half.c) and dctx_rpc_message_set:
- * blocks held at once are whole and apart; every size round-trips its
+ * test_block_pool.c - the pool (lib/rpc/block_pool.c), stream messages'
+ * blocks made of it (stream_half.c) and dctx_rpc_message_set: memory held
+ * at once is whole and apart, pooled or not; every size round-trips its
  * bytes, at and past the small blocks' limit; a block made on one thread
- * and freed on another is made again whole there; thousands of frees overflow the caches into the
- * depot and past it; threads that exit with blocks cached give them back
- * (LeakSanitizer counts any left). Under a sanitizer the pool is plain
+ * and freed on another is made again whole there; thousands of frees
+ * overflow the caches into the depot and past it; threads that exit with
+ * blocks cached give them back (LeakSanitizer counts any left). Under a sanitizer the pool is plain
  * malloc and free: the same tests then check the sizes and the handing
  * between threads against that.
  */
@@ -61,27 +61,39 @@ static void every_size_round_trips_at_and_past_the_small_limit(void **state)
     dctx__msg_free(NULL);
 }
 
-/* Blocks held at once are whole and apart: each filled to its last byte
- * keeps its pattern, more of them than a cache and a depot batch hold. */
-static void blocks_held_at_once_are_whole_and_apart(void **state)
+/* Memory held at once is whole and apart: each piece filled to its last
+ * byte keeps its pattern, more pieces than a cache and a depot batch
+ * hold, of sizes on both sides of the pool's limit (pooled and malloc'd),
+ * each given back with the size it was made with. */
+static size_t held_size(int i)
+{
+    static const size_t sizes[] = {1, DCTX__BLOCK_BYTES - 1, DCTX__BLOCK_BYTES,
+                                   DCTX__BLOCK_BYTES + 1, 4096};
+    return sizes[i % 5];
+}
+
+static void memory_held_at_once_is_whole_and_apart(void **state)
 {
     (void)state;
+    assert_true(dctx__block_pooled(DCTX__BLOCK_BYTES));
+    assert_false(dctx__block_pooled(DCTX__BLOCK_BYTES + 1));
     enum { HELD = 3 * 64 + 7 };
     static unsigned char *held[HELD];
     for (int round = 0; round < 3; round++) { /* later rounds reuse what was given back */
         for (int i = 0; i < HELD; i++) {
-            held[i] = dctx__block_get();
+            held[i] = dctx__block_alloc(held_size(i));
             assert_non_null(held[i]);
-            memset(held[i], (i + round) & 0xff, DCTX__BLOCK_BYTES);
+            memset(held[i], (i + round) & 0xff, held_size(i));
         }
         for (int i = 0; i < HELD; i++)
-            for (size_t k = 0; k < DCTX__BLOCK_BYTES; k++)
+            for (size_t k = 0; k < held_size(i); k++)
                 if (held[i][k] != (unsigned char)((i + round) & 0xff))
-                    fail_msg("block %d byte %zu was written by another", i, k);
+                    fail_msg("piece %d byte %zu was written by another", i, k);
         for (int i = 0; i < HELD; i++)
-            dctx__block_put(held[i]);
+            dctx__block_free(held[i], held_size(i));
     }
-    dctx__block_put(NULL);
+    dctx__block_free(NULL, 1);
+    dctx__block_free(NULL, 4096);
 }
 
 static void message_set_copies_and_message_free_gives_back(void **state)
@@ -168,7 +180,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_size_round_trips_at_and_past_the_small_limit),
-        cmocka_unit_test(blocks_held_at_once_are_whole_and_apart),
+        cmocka_unit_test(memory_held_at_once_is_whole_and_apart),
         cmocka_unit_test(message_set_copies_and_message_free_gives_back),
         cmocka_unit_test(blocks_cross_threads_in_both_directions_and_exit_with_their_threads),
     };
